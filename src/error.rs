@@ -1,0 +1,45 @@
+//! One error type for the library: every failure names what it was working on.
+
+use std::path::{Path, PathBuf};
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// A problem with a file's content: the path and what is wrong with it.
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
+    /// A request the engine cannot serve (bad shapes, unknown device, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A device failure (driver error, emulator fault), naming the kernel.
+    #[error("{0}")]
+    Device(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn file(path: &Path, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// `bail!`-style shorthand for [`Error::Invalid`].
+#[macro_export]
+macro_rules! invalid {
+    ($($arg:tt)*) => { $crate::error::Error::Invalid(format!($($arg)*)) };
+}

@@ -1,0 +1,12 @@
+//! dawin: training-free dynamic weight interpolation (DaWin, Oh et al.,
+//! ICLR 2025) for CLIP ViTs, on a small tensor engine with three executors
+//! (`cpu` reference, `emu` PTX interpreter, `cuda`) running the same ops.
+
+pub mod error;
+pub mod exec;
+pub mod model;
+pub mod ops;
+pub mod tensorfile;
+pub mod vit;
+
+pub use error::{Error, Result};

@@ -1,0 +1,67 @@
+//! attention: fused `softmax(Q·Kᵀ/√d)·V` for every (sample, head).
+//!
+//! Input `qkv[batch·tokens, 3·heads·head_dim]` is the fused in_proj output:
+//! columns `[q | k | v]`, head `h` at `h·head_dim..(h+1)·head_dim` of each.
+//! Output `out[batch·tokens, heads·head_dim]`, heads concatenated.
+
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// CPU reference, one rayon task per (sample, head).
+pub fn cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
+    let (t, d, w) = (s.tokens, s.head_dim, s.width());
+    assert!(qkv.len() >= s.batch * t * 3 * w && out.len() >= s.batch * t * w);
+    let scale = 1.0 / (d as f32).sqrt();
+    let op = SendPtr(out.as_mut_ptr());
+    (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
+        let op = &op;
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let row = |i: usize| &qkv[(b * t + i) * 3 * w..(b * t + i + 1) * 3 * w];
+        let mut p = vec![0f32; t];
+        let mut o = vec![0f32; d];
+        for i in 0..t {
+            let q = &row(i)[h * d..(h + 1) * d];
+            let mut mx = f32::NEG_INFINITY;
+            for (j, pj) in p.iter_mut().enumerate() {
+                let k = &row(j)[w + h * d..w + (h + 1) * d];
+                *pj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                mx = mx.max(*pj);
+            }
+            let mut sum = 0f32;
+            for pj in p.iter_mut() {
+                *pj = (*pj - mx).exp();
+                sum += *pj;
+            }
+            o.fill(0.0);
+            for (j, pj) in p.iter().enumerate() {
+                let v = &row(j)[2 * w + h * d..2 * w + (h + 1) * d];
+                for (oi, vi) in o.iter_mut().zip(v) {
+                    *oi += pj * vi;
+                }
+            }
+            // SAFETY: (b, h, i) addresses a disjoint slice of `out` per task.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(op.0.add((b * t + i) * w + h * d), d) };
+            for (x, oi) in dst.iter_mut().zip(&o) {
+                *x = oi / sum;
+            }
+        }
+    });
+}

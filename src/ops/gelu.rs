@@ -1,0 +1,13 @@
+//! gelu, exact erf form: `0.5·x·(1 + erf(x/√2))`, in place.
+
+use rayon::prelude::*;
+
+pub fn scalar(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+}
+
+pub fn cpu(x: &mut [f32]) {
+    x.par_chunks_mut(4096)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = scalar(*v)));
+}

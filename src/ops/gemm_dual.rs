@@ -1,0 +1,40 @@
+//! gemm_dual: `C_r = (1−λ_r)(A·B0ᵀ+b0) + λ_r(A·B1ᵀ+b1)`, DaWin's exact
+//! per-sample interpolation of a linear layer without building merged weights.
+
+use super::gemm::{self, GemmShape};
+use rayon::prelude::*;
+
+/// Mixes two weight sets row by row; the arguments mirror [`crate::exec::DualGemm`].
+pub struct DualRef<'a> {
+    pub b1: &'a [f32],
+    pub bias1: Option<&'a [f32]>,
+    pub lambda: &'a [f32],
+    pub rows_per_lambda: usize,
+}
+
+/// CPU reference: both products, then the per-row mix `c0 + λ(c1 − c0)`.
+pub fn cpu(
+    a: &[f32],
+    b0: &[f32],
+    bias0: Option<&[f32]>,
+    dual: &DualRef,
+    c: &mut [f32],
+    s: GemmShape,
+) {
+    let mut c1 = vec![0f32; s.m * s.n];
+    gemm::cpu(a, b0, bias0, c, s);
+    gemm::cpu(a, dual.b1, dual.bias1, &mut c1, s);
+    if s.n == 0 {
+        return;
+    }
+    c[..s.m * s.n]
+        .par_chunks_mut(s.n)
+        .zip(c1.par_chunks(s.n))
+        .enumerate()
+        .for_each(|(r, (row0, row1))| {
+            let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
+            for (x0, x1) in row0.iter_mut().zip(row1) {
+                *x0 = l.mul_add(*x1 - *x0, *x0);
+            }
+        });
+}

@@ -1,0 +1,20 @@
+//! l2_normalize: `y[r] = x[r] / ‖x[r]‖₂`, as the CLIP classifier head needs.
+//! A zero row stays zero (PyTorch's `F.normalize` clamps the norm at 1e-12).
+
+use rayon::prelude::*;
+
+pub fn cpu(x: &[f32], y: &mut [f32], rows: usize, width: usize) {
+    if width == 0 {
+        return;
+    }
+    y[..rows * width]
+        .par_chunks_mut(width)
+        .zip(x.par_chunks(width))
+        .for_each(|(yr, xr)| {
+            let n = xr.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+            let inv = 1.0 / n.max(1e-12);
+            for (a, b) in yr.iter_mut().zip(xr) {
+                *a = (*b as f64 * inv) as f32;
+            }
+        });
+}

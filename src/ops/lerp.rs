@@ -1,0 +1,20 @@
+//! lerp of a flat weight buffer: `out = w0 + λ·(w1 − w0)`, computed as one
+//! fused multiply-add so every executor rounds it the same way.
+
+use rayon::prelude::*;
+
+#[inline]
+pub fn scalar(w0: f32, w1: f32, lambda: f32) -> f32 {
+    lambda.mul_add(w1 - w0, w0)
+}
+
+pub fn cpu(out: &mut [f32], w0: &[f32], w1: &[f32], lambda: f32) {
+    assert!(w0.len() == out.len() && w1.len() == out.len());
+    out.par_chunks_mut(1 << 15)
+        .zip(w0.par_chunks(1 << 15).zip(w1.par_chunks(1 << 15)))
+        .for_each(|(o, (a, b))| {
+            for i in 0..o.len() {
+                o[i] = scalar(a[i], b[i], lambda);
+            }
+        });
+}

@@ -1,0 +1,22 @@
+//! One op, one file. Each file holds the op's shape type, its CPU reference
+//! (`cpu`, the numerical ground truth for every executor) and the argument
+//! checks shared by all executors. The matching PTX is `ptx/<name>.ptx`.
+
+pub mod add;
+pub mod attention;
+pub mod embed_add;
+pub mod gelu;
+pub mod gemm;
+pub mod gemm_dual;
+pub mod l2_normalize;
+pub mod layernorm;
+pub mod lerp;
+pub mod patch_embed;
+pub mod quick_gelu;
+pub mod softmax_entropy;
+
+/// λ of row `r` under a per-sample mix.
+#[inline]
+pub fn row_lambda(lambda: &[f32], rows_per_lambda: usize, r: usize) -> f32 {
+    lambda[r / rows_per_lambda]
+}
