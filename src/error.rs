@@ -13,12 +13,9 @@ pub enum Error {
     /// A device failure (driver error, emulator fault), naming the kernel.
     #[error("{0}")]
     Device(String),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message (not a `source`) so it is shown once.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -30,10 +27,10 @@ impl Error {
             msg: msg.into(),
         }
     }
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         }
     }
 }

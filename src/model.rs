@@ -228,6 +228,73 @@ impl Model {
         self.flat.len()
     }
 
+    /// A model with the given architecture and deterministic pseudo-random
+    /// weights (benchmarks and tests; no file involved). Scales follow CLIP's
+    /// init closely enough that activations stay in a realistic range.
+    pub fn random(spec: ModelSpec, seed: u64) -> Model {
+        let mut rng = SplitMix(seed);
+        let (w, c, p, t, d) = (
+            spec.width,
+            spec.channels,
+            spec.patch,
+            spec.tokens(),
+            spec.embed_dim,
+        );
+        let mut flat = Vec::new();
+        let mut push = |n: usize, mean: f32, std: f32| {
+            let r = flat.len()..flat.len() + n;
+            flat.extend((0..n).map(|_| mean + std * rng.normal()));
+            r
+        };
+        let lin = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+        let conv = push(w * c * p * p, 0.0, lin(c * p * p));
+        let class = push(w, 0.0, 0.5);
+        let pos = push(t * w, 0.0, 0.5);
+        let ln_pre_g = push(w, 1.0, 0.2);
+        let ln_pre_b = push(w, 0.0, 0.1);
+        let blocks = (0..spec.layers)
+            .map(|_| Block {
+                ln1_g: push(w, 1.0, 0.2),
+                ln1_b: push(w, 0.0, 0.1),
+                qkv_w: push(3 * w * w, 0.0, lin(w)),
+                qkv_b: push(3 * w, 0.0, 0.05),
+                out_w: push(w * w, 0.0, lin(w)),
+                out_b: push(w, 0.0, 0.05),
+                ln2_g: push(w, 1.0, 0.2),
+                ln2_b: push(w, 0.0, 0.1),
+                fc1_w: push(spec.mlp * w, 0.0, lin(w)),
+                fc1_b: push(spec.mlp, 0.0, 0.05),
+                fc2_w: push(w * spec.mlp, 0.0, lin(spec.mlp)),
+                fc2_b: push(w, 0.0, 0.05),
+            })
+            .collect();
+        let ln_post_g = push(w, 1.0, 0.2);
+        let ln_post_b = push(w, 0.0, 0.1);
+        let proj = spec.has_proj.then(|| push(d * w, 0.0, lin(w)));
+        let head_w = spec.classes.map(|k| push(k * d, 0.0, 30.0 * lin(d)));
+        let head_b = spec.classes.map(|k| push(k, 0.0, 0.5));
+        let params = Params {
+            conv,
+            class,
+            pos,
+            ln_pre_g,
+            ln_pre_b,
+            blocks,
+            ln_post_g,
+            ln_post_b,
+            proj,
+            head_w,
+            head_b,
+        };
+        Model {
+            layout: Layout::OpenAi,
+            spec,
+            flat,
+            params,
+            notes: vec![],
+        }
+    }
+
     pub fn tensor(&self, r: &Range<usize>) -> &[f32] {
         &self.flat[r.clone()]
     }
@@ -361,6 +428,12 @@ impl<'a> Loader<'a> {
             )
         };
         let [width, channels, patch, patch2] = self.dims::<4>(&conv_key)?;
+        if width == 0 || channels == 0 || patch == 0 {
+            return Err(self.err(format!(
+                "`{conv_key}` has an empty dimension: {:?}",
+                [width, channels, patch, patch2]
+            )));
+        }
         if patch != patch2 {
             return Err(self.err(format!(
                 "`{conv_key}` has a non-square {patch}×{patch2} patch"
@@ -395,13 +468,16 @@ impl<'a> Loader<'a> {
             k("transformer.resblocks.0.mlp.c_fc.weight")
         };
         let [mlp, _] = self.dims::<2>(&mlp_key)?;
+        if mlp == 0 {
+            return Err(self.err(format!("`{mlp_key}` has no rows")));
+        }
 
         let (embed_dim, proj_t) = match &self.keys.proj {
             Some(p) => {
                 let s = self.dims::<2>(p)?;
                 // OpenAI stores [width, embed]; HF stores [embed, width].
                 let (e, w) = if hf { (s[0], s[1]) } else { (s[1], s[0]) };
-                if w != width {
+                if w != width || e == 0 {
                     return Err(self.err(format!(
                         "projection `{p}` has shape {s:?}, which does not fit width {width}"
                     )));
@@ -691,4 +767,48 @@ fn unknown_layout(path: &Path, names: &[String]) -> Error {
             names.len()
         ),
     )
+}
+
+/// A tiny deterministic generator (SplitMix64) so that random models need no
+/// extra dependency and are identical everywhere.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+impl ModelSpec {
+    /// OpenAI CLIP ViT-B/32's image tower with a head of `classes`.
+    pub fn vit_b32(classes: Option<usize>) -> Self {
+        ModelSpec {
+            width: 768,
+            layers: 12,
+            heads: 12,
+            patch: 32,
+            channels: 3,
+            image_size: 224,
+            mlp: 3072,
+            embed_dim: 512,
+            has_proj: true,
+            classes,
+            act: Act::QuickGelu,
+            ln_eps: 1e-5,
+        }
+    }
 }

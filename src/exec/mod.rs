@@ -93,6 +93,20 @@ impl std::fmt::Display for DeviceKind {
     }
 }
 
+/// The executors this build can run, for tests that check every one. The
+/// `DAWIN_TEST_DEVICES` variable (comma list, e.g. `cpu,cuda`) narrows or
+/// extends it on a machine that has more.
+pub fn available() -> Vec<DeviceKind> {
+    if let Ok(v) = std::env::var("DAWIN_TEST_DEVICES") {
+        use clap::ValueEnum;
+        return v
+            .split(',')
+            .filter_map(|s| DeviceKind::from_str(s.trim(), true).ok())
+            .collect();
+    }
+    vec![DeviceKind::Cpu]
+}
+
 /// Opens the executor a user asked for, or says clearly why it can't.
 pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
     match kind {

@@ -1,0 +1,232 @@
+//! Bad files and inputs get clear errors naming the file and the problem,
+//! never a panic.
+
+mod common;
+
+use common::fixtures_dir;
+use dawin::model::{Model, Overrides};
+use proptest::prelude::*;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(format!("{name}.safetensors"))).unwrap()
+}
+
+/// Tensors of a file as owned (dtype, shape, bytes), editable.
+type Edit = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
+fn tensors_of(bytes: &[u8]) -> Edit {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, t: &Edit) -> PathBuf {
+    let views: Vec<(String, TensorView)> = t
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn load_err(path: &Path) -> String {
+    let e = Model::load(path, Overrides::default()).expect_err("must fail");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "error does not name the file: {msg}"
+    );
+    msg
+}
+
+#[test]
+fn not_a_safetensors_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("notes.safetensors");
+    std::fs::write(&p, b"hello, this is not a tensor file at all").unwrap();
+    assert!(load_err(&p).contains("not a safetensors file"));
+    std::fs::write(&p, b"abc").unwrap();
+    assert!(load_err(&p).contains("too short"));
+    std::fs::write(&p, b"").unwrap();
+    load_err(&p);
+}
+
+#[test]
+fn header_claims_more_bytes_than_the_file_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let mut b = fixture_bytes("hf_quickgelu");
+    let claim = (b.len() as u64 * 2).to_le_bytes();
+    b[..8].copy_from_slice(&claim);
+    let p = d.path().join("big-header.safetensors");
+    std::fs::write(&p, &b).unwrap();
+    let msg = load_err(&p);
+    assert!(msg.contains("header claims"), "{msg}");
+}
+
+#[test]
+fn truncated_file() {
+    let d = tempfile::tempdir().unwrap();
+    let b = fixture_bytes("openai_gelu");
+    let p = d.path().join("cut.safetensors");
+    std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+    let msg = load_err(&p);
+    assert!(msg.contains("truncated"), "{msg}");
+}
+
+#[test]
+fn missing_tensor_names_it() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = tensors_of(&fixture_bytes("openai_gelu"));
+    t.remove("visual.transformer.resblocks.1.ln_2.bias");
+    let msg = load_err(&write(d.path(), "missing.safetensors", &t));
+    assert!(
+        msg.contains("missing tensor `visual.transformer.resblocks.1.ln_2.bias`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn misshaped_tensor_gives_both_shapes() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = tensors_of(&fixture_bytes("openai_gelu"));
+    let e = t
+        .get_mut("visual.transformer.resblocks.0.attn.in_proj_weight")
+        .unwrap();
+    e.1 = vec![64, 192];
+    let msg = load_err(&write(d.path(), "shape.safetensors", &t));
+    assert!(
+        msg.contains("[64, 192]") && msg.contains("[192, 64]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_layout_lists_expected_and_closest_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let t = tensors_of(&fixture_bytes("openai_gelu"));
+    // Any prefix is recognised, so the anchor itself must be gone.
+    let renamed: Edit = t
+        .into_iter()
+        .map(|(n, v)| (n.replace("visual.", "tower.").replace("conv1", "stem"), v))
+        .collect();
+    let msg = load_err(&write(d.path(), "odd.safetensors", &renamed));
+    assert!(msg.contains("unknown weight layout"), "{msg}");
+    assert!(
+        msg.contains("visual.conv1.weight")
+            && msg.contains("vision_model.embeddings.patch_embedding.weight"),
+        "{msg}"
+    );
+    assert!(msg.contains("closest key found: `tower."), "{msg}");
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let mut t = tensors_of(&fixture_bytes("openai_gelu"));
+    let e = t.get_mut("visual.ln_pre.weight").unwrap();
+    e.0 = Dtype::I32;
+    let msg = load_err(&write(d.path(), "dtype.safetensors", &t));
+    assert!(
+        msg.contains("I32") && msg.contains("visual.ln_pre.weight"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_metadata_and_heads_that_do_not_divide() {
+    let p = fixtures_dir().join("soups_quickgelu.safetensors");
+    let e = Model::load(
+        &p,
+        Overrides {
+            heads: Some(5),
+            act: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("5 attention heads do not divide width 64"),
+        "{e}"
+    );
+    let m = Model::load(
+        &p,
+        Overrides {
+            heads: Some(4),
+            act: Some(dawin::model::Act::Gelu),
+        },
+    )
+    .unwrap();
+    assert_eq!((m.spec.heads, m.spec.act), (4, dawin::model::Act::Gelu));
+    // Metadata wins over flags, and says so.
+    let m = Model::load(
+        &fixtures_dir().join("hf_quickgelu.safetensors"),
+        Overrides {
+            heads: Some(2),
+            act: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(m.spec.heads, 4);
+    assert!(
+        m.notes.iter().any(|n| n.contains("--heads 2 ignored")),
+        "{:?}",
+        m.notes
+    );
+}
+
+#[test]
+fn missing_file_is_an_io_error_with_the_path() {
+    let p = PathBuf::from("/nonexistent/model.safetensors");
+    let e = Model::load(&p, Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/model.safetensors"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Any truncation is an error, never a panic.
+    #[test]
+    fn truncated_copies_are_errors(cut in 0usize..1000, name in prop::sample::select(vec!["hf_quickgelu", "soups_quickgelu", "hfbare_gelu_bf16"])) {
+        let b = fixture_bytes(name);
+        let keep = (cut * (b.len() - 1)) / 1000;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.safetensors");
+        std::fs::write(&p, &b[..keep]).unwrap();
+        let r = std::panic::catch_unwind(|| Model::load(&p, Overrides::default()));
+        prop_assert!(r.is_ok(), "panicked on truncation at {keep}");
+        prop_assert!(r.unwrap().is_err(), "truncation at {keep} loaded");
+    }
+
+    /// Byte mutations anywhere in the header never panic; when the result
+    /// still loads, it is a consistent model (the mutation hit a harmless
+    /// spot, such as a metadata value).
+    #[test]
+    fn mutated_headers_never_panic(pos in 0usize..10_000, byte in any::<u8>(), count in 1usize..4) {
+        let mut b = fixture_bytes("hf_quickgelu");
+        let header = 8 + u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        for i in 0..count {
+            let at = (pos * 7919 + i * 104729) % header;
+            b[at] = byte;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.safetensors");
+        std::fs::write(&p, &b).unwrap();
+        let r = std::panic::catch_unwind(|| Model::load(&p, Overrides::default()));
+        prop_assert!(r.is_ok(), "panicked on mutation at {pos}");
+        if let Ok(m) = r.unwrap() {
+            let s = &m.spec;
+            prop_assert!(s.width % s.heads == 0 && s.tokens() >= 2);
+            let total: usize = m.params.named().iter().map(|(_, r)| r.len()).sum();
+            prop_assert_eq!(total, m.param_count());
+        }
+    }
+}

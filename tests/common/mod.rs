@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests: executors, comparison with a
+//! normalised error, fixture access and f64 reference implementations.
+#![allow(dead_code)]
+
+pub mod reference;
+
+use dawin::exec::{self, DeviceKind, Executor};
+use std::path::PathBuf;
+
+/// Every executor this build can run (see `dawin::exec::available`).
+pub fn executors() -> Vec<(DeviceKind, Box<dyn Executor>)> {
+    exec::available()
+        .into_iter()
+        .map(|k| (k, exec::open(k).expect("available executor must open")))
+        .collect()
+}
+
+/// Max |got − want| divided by max |want| (the output's scale).
+pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &v| m.max((v as f64).abs()))
+        .max(1e-30);
+    let mut worst = 0f64;
+    for (g, w) in got.iter().zip(want) {
+        let d = if g.is_nan() || w.is_nan() {
+            if g.is_nan() && w.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else if g == w {
+            0.0
+        } else {
+            (*g as f64 - *w as f64).abs()
+        };
+        worst = worst.max(d);
+    }
+    worst / scale
+}
+
+/// Asserts `rel_err ≤ tol`, printing the first mismatches with their indices.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let e = rel_err(got, want);
+    if !(e <= tol) {
+        let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+        let bad: Vec<String> = got
+            .iter()
+            .zip(want)
+            .enumerate()
+            .filter(|(_, (g, w))| !((**g as f64 - **w as f64).abs() <= tol * scale))
+            .take(6)
+            .map(|(i, (g, w))| format!("[{i}] got {g} want {w}"))
+            .collect();
+        panic!("{what}: relative error {e:.3e} > {tol:.1e}; first mismatches: {bad:?}");
+    }
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn manifest() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Deterministic data with a spread of magnitudes and signs.
+pub fn data(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut r = dawin::model::SplitMix(seed);
+    (0..n).map(|_| scale * r.normal()).collect()
+}

@@ -1,0 +1,234 @@
+//! The ViT forward against the golden fixtures made by HF transformers
+//! (tools/make_fixtures.py), and DaWin's exact dual forward against
+//! forwarding each sample through explicitly lerped weights.
+
+mod common;
+
+use common::{assert_close, executors, fixtures_dir, manifest};
+use dawin::model::{Act, Layout, Model, ModelSpec, Overrides};
+use dawin::tensorfile::TensorFile;
+use dawin::vit::{DeviceModel, Interp, forward};
+
+/// Max error relative to the output's scale, as the issue asks.
+const FIXTURE_TOL: f64 = 1e-4;
+
+#[test]
+fn fixtures_load_with_the_expected_spec() {
+    for f in manifest() {
+        let name = f["name"].as_str().unwrap();
+        let m = Model::load(
+            &fixtures_dir().join(format!("{name}.safetensors")),
+            Overrides::default(),
+        )
+        .unwrap();
+        let layout = match f["layout"].as_str().unwrap() {
+            "hf" => Layout::Hf,
+            "hf-bare" => Layout::HfBare,
+            "openai" => Layout::OpenAi,
+            "model-soups" => Layout::ModelSoups,
+            other => panic!("unknown layout {other}"),
+        };
+        let s = &m.spec;
+        assert_eq!(m.layout, layout, "{name}");
+        let u = |k: &str| f[k].as_u64().unwrap() as usize;
+        assert_eq!(
+            (
+                s.width,
+                s.layers,
+                s.heads,
+                s.mlp,
+                s.patch,
+                s.image_size,
+                s.embed_dim
+            ),
+            (
+                u("width"),
+                u("layers"),
+                u("heads"),
+                u("mlp"),
+                u("patch"),
+                u("image_size"),
+                u("embed_dim")
+            ),
+            "{name}"
+        );
+        assert_eq!(s.has_proj, f["has_proj"].as_bool().unwrap(), "{name}");
+        assert_eq!(
+            s.classes,
+            f["classes"].as_u64().map(|c| c as usize),
+            "{name}"
+        );
+        assert_eq!(
+            s.act,
+            f["act"].as_str().unwrap().parse::<Act>().unwrap(),
+            "{name}"
+        );
+        approx::assert_relative_eq!(s.ln_eps, f["ln_eps"].as_f64().unwrap() as f32);
+        assert_eq!(m.param_count(), u("params"), "{name}");
+    }
+}
+
+#[test]
+fn fixtures_match_hf_on_every_executor() {
+    for f in manifest() {
+        let name = f["name"].as_str().unwrap();
+        let m = Model::load(
+            &fixtures_dir().join(format!("{name}.safetensors")),
+            Overrides::default(),
+        )
+        .unwrap();
+        let io = TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors"))).unwrap();
+        let px = io.read_f32("pixel_values").unwrap();
+        let n = px.shape[0];
+        for (kind, ex) in executors() {
+            let dm = DeviceModel::upload(ex.as_ref(), &m).unwrap();
+            let out = forward(ex.as_ref(), &dm, &px.data, n, None).unwrap();
+            let want = io.read_f32("image_embeds").unwrap();
+            assert_close(
+                &format!("{name} embeds on {kind}"),
+                &out.embeds,
+                &want.data,
+                FIXTURE_TOL,
+            );
+            match (out.logits, io.read_f32("logits")) {
+                (Some(l), Ok(w)) => assert_close(
+                    &format!("{name} logits on {kind}"),
+                    &l,
+                    &w.data,
+                    FIXTURE_TOL,
+                ),
+                (None, Err(_)) => {}
+                (l, w) => panic!(
+                    "{name}: logits present {} vs expected {}",
+                    l.is_some(),
+                    w.is_ok()
+                ),
+            }
+            dm.free(ex.as_ref());
+        }
+    }
+}
+
+/// A second model of the same architecture: every weight moved.
+fn perturbed(m: &Model, seed: u64) -> Model {
+    let mut o = m.clone();
+    let mut r = dawin::model::SplitMix(seed);
+    for v in o.flat.iter_mut() {
+        *v += 0.3 * r.normal() * (0.1 + v.abs());
+    }
+    o
+}
+
+fn lerped(a: &Model, b: &Model, l: f32) -> Model {
+    let mut o = a.clone();
+    for (i, v) in o.flat.iter_mut().enumerate() {
+        *v = dawin::ops::lerp::scalar(a.flat[i], b.flat[i], l);
+    }
+    o
+}
+
+/// The dual forward with a λ per sample is each sample's own merged model.
+fn check_dual(m0: &Model, m1: &Model, pixels: &[f32], n: usize, lambdas: &[f32], what: &str) {
+    for (kind, ex) in executors() {
+        let (d0, d1) = (
+            DeviceModel::upload(ex.as_ref(), m0).unwrap(),
+            DeviceModel::upload(ex.as_ref(), m1).unwrap(),
+        );
+        let got = forward(
+            ex.as_ref(),
+            &d0,
+            pixels,
+            n,
+            Some(Interp {
+                other: &d1,
+                lambda: lambdas,
+            }),
+        )
+        .unwrap();
+        let img = pixels.len() / n;
+        for (i, &l) in lambdas.iter().enumerate() {
+            let merged = lerped(m0, m1, l);
+            let dm = DeviceModel::upload(ex.as_ref(), &merged).unwrap();
+            let want = forward(ex.as_ref(), &dm, &pixels[i * img..(i + 1) * img], 1, None).unwrap();
+            let d = m0.spec.embed_dim;
+            assert_close(
+                &format!("{what} sample {i} λ={l} embeds on {kind}"),
+                &got.embeds[i * d..(i + 1) * d],
+                &want.embeds,
+                1e-4,
+            );
+            if let (Some(g), Some(w)) = (&got.logits, &want.logits) {
+                let c = w.len();
+                assert_close(
+                    &format!("{what} sample {i} λ={l} logits on {kind}"),
+                    &g[i * c..(i + 1) * c],
+                    w,
+                    1e-4,
+                );
+            }
+            dm.free(ex.as_ref());
+        }
+    }
+}
+
+#[test]
+fn dual_forward_equals_explicitly_lerped_models_on_fixtures() {
+    for f in manifest() {
+        let name = f["name"].as_str().unwrap();
+        let m0 = Model::load(
+            &fixtures_dir().join(format!("{name}.safetensors")),
+            Overrides::default(),
+        )
+        .unwrap();
+        let m1 = perturbed(&m0, 7);
+        let io = TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors"))).unwrap();
+        let px = io.read_f32("pixel_values").unwrap();
+        let n = px.shape[0];
+        let lambdas: Vec<f32> = (0..n).map(|i| [0.0, 1.0, 0.25, 0.8, 0.5][i % 5]).collect();
+        check_dual(&m0, &m1, &px.data, n, &lambdas, name);
+    }
+}
+
+#[test]
+fn dual_forward_at_lambda_0_and_1_is_each_model() {
+    let spec = ModelSpec {
+        width: 32,
+        layers: 2,
+        heads: 2,
+        patch: 4,
+        channels: 3,
+        image_size: 12,
+        mlp: 64,
+        embed_dim: 16,
+        has_proj: true,
+        classes: Some(6),
+        act: Act::Gelu,
+        ln_eps: 1e-5,
+    };
+    let (m0, m1) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
+    let px = common::data(3, 2 * 3 * 12 * 12, 1.0);
+    for (_, ex) in executors() {
+        let (d0, d1) = (
+            DeviceModel::upload(ex.as_ref(), &m0).unwrap(),
+            DeviceModel::upload(ex.as_ref(), &m1).unwrap(),
+        );
+        let both = forward(
+            ex.as_ref(),
+            &d0,
+            &px,
+            2,
+            Some(Interp {
+                other: &d1,
+                lambda: &[0.0, 1.0],
+            }),
+        )
+        .unwrap();
+        let a = forward(ex.as_ref(), &d0, &px, 2, None).unwrap();
+        let b = forward(ex.as_ref(), &d1, &px, 2, None).unwrap();
+        let (la, lb, lm) = (a.logits.unwrap(), b.logits.unwrap(), both.logits.unwrap());
+        assert_close("λ=0", &lm[..6], &la[..6], 1e-6);
+        assert_close("λ=1", &lm[6..], &lb[6..], 1e-6);
+        // And the two models really differ, or the test proves nothing.
+        assert!(common::rel_err(&la, &lb) > 0.1);
+    }
+}

@@ -1,0 +1,303 @@
+//! Every op on every executor against the f64 references in
+//! `common/reference.rs`, on random shapes that are not tile multiples.
+//! Each test states its tolerance (relative to the output's scale).
+
+mod common;
+
+use common::{assert_close, data, executors, reference as r};
+use dawin::exec::{DualEmbed, DualGemm, DualNorm, Mix};
+use dawin::ops::{
+    attention::AttentionShape, embed_add::EmbedShape, gemm::GemmShape, layernorm::LayerNormShape,
+    patch_embed::PatchShape, softmax_entropy,
+};
+use proptest::prelude::*;
+
+fn cfg() -> ProptestConfig {
+    ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// gemm: f32 accumulation over k ≤ 300, tolerance 1e-5.
+    #[test]
+    fn gemm(m in 1usize..70, n in 1usize..90, k in 1usize..300, bias in any::<bool>(), seed in any::<u64>()) {
+        let a = data(seed, m * k, 1.0);
+        let b = data(seed ^ 1, n * k, 0.5);
+        let bi = data(seed ^ 2, n, 3.0);
+        let want = r::to_f32(&r::gemm(&a, &b, bias.then_some(&bi[..]), m, n, k));
+        for (kind, ex) in executors() {
+            let (ba, bb, bc) = (ex.upload(&a).unwrap(), ex.upload(&b).unwrap(), ex.alloc(m * n).unwrap());
+            let bbias = bias.then(|| ex.upload(&bi).unwrap());
+            ex.gemm(ba, bb, bbias, bc, GemmShape { m, n, k }).unwrap();
+            assert_close(&format!("gemm on {kind}"), &ex.download(bc).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// gemm_dual equals the gemm of per-row lerped weights; tolerance 1e-5.
+    #[test]
+    fn gemm_dual(samples in 1usize..5, rows_per in 1usize..20, n in 1usize..70, k in 1usize..130, seed in any::<u64>()) {
+        let m = samples * rows_per;
+        let a = data(seed, m * k, 1.0);
+        let (b0, b1) = (data(seed ^ 1, n * k, 0.5), data(seed ^ 2, n * k, 0.5));
+        let (c0, c1) = (data(seed ^ 3, n, 1.0), data(seed ^ 4, n, 1.0));
+        let lam: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
+        let mut want = Vec::new();
+        for i in 0..m {
+            let l = lam[i / rows_per];
+            let (bl, cl) = (r::lerp(&b0, &b1, l), r::lerp(&c0, &c1, l));
+            want.extend(r::to_f32(&r::gemm(&a[i * k..(i + 1) * k], &bl, Some(&cl), 1, n, k)));
+        }
+        for (kind, ex) in executors() {
+            let up = |v: &[f32]| ex.upload(v).unwrap();
+            let c = ex.alloc(m * n).unwrap();
+            let dual = DualGemm { b1: up(&b1), bias1: Some(up(&c1)), mix: Mix { lambda: up(&lam), rows_per_lambda: rows_per } };
+            ex.gemm_dual(up(&a), up(&b0), Some(up(&c0)), dual, c, GemmShape { m, n, k }).unwrap();
+            assert_close(&format!("gemm_dual on {kind}"), &ex.download(c).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// attention for head dims 32/64/80/128 (and odd ones); tolerance 1e-5.
+    #[test]
+    fn attention(batch in 1usize..3, tokens in 1usize..60, heads in 1usize..4, hd in prop::sample::select(vec![8usize, 32, 64, 80, 128, 13]), seed in any::<u64>()) {
+        let w = heads * hd;
+        // Scaled so the softmax is far from uniform.
+        let qkv = data(seed, batch * tokens * 3 * w, 2.0);
+        let mut want = vec![0f32; batch * tokens * w];
+        for b in 0..batch {
+            for h in 0..heads {
+                let get = |part: usize| -> Vec<Vec<f64>> {
+                    (0..tokens).map(|t| (0..hd).map(|c| qkv[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64).collect()).collect()
+                };
+                let o = r::attention_head(&get(0), &get(1), &get(2));
+                for t in 0..tokens {
+                    for c in 0..hd {
+                        want[(b * tokens + t) * w + h * hd + c] = o[t][c] as f32;
+                    }
+                }
+            }
+        }
+        for (kind, ex) in executors() {
+            let out = ex.alloc(want.len()).unwrap();
+            ex.attention(ex.upload(&qkv).unwrap(), out, AttentionShape { batch, tokens, heads, head_dim: hd }).unwrap();
+            assert_close(&format!("attention on {kind}"), &ex.download(out).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// layernorm, dense and strided, with and without per-row lerped γ/β;
+    /// inputs with a large common offset test the variance's stability. 1e-5.
+    #[test]
+    fn layernorm(rows in 1usize..20, width in 1usize..300, stride_extra in 0usize..3, dual in any::<bool>(), offset in -100f32..100f32, seed in any::<u64>()) {
+        let xs = width * (1 + stride_extra);
+        let x: Vec<f32> = data(seed, rows * xs, 2.0).iter().map(|v| v + offset).collect();
+        let (g0, b0, g1, b1) = (data(seed ^ 1, width, 1.0), data(seed ^ 2, width, 1.0), data(seed ^ 3, width, 1.0), data(seed ^ 4, width, 1.0));
+        let lam: Vec<f32> = (0..rows).map(|i| (i as f32 * 0.37).fract()).collect();
+        let mut want = Vec::new();
+        for i in 0..rows {
+            let (g, b) = if dual { (r::lerp(&g0, &g1, lam[i]), r::lerp(&b0, &b1, lam[i])) } else { (g0.clone(), b0.clone()) };
+            want.extend(r::to_f32(&r::layernorm(&x[i * xs..i * xs + width], &g, &b, 1e-5)));
+        }
+        for (kind, ex) in executors() {
+            let up = |v: &[f32]| ex.upload(v).unwrap();
+            let y = ex.alloc(rows * width).unwrap();
+            let d = dual.then(|| DualNorm { gamma1: up(&g1), beta1: up(&b1), mix: Mix { lambda: up(&lam), rows_per_lambda: 1 } });
+            let s = LayerNormShape { rows, width, x_stride: xs, y_stride: width, eps: 1e-5 };
+            ex.layernorm(up(&x), y, up(&g0), up(&b0), d, s).unwrap();
+            assert_close(&format!("layernorm on {kind}"), &ex.download(y).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// gelu (erf) and quick_gelu elementwise, over a wide range; 1e-6.
+    #[test]
+    fn gelu(n in 1usize..3000, scale in 0.1f32..20.0, seed in any::<u64>()) {
+        let x = data(seed, n, scale);
+        let want: Vec<f32> = x.iter().map(|&v| r::erf_gelu(v) as f32).collect();
+        for (kind, ex) in executors() {
+            let b = ex.upload(&x).unwrap();
+            ex.gelu(b).unwrap();
+            assert_close(&format!("gelu on {kind}"), &ex.download(b).unwrap(), &want, 1e-6);
+        }
+    }
+
+    #[test]
+    fn quick_gelu(n in 1usize..3000, scale in 0.1f32..20.0, seed in any::<u64>()) {
+        let x = data(seed, n, scale);
+        let want: Vec<f32> = x.iter().map(|&v| (v as f64 / (1.0 + (-1.702 * v as f64).exp())) as f32).collect();
+        for (kind, ex) in executors() {
+            let b = ex.upload(&x).unwrap();
+            ex.quick_gelu(b).unwrap();
+            assert_close(&format!("quick_gelu on {kind}"), &ex.download(b).unwrap(), &want, 1e-6);
+        }
+    }
+
+    /// add: exact.
+    #[test]
+    fn add(n in 1usize..5000, seed in any::<u64>()) {
+        let (x, y) = (data(seed, n, 1.0), data(seed ^ 9, n, 1.0));
+        let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+        for (kind, ex) in executors() {
+            let by = ex.upload(&y).unwrap();
+            ex.add(ex.upload(&x).unwrap(), by).unwrap();
+            assert_close(&format!("add on {kind}"), &ex.download(by).unwrap(), &want, 0.0);
+        }
+    }
+
+    /// patch_embed (im2col): exact.
+    #[test]
+    fn patch_embed(batch in 1usize..3, channels in 1usize..4, grid in 1usize..5, patch in 1usize..9, seed in any::<u64>()) {
+        let image = grid * patch;
+        let px = data(seed, batch * channels * image * image, 1.0);
+        let s = PatchShape { batch, channels, image, patch };
+        let mut want = Vec::new();
+        for nb in 0..batch {
+            for py in 0..grid {
+                for pxx in 0..grid {
+                    for c in 0..channels {
+                        for ky in 0..patch {
+                            for kx in 0..patch {
+                                want.push(px[((nb * channels + c) * image + py * patch + ky) * image + pxx * patch + kx]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (kind, ex) in executors() {
+            let out = ex.alloc(s.rows() * s.cols()).unwrap();
+            ex.patch_embed(ex.upload(&px).unwrap(), out, s).unwrap();
+            assert_close(&format!("patch_embed on {kind}"), &ex.download(out).unwrap(), &want, 0.0);
+        }
+    }
+
+    /// embed_add with and without per-sample lerped embeddings; 1e-6.
+    #[test]
+    fn embed_add(batch in 1usize..4, tokens in 2usize..30, width in 1usize..100, dual in any::<bool>(), seed in any::<u64>()) {
+        let pe = data(seed, batch * (tokens - 1) * width, 1.0);
+        let (c0, c1) = (data(seed ^ 1, width, 1.0), data(seed ^ 2, width, 1.0));
+        let (p0, p1) = (data(seed ^ 3, tokens * width, 1.0), data(seed ^ 4, tokens * width, 1.0));
+        let lam: Vec<f32> = (0..batch).map(|i| 0.2 + 0.3 * i as f32).collect();
+        let mut want = Vec::new();
+        for b in 0..batch {
+            let l = if dual { lam[b] } else { 0.0 };
+            let (c, p) = (r::lerp(&c0, &c1, l), r::lerp(&p0, &p1, l));
+            for t in 0..tokens {
+                for i in 0..width {
+                    let base = if t == 0 { c[i] } else { pe[(b * (tokens - 1) + t - 1) * width + i] };
+                    want.push(base + p[t * width + i]);
+                }
+            }
+        }
+        for (kind, ex) in executors() {
+            let up = |v: &[f32]| ex.upload(v).unwrap();
+            let out = ex.alloc(want.len()).unwrap();
+            let d = dual.then(|| DualEmbed { class1: up(&c1), pos1: up(&p1), mix: Mix { lambda: up(&lam), rows_per_lambda: tokens } });
+            ex.embed_add(up(&pe), up(&c0), up(&p0), d, out, EmbedShape { batch, tokens, width }).unwrap();
+            assert_close(&format!("embed_add on {kind}"), &ex.download(out).unwrap(), &want, 1e-6);
+        }
+    }
+
+    /// softmax_entropy on logits up to ±1e4 with some −inf entries; entropy,
+    /// max prob and logsumexp within 1e-5 (absolute for H and p, relative
+    /// for lse), argmax exact.
+    #[test]
+    fn softmax_entropy(rows in 1usize..12, cols in 1usize..1100, scale in prop::sample::select(vec![0.1f32, 3.0, 50.0, 1e4]), neg_inf in 0usize..4, t in 0.5f32..2.0, seed in any::<u64>()) {
+        let mut z = data(seed, rows * cols, scale);
+        for i in 0..neg_inf.min(cols.saturating_sub(1)) {
+            for rr in 0..rows {
+                z[rr * cols + (i * 7) % cols] = f32::NEG_INFINITY;
+            }
+        }
+        for (kind, ex) in executors() {
+            let out = ex.alloc(rows * 4).unwrap();
+            ex.softmax_entropy(ex.upload(&z).unwrap(), out, rows, cols, t).unwrap();
+            let got = softmax_entropy::unpack(&ex.download(out).unwrap());
+            for (i, g) in got.iter().enumerate() {
+                let row = &z[i * cols..(i + 1) * cols];
+                let (h, am, pm, lse) = r::entropy(row, t);
+                prop_assert!((g.entropy as f64 - h).abs() <= 1e-5 * (1.0 + h), "{kind} row {i}: H {} vs {h}", g.entropy);
+                prop_assert_eq!(row[g.argmax], row[am], "{} row {}: argmax", kind, i);
+                prop_assert!((g.max_prob as f64 - pm).abs() <= 1e-5, "{kind} row {i}: pmax {} vs {pm}", g.max_prob);
+                prop_assert!((g.logsumexp as f64 - lse).abs() <= 1e-5 * (1.0 + lse.abs()), "{kind} row {i}: lse {} vs {lse}", g.logsumexp);
+            }
+        }
+    }
+
+    /// lerp in place and out of place: exactly the fused w0 + λ(w1−w0).
+    #[test]
+    fn lerp(n in 1usize..10000, l in 0f32..1.0, inplace in any::<bool>(), seed in any::<u64>()) {
+        let (w0, w1) = (data(seed, n, 1.0), data(seed ^ 1, n, 1.0));
+        let want: Vec<f32> = w0.iter().zip(&w1).map(|(&a, &b)| l.mul_add(b - a, a)).collect();
+        for (kind, ex) in executors() {
+            let (b0, b1) = (ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap());
+            let out = if inplace { b0 } else { ex.alloc(n).unwrap() };
+            ex.lerp(out, b0, b1, l).unwrap();
+            assert_close(&format!("lerp on {kind}"), &ex.download(out).unwrap(), &want, 0.0);
+        }
+    }
+
+    /// l2_normalize: 1e-6.
+    #[test]
+    fn l2_normalize(rows in 1usize..10, width in 1usize..600, seed in any::<u64>()) {
+        let x = data(seed, rows * width, 5.0);
+        let mut want = Vec::new();
+        for rr in x.chunks(width) {
+            let nrm = rr.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+            want.extend(rr.iter().map(|&v| (v as f64 / nrm) as f32));
+        }
+        for (kind, ex) in executors() {
+            let y = ex.alloc(x.len()).unwrap();
+            ex.l2_normalize(ex.upload(&x).unwrap(), y, rows, width).unwrap();
+            assert_close(&format!("l2_normalize on {kind}"), &ex.download(y).unwrap(), &want, 1e-6);
+        }
+    }
+}
+
+/// Edge rows for softmax_entropy: all-equal, one-hot at ±1e4, a single
+/// class, all −inf but one, and NaN.
+#[test]
+fn softmax_entropy_edges() {
+    let rows: Vec<Vec<f32>> = vec![
+        vec![1.0; 10],
+        vec![1e4, -1e4, -1e4, 0.0],
+        vec![-1e4, 1e4, 1e4 - 1.0],
+        vec![7.0],
+        vec![f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY],
+    ];
+    for (kind, ex) in executors() {
+        for row in &rows {
+            let out = ex.alloc(4).unwrap();
+            ex.softmax_entropy(ex.upload(row).unwrap(), out, 1, row.len(), 1.0)
+                .unwrap();
+            let g = softmax_entropy::unpack(&ex.download(out).unwrap())[0];
+            let (h, am, pm, lse) = r::entropy(row, 1.0);
+            assert!(
+                (g.entropy as f64 - h).abs() < 1e-5,
+                "{kind} {row:?}: H {} vs {h}",
+                g.entropy
+            );
+            assert_eq!(g.argmax, am, "{kind} {row:?}");
+            assert!((g.max_prob as f64 - pm).abs() < 1e-6, "{kind} {row:?}");
+            assert!(
+                (g.logsumexp as f64 - lse).abs() <= 1e-6 * (1.0 + lse.abs()),
+                "{kind} {row:?}"
+            );
+        }
+        // Uniform over 10 classes: exactly ln 10 nats.
+        let out = ex.alloc(4).unwrap();
+        ex.softmax_entropy(ex.upload(&rows[0]).unwrap(), out, 1, 10, 1.0)
+            .unwrap();
+        approx::assert_relative_eq!(
+            ex.download(out).unwrap()[0],
+            10f32.ln(),
+            max_relative = 1e-6
+        );
+        // A NaN logit makes the entropy NaN so callers can treat it specially.
+        let out = ex.alloc(4).unwrap();
+        ex.softmax_entropy(ex.upload(&[1.0, f32::NAN]).unwrap(), out, 1, 2, 1.0)
+            .unwrap();
+        assert!(ex.download(out).unwrap()[0].is_nan(), "{kind}: NaN row");
+    }
+}
