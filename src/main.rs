@@ -87,7 +87,7 @@ struct RunFlags {
     batch_size: u64,
 }
 
-fn load_model(path: &PathBuf, arch: ArchFlags) -> Result<Model> {
+fn load_model(path: &std::path::Path, arch: ArchFlags) -> Result<Model> {
     let m = Model::load(path, arch.overrides())?;
     for n in &m.notes {
         eprintln!("warning: {}: {n}", path.display());

@@ -692,8 +692,11 @@ fn detect(names: &[String]) -> Option<Keys> {
         names.iter().find(|n| n.ends_with(suffix)).cloned()
     };
     for n in names {
-        if let Some(tower) = n.strip_suffix("conv1.weight") {
-            if has(&format!("{tower}class_embedding")) && has(&format!("{tower}ln_pre.weight")) {
+        if let Some(tower) = n.strip_suffix("conv1.weight")
+            && has(&format!("{tower}class_embedding"))
+            && has(&format!("{tower}ln_pre.weight"))
+        {
+            {
                 let outer = tower.strip_suffix("visual.").unwrap_or("");
                 let layout = if outer.starts_with("model.") || outer == "model." {
                     Layout::ModelSoups
@@ -709,8 +712,10 @@ fn detect(names: &[String]) -> Option<Keys> {
                 });
             }
         }
-        if let Some(tower) = n.strip_suffix("embeddings.patch_embedding.weight") {
-            if has(&format!("{tower}pre_layrnorm.weight")) {
+        if let Some(tower) = n.strip_suffix("embeddings.patch_embedding.weight")
+            && has(&format!("{tower}pre_layrnorm.weight"))
+        {
+            {
                 let outer = tower.strip_suffix("vision_model.");
                 let layout = if outer.is_some() {
                     Layout::Hf

@@ -34,6 +34,11 @@ impl DeviceModel {
     }
 }
 
+/// Picks one weight (and its optional bias) out of a parameter set, so the
+/// same selection applies to both models of a dual op.
+type PickLinear<'a> = &'a dyn Fn(&Params<Buf>) -> (Buf, Option<Buf>);
+type PickNorm<'a> = &'a dyn Fn(&Params<Buf>) -> (Buf, Buf);
+
 /// Host copies of a forward's results.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
@@ -135,24 +140,20 @@ pub fn forward(
 
     // A linear layer, dual when interpolating. `pick` selects the same tensor
     // in both parameter sets.
-    let linear = |a: Buf,
-                  wt: &dyn Fn(&Params<Buf>) -> (Buf, Option<Buf>),
-                  c: Buf,
-                  shape: GemmShape,
-                  rows_per_lambda: usize|
-     -> Result<()> {
-        let (b, bias) = wt(p);
-        match (q, mix(rows_per_lambda)) {
-            (Some(q), Some(mx)) => {
-                let (b1, bias1) = wt(q);
-                exec.gemm_dual(a, b, bias, DualGemm { b1, bias1, mix: mx }, c, shape)
+    let linear =
+        |a: Buf, wt: PickLinear, c: Buf, shape: GemmShape, rows_per_lambda: usize| -> Result<()> {
+            let (b, bias) = wt(p);
+            match (q, mix(rows_per_lambda)) {
+                (Some(q), Some(mx)) => {
+                    let (b1, bias1) = wt(q);
+                    exec.gemm_dual(a, b, bias, DualGemm { b1, bias1, mix: mx }, c, shape)
+                }
+                _ => exec.gemm(a, b, bias, c, shape),
             }
-            _ => exec.gemm(a, b, bias, c, shape),
-        }
-    };
+        };
     let norm = |x: Buf,
                 y: Buf,
-                gb: &dyn Fn(&Params<Buf>) -> (Buf, Buf),
+                gb: PickNorm,
                 shape: LayerNormShape,
                 rows_per_lambda: usize|
      -> Result<()> {

@@ -2,9 +2,9 @@
 
 use rayon::prelude::*;
 
+/// In f32: relative error a few ulp, well inside every tolerance we state.
 pub fn scalar(x: f32) -> f32 {
-    let x = x as f64;
-    (x / (1.0 + (-1.702 * x).exp())) as f32
+    x / (1.0 + (-1.702 * x).exp())
 }
 
 pub fn cpu(x: &mut [f32]) {

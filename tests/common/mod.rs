@@ -43,13 +43,16 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 /// Asserts `rel_err ≤ tol`, printing the first mismatches with their indices.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     let e = rel_err(got, want);
-    if !(e <= tol) {
+    if e.is_nan() || e > tol {
         let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
         let bad: Vec<String> = got
             .iter()
             .zip(want)
             .enumerate()
-            .filter(|(_, (g, w))| !((**g as f64 - **w as f64).abs() <= tol * scale))
+            .filter(|(_, (g, w))| {
+                let d = (**g as f64 - **w as f64).abs();
+                d.is_nan() || d > tol * scale
+            })
             .take(6)
             .map(|(i, (g, w))| format!("[{i}] got {g} want {w}"))
             .collect();
