@@ -2,10 +2,13 @@
 //! ICLR 2025) for CLIP ViTs, on a small tensor engine with three executors
 //! (`cpu` reference, `emu` PTX interpreter, `cuda`) running the same ops.
 
+pub mod emu;
 pub mod error;
 pub mod exec;
+pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod ptx;
 pub mod tensorfile;
 pub mod vit;
 

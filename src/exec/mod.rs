@@ -6,6 +6,7 @@
 //! flat buffer so that a whole model can be lerped by one launch).
 
 pub mod cpu;
+pub mod ptx;
 
 use crate::error::Result;
 use crate::ops::attention::AttentionShape;
@@ -104,20 +105,31 @@ pub fn available() -> Vec<DeviceKind> {
             .filter_map(|s| DeviceKind::from_str(s.trim(), true).ok())
             .collect();
     }
-    vec![DeviceKind::Cpu]
+    vec![DeviceKind::Cpu, DeviceKind::Emu]
 }
 
 /// Opens the executor a user asked for, or says clearly why it can't.
 pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
     match kind {
         DeviceKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
-        DeviceKind::Emu => Err(crate::invalid!(
-            "device `emu` (the PTX interpreter) is not part of this build yet; use --device cpu"
-        )),
+        DeviceKind::Emu => Ok(Box::new(ptx::PtxExec::new(crate::emu::Emu::new(
+            crate::ptx::MODULES,
+            emu_options(),
+        )?))),
         DeviceKind::Cuda => Err(crate::invalid!(
             "device `cuda` is not available: this binary was built without the `cuda` feature \
              (build with tools/build-cuda.sh or `cargo build --release --features cuda`)"
         )),
+    }
+}
+
+/// Emulator options from the environment: `DAWIN_EMU_SHUFFLE=SEED` runs
+/// blocks in a shuffled order.
+fn emu_options() -> crate::emu::EmuOptions {
+    crate::emu::EmuOptions {
+        shuffle_blocks: std::env::var("DAWIN_EMU_SHUFFLE")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     }
 }
 

@@ -83,3 +83,43 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+use crate::emu::Arg;
+use crate::gpu::Gpu;
+
+/// Query rows per block: one warp each.
+pub const ROWS_PER_BLOCK: usize = 4;
+
+/// Launches `ptx/attention.ptx`: grid (query blocks, heads, batch), one warp
+/// per query row with an online softmax over the keys.
+pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Result<()> {
+    if s.head_dim > 128 || s.head_dim == 0 {
+        return Err(crate::invalid!(
+            "attention supports head dims 1..=128, got {}",
+            s.head_dim
+        ));
+    }
+    if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::U64(qkv),
+        Arg::U64(out),
+        super::u32_arg("tokens", s.tokens)?,
+        super::u32_arg("heads", s.heads)?,
+        super::u32_arg("head dim", s.head_dim)?,
+        Arg::F32(1.0 / (s.head_dim as f32).sqrt()),
+    ];
+    let grid = [
+        s.tokens.div_ceil(ROWS_PER_BLOCK) as u32,
+        s.heads as u32,
+        s.batch as u32,
+    ];
+    gpu.launch(
+        "attention",
+        grid,
+        [32 * ROWS_PER_BLOCK as u32, 1, 1],
+        0,
+        &args,
+    )
+}

@@ -54,3 +54,49 @@ pub fn cpu(
             }
         });
 }
+
+use crate::emu::Arg;
+use crate::error::Result;
+use crate::gpu::{Gpu, grid_1d};
+
+/// Device addresses of the second embeddings and the λ per sample.
+pub struct DualArgs {
+    pub class1: u64,
+    pub pos1: u64,
+    pub lambda: u64,
+    pub rows_per_lambda: usize,
+}
+
+/// Launches `ptx/embed_add.ptx`: one thread per output element; null
+/// `class1/pos1/lambda` pointers mean no interpolation.
+pub fn launch(
+    gpu: &dyn Gpu,
+    patches: u64,
+    class: u64,
+    pos: u64,
+    dual: Option<DualArgs>,
+    out: u64,
+    s: EmbedShape,
+) -> Result<()> {
+    let total = s.batch * s.tokens * s.width;
+    let d = dual.unwrap_or(DualArgs {
+        class1: 0,
+        pos1: 0,
+        lambda: 0,
+        rows_per_lambda: 1,
+    });
+    let args = [
+        Arg::U64(patches),
+        Arg::U64(class),
+        Arg::U64(pos),
+        Arg::U64(d.class1),
+        Arg::U64(d.pos1),
+        Arg::U64(d.lambda),
+        Arg::U64(out),
+        super::u32_arg("tokens", s.tokens)?,
+        super::u32_arg("width", s.width)?,
+        super::u32_arg("rows per λ", d.rows_per_lambda.max(1))?,
+        super::u32_arg("elements", total)?,
+    ];
+    gpu.launch("embed_add", grid_1d(total, 256), [256, 1, 1], 0, &args)
+}

@@ -11,3 +11,13 @@ pub fn cpu(x: &mut [f32]) {
     x.par_chunks_mut(4096)
         .for_each(|c| c.iter_mut().for_each(|v| *v = scalar(*v)));
 }
+
+use crate::emu::Arg;
+use crate::error::Result;
+use crate::gpu::{Gpu, grid_1d};
+
+/// Launches `ptx/gelu.ptx` in place over `n` floats.
+pub fn launch(gpu: &dyn Gpu, x: u64, n: usize) -> Result<()> {
+    let args = [Arg::U64(x), super::u32_arg("n", n)?];
+    gpu.launch("gelu", grid_1d(n, 256), [256, 1, 1], 0, &args)
+}

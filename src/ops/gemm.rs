@@ -84,3 +84,27 @@ pub fn naive(a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32], s: GemmS
         }
     }
 }
+
+use crate::emu::Arg;
+use crate::gpu::Gpu;
+
+/// Block tile: 64×64 outputs, 16-deep k slices, 256 threads of 4×4.
+pub const TILE: usize = 64;
+
+/// Launches `ptx/gemm.ptx`; `bias` 0 means none.
+pub fn launch(gpu: &dyn Gpu, a: u64, b: u64, bias: u64, c: u64, s: GemmShape) -> crate::Result<()> {
+    if s.m == 0 || s.n == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::U64(a),
+        Arg::U64(b),
+        Arg::U64(bias),
+        Arg::U64(c),
+        super::u32_arg("m", s.m)?,
+        super::u32_arg("n", s.n)?,
+        super::u32_arg("k", s.k)?,
+    ];
+    let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
+    gpu.launch("gemm", grid, [256, 1, 1], 0, &args)
+}

@@ -38,3 +38,45 @@ pub fn cpu(
             }
         });
 }
+
+use crate::emu::Arg;
+use crate::gpu::Gpu;
+
+/// Device addresses of the second weight set and the λ per row group.
+pub struct DualArgs {
+    pub b1: u64,
+    pub bias1: u64,
+    pub lambda: u64,
+    pub rows_per_lambda: usize,
+}
+
+/// Launches `ptx/gemm_dual.ptx` (same tiling as `gemm`); null biases mean none.
+pub fn launch(
+    gpu: &dyn Gpu,
+    a: u64,
+    b0: u64,
+    bias0: u64,
+    d: &DualArgs,
+    c: u64,
+    s: GemmShape,
+) -> crate::Result<()> {
+    if s.m == 0 || s.n == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::U64(a),
+        Arg::U64(b0),
+        Arg::U64(bias0),
+        Arg::U64(d.b1),
+        Arg::U64(d.bias1),
+        Arg::U64(d.lambda),
+        Arg::U64(c),
+        super::u32_arg("m", s.m)?,
+        super::u32_arg("n", s.n)?,
+        super::u32_arg("k", s.k)?,
+        super::u32_arg("rows per λ", d.rows_per_lambda.max(1))?,
+    ];
+    let t = super::gemm::TILE;
+    let grid = [s.n.div_ceil(t) as u32, s.m.div_ceil(t) as u32, 1];
+    gpu.launch("gemm_dual", grid, [256, 1, 1], 0, &args)
+}

@@ -18,3 +18,26 @@ pub fn cpu(x: &[f32], y: &mut [f32], rows: usize, width: usize) {
             }
         });
 }
+
+use crate::emu::Arg;
+use crate::gpu::Gpu;
+
+/// Launches `ptx/l2_normalize.ptx`: one warp per row, 8 rows per block.
+pub fn launch(gpu: &dyn Gpu, x: u64, y: u64, rows: usize, width: usize) -> crate::Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::U64(x),
+        Arg::U64(y),
+        super::u32_arg("rows", rows)?,
+        super::u32_arg("width", width)?,
+    ];
+    gpu.launch(
+        "l2_normalize",
+        [rows.div_ceil(8) as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        &args,
+    )
+}

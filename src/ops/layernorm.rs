@@ -69,3 +69,57 @@ pub fn cpu(
             }
         });
 }
+
+use crate::emu::Arg;
+use crate::gpu::Gpu;
+
+/// Device addresses of the second γ/β and the λ per row group.
+pub struct DualArgs {
+    pub gamma1: u64,
+    pub beta1: u64,
+    pub lambda: u64,
+    pub rows_per_lambda: usize,
+}
+
+/// Launches `ptx/layernorm.ptx`: one warp per row, 8 rows per block.
+pub fn launch(
+    gpu: &dyn Gpu,
+    x: u64,
+    y: u64,
+    gamma: u64,
+    beta: u64,
+    dual: Option<DualArgs>,
+    s: LayerNormShape,
+) -> crate::Result<()> {
+    if s.rows == 0 {
+        return Ok(());
+    }
+    let d = dual.unwrap_or(DualArgs {
+        gamma1: 0,
+        beta1: 0,
+        lambda: 0,
+        rows_per_lambda: 1,
+    });
+    let args = [
+        Arg::U64(x),
+        Arg::U64(y),
+        Arg::U64(gamma),
+        Arg::U64(beta),
+        Arg::U64(d.gamma1),
+        Arg::U64(d.beta1),
+        Arg::U64(d.lambda),
+        super::u32_arg("rows", s.rows)?,
+        super::u32_arg("width", s.width)?,
+        super::u32_arg("x stride", s.x_stride)?,
+        super::u32_arg("y stride", s.y_stride)?,
+        super::u32_arg("rows per λ", d.rows_per_lambda.max(1))?,
+        Arg::F32(s.eps),
+    ];
+    gpu.launch(
+        "layernorm",
+        [s.rows.div_ceil(8) as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        &args,
+    )
+}

@@ -18,3 +18,20 @@ pub fn cpu(out: &mut [f32], w0: &[f32], w1: &[f32], lambda: f32) {
             }
         });
 }
+
+use crate::emu::Arg;
+use crate::error::Result;
+use crate::gpu::{Gpu, grid_1d};
+
+/// Launches `ptx/lerp.ptx`: `out = w0 + λ(w1 − w0)` over `n` floats
+/// (`out` may equal `w0`). Vectorised by 4 inside the kernel when aligned.
+pub fn launch(gpu: &dyn Gpu, out: u64, w0: u64, w1: u64, n: usize, lambda: f32) -> Result<()> {
+    let args = [
+        Arg::U64(out),
+        Arg::U64(w0),
+        Arg::U64(w1),
+        super::u32_arg("n", n)?,
+        Arg::F32(lambda),
+    ];
+    gpu.launch("lerp", grid_1d(n.div_ceil(4), 256), [256, 1, 1], 0, &args)
+}

@@ -20,3 +20,13 @@ pub mod softmax_entropy;
 pub fn row_lambda(lambda: &[f32], rows_per_lambda: usize, r: usize) -> f32 {
     lambda[r / rows_per_lambda]
 }
+
+use crate::emu::Arg;
+use crate::error::Result;
+
+/// A size as a kernel's `.u32` parameter, or a clear error.
+pub(crate) fn u32_arg(what: &str, v: usize) -> Result<Arg> {
+    u32::try_from(v)
+        .map(Arg::U32)
+        .map_err(|_| crate::invalid!("{what} = {v} exceeds the kernels' 32-bit sizes"))
+}

@@ -45,3 +45,22 @@ pub fn cpu(pixels: &[f32], out: &mut [f32], s: PatchShape) {
             }
         });
 }
+
+use crate::emu::Arg;
+use crate::error::Result;
+use crate::gpu::{Gpu, grid_1d};
+
+/// Launches `ptx/patch_embed.ptx`: one thread per output element.
+pub fn launch(gpu: &dyn Gpu, pixels: u64, out: u64, s: PatchShape) -> Result<()> {
+    let total = s.rows() * s.cols();
+    let args = [
+        Arg::U64(pixels),
+        Arg::U64(out),
+        super::u32_arg("patch rows", s.rows())?,
+        super::u32_arg("channels", s.channels)?,
+        super::u32_arg("image", s.image)?,
+        super::u32_arg("patch", s.patch)?,
+        super::u32_arg("patch elements", total)?,
+    ];
+    gpu.launch("patch_embed", grid_1d(total, 256), [256, 1, 1], 0, &args)
+}

@@ -81,3 +81,39 @@ pub fn unpack(out: &[f32]) -> Vec<RowStats> {
         })
         .collect()
 }
+
+use crate::emu::Arg;
+use crate::gpu::Gpu;
+
+/// Launches `ptx/softmax_entropy.ptx`: one warp per row, 8 rows per block.
+pub fn launch(
+    gpu: &dyn Gpu,
+    logits: u64,
+    out: u64,
+    rows: usize,
+    cols: usize,
+    temperature: f32,
+) -> crate::Result<()> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(crate::invalid!(
+            "softmax temperature must be positive and finite, got {temperature}"
+        ));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::U64(logits),
+        Arg::U64(out),
+        super::u32_arg("rows", rows)?,
+        super::u32_arg("cols", cols)?,
+        Arg::F32(1.0 / temperature),
+    ];
+    gpu.launch(
+        "softmax_entropy",
+        [rows.div_ceil(8) as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        &args,
+    )
+}

@@ -1,0 +1,1094 @@
+//! The interpreter proper: one launch, block by block, thread by thread.
+
+use super::parse::{
+    AddrBase, Cmp, Inst, Kernel, MulMode, Op, Operand, Round, ShflMode, Space, Special, Ty,
+};
+use super::{Arg, EmuOptions, Fault, GlobalMem};
+
+const NONE: u32 = u32::MAX;
+const MANY: u32 = u32::MAX - 1;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    Run,
+    /// Waiting at the `bar.sync` at this instruction index.
+    Bar(u32),
+    /// Waiting at the `shfl.sync` at this instruction index, with its inputs.
+    Shfl {
+        pc: u32,
+        val: u32,
+        b: u32,
+        c: u32,
+        mask: u32,
+    },
+    /// Exited at this PTX line.
+    Exited(u32),
+}
+
+struct Thread {
+    pc: u32,
+    regs: Vec<u64>,
+    written: Vec<bool>,
+    state: State,
+    tid: [u32; 3],
+}
+
+/// Per-block shared memory with initialisation and race tracking per byte.
+struct Shared {
+    data: Vec<u8>,
+    init: Vec<bool>,
+    w_thread: Vec<u32>,
+    w_epoch: Vec<u32>,
+    r_thread: Vec<u32>,
+    r_epoch: Vec<u32>,
+}
+
+impl Shared {
+    fn new(size: usize) -> Self {
+        Shared {
+            data: vec![0; size],
+            init: vec![false; size],
+            w_thread: vec![NONE; size],
+            w_epoch: vec![0; size],
+            r_thread: vec![NONE; size],
+            r_epoch: vec![0; size],
+        }
+    }
+}
+
+struct Ctx<'a> {
+    k: &'a Kernel,
+    grid: [u32; 3],
+    block: [u32; 3],
+    ctaid: [u32; 3],
+    params: &'a [u8],
+    shared_base: &'a [usize],
+    mem: &'a mut GlobalMem,
+    shared: Shared,
+    epoch: u32,
+    count: u64,
+}
+
+type Res<T> = Result<T, (u32, String)>;
+
+/// Runs a whole launch; returns the number of thread-instructions executed.
+pub fn launch(
+    k: &Kernel,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    args: &[Arg],
+    mem: &mut GlobalMem,
+    opts: EmuOptions,
+) -> Result<u64, Fault> {
+    let fault0 = |msg: String| Fault {
+        kernel: k.name.clone(),
+        block: [0; 3],
+        thread: [0; 3],
+        line: 0,
+        msg,
+    };
+    let threads = block.iter().map(|&b| b as u64).product::<u64>();
+    if threads == 0 || threads > 1024 || grid.contains(&0) {
+        return Err(fault0(format!(
+            "bad launch shape: grid {grid:?}, block {block:?} (1..=1024 threads, non-empty grid)"
+        )));
+    }
+    // Parameters: count and types must match the kernel's signature.
+    if args.len() != k.params.len() {
+        return Err(fault0(format!(
+            "launched with {} arguments, the kernel takes {}",
+            args.len(),
+            k.params.len()
+        )));
+    }
+    let mut params = vec![0u8; k.param_bytes];
+    for (p, a) in k.params.iter().zip(args) {
+        let bytes: Vec<u8> = match (p.ty, a) {
+            (Ty::U64 | Ty::B64 | Ty::S64, Arg::U64(v)) => v.to_le_bytes().to_vec(),
+            (Ty::U32 | Ty::B32 | Ty::S32, Arg::U32(v)) => v.to_le_bytes().to_vec(),
+            (Ty::F32, Arg::F32(v)) => v.to_le_bytes().to_vec(),
+            _ => {
+                return Err(fault0(format!(
+                    "argument `{}` is .{:?} but was given {a:?}",
+                    p.name, p.ty
+                )));
+            }
+        };
+        params[p.offset..p.offset + bytes.len()].copy_from_slice(&bytes);
+    }
+    // Shared layout: static variables, then the dynamic (extern) array.
+    let mut shared_base = Vec::with_capacity(k.shared.len());
+    let mut total = 0usize;
+    for v in &k.shared {
+        total = total.next_multiple_of(v.align.max(1));
+        shared_base.push(total);
+        total += v.size.unwrap_or(shared_bytes as usize);
+    }
+    if k.shared.iter().all(|v| v.size.is_some()) && shared_bytes > 0 {
+        return Err(fault0(format!(
+            "launched with {shared_bytes} bytes of dynamic shared memory but declares no .extern .shared"
+        )));
+    }
+    let mut order: Vec<[u32; 3]> = Vec::new();
+    for z in 0..grid[2] {
+        for y in 0..grid[1] {
+            for x in 0..grid[0] {
+                order.push([x, y, z]);
+            }
+        }
+    }
+    if let Some(seed) = opts.shuffle_blocks {
+        let mut r = crate::model::SplitMix(seed);
+        for i in (1..order.len()).rev() {
+            let j = (r.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+    }
+    let mut count = 0u64;
+    for ctaid in order {
+        let mut cx = Ctx {
+            k,
+            grid,
+            block,
+            ctaid,
+            params: &params,
+            shared_base: &shared_base,
+            mem,
+            shared: Shared::new(total),
+            epoch: 0,
+            count: 0,
+        };
+        let r = run_block(&mut cx);
+        count += cx.count;
+        r?;
+    }
+    Ok(count)
+}
+
+fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
+    let [bx, by, bz] = cx.block;
+    let n = (bx * by * bz) as usize;
+    let nregs = cx.k.regs.len();
+    let mut th: Vec<Thread> = (0..n as u32)
+        .map(|i| Thread {
+            pc: 0,
+            regs: vec![0; nregs],
+            written: vec![false; nregs],
+            state: State::Run,
+            tid: [i % bx, (i / bx) % by, i / (bx * by)],
+        })
+        .collect();
+    let fault = |cx: &Ctx, t: &Thread, line: u32, msg: String| Fault {
+        kernel: cx.k.name.clone(),
+        block: cx.ctaid,
+        thread: t.tid,
+        line,
+        msg,
+    };
+    loop {
+        for (i, t) in th.iter_mut().enumerate() {
+            if t.state == State::Run
+                && let Err((line, msg)) = run_thread(cx, t, i as u32)
+            {
+                return Err(fault(cx, t, line, msg));
+            }
+        }
+        let live = th
+            .iter()
+            .filter(|t| !matches!(t.state, State::Exited(_)))
+            .count();
+        if live == 0 {
+            return Ok(());
+        }
+        // Shuffles: a warp's group completes when every lane of its mask waits
+        // at the same shfl.sync.
+        let mut progressed = false;
+        for w in 0..n.div_ceil(32) {
+            let lanes = w * 32..((w + 1) * 32).min(n);
+            for l in lanes.clone() {
+                let State::Shfl { pc, mask, .. } = th[l].state else {
+                    continue;
+                };
+                let lane_ok = |j: usize| matches!(th[j].state, State::Shfl { pc: p, mask: m, .. } if p == pc && m == mask);
+                let members: Vec<usize> = (0..32)
+                    .filter(|b| mask >> b & 1 == 1)
+                    .map(|b| w * 32 + b)
+                    .collect();
+                if let Some(&bad) = members.iter().find(|&&j| j >= n) {
+                    let line = cx.k.insts[pc as usize].line;
+                    return Err(fault(
+                        cx,
+                        &th[l],
+                        line,
+                        format!(
+                            "shfl.sync mask {mask:#x} names lane {} beyond the block",
+                            bad - w * 32
+                        ),
+                    ));
+                }
+                if let Some(&ex) = members
+                    .iter()
+                    .find(|&&j| matches!(th[j].state, State::Exited(_)))
+                {
+                    let line = cx.k.insts[pc as usize].line;
+                    return Err(fault(
+                        cx,
+                        &th[l],
+                        line,
+                        format!(
+                            "shfl.sync mask {mask:#x} includes lane {} which has exited",
+                            ex - w * 32
+                        ),
+                    ));
+                }
+                if !members.iter().all(|&j| lane_ok(j)) {
+                    continue;
+                }
+                // Everyone is here: compute all results before writing any.
+                let mut results = Vec::with_capacity(members.len());
+                for &j in &members {
+                    let State::Shfl { val, b, c, .. } = th[j].state else {
+                        unreachable!()
+                    };
+                    let lane = (j - w * 32) as u32;
+                    let mode = match cx.k.insts[pc as usize].op {
+                        Op::Shfl(m) => m,
+                        _ => unreachable!(),
+                    };
+                    let (src, valid) = shfl_source(mode, lane, b, c);
+                    let v = if valid {
+                        let sj = w * 32 + src as usize;
+                        if mask >> src & 1 == 0 || sj >= n {
+                            let line = cx.k.insts[pc as usize].line;
+                            return Err(fault(
+                                cx,
+                                &th[j],
+                                line,
+                                format!("shfl.sync reads lane {src}, outside the mask {mask:#x}"),
+                            ));
+                        }
+                        match th[sj].state {
+                            State::Shfl { val, .. } => val,
+                            _ => unreachable!(),
+                        }
+                    } else {
+                        val
+                    };
+                    results.push((j, v, valid));
+                }
+                for (j, v, valid) in results {
+                    let inst = &cx.k.insts[pc as usize];
+                    if let Operand::Reg(d) = inst.args[0] {
+                        th[j].regs[d as usize] = v as u64;
+                        th[j].written[d as usize] = true;
+                    }
+                    let _ = valid;
+                    th[j].pc = pc + 1;
+                    th[j].state = State::Run;
+                }
+                progressed = true;
+            }
+        }
+        if progressed {
+            continue;
+        }
+        // Barrier: every thread of the block must wait at the same bar.sync.
+        let at_bar: Vec<usize> = (0..n)
+            .filter(|&i| matches!(th[i].state, State::Bar(_)))
+            .collect();
+        if !at_bar.is_empty() && at_bar.len() == live {
+            let State::Bar(pc0) = th[at_bar[0]].state else {
+                unreachable!()
+            };
+            if let Some(&other) = at_bar.iter().find(|&&i| th[i].state != State::Bar(pc0)) {
+                let State::Bar(pc1) = th[other].state else {
+                    unreachable!()
+                };
+                return Err(fault(
+                    cx,
+                    &th[other],
+                    cx.k.insts[pc1 as usize].line,
+                    format!(
+                        "divergent bar.sync: this thread waits here while thread ({},{},{}) waits at line {}",
+                        th[at_bar[0]].tid[0],
+                        th[at_bar[0]].tid[1],
+                        th[at_bar[0]].tid[2],
+                        cx.k.insts[pc0 as usize].line
+                    ),
+                ));
+            }
+            if live < n {
+                let ex = th
+                    .iter()
+                    .find(|t| matches!(t.state, State::Exited(_)))
+                    .unwrap();
+                let State::Exited(eline) = ex.state else {
+                    unreachable!()
+                };
+                return Err(fault(
+                    cx,
+                    &th[at_bar[0]],
+                    cx.k.insts[pc0 as usize].line,
+                    format!(
+                        "bar.sync reached by only {live} of {n} threads: thread ({},{},{}) exited at line {eline} without reaching it",
+                        ex.tid[0], ex.tid[1], ex.tid[2]
+                    ),
+                ));
+            }
+            cx.epoch += 1;
+            for i in at_bar {
+                th[i].pc += 1;
+                th[i].state = State::Run;
+            }
+            continue;
+        }
+        // Nothing can move.
+        let stuck = th
+            .iter()
+            .find(|t| !matches!(t.state, State::Exited(_)))
+            .unwrap();
+        let pc = match stuck.state {
+            State::Bar(p) => p,
+            State::Shfl { pc, .. } => pc,
+            _ => stuck.pc,
+        };
+        let summary: Vec<String> = th
+            .iter()
+            .filter(|t| !matches!(t.state, State::Exited(_)))
+            .take(4)
+            .map(|t| match t.state {
+                State::Bar(p) => format!(
+                    "({},{},{}) at bar.sync line {}",
+                    t.tid[0], t.tid[1], t.tid[2], cx.k.insts[p as usize].line
+                ),
+                State::Shfl { pc, mask, .. } => format!(
+                    "({},{},{}) at shfl.sync line {} mask {mask:#x}",
+                    t.tid[0], t.tid[1], t.tid[2], cx.k.insts[pc as usize].line
+                ),
+                _ => String::new(),
+            })
+            .collect();
+        let line = cx.k.insts[pc as usize].line;
+        return Err(fault(
+            cx,
+            stuck,
+            line,
+            format!(
+                "deadlock: {live} threads wait and none can proceed ({}{})",
+                summary.join(", "),
+                if live > 4 { ", ..." } else { "" }
+            ),
+        ));
+    }
+}
+
+/// Source lane and validity per the PTX rules (GUIDE.md §5).
+fn shfl_source(mode: ShflMode, lane: u32, b: u32, c: u32) -> (u32, bool) {
+    let clamp = c & 0x1f;
+    let segmask = (c >> 8) & 0x1f;
+    let max_lane = (lane & segmask) | (clamp & !segmask);
+    let min_lane = lane & segmask;
+    match mode {
+        ShflMode::Up => {
+            let j = lane as i64 - b as i64;
+            (j.max(0) as u32, j >= max_lane as i64)
+        }
+        ShflMode::Down => {
+            let j = lane + b;
+            (j, j <= max_lane)
+        }
+        ShflMode::Bfly => {
+            let j = lane ^ b;
+            (j, j <= max_lane)
+        }
+        ShflMode::Idx => {
+            let j = min_lane | (b & !segmask);
+            (j, j <= max_lane)
+        }
+    }
+}
+
+#[inline]
+fn mask_ty(ty: Ty, v: u64) -> u64 {
+    match ty.bytes() {
+        1 => v & 0xff,
+        2 => v & 0xffff,
+        4 => v & 0xffff_ffff,
+        _ => v,
+    }
+}
+
+#[inline]
+fn f32v(v: u64) -> f32 {
+    f32::from_bits(v as u32)
+}
+#[inline]
+fn f32b(v: f32) -> u64 {
+    v.to_bits() as u64
+}
+
+fn sext(ty: Ty, v: u64) -> i64 {
+    match ty.bytes() {
+        1 => v as u8 as i8 as i64,
+        2 => v as u16 as i16 as i64,
+        4 => v as u32 as i32 as i64,
+        _ => v as i64,
+    }
+}
+
+/// Runs one thread until it exits or reaches a collective.
+fn run_thread(cx: &mut Ctx, t: &mut Thread, lin: u32) -> Res<()> {
+    let insts = &cx.k.insts;
+    loop {
+        let Some(inst) = insts.get(t.pc as usize) else {
+            t.state = State::Exited(insts.last().map_or(0, |i| i.line));
+            return Ok(());
+        };
+        cx.count += 1;
+        if let Some((p, neg)) = inst.guard {
+            let v = read_reg(t, p, inst.line)? != 0;
+            if v == neg {
+                t.pc += 1;
+                continue;
+            }
+        }
+        match &inst.op {
+            Op::Bra => {
+                let Operand::Label(l) = inst.args[0] else {
+                    unreachable!()
+                };
+                t.pc = l;
+                continue;
+            }
+            Op::Ret => {
+                t.state = State::Exited(inst.line);
+                return Ok(());
+            }
+            Op::Bar => {
+                t.state = State::Bar(t.pc);
+                return Ok(());
+            }
+            Op::Shfl(_) => {
+                let val = read(cx, t, lin, &inst.args[1], Ty::B32, inst.line)? as u32;
+                let b = read(cx, t, lin, &inst.args[2], Ty::B32, inst.line)? as u32;
+                let c = read(cx, t, lin, &inst.args[3], Ty::B32, inst.line)? as u32;
+                let mask = read(cx, t, lin, &inst.args[4], Ty::B32, inst.line)? as u32;
+                if mask >> (lin % 32) & 1 == 0 {
+                    return Err((
+                        inst.line,
+                        format!(
+                            "shfl.sync by lane {} which is not in its own mask {mask:#x}",
+                            lin % 32
+                        ),
+                    ));
+                }
+                t.state = State::Shfl {
+                    pc: t.pc,
+                    val,
+                    b,
+                    c,
+                    mask,
+                };
+                return Ok(());
+            }
+            _ => exec(cx, t, lin, inst)?,
+        }
+        t.pc += 1;
+    }
+}
+
+#[inline]
+fn read_reg(t: &Thread, r: u16, line: u32) -> Res<u64> {
+    if !t.written[r as usize] {
+        return Err((line, format!("read of register #{r} before any write")));
+    }
+    Ok(t.regs[r as usize])
+}
+
+fn reg_name<'a>(cx: &'a Ctx, r: u16) -> &'a str {
+    &cx.k.regs[r as usize].0
+}
+
+fn read(cx: &Ctx, t: &Thread, lin: u32, o: &Operand, ty: Ty, line: u32) -> Res<u64> {
+    Ok(match o {
+        Operand::Reg(r) => {
+            if !t.written[*r as usize] {
+                return Err((
+                    line,
+                    format!("read of register {} before any write", reg_name(cx, *r)),
+                ));
+            }
+            mask_ty(ty, t.regs[*r as usize])
+        }
+        Operand::Imm(v) => match ty {
+            Ty::F32 => f32b(*v as i64 as f32),
+            Ty::F64 => (*v as i64 as f64).to_bits(),
+            _ => mask_ty(ty, *v),
+        },
+        Operand::FImm(f) => match ty {
+            Ty::F32 | Ty::B32 | Ty::U32 => f32b(*f as f32),
+            Ty::F64 | Ty::B64 => f.to_bits(),
+            _ => return Err((line, "float literal for an integer operand".into())),
+        },
+        Operand::Special(s) => {
+            let d = |a: [u32; 3], i: u8| a[i as usize] as u64;
+            match s {
+                Special::Tid(i) => d(t.tid, *i),
+                Special::Ntid(i) => d(cx.block, *i),
+                Special::Ctaid(i) => d(cx.ctaid, *i),
+                Special::Nctaid(i) => d(cx.grid, *i),
+                Special::LaneId => (lin % 32) as u64,
+                Special::WarpId => (lin / 32) as u64,
+            }
+        }
+        Operand::Symbol(i) => cx.shared_base[*i as usize] as u64,
+        _ => return Err((line, format!("operand {o:?} cannot be read as a value"))),
+    })
+}
+
+#[inline]
+fn write(t: &mut Thread, o: &Operand, ty: Ty, v: u64, line: u32) -> Res<()> {
+    match o {
+        Operand::Reg(r) => {
+            t.regs[*r as usize] = mask_ty(ty, v);
+            t.written[*r as usize] = true;
+            Ok(())
+        }
+        Operand::Sink => Ok(()),
+        _ => Err((line, format!("cannot write to {o:?}"))),
+    }
+}
+
+fn float_bin(
+    ty: Ty,
+    a: u64,
+    b: u64,
+    f32op: fn(f32, f32) -> f32,
+    f64op: fn(f64, f64) -> f64,
+) -> u64 {
+    match ty {
+        Ty::F64 => f64op(f64::from_bits(a), f64::from_bits(b)).to_bits(),
+        _ => f32b(f32op(f32v(a), f32v(b))),
+    }
+}
+
+fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
+    let ty = inst.ty;
+    let l = inst.line;
+    let a = &inst.args;
+    let rd = |cx: &Ctx, t: &Thread, i: usize, ty: Ty| read(cx, t, lin, &a[i], ty, l);
+    match &inst.op {
+        Op::Mov => {
+            let v = rd(cx, t, 1, ty)?;
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Cvta => {
+            let v = rd(cx, t, 1, ty)?;
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Add
+        | Op::Sub
+        | Op::Min
+        | Op::Max
+        | Op::And
+        | Op::Or
+        | Op::Xor
+        | Op::Div { .. }
+        | Op::Rem => {
+            let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
+            let v = if ty.is_float() {
+                match inst.op {
+                    Op::Add => float_bin(ty, x, y, |p, q| p + q, |p, q| p + q),
+                    Op::Sub => float_bin(ty, x, y, |p, q| p - q, |p, q| p - q),
+                    // PTX min/max return the non-NaN operand.
+                    Op::Min => float_bin(ty, x, y, f32::min, f64::min),
+                    Op::Max => float_bin(ty, x, y, f32::max, f64::max),
+                    Op::Div { .. } => float_bin(ty, x, y, |p, q| p / q, |p, q| p / q),
+                    _ => return Err((l, format!("{:?} on a float type", inst.op))),
+                }
+            } else {
+                let signed = ty.is_signed();
+                let (sx, sy) = (sext(ty, x), sext(ty, y));
+                match inst.op {
+                    Op::Add => x.wrapping_add(y),
+                    Op::Sub => x.wrapping_sub(y),
+                    Op::Min if signed => sx.min(sy) as u64,
+                    Op::Max if signed => sx.max(sy) as u64,
+                    Op::Min => x.min(y),
+                    Op::Max => x.max(y),
+                    Op::And => x & y,
+                    Op::Or => x | y,
+                    Op::Xor => x ^ y,
+                    Op::Div { .. } | Op::Rem if y == 0 => {
+                        return Err((l, "integer division by zero".into()));
+                    }
+                    Op::Div { .. } if signed => sx.wrapping_div(sy) as u64,
+                    Op::Rem if signed => sx.wrapping_rem(sy) as u64,
+                    Op::Div { .. } => x / y,
+                    Op::Rem => x % y,
+                    _ => unreachable!(),
+                }
+            };
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Mul(mode) => {
+            let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
+            let (v, dty) = mul(ty, *mode, x, y);
+            write(t, &a[0], dty, v, l)
+        }
+        Op::Mad(mode) => {
+            let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
+            let (p, dty) = mul(ty, *mode, x, y);
+            let z = rd(cx, t, 3, dty)?;
+            let v = if ty.is_float() {
+                float_bin(ty, p, z, |p, q| p + q, |p, q| p + q)
+            } else {
+                p.wrapping_add(z)
+            };
+            write(t, &a[0], dty, v, l)
+        }
+        Op::Fma => {
+            let (x, y, z) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?, rd(cx, t, 3, ty)?);
+            let v = match ty {
+                Ty::F64 => f64::from_bits(x)
+                    .mul_add(f64::from_bits(y), f64::from_bits(z))
+                    .to_bits(),
+                _ => f32b(f32v(x).mul_add(f32v(y), f32v(z))),
+            };
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Rcp { .. }
+        | Op::Sqrt { .. }
+        | Op::Rsqrt
+        | Op::Ex2
+        | Op::Lg2
+        | Op::Abs
+        | Op::Neg
+        | Op::Not => {
+            let x = rd(cx, t, 1, ty)?;
+            let v = if ty.is_float() {
+                let f = |g: fn(f64) -> f64| -> u64 {
+                    match ty {
+                        Ty::F64 => g(f64::from_bits(x)).to_bits(),
+                        _ => f32b(g(f32v(x) as f64) as f32),
+                    }
+                };
+                match inst.op {
+                    Op::Rcp { .. } => f(|v| 1.0 / v),
+                    Op::Sqrt { .. } => f(f64::sqrt),
+                    Op::Rsqrt => f(|v| 1.0 / v.sqrt()),
+                    Op::Ex2 => f(f64::exp2),
+                    Op::Lg2 => f(f64::log2),
+                    Op::Abs => f(f64::abs),
+                    Op::Neg => f(|v| -v),
+                    _ => return Err((l, "not on a float type".into())),
+                }
+            } else {
+                match inst.op {
+                    Op::Abs => sext(ty, x).unsigned_abs(),
+                    Op::Neg => (sext(ty, x)).wrapping_neg() as u64,
+                    Op::Not => !x,
+                    _ => return Err((l, format!("{:?} on an integer type", inst.op))),
+                }
+            };
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Shl | Op::Shr => {
+            let x = rd(cx, t, 1, ty)?;
+            let s = rd(cx, t, 2, Ty::U32)? as u32;
+            let bits = ty.bytes() as u32 * 8;
+            let v = match inst.op {
+                Op::Shl => {
+                    if s >= bits {
+                        0
+                    } else {
+                        x << s
+                    }
+                }
+                _ if ty.is_signed() => (sext(ty, x) >> s.min(bits - 1)) as u64,
+                _ => {
+                    if s >= bits {
+                        0
+                    } else {
+                        x >> s
+                    }
+                }
+            };
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Setp(c) => {
+            let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
+            let v = if ty.is_float() {
+                let (p, q) = match ty {
+                    Ty::F64 => (f64::from_bits(x), f64::from_bits(y)),
+                    _ => (f32v(x) as f64, f32v(y) as f64),
+                };
+                let un = p.is_nan() || q.is_nan();
+                match c {
+                    Cmp::Eq => !un && p == q,
+                    Cmp::Ne => !un && p != q,
+                    Cmp::Lt => !un && p < q,
+                    Cmp::Le => !un && p <= q,
+                    Cmp::Gt => !un && p > q,
+                    Cmp::Ge => !un && p >= q,
+                    Cmp::Equ => un || p == q,
+                    Cmp::Neu => un || p != q,
+                    Cmp::Ltu => un || p < q,
+                    Cmp::Leu => un || p <= q,
+                    Cmp::Gtu => un || p > q,
+                    Cmp::Geu => un || p >= q,
+                    Cmp::Num => !un,
+                    Cmp::Nan => un,
+                }
+            } else {
+                let ord = if ty.is_signed() {
+                    sext(ty, x).cmp(&sext(ty, y))
+                } else {
+                    x.cmp(&y)
+                };
+                use std::cmp::Ordering::*;
+                match c {
+                    Cmp::Eq => ord == Equal,
+                    Cmp::Ne => ord != Equal,
+                    Cmp::Lt => ord == Less,
+                    Cmp::Le => ord != Greater,
+                    Cmp::Gt => ord == Greater,
+                    Cmp::Ge => ord != Less,
+                    _ => return Err((l, "unordered comparison on integers".into())),
+                }
+            };
+            write(t, &a[0], Ty::Pred, v as u64, l)
+        }
+        Op::Selp => {
+            let p = rd(cx, t, 3, Ty::Pred)? != 0;
+            let v = if p {
+                rd(cx, t, 1, ty)?
+            } else {
+                rd(cx, t, 2, ty)?
+            };
+            write(t, &a[0], ty, v, l)
+        }
+        Op::Cvt { dst, src, rnd } => {
+            let x = rd(cx, t, 1, *src)?;
+            let v =
+                cvt(*dst, *src, *rnd, x).ok_or((l, format!("unsupported cvt .{dst:?}.{src:?}")))?;
+            write(t, &a[0], *dst, v, l)
+        }
+        Op::Ld { space, vec } => {
+            let n = *vec as usize;
+            let size = ty.bytes();
+            let addr = address(cx, t, lin, &a[1], l)?;
+            let mut vals = [0u64; 4];
+            load(cx, *space, addr, size, n, lin, l, &mut vals)?;
+            match &a[0] {
+                Operand::Vector(rs) => {
+                    for (k, r) in rs.iter().enumerate() {
+                        write(t, &Operand::Reg(*r), ty, vals[k], l)?;
+                    }
+                    Ok(())
+                }
+                o => write(t, o, ty, vals[0], l),
+            }
+        }
+        Op::St { space, vec } => {
+            let n = *vec as usize;
+            let size = ty.bytes();
+            let addr = address(cx, t, lin, &a[0], l)?;
+            let mut vals = [0u64; 4];
+            match &a[1] {
+                Operand::Vector(rs) => {
+                    for (k, r) in rs.iter().enumerate() {
+                        vals[k] = read(cx, t, lin, &Operand::Reg(*r), ty, l)?;
+                    }
+                }
+                o => vals[0] = read(cx, t, lin, o, ty, l)?,
+            }
+            store(cx, *space, addr, size, n, lin, l, &vals)
+        }
+        Op::Bra | Op::Ret | Op::Bar | Op::Shfl(_) => unreachable!("handled by run_thread"),
+    }
+}
+
+fn mul(ty: Ty, mode: MulMode, x: u64, y: u64) -> (u64, Ty) {
+    if ty.is_float() {
+        return (float_bin(ty, x, y, |p, q| p * q, |p, q| p * q), ty);
+    }
+    let signed = ty.is_signed();
+    let bits = ty.bytes() * 8;
+    let wide = |v: i128| v as u128;
+    let full: u128 = if signed {
+        wide(sext(ty, x) as i128 * sext(ty, y) as i128)
+    } else {
+        x as u128 * y as u128
+    };
+    match mode {
+        MulMode::Lo => (full as u64, ty),
+        MulMode::Hi => ((full >> bits) as u64, ty),
+        MulMode::Wide => {
+            let dty = match ty {
+                Ty::S32 => Ty::S64,
+                Ty::U32 => Ty::U64,
+                Ty::S16 => Ty::S32,
+                _ => Ty::U32,
+            };
+            (full as u64, dty)
+        }
+    }
+}
+
+fn round_f(v: f64, rnd: Round) -> f64 {
+    match rnd {
+        Round::Rni | Round::Rn => v.round_ties_even(),
+        Round::Rzi | Round::Rz | Round::None => v.trunc(),
+        Round::Rmi | Round::Rm => v.floor(),
+        Round::Rpi | Round::Rp => v.ceil(),
+    }
+}
+
+fn cvt(dst: Ty, src: Ty, rnd: Round, x: u64) -> Option<u64> {
+    let sf = |v: u64| -> f64 {
+        match src {
+            Ty::F32 => f32v(v) as f64,
+            Ty::F64 => f64::from_bits(v),
+            Ty::F16 => half::f16::from_bits(v as u16).to_f64(),
+            Ty::Bf16 => half::bf16::from_bits(v as u16).to_f64(),
+            _ => unreachable!(),
+        }
+    };
+    Some(match (dst.is_float(), src.is_float()) {
+        (true, true) => {
+            let v = sf(x);
+            match dst {
+                Ty::F32 => f32b(v as f32),
+                Ty::F64 => v.to_bits(),
+                Ty::Bf16 => half::bf16::from_f64(v).to_bits() as u64,
+                Ty::F16 => half::f16::from_f64(v).to_bits() as u64,
+                _ => return None,
+            }
+        }
+        (false, true) => {
+            // Float to integer saturates; NaN gives 0.
+            let v = sf(x);
+            if v.is_nan() {
+                0
+            } else {
+                let r = round_f(v, rnd);
+                let bits = dst.bytes() * 8;
+                if dst.is_signed() {
+                    let lo = -(2f64.powi(bits as i32 - 1));
+                    let hi = 2f64.powi(bits as i32 - 1) - 1.0;
+                    mask_ty(dst, r.clamp(lo, hi) as i64 as u64)
+                } else {
+                    let hi = 2f64.powi(bits as i32) - 1.0;
+                    r.clamp(0.0, hi) as u64
+                }
+            }
+        }
+        (true, false) => {
+            let v = if src.is_signed() {
+                sext(src, x) as f64
+            } else {
+                x as f64
+            };
+            match dst {
+                Ty::F32 => f32b(v as f32),
+                Ty::F64 => v.to_bits(),
+                _ => return None,
+            }
+        }
+        (false, false) => {
+            if src.is_signed() {
+                mask_ty(dst, sext(src, x) as u64)
+            } else {
+                mask_ty(dst, x)
+            }
+        }
+    })
+}
+
+fn address(cx: &Ctx, t: &Thread, lin: u32, o: &Operand, l: u32) -> Res<(Option<AddrBase>, u64)> {
+    match o {
+        Operand::Addr(AddrBase::Reg(r), off) => {
+            let b = read(cx, t, lin, &Operand::Reg(*r), Ty::U64, l)?;
+            Ok((None, b.wrapping_add(*off as u64)))
+        }
+        Operand::Addr(AddrBase::Shared(i), off) => {
+            Ok((None, (cx.shared_base[*i as usize] as i64 + off) as u64))
+        }
+        Operand::Addr(b @ AddrBase::Param(i), off) => {
+            let p = &cx.k.params[*i as usize];
+            Ok((Some(*b), (p.offset as i64 + off) as u64))
+        }
+        _ => Err((l, format!("{o:?} is not an address"))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load(
+    cx: &mut Ctx,
+    space: Space,
+    (_, addr): (Option<AddrBase>, u64),
+    size: usize,
+    n: usize,
+    lin: u32,
+    l: u32,
+    out: &mut [u64; 4],
+) -> Res<()> {
+    let total = size * n;
+    if addr % total as u64 != 0 {
+        return Err((
+            l,
+            format!("misaligned {total}-byte {space:?} load at address {addr:#x}"),
+        ));
+    }
+    let get = |bytes: &[u8]| -> u64 {
+        let mut b = [0u8; 8];
+        b[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(b)
+    };
+    match space {
+        Space::Param => {
+            let a = addr as usize;
+            if a + total > cx.params.len() {
+                return Err((
+                    l,
+                    format!(
+                        "param load at offset {a} beyond the {} parameter bytes",
+                        cx.params.len()
+                    ),
+                ));
+            }
+            for (k, o) in out.iter_mut().enumerate().take(n) {
+                *o = get(&cx.params[a + k * size..a + (k + 1) * size]);
+            }
+        }
+        Space::Global => {
+            let (i, off) = cx.mem.find(addr, total).ok_or_else(|| {
+                (
+                    l,
+                    format!(
+                        "global load of {total} bytes at {addr:#x} is outside every allocation"
+                    ),
+                )
+            })?;
+            let d = &cx.mem.allocs[i].1;
+            for (k, o) in out.iter_mut().enumerate().take(n) {
+                *o = get(&d[off + k * size..off + (k + 1) * size]);
+            }
+        }
+        Space::Shared => {
+            let a = addr as usize;
+            let sh = &mut cx.shared;
+            if a + total > sh.data.len() {
+                return Err((
+                    l,
+                    format!(
+                        "shared load of {total} bytes at offset {a} beyond the {} bytes declared",
+                        sh.data.len()
+                    ),
+                ));
+            }
+            for b in a..a + total {
+                if !sh.init[b] {
+                    return Err((l, format!("read of shared byte {b}, never written")));
+                }
+                if sh.w_epoch[b] == cx.epoch && sh.w_thread[b] != lin && sh.w_thread[b] != NONE {
+                    return Err((
+                        l,
+                        format!(
+                            "shared-memory race on byte {b}: read by thread {lin} after a write by thread {} with no bar.sync between",
+                            sh.w_thread[b]
+                        ),
+                    ));
+                }
+                if sh.r_epoch[b] != cx.epoch || sh.r_thread[b] == NONE {
+                    sh.r_epoch[b] = cx.epoch;
+                    sh.r_thread[b] = lin;
+                } else if sh.r_thread[b] != lin {
+                    sh.r_thread[b] = MANY;
+                }
+            }
+            for (k, o) in out.iter_mut().enumerate().take(n) {
+                *o = get(&sh.data[a + k * size..a + (k + 1) * size]);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store(
+    cx: &mut Ctx,
+    space: Space,
+    (_, addr): (Option<AddrBase>, u64),
+    size: usize,
+    n: usize,
+    lin: u32,
+    l: u32,
+    vals: &[u64; 4],
+) -> Res<()> {
+    let total = size * n;
+    if addr % total as u64 != 0 {
+        return Err((
+            l,
+            format!("misaligned {total}-byte {space:?} store at address {addr:#x}"),
+        ));
+    }
+    match space {
+        Space::Global => {
+            let (i, off) = cx.mem.find(addr, total).ok_or_else(|| {
+                (
+                    l,
+                    format!(
+                        "global store of {total} bytes at {addr:#x} is outside every allocation"
+                    ),
+                )
+            })?;
+            let d = &mut cx.mem.allocs[i].1;
+            for (k, v) in vals.iter().enumerate().take(n) {
+                d[off + k * size..off + (k + 1) * size].copy_from_slice(&v.to_le_bytes()[..size]);
+            }
+        }
+        Space::Shared => {
+            let a = addr as usize;
+            let sh = &mut cx.shared;
+            if a + total > sh.data.len() {
+                return Err((
+                    l,
+                    format!(
+                        "shared store of {total} bytes at offset {a} beyond the {} bytes declared",
+                        sh.data.len()
+                    ),
+                ));
+            }
+            for b in a..a + total {
+                if sh.w_epoch[b] == cx.epoch && sh.w_thread[b] != lin && sh.w_thread[b] != NONE {
+                    return Err((
+                        l,
+                        format!(
+                            "shared-memory race on byte {b}: written by threads {} and {lin} with no bar.sync between",
+                            sh.w_thread[b]
+                        ),
+                    ));
+                }
+                if sh.r_epoch[b] == cx.epoch && sh.r_thread[b] != NONE && sh.r_thread[b] != lin {
+                    return Err((
+                        l,
+                        format!(
+                            "shared-memory race on byte {b}: written by thread {lin} after a read by another thread with no bar.sync between"
+                        ),
+                    ));
+                }
+                sh.w_epoch[b] = cx.epoch;
+                sh.w_thread[b] = lin;
+                sh.init[b] = true;
+            }
+            for (k, v) in vals.iter().enumerate().take(n) {
+                sh.data[a + k * size..a + (k + 1) * size].copy_from_slice(&v.to_le_bytes()[..size]);
+            }
+        }
+        Space::Param => return Err((l, "store to param space".into())),
+    }
+    Ok(())
+}
