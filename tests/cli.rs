@@ -53,34 +53,38 @@ fn inspect_reports_each_layout() {
 }
 
 #[test]
-fn forward_matches_every_fixture() {
+fn forward_matches_every_fixture_on_cpu_and_emu() {
     let d = tempfile::tempdir().unwrap();
-    for f in manifest() {
-        let name = f["name"].as_str().unwrap();
-        let out = d.path().join(format!("{name}.out.safetensors"));
-        let o = dawin(&[
-            "forward",
-            "--model",
-            &fixture(name, ".safetensors"),
-            "--input",
-            &fixture(name, ".io.safetensors"),
-            "--out",
-            out.to_str().unwrap(),
-            "--batch-size",
-            "2",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-        let got = TensorFile::open(&out).unwrap();
-        let want =
-            TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors"))).unwrap();
-        for t in ["image_embeds", "logits"] {
-            match (got.read_f32(t), want.read_f32(t)) {
-                (Ok(g), Ok(w)) => {
-                    assert_eq!(g.shape, w.shape, "{name} {t}");
-                    assert_close(&format!("{name} {t}"), &g.data, &w.data, 1e-4);
+    for device in ["cpu", "emu"] {
+        for f in manifest() {
+            let name = f["name"].as_str().unwrap();
+            let out = d.path().join(format!("{name}.{device}.safetensors"));
+            let o = dawin(&[
+                "forward",
+                "--model",
+                &fixture(name, ".safetensors"),
+                "--input",
+                &fixture(name, ".io.safetensors"),
+                "--out",
+                out.to_str().unwrap(),
+                "--batch-size",
+                "2",
+                "--device",
+                device,
+            ]);
+            assert!(o.status.success(), "{}", text(&o));
+            let got = TensorFile::open(&out).unwrap();
+            let want =
+                TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors"))).unwrap();
+            for t in ["image_embeds", "logits"] {
+                match (got.read_f32(t), want.read_f32(t)) {
+                    (Ok(g), Ok(w)) => {
+                        assert_eq!(g.shape, w.shape, "{name} {t}");
+                        assert_close(&format!("{name} {t} on {device}"), &g.data, &w.data, 1e-4);
+                    }
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{name}: {t} present in one file only"),
                 }
-                (Err(_), Err(_)) => {}
-                _ => panic!("{name}: {t} present in one file only"),
             }
         }
     }

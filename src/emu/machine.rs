@@ -991,7 +991,12 @@ fn load(
             }
             for b in a..a + total {
                 if !sh.init[b] {
-                    return Err((l, format!("read of shared byte {b}, never written")));
+                    return Err((
+                        l,
+                        format!(
+                            "read of shared byte {b} before any thread wrote it (a missing bar.sync?)"
+                        ),
+                    ));
                 }
                 if sh.w_epoch[b] == cx.epoch && sh.w_thread[b] != lin && sh.w_thread[b] != NONE {
                     return Err((

@@ -369,6 +369,8 @@ pub fn parse(src: &str) -> PResult<Module> {
     let mut version = String::new();
     let mut target = String::new();
     let mut kernels = Vec::new();
+    // Module-scope shared variables (`.extern .shared` must live here).
+    let mut module_shared = Vec::new();
     let mut i = 0;
     while i < stmts.len() {
         let (line, s) = &stmts[i];
@@ -377,8 +379,10 @@ pub fn parse(src: &str) -> PResult<Module> {
         } else if let Some(t) = s.strip_prefix(".target") {
             target = t.trim().to_string();
         } else if s.starts_with(".address_size") {
+        } else if s.starts_with(".shared") || s.starts_with(".extern") {
+            module_shared.push(parse_shared(*line, s)?);
         } else if s.contains(".entry") {
-            let (k, next) = parse_kernel(&stmts, i)?;
+            let (k, next) = parse_kernel(&stmts, i, &module_shared)?;
             kernels.push(k);
             i = next;
             continue;
@@ -405,7 +409,11 @@ struct Names {
     labels: HashMap<String, u32>,
 }
 
-fn parse_kernel(stmts: &[(u32, String)], start: usize) -> PResult<(Kernel, usize)> {
+fn parse_kernel(
+    stmts: &[(u32, String)],
+    start: usize,
+    module_shared: &[SharedVar],
+) -> PResult<(Kernel, usize)> {
     let (line, head) = &stmts[start];
     let after = head.split(".entry").nth(1).unwrap_or("").trim();
     let name_end = after.find('(').unwrap_or(after.len());
@@ -449,7 +457,10 @@ fn parse_kernel(stmts: &[(u32, String)], start: usize) -> PResult<(Kernel, usize
             .collect(),
         labels: HashMap::new(),
     };
-    let mut shared = Vec::new();
+    let mut shared: Vec<SharedVar> = module_shared.to_vec();
+    for (i, v) in shared.iter().enumerate() {
+        names.shared.insert(v.name.clone(), i as u32);
+    }
     // Find the body: from `{` to the matching `}`; skip performance directives.
     let mut i = start + 1;
     while i < stmts.len() && stmts[i].1 != "{" {
