@@ -2,6 +2,7 @@
 //! ICLR 2025) for CLIP ViTs, on a small tensor engine with three executors
 //! (`cpu` reference, `emu` PTX interpreter, `cuda`) running the same ops.
 
+pub mod dawin;
 pub mod emu;
 pub mod error;
 pub mod exec;

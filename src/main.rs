@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use dawin::dawin::eval::{self, EvalOptions, Method, Projection, Strategy};
+use dawin::dawin::expertise::Expertise;
 use dawin::exec::{self, DeviceKind};
 use dawin::model::{Act, Model, Overrides};
 use dawin::tensorfile::{Tensor, TensorFile, write_f32};
@@ -54,6 +56,118 @@ enum Cmd {
         #[command(flatten)]
         arch: ArchFlags,
     },
+    /// Evaluate DaWin and its baselines on a labelled data set.
+    ///
+    /// Runs both models over the data once (cached in OUT/cache.safetensors,
+    /// reused when models and data are unchanged), sets each sample's λ from
+    /// the two models' expertise, evaluates each sample with the model
+    /// (1−λ)·pretrained + λ·fine-tuned, and writes summary.json, samples.csv
+    /// and lambdas.svg to the output folder.
+    Eval(Box<EvalArgs>),
+    /// Decode and CLIP-preprocess images into a safetensors file.
+    ///
+    /// Each PATH is an image folder with one subfolder per class (labels are
+    /// the sorted folder indices) or a single jpg/png (label −1). Writes
+    /// `pixel_values` f32 [N,3,S,S] and `labels` i64 [N]. Unreadable images
+    /// are reported and skipped.
+    Preprocess {
+        /// Class folders or image files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output side length (the model's input size, e.g. 224).
+        #[arg(long)]
+        size: usize,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The pretrained / zero-shot model (θ_pt), safetensors with a head.
+    #[arg(long)]
+    pretrained: PathBuf,
+    /// The fine-tuned model (θ_ft), same architecture and head size.
+    #[arg(long)]
+    finetuned: PathBuf,
+    /// Safetensors with `pixel_values` [N,3,S,S] and `labels` [N], or an
+    /// image folder with one subfolder per class.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder (created if needed).
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// How λ is set per sample.
+    #[arg(long, value_enum, default_value_t = Expertise::Entropy)]
+    expertise: Expertise,
+    /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles
+    /// (the official ViT-B/32 values are 0.9576,0.9733).
+    #[arg(long, default_value = "1,1", value_parser = parse_pair)]
+    temperature: (f32, f32),
+    /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
+    /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
+    /// (K merged models from a Beta mixture over λ; K = 3 by default).
+    #[arg(long, default_value = "exact")]
+    interp: Strategy,
+    /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
+    /// wise-ft:α, ensemble, ensemble-dynamic, dawin, all.
+    #[arg(long, default_value = "all", value_parser = Method::parse_list)]
+    methods: std::vec::Vec<Method>,
+    /// File of class indices to keep (e.g. ImageNet-A/-R's 200); labels are
+    /// indices into this list.
+    #[arg(long, conflicts_with = "class_map")]
+    class_subset: Option<PathBuf>,
+    /// File with one line per output class listing the model classes to
+    /// max-pool into it (e.g. ObjectNet's 113).
+    #[arg(long)]
+    class_map: Option<PathBuf>,
+    /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)
+    /// for the statistics entropy-offset and bmm need.
+    #[arg(long)]
+    expertise_from: Option<PathBuf>,
+    /// Seed of the Beta-mixture k-means initialisation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Hide progress bars.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    run: RunFlags,
+    #[command(flatten)]
+    arch: ArchFlags,
+}
+
+fn parse_pair(s: &str) -> std::result::Result<(f32, f32), String> {
+    let v: Vec<&str> = s.split(',').collect();
+    let p = |x: &str| {
+        x.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|t| *t > 0.0 && t.is_finite())
+    };
+    match v[..] {
+        [a] => p(a).map(|a| (a, a)),
+        [a, b] => p(a).zip(p(b)),
+        _ => None,
+    }
+    .ok_or_else(|| format!("expected `T` or `T_pt,T_ft` with positive numbers, got `{s}`"))
+}
+
+fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("expected `i/n` with 0 ≤ i < n, got `{s}`");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n) = (
+        i.trim().parse::<usize>().map_err(|_| bad())?,
+        n.trim().parse::<usize>().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
 }
 
 /// Values a checkpoint's tensor shapes cannot tell. The file's metadata
@@ -216,6 +330,91 @@ fn forward(
     Ok(())
 }
 
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let projection = match (&a.class_subset, &a.class_map) {
+        (Some(p), _) => Projection::subset_file(p)?,
+        (_, Some(p)) => Projection::map_file(p)?,
+        _ => Projection::None,
+    };
+    let opts = EvalOptions {
+        pretrained: a.pretrained,
+        finetuned: a.finetuned,
+        data: a.data,
+        out_dir: a.out_dir,
+        batch_size: a.run.batch_size as usize,
+        expertise: a.expertise,
+        temperature: a.temperature,
+        strategy: a.interp,
+        methods: a.methods,
+        projection,
+        overrides: a.arch.overrides(),
+        shard: a.shard,
+        expertise_from: a.expertise_from,
+        progress: !a.quiet,
+        seed: a.seed,
+    };
+    let ex = exec::open(a.run.device)?;
+    let r = eval::run(&opts, ex.as_ref())?;
+    print!("{}", r.table);
+    println!(
+        "{} samples on {}; outputs in {} (summary.json, samples.csv, lambdas.svg)",
+        r.indices.len(),
+        ex.name(),
+        opts.out_dir.display()
+    );
+    Ok(())
+}
+
+fn preprocess(paths: Vec<PathBuf>, size: usize, out: PathBuf) -> Result<()> {
+    use dawin::dawin::{data::Dataset, preprocess::load_image};
+    if size == 0 {
+        bail!("--size must be positive");
+    }
+    let mut pixels = Vec::new();
+    let mut labels: Vec<i64> = Vec::new();
+    let mut skipped = 0;
+    for p in &paths {
+        if p.is_dir() {
+            let d = Dataset::open(p, size)?;
+            let all: Vec<usize> = (0..d.len()).collect();
+            let pb = eval::progress_bar(all.len(), "preprocess", true);
+            d.for_each_batch(&all, 64, |b| {
+                for (i, e) in &b.failed {
+                    eprintln!("warning: skipped {}: {e}", d.describe(*i));
+                    skipped += 1;
+                }
+                labels.extend(b.indices.iter().map(|&i| d.labels[i]));
+                pixels.extend_from_slice(&b.pixels);
+                pb.inc((b.indices.len() + b.failed.len()) as u64);
+                Ok(())
+            })?;
+            pb.finish_and_clear();
+        } else {
+            match load_image(p, size) {
+                Ok(v) => {
+                    pixels.extend(v);
+                    labels.push(-1);
+                }
+                Err(e) => {
+                    eprintln!("warning: skipped {e}");
+                    skipped += 1;
+                }
+            }
+        }
+    }
+    let n = labels.len();
+    if n == 0 {
+        bail!("no image could be read from {} path(s)", paths.len());
+    }
+    let px = Tensor {
+        shape: vec![n, 3, size, size],
+        data: pixels,
+    };
+    dawin::tensorfile::write_f32_with_labels(&out, &px, &labels)?;
+    eprintln!("{n} images ({skipped} skipped) -> {}", out.display());
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -227,6 +426,8 @@ fn main() -> std::process::ExitCode {
             run,
             arch,
         } => forward(model, input, out, run, arch),
+        Cmd::Eval(a) => run_eval(*a),
+        Cmd::Preprocess { paths, size, out } => preprocess(paths, size, out),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,8 +1,7 @@
 //! Reading and writing plain tensor files (safetensors) for inputs and outputs.
 
 use crate::error::{Error, Result};
-use safetensors::{Dtype, SafeTensors, View};
-use std::borrow::Cow;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -156,24 +155,19 @@ fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError) -> Error {
     Error::file(path, msg)
 }
 
-struct F32View<'a> {
-    shape: Vec<usize>,
-    bytes: &'a [u8],
+fn view<'a>(path: &Path, dtype: Dtype, shape: &[usize], bytes: &'a [u8]) -> Result<TensorView<'a>> {
+    TensorView::new(dtype, shape.to_vec(), bytes)
+        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))
 }
 
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
+fn serialize(
+    path: &Path,
+    views: Vec<(String, TensorView)>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+    write_atomic(path, &bytes)
 }
 
 /// Writes f32 tensors to a safetensors file, via a temporary file and a
@@ -183,18 +177,41 @@ pub fn write_f32(
     tensors: &[(&str, &Tensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let views = tensors.iter().map(|(n, t)| {
+    let views = tensors
+        .iter()
+        .map(|(n, t)| {
+            Ok((
+                n.to_string(),
+                view(path, Dtype::F32, &t.shape, bytemuck::cast_slice(&t.data))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    serialize(path, views, metadata)
+}
+
+/// Writes a data set file: `pixel_values` f32 and `labels` i64.
+pub fn write_f32_with_labels(path: &Path, pixels: &Tensor, labels: &[i64]) -> Result<()> {
+    let views = vec![
         (
-            n.to_string(),
-            F32View {
-                shape: t.shape.clone(),
-                bytes: bytemuck::cast_slice(&t.data),
-            },
-        )
-    });
-    let bytes = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
-    write_atomic(path, &bytes)
+            "labels".to_string(),
+            view(
+                path,
+                Dtype::I64,
+                &[labels.len()],
+                bytemuck::cast_slice(labels),
+            )?,
+        ),
+        (
+            "pixel_values".to_string(),
+            view(
+                path,
+                Dtype::F32,
+                &pixels.shape,
+                bytemuck::cast_slice(&pixels.data),
+            )?,
+        ),
+    ];
+    serialize(path, views, None)
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -29,6 +29,17 @@ impl DeviceModel {
         })
     }
 
+    /// A zero-filled working parameter buffer with `model`'s layout, to be
+    /// filled by `lerp` (the `materialize` and `bmm` strategies).
+    pub fn alloc_like(exec: &dyn Executor, model: &Model) -> Result<Self> {
+        let flat = exec.alloc(model.flat.len())?;
+        Ok(DeviceModel {
+            spec: model.spec.clone(),
+            flat,
+            params: model.params.map(|r| flat.slice(r.start, r.len())),
+        })
+    }
+
     pub fn free(self, exec: &dyn Executor) {
         exec.free(self.flat);
     }

@@ -157,8 +157,67 @@ def save_model(cfg, model, head, path):
     return sum(v.numel() for v in out.values())
 
 
+def dawin_fixture():
+    """A pretrained/fine-tuned pair and a labelled set, with the per-sample
+    lambda and the logits of each sample's own merged HF model: the check that
+    `dawin eval --interp exact|materialize` is the official algorithm."""
+    cfg = dict(name="dawin_pair", layout="model-soups", width=48, layers=2, heads=3, mlp=96,
+               patch=8, image=24, proj=16, classes=6, act="quick_gelu", eps=1e-5, dtype="f16",
+               meta={"heads": "3"}, n=16)
+    pt, head_pt = build(cfg, 77)
+    ft, _ = build(cfg, 77)
+    head_pt = (head_pt[0] * 0.4, head_pt[1])
+    torch.manual_seed(78)
+    with torch.no_grad():
+        # "Fine-tuning": move every weight, the head strongly, so the two
+        # models disagree on some samples and agree on others.
+        for p in ft.parameters():
+            p.add_(0.25 * p.std() * torch.randn_like(p) if p.numel() > 1 else 0.0)
+            p.copy_(p.to(torch.float16).float())
+        w = 2.5 * head_pt[0] + 25.0 * torch.randn_like(head_pt[0]) / head_pt[0].shape[1] ** 0.5
+        head_ft = (w.to(torch.float16).float(), (head_pt[1] + 0.5 * torch.randn_like(head_pt[1])).to(torch.float16).float())
+    head_pt = (head_pt[0].to(torch.float16).float(), head_pt[1].to(torch.float16).float())
+    g = torch.Generator().manual_seed(79)
+    n = cfg["n"]
+    pixels = torch.randn(n, 3, cfg["image"], cfg["image"], generator=g)
+    _, lp = reference(pt, head_pt, pixels, True)
+    _, lf = reference(ft, head_ft, pixels, True)
+    labels = torch.where(torch.arange(n) % 2 == 0, lf.argmax(1), torch.randint(0, cfg["classes"], (n,), generator=g))
+
+    def entropy(z):
+        z = z.double()
+        return -(F.softmax(z, 1) * F.log_softmax(z, 1)).sum(1)
+
+    hp, hf = entropy(lp), entropy(lf)
+    lam = torch.exp(-hf) / (torch.exp(-hp) + torch.exp(-hf))
+    # Each sample through its own merged model: the official, slow route.
+    sd_pt, sd_ft = pt.state_dict(), ft.state_dict()
+    merged = CLIPVisionModelWithProjection(pt.config).eval()
+    dawin_logits = []
+    for i in range(n):
+        l = float(lam[i])
+        merged.load_state_dict({k: (1 - l) * sd_pt[k] + l * sd_ft[k] for k in sd_pt})
+        hw = (1 - l) * head_pt[0] + l * head_ft[0]
+        hb = (1 - l) * head_pt[1] + l * head_ft[1]
+        _, z = reference(merged, (hw, hb), pixels[i:i + 1], True)
+        dawin_logits.append(z[0])
+    dawin_logits = torch.stack(dawin_logits)
+    save_model(cfg, pt, head_pt, os.path.join(OUT, "dawin_pt.safetensors"))
+    save_model(dict(cfg, layout="hf"), ft, head_ft, os.path.join(OUT, "dawin_ft.safetensors"))
+    save_file({"pixel_values": pixels.contiguous(), "labels": labels.to(torch.int64).contiguous()},
+              os.path.join(OUT, "dawin_data.safetensors"))
+    save_file({"lambda": lam.float().contiguous(), "entropy_pt": hp.float().contiguous(),
+               "entropy_ft": hf.float().contiguous(), "dawin_logits": dawin_logits.contiguous(),
+               "logits_pt": lp.contiguous(), "logits_ft": lf.contiguous()},
+              os.path.join(OUT, "dawin_expected.safetensors"))
+    acc = float((dawin_logits.argmax(1) == labels).double().mean())
+    print(f"dawin pair: lambda in [{float(lam.min()):.3f}, {float(lam.max()):.3f}], dawin accuracy {acc:.3f}",
+          file=sys.stderr)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    dawin_fixture()
     manifest = []
     for seed, cfg in enumerate(FIXTURES):
         model, head = build(cfg, 1000 + seed)

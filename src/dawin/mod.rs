@@ -1,0 +1,10 @@
+//! DaWin itself: data input, expertise (λ per sample), the Beta mixture, the
+//! interpolation strategies, baselines and reports. Everything here but the
+//! forward passes is plain Rust over logits and λ vectors.
+
+pub mod bmm;
+pub mod data;
+pub mod eval;
+pub mod expertise;
+pub mod preprocess;
+pub mod report;

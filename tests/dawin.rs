@@ -1,0 +1,433 @@
+//! DaWin end to end: per-sample λ and predictions equal the official route
+//! (each sample through its own merged HF model, tools/make_fixtures.py),
+//! `exact` and `materialize` agree, the Beta mixture recovers known
+//! mixtures, and bad inputs are explained.
+
+mod common;
+
+use common::{assert_close, executors, fixtures_dir};
+use dawin::dawin::bmm::BetaMixture;
+use dawin::dawin::eval::{self, EvalOptions, Method, Projection, Strategy};
+use dawin::dawin::expertise::Expertise;
+use dawin::model::{Overrides, SplitMix};
+use dawin::tensorfile::{Tensor, TensorFile, write_f32_with_labels};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fx(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+fn options(out: &Path, strategy: Strategy) -> EvalOptions {
+    EvalOptions {
+        pretrained: fx("dawin_pt.safetensors"),
+        finetuned: fx("dawin_ft.safetensors"),
+        data: fx("dawin_data.safetensors"),
+        out_dir: out.to_path_buf(),
+        batch_size: 5,
+        expertise: Expertise::Entropy,
+        temperature: (1.0, 1.0),
+        strategy,
+        methods: Method::parse_list(
+            "zeroshot,finetuned,wise-ft:0.5,ensemble,ensemble-dynamic,dawin",
+        )
+        .unwrap(),
+        projection: Projection::None,
+        overrides: Overrides::default(),
+        shard: None,
+        expertise_from: None,
+        progress: false,
+        seed: 1,
+    }
+}
+
+fn expected(name: &str) -> Vec<f32> {
+    TensorFile::open(&fx("dawin_expected.safetensors"))
+        .unwrap()
+        .read_f32(name)
+        .unwrap()
+        .data
+}
+
+fn argmax(v: &[f32], c: usize) -> Vec<usize> {
+    v.chunks(c)
+        .map(|r| (0..c).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+        .collect()
+}
+
+#[test]
+fn exact_and_materialize_are_each_samples_own_merged_model() {
+    let want_lambda = expected("lambda");
+    let want_logits = expected("dawin_logits");
+    for (kind, ex) in executors() {
+        let mut all = Vec::new();
+        for strategy in [Strategy::Exact, Strategy::Materialize] {
+            let d = tempfile::tempdir().unwrap();
+            let r = eval::run(&options(d.path(), strategy), ex.as_ref()).unwrap();
+            assert_close(
+                &format!("λ on {kind} ({strategy})"),
+                &r.lambdas,
+                &want_lambda,
+                1e-5,
+            );
+            let got = r.dawin_logits.clone().unwrap();
+            assert_close(
+                &format!("DaWin logits on {kind} ({strategy})"),
+                &got,
+                &want_logits,
+                1e-4,
+            );
+            assert_eq!(
+                r.predictions["dawin"],
+                argmax(&want_logits, 6),
+                "{kind} {strategy}"
+            );
+            all.push(got);
+        }
+        // The two strategies agree with each other to 1e-4 as well.
+        assert_close(
+            &format!("exact vs materialize on {kind}"),
+            &all[0],
+            &all[1],
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn cli_eval_writes_the_reports_and_reuses_its_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let run = |interp: &str, methods: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dawin"))
+            .args(["eval", "--pretrained"])
+            .arg(fx("dawin_pt.safetensors"))
+            .arg("--finetuned")
+            .arg(fx("dawin_ft.safetensors"))
+            .arg("--data")
+            .arg(fx("dawin_data.safetensors"))
+            .arg("--out-dir")
+            .arg(&out)
+            .args(["--interp", interp, "--methods", methods, "--quiet"])
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{text}");
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        (s, text)
+    };
+    let (s, text) = run("exact", "all");
+    assert!(
+        text.contains("dawin") && text.contains("wise-ft:0.5"),
+        "{text}"
+    );
+    let labels = TensorFile::open(&fx("dawin_data.safetensors"))
+        .unwrap()
+        .read_i64("labels")
+        .unwrap()
+        .1;
+    let want: Vec<usize> = argmax(&expected("dawin_logits"), 6);
+    let correct = want
+        .iter()
+        .zip(&labels)
+        .filter(|(p, y)| **p as i64 == **y)
+        .count();
+    assert_eq!(s["methods"]["dawin"]["correct"], correct);
+    assert_eq!(s["methods"]["dawin"]["count"], 16);
+    for name in [
+        "zeroshot",
+        "finetuned",
+        "wise-ft:0.1",
+        "wise-ft:0.9",
+        "ensemble",
+        "ensemble-dynamic",
+    ] {
+        assert!(s["methods"][name]["accuracy"].is_number(), "{name} missing");
+    }
+    assert_eq!(s["cache"], "computed");
+    for k in ["mean", "std", "min", "max"] {
+        assert!(s["lambda"][k].is_number());
+    }
+    let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.starts_with("index,label,entropy_pt,entropy_ft,lambda,component,pred_zeroshot,pred_finetuned,pred_wise-ft:0.1"), "{header}");
+    assert_eq!(csv.lines().count(), 17);
+    // Samples.csv λ column equals the official λ.
+    let lam: Vec<f32> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    assert_close("samples.csv λ", &lam, &expected("lambda"), 1e-5);
+    assert!(
+        std::fs::read_to_string(out.join("lambdas.svg"))
+            .unwrap()
+            .starts_with("<svg")
+    );
+    // Second run with another strategy: the expertise pass comes from the cache.
+    let (s, _) = run("bmm:2", "zeroshot,finetuned,dawin");
+    assert_eq!(s["cache"], "hit");
+    assert_eq!(s["bmm"]["alpha"].as_array().unwrap().len(), 2);
+    let svg = std::fs::read_to_string(out.join("lambdas.svg")).unwrap();
+    assert!(
+        svg.contains("polyline") && svg.contains("μ1="),
+        "mixture drawn over the histogram"
+    );
+    let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| matches!(l.split(',').nth(5), Some("0") | Some("1")))
+    );
+}
+
+/// Marsaglia–Tsang gamma sampler, for Beta draws.
+fn gamma(r: &mut SplitMix, a: f64) -> f64 {
+    if a < 1.0 {
+        return gamma(r, a + 1.0) * (r.uniform() as f64).max(1e-12).powf(1.0 / a);
+    }
+    let d = a - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = r.normal() as f64;
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = (r.uniform() as f64).max(1e-12);
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+#[test]
+fn bmm_recovers_known_mixtures() {
+    let truth = [(0.3, 2.0, 12.0), (0.5, 30.0, 30.0), (0.2, 14.0, 2.0)];
+    let mut r = SplitMix(11);
+    let mut x = Vec::new();
+    for &(w, a, b) in &truth {
+        for _ in 0..(w * 6000.0) as usize {
+            let (ga, gb) = (gamma(&mut r, a), gamma(&mut r, b));
+            x.push((ga / (ga + gb)) as f32);
+        }
+    }
+    let m = BetaMixture::fit(&x, 3, 1).unwrap();
+    let mut got: Vec<(f64, f64)> = m
+        .means()
+        .into_iter()
+        .zip(m.weights.iter().copied())
+        .collect();
+    got.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for ((mean, w), &(tw, a, b)) in got.iter().zip(&truth) {
+        let tm = a / (a + b);
+        assert!((mean - tm).abs() < 0.02, "mean {mean} vs {tm} ({got:?})");
+        assert!((w - tw).abs() < 0.05, "weight {w} vs {tw} ({got:?})");
+    }
+    // The most probable component of a clear-cut value is the right one.
+    let comp = m.predict(&[0.05, 0.5, 0.97]);
+    let means = m.means();
+    assert!(means[comp[0]] < 0.3 && (means[comp[1]] - 0.5).abs() < 0.1 && means[comp[2]] > 0.7);
+    // Degenerate inputs still fit: one value, values at 0 and 1 exactly.
+    assert!(BetaMixture::fit(&[0.7; 10], 3, 1).is_some());
+    let ends = BetaMixture::fit(&[0.0, 0.0, 1.0, 1.0, 1.0], 2, 1).unwrap();
+    assert!(ends.means().iter().all(|m| m.is_finite()));
+}
+
+#[test]
+fn label_projection_subset_and_map() {
+    let p = Projection::Subset(vec![4, 1]);
+    assert_eq!(p.apply(&[0., 1., 2., 3., 4., 5.], 6), vec![4., 1.]);
+    let m = Projection::Map(vec![vec![0, 5], vec![2, 3, 1]]);
+    assert_eq!(m.apply(&[0., 1., 2., 3., 4., 5.], 6), vec![5., 3.]);
+    assert!(Projection::Subset(vec![6]).check(6).is_err());
+    // Through eval: a 2-class subset; the labels must index into it.
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("sub.safetensors");
+    let io = TensorFile::open(&fx("dawin_data.safetensors")).unwrap();
+    let px = io.read_f32("pixel_values").unwrap();
+    let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
+    write_f32_with_labels(&data, &px, &labels).unwrap();
+    let mut o = options(&d.path().join("out"), Strategy::Exact);
+    o.data = data;
+    o.projection = Projection::Subset(vec![3, 5]);
+    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let r = eval::run(&o, ex.as_ref()).unwrap();
+    assert!(r.predictions["dawin"].iter().all(|&p| p < 2));
+    // Entropy over 2 classes is at most ln 2.
+    assert!(r.entropies.pt.iter().all(|&h| h <= 2f64.ln() + 1e-6));
+}
+
+fn eval_err(o: &EvalOptions) -> String {
+    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    match eval::run(o, ex.as_ref()) {
+        Ok(_) => panic!("must fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_inputs_are_explained() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // Architectures differ: the shapes that differ are listed.
+    let mut o = options(&out, Strategy::Exact);
+    o.finetuned = fx("hf_quickgelu.safetensors");
+    let e = eval_err(&o);
+    assert!(
+        e.contains("different architectures") && e.contains("conv1.weight"),
+        "{e}"
+    );
+    // Head sizes differ.
+    let mut t: Vec<(String, Tensor)> = Vec::new();
+    let f = TensorFile::open(&fx("dawin_ft.safetensors")).unwrap();
+    for n in f.names() {
+        let mut x = f.read_f32(&n).unwrap();
+        if n.starts_with("classification_head") {
+            let cols = x.shape.get(1).copied().unwrap_or(1);
+            x.shape[0] = 5;
+            x.data.truncate(5 * cols);
+        }
+        t.push((n, x));
+    }
+    let refs: Vec<(&str, &Tensor)> = t.iter().map(|(n, x)| (n.as_str(), x)).collect();
+    let ft5 = d.path().join("ft5.safetensors");
+    dawin::tensorfile::write_f32(
+        &ft5,
+        &refs,
+        Some([("heads".to_string(), "3".to_string())].into()),
+    )
+    .unwrap();
+    let mut o = options(&out, Strategy::Exact);
+    o.finetuned = ft5;
+    let e = eval_err(&o);
+    assert!(
+        e.contains("classification_head.weight: 96 vs 80 elements") || e.contains("class counts"),
+        "{e}"
+    );
+    // Label out of range, empty data, wrong input size.
+    let io = TensorFile::open(&fx("dawin_data.safetensors")).unwrap();
+    let px = io.read_f32("pixel_values").unwrap();
+    let bad = d.path().join("bad.safetensors");
+    let mut labels = vec![0i64; 16];
+    labels[7] = 6;
+    write_f32_with_labels(&bad, &px, &labels).unwrap();
+    let mut o = options(&out, Strategy::Exact);
+    o.data = bad.clone();
+    let e = eval_err(&o);
+    assert!(
+        e.contains("label 6") && e.contains("sample 7") && e.contains("6 classes"),
+        "{e}"
+    );
+    write_f32_with_labels(
+        &bad,
+        &Tensor {
+            shape: vec![0, 3, 24, 24],
+            data: vec![],
+        },
+        &[],
+    )
+    .unwrap();
+    assert!(eval_err(&o).contains("empty"), "{}", eval_err(&o));
+    write_f32_with_labels(
+        &bad,
+        &Tensor {
+            shape: vec![1, 3, 32, 32],
+            data: vec![0.0; 3 * 32 * 32],
+        },
+        &[0],
+    )
+    .unwrap();
+    let e = eval_err(&o);
+    assert!(e.contains("32×32") && e.contains("24×24"), "{e}");
+}
+
+#[test]
+fn nan_logits_count_as_maximal_entropy() {
+    let d = tempfile::tempdir().unwrap();
+    let io = TensorFile::open(&fx("dawin_data.safetensors")).unwrap();
+    let mut px = io.read_f32("pixel_values").unwrap();
+    px.data[3 * 24 * 24 * 2 + 5] = f32::NAN; // sample 2
+    let labels = io.read_i64("labels").unwrap().1;
+    let data = d.path().join("nan.safetensors");
+    write_f32_with_labels(&data, &px, &labels).unwrap();
+    let mut o = options(&d.path().join("out"), Strategy::Exact);
+    o.data = data;
+    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let r = eval::run(&o, ex.as_ref()).unwrap();
+    assert!(
+        (r.entropies.pt[2] - 6f64.ln()).abs() < 1e-9
+            && (r.entropies.ft[2] - 6f64.ln()).abs() < 1e-9
+    );
+    assert!((r.lambdas[2] - 0.5).abs() < 1e-6);
+    assert!(
+        r.lambdas
+            .iter()
+            .enumerate()
+            .all(|(i, l)| i == 2 || (*l - expected("lambda")[i]).abs() < 1e-5)
+    );
+}
+
+#[test]
+fn expertise_rules() {
+    use dawin::dawin::expertise::{Entropies, Inputs, lambdas};
+    let lp = [2.0f32, 0.0, 0.0, 0.0, 1.0, 0.0];
+    let lf = [0.0f32, 3.0, 0.0, 0.0, 0.0, 0.0];
+    let ent = Entropies {
+        pt: vec![0.8, 1.0],
+        ft: vec![0.5, 1.09],
+    };
+    let x = Inputs {
+        logits_pt: &lp,
+        logits_ft: &lf,
+        classes: 3,
+        labels: &[1, 1],
+        entropies: &ent,
+        offset: (0.2, 2.0),
+    };
+    let e = lambdas(Expertise::Entropy, &x);
+    approx::assert_relative_eq!(
+        e[0],
+        ((-0.5f64).exp() / ((-0.8f64).exp() + (-0.5f64).exp())) as f32,
+        max_relative = 1e-6
+    );
+    let o = lambdas(Expertise::EntropyOffset, &x);
+    let want = ((-0.5f64).exp() + 0.1) / ((-0.8f64).exp() + (-0.5f64).exp() + 0.2);
+    approx::assert_relative_eq!(o[0], want as f32, max_relative = 1e-6);
+    assert_eq!(lambdas(Expertise::Selective, &x), vec![1.0, 0.0]);
+    let m = lambdas(Expertise::MaxLogit, &x);
+    approx::assert_relative_eq!(m[0], 3.0 / 5.0, max_relative = 1e-6);
+    let or = lambdas(Expertise::Oracle, &x);
+    let p = |z: [f64; 3], y: usize| z[y].exp() / z.iter().map(|v| v.exp()).sum::<f64>();
+    let (pp, pf) = (p([2.0, 0.0, 0.0], 1), p([0.0, 3.0, 0.0], 1));
+    approx::assert_relative_eq!(or[0], (pf / (pp + pf)) as f32, max_relative = 1e-6);
+    // Offset constants use Bessel-corrected std like torch.
+    let (b, w) = dawin::dawin::expertise::offset_constants(&Entropies {
+        pt: vec![1.0, 3.0],
+        ft: vec![2.0, 2.0],
+    });
+    approx::assert_relative_eq!(b, (2f64.sqrt() / 2.0 + 0.0) / 2.0, max_relative = 1e-12);
+    approx::assert_relative_eq!(w, 2.0, max_relative = 1e-12);
+}
+
+#[test]
+fn methods_parse() {
+    let m = Method::parse_list("zeroshot,wise-ft,wise-ft:0.25,dawin").unwrap();
+    let names: Vec<String> = m.iter().map(Method::name).collect();
+    assert_eq!(names[0], "zeroshot");
+    assert_eq!(names[1], "wise-ft:0.1");
+    assert_eq!(names[9], "wise-ft:0.9");
+    assert_eq!(names[10], "wise-ft:0.25");
+    assert!(Method::parse_list("wise-ft:1.5").is_err());
+    assert!(
+        Method::parse_list("magic")
+            .unwrap_err()
+            .contains("unknown method")
+    );
+    assert_eq!("bmm:5".parse::<Strategy>().unwrap(), Strategy::Bmm(5));
+    assert_eq!("bmm".parse::<Strategy>().unwrap(), Strategy::Bmm(3));
+    assert!("bmm:0".parse::<Strategy>().is_err());
+}

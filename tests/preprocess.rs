@@ -1,0 +1,86 @@
+//! CLIP preprocessing against the reference vector in
+//! ../shared/data/clip-preprocess (PIL bicubic + center crop + normalise).
+//! Skipped with a message when that folder is absent.
+
+use dawin::dawin::preprocess::{Rgb8, load_image, resize_bicubic};
+use std::path::PathBuf;
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/clip-preprocess")
+}
+
+/// Minimal .npy reader for a little-endian f32 array.
+fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_s = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data = b[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (shape, data)
+}
+
+#[test]
+fn matches_the_pil_reference_vector() {
+    let dir = shared();
+    if !dir.exists() {
+        eprintln!("{} not found: not checked", dir.display());
+        return;
+    }
+    let (shape, want) = read_npy_f32(&dir.join("expected_preprocessed_image.npy"));
+    assert_eq!(shape, vec![1, 3, 224, 224]);
+    let got = load_image(&dir.join("franz-kafka.jpg"), 224).unwrap();
+    let mae: f64 = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .sum::<f64>()
+        / want.len() as f64;
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("clip preprocessing vs PIL reference: mean abs error {mae:.3e}, max {max:.3e}");
+    assert!(mae <= 1e-3, "mean absolute error {mae}");
+}
+
+#[test]
+fn resize_identity_and_constant_images() {
+    let img = Rgb8 {
+        width: 5,
+        height: 3,
+        data: (0..45).map(|v| (v * 5) as u8).collect(),
+    };
+    let same = resize_bicubic(&img, 5, 3);
+    assert_eq!(same.data, img.data);
+    let flat = Rgb8 {
+        width: 37,
+        height: 23,
+        data: vec![200; 37 * 23 * 3],
+    };
+    for (w, h) in [(10, 7), (80, 50), (37, 5)] {
+        let r = resize_bicubic(&flat, w, h);
+        assert!(
+            r.data.iter().all(|&v| v == 200),
+            "constant image must stay constant at {w}x{h}"
+        );
+    }
+}
