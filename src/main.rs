@@ -64,6 +64,25 @@ enum Cmd {
     /// (1−λ)·pretrained + λ·fine-tuned, and writes summary.json, samples.csv
     /// and lambdas.svg to the output folder.
     Eval(Box<EvalArgs>),
+    /// Scale-out, step 1: the expertise pass of one shard.
+    ///
+    /// Writes OUT/expertise.safetensors (per-sample entropies at their data
+    /// indices) and caches the logits in OUT, so a later `eval` on the same
+    /// shard and OUT reuses them. Merge the shards with `dawin merge`.
+    Expertise(Box<DataArgs>),
+    /// Scale-out: merge shard outputs.
+    ///
+    /// Given expertise.safetensors files, writes one whole-set expertise file
+    /// for `eval --expertise-from`. Given summary.json files, adds up the
+    /// per-method counts into one summary.
+    Merge {
+        /// Shard outputs: all expertise.safetensors, or all summary.json.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Merged output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Decode and CLIP-preprocess images into a safetensors file.
     ///
     /// Each PATH is an image folder with one subfolder per class (labels are
@@ -83,8 +102,9 @@ enum Cmd {
     },
 }
 
+/// Models, data and output shared by `eval` and `expertise`.
 #[derive(Args)]
-struct EvalArgs {
+struct DataArgs {
     /// The pretrained / zero-shot model (θ_pt), safetensors with a head.
     #[arg(long)]
     pretrained: PathBuf,
@@ -95,25 +115,13 @@ struct EvalArgs {
     /// image folder with one subfolder per class.
     #[arg(long)]
     data: PathBuf,
-    /// Output folder (created if needed).
+    /// Output folder (created if needed); also holds the logits cache.
     #[arg(long)]
     out_dir: PathBuf,
-    /// How λ is set per sample.
-    #[arg(long, value_enum, default_value_t = Expertise::Entropy)]
-    expertise: Expertise,
     /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles
     /// (the official ViT-B/32 values are 0.9576,0.9733).
     #[arg(long, default_value = "1,1", value_parser = parse_pair)]
     temperature: (f32, f32),
-    /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
-    /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
-    /// (K merged models from a Beta mixture over λ; K = 3 by default).
-    #[arg(long, default_value = "exact")]
-    interp: Strategy,
-    /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
-    /// wise-ft:α, ensemble, ensemble-dynamic, dawin, all.
-    #[arg(long, default_value = "all", value_parser = Method::parse_list)]
-    methods: std::vec::Vec<Method>,
     /// File of class indices to keep (e.g. ImageNet-A/-R's 200); labels are
     /// indices into this list.
     #[arg(long, conflicts_with = "class_map")]
@@ -125,13 +133,6 @@ struct EvalArgs {
     /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(usize, usize)>,
-    /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)
-    /// for the statistics entropy-offset and bmm need.
-    #[arg(long)]
-    expertise_from: Option<PathBuf>,
-    /// Seed of the Beta-mixture k-means initialisation.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
@@ -139,6 +140,31 @@ struct EvalArgs {
     run: RunFlags,
     #[command(flatten)]
     arch: ArchFlags,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    common: DataArgs,
+    /// How λ is set per sample.
+    #[arg(long, value_enum, default_value_t = Expertise::Entropy)]
+    expertise: Expertise,
+    /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
+    /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
+    /// (K merged models from a Beta mixture over λ; K = 3 by default).
+    #[arg(long, default_value = "exact")]
+    interp: Strategy,
+    /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
+    /// wise-ft:α, ensemble, ensemble-dynamic, dawin, all.
+    #[arg(long, default_value = "all", value_parser = Method::parse_list)]
+    methods: std::vec::Vec<Method>,
+    /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)
+    /// for the statistics entropy-offset and bmm need.
+    #[arg(long)]
+    expertise_from: Option<PathBuf>,
+    /// Seed of the Beta-mixture k-means initialisation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 fn parse_pair(s: &str) -> std::result::Result<(f32, f32), String> {
@@ -330,30 +356,39 @@ fn forward(
     Ok(())
 }
 
-fn run_eval(a: EvalArgs) -> Result<()> {
-    let projection = match (&a.class_subset, &a.class_map) {
+fn eval_options(c: DataArgs, methods: Vec<Method>) -> Result<EvalOptions> {
+    let projection = match (&c.class_subset, &c.class_map) {
         (Some(p), _) => Projection::subset_file(p)?,
         (_, Some(p)) => Projection::map_file(p)?,
         _ => Projection::None,
     };
-    let opts = EvalOptions {
-        pretrained: a.pretrained,
-        finetuned: a.finetuned,
-        data: a.data,
-        out_dir: a.out_dir,
-        batch_size: a.run.batch_size as usize,
-        expertise: a.expertise,
-        temperature: a.temperature,
-        strategy: a.interp,
-        methods: a.methods,
+    Ok(EvalOptions {
+        pretrained: c.pretrained,
+        finetuned: c.finetuned,
+        data: c.data,
+        out_dir: c.out_dir,
+        batch_size: c.run.batch_size as usize,
+        expertise: Expertise::Entropy,
+        temperature: c.temperature,
+        strategy: Strategy::Exact,
+        methods,
         projection,
-        overrides: a.arch.overrides(),
-        shard: a.shard,
-        expertise_from: a.expertise_from,
-        progress: !a.quiet,
-        seed: a.seed,
-    };
-    let ex = exec::open(a.run.device)?;
+        overrides: c.arch.overrides(),
+        shard: c.shard,
+        expertise_from: None,
+        progress: !c.quiet,
+        seed: 1,
+    })
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = a.common.run.device;
+    let mut opts = eval_options(a.common, a.methods)?;
+    opts.expertise = a.expertise;
+    opts.strategy = a.interp;
+    opts.expertise_from = a.expertise_from;
+    opts.seed = a.seed;
+    let ex = exec::open(device)?;
     let r = eval::run(&opts, ex.as_ref())?;
     print!("{}", r.table);
     println!(
@@ -362,6 +397,48 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         ex.name(),
         opts.out_dir.display()
     );
+    Ok(())
+}
+
+fn run_expertise(c: DataArgs) -> Result<()> {
+    let device = c.run.device;
+    let shard = c.shard;
+    let opts = eval_options(c, vec![Method::Zeroshot, Method::Finetuned])?;
+    let ex = exec::open(device)?;
+    let r = eval::run(&opts, ex.as_ref())?;
+    let total = dawin::dawin::data::Dataset::open(&opts.data, r_size(&opts)?)?.len();
+    let out = opts.out_dir.join("expertise.safetensors");
+    dawin::dawin::shard::write_expertise(&out, &r, total, shard)?;
+    println!(
+        "entropies of {} samples -> {}",
+        r.indices.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The model input size, to open the data set the same way `eval` did.
+fn r_size(o: &EvalOptions) -> Result<usize> {
+    Ok(Model::load(&o.pretrained, o.overrides)?.spec.image_size)
+}
+
+fn run_merge(inputs: Vec<PathBuf>, out: PathBuf) -> Result<()> {
+    let refs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
+    let json = inputs
+        .iter()
+        .all(|p| p.extension().is_some_and(|e| e == "json"));
+    if json {
+        let m = dawin::dawin::shard::merge_summaries(&refs, &out)?;
+        let order: Vec<String> = m["methods"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        print!("{}", dawin::dawin::report::table(&order, &m));
+    } else {
+        let readable = dawin::dawin::shard::merge_expertise(&refs, &out)?;
+        println!("merged expertise of {readable} readable samples");
+    }
+    println!("-> {}", out.display());
     Ok(())
 }
 
@@ -427,6 +504,8 @@ fn main() -> std::process::ExitCode {
             arch,
         } => forward(model, input, out, run, arch),
         Cmd::Eval(a) => run_eval(*a),
+        Cmd::Expertise(c) => run_expertise(*c),
+        Cmd::Merge { inputs, out } => run_merge(inputs, out),
         Cmd::Preprocess { paths, size, out } => preprocess(paths, size, out),
     };
     match r {

@@ -173,7 +173,7 @@ fn cli_eval_writes_the_reports_and_reuses_its_cache() {
     assert_eq!(s["bmm"]["alpha"].as_array().unwrap().len(), 2);
     let svg = std::fs::read_to_string(out.join("lambdas.svg")).unwrap();
     assert!(
-        svg.contains("polyline") && svg.contains("μ1="),
+        svg.contains("polyline") && svg.contains("component 1: mean λ"),
         "mixture drawn over the histogram"
     );
     let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
@@ -430,4 +430,117 @@ fn methods_parse() {
     assert_eq!("bmm:5".parse::<Strategy>().unwrap(), Strategy::Bmm(5));
     assert_eq!("bmm".parse::<Strategy>().unwrap(), Strategy::Bmm(3));
     assert!("bmm:0".parse::<Strategy>().is_err());
+}
+
+fn dawin_cli(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_dawin"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "dawin {args:?}:\n{text}");
+    text
+}
+
+/// Sharded expertise → merge → sharded eval → merge equals one whole run,
+/// also for the statistics that need the whole set (entropy-offset, bmm).
+#[test]
+fn scale_out_equals_a_single_run() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    let (pt, ft, data) = (
+        fx("dawin_pt.safetensors"),
+        fx("dawin_ft.safetensors"),
+        fx("dawin_data.safetensors"),
+    );
+    let (pt, ft, data) = (
+        pt.to_str().unwrap(),
+        ft.to_str().unwrap(),
+        data.to_str().unwrap(),
+    );
+    let common = |out: &str| {
+        vec![
+            "--pretrained",
+            pt,
+            "--finetuned",
+            ft,
+            "--data",
+            data,
+            "--out-dir",
+            out,
+            "--quiet",
+            "--batch-size",
+            "3",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let eval_flags = [
+        "--expertise",
+        "entropy-offset",
+        "--interp",
+        "bmm:2",
+        "--methods",
+        "zeroshot,finetuned,ensemble-dynamic,dawin",
+    ];
+    let mut whole = vec!["eval".to_string()];
+    whole.extend(common(&p("whole")));
+    whole.extend(eval_flags.iter().map(|s| s.to_string()));
+    dawin_cli(&whole.iter().map(String::as_str).collect::<Vec<_>>());
+    for i in 0..3 {
+        let mut a = vec!["expertise".to_string()];
+        a.extend(common(&p(&format!("s{i}"))));
+        a.extend(["--shard".to_string(), format!("{i}/3")]);
+        dawin_cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let shards: Vec<String> = (0..3)
+        .map(|i| p(&format!("s{i}/expertise.safetensors")))
+        .collect();
+    let mut m = vec!["merge"];
+    m.extend(shards.iter().map(String::as_str));
+    let merged = p("merged.safetensors");
+    m.extend(["--out", &merged]);
+    dawin_cli(&m);
+    for i in 0..3 {
+        let mut a = vec!["eval".to_string()];
+        a.extend(common(&p(&format!("s{i}"))));
+        a.extend(eval_flags.iter().map(|s| s.to_string()));
+        a.extend([
+            "--shard".to_string(),
+            format!("{i}/3"),
+            "--expertise-from".to_string(),
+            merged.clone(),
+        ]);
+        dawin_cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let sums: Vec<String> = (0..3).map(|i| p(&format!("s{i}/summary.json"))).collect();
+    let total = p("total.json");
+    let mut m = vec!["merge"];
+    m.extend(sums.iter().map(String::as_str));
+    m.extend(["--out", &total]);
+    dawin_cli(&m);
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+    };
+    let (w, t) = (read(&p("whole/summary.json")), read(&total));
+    for name in ["zeroshot", "finetuned", "ensemble-dynamic", "dawin"] {
+        assert_eq!(
+            w["methods"][name]["correct"], t["methods"][name]["correct"],
+            "{name}"
+        );
+        assert_eq!(t["methods"][name]["count"], 16, "{name}");
+    }
+    approx::assert_relative_eq!(
+        w["lambda"]["mean"].as_f64().unwrap(),
+        t["lambda"]["mean"].as_f64().unwrap(),
+        max_relative = 1e-6
+    );
+    approx::assert_relative_eq!(
+        w["lambda"]["std"].as_f64().unwrap(),
+        t["lambda"]["std"].as_f64().unwrap(),
+        max_relative = 1e-5
+    );
+    // The shard eval reused the logits its expertise step cached.
+    assert_eq!(read(&p("s1/summary.json"))["cache"], "hit");
 }

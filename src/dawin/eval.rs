@@ -785,7 +785,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
                         logits_pt: &[],
                         logits_ft: &[],
                         classes: c,
-                        labels: &vec![0; n_all],
+                        labels: &vec![0; full.pt.len()],
                         entropies: &full,
                         offset,
                     };
@@ -905,7 +905,8 @@ fn lambdas_without_logits(rule: Expertise, x: &expertise::Inputs) -> Result<Vec<
     }
 }
 
-/// Reads a merged expertise file (`dawin merge` of `dawin expertise` shards).
+/// Reads a merged expertise file (`dawin merge` of `dawin expertise`
+/// shards): the entropies of every readable sample of the whole set.
 pub fn read_expertise(path: &Path, n: usize) -> Result<Entropies> {
     let f = TensorFile::open(path)?;
     let pt = f.read_f32("entropy_pt")?;
@@ -919,8 +920,16 @@ pub fn read_expertise(path: &Path, n: usize) -> Result<Entropies> {
             ),
         ));
     }
-    Ok(Entropies {
-        pt: pt.data.iter().map(|&v| v as f64).collect(),
-        ft: ft.data.iter().map(|&v| v as f64).collect(),
-    })
+    // Unreadable samples are NaN there; they take no part in the statistics.
+    let (p, q): (Vec<f64>, Vec<f64>) = pt
+        .data
+        .iter()
+        .zip(&ft.data)
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .map(|(&a, &b)| (a as f64, b as f64))
+        .unzip();
+    if p.is_empty() {
+        return Err(Error::file(path, "holds no finite entropies"));
+    }
+    Ok(Entropies { pt: p, ft: q })
 }

@@ -8,3 +8,4 @@ pub mod eval;
 pub mod expertise;
 pub mod preprocess;
 pub mod report;
+pub mod shard;

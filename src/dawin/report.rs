@@ -189,10 +189,13 @@ pub fn histogram_svg(lambda: &[f32], bmm: Option<&BetaMixture>, title: &str) -> 
         .unwrap();
     }
     if let Some(b) = bmm {
+        // Means as dashed lines, labelled in a legend so labels never collide.
         for (k, (m, wt)) in b.means().iter().zip(&b.weights).enumerate() {
             writeln!(s, r##"<line x1="{0:.2}" x2="{0:.2}" y1="{1}" y2="{2}" stroke="#2ca02c" stroke-dasharray="5,3" stroke-width="1.5"/>"##, x(*m), mt, mt + ph).unwrap();
-            writeln!(s, r##"<text x="{:.2}" y="{}" fill="#2ca02c" text-anchor="middle">μ{k}={m:.3} (w {wt:.2})</text>"##, x(*m), mt + 12.0 + 14.0 * k as f64).unwrap();
+            writeln!(s, r##"<text x="{:.2}" y="{}" fill="#2ca02c" text-anchor="middle" font-size="11">{k}</text>"##, x(*m), mt - 3.0).unwrap();
+            writeln!(s, r##"<text x="{}" y="{}" fill="#2ca02c">component {k}: mean λ {m:.3}, weight {wt:.2}</text>"##, ml + 10.0, mt + 30.0 + 15.0 * k as f64).unwrap();
         }
+        writeln!(s, r##"<line x1="{}" x2="{}" y1="{}" y2="{2}" stroke="#d62728" stroke-width="2"/><text x="{}" y="{}">Beta mixture density</text>"##, ml + 10.0, ml + 30.0, mt + 10.0, ml + 36.0, mt + 14.0).unwrap();
     }
     // axes
     writeln!(
