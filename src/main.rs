@@ -64,6 +64,39 @@ enum Cmd {
     /// (1−λ)·pretrained + λ·fine-tuned, and writes summary.json, samples.csv
     /// and lambdas.svg to the output folder.
     Eval(Box<EvalArgs>),
+    /// Multi-task DaWin: per-sample mixing of T task vectors.
+    ///
+    /// Coefficients c = softmax_t(−H_t(x)), H_t the entropy of task model t
+    /// with the evaluated task's head; each sample runs through
+    /// θ0 + Σ_t s·T·c_t·(θ_t − θ0). Baselines: task arithmetic (θ0 + s·Σ τ_t)
+    /// and each task model alone. Writes summary.json and samples.csv.
+    EvalMtl {
+        /// The shared pretrained model θ0.
+        #[arg(long)]
+        base: PathBuf,
+        /// Comma list of the task models θ_1..θ_T, each with its head.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tasks: Vec<PathBuf>,
+        /// Index (0-based) in --tasks of the task whose data and head are evaluated.
+        #[arg(long)]
+        task_index: usize,
+        /// Labelled data of that task (safetensors or class folders).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Task-vector scale s.
+        #[arg(long, default_value_t = 0.3)]
+        scale: f32,
+        /// Hide progress bars.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        run: RunFlags,
+        #[command(flatten)]
+        arch: ArchFlags,
+    },
     /// Scale-out, step 1: the expertise pass of one shard.
     ///
     /// Writes OUT/expertise.safetensors (per-sample entropies at their data
@@ -505,6 +538,37 @@ fn main() -> std::process::ExitCode {
         } => forward(model, input, out, run, arch),
         Cmd::Eval(a) => run_eval(*a),
         Cmd::Expertise(c) => run_expertise(*c),
+        Cmd::EvalMtl {
+            base,
+            tasks,
+            task_index,
+            data,
+            out_dir,
+            scale,
+            quiet,
+            run,
+            arch,
+        } => (|| {
+            let o = dawin::dawin::mtl::MtlOptions {
+                base,
+                tasks,
+                task_index,
+                data,
+                out_dir,
+                scale,
+                batch_size: run.batch_size as usize,
+                overrides: arch.overrides(),
+                progress: !quiet,
+            };
+            let ex = exec::open(run.device)?;
+            let r = dawin::dawin::mtl::run(&o, ex.as_ref())?;
+            print!("{}", r.table);
+            println!(
+                "outputs in {} (summary.json, samples.csv)",
+                o.out_dir.display()
+            );
+            Ok(())
+        })(),
         Cmd::Merge { inputs, out } => run_merge(inputs, out),
         Cmd::Preprocess { paths, size, out } => preprocess(paths, size, out),
     };

@@ -305,6 +305,89 @@ impl Model {
         Loader::new(&file)?.load(overrides)
     }
 
+    /// Writes the model as safetensors in the OpenAI layout (`visual.*` +
+    /// `classification_head.*`), with `heads`, `act` and `ln_eps` metadata.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use crate::tensorfile::{Tensor, write_f32};
+        let s = &self.spec;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (name, r) in self.params.named() {
+            let data = self.flat[r.clone()].to_vec();
+            let (key, shape, data) = match name.as_str() {
+                "conv1.weight" => (
+                    "visual.conv1.weight".to_string(),
+                    vec![s.width, s.channels, s.patch, s.patch],
+                    data,
+                ),
+                "positional_embedding" => (
+                    "visual.positional_embedding".to_string(),
+                    vec![s.tokens(), s.width],
+                    data,
+                ),
+                "proj" => {
+                    // Stored [embed, width] here; OpenAI keeps [width, embed].
+                    let (d, w) = (s.embed_dim, s.width);
+                    let t = (0..w * d).map(|k| data[(k % d) * w + k / d]).collect();
+                    ("visual.proj".to_string(), vec![w, d], t)
+                }
+                n if n.starts_with("classification_head.weight") => (
+                    n.to_string(),
+                    vec![s.classes.unwrap_or(0), s.embed_dim],
+                    data,
+                ),
+                n if n.starts_with("classification_head") => {
+                    (n.to_string(), vec![data.len()], data)
+                }
+                n if n.ends_with("in_proj_weight") => {
+                    (format!("visual.{n}"), vec![3 * s.width, s.width], data)
+                }
+                n if n.ends_with("out_proj.weight") => {
+                    (format!("visual.{n}"), vec![s.width, s.width], data)
+                }
+                n if n.ends_with("c_fc.weight") => {
+                    (format!("visual.{n}"), vec![s.mlp, s.width], data)
+                }
+                n if n.ends_with("c_proj.weight") => {
+                    (format!("visual.{n}"), vec![s.width, s.mlp], data)
+                }
+                n => (format!("visual.{n}"), vec![data.len()], data),
+            };
+            tensors.push((key, Tensor { shape, data }));
+        }
+        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let meta = HashMap::from([
+            ("heads".to_string(), s.heads.to_string()),
+            ("act".to_string(), s.act.to_string()),
+            ("ln_eps".to_string(), s.ln_eps.to_string()),
+        ]);
+        write_f32(path, &refs, Some(meta))
+    }
+
+    /// This model's image tower with `other`'s classification head (multi-task
+    /// merging evaluates every task model with the evaluated task's head).
+    /// The head stays last in the flat buffer, so task vectors of models that
+    /// share a head are zero there.
+    pub fn with_head_of(&self, other: &Model) -> Model {
+        let mut m = self.clone();
+        let start = [&self.params.head_w, &self.params.head_b]
+            .iter()
+            .filter_map(|r| r.as_ref().map(|r| r.start))
+            .min()
+            .unwrap_or(self.flat.len());
+        m.flat.truncate(start);
+        let mut push = |r: &Option<Range<usize>>| {
+            r.as_ref().map(|r| {
+                let s = m.flat.len();
+                m.flat.extend_from_slice(&other.flat[r.clone()]);
+                s..m.flat.len()
+            })
+        };
+        m.params.head_w = push(&other.params.head_w);
+        m.params.head_b = push(&other.params.head_b);
+        m.spec.classes = other.spec.classes;
+        m
+    }
+
     /// The tensor names and shapes in which two models differ, empty if they
     /// share an architecture (DaWin needs that).
     pub fn shape_differences(&self, other: &Model) -> Vec<String> {

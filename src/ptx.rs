@@ -4,6 +4,10 @@
 /// (file name, source) of every kernel module.
 pub const MODULES: &[(&str, &str)] = &[
     ("add.ptx", include_str!("../ptx/add.ptx")),
+    (
+        "add_scaled_diff.ptx",
+        include_str!("../ptx/add_scaled_diff.ptx"),
+    ),
     ("attention.ptx", include_str!("../ptx/attention.ptx")),
     ("embed_add.ptx", include_str!("../ptx/embed_add.ptx")),
     ("gelu.ptx", include_str!("../ptx/gelu.ptx")),

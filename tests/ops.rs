@@ -238,6 +238,18 @@ proptest! {
         }
     }
 
+    /// add_scaled_diff: exactly the fused out + k(w1−w0).
+    #[test]
+    fn add_scaled_diff(n in 1usize..10000, k in -1f32..2.0, seed in any::<u64>()) {
+        let (o, w0, w1) = (data(seed, n, 1.0), data(seed ^ 1, n, 1.0), data(seed ^ 2, n, 1.0));
+        let want: Vec<f32> = (0..n).map(|i| k.mul_add(w1[i] - w0[i], o[i])).collect();
+        for (kind, ex) in executors() {
+            let out = ex.upload(&o).unwrap();
+            ex.add_scaled_diff(out, ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap(), k).unwrap();
+            assert_close(&format!("add_scaled_diff on {kind}"), &ex.download(out).unwrap(), &want, 0.0);
+        }
+    }
+
     /// l2_normalize: 1e-6.
     #[test]
     fn l2_normalize(rows in 1usize..10, width in 1usize..600, seed in any::<u64>()) {

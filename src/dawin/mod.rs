@@ -6,6 +6,7 @@ pub mod bmm;
 pub mod data;
 pub mod eval;
 pub mod expertise;
+pub mod mtl;
 pub mod preprocess;
 pub mod report;
 pub mod shard;

@@ -218,6 +218,13 @@ impl Executor for Cpu {
         Ok(())
     }
 
+    fn add_scaled_diff(&self, out: Buf, w0: Buf, w1: Buf, k: f32) -> Result<()> {
+        self.run(out, &[w0, w1], |i, o| {
+            ops::add_scaled_diff::cpu(o, i[0], i[1], k)
+        });
+        Ok(())
+    }
+
     fn l2_normalize(&self, x: Buf, y: Buf, rows: usize, width: usize) -> Result<()> {
         self.run(y, &[x], |i, y| ops::l2_normalize::cpu(i[0], y, rows, width));
         Ok(())

@@ -209,6 +209,8 @@ pub trait Executor {
     ) -> Result<()>;
     /// `out = w0 + λ·(w1 − w0)`; `out` may be `w0` itself (in place).
     fn lerp(&self, out: Buf, w0: Buf, w1: Buf, lambda: f32) -> Result<()>;
+    /// `out += k·(w1 − w0)` (a scaled task vector); `out` overlaps neither.
+    fn add_scaled_diff(&self, out: Buf, w0: Buf, w1: Buf, k: f32) -> Result<()>;
     /// `y[r] = x[r] / ‖x[r]‖₂` for `rows` rows of `width`.
     fn l2_normalize(&self, x: Buf, y: Buf, rows: usize, width: usize) -> Result<()>;
 }

@@ -210,6 +210,17 @@ impl<G: Gpu> Executor for PtxExec<G> {
         )
     }
 
+    fn add_scaled_diff(&self, out: Buf, w0: Buf, w1: Buf, k: f32) -> Result<()> {
+        ops::add_scaled_diff::launch(
+            &self.gpu,
+            self.addr(out),
+            self.addr(w0),
+            self.addr(w1),
+            out.len,
+            k,
+        )
+    }
+
     fn l2_normalize(&self, x: Buf, y: Buf, rows: usize, width: usize) -> Result<()> {
         ops::l2_normalize::launch(&self.gpu, self.addr(x), self.addr(y), rows, width)
     }

@@ -3,6 +3,7 @@
 //! checks shared by all executors. The matching PTX is `ptx/<name>.ptx`.
 
 pub mod add;
+pub mod add_scaled_diff;
 pub mod attention;
 pub mod embed_add;
 pub mod gelu;

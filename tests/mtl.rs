@@ -1,0 +1,160 @@
+//! Multi-task DaWin against a host-side reference: coefficients from each
+//! task model's entropy under the evaluated task's head, and each sample's
+//! merged weights built on the host in f64, then run through the CPU forward.
+
+mod common;
+
+use common::{assert_close, executors};
+use dawin::dawin::mtl::{self, MtlOptions};
+use dawin::exec::cpu::Cpu;
+use dawin::model::{Act, Model, ModelSpec, Overrides, SplitMix};
+use dawin::tensorfile::{Tensor, write_f32_with_labels};
+use dawin::vit::{DeviceModel, forward};
+
+fn spec(classes: usize) -> ModelSpec {
+    ModelSpec {
+        width: 32,
+        layers: 2,
+        heads: 2,
+        patch: 4,
+        channels: 3,
+        image_size: 12,
+        mlp: 64,
+        embed_dim: 16,
+        has_proj: true,
+        classes: Some(classes),
+        act: Act::QuickGelu,
+        ln_eps: 1e-5,
+    }
+}
+
+fn task(base: &Model, classes: usize, seed: u64) -> Model {
+    let head = Model::random(spec(classes), seed);
+    let mut m = base.with_head_of(&head);
+    let mut r = SplitMix(seed + 100);
+    let head_start = m.params.head_w.as_ref().unwrap().start;
+    for v in &mut m.flat[..head_start] {
+        *v += 0.2 * r.normal() * (0.05 + v.abs());
+    }
+    m
+}
+
+fn entropy(z: &[f32]) -> f64 {
+    let s = dawin::ops::softmax_entropy::row(z, 1.0);
+    s.entropy as f64
+}
+
+#[test]
+fn each_sample_runs_through_its_own_multi_task_merge() {
+    let d = tempfile::tempdir().unwrap();
+    let base = Model::random(spec(3), 1);
+    let tasks = [task(&base, 5, 2), task(&base, 7, 3), task(&base, 4, 4)];
+    let mut paths = Vec::new();
+    base.save(&d.path().join("base.safetensors")).unwrap();
+    for (t, m) in tasks.iter().enumerate() {
+        let p = d.path().join(format!("task{t}.safetensors"));
+        m.save(&p).unwrap();
+        paths.push(p);
+    }
+    let n = 6;
+    let mut r = SplitMix(9);
+    let px: Vec<f32> = (0..n * 3 * 144).map(|_| r.normal()).collect();
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
+    let data = d.path().join("data.safetensors");
+    write_f32_with_labels(
+        &data,
+        &Tensor {
+            shape: vec![n, 3, 12, 12],
+            data: px.clone(),
+        },
+        &labels,
+    )
+    .unwrap();
+
+    // Host reference for task 1.
+    let cpu = Cpu::new();
+    let eval_head = &tasks[1];
+    let with_head: Vec<Model> = tasks.iter().map(|m| m.with_head_of(eval_head)).collect();
+    let base_h = base.with_head_of(eval_head);
+    let mut want_logits = Vec::new();
+    let mut want_coef = Vec::new();
+    for i in 0..n {
+        let x = &px[i * 432..(i + 1) * 432];
+        let h: Vec<f64> = with_head
+            .iter()
+            .map(|m| {
+                let dm = DeviceModel::upload(&cpu, m).unwrap();
+                entropy(&forward(&cpu, &dm, x, 1, None).unwrap().logits.unwrap())
+            })
+            .collect();
+        let e: Vec<f64> = h.iter().map(|v| (-v).exp()).collect();
+        let z: f64 = e.iter().sum();
+        let c: Vec<f64> = e.iter().map(|v| v / z).collect();
+        let mut merged = base_h.clone();
+        for (k, v) in merged.flat.iter_mut().enumerate() {
+            let mut acc = base_h.flat[k] as f64;
+            for (t, m) in with_head.iter().enumerate() {
+                acc += 0.3 * 3.0 * c[t] * (m.flat[k] as f64 - base_h.flat[k] as f64);
+            }
+            *v = acc as f32;
+        }
+        let dm = DeviceModel::upload(&cpu, &merged).unwrap();
+        want_logits.extend(forward(&cpu, &dm, x, 1, None).unwrap().logits.unwrap());
+        want_coef.extend(c.iter().map(|&v| v as f32));
+    }
+    for (kind, ex) in executors() {
+        let o = MtlOptions {
+            base: d.path().join("base.safetensors"),
+            tasks: paths.clone(),
+            task_index: 1,
+            data: data.clone(),
+            out_dir: d.path().join(format!("out-{kind}")),
+            scale: 0.3,
+            batch_size: 4,
+            overrides: Overrides::default(),
+            progress: false,
+        };
+        let res = mtl::run(&o, ex.as_ref()).unwrap();
+        let coef: Vec<f32> = res.coefficients.concat();
+        assert_close(&format!("coefficients on {kind}"), &coef, &want_coef, 1e-5);
+        assert_close(
+            &format!("merged logits on {kind}"),
+            &res.dawin_logits,
+            &want_logits,
+            1e-4,
+        );
+        for name in ["dawin", "task-arithmetic", "task:0", "task:1", "task:2"] {
+            assert_eq!(res.summary["methods"][name]["count"], n, "{name}");
+        }
+    }
+    // Errors: task index out of range, mismatched architectures.
+    let mut o = MtlOptions {
+        base: d.path().join("base.safetensors"),
+        tasks: paths.clone(),
+        task_index: 3,
+        data: data.clone(),
+        out_dir: d.path().join("x"),
+        scale: 0.3,
+        batch_size: 4,
+        overrides: Overrides::default(),
+        progress: false,
+    };
+    let ex = Cpu::new();
+    assert!(
+        mtl::run(&o, &ex)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("--task-index 3")
+    );
+    o.task_index = 0;
+    o.tasks
+        .push(common::fixtures_dir().join("dawin_pt.safetensors"));
+    assert!(
+        mtl::run(&o, &ex)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("different architectures")
+    );
+}
