@@ -2,6 +2,8 @@
 //! ICLR 2025) for CLIP ViTs, on a small tensor engine with three executors
 //! (`cpu` reference, `emu` PTX interpreter, `cuda`) running the same ops.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dawin;
 pub mod emu;
 pub mod error;

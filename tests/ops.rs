@@ -13,8 +13,13 @@ use dawin::ops::{
 use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
+    // PROPTEST_CASES raises the count for a longer soak; CI uses 24.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
     ProptestConfig {
-        cases: 24,
+        cases,
         ..ProptestConfig::default()
     }
 }

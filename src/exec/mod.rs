@@ -116,6 +116,9 @@ pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
             crate::ptx::MODULES,
             emu_options(),
         )?))),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Box::new(ptx::PtxExec::new(crate::cuda::CudaGpu::new()?))),
+        #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => Err(crate::invalid!(
             "device `cuda` is not available: this binary was built without the `cuda` feature \
              (build with tools/build-cuda.sh or `cargo build --release --features cuda`)"
