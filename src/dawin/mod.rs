@@ -4,9 +4,11 @@
 
 pub mod bmm;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod expertise;
 pub mod mtl;
 pub mod preprocess;
 pub mod report;
 pub mod shard;
+pub mod synth;
