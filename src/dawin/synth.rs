@@ -85,9 +85,9 @@ pub fn render(class: usize, domain: Domain, r: &mut SplitMix) -> Vec<f32> {
             let on = inside(class, u, v);
             let back = if domain == Domain::Texture {
                 let stripe = if checker {
-                    (x / period + y / period) % 2 == 0
+                    (x / period + y / period).is_multiple_of(2)
                 } else {
-                    (x / period) % 2 == 0
+                    (x / period).is_multiple_of(2)
                 };
                 if stripe { tex } else { bg }
             } else {
