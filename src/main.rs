@@ -118,6 +118,22 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Plot the WiSE-FT curve (accuracy in distribution vs mean under
+    /// shift, per α) with DaWin and the ensembles, from eval summaries.
+    PlotWise {
+        /// summary.json of the in-distribution run.
+        #[arg(long)]
+        id: PathBuf,
+        /// summary.json of each shifted run.
+        #[arg(long, required = true, num_args = 1..)]
+        ood: Vec<PathBuf>,
+        /// Output SVG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Plot title.
+        #[arg(long, default_value = "WiSE-FT curve")]
+        title: String,
+    },
     /// Write the demo's procedural image set (10 shape classes, 32×32) for
     /// training: OUT/<domain>.safetensors for the in-distribution domain `id`
     /// and the shifts noise, texture, colour, blur, occlusion, plus
@@ -650,6 +666,23 @@ fn main() -> std::process::ExitCode {
         } => forward(model, input, out, run, arch),
         Cmd::Eval(a) => run_eval(*a),
         Cmd::Expertise(c) => run_expertise(*c),
+        Cmd::PlotWise {
+            id,
+            ood,
+            out,
+            title,
+        } => (|| {
+            let read = |p: &PathBuf| -> Result<serde_json::Value> {
+                let t = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_str(&t).with_context(|| format!("{} is not JSON", p.display()))
+            };
+            let ood: Vec<serde_json::Value> = ood.iter().map(read).collect::<Result<_>>()?;
+            let svg = dawin::dawin::report::wise_curve_svg(&read(&id)?, &ood, &title);
+            dawin::tensorfile::write_atomic(&out, svg.as_bytes())?;
+            println!("-> {}", out.display());
+            Ok(())
+        })(),
         Cmd::Synth {
             out,
             per_class,

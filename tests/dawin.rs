@@ -544,3 +544,20 @@ fn scale_out_equals_a_single_run() {
     // The shard eval reused the logits its expertise step cached.
     assert_eq!(read(&p("s1/summary.json"))["cache"], "hit");
 }
+
+#[test]
+fn wise_curve_plot_from_summaries() {
+    let d = tempfile::tempdir().unwrap();
+    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let mut o = options(&d.path().join("a"), Strategy::Exact);
+    o.methods = Method::parse_list("all").unwrap();
+    let r = eval::run(&o, ex.as_ref()).unwrap();
+    let svg = dawin::dawin::report::wise_curve_svg(&r.summary, &[r.summary.clone()], "t");
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("polyline")
+            && svg.contains("α=0.5")
+            && svg.contains("DaWin"),
+        "{svg}"
+    );
+}

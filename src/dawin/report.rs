@@ -248,3 +248,120 @@ pub fn histogram_svg(lambda: &[f32], bmm: Option<&BetaMixture>, title: &str) -> 
     s.push_str("</svg>\n");
     s
 }
+
+/// The WiSE-FT curve: accuracy in distribution (x) against mean accuracy
+/// under shift (y) for every `wise-ft:α` in the summaries, with the end
+/// points and the other methods marked. `id` and each of `ood` are parsed
+/// summary.json values of one run per data set.
+pub fn wise_curve_svg(id: &Value, ood: &[Value], title: &str) -> String {
+    let acc = |s: &Value, m: &str| s["methods"][m]["accuracy"].as_f64();
+    let point = |m: &str| -> Option<(f64, f64)> {
+        let x = acc(id, m)?;
+        let ys: Option<Vec<f64>> = ood.iter().map(|s| acc(s, m)).collect();
+        let ys = ys?;
+        Some((x, ys.iter().sum::<f64>() / ys.len().max(1) as f64))
+    };
+    let mut curve: Vec<(f64, (f64, f64))> = id["methods"]
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter_map(|k| {
+                    k.strip_prefix("wise-ft:")
+                        .and_then(|a| a.parse::<f64>().ok())
+                        .map(|a| (a, k.clone()))
+                })
+                .filter_map(|(a, k)| point(&k).map(|p| (a, p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(p) = point("zeroshot") {
+        curve.push((0.0, p));
+    }
+    if let Some(p) = point("finetuned") {
+        curve.push((1.0, p));
+    }
+    curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let others: Vec<(&str, &str, (f64, f64))> = [
+        ("dawin", "#d62728", "DaWin"),
+        ("ensemble", "#9467bd", "ensemble"),
+        ("ensemble-dynamic", "#8c564b", "ensemble (dynamic)"),
+    ]
+    .iter()
+    .filter_map(|(m, c, l)| point(m).map(|p| (*c, *l, p)))
+    .collect();
+    let all: Vec<(f64, f64)> = curve
+        .iter()
+        .map(|c| c.1)
+        .chain(others.iter().map(|o| o.2))
+        .collect();
+    let (w, h, ml, mr, mt, mb) = (640.0, 460.0, 70.0, 30.0, 40.0, 55.0);
+    let (pw, ph) = (w - ml - mr, h - mt - mb);
+    let lo = |f: fn(&(f64, f64)) -> f64| all.iter().map(f).fold(f64::INFINITY, f64::min);
+    let hi = |f: fn(&(f64, f64)) -> f64| all.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+    let pad = |a: f64, b: f64| {
+        let d = ((b - a) * 0.1).max(0.005);
+        (a - d, b + d)
+    };
+    let (x0, x1) = pad(lo(|p| p.0), hi(|p| p.0));
+    let (y0, y1) = pad(lo(|p| p.1), hi(|p| p.1));
+    let x = |v: f64| ml + (v - x0) / (x1 - x0) * pw;
+    let y = |v: f64| mt + ph - (v - y0) / (y1 - y0) * ph;
+    let mut s = String::new();
+    writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#).unwrap();
+    writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/><text x="{}" y="24" text-anchor="middle" font-size="15">{title}</text>"#, w / 2.0).unwrap();
+    let pts: Vec<String> = curve
+        .iter()
+        .map(|(_, p)| format!("{:.2},{:.2}", x(p.0), y(p.1)))
+        .collect();
+    writeln!(
+        s,
+        r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
+        pts.join(" ")
+    )
+    .unwrap();
+    for (a, p) in &curve {
+        writeln!(s, r##"<circle cx="{:.2}" cy="{:.2}" r="3.5" fill="#1f77b4"/><text x="{:.2}" y="{:.2}" font-size="10" fill="#1f77b4">α={a}</text>"##, x(p.0), y(p.1), x(p.0) + 5.0, y(p.1) - 5.0).unwrap();
+    }
+    for (k, (c, l, p)) in others.iter().enumerate() {
+        writeln!(
+            s,
+            r##"<rect x="{:.2}" y="{:.2}" width="9" height="9" fill="{c}"/>"##,
+            x(p.0) - 4.5,
+            y(p.1) - 4.5
+        )
+        .unwrap();
+        writeln!(s, r##"<rect x="{}" y="{}" width="9" height="9" fill="{c}"/><text x="{}" y="{}">{l}</text>"##, ml + 12.0, mt + 8.0 + 16.0 * k as f64, ml + 26.0, mt + 16.0 + 16.0 * k as f64).unwrap();
+    }
+    writeln!(s, r##"<circle cx="{}" cy="{}" r="3.5" fill="#1f77b4"/><text x="{}" y="{}">WiSE-FT (α=0 zero-shot … α=1 fine-tuned)</text>"##, ml + 16.5, mt + 12.5 + 16.0 * others.len() as f64, ml + 26.0, mt + 16.0 + 16.0 * others.len() as f64).unwrap();
+    writeln!(s, r#"<line x1="{ml}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/><line x1="{ml}" y1="{mt}" x2="{ml}" y2="{0}" stroke="black"/>"#, mt + ph, ml + pw).unwrap();
+    for i in 0..=5 {
+        let vx = x0 + (x1 - x0) * i as f64 / 5.0;
+        let vy = y0 + (y1 - y0) * i as f64 / 5.0;
+        writeln!(
+            s,
+            r#"<text x="{:.2}" y="{}" text-anchor="middle">{:.1}</text>"#,
+            x(vx),
+            mt + ph + 16.0,
+            100.0 * vx
+        )
+        .unwrap();
+        writeln!(
+            s,
+            r#"<text x="{}" y="{:.2}" text-anchor="end">{:.1}</text>"#,
+            ml - 6.0,
+            y(vy) + 4.0,
+            100.0 * vy
+        )
+        .unwrap();
+    }
+    writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">accuracy in distribution (%)</text>"#,
+        ml + pw / 2.0,
+        h - 12.0
+    )
+    .unwrap();
+    writeln!(s, r#"<text x="18" y="{0}" transform="rotate(-90 18 {0})" text-anchor="middle">mean accuracy under shift (%)</text>"#, mt + ph / 2.0).unwrap();
+    s.push_str("</svg>\n");
+    s
+}
