@@ -552,7 +552,8 @@ fn wise_curve_plot_from_summaries() {
     let mut o = options(&d.path().join("a"), Strategy::Exact);
     o.methods = Method::parse_list("all").unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
-    let svg = dawin::dawin::report::wise_curve_svg(&r.summary, &[r.summary.clone()], "t");
+    let svg =
+        dawin::dawin::report::wise_curve_svg(&r.summary, std::slice::from_ref(&r.summary), "t");
     assert!(
         svg.starts_with("<svg")
             && svg.contains("polyline")
