@@ -322,6 +322,28 @@ pub fn wise_curve_svg(id: &Value, ood: &[Value], title: &str) -> String {
     for (a, p) in &curve {
         writeln!(s, r##"<circle cx="{:.2}" cy="{:.2}" r="3.5" fill="#1f77b4"/><text x="{:.2}" y="{:.2}" font-size="10" fill="#1f77b4">α={a}</text>"##, x(p.0), y(p.1), x(p.0) + 5.0, y(p.1) - 5.0).unwrap();
     }
+    // The legend goes in the plot corner farthest from every point.
+    let plotted: Vec<(f64, f64)> = all.iter().map(|p| (x(p.0), y(p.1))).collect();
+    let legend_h = 16.0 * (others.len() + 1) as f64 + 8.0;
+    let clear = |c: &(f64, f64)| {
+        plotted
+            .iter()
+            .map(|p| {
+                let dx = (p.0 - (c.0 + 120.0)).abs() - 125.0;
+                let dy = (p.1 - (c.1 + legend_h / 2.0)).abs() - legend_h / 2.0;
+                dx.max(dy)
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (lx, ly) = [
+        (ml + 12.0, mt + 8.0),
+        (ml + pw - 250.0, mt + 8.0),
+        (ml + 12.0, mt + ph - legend_h),
+        (ml + pw - 250.0, mt + ph - legend_h),
+    ]
+    .into_iter()
+    .max_by(|a, b| clear(a).total_cmp(&clear(b)))
+    .unwrap();
     for (k, (c, l, p)) in others.iter().enumerate() {
         writeln!(
             s,
@@ -330,9 +352,9 @@ pub fn wise_curve_svg(id: &Value, ood: &[Value], title: &str) -> String {
             y(p.1) - 4.5
         )
         .unwrap();
-        writeln!(s, r##"<rect x="{}" y="{}" width="9" height="9" fill="{c}"/><text x="{}" y="{}">{l}</text>"##, ml + 12.0, mt + 8.0 + 16.0 * k as f64, ml + 26.0, mt + 16.0 + 16.0 * k as f64).unwrap();
+        writeln!(s, r##"<rect x="{lx}" y="{}" width="9" height="9" fill="{c}"/><text x="{}" y="{}">{l}</text>"##, ly + 16.0 * k as f64, lx + 14.0, ly + 8.0 + 16.0 * k as f64).unwrap();
     }
-    writeln!(s, r##"<circle cx="{}" cy="{}" r="3.5" fill="#1f77b4"/><text x="{}" y="{}">WiSE-FT (α=0 zero-shot … α=1 fine-tuned)</text>"##, ml + 16.5, mt + 12.5 + 16.0 * others.len() as f64, ml + 26.0, mt + 16.0 + 16.0 * others.len() as f64).unwrap();
+    writeln!(s, r##"<circle cx="{}" cy="{}" r="3.5" fill="#1f77b4"/><text x="{}" y="{}">WiSE-FT (α=0 zero-shot … α=1 fine-tuned)</text>"##, lx + 4.5, ly + 4.5 + 16.0 * others.len() as f64, lx + 14.0, ly + 8.0 + 16.0 * others.len() as f64).unwrap();
     writeln!(s, r#"<line x1="{ml}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/><line x1="{ml}" y1="{mt}" x2="{ml}" y2="{0}" stroke="black"/>"#, mt + ph, ml + pw).unwrap();
     for i in 0..=5 {
         let vx = x0 + (x1 - x0) * i as f64 / 5.0;
