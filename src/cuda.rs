@@ -5,13 +5,22 @@
 use crate::emu::Arg;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use cust::device::DeviceAttribute;
+use cust::event::{Event, EventFlags};
 use cust::function::Function;
-use cust::memory::DeviceBuffer;
+use cust::memory::{DeviceBuffer, LockedBuffer};
 use cust::module::Module;
 use cust::prelude::{Context, Stream, StreamFlags};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_void;
+
+/// Host writes at least this large go through pinned staging buffers and an
+/// asynchronous copy, so the host returns without waiting for the GPU.
+const STAGED_WRITE_BYTES: usize = 1 << 16;
+
+/// A pinned host buffer and the event of the last copy out of it.
+type Staging = (LockedBuffer<u8>, Event);
 
 pub struct CudaGpu {
     _ctx: Context,
@@ -21,6 +30,21 @@ pub struct CudaGpu {
     /// (one executor lives for the whole process).
     functions: HashMap<String, Function<'static>>,
     allocs: RefCell<HashMap<u64, DeviceBuffer<u8>>>,
+    /// Freed allocations by size, reused before asking the driver again
+    /// (cuMemFree/cuMemAlloc synchronise the device; forwards allocate
+    /// the same scratch sizes batch after batch).
+    pool: RefCell<HashMap<usize, Vec<DeviceBuffer<u8>>>>,
+    /// Two pinned staging buffers, each with the event of its last copy:
+    /// batch i+1 is staged while batch i's copy may still be in flight.
+    staging: RefCell<[Option<Staging>; 2]>,
+    next_staging: Cell<usize>,
+    /// Profiling timestamps; `marks_used` of them are live.
+    marks: RefCell<Vec<Event>>,
+    marks_used: Cell<usize>,
+    /// Scratch overwritten to evict L2 between benchmark repeats.
+    flush: RefCell<Option<DeviceBuffer<u8>>>,
+    l2_bytes: usize,
+    peak: Option<crate::profile::Peak>,
 }
 
 fn driver(what: &str, e: cust::error::CudaError) -> Error {
@@ -28,10 +52,44 @@ fn driver(what: &str, e: cust::error::CudaError) -> Error {
         cust::error::CudaError::UnknownError => {
             " (if this is CUDA error 222, the driver is too old for the PTX version; update the driver)"
         }
-        cust::error::CudaError::OutOfMemory => " (out of GPU memory: try a smaller --batch-size)",
         _ => "",
     };
+    if e == cust::error::CudaError::OutOfMemory {
+        return Error::OutOfMemory(format!("cuda: {what}"));
+    }
     Error::Device(format!("cuda: {what}: {e:?}{hint}"))
+}
+
+/// f32 lanes per SM by compute capability (SIMT FMA units).
+fn fp32_lanes_per_sm(major: i32, minor: i32) -> f64 {
+    match (major, minor) {
+        (8, 0) | (6, 0) | (7, _) => 64.0,
+        _ => 128.0,
+    }
+}
+
+fn device_peak(d: &cust::device::Device) -> Option<crate::profile::Peak> {
+    let a = |x| d.get_attribute(x).ok().map(|v| v as f64);
+    let sms = a(DeviceAttribute::MultiprocessorCount)?;
+    let clock_khz = a(DeviceAttribute::ClockRate)?;
+    let mem_khz = a(DeviceAttribute::MemoryClockRate)?;
+    let bus_bits = a(DeviceAttribute::GlobalMemoryBusWidth)?;
+    let major = d
+        .get_attribute(DeviceAttribute::ComputeCapabilityMajor)
+        .ok()?;
+    let minor = d
+        .get_attribute(DeviceAttribute::ComputeCapabilityMinor)
+        .ok()?;
+    let lanes = fp32_lanes_per_sm(major, minor);
+    Some(crate::profile::Peak {
+        flops: sms * lanes * 2.0 * clock_khz * 1e3,
+        bytes: 2.0 * mem_khz * 1e3 * bus_bits / 8.0,
+        source: format!(
+            "sm_{major}{minor}: {sms} SMs × {lanes} lanes × 2 × {:.0} MHz; {bus_bits}-bit bus × 2 × {:.0} MHz",
+            clock_khz / 1e3,
+            mem_khz / 1e3
+        ),
+    })
 }
 
 impl CudaGpu {
@@ -43,6 +101,10 @@ impl CudaGpu {
         })?;
         let device = cust::device::Device::get_device(0).map_err(|e| driver("get device", e))?;
         let device_name = device.name().unwrap_or_else(|_| "unknown GPU".into());
+        let peak = device_peak(&device);
+        let l2_bytes = device
+            .get_attribute(DeviceAttribute::L2CacheSize)
+            .map_or(64 << 20, |v| v.max(0) as usize);
         let stream =
             Stream::new(StreamFlags::NON_BLOCKING, None).map_err(|e| driver("create stream", e))?;
         let mut functions = HashMap::new();
@@ -62,7 +124,65 @@ impl CudaGpu {
             device_name,
             functions,
             allocs: RefCell::new(HashMap::new()),
+            pool: RefCell::new(HashMap::new()),
+            staging: RefCell::new([None, None]),
+            next_staging: Cell::new(0),
+            marks: RefCell::new(Vec::new()),
+            marks_used: Cell::new(0),
+            flush: RefCell::new(None),
+            l2_bytes,
+            peak,
         })
+    }
+
+    /// Queues a host-to-device copy from a pinned staging buffer. The host
+    /// only waits for the copy that last used the same buffer (two back).
+    fn write_staged(&self, addr: u64, data: &[u8]) -> Result<()> {
+        let slot = self.next_staging.get();
+        self.next_staging.set(1 - slot);
+        let mut staging = self.staging.borrow_mut();
+        if let Some((_, done)) = &staging[slot] {
+            done.synchronize()
+                .map_err(|e| driver("wait for a staged copy", e))?;
+        }
+        if staging[slot]
+            .as_ref()
+            .is_none_or(|(b, _)| b.len() < data.len())
+        {
+            // SAFETY: the buffer is fully overwritten up to `data.len()`
+            // before any copy reads it.
+            let buf = unsafe { LockedBuffer::<u8>::uninitialized(data.len()) }
+                .map_err(|e| driver(&format!("pin {} host bytes", data.len()), e))?;
+            let ev =
+                Event::new(EventFlags::DISABLE_TIMING).map_err(|e| driver("create event", e))?;
+            staging[slot] = Some((buf, ev));
+        }
+        let (buf, done) = staging[slot].as_mut().expect("set above");
+        buf.as_mut_slice()[..data.len()].copy_from_slice(data);
+        // SAFETY: the pinned buffer stays alive and untouched until `done`
+        // has fired (checked before its next use above and in Drop order:
+        // the stream is synchronised before buffers are released).
+        let r = unsafe {
+            cust::sys::cuMemcpyHtoDAsync_v2(
+                addr,
+                buf.as_slice().as_ptr() as *const c_void,
+                data.len(),
+                self.stream.as_inner(),
+            )
+        };
+        check(
+            r,
+            &format!("queue a copy of {} bytes to the device", data.len()),
+        )?;
+        done.record(&self.stream)
+            .map_err(|e| driver("record a copy event", e))
+    }
+}
+
+impl Drop for CudaGpu {
+    fn drop(&mut self) {
+        // Staged copies may still read pinned memory.
+        let _ = self.stream.synchronize();
     }
 }
 
@@ -72,18 +192,52 @@ impl Gpu for CudaGpu {
     }
 
     fn alloc(&self, bytes: usize) -> Result<u64> {
-        let b = DeviceBuffer::<u8>::zeroed(bytes.max(1))
-            .map_err(|e| driver(&format!("allocate {bytes} bytes"), e))?;
+        let bytes = bytes.max(1);
+        let reused = self.pool.borrow_mut().get_mut(&bytes).and_then(Vec::pop);
+        let b = match reused {
+            Some(b) => {
+                // Zero-filled like a fresh allocation, in stream order.
+                // SAFETY: `b` is a live allocation of `bytes` bytes.
+                let r = unsafe {
+                    cust::sys::cuMemsetD8Async(
+                        b.as_device_ptr().as_raw(),
+                        0,
+                        bytes,
+                        self.stream.as_inner(),
+                    )
+                };
+                check(r, "clear a reused allocation")?;
+                b
+            }
+            None => match DeviceBuffer::<u8>::zeroed(bytes) {
+                Ok(b) => b,
+                Err(cust::error::CudaError::OutOfMemory) => {
+                    // Give cached blocks back to the driver and try once more.
+                    self.synchronize()?;
+                    self.pool.borrow_mut().clear();
+                    DeviceBuffer::<u8>::zeroed(bytes)
+                        .map_err(|e| driver(&format!("allocate {bytes} bytes"), e))?
+                }
+                Err(e) => return Err(driver(&format!("allocate {bytes} bytes"), e)),
+            },
+        };
         let addr = b.as_device_ptr().as_raw();
         self.allocs.borrow_mut().insert(addr, b);
         Ok(addr)
     }
 
     fn free(&self, addr: u64) {
-        self.allocs.borrow_mut().remove(&addr);
+        // Kept for reuse: work queued on the stream may still use it, and a
+        // later allocation of it is ordered after that work on the same stream.
+        if let Some(b) = self.allocs.borrow_mut().remove(&addr) {
+            self.pool.borrow_mut().entry(b.len()).or_default().push(b);
+        }
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
+        if data.len() >= STAGED_WRITE_BYTES {
+            return self.write_staged(addr, data);
+        }
         self.synchronize()?;
         // SAFETY: `addr` lies inside an allocation of ours (checked by the
         // PTX executor's views); the host slice outlives the synchronous copy.
@@ -152,6 +306,68 @@ impl Gpu for CudaGpu {
         self.stream
             .synchronize()
             .map_err(|e| driver("synchronize (an earlier kernel failed)", e))
+    }
+
+    fn mark(&self) -> Result<usize> {
+        let i = self.marks_used.get();
+        let mut marks = self.marks.borrow_mut();
+        if i == marks.len() {
+            marks.push(Event::new(EventFlags::DEFAULT).map_err(|e| driver("create event", e))?);
+        }
+        marks[i]
+            .record(&self.stream)
+            .map_err(|e| driver("record event", e))?;
+        self.marks_used.set(i + 1);
+        Ok(i)
+    }
+
+    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
+        let marks = self.marks.borrow();
+        marks[end]
+            .synchronize()
+            .map_err(|e| driver("wait for a timed kernel", e))?;
+        marks[end]
+            .elapsed_time_f32(&marks[start])
+            .map(f64::from)
+            .map_err(|e| driver("read event times", e))
+    }
+
+    fn reset_marks(&self) {
+        self.marks_used.set(0);
+    }
+
+    fn range_push(&self, name: &str) {
+        nvtx::range_push!("{name}");
+    }
+
+    fn range_pop(&self) {
+        nvtx::range_pop!();
+    }
+
+    fn flush_caches(&self) -> Result<()> {
+        let bytes = (2 * self.l2_bytes).max(64 << 20);
+        let mut flush = self.flush.borrow_mut();
+        if flush.is_none() {
+            *flush = Some(
+                DeviceBuffer::<u8>::zeroed(bytes)
+                    .map_err(|e| driver("allocate the L2 flush buffer", e))?,
+            );
+        }
+        let b = flush.as_ref().expect("set above");
+        // SAFETY: writes within our own allocation, in stream order.
+        let r = unsafe {
+            cust::sys::cuMemsetD8Async(
+                b.as_device_ptr().as_raw(),
+                self.marks_used.get() as u8,
+                bytes,
+                self.stream.as_inner(),
+            )
+        };
+        check(r, "flush L2")
+    }
+
+    fn peak(&self) -> Option<crate::profile::Peak> {
+        self.peak.clone()
     }
 }
 

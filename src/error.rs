@@ -13,6 +13,9 @@ pub enum Error {
     /// A device failure (driver error, emulator fault), naming the kernel.
     #[error("{0}")]
     Device(String),
+    /// The device ran out of memory (callers may retry with less work).
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
     /// The OS error is part of the message (not a `source`) so it is shown once.
     #[error("{}: {err}", path.display())]
     Io { path: PathBuf, err: std::io::Error },

@@ -23,6 +23,24 @@ pub trait Gpu {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Records a timestamp after all work queued so far; returns its handle.
+    fn mark(&self) -> Result<usize>;
+    /// Milliseconds between two marks (waits for the later one).
+    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64>;
+    /// Forgets every mark so their storage is reused.
+    fn reset_marks(&self);
+    /// Opens a named range in profiler timelines (NVTX on `cuda`).
+    fn range_push(&self, _name: &str) {}
+    fn range_pop(&self) {}
+    /// Evicts the device's caches, so a benchmark repeat starts cold.
+    fn flush_caches(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The device's peak f32 throughput and bandwidth, if known.
+    fn peak(&self) -> Option<crate::profile::Peak> {
+        None
+    }
 }
 
 /// Grid size for a 1-D grid-stride loop over `n` items.
@@ -35,7 +53,16 @@ impl Gpu for crate::emu::Emu {
         "emu (PTX interpreter)".into()
     }
     fn alloc(&self, bytes: usize) -> Result<u64> {
-        Ok(self.mem.borrow_mut().alloc(bytes))
+        let mut m = self.mem.borrow_mut();
+        if let Some(limit) = self.options.memory_limit
+            && m.in_use() + bytes > limit
+        {
+            return Err(crate::error::Error::OutOfMemory(format!(
+                "emu: allocating {bytes} bytes with {} of {limit} in use",
+                m.in_use()
+            )));
+        }
+        Ok(m.alloc(bytes))
     }
     fn free(&self, addr: u64) {
         self.mem.borrow_mut().free(addr)
@@ -65,5 +92,17 @@ impl Gpu for crate::emu::Emu {
         args: &[Arg],
     ) -> Result<()> {
         crate::emu::Emu::launch(self, kernel, grid, block, shared_bytes, args)
+    }
+    fn mark(&self) -> Result<usize> {
+        let mut m = self.marks.borrow_mut();
+        m.push(std::time::Instant::now());
+        Ok(m.len() - 1)
+    }
+    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
+        let m = self.marks.borrow();
+        Ok((m[end] - m[start]).as_secs_f64() * 1e3)
+    }
+    fn reset_marks(&self) {
+        self.marks.borrow_mut().clear();
     }
 }

@@ -168,6 +168,42 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Benchmark the kernels and the DaWin pipeline on one executor.
+    ///
+    /// Kernels (gemm at the ViT-B/32 and B/16 linear shapes and 4096³, the
+    /// dual gemm, lerp over 88M weights, attention at 50/197/257 tokens,
+    /// layernorm, quick_gelu, softmax_entropy over 1000 classes) are timed
+    /// with the device's own timestamps (CUDA events on the GPU), caches
+    /// flushed before each repeat; min, median, GB/s, TFLOP/s and % of the
+    /// roofline. The pipeline rows time DaWin end to end on a random
+    /// ViT-B/32 pair under each interpolation strategy, as images/s.
+    /// tools/bench_torch.py prints the same rows for PyTorch.
+    Bench {
+        /// Executor to benchmark.
+        #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+        device: DeviceKind,
+        /// Small shapes and a small model (for cpu/emu or a smoke test).
+        #[arg(long)]
+        quick: bool,
+        /// Timed repeats after one warm-up.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        repeats: u64,
+        /// Images per batch at the ViT shapes (default 256, or 2 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
+        /// Images through the pipeline per repeat (default: the batch).
+        #[arg(long)]
+        images: Option<u64>,
+        /// Which part to run.
+        #[arg(long, value_enum, default_value_t = Suite::All)]
+        suite: Suite,
+        /// Only benchmarks whose name contains this (e.g. `gemm B/32`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Decode and CLIP-preprocess images into a safetensors file.
     ///
     /// Each PATH is an image folder with one subfolder per class (labels are
@@ -185,6 +221,13 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    Kernels,
+    Pipeline,
+    All,
 }
 
 /// Models, data and output shared by `eval` and `expertise`.
@@ -310,6 +353,31 @@ struct RunFlags {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
+    /// Time every kernel and print a per-op table at the end: calls, total
+    /// ms, mean µs, GB/s, TFLOP/s and % of the device's roofline (CUDA
+    /// events on the GPU, wall clock on cpu/emu).
+    #[arg(long)]
+    profile: bool,
+}
+
+impl RunFlags {
+    fn open(self) -> Result<Box<dyn exec::Executor>> {
+        let ex = exec::open(self.device)?;
+        ex.set_profiling(self.profile);
+        Ok(ex)
+    }
+
+    /// Prints the `--profile` table (to stderr, so stdout stays the result).
+    fn report(self, ex: &dyn exec::Executor) -> Result<()> {
+        if self.profile {
+            let records = ex.take_profile()?;
+            eprint!(
+                "{}",
+                dawin::profile::table(&records, ex.peak().as_ref(), &ex.name())
+            );
+        }
+        Ok(())
+    }
 }
 
 fn load_model(path: &std::path::Path, arch: ArchFlags) -> Result<Model> {
@@ -406,7 +474,7 @@ fn forward(
             input.display()
         );
     }
-    let ex = exec::open(run.device)?;
+    let ex = run.open()?;
     let t0 = Instant::now();
     let dm = DeviceModel::upload(ex.as_ref(), &m)?;
     let o = forward_batched(
@@ -438,7 +506,7 @@ fn forward(
         n as f64 / secs.max(1e-9),
         out.display()
     );
-    Ok(())
+    run.report(ex.as_ref())
 }
 
 fn eval_options(c: DataArgs, methods: Vec<Method>) -> Result<EvalOptions> {
@@ -467,13 +535,13 @@ fn eval_options(c: DataArgs, methods: Vec<Method>) -> Result<EvalOptions> {
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
-    let device = a.common.run.device;
+    let run = a.common.run;
     let mut opts = eval_options(a.common, a.methods)?;
     opts.expertise = a.expertise;
     opts.strategy = a.interp;
     opts.expertise_from = a.expertise_from;
     opts.seed = a.seed;
-    let ex = exec::open(device)?;
+    let ex = run.open()?;
     let r = eval::run(&opts, ex.as_ref())?;
     print!("{}", r.table);
     println!(
@@ -482,14 +550,14 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         ex.name(),
         opts.out_dir.display()
     );
-    Ok(())
+    run.report(ex.as_ref())
 }
 
 fn run_expertise(c: DataArgs) -> Result<()> {
-    let device = c.run.device;
+    let run = c.run;
     let shard = c.shard;
     let opts = eval_options(c, vec![Method::Zeroshot, Method::Finetuned])?;
-    let ex = exec::open(device)?;
+    let ex = run.open()?;
     let r = eval::run(&opts, ex.as_ref())?;
     let total = dawin::dawin::data::Dataset::open(&opts.data, r_size(&opts)?)?.len();
     let out = opts.out_dir.join("expertise.safetensors");
@@ -499,7 +567,7 @@ fn run_expertise(c: DataArgs) -> Result<()> {
         r.indices.len(),
         out.display()
     );
-    Ok(())
+    run.report(ex.as_ref())
 }
 
 /// The model input size, to open the data set the same way `eval` did.
@@ -574,6 +642,45 @@ fn preprocess(paths: Vec<PathBuf>, size: usize, out: PathBuf) -> Result<()> {
     };
     dawin::tensorfile::write_f32_with_labels(&out, &px, &labels)?;
     eprintln!("{n} images ({skipped} skipped) -> {}", out.display());
+    Ok(())
+}
+
+fn run_bench(
+    device: DeviceKind,
+    o: &dawin::bench::BenchOptions,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    let ex = exec::open(device)?;
+    eprintln!(
+        "benchmarking {}{}",
+        ex.name(),
+        if o.quick { " (quick shapes)" } else { "" }
+    );
+    let mut rows = Vec::new();
+    if o.kernels {
+        rows.extend(dawin::bench::kernels(ex.as_ref(), o)?);
+    }
+    if o.pipeline {
+        rows.extend(dawin::bench::pipeline(ex.as_ref(), o)?);
+    }
+    if rows.is_empty() {
+        bail!("no benchmark matched the filter");
+    }
+    print!(
+        "{}",
+        dawin::bench::table(&rows, ex.peak().as_ref(), &ex.name())
+    );
+    if let Some(path) = json {
+        let v = serde_json::json!({
+            "device": ex.name(),
+            "quick": o.quick,
+            "repeats": o.repeats,
+            "batch": o.batch,
+            "rows": rows,
+        });
+        dawin::tensorfile::write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        eprintln!("-> {}", path.display());
+    }
     Ok(())
 }
 
@@ -716,17 +823,39 @@ fn main() -> std::process::ExitCode {
                 overrides: arch.overrides(),
                 progress: !quiet,
             };
-            let ex = exec::open(run.device)?;
+            let ex = run.open()?;
             let r = dawin::dawin::mtl::run(&o, ex.as_ref())?;
             print!("{}", r.table);
             println!(
                 "outputs in {} (summary.json, samples.csv)",
                 o.out_dir.display()
             );
-            Ok(())
+            run.report(ex.as_ref())
         })(),
         Cmd::Merge { inputs, out } => run_merge(inputs, out),
         Cmd::Preprocess { paths, size, out } => preprocess(paths, size, out),
+        Cmd::Bench {
+            device,
+            quick,
+            repeats,
+            batch,
+            images,
+            suite,
+            filter,
+            json,
+        } => {
+            let batch = batch.unwrap_or(if quick { 2 } else { 256 });
+            let o = dawin::bench::BenchOptions {
+                quick,
+                repeats: repeats as usize,
+                batch: batch as usize,
+                images: images.unwrap_or(batch) as usize,
+                kernels: suite != Suite::Pipeline,
+                pipeline: suite != Suite::Kernels,
+                filter,
+            };
+            run_bench(device, &o, json)
+        }
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

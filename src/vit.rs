@@ -3,13 +3,14 @@
 //! parameterised op runs in its dual form: DaWin's exact per-sample
 //! interpolation in one batched pass (GUIDE.md §2).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::{Buf, DualEmbed, DualGemm, DualNorm, Executor, Mix};
 use crate::model::{Act, Model, ModelSpec, Params};
 use crate::ops::{
     attention::AttentionShape, embed_add::EmbedShape, gemm::GemmShape, layernorm::LayerNormShape,
     patch_embed::PatchShape,
 };
+use std::cell::Cell;
 
 /// A model's parameters resident on an executor: one flat buffer, sliced.
 pub struct DeviceModel {
@@ -326,7 +327,53 @@ pub fn forward(
     Ok(Output { embeds, logits })
 }
 
-/// Runs `forward` in batches of at most `batch_size` images, concatenating.
+/// The largest batch to try on the device. When a forward runs out of
+/// device memory, the batch is halved and the work goes on (and says so);
+/// the smaller size is kept for the batches after it.
+pub struct BatchCap(Cell<usize>);
+
+impl BatchCap {
+    pub fn new(batch_size: usize) -> Self {
+        BatchCap(Cell::new(batch_size.max(1)))
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    /// Runs `f(start, count)` over `0..n` in chunks of at most the cap,
+    /// halving it on out-of-memory; `sink` gets each chunk's result in order.
+    pub fn run<T>(
+        &self,
+        n: usize,
+        mut f: impl FnMut(usize, usize) -> Result<T>,
+        mut sink: impl FnMut(usize, T),
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < n {
+            let k = self.get().min(n - start);
+            match f(start, k) {
+                Ok(t) => {
+                    sink(k, t);
+                    start += k;
+                }
+                Err(Error::OutOfMemory(msg)) if k > 1 => {
+                    let half = k / 2;
+                    eprintln!(
+                        "warning: out of device memory with a batch of {k} ({msg}); \
+                         going on with batches of {half}"
+                    );
+                    self.0.set(half);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `forward` in batches of at most `batch_size` images, concatenating;
+/// batches that do not fit in device memory are halved.
 pub fn forward_batched(
     exec: &dyn Executor,
     m: &DeviceModel,
@@ -336,25 +383,28 @@ pub fn forward_batched(
     mut on_batch: impl FnMut(usize),
 ) -> Result<Output> {
     let img = m.spec.channels * m.spec.image_size * m.spec.image_size;
-    let bs = batch_size.max(1);
     let mut out = Output {
         embeds: Vec::with_capacity(n * m.spec.embed_dim),
         logits: m.spec.classes.map(|c| Vec::with_capacity(n * c)),
     };
-    for start in (0..n).step_by(bs) {
-        let cnt = bs.min(n - start);
-        let o = forward(
-            exec,
-            m,
-            &pixels[start * img..(start + cnt) * img],
-            cnt,
-            None,
-        )?;
-        out.embeds.extend(o.embeds);
-        if let (Some(all), Some(l)) = (out.logits.as_mut(), o.logits) {
-            all.extend(l);
-        }
-        on_batch(cnt);
-    }
+    BatchCap::new(batch_size).run(
+        n,
+        |start, cnt| {
+            forward(
+                exec,
+                m,
+                &pixels[start * img..(start + cnt) * img],
+                cnt,
+                None,
+            )
+        },
+        |cnt, o| {
+            out.embeds.extend(o.embeds);
+            if let (Some(all), Some(l)) = (out.logits.as_mut(), o.logits) {
+                all.extend(l);
+            }
+            on_batch(cnt);
+        },
+    )?;
     Ok(out)
 }

@@ -225,3 +225,155 @@ fn help_explains_the_commands() {
         "{t}"
     );
 }
+
+fn dawin_pair_args(out: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "eval",
+        "--pretrained",
+        &fixture("dawin_pt", ".safetensors"),
+        "--finetuned",
+        &fixture("dawin_ft", ".safetensors"),
+        "--data",
+        &fixture("dawin_data", ".safetensors"),
+        "--out-dir",
+        out,
+        "--methods",
+        "zeroshot,finetuned,dawin",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+#[test]
+fn profile_prints_a_per_kernel_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors").display().to_string();
+    for device in ["cpu", "emu"] {
+        let o = dawin(&[
+            "forward",
+            "--model",
+            &fixture("hf_quickgelu", ".safetensors"),
+            "--input",
+            &fixture("hf_quickgelu", ".io.safetensors"),
+            "--out",
+            &out,
+            "--device",
+            device,
+            "--profile",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let t = text(&o);
+        assert!(t.contains("per-kernel profile on"), "{t}");
+        // The fixture has two layers (one attention each) and one patch
+        // embedding per forward.
+        let row = |op: &str| {
+            t.lines()
+                .find(|l| l.split_whitespace().next() == Some(op))
+                .unwrap_or_else(|| panic!("no {op} row in\n{t}"))
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        };
+        assert_eq!(row("patch_embed"), 1, "{t}");
+        assert_eq!(row("attention"), 2, "{t}");
+    }
+}
+
+#[test]
+fn out_of_device_memory_halves_the_batch_and_keeps_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &str, mem: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dawin"));
+        c.args(dawin_pair_args(
+            out,
+            &["--device", "emu", "--batch-size", "16"],
+        ));
+        if let Some(m) = mem {
+            c.env("DAWIN_EMU_MEMORY", m);
+        }
+        c.output().unwrap()
+    };
+    let a = dir.path().join("a").display().to_string();
+    let b = dir.path().join("b").display().to_string();
+    let full = run(&a, None);
+    assert!(full.status.success(), "{}", text(&full));
+    // Room for both models (2 × 195 kB) and a few images' activations.
+    let small = run(&b, Some("650000"));
+    assert!(small.status.success(), "{}", text(&small));
+    assert!(
+        text(&small).contains("going on with batches of"),
+        "{}",
+        text(&small)
+    );
+    let csv = |d: &str| std::fs::read_to_string(format!("{d}/samples.csv")).unwrap();
+    assert_eq!(csv(&a), csv(&b));
+    // No room for even one image: a clear error, no panic.
+    let none = run(&dir.path().join("c").display().to_string(), Some("300000"));
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+    assert!(
+        text(&none).contains("out of device memory"),
+        "{}",
+        text(&none)
+    );
+}
+
+#[test]
+fn bench_quick_reports_kernels_and_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    for (device, filter) in [("cpu", None), ("emu", Some("gemm B/32"))] {
+        let json = dir.path().join(format!("{device}.json"));
+        let mut args = vec![
+            "bench",
+            "--quick",
+            "--repeats",
+            "2",
+            "--device",
+            device,
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        if let Some(f) = filter {
+            args.extend(["--filter", f]);
+        }
+        let o = dawin(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        for r in rows {
+            let (min, med) = (
+                r["min_ms"].as_f64().unwrap(),
+                r["median_ms"].as_f64().unwrap(),
+            );
+            assert!(min > 0.0 && min <= med, "{r}");
+        }
+        match filter {
+            Some(f) => {
+                assert_eq!(rows.len(), 4, "{names:?}");
+                assert!(names.iter().all(|n| n.contains(f)), "{names:?}");
+            }
+            None => {
+                for want in [
+                    "gemm 128x128x128",
+                    "lerp",
+                    "attention 257 tokens",
+                    "softmax_entropy",
+                    "pipeline dawin exact",
+                    "pipeline dawin bmm:3",
+                    "pipeline dawin materialize",
+                ] {
+                    assert!(names.iter().any(|n| n.contains(want)), "{want}: {names:?}");
+                }
+            }
+        }
+    }
+    let o = dawin(&["bench", "--quick", "--filter", "no such benchmark"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}

@@ -246,6 +246,7 @@ fn results_do_not_depend_on_block_order() {
                 dawin::ptx::MODULES,
                 EmuOptions {
                     shuffle_blocks: seed,
+                    ..EmuOptions::default()
                 },
             )
             .unwrap(),

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::model::{Model, Overrides};
 use crate::tensorfile::{Tensor, TensorFile, write_f32};
-use crate::vit::{DeviceModel, Interp, forward};
+use crate::vit::{BatchCap, DeviceModel, Interp, forward};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -306,6 +306,8 @@ pub struct Engine<'a> {
     work_lambda: Option<f32>,
     pub lerps: usize,
     pub lerps_skipped: usize,
+    /// Batches are split further when the device runs out of memory.
+    pub cap: BatchCap,
 }
 
 impl<'a> Engine<'a> {
@@ -319,6 +321,7 @@ impl<'a> Engine<'a> {
             work_lambda: None,
             lerps: 0,
             lerps_skipped: 0,
+            cap: BatchCap::new(usize::MAX),
         })
     }
 
@@ -345,20 +348,35 @@ impl<'a> Engine<'a> {
         self.logits(w, pixels, n)
     }
 
+    /// Logits of `n` images, in chunks that fit in device memory.
+    fn chunked(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        f: impl Fn(&[f32], usize, usize) -> Result<crate::vit::Output>,
+    ) -> Result<Vec<f32>> {
+        let img = pixels.len() / n.max(1);
+        let mut out = Vec::new();
+        self.cap.run(
+            n,
+            |start, k| f(&pixels[start * img..(start + k) * img], start, k),
+            |_, o| out.extend(o.logits.expect("checked in load_pair")),
+        )?;
+        Ok(out)
+    }
+
     pub fn logits(&self, m: &DeviceModel, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
-        Ok(forward(self.ex, m, pixels, n, None)?
-            .logits
-            .expect("checked in load_pair"))
+        self.chunked(pixels, n, |px, _, k| forward(self.ex, m, px, k, None))
     }
 
     pub fn dual_logits(&self, pixels: &[f32], n: usize, lambda: &[f32]) -> Result<Vec<f32>> {
-        let ip = Interp {
-            other: &self.ft,
-            lambda,
-        };
-        Ok(forward(self.ex, &self.pt, pixels, n, Some(ip))?
-            .logits
-            .expect("checked in load_pair"))
+        self.chunked(pixels, n, |px, start, k| {
+            let ip = Interp {
+                other: &self.ft,
+                lambda: &lambda[start..start + k],
+            };
+            forward(self.ex, &self.pt, px, k, Some(ip))
+        })
     }
 
     pub fn free(self) {
@@ -610,6 +628,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     seconds.insert("load".into(), t_start.elapsed().as_secs_f64());
 
     // 1. Expertise pass (cached): raw logits of both models and of WiSE-FT.
+    let phase = crate::exec::range(ex, "expertise pass");
     let t = Instant::now();
     let alphas: Vec<f32> = o
         .methods
@@ -712,6 +731,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     for (i, e) in &failed {
         eprintln!("warning: skipped {}: {e}", data.describe(*i));
     }
+    drop(phase);
     seconds.insert("expertise".into(), t.elapsed().as_secs_f64());
 
     // Evaluated samples: the readable ones of the shard.
@@ -734,6 +754,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     let labels: Vec<i64> = indices.iter().map(|&i| data.labels[i]).collect();
 
     // 2. λ per sample.
+    let phase = crate::exec::range(ex, "lambda");
     let t = Instant::now();
     let (hp, nan_p) = entropies(ex, &lp, c, o.temperature.0)?;
     let (hf, nan_f) = entropies(ex, &lf, c, o.temperature.1)?;
@@ -768,9 +789,11 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
         offset,
     };
     let lambda = expertise::lambdas(o.expertise, &inputs);
+    drop(phase);
     seconds.insert("lambda".into(), t.elapsed().as_secs_f64());
 
     // 3. DaWin.
+    let phase = crate::exec::range(ex, "dawin pass");
     let t = Instant::now();
     let mut bmm: Option<BetaMixture> = None;
     let mut components: Option<Vec<usize>> = None;
@@ -820,6 +843,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
         )?;
         dawin = Some(o.projection.apply(&raw, c_raw));
     }
+    drop(phase);
     seconds.insert("dawin".into(), t.elapsed().as_secs_f64());
     let (lerps, lerps_skipped) = (engine.lerps, engine.lerps_skipped);
     engine.free();

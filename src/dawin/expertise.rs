@@ -107,6 +107,12 @@ pub fn lambdas(rule: Expertise, x: &Inputs) -> Vec<f32> {
         .collect()
 }
 
+/// DaWin's rule on one sample: λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)).
+pub fn lambda_from_entropies(h_pt: f64, h_ft: f64) -> f32 {
+    let l = ratio((-h_ft).exp(), (-h_pt).exp(), 0.0, 1.0);
+    if l.is_finite() { l as f32 } else { 0.5 }
+}
+
 /// (e_ft + b/w) / (e_pt + e_ft + b); with b = 0 the plain ratio. A 0/0
 /// (both models certain to underflow) splits evenly.
 fn ratio(e_ft: f64, e_pt: f64, b: f64, w: f64) -> f64 {

@@ -57,6 +57,9 @@ pub struct EmuOptions {
     /// Run blocks in an order shuffled by this seed (catches kernels that
     /// assume blocks run in order).
     pub shuffle_blocks: Option<u64>,
+    /// Device memory size in bytes; an allocation past it fails as out of
+    /// memory, like a real GPU (exercises the batch-halving path).
+    pub memory_limit: Option<usize>,
 }
 
 /// Global memory: allocations at 256-byte aligned addresses, never reused,
@@ -69,6 +72,11 @@ pub struct GlobalMem {
 }
 
 impl GlobalMem {
+    /// Bytes allocated now.
+    pub fn in_use(&self) -> usize {
+        self.allocs.iter().map(|a| a.1.len()).sum()
+    }
+
     pub fn alloc(&mut self, bytes: usize) -> u64 {
         if self.next == 0 {
             self.next = 0x1000_0000;
@@ -105,6 +113,8 @@ pub struct Emu {
     pub mem: RefCell<GlobalMem>,
     pub options: EmuOptions,
     instructions: Cell<u64>,
+    /// Timestamps for profiling (see `Gpu::mark`).
+    pub marks: RefCell<Vec<std::time::Instant>>,
 }
 
 impl Emu {
@@ -122,6 +132,7 @@ impl Emu {
             mem: RefCell::new(GlobalMem::default()),
             options,
             instructions: Cell::new(0),
+            marks: RefCell::new(Vec::new()),
         })
     }
 

@@ -10,6 +10,8 @@ use std::cell::RefCell;
 #[derive(Default)]
 pub struct Cpu {
     slots: RefCell<Vec<Option<Vec<f32>>>>,
+    marks: RefCell<Vec<std::time::Instant>>,
+    flush: RefCell<Vec<u8>>,
 }
 
 impl Cpu {
@@ -86,6 +88,32 @@ impl Executor for Cpu {
 
     fn free(&self, buf: Buf) {
         self.slots.borrow_mut()[buf.id as usize] = None;
+    }
+
+    fn mark(&self) -> Result<usize> {
+        let mut m = self.marks.borrow_mut();
+        m.push(std::time::Instant::now());
+        Ok(m.len() - 1)
+    }
+
+    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
+        let m = self.marks.borrow();
+        Ok((m[end] - m[start]).as_secs_f64() * 1e3)
+    }
+
+    fn reset_marks(&self) {
+        self.marks.borrow_mut().clear();
+    }
+
+    /// Streams through 256 MB, more than any CPU's last-level cache.
+    fn flush_caches(&self) -> Result<()> {
+        let mut v = self.flush.borrow_mut();
+        v.resize(256 << 20, 0);
+        for x in v.iter_mut().step_by(64) {
+            *x = x.wrapping_add(1);
+        }
+        std::hint::black_box(&*v);
+        Ok(())
     }
 
     fn gemm(&self, a: Buf, b: Buf, bias: Option<Buf>, c: Buf, s: GemmShape) -> Result<()> {

@@ -6,6 +6,7 @@
 //! flat buffer so that a whole model can be lerped by one launch).
 
 pub mod cpu;
+pub mod profiled;
 pub mod ptx;
 
 use crate::error::Result;
@@ -108,8 +109,28 @@ pub fn available() -> Vec<DeviceKind> {
     vec![DeviceKind::Cpu, DeviceKind::Emu]
 }
 
-/// Opens the executor a user asked for, or says clearly why it can't.
+/// Opens the executor a user asked for, or says clearly why it can't. Its
+/// ops can be timed ([`Executor::set_profiling`]) and show as NVTX ranges.
 pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
+    Ok(Box::new(profiled::Profiled::new(open_plain(kind)?)))
+}
+
+/// A named range around a phase of work, closed when dropped.
+pub struct Range<'a>(&'a dyn Executor);
+
+pub fn range<'a>(ex: &'a dyn Executor, name: &str) -> Range<'a> {
+    ex.range_push(name);
+    Range(ex)
+}
+
+impl Drop for Range<'_> {
+    fn drop(&mut self) {
+        self.0.range_pop();
+    }
+}
+
+/// The executor without the profiling layer.
+pub fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
     match kind {
         DeviceKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
         DeviceKind::Emu => Ok(Box::new(ptx::PtxExec::new(crate::emu::Emu::new(
@@ -127,12 +148,14 @@ pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
 }
 
 /// Emulator options from the environment: `DAWIN_EMU_SHUFFLE=SEED` runs
-/// blocks in a shuffled order.
+/// blocks in a shuffled order; `DAWIN_EMU_MEMORY=BYTES` caps device memory.
 fn emu_options() -> crate::emu::EmuOptions {
+    fn var<T: std::str::FromStr>(k: &str) -> Option<T> {
+        std::env::var(k).ok().and_then(|v| v.parse().ok())
+    }
     crate::emu::EmuOptions {
-        shuffle_blocks: std::env::var("DAWIN_EMU_SHUFFLE")
-            .ok()
-            .and_then(|v| v.parse().ok()),
+        shuffle_blocks: var("DAWIN_EMU_SHUFFLE"),
+        memory_limit: var("DAWIN_EMU_MEMORY"),
     }
 }
 
@@ -156,6 +179,30 @@ pub trait Executor {
     /// Waits for queued work; asynchronous executors report late errors here.
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Records a timestamp after all work queued so far; returns its handle.
+    fn mark(&self) -> Result<usize>;
+    /// Milliseconds between two marks (waits for the later one).
+    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64>;
+    /// Forgets every mark so their storage is reused.
+    fn reset_marks(&self);
+    /// Opens a named range in profiler timelines (NVTX on `cuda`).
+    fn range_push(&self, _name: &str) {}
+    fn range_pop(&self) {}
+    /// Evicts caches so that a benchmark repeat starts cold.
+    fn flush_caches(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Peak f32 throughput and bandwidth of the device, if known.
+    fn peak(&self) -> Option<crate::profile::Peak> {
+        None
+    }
+    /// Starts or stops timing every op (see [`profiled::Profiled`]).
+    fn set_profiling(&self, _on: bool) {}
+    /// The timed op calls since the last take.
+    fn take_profile(&self) -> Result<Vec<crate::profile::Record>> {
+        Ok(Vec::new())
     }
 
     /// `c[m,n] = a[m,k] · b[n,k]ᵀ (+ bias[n])`.

@@ -18,3 +18,8 @@ pub fn launch(gpu: &dyn Gpu, x: u64, y: u64, n: usize) -> Result<()> {
     let args = [Arg::U64(x), Arg::U64(y), super::u32_arg("n", n)?];
     gpu.launch("add", grid_1d(n, 256), [256, 1, 1], 0, &args)
 }
+
+/// Work of one call over `n` values: read x and y, write y.
+pub fn cost(n: usize) -> crate::profile::Cost {
+    crate::profile::Cost::elementwise(n, 3, 1.0)
+}

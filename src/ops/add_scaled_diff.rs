@@ -39,3 +39,8 @@ pub fn launch(gpu: &dyn Gpu, out: u64, w0: u64, w1: u64, n: usize, k: f32) -> Re
         &args,
     )
 }
+
+/// Work of one call over `n` values: read out, w0, w1; write out.
+pub fn cost(n: usize) -> crate::profile::Cost {
+    crate::profile::Cost::elementwise(n, 4, 3.0)
+}

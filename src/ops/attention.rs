@@ -123,3 +123,18 @@ pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Re
         &args,
     )
 }
+
+/// Work of one call: Q·Kᵀ and P·V (2·t²·d FLOPs each per head) plus the
+/// softmax; reads packed qkv, writes the output.
+pub fn cost(s: AttentionShape) -> crate::profile::Cost {
+    let (b, t, h, d) = (
+        s.batch as f64,
+        s.tokens as f64,
+        s.heads as f64,
+        s.head_dim as f64,
+    );
+    crate::profile::Cost {
+        flops: b * h * t * t * (4.0 * d + 5.0),
+        bytes: 4.0 * b * t * h * d * 4.0,
+    }
+}

@@ -100,3 +100,14 @@ pub fn launch(
     ];
     gpu.launch("embed_add", grid_1d(total, 256), [256, 1, 1], 0, &args)
 }
+
+/// Work of one call: reads patches, class and positions (twice with a
+/// dual weight set), writes every token.
+pub fn cost(s: EmbedShape, dual: bool) -> crate::profile::Cost {
+    let (b, t, w) = (s.batch as f64, s.tokens as f64, s.width as f64);
+    let sets = if dual { 2.0 } else { 1.0 };
+    crate::profile::Cost {
+        flops: b * t * w * if dual { 4.0 } else { 1.0 },
+        bytes: 4.0 * (b * (t - 1.0) * w + b * t * w + sets * t * w),
+    }
+}

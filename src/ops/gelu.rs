@@ -21,3 +21,8 @@ pub fn launch(gpu: &dyn Gpu, x: u64, n: usize) -> Result<()> {
     let args = [Arg::U64(x), super::u32_arg("n", n)?];
     gpu.launch("gelu", grid_1d(n, 256), [256, 1, 1], 0, &args)
 }
+
+/// Work of one in-place call over `n` values (erf counted as ~10 FLOPs).
+pub fn cost(n: usize) -> crate::profile::Cost {
+    crate::profile::Cost::elementwise(n, 2, 14.0)
+}

@@ -108,3 +108,12 @@ pub fn launch(gpu: &dyn Gpu, a: u64, b: u64, bias: u64, c: u64, s: GemmShape) ->
     let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
     gpu.launch("gemm", grid, [256, 1, 1], 0, &args)
 }
+
+/// Work of one call: 2·m·n·k FLOPs; reads A, B and the bias, writes C.
+pub fn cost(s: GemmShape) -> crate::profile::Cost {
+    let (m, n, k) = (s.m as f64, s.n as f64, s.k as f64);
+    crate::profile::Cost {
+        flops: 2.0 * m * n * k + m * n,
+        bytes: 4.0 * (m * k + n * k + m * n + n),
+    }
+}

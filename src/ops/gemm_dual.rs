@@ -80,3 +80,13 @@ pub fn launch(
     let grid = [s.n.div_ceil(t) as u32, s.m.div_ceil(t) as u32, 1];
     gpu.launch("gemm_dual", grid, [256, 1, 1], 0, &args)
 }
+
+/// Work of one call: two products (4·m·n·k FLOPs) and the per-row mix;
+/// reads A, both weight sets and λ, writes C.
+pub fn cost(s: GemmShape, rows_per_lambda: usize) -> crate::profile::Cost {
+    let (m, n, k) = (s.m as f64, s.n as f64, s.k as f64);
+    crate::profile::Cost {
+        flops: 4.0 * m * n * k + 5.0 * m * n,
+        bytes: 4.0 * (m * k + 2.0 * n * k + m * n + 2.0 * n + m / rows_per_lambda.max(1) as f64),
+    }
+}

@@ -41,3 +41,8 @@ pub fn launch(gpu: &dyn Gpu, x: u64, y: u64, rows: usize, width: usize) -> crate
         &args,
     )
 }
+
+/// Work of one call over `rows·width` values.
+pub fn cost(rows: usize, width: usize) -> crate::profile::Cost {
+    crate::profile::Cost::elementwise(rows * width, 2, 3.0)
+}

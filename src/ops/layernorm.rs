@@ -123,3 +123,14 @@ pub fn launch(
         &args,
     )
 }
+
+/// Work of one call: statistics and the affine map per value; reads x and
+/// γ/β (both sets when dual), writes y.
+pub fn cost(s: LayerNormShape, dual: bool) -> crate::profile::Cost {
+    let (r, w) = (s.rows as f64, s.width as f64);
+    let sets = if dual { 2.0 } else { 1.0 };
+    crate::profile::Cost {
+        flops: r * w * if dual { 12.0 } else { 8.0 },
+        bytes: 4.0 * (2.0 * r * w + 2.0 * sets * w),
+    }
+}

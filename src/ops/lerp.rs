@@ -35,3 +35,8 @@ pub fn launch(gpu: &dyn Gpu, out: u64, w0: u64, w1: u64, n: usize, lambda: f32) 
     ];
     gpu.launch("lerp", grid_1d(n.div_ceil(4), 256), [256, 1, 1], 0, &args)
 }
+
+/// Work of one call over `n` weights: read w0 and w1, write out.
+pub fn cost(n: usize) -> crate::profile::Cost {
+    crate::profile::Cost::elementwise(n, 3, 2.0)
+}

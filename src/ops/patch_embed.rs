@@ -64,3 +64,8 @@ pub fn launch(gpu: &dyn Gpu, pixels: u64, out: u64, s: PatchShape) -> Result<()>
     ];
     gpu.launch("patch_embed", grid_1d(total, 256), [256, 1, 1], 0, &args)
 }
+
+/// Work of one call: a pure rearrangement, every pixel read and written once.
+pub fn cost(s: PatchShape) -> crate::profile::Cost {
+    crate::profile::Cost::elementwise(s.batch * s.channels * s.image * s.image, 2, 0.0)
+}

@@ -117,3 +117,11 @@ pub fn launch(
         &args,
     )
 }
+
+/// Work of one call: exp and sums over every logit; writes 4 stats a row.
+pub fn cost(rows: usize, cols: usize) -> crate::profile::Cost {
+    crate::profile::Cost {
+        flops: 8.0 * (rows * cols) as f64,
+        bytes: 4.0 * (rows * cols + 4 * rows) as f64,
+    }
+}

@@ -1,0 +1,190 @@
+//! Per-kernel profiling. Each executor times its ops (CUDA events on the GPU,
+//! wall clock on `cpu` and `emu`); every op file states its work as a
+//! [`Cost`], so the table can show achieved throughput against the device's
+//! peak (the roofline).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The work of one op call: floating-point operations and the bytes it must
+/// move to and from memory at least (each input read once, each output
+/// written once).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl Cost {
+    /// An elementwise op over `elems` f32 values touching `arrays` arrays of
+    /// that length (reads plus writes), with `flops_per_elem` each.
+    pub fn elementwise(elems: usize, arrays: usize, flops_per_elem: f64) -> Cost {
+        Cost {
+            flops: elems as f64 * flops_per_elem,
+            bytes: (elems * arrays * 4) as f64,
+        }
+    }
+}
+
+/// One timed op call.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub op: &'static str,
+    pub ms: f64,
+    pub cost: Cost,
+}
+
+/// Peak throughput of a device, for the roofline column.
+#[derive(Clone, Debug)]
+pub struct Peak {
+    /// f32 FLOP/s (fused multiply-add counted as two).
+    pub flops: f64,
+    /// DRAM bytes/s.
+    pub bytes: f64,
+    /// How the figures were derived, for the report.
+    pub source: String,
+}
+
+impl Peak {
+    /// Fraction of the roofline a call reached: achieved FLOP/s over the
+    /// roof at the op's arithmetic intensity, min(peak, intensity·bandwidth).
+    pub fn fraction(&self, cost: Cost, ms: f64) -> Option<f64> {
+        if ms <= 0.0 || (cost.flops <= 0.0 && cost.bytes <= 0.0) {
+            return None;
+        }
+        let secs = ms / 1e3;
+        if cost.flops <= 0.0 {
+            return Some(cost.bytes / secs / self.bytes);
+        }
+        let roof = if cost.bytes > 0.0 {
+            self.flops.min(cost.flops / cost.bytes * self.bytes)
+        } else {
+            self.flops
+        };
+        Some(cost.flops / secs / roof)
+    }
+}
+
+/// Calls of one op added up.
+#[derive(Clone, Debug, Default)]
+pub struct OpStats {
+    pub calls: usize,
+    pub total_ms: f64,
+    pub min_ms: f64,
+    pub cost: Cost,
+}
+
+pub fn aggregate(records: &[Record]) -> BTreeMap<&'static str, OpStats> {
+    let mut by_op: BTreeMap<&'static str, OpStats> = BTreeMap::new();
+    for r in records {
+        let s = by_op.entry(r.op).or_insert(OpStats {
+            min_ms: f64::INFINITY,
+            ..OpStats::default()
+        });
+        s.calls += 1;
+        s.total_ms += r.ms;
+        s.min_ms = s.min_ms.min(r.ms);
+        s.cost.flops += r.cost.flops;
+        s.cost.bytes += r.cost.bytes;
+    }
+    by_op
+}
+
+/// The `--profile` table: calls, total ms, mean µs, achieved GB/s and
+/// TFLOP/s, and % of the roofline where the device's peak is known; sorted
+/// by total time.
+pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
+    let by_op = aggregate(records);
+    let mut rows: Vec<(&str, &OpStats)> = by_op.iter().map(|(k, v)| (*k, v)).collect();
+    rows.sort_by(|a, b| b.1.total_ms.total_cmp(&a.1.total_ms));
+    let total: f64 = rows.iter().map(|r| r.1.total_ms).sum();
+    let mut s = String::new();
+    let _ = writeln!(s, "per-kernel profile on {device}");
+    let _ = writeln!(
+        s,
+        "{:<16} {:>7} {:>10} {:>6} {:>10} {:>8} {:>8} {:>7}",
+        "op", "calls", "total ms", "%time", "mean µs", "GB/s", "TFLOP/s", "%roof"
+    );
+    for (op, st) in rows {
+        let secs = st.total_ms / 1e3;
+        let roof = peak
+            .and_then(|p| p.fraction(st.cost, st.total_ms))
+            .map_or("-".to_string(), |f| format!("{:.1}", 100.0 * f));
+        let _ = writeln!(
+            s,
+            "{:<16} {:>7} {:>10.3} {:>6.1} {:>10.1} {:>8.1} {:>8.3} {:>7}",
+            op,
+            st.calls,
+            st.total_ms,
+            100.0 * st.total_ms / total.max(1e-12),
+            1e3 * st.total_ms / st.calls as f64,
+            st.cost.bytes / secs.max(1e-12) / 1e9,
+            st.cost.flops / secs.max(1e-12) / 1e12,
+            roof
+        );
+    }
+    let _ = writeln!(s, "{:<16} {:>7} {:>10.3}", "total", "", total);
+    match peak {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "peak: {:.1} TFLOP/s f32, {:.0} GB/s ({})",
+                p.flops / 1e12,
+                p.bytes / 1e9,
+                p.source
+            );
+        }
+        None => {
+            let _ = writeln!(s, "(no peak figures for this device: %roof not shown)");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roofline_picks_the_binding_limit() {
+        let p = Peak {
+            flops: 100e12,
+            bytes: 1e12,
+            source: String::new(),
+        };
+        // 1 GB in 1 ms is 1 TB/s: the whole bandwidth roof.
+        let copy = Cost {
+            flops: 0.0,
+            bytes: 1e9,
+        };
+        assert!((p.fraction(copy, 1.0).unwrap() - 1.0).abs() < 1e-12);
+        // Intensity 1000 FLOP/byte is compute bound: 50 TFLOP/s is half.
+        let gemm = Cost {
+            flops: 50e9,
+            bytes: 50e6,
+        };
+        assert!((p.fraction(gemm, 1.0).unwrap() - 0.5).abs() < 1e-12);
+        // Intensity 10 FLOP/byte: the roof is 10 TFLOP/s.
+        let mid = Cost {
+            flops: 5e9,
+            bytes: 5e8,
+        };
+        assert!((p.fraction(mid, 1.0).unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn table_sums_calls_per_op() {
+        let r = |op, ms| Record {
+            op,
+            ms,
+            cost: Cost::elementwise(1000, 3, 1.0),
+        };
+        let t = table(&[r("lerp", 1.0), r("gemm", 3.0), r("lerp", 2.0)], None, "x");
+        let lerp = t.lines().find(|l| l.starts_with("lerp")).unwrap();
+        let cols: Vec<&str> = lerp.split_whitespace().collect();
+        assert_eq!(cols[1], "2");
+        assert_eq!(cols[2], "3.000");
+        // gemm has the larger total, so it is listed first.
+        assert!(t.find("gemm").unwrap() < t.find("lerp").unwrap());
+    }
+}
