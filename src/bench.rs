@@ -38,7 +38,7 @@ pub struct Row {
     pub name: String,
     pub min_ms: f64,
     pub median_ms: f64,
-    #[serde(skip)]
+    #[serde(flatten)]
     pub cost: Cost,
     /// Images per call, for pipeline rows.
     pub images: Option<usize>,

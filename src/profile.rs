@@ -9,7 +9,7 @@ use std::fmt::Write;
 /// The work of one op call: floating-point operations and the bytes it must
 /// move to and from memory at least (each input read once, each output
 /// written once).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Cost {
     pub flops: f64,
     pub bytes: f64,

@@ -242,7 +242,11 @@ impl Executor for Cpu {
     }
 
     fn lerp(&self, out: Buf, w0: Buf, w1: Buf, lambda: f32) -> Result<()> {
-        self.run(out, &[w0, w1], |i, o| ops::lerp::cpu(o, i[0], i[1], lambda));
+        if w0 == out {
+            self.run(out, &[w1], |i, o| ops::lerp::cpu_in_place(o, i[0], lambda));
+        } else {
+            self.run(out, &[w0, w1], |i, o| ops::lerp::cpu(o, i[0], i[1], lambda));
+        }
         Ok(())
     }
 
