@@ -94,15 +94,12 @@ impl Gpu for crate::emu::Emu {
         crate::emu::Emu::launch(self, kernel, grid, block, shared_bytes, args)
     }
     fn mark(&self) -> Result<usize> {
-        let mut m = self.marks.borrow_mut();
-        m.push(std::time::Instant::now());
-        Ok(m.len() - 1)
+        Ok(self.marks.mark())
     }
     fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
-        let m = self.marks.borrow();
-        Ok((m[end] - m[start]).as_secs_f64() * 1e3)
+        Ok(self.marks.elapsed_ms(start, end))
     }
     fn reset_marks(&self) {
-        self.marks.borrow_mut().clear();
+        self.marks.reset()
     }
 }

@@ -26,6 +26,26 @@ impl Cost {
     }
 }
 
+/// Host timestamps for the synchronous executors (`cpu`, `emu`), where a
+/// kernel has finished when its call returns.
+#[derive(Default)]
+pub struct WallClock(std::cell::RefCell<Vec<std::time::Instant>>);
+
+impl WallClock {
+    pub fn mark(&self) -> usize {
+        let mut m = self.0.borrow_mut();
+        m.push(std::time::Instant::now());
+        m.len() - 1
+    }
+    pub fn elapsed_ms(&self, start: usize, end: usize) -> f64 {
+        let m = self.0.borrow();
+        (m[end] - m[start]).as_secs_f64() * 1e3
+    }
+    pub fn reset(&self) {
+        self.0.borrow_mut().clear();
+    }
+}
+
 /// One timed op call.
 #[derive(Clone, Debug)]
 pub struct Record {

@@ -69,7 +69,7 @@ pub fn lambdas(rule: Expertise, x: &Inputs) -> Vec<f32> {
         .map(|i| {
             let (hp, hf) = (x.entropies.pt[i], x.entropies.ft[i]);
             let l = match rule {
-                Expertise::Entropy => ratio((-hf).exp(), (-hp).exp(), 0.0, 1.0),
+                Expertise::Entropy => return lambda_from_entropies(hp, hf),
                 Expertise::EntropyOffset => {
                     let (b, w) = x.offset;
                     ratio((-hf).exp(), (-hp).exp(), b, w)

@@ -114,7 +114,7 @@ pub struct Emu {
     pub options: EmuOptions,
     instructions: Cell<u64>,
     /// Timestamps for profiling (see `Gpu::mark`).
-    pub marks: RefCell<Vec<std::time::Instant>>,
+    pub marks: crate::profile::WallClock,
 }
 
 impl Emu {
@@ -132,7 +132,7 @@ impl Emu {
             mem: RefCell::new(GlobalMem::default()),
             options,
             instructions: Cell::new(0),
-            marks: RefCell::new(Vec::new()),
+            marks: Default::default(),
         })
     }
 

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 #[derive(Default)]
 pub struct Cpu {
     slots: RefCell<Vec<Option<Vec<f32>>>>,
-    marks: RefCell<Vec<std::time::Instant>>,
+    marks: crate::profile::WallClock,
     flush: RefCell<Vec<u8>>,
 }
 
@@ -91,18 +91,15 @@ impl Executor for Cpu {
     }
 
     fn mark(&self) -> Result<usize> {
-        let mut m = self.marks.borrow_mut();
-        m.push(std::time::Instant::now());
-        Ok(m.len() - 1)
+        Ok(self.marks.mark())
     }
 
     fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
-        let m = self.marks.borrow();
-        Ok((m[end] - m[start]).as_secs_f64() * 1e3)
+        Ok(self.marks.elapsed_ms(start, end))
     }
 
     fn reset_marks(&self) {
-        self.marks.borrow_mut().clear();
+        self.marks.reset()
     }
 
     /// Streams through 256 MB, more than any CPU's last-level cache.
