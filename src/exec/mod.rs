@@ -130,7 +130,7 @@ impl Drop for Range<'_> {
 }
 
 /// The executor without the profiling layer.
-pub fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
+fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
     match kind {
         DeviceKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
         DeviceKind::Emu => Ok(Box::new(ptx::PtxExec::new(crate::emu::Emu::new(
