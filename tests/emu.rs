@@ -1,6 +1,7 @@
 //! The emulator's own checks: deliberately broken kernels must each be
 //! caught with a message that points at the fault, and the collective
-//! operations must follow the PTX rules.
+//! operations must follow the PTX rules, including the tensor-core fragment
+//! layouts (checked on hand-computed cases) and cp.async visibility.
 
 mod common;
 
@@ -301,4 +302,300 @@ fn dynamic_shared_memory_is_sized_by_the_launch() {
         e.to_string().contains("beyond the 128 bytes declared"),
         "{e}"
     );
+}
+
+// ---- tensor-core and async-copy instructions (tests/kernels/tensor_core.ptx)
+
+fn bf16(x: f32) -> u32 {
+    half::bf16::from_f32(x).to_bits() as u32
+}
+
+fn f16(x: f32) -> u32 {
+    half::f16::from_f32(x).to_bits() as u32
+}
+
+fn put_u32(emu: &Emu, v: &[u32]) -> u64 {
+    let a = emu.alloc(v.len() * 4).unwrap();
+    Gpu::write(emu, a, bytemuck::cast_slice(v)).unwrap();
+    a
+}
+
+fn get_u32(emu: &Emu, a: u64, n: usize) -> Vec<u32> {
+    let mut v = vec![0u32; n];
+    Gpu::read(emu, a, bytemuck::cast_slice_mut(&mut v)).unwrap();
+    v
+}
+
+/// Runs one warp of `mma_bf16`/`mma_f16` on per-lane fragment registers;
+/// returns each lane's four f32 results.
+fn mma(kernel: &str, a: &[u32; 128], b: &[u32; 64], c: &[f32; 128]) -> Vec<[f32; 4]> {
+    let emu = emu_with("tensor_core.ptx");
+    let c_bits: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+    let (pa, pb, pc) = (put_u32(&emu, a), put_u32(&emu, b), put_u32(&emu, &c_bits));
+    let pd = emu.alloc(128 * 4).unwrap();
+    let args = [Arg::U64(pa), Arg::U64(pb), Arg::U64(pc), Arg::U64(pd)];
+    emu.launch(kernel, [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
+    get_u32(&emu, pd, 128)
+        .chunks(4)
+        .map(|q| [0, 1, 2, 3].map(|i| f32::from_bits(q[i])))
+        .collect()
+}
+
+#[test]
+fn mma_fragments_match_hand_computed_cases() {
+    // One nonzero in A and one in B, placed by the PTX ISA tables: lane 5
+    // (g = 1, t = 1) register 1 holds A row g+8 = 9, columns 2t, 2t+1 = 2, 3;
+    // lane 13 (g = 3, t = 1) register 0 holds B rows k = 2, 3 of column 3.
+    // So D[9][3] = A[9][2]·B[2][3] + A[9][3]·B[3][3], which lane 5 holds in
+    // register 3 (row g+8, column 2t+1).
+    for (kernel, pack) in [("mma_bf16", bf16 as fn(f32) -> u32), ("mma_f16", f16)] {
+        let mut a = [0u32; 128];
+        let mut b = [0u32; 64];
+        let mut c = [0f32; 128];
+        a[5 * 4 + 1] = pack(1.0) | pack(-2.0) << 16; // A[9][2] = 1, A[9][3] = -2
+        b[13 * 2] = pack(7.0) | pack(0.5) << 16; // B[2][3] = 7, B[3][3] = 0.5
+        c[6 * 4 + 1] = 1.5; // lane 6 (g 1, t 2) reg 1: C[1][5]
+        let d = mma(kernel, &a, &b, &c);
+        for (lane, regs) in d.iter().enumerate() {
+            for (r, &v) in regs.iter().enumerate() {
+                let want = match (lane, r) {
+                    (5, 3) => 1.0 * 7.0 + -2.0 * 0.5,
+                    (6, 1) => 1.5,
+                    _ => 0.0,
+                };
+                assert_eq!(v, want, "{kernel}: lane {lane} register {r}");
+            }
+        }
+        // A's upper k half lives in registers 2 and 3, B's in register 1:
+        // lane 0 reg 2 = A[0][8..9], lane 0 reg 1 of B = B[8..9][0].
+        let (mut a, mut b) = ([0u32; 128], [0u32; 64]);
+        a[2] = pack(3.0) | pack(0.0) << 16;
+        b[1] = pack(-4.0) | pack(100.0) << 16;
+        let d = mma(kernel, &a, &b, &[0.0; 128]);
+        assert_eq!(d[0][0], -12.0, "{kernel}: D[0][0] from k = 8");
+        let total: f32 = d.iter().flatten().map(|v| v.abs()).sum();
+        assert_eq!(total, 12.0, "{kernel}: nothing else is touched");
+    }
+}
+
+#[test]
+fn mma_computes_the_full_product_with_f32_accumulation() {
+    // Independent packer written from the ISA tables; values are distinct
+    // and asymmetric so any misplaced element changes the product.
+    let av = |i: usize, k: usize| ((i * 16 + k) % 23) as f32 * 0.25 - 2.0;
+    let bv = |k: usize, j: usize| ((k * 8 + j) % 19) as f32 * 0.125 - 1.0 + k as f32 / 64.0;
+    let cv = |i: usize, j: usize| (i * 8 + j) as f32 * 0.01;
+    let (mut a, mut b, mut c) = ([0u32; 128], [0u32; 64], [0f32; 128]);
+    for lane in 0..32 {
+        let (g, t) = (lane / 4, lane % 4);
+        let pair = |i: usize, k: usize| bf16(av(i, k)) | bf16(av(i, k + 1)) << 16;
+        a[lane * 4] = pair(g, 2 * t);
+        a[lane * 4 + 1] = pair(g + 8, 2 * t);
+        a[lane * 4 + 2] = pair(g, 2 * t + 8);
+        a[lane * 4 + 3] = pair(g + 8, 2 * t + 8);
+        b[lane * 2] = bf16(bv(2 * t, g)) | bf16(bv(2 * t + 1, g)) << 16;
+        b[lane * 2 + 1] = bf16(bv(2 * t + 8, g)) | bf16(bv(2 * t + 9, g)) << 16;
+        for (r, (i, j)) in [
+            (g, 2 * t),
+            (g, 2 * t + 1),
+            (g + 8, 2 * t),
+            (g + 8, 2 * t + 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c[lane * 4 + r] = cv(i, j);
+        }
+    }
+    let d = mma("mma_bf16", &a, &b, &c);
+    let round = |x: f32| half::bf16::from_f32(x).to_f32();
+    for (lane, d_lane) in d.iter().enumerate() {
+        let (g, t) = (lane / 4, lane % 4);
+        for (r, (i, j)) in [
+            (g, 2 * t),
+            (g, 2 * t + 1),
+            (g + 8, 2 * t),
+            (g + 8, 2 * t + 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let want: f64 = (0..16)
+                .map(|k| round(av(i, k)) as f64 * round(bv(k, j)) as f64)
+                .sum::<f64>()
+                + cv(i, j) as f64;
+            let got = d_lane[r] as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "D[{i}][{j}] = {got}, want {want}"
+            );
+        }
+    }
+}
+
+/// `ldmatrix_modes` on four matrices whose element (m, r, c) is
+/// 1000·m + 10·r + c; lane l points at row `rows[l]`.
+fn ldmatrix(mode: u32, rows: &[u32; 32]) -> Vec<[u32; 4]> {
+    let emu = emu_with("tensor_core.ptx");
+    let mut src = vec![0u16; 256];
+    for (i, v) in src.iter_mut().enumerate() {
+        let (m, r, c) = (i / 64, (i / 8) % 8, i % 8);
+        *v = (1000 * m + 10 * r + c) as u16;
+    }
+    let psrc = emu.alloc(512).unwrap();
+    Gpu::write(&emu, psrc, bytemuck::cast_slice(&src)).unwrap();
+    let prows = put_u32(&emu, rows);
+    let out = emu.alloc(32 * 16).unwrap();
+    let args = [
+        Arg::U64(psrc),
+        Arg::U64(prows),
+        Arg::U64(out),
+        Arg::U32(mode),
+    ];
+    emu.launch("ldmatrix_modes", [1, 1, 1], [32, 1, 1], 0, &args)
+        .unwrap();
+    get_u32(&emu, out, 128)
+        .chunks(4)
+        .map(|q| [q[0], q[1], q[2], q[3]])
+        .collect()
+}
+
+#[test]
+fn ldmatrix_distributes_rows_and_transposes() {
+    let pair = |lo: u32, hi: u32| lo | hi << 16;
+    let el = |m: u32, r: u32, c: u32| 1000 * m + 10 * r + c;
+    // Lanes 8j..8j+7 point at the rows of matrix j, in reverse row order,
+    // so the address each lane supplies matters.
+    let mut rows = [0u32; 32];
+    for (l, r) in rows.iter_mut().enumerate() {
+        *r = (l / 8 * 8 + 7 - l % 8) as u32;
+    }
+    let x4 = ldmatrix(0, &rows);
+    // Lane 6, register 1: matrix 1, row 6>>2 = 1 as supplied by lane 8+1,
+    // which points at stored row 6; columns 2·(6&3) = 4, 5.
+    assert_eq!(x4[6][1], pair(el(1, 6, 4), el(1, 6, 5)));
+    assert_eq!(x4[0][0], pair(el(0, 7, 0), el(0, 7, 1)));
+    assert_eq!(x4[31][3], pair(el(3, 0, 6), el(3, 0, 7)));
+    // .trans: lane l register j holds column l>>2, rows 2(l&3), 2(l&3)+1
+    // of matrix j as addressed (row i of matrix j is stored row 7-i).
+    let tr = ldmatrix(1, &rows);
+    assert_eq!(tr[6][1], pair(el(1, 7 - 4, 1), el(1, 7 - 5, 1)));
+    assert_eq!(tr[31][3], pair(el(3, 7 - 6, 7), el(3, 7 - 7, 7)));
+    // .x2 uses lanes 0..15 only, .x1 lanes 0..7.
+    let x2 = ldmatrix(2, &rows);
+    assert_eq!((x2[6][1], x2[6][2]), (x4[6][1], 0));
+    let mut rows1 = rows;
+    rows1[8..].fill(31); // ignored by .x1
+    let x1 = ldmatrix(3, &rows1);
+    assert_eq!((x1[31][0], x1[31][1]), (x4[31][0], 0));
+}
+
+#[test]
+fn cvt_pack_puts_the_first_operand_in_the_upper_half() {
+    let emu = emu_with("tensor_core.ptx");
+    let out = emu.alloc(20).unwrap();
+    let args = [Arg::U64(out), Arg::F32(1.0), Arg::F32(-2.5)];
+    emu.launch("cvt_pack", [1, 1, 1], [1, 1, 1], 0, &args)
+        .unwrap();
+    let v = get_u32(&emu, out, 5);
+    assert_eq!(v[0], bf16(1.0) << 16 | bf16(-2.5), "bf16x2: {:#x}", v[0]);
+    assert_eq!(v[1], f16(1.0) << 16 | f16(-2.5), "f16x2: {:#x}", v[1]);
+    assert_eq!(
+        (v[2], v[3]),
+        (bf16(-2.5), bf16(1.0)),
+        "mov unpack: first = low"
+    );
+    assert_eq!(v[4], bf16(-2.5) << 16 | bf16(1.0), "mov pack: first = low");
+    // Round to nearest even, not truncation: 1 + 2^-8 + 2^-9 rounds up.
+    let x = 1.0 + 2f32.powi(-8) + 2f32.powi(-9);
+    let args = [Arg::U64(out), Arg::F32(x), Arg::F32(0.0)];
+    emu.launch("cvt_pack", [1, 1, 1], [1, 1, 1], 0, &args)
+        .unwrap();
+    assert_eq!(get_u32(&emu, out, 1)[0] >> 16, 0x3f81);
+}
+
+fn cp_async_src(emu: &Emu, threads: usize) -> (u64, Vec<u32>) {
+    let words: Vec<u32> = (0..threads as u32 * 4).map(|i| 0x1000 + i).collect();
+    (put_u32(emu, &words), words)
+}
+
+#[test]
+fn cp_async_lands_at_the_wait_and_zero_fills() {
+    let emu = emu_with("tensor_core.ptx");
+    let (src, words) = cp_async_src(&emu, 64);
+    let out = emu.alloc(64 * 16).unwrap();
+    for valid in [16u32, 6, 0] {
+        let args = [Arg::U64(src), Arg::U64(out), Arg::U32(valid)];
+        emu.launch("cp_async_ok", [1, 1, 1], [64, 1, 1], 0, &args)
+            .unwrap();
+        let got = get_u32(&emu, out, 64 * 4);
+        for t in 0..64 {
+            let from = (t + 1) % 64;
+            let mut want = [0u8; 16];
+            let bytes: &[u8] = bytemuck::cast_slice(&words[from * 4..from * 4 + 4]);
+            want[..valid as usize].copy_from_slice(&bytes[..valid as usize]);
+            let got_t: &[u8] = bytemuck::cast_slice(&got[t * 4..t * 4 + 4]);
+            assert_eq!(got_t, want, "thread {t}, src-size {valid}");
+        }
+    }
+}
+
+#[test]
+fn cp_async_misuse_is_caught() {
+    let emu = emu_with("tensor_core.ptx");
+    let (src, _) = cp_async_src(&emu, 32);
+    let out = emu.alloc(32 * 16).unwrap();
+    let args = [Arg::U64(src), Arg::U64(out)];
+    let msg = fault(&emu, "cp_async_early_read", [32, 1, 1], &args);
+    assert!(
+        msg.contains("this thread's cp.async to it is in flight") && msg.contains("thread (0,0,0)"),
+        "{msg}"
+    );
+    let msg = fault(&emu, "cp_async_no_bar", [32, 1, 1], &args);
+    // Thread 0 runs first, so it finds its neighbour's bytes not yet there.
+    assert!(
+        msg.contains("missing bar.sync") && msg.contains("thread (0,0,0)"),
+        "{msg}"
+    );
+    let line = line_of(
+        "tensor_core.ptx",
+        "ld.shared.v4.b32    {%r4, %r5, %r6, %r7}, [%rd6+1024]",
+    );
+    let msg = fault(&emu, "cp_async_wait_too_few", [32, 1, 1], &args);
+    assert!(
+        msg.contains("in flight") && msg.contains(&format!("ptx line {line}:")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn tensor_core_instructions_outside_the_subset_are_parse_errors() {
+    let k = |body: &str| {
+        format!(
+            ".version 7.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{{\n    .reg .b32 %r<12>;\n    .reg .f32 %f<8>;\n    .reg .b64 %rd<2>;\n    {body};\n    ret;\n}}\n"
+        )
+    };
+    for (body, want) in [
+        (
+            "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%f0,%f1,%f2,%f3}, {%r0,%r1}, {%r2}, {%f4,%f5,%f6,%f7}",
+            "only mma.sync",
+        ),
+        (
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f0,%f1,%f2,%f3}, {%r0,%r1,%r2,%r3}, {%r4,%r5,%r6}, {%f4,%f5,%f6,%f7}",
+            "operand 3",
+        ),
+        (
+            "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r0,%r1}, [%rd1]",
+            "4 destination registers",
+        ),
+        (
+            "cp.async.cg.shared.global [%rd0], [%rd1], 8",
+            "exactly 16 bytes",
+        ),
+        ("cp.async.wait_group %r1", "immediate"),
+    ] {
+        let e = parse::parse(&k(body)).unwrap_err();
+        assert!(e.msg.contains(want), "`{body}`: {e}");
+        assert_eq!(e.line, 9, "{e}");
+    }
 }

@@ -21,8 +21,17 @@ enum State {
         c: u32,
         mask: u32,
     },
+    /// Waiting at the warp-wide `mma.sync`/`ldmatrix` at this index.
+    Warp(u32),
     /// Exited at this PTX line.
     Exited(u32),
+}
+
+/// One `cp.async` in flight: its bytes land in shared memory at the
+/// `cp.async.wait_group` that completes its group, not before.
+struct AsyncCopy {
+    dst: usize,
+    data: Vec<u8>,
 }
 
 struct Thread {
@@ -31,6 +40,10 @@ struct Thread {
     written: Vec<bool>,
     state: State,
     tid: [u32; 3],
+    /// Copies issued since the last `cp.async.commit_group`.
+    copies_open: Vec<AsyncCopy>,
+    /// Committed groups, oldest first.
+    copy_groups: std::collections::VecDeque<Vec<AsyncCopy>>,
 }
 
 /// Per-block shared memory with initialisation and race tracking per byte.
@@ -41,11 +54,14 @@ struct Shared {
     w_epoch: Vec<u32>,
     r_thread: Vec<u32>,
     r_epoch: Vec<u32>,
+    /// Thread whose `cp.async` to this byte is still in flight, or NONE.
+    pending: Vec<u32>,
 }
 
 impl Shared {
     fn new(size: usize) -> Self {
         Shared {
+            pending: vec![NONE; size],
             data: vec![0; size],
             init: vec![false; size],
             w_thread: vec![NONE; size],
@@ -177,6 +193,8 @@ fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
             written: vec![false; nregs],
             state: State::Run,
             tid: [i % bx, (i / bx) % by, i / (bx * by)],
+            copies_open: Vec::new(),
+            copy_groups: Default::default(),
         })
         .collect();
     let fault = |cx: &Ctx, t: &Thread, line: u32, msg: String| Fault {
@@ -290,6 +308,9 @@ fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
                 progressed = true;
             }
         }
+        for w in 0..n.div_ceil(32) {
+            progressed |= warp_collective(cx, &mut th, w)?;
+        }
         if progressed {
             continue;
         }
@@ -349,7 +370,7 @@ fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
             .find(|t| !matches!(t.state, State::Exited(_)))
             .unwrap();
         let pc = match stuck.state {
-            State::Bar(p) => p,
+            State::Bar(p) | State::Warp(p) => p,
             State::Shfl { pc, .. } => pc,
             _ => stuck.pc,
         };
@@ -365,6 +386,10 @@ fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
                 State::Shfl { pc, mask, .. } => format!(
                     "({},{},{}) at shfl.sync line {} mask {mask:#x}",
                     t.tid[0], t.tid[1], t.tid[2], cx.k.insts[pc as usize].line
+                ),
+                State::Warp(p) => format!(
+                    "({},{},{}) at warp-wide line {}",
+                    t.tid[0], t.tid[1], t.tid[2], cx.k.insts[p as usize].line
                 ),
                 _ => String::new(),
             })
@@ -442,7 +467,9 @@ fn run_thread(cx: &mut Ctx, t: &mut Thread, lin: u32) -> Res<()> {
     let insts = &cx.k.insts;
     loop {
         let Some(inst) = insts.get(t.pc as usize) else {
-            t.state = State::Exited(insts.last().map_or(0, |i| i.line));
+            let line = insts.last().map_or(0, |i| i.line);
+            check_no_copies_in_flight(t, line)?;
+            t.state = State::Exited(line);
             return Ok(());
         };
         cx.count += 1;
@@ -462,7 +489,12 @@ fn run_thread(cx: &mut Ctx, t: &mut Thread, lin: u32) -> Res<()> {
                 continue;
             }
             Op::Ret => {
+                check_no_copies_in_flight(t, inst.line)?;
                 t.state = State::Exited(inst.line);
+                return Ok(());
+            }
+            Op::Mma { .. } | Op::Ldmatrix { .. } => {
+                t.state = State::Warp(t.pc);
                 return Ok(());
             }
             Op::Bar => {
@@ -579,10 +611,32 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
     let a = &inst.args;
     let rd = |cx: &Ctx, t: &Thread, i: usize, ty: Ty| read(cx, t, lin, &a[i], ty, l);
     match &inst.op {
-        Op::Mov => {
-            let v = rd(cx, t, 1, ty)?;
-            write(t, &a[0], ty, v, l)
-        }
+        Op::Mov => match (&a[0], &a[1]) {
+            // `mov.b32 %r, {%lo, %hi}`: the first element is the low bits.
+            (_, Operand::Vector(parts)) => {
+                let bits = ty.bytes() * 8 / parts.len();
+                let mut v = 0u64;
+                for (k, r) in parts.iter().enumerate() {
+                    let part = read(cx, t, lin, &Operand::Reg(*r), ty, l)?;
+                    v |= (part & ((1u64 << bits) - 1)) << (k * bits);
+                }
+                write(t, &a[0], ty, v, l)
+            }
+            (Operand::Vector(parts), _) => {
+                let bits = ty.bytes() * 8 / parts.len();
+                let v = rd(cx, t, 1, ty)?;
+                for (k, r) in parts.iter().enumerate() {
+                    let part = (v >> (k * bits)) & ((1u64 << bits) - 1);
+                    let rty = cx.k.regs[*r as usize].1;
+                    write(t, &Operand::Reg(*r), rty, part, l)?;
+                }
+                Ok(())
+            }
+            _ => {
+                let v = rd(cx, t, 1, ty)?;
+                write(t, &a[0], ty, v, l)
+            }
+        },
         Op::Cvta => {
             let v = rd(cx, t, 1, ty)?;
             write(t, &a[0], ty, v, l)
@@ -806,7 +860,50 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             }
             store(cx, *space, addr, size, n, lin, l, &vals)
         }
-        Op::Bra | Op::Ret | Op::Bar | Op::Shfl(_) => unreachable!("handled by run_thread"),
+        Op::CvtPack { dst } => {
+            let (hi, lo) = (rd(cx, t, 1, Ty::F32)?, rd(cx, t, 2, Ty::F32)?);
+            let half = |v: u64| -> u64 {
+                let x = f32v(v);
+                if *dst == Ty::Bf16x2 {
+                    half::bf16::from_f32(x).to_bits() as u64
+                } else {
+                    half::f16::from_f32(x).to_bits() as u64
+                }
+            };
+            write(t, &a[0], Ty::B32, (half(hi) << 16) | half(lo), l)
+        }
+        Op::CpAsync => cp_async(cx, t, lin, inst),
+        Op::CpAsyncCommit => {
+            let open = std::mem::take(&mut t.copies_open);
+            t.copy_groups.push_back(open);
+            Ok(())
+        }
+        Op::CpAsyncWait { all } => {
+            let keep = if *all {
+                let open = std::mem::take(&mut t.copies_open);
+                t.copy_groups.push_back(open);
+                0
+            } else {
+                rd(cx, t, 0, Ty::U32)? as usize
+            };
+            while t.copy_groups.len() > keep {
+                for c in t.copy_groups.pop_front().unwrap_or_default() {
+                    for b in c.dst..c.dst + c.data.len() {
+                        cx.shared.pending[b] = NONE;
+                    }
+                    let mut vals = [0u64; 4];
+                    for (k, w) in c.data.chunks(4).enumerate() {
+                        vals[k] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64;
+                    }
+                    let addr = (None, c.dst as u64);
+                    store(cx, Space::Shared, addr, 4, c.data.len() / 4, lin, l, &vals)?;
+                }
+            }
+            Ok(())
+        }
+        Op::Bra | Op::Ret | Op::Bar | Op::Shfl(_) | Op::Mma { .. } | Op::Ldmatrix { .. } => {
+            unreachable!("handled by run_thread")
+        }
     }
 }
 
@@ -990,6 +1087,9 @@ fn load(
                 ));
             }
             for b in a..a + total {
+                if sh.pending[b] != NONE {
+                    return Err((l, in_flight_msg("read", b, sh.pending[b], lin)));
+                }
                 if !sh.init[b] {
                     return Err((
                         l,
@@ -1068,6 +1168,9 @@ fn store(
                 ));
             }
             for b in a..a + total {
+                if sh.pending[b] != NONE {
+                    return Err((l, in_flight_msg("write", b, sh.pending[b], lin)));
+                }
                 if sh.w_epoch[b] == cx.epoch && sh.w_thread[b] != lin && sh.w_thread[b] != NONE {
                     return Err((
                         l,
@@ -1096,4 +1199,301 @@ fn store(
         Space::Param => return Err((l, "store to param space".into())),
     }
     Ok(())
+}
+
+fn in_flight_msg(what: &str, b: usize, owner: u32, lin: u32) -> String {
+    if owner == lin {
+        format!(
+            "{what} of shared byte {b} while this thread's cp.async to it is in flight \
+             (cp.async.wait_group must complete its group first)"
+        )
+    } else {
+        format!(
+            "{what} of shared byte {b} while thread {owner}'s cp.async to it is in flight \
+             (it needs cp.async.wait_group in thread {owner}, then bar.sync)"
+        )
+    }
+}
+
+fn check_no_copies_in_flight(t: &Thread, line: u32) -> Res<()> {
+    let n = t.copies_open.len() + t.copy_groups.iter().map(Vec::len).sum::<usize>();
+    if n > 0 {
+        return Err((
+            line,
+            format!("thread exits with {n} cp.async copies never waited for (cp.async.wait_group)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `cp.async [dst], [src], size{, src_size}`: reads global memory now, holds
+/// the bytes (zero-filled past `src_size`) until the group is waited for.
+fn cp_async(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
+    let l = inst.line;
+    let a = &inst.args;
+    let (_, dst) = address(cx, t, lin, &a[0], l)?;
+    let (_, src) = address(cx, t, lin, &a[1], l)?;
+    let Operand::Imm(size) = a[2] else {
+        unreachable!("checked by the parser")
+    };
+    let size = size as usize;
+    let src_size = match a.get(3) {
+        Some(o) => read(cx, t, lin, o, Ty::U32, l)? as usize,
+        None => size,
+    };
+    if src_size > size {
+        return Err((
+            l,
+            format!("cp.async src-size {src_size} exceeds the copy size {size}"),
+        ));
+    }
+    if dst % size as u64 != 0 || src % size as u64 != 0 {
+        return Err((
+            l,
+            format!("misaligned {size}-byte cp.async: shared offset {dst:#x}, global {src:#x}"),
+        ));
+    }
+    let dst = dst as usize;
+    if dst + size > cx.shared.data.len() {
+        return Err((
+            l,
+            format!(
+                "cp.async of {size} bytes to shared offset {dst} beyond the {} bytes declared",
+                cx.shared.data.len()
+            ),
+        ));
+    }
+    let mut data = vec![0u8; size];
+    if src_size > 0 {
+        let (i, off) = cx.mem.find(src, src_size).ok_or_else(|| {
+            (
+                l,
+                format!("cp.async reads {src_size} bytes at {src:#x}, outside every allocation"),
+            )
+        })?;
+        data[..src_size].copy_from_slice(&cx.mem.allocs[i].1[off..off + src_size]);
+    }
+    for b in dst..dst + size {
+        if cx.shared.pending[b] != NONE {
+            return Err((
+                l,
+                format!(
+                    "two cp.async copies in flight to shared byte {b} (threads {} and {lin})",
+                    cx.shared.pending[b]
+                ),
+            ));
+        }
+        cx.shared.pending[b] = lin;
+    }
+    t.copies_open.push(AsyncCopy { dst, data });
+    Ok(())
+}
+
+/// Lane registers of one warp-wide op, each read as a .b32.
+fn lane_regs(
+    cx: &Ctx,
+    th: &[Thread],
+    base: usize,
+    o: &Operand,
+    line: u32,
+) -> Result<Vec<[u32; 4]>, (usize, u32, String)> {
+    let Operand::Vector(rs) = o else {
+        unreachable!("checked by the parser")
+    };
+    let mut out = vec![[0u32; 4]; 32];
+    for (lane, v) in out.iter_mut().enumerate() {
+        let j = base + lane;
+        for (k, r) in rs.iter().enumerate() {
+            v[k] = read(cx, &th[j], j as u32, &Operand::Reg(*r), Ty::B32, line)
+                .map_err(|(l, m)| (j, l, m))? as u32;
+        }
+    }
+    Ok(out)
+}
+
+/// Runs warp `w`'s `mma.sync`/`ldmatrix` once all 32 lanes wait at it.
+fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fault> {
+    let n = th.len();
+    let base = w * 32;
+    let lanes = base..(base + 32).min(n);
+    let Some(first) = lanes
+        .clone()
+        .find(|&j| matches!(th[j].state, State::Warp(_)))
+    else {
+        return Ok(false);
+    };
+    let State::Warp(pc) = th[first].state else {
+        unreachable!()
+    };
+    let inst = &cx.k.insts[pc as usize];
+    let line = inst.line;
+    let fault = |cx: &Ctx, j: usize, line: u32, msg: String| Fault {
+        kernel: cx.k.name.clone(),
+        block: cx.ctaid,
+        thread: th[j].tid,
+        line,
+        msg,
+    };
+    if lanes.len() < 32 {
+        return Err(fault(
+            cx,
+            first,
+            line,
+            format!(
+                "warp-wide instruction in a partial warp of {} threads (the block size must be a multiple of 32)",
+                lanes.len()
+            ),
+        ));
+    }
+    if let Some(ex) = lanes
+        .clone()
+        .find(|&j| matches!(th[j].state, State::Exited(_)))
+    {
+        return Err(fault(
+            cx,
+            first,
+            line,
+            format!(
+                "warp-wide .sync.aligned instruction while lane {} has exited",
+                ex - base
+            ),
+        ));
+    }
+    if !lanes.clone().all(|j| matches!(th[j].state, State::Warp(_))) {
+        return Ok(false);
+    }
+    if let Some(j) = lanes.clone().find(|&j| th[j].state != State::Warp(pc)) {
+        let State::Warp(other) = th[j].state else {
+            unreachable!()
+        };
+        return Err(fault(
+            cx,
+            j,
+            cx.k.insts[other as usize].line,
+            format!(
+                "divergent .aligned warp instruction: lane {} waits here while lane {} waits at line {line}",
+                j - base,
+                first - base
+            ),
+        ));
+    }
+    let err = |cx: &Ctx, (j, l, m): (usize, u32, String)| fault(cx, j, l, m);
+    let mut results = vec![[0u32; 4]; 32];
+    let dst = match &inst.op {
+        Op::Mma { ab } => {
+            let av = lane_regs(cx, th, base, &inst.args[1], line).map_err(|e| err(cx, e))?;
+            let bv = lane_regs(cx, th, base, &inst.args[2], line).map_err(|e| err(cx, e))?;
+            let cv = lane_regs(cx, th, base, &inst.args[3], line).map_err(|e| err(cx, e))?;
+            let elem = |bits: u32, hi: bool| -> f64 {
+                let h = if hi { bits >> 16 } else { bits & 0xffff } as u16;
+                match ab {
+                    Ty::Bf16 => half::bf16::from_bits(h).to_f64(),
+                    _ => half::f16::from_bits(h).to_f64(),
+                }
+            };
+            // Scatter the fragments into whole matrices (GUIDE.md §5 layouts).
+            let mut am = [[0f64; 16]; 16];
+            let mut bm = [[0f64; 8]; 16];
+            let mut cm = [[0f64; 8]; 16];
+            for lane in 0..32 {
+                let (g, t4) = (lane >> 2, lane & 3);
+                for (r, (row, col)) in [
+                    (g, 2 * t4),
+                    (g + 8, 2 * t4),
+                    (g, 2 * t4 + 8),
+                    (g + 8, 2 * t4 + 8),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    am[row][col] = elem(av[lane][r], false);
+                    am[row][col + 1] = elem(av[lane][r], true);
+                }
+                for (r, k) in [2 * t4, 2 * t4 + 8].into_iter().enumerate() {
+                    bm[k][g] = elem(bv[lane][r], false);
+                    bm[k + 1][g] = elem(bv[lane][r], true);
+                }
+                for (r, (row, col)) in [
+                    (g, 2 * t4),
+                    (g, 2 * t4 + 1),
+                    (g + 8, 2 * t4),
+                    (g + 8, 2 * t4 + 1),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    cm[row][col] = f32::from_bits(cv[lane][r]) as f64;
+                }
+            }
+            for (lane, out) in results.iter_mut().enumerate() {
+                let (g, t4) = (lane >> 2, lane & 3);
+                for (r, (row, col)) in [
+                    (g, 2 * t4),
+                    (g, 2 * t4 + 1),
+                    (g + 8, 2 * t4),
+                    (g + 8, 2 * t4 + 1),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let dot: f64 = (0..16).map(|k| am[row][k] * bm[k][col]).sum();
+                    out[r] = ((dot + cm[row][col]) as f32).to_bits();
+                }
+            }
+            &inst.args[0]
+        }
+        Op::Ldmatrix { num, trans } => {
+            // Lanes 8j..8j+7 give the row addresses of matrix j.
+            let mut mats = [[[0u16; 8]; 8]; 4];
+            for (j, mat) in mats.iter_mut().enumerate().take(*num as usize) {
+                for (r, row) in mat.iter_mut().enumerate() {
+                    let lane = base + 8 * j + r;
+                    let lin = lane as u32;
+                    let addr = address(cx, &th[lane], lin, &inst.args[1], line)
+                        .map_err(|(l, m)| fault(cx, lane, l, m))?;
+                    let mut vals = [0u64; 4];
+                    load(cx, Space::Shared, addr, 4, 4, lin, line, &mut vals)
+                        .map_err(|(l, m)| fault(cx, lane, l, m))?;
+                    for (e, v) in row.iter_mut().enumerate() {
+                        *v = (vals[e / 2] >> (16 * (e % 2))) as u16;
+                    }
+                }
+            }
+            for (lane, out) in results.iter_mut().enumerate() {
+                let (r, c) = (lane >> 2, 2 * (lane & 3));
+                for (j, mat) in mats.iter().enumerate().take(*num as usize) {
+                    let (lo, hi) = if *trans {
+                        (mat[c][r], mat[c + 1][r])
+                    } else {
+                        (mat[r][c], mat[r][c + 1])
+                    };
+                    out[j] = lo as u32 | (hi as u32) << 16;
+                }
+            }
+            &inst.args[0]
+        }
+        _ => unreachable!("only mma and ldmatrix wait as a warp"),
+    };
+    let regs: Vec<u16> = match dst {
+        Operand::Vector(v) => v.clone(),
+        Operand::Reg(r) => vec![*r],
+        _ => unreachable!("checked by the parser"),
+    };
+    for (lane, out) in results.iter().enumerate() {
+        let t = &mut th[base + lane];
+        for (k, r) in regs.iter().enumerate() {
+            let rty = cx.k.regs[*r as usize].1;
+            write(t, &Operand::Reg(*r), rty, out[k] as u64, line).map_err(|(l, m)| Fault {
+                kernel: cx.k.name.clone(),
+                block: cx.ctaid,
+                thread: t.tid,
+                line: l,
+                msg: m,
+            })?;
+        }
+        t.pc = pc + 1;
+        t.state = State::Run;
+    }
+    cx.count += 32;
+    Ok(true)
 }

@@ -151,10 +151,16 @@ pub enum Op {
     Mul(MulMode),
     Mad(MulMode),
     Fma,
-    Div { approx: bool },
+    Div {
+        approx: bool,
+    },
     Rem,
-    Rcp { approx: bool },
-    Sqrt { approx: bool },
+    Rcp {
+        approx: bool,
+    },
+    Sqrt {
+        approx: bool,
+    },
     Rsqrt,
     Ex2,
     Lg2,
@@ -170,14 +176,44 @@ pub enum Op {
     Shr,
     Setp(Cmp),
     Selp,
-    Cvt { dst: Ty, src: Ty, rnd: Round },
+    Cvt {
+        dst: Ty,
+        src: Ty,
+        rnd: Round,
+    },
     Cvta,
-    Ld { space: Space, vec: u8 },
-    St { space: Space, vec: u8 },
+    Ld {
+        space: Space,
+        vec: u8,
+    },
+    St {
+        space: Space,
+        vec: u8,
+    },
     Bra,
     Bar,
     Shfl(ShflMode),
     Ret,
+    /// `cvt.rn.{bf16x2,f16x2}.f32 d, a, b`: a goes to the upper half.
+    CvtPack {
+        dst: Ty,
+    },
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32`.
+    Mma {
+        ab: Ty,
+    },
+    /// `ldmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}.shared.b16`.
+    Ldmatrix {
+        num: u8,
+        trans: bool,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], size{, src_size}`.
+    CpAsync,
+    CpAsyncCommit,
+    /// `cp.async.wait_group N` (`wait_all` is commit + wait 0).
+    CpAsyncWait {
+        all: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -890,6 +926,14 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             Op::Setp(cmp)
         }
         "selp" => Op::Selp,
+        "cvt" if has("bf16x2") || has("f16x2") => {
+            if !has("rn") || !has("f32") {
+                return bad(": only cvt.rn.{bf16x2,f16x2}.f32 packs");
+            }
+            Op::CvtPack {
+                dst: if has("bf16x2") { Ty::Bf16x2 } else { Ty::F16x2 },
+            }
+        }
         "cvt" => {
             let tys: Vec<Ty> = mods.iter().filter_map(|m| Ty::parse(m)).collect();
             if tys.len() != 2 {
@@ -951,6 +995,46 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             Op::Shfl(m)
         }
         "ret" | "exit" => Op::Ret,
+        "mma" => {
+            let tys: Vec<Ty> = mods.iter().filter_map(|m| Ty::parse(m)).collect();
+            let shape_ok =
+                has("sync") && has("aligned") && has("m16n8k16") && has("row") && has("col");
+            match tys.as_slice() {
+                [Ty::F32, a, b, Ty::F32]
+                    if shape_ok && a == b && matches!(a, Ty::Bf16 | Ty::F16) =>
+                {
+                    Op::Mma { ab: *a }
+                }
+                _ => {
+                    return bad(
+                        ": only mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32",
+                    );
+                }
+            }
+        }
+        "ldmatrix"
+            if has("sync") && has("aligned") && has("m8n8") && has("shared") && has("b16") =>
+        {
+            let num = if has("x4") {
+                4
+            } else if has("x2") {
+                2
+            } else if has("x1") {
+                1
+            } else {
+                return bad(": ldmatrix needs .x1, .x2 or .x4");
+            };
+            Op::Ldmatrix {
+                num,
+                trans: has("trans"),
+            }
+        }
+        "cp" if has("async") && has("commit_group") => Op::CpAsyncCommit,
+        "cp" if has("async") && has("wait_group") => Op::CpAsyncWait { all: false },
+        "cp" if has("async") && has("wait_all") => Op::CpAsyncWait { all: true },
+        "cp" if has("async") && has("shared") && has("global") && (has("ca") || has("cg")) => {
+            Op::CpAsync
+        }
         _ => return bad(""),
     };
     // Arity checks, so the interpreter can index operands freely.
@@ -964,7 +1048,12 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
         Op::Bra => 1,
         Op::Bar => 1,
         Op::Shfl(_) => 5,
-        Op::Ret => 0,
+        Op::Ret | Op::CpAsyncCommit => 0,
+        Op::CvtPack { .. } => 3,
+        Op::Mma { .. } => 4,
+        Op::Ldmatrix { .. } => 2,
+        Op::CpAsync => args.len().clamp(3, 4),
+        Op::CpAsyncWait { all } => usize::from(!all),
     };
     if args.len() != want {
         return perr(
@@ -985,6 +1074,48 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             Operand::Vector(v) if v.len() == *vec as usize => {}
             _ => return perr(line, format!("`{opcode}` needs a {{…}} of {vec} registers")),
         }
+    }
+    let regs_of = |o: &Operand| match o {
+        Operand::Vector(v) => v.len(),
+        Operand::Reg(_) => 1,
+        _ => 0,
+    };
+    match &op {
+        Op::Mma { .. } => {
+            let want = [4, 4, 2, 4];
+            for (i, w) in want.iter().enumerate() {
+                if !matches!(&args[i], Operand::Vector(v) if v.len() == *w) {
+                    return perr(
+                        line,
+                        format!("mma operand {} needs a {{…}} of {w} registers", i + 1),
+                    );
+                }
+            }
+        }
+        Op::Ldmatrix { num, .. }
+            if regs_of(&args[0]) != *num as usize || !matches!(args[1], Operand::Addr(..)) =>
+        {
+            return perr(
+                line,
+                format!("ldmatrix .x{num} needs {num} destination registers and an address"),
+            );
+        }
+        Op::CpAsync => {
+            if !matches!(args[0], Operand::Addr(..)) || !matches!(args[1], Operand::Addr(..)) {
+                return perr(line, "cp.async needs [shared], [global] addresses");
+            }
+            let size = match args[2] {
+                Operand::Imm(v) if [4, 8, 16].contains(&v) => v,
+                _ => return perr(line, "cp.async copy size must be 4, 8 or 16"),
+            };
+            if has("cg") && size != 16 {
+                return perr(line, "cp.async.cg copies exactly 16 bytes");
+            }
+        }
+        Op::CpAsyncWait { all: false } if !matches!(args[0], Operand::Imm(_)) => {
+            return perr(line, "cp.async.wait_group needs an immediate group count");
+        }
+        _ => {}
     }
     if let Op::Bar = op {
         // Only barrier 0 for the whole block.
