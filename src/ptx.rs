@@ -12,6 +12,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("embed_add.ptx", include_str!("../ptx/embed_add.ptx")),
     ("gelu.ptx", include_str!("../ptx/gelu.ptx")),
     ("gemm.ptx", include_str!("../ptx/gemm.ptx")),
+    ("gemm_bf16.ptx", include_str!("../ptx/gemm_bf16.ptx")),
     ("gemm_dual.ptx", include_str!("../ptx/gemm_dual.ptx")),
     ("l2_normalize.ptx", include_str!("../ptx/l2_normalize.ptx")),
     ("layernorm.ptx", include_str!("../ptx/layernorm.ptx")),

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod embed_add;
 pub mod gelu;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod gemm_dual;
 pub mod l2_normalize;
 pub mod layernorm;

@@ -1,0 +1,127 @@
+//! The bf16 tensor-core kernels on every PTX device (emu in CI; cuda where
+//! `DAWIN_TEST_DEVICES` names it) against CPU references computed in f32
+//! from the same bf16-rounded inputs. Shapes are not tile multiples.
+
+mod common;
+
+use common::{assert_close, data};
+use dawin::exec::{self, DeviceKind};
+use dawin::gpu::Gpu;
+use dawin::ops::gemm::GemmShape;
+use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
+use half::bf16;
+use proptest::prelude::*;
+
+fn cfg() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Every device that runs PTX in this build.
+fn gpus() -> Vec<(DeviceKind, Box<dyn Gpu>)> {
+    exec::available()
+        .into_iter()
+        .filter_map(|k| {
+            exec::open_gpu(k)
+                .expect("available device must open")
+                .map(|g| (k, g))
+        })
+        .collect()
+}
+
+fn to_bf16(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+fn upload<T: bytemuck::Pod>(gpu: &dyn Gpu, v: &[T]) -> u64 {
+    let bytes: &[u8] = bytemuck::cast_slice(v);
+    let a = gpu.alloc(bytes.len().max(1)).unwrap();
+    gpu.write(a, bytes).unwrap();
+    a
+}
+
+/// Reads `len` outputs of the given precision as f32.
+fn download(gpu: &dyn Gpu, c: u64, len: usize, f32_out: bool) -> Vec<f32> {
+    if f32_out {
+        let mut v = vec![0f32; len];
+        gpu.read(c, bytemuck::cast_slice_mut(&mut v)).unwrap();
+        v
+    } else {
+        let mut v = vec![0u16; len];
+        gpu.read(c, bytemuck::cast_slice_mut(&mut v)).unwrap();
+        v.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect()
+    }
+}
+
+/// bf16 outputs: each element within one bf16 ulp (2⁻⁷·|want|, a rounding
+/// of slightly different f32 sums may land on the other side) plus 1e-5 of
+/// the output's scale; f32 outputs: 1e-5 of the scale.
+fn assert_output(what: &str, got: &[f32], want: &[f32], f32_out: bool) {
+    if f32_out {
+        return assert_close(what, got, want, 1e-5);
+    }
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = 2f32.powi(-7) * w.abs() + 1e-5 * scale;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}: [{i}] got {g} want {w} (tolerance {tol:e})"
+        );
+    }
+}
+
+fn epilogue(act: u8, f32_out: bool, accumulate: bool) -> Epilogue {
+    Epilogue {
+        activation: [Activation::None, Activation::Gelu, Activation::QuickGelu][act as usize],
+        f32_out,
+        accumulate,
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// gemm_bf16 over every epilogue: f32 accumulation of bf16 products.
+    #[test]
+    fn gemm_bf16(m in 1usize..260, n in 1usize..200, k8 in 1usize..40, bias in any::<bool>(),
+                 act in 0u8..3, f32_out in any::<bool>(), accumulate in any::<bool>(), seed in any::<u64>()) {
+        let k = 8 * k8;
+        let s = GemmShape { m, n, k };
+        let ep = epilogue(act, f32_out, accumulate);
+        let a = to_bf16(&data(seed, m * k, 1.0));
+        let b = to_bf16(&data(seed ^ 1, n * k, 0.1));
+        let bi = data(seed ^ 2, n, 0.5);
+        let c0: Vec<f32> = data(seed ^ 3, m * n, 1.0).into_iter().map(|v| ep.store(v)).collect();
+        let mut want = c0.clone();
+        gemm_bf16::cpu(&a, &b, bias.then_some(&bi[..]), &mut want, s, ep);
+        for (kind, gpu) in gpus() {
+            let g = gpu.as_ref();
+            let c = if f32_out { upload(g, &c0) } else { upload(g, &to_bf16(&c0)) };
+            let bias_ptr = if bias { upload(g, &bi) } else { 0 };
+            gemm_bf16::launch(g, upload(g, &a), upload(g, &b), bias_ptr, c, s, ep).unwrap();
+            let got = download(g, c, m * n, f32_out);
+            assert_output(&format!("gemm_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
+        }
+    }
+}
+
+#[test]
+fn gemm_bf16_rejects_what_it_cannot_run() {
+    for (_, gpu) in gpus() {
+        let g = gpu.as_ref();
+        let buf = g.alloc(4096).unwrap();
+        let ep = Epilogue::PLAIN_BF16;
+        let odd_k = GemmShape { m: 4, n: 4, k: 12 };
+        let e = gemm_bf16::launch(g, buf, buf, 0, buf, odd_k, ep).unwrap_err();
+        assert!(e.to_string().contains("multiple of 8"), "{e}");
+        let s = GemmShape { m: 4, n: 4, k: 8 };
+        let e = gemm_bf16::launch(g, buf + 2, buf, 0, buf, s, ep).unwrap_err();
+        assert!(e.to_string().contains("16-byte aligned"), "{e}");
+    }
+}
