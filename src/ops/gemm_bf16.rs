@@ -81,19 +81,19 @@ pub const TILE: usize = 128;
 
 /// Checks what the kernel needs beyond the shape: 16-byte cp.async rows.
 pub fn check(a: u64, b: u64, c: u64, s: GemmShape, ep: Epilogue) -> crate::Result<()> {
-    if s.k % 8 != 0 {
+    if !s.k.is_multiple_of(8) {
         return Err(crate::invalid!(
             "gemm_bf16 needs k a multiple of 8 (16-byte rows), got k = {}; pad k with zeros",
             s.k
         ));
     }
-    if a % 16 != 0 || b % 16 != 0 {
+    if !a.is_multiple_of(16) || !b.is_multiple_of(16) {
         return Err(crate::invalid!(
             "gemm_bf16 needs 16-byte aligned operands (a = {a:#x}, b = {b:#x})"
         ));
     }
     let align = if ep.f32_out { 8 } else { 4 };
-    if c % align != 0 {
+    if !c.is_multiple_of(align) {
         return Err(crate::invalid!(
             "gemm_bf16 needs a {align}-byte aligned output (c = {c:#x})"
         ));
