@@ -14,6 +14,10 @@ pub const MODULES: &[(&str, &str)] = &[
     ("gemm.ptx", include_str!("../ptx/gemm.ptx")),
     ("gemm_bf16.ptx", include_str!("../ptx/gemm_bf16.ptx")),
     ("gemm_dual.ptx", include_str!("../ptx/gemm_dual.ptx")),
+    (
+        "gemm_dual_bf16.ptx",
+        include_str!("../ptx/gemm_dual_bf16.ptx"),
+    ),
     ("l2_normalize.ptx", include_str!("../ptx/l2_normalize.ptx")),
     ("layernorm.ptx", include_str!("../ptx/layernorm.ptx")),
     ("lerp.ptx", include_str!("../ptx/lerp.ptx")),

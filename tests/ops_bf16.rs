@@ -9,6 +9,7 @@ use dawin::exec::{self, DeviceKind};
 use dawin::gpu::Gpu;
 use dawin::ops::gemm::GemmShape;
 use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
+use dawin::ops::gemm_dual_bf16::{self, DualArgs};
 use half::bf16;
 use proptest::prelude::*;
 
@@ -109,6 +110,86 @@ proptest! {
             assert_output(&format!("gemm_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
         }
     }
+
+    /// gemm_dual_bf16 equals, row by row, the product with the bf16 weights
+    /// lerped in f32 by that sample's λ (a different formulation from the
+    /// CPU reference's two products), under every epilogue.
+    #[test]
+    fn gemm_dual_bf16(samples in 1usize..5, rows_per in 1usize..70, n in 1usize..150, k8 in 1usize..24,
+                      biases in 0u8..4, act in 0u8..3, f32_out in any::<bool>(), accumulate in any::<bool>(),
+                      seed in any::<u64>()) {
+        let (m, k) = (samples * rows_per, 8 * k8);
+        let s = GemmShape { m, n, k };
+        let ep = epilogue(act, f32_out, accumulate);
+        let a = to_bf16(&data(seed, m * k, 1.0));
+        let (b0, b1) = (to_bf16(&data(seed ^ 1, n * k, 0.1)), to_bf16(&data(seed ^ 2, n * k, 0.1)));
+        let (p0, p1) = (data(seed ^ 3, n, 0.5), data(seed ^ 4, n, 0.5));
+        let (has0, has1) = (biases & 1 == 1, biases & 2 == 2);
+        let lam: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
+        let c0: Vec<f32> = data(seed ^ 6, m * n, 1.0).into_iter().map(|v| ep.store(v)).collect();
+        // Independent oracle: lerped weights and biases, then one product.
+        let mut want = c0.clone();
+        for r in 0..m {
+            let l = lam[r / rows_per];
+            for j in 0..n {
+                let mut acc = 0f64;
+                for p in 0..k {
+                    let (w0, w1) = (b0[j * k + p].to_f32() as f64, b1[j * k + p].to_f32() as f64);
+                    acc += a[r * k + p].to_f32() as f64 * (w0 + l as f64 * (w1 - w0));
+                }
+                let (q0, q1) = (if has0 { p0[j] } else { 0.0 }, if has1 { p1[j] } else { 0.0 });
+                let v = ep.activate(acc as f32 + q0 + l * (q1 - q0));
+                let i = r * n + j;
+                want[i] = ep.store(if accumulate { want[i] + v } else { v });
+            }
+        }
+        for (kind, gpu) in gpus() {
+            let g = gpu.as_ref();
+            let c = if f32_out { upload(g, &c0) } else { upload(g, &to_bf16(&c0)) };
+            let dual = DualArgs {
+                b1: upload(g, &b1),
+                bias0: if has0 { upload(g, &p0) } else { 0 },
+                bias1: if has1 { upload(g, &p1) } else { 0 },
+                lambda: upload(g, &lam),
+                rows_per_lambda: rows_per,
+            };
+            gemm_dual_bf16::launch(g, upload(g, &a), upload(g, &b0), dual, c, s, ep).unwrap();
+            let got = download(g, c, m * n, f32_out);
+            assert_output(&format!("gemm_dual_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
+        }
+    }
+}
+
+/// The CPU reference of the dual kernel is the single kernel's reference
+/// at λ = 0 and λ = 1.
+#[test]
+fn gemm_dual_bf16_reference_reduces_to_single_weights() {
+    let s = GemmShape { m: 6, n: 5, k: 16 };
+    let a = to_bf16(&data(1, 6 * 16, 1.0));
+    let (b0, b1) = (
+        to_bf16(&data(2, 5 * 16, 1.0)),
+        to_bf16(&data(3, 5 * 16, 1.0)),
+    );
+    let (p0, p1) = (data(4, 5, 1.0), data(5, 5, 1.0));
+    let ep = Epilogue::PLAIN_BF16;
+    for (l, b, p) in [(0.0, &b0, &p0), (1.0, &b1, &p1)] {
+        let mut dual = vec![0f32; 30];
+        gemm_dual_bf16::cpu(
+            &a,
+            &b0,
+            &b1,
+            Some(&p0),
+            Some(&p1),
+            &[l; 2],
+            3,
+            &mut dual,
+            s,
+            ep,
+        );
+        let mut single = vec![0f32; 30];
+        gemm_bf16::cpu(&a, b, Some(p), &mut single, s, ep);
+        assert_eq!(dual, single, "λ = {l}");
+    }
 }
 
 #[test]
@@ -123,5 +204,14 @@ fn gemm_bf16_rejects_what_it_cannot_run() {
         let s = GemmShape { m: 4, n: 4, k: 8 };
         let e = gemm_bf16::launch(g, buf + 2, buf, 0, buf, s, ep).unwrap_err();
         assert!(e.to_string().contains("16-byte aligned"), "{e}");
+        let dual = DualArgs {
+            b1: buf,
+            bias0: 0,
+            bias1: 0,
+            lambda: buf,
+            rows_per_lambda: 0,
+        };
+        let e = gemm_dual_bf16::launch(g, buf, buf, dual, buf, s, ep).unwrap_err();
+        assert!(e.to_string().contains("rows_per_lambda"), "{e}");
     }
 }

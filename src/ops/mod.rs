@@ -10,6 +10,7 @@ pub mod gelu;
 pub mod gemm;
 pub mod gemm_bf16;
 pub mod gemm_dual;
+pub mod gemm_dual_bf16;
 pub mod l2_normalize;
 pub mod layernorm;
 pub mod lerp;
