@@ -10,6 +10,7 @@ use crate::dawin::bmm::BetaMixture;
 use crate::dawin::eval::Engine;
 use crate::error::Result;
 use crate::exec::{DualGemm, Executor, Mix};
+use crate::gpu::Gpu;
 use crate::model::{Model, ModelSpec, SplitMix};
 use crate::ops::{self, attention::AttentionShape, gemm::GemmShape, layernorm::LayerNormShape};
 use crate::profile::{Cost, Peak};
@@ -42,6 +43,8 @@ pub struct Row {
     pub cost: Cost,
     /// Images per call, for pipeline rows.
     pub images: Option<usize>,
+    /// Runs on tensor cores: %roof is against the bf16 tensor peak.
+    pub tensor_core: bool,
 }
 
 impl Row {
@@ -53,6 +56,7 @@ impl Row {
             median_ms: ms[ms.len() / 2],
             cost,
             images,
+            tensor_core: false,
         }
     }
 }
@@ -80,6 +84,93 @@ fn time_op(ex: &dyn Executor, repeats: usize, op: &dyn Fn() -> Result<()>) -> Re
     Ok(times)
 }
 
+/// Times a raw device launch sequence (for kernels the executor has no op
+/// for): cold caches each repeat, one warm-up call, device timestamps.
+fn time_device(gpu: &dyn Gpu, repeats: usize, op: &dyn Fn() -> Result<()>) -> Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(repeats);
+    for r in 0..=repeats {
+        gpu.flush_caches()?;
+        let start = gpu.mark()?;
+        op()?;
+        let end = gpu.mark()?;
+        let ms = gpu.elapsed_ms(start, end)?;
+        gpu.reset_marks();
+        if r > 0 {
+            times.push(ms);
+        }
+    }
+    Ok(times)
+}
+
+/// Device buffer of `n` random bf16 values (or f32 ones).
+fn random_on(gpu: &dyn Gpu, n: usize, seed: u64, bf16: bool) -> Result<u64> {
+    let v = random(n, seed);
+    let bytes: Vec<u8> = if bf16 {
+        let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        bytemuck::cast_slice(&h).to_vec()
+    } else {
+        bytemuck::cast_slice(&v).to_vec()
+    };
+    let a = gpu.alloc(bytes.len())?;
+    gpu.write(a, &bytes)?;
+    Ok(a)
+}
+
+/// bf16 tensor-core gemms at the given shapes, and the dual gemm at `dual`
+/// (rows per λ `rpl`). Named like `tools/bench_torch.py`'s bf16 rows.
+fn tensor_core_gemms(
+    gpu: &dyn Gpu,
+    o: &BenchOptions,
+    shapes: &[(String, GemmShape)],
+    dual: (String, GemmShape, usize),
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Row>> {
+    use ops::gemm_bf16::{Epilogue, launch};
+    let mut rows = Vec::new();
+    let ep = Epilogue::PLAIN_BF16;
+    for (name, s) in shapes {
+        let name = format!("{name} bf16");
+        if !wanted(&name) {
+            continue;
+        }
+        let (s, a) = (*s, random_on(gpu, s.m * s.k, 1, true)?);
+        let w = random_on(gpu, s.n * s.k, 2, true)?;
+        let bias = random_on(gpu, s.n, 3, false)?;
+        let c = gpu.alloc(2 * s.m * s.n)?;
+        let t = time_device(gpu, o.repeats, &|| launch(gpu, a, w, bias, c, s, ep))?;
+        let mut row = Row::from_times(name, t, ops::gemm_bf16::cost(s, ep), None);
+        row.tensor_core = true;
+        rows.push(row);
+        for x in [a, w, bias, c] {
+            gpu.free(x);
+        }
+    }
+    let (name, s, rpl) = dual;
+    let name = format!("{name} bf16");
+    if wanted(&name) {
+        let a = random_on(gpu, s.m * s.k, 1, true)?;
+        let w0 = random_on(gpu, s.n * s.k, 2, true)?;
+        let d = ops::gemm_dual_bf16::DualArgs {
+            b1: random_on(gpu, s.n * s.k, 3, true)?,
+            bias0: random_on(gpu, s.n, 4, false)?,
+            bias1: random_on(gpu, s.n, 5, false)?,
+            lambda: random_on(gpu, s.m / rpl, 6, false)?,
+            rows_per_lambda: rpl,
+        };
+        let c = gpu.alloc(2 * s.m * s.n)?;
+        let t = time_device(gpu, o.repeats, &|| {
+            ops::gemm_dual_bf16::launch(gpu, a, w0, d, c, s, ep)
+        })?;
+        let mut row = Row::from_times(name, t, ops::gemm_dual_bf16::cost(s, ep), None);
+        row.tensor_core = true;
+        rows.push(row);
+        for x in [a, w0, d.b1, d.bias0, d.bias1, d.lambda, c] {
+            gpu.free(x);
+        }
+    }
+    Ok(rows)
+}
+
 /// The kernel suite. ViT-B/32 and B/16 linear layers at `batch` images, a
 /// square gemm, the dual gemm DaWin runs, a whole-model lerp, attention at
 /// the token counts of B/32 (50), B/16 (197) and L/14 (257), and
@@ -89,7 +180,9 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let b = o.batch;
     let mut rows = Vec::new();
     let wanted = |name: &str| o.filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
+    let mut bf16_shapes = Vec::new();
     let mut gemm = |name: String, s: GemmShape| -> Result<()> {
+        bf16_shapes.push((name.clone(), s));
         if !wanted(&name) {
             return Ok(());
         }
@@ -136,6 +229,10 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         k: width,
     };
     let name = format!("gemm_dual B/32 fc1 {}x{}x{}", s.m, s.n, s.k);
+    if let Some(gpu) = ex.device() {
+        let dual = (name.clone(), s, s.m / b);
+        rows.extend(tensor_core_gemms(gpu, o, &bf16_shapes, dual, &wanted)?);
+    }
     if wanted(&name) {
         let rpl = s.m / b;
         let a = ex.upload(&random(s.m * s.k, 1))?;
@@ -388,8 +485,14 @@ pub fn table(rows: &[Row], peak: Option<&Peak>, device: &str) -> String {
             (
                 format!("{:.1}", r.cost.bytes / secs.max(1e-12) / 1e9),
                 format!("{:.3}", r.cost.flops / secs.max(1e-12) / 1e12),
-                peak.and_then(|p| p.fraction(r.cost, r.min_ms))
-                    .map_or("-".into(), |f| format!("{:.1}", 100.0 * f)),
+                peak.and_then(|p| {
+                    if r.tensor_core {
+                        p.fraction_tensor(r.cost, r.min_ms)
+                    } else {
+                        p.fraction(r.cost, r.min_ms)
+                    }
+                })
+                .map_or("-".into(), |f| format!("{:.1}", 100.0 * f)),
             )
         };
         let ips = r.images.map_or("-".into(), |n| {
@@ -404,8 +507,10 @@ pub fn table(rows: &[Row], peak: Option<&Peak>, device: &str) -> String {
     if let Some(p) = peak {
         let _ = writeln!(
             s,
-            "peak: {:.1} TFLOP/s f32, {:.0} GB/s ({}); images/s at the median",
+            "peak: {:.1} TFLOP/s f32, {} bf16 tensor, {:.0} GB/s ({}); images/s at the median",
             p.flops / 1e12,
+            p.tensor_flops
+                .map_or("unknown".into(), |t| format!("{:.1} TFLOP/s", t / 1e12)),
             p.bytes / 1e9,
             p.source
         );

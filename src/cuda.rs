@@ -68,6 +68,17 @@ fn fp32_lanes_per_sm(major: i32, minor: i32) -> f64 {
     }
 }
 
+/// Dense bf16 mma FLOPs per SM per clock (f32 accumulation): 1024 FMA on
+/// A100-class sm_80, 2048 on Hopper; 512 on the sm_86/89 parts.
+fn tensor_flops_per_sm_clock(major: i32, minor: i32) -> Option<f64> {
+    match (major, minor) {
+        (8, 0) => Some(2048.0),
+        (8, _) => Some(1024.0),
+        (9, _) => Some(4096.0),
+        _ => None,
+    }
+}
+
 fn device_peak(d: &cust::device::Device) -> Option<crate::profile::Peak> {
     let a = |x| d.get_attribute(x).ok().map(|v| v as f64);
     let sms = a(DeviceAttribute::MultiprocessorCount)?;
@@ -83,6 +94,7 @@ fn device_peak(d: &cust::device::Device) -> Option<crate::profile::Peak> {
     let lanes = fp32_lanes_per_sm(major, minor);
     Some(crate::profile::Peak {
         flops: sms * lanes * 2.0 * clock_khz * 1e3,
+        tensor_flops: tensor_flops_per_sm_clock(major, minor).map(|f| sms * f * clock_khz * 1e3),
         bytes: 2.0 * mem_khz * 1e3 * bus_bits / 8.0,
         source: format!(
             "sm_{major}{minor}: {sms} SMs × {lanes} lanes × 2 × {:.0} MHz; {bus_bits}-bit bus × 2 × {:.0} MHz",

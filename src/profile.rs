@@ -59,6 +59,8 @@ pub struct Record {
 pub struct Peak {
     /// f32 FLOP/s (fused multiply-add counted as two).
     pub flops: f64,
+    /// Dense bf16 tensor-core FLOP/s (f32 accumulation), where known.
+    pub tensor_flops: Option<f64>,
     /// DRAM bytes/s.
     pub bytes: f64,
     /// How the figures were derived, for the report.
@@ -69,6 +71,15 @@ impl Peak {
     /// Fraction of the roofline a call reached: achieved FLOP/s over the
     /// roof at the op's arithmetic intensity, min(peak, intensity·bandwidth).
     pub fn fraction(&self, cost: Cost, ms: f64) -> Option<f64> {
+        self.fraction_under(self.flops, cost, ms)
+    }
+
+    /// The same against the bf16 tensor-core roof.
+    pub fn fraction_tensor(&self, cost: Cost, ms: f64) -> Option<f64> {
+        self.fraction_under(self.tensor_flops?, cost, ms)
+    }
+
+    fn fraction_under(&self, flops: f64, cost: Cost, ms: f64) -> Option<f64> {
         if ms <= 0.0 || (cost.flops <= 0.0 && cost.bytes <= 0.0) {
             return None;
         }
@@ -77,9 +88,9 @@ impl Peak {
             return Some(cost.bytes / secs / self.bytes);
         }
         let roof = if cost.bytes > 0.0 {
-            self.flops.min(cost.flops / cost.bytes * self.bytes)
+            flops.min(cost.flops / cost.bytes * self.bytes)
         } else {
-            self.flops
+            flops
         };
         Some(cost.flops / secs / roof)
     }
@@ -169,6 +180,7 @@ mod tests {
     fn roofline_picks_the_binding_limit() {
         let p = Peak {
             flops: 100e12,
+            tensor_flops: Some(400e12),
             bytes: 1e12,
             source: String::new(),
         };

@@ -214,6 +214,11 @@ pub trait Executor {
     fn peak(&self) -> Option<crate::profile::Peak> {
         None
     }
+    /// The device under a PTX executor (`emu`, `cuda`), for kernels that
+    /// have no op here yet (the bf16 tensor-core kernels); `None` on `cpu`.
+    fn device(&self) -> Option<&dyn crate::gpu::Gpu> {
+        None
+    }
     /// Starts or stops timing every op (see [`profiled::Profiled`]).
     fn set_profiling(&self, _on: bool) {}
     /// The timed op calls since the last take.

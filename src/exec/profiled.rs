@@ -106,6 +106,9 @@ impl Executor for Profiled {
     fn peak(&self) -> Option<Peak> {
         self.inner.peak()
     }
+    fn device(&self) -> Option<&dyn crate::gpu::Gpu> {
+        self.inner.device()
+    }
     fn set_profiling(&self, on: bool) {
         self.on.set(on);
     }

@@ -75,6 +75,10 @@ impl<G: Gpu> Executor for PtxExec<G> {
         }
     }
 
+    fn device(&self) -> Option<&dyn Gpu> {
+        Some(&self.gpu)
+    }
+
     fn synchronize(&self) -> Result<()> {
         self.gpu.synchronize()
     }
