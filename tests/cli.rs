@@ -356,8 +356,13 @@ fn bench_quick_reports_kernels_and_pipeline() {
         }
         match filter {
             Some(f) => {
-                assert_eq!(rows.len(), 4, "{names:?}");
+                // The four B/32 linear layers in f32 and on bf16 tensor cores.
+                assert_eq!(rows.len(), 8, "{names:?}");
                 assert!(names.iter().all(|n| n.contains(f)), "{names:?}");
+                for r in rows {
+                    let bf16 = r["name"].as_str().unwrap().ends_with(" bf16");
+                    assert_eq!(r["tensor_core"].as_bool(), Some(bf16), "{r}");
+                }
             }
             None => {
                 for want in [
@@ -371,6 +376,8 @@ fn bench_quick_reports_kernels_and_pipeline() {
                 ] {
                     assert!(names.iter().any(|n| n.contains(want)), "{want}: {names:?}");
                 }
+                // The cpu executor has no bf16 kernels.
+                assert!(!names.iter().any(|n| n.contains("bf16")), "{names:?}");
             }
         }
     }
