@@ -277,15 +277,34 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
             head_dim: 64,
         };
         let name = format!("attention {tokens} tokens {}x{heads}x64", s.batch);
-        if !wanted(&name) {
-            continue;
+        if wanted(&name) {
+            let qkv = ex.upload(&random(s.batch * tokens * 3 * s.width(), 1))?;
+            let out = ex.alloc(s.batch * tokens * s.width())?;
+            let t = time_op(ex, o.repeats, &|| ex.attention(qkv, out, s))?;
+            rows.push(Row::from_times(
+                name.clone(),
+                t,
+                ops::attention::cost(s),
+                None,
+            ));
+            ex.free(qkv);
+            ex.free(out);
         }
-        let qkv = ex.upload(&random(s.batch * tokens * 3 * s.width(), 1))?;
-        let out = ex.alloc(s.batch * tokens * s.width())?;
-        let t = time_op(ex, o.repeats, &|| ex.attention(qkv, out, s))?;
-        rows.push(Row::from_times(name, t, ops::attention::cost(s), None));
-        ex.free(qkv);
-        ex.free(out);
+        let name = format!("{name} bf16");
+        if let Some(gpu) = ex.device()
+            && wanted(&name)
+        {
+            let n = s.batch * tokens * s.width();
+            let qkv = random_on(gpu, 3 * n, 1, true)?;
+            let out = gpu.alloc(2 * n)?;
+            let launch = || ops::attention_bf16::launch(gpu, qkv, out, s);
+            let t = time_device(gpu, o.repeats, &launch)?;
+            let mut row = Row::from_times(name, t, ops::attention_bf16::cost(s), None);
+            row.tensor_core = true;
+            rows.push(row);
+            gpu.free(qkv);
+            gpu.free(out);
+        }
     }
 
     let m = b * if q { 5 } else { 50 };

@@ -9,6 +9,10 @@ pub const MODULES: &[(&str, &str)] = &[
         include_str!("../ptx/add_scaled_diff.ptx"),
     ),
     ("attention.ptx", include_str!("../ptx/attention.ptx")),
+    (
+        "attention_bf16.ptx",
+        include_str!("../ptx/attention_bf16.ptx"),
+    ),
     ("embed_add.ptx", include_str!("../ptx/embed_add.ptx")),
     ("gelu.ptx", include_str!("../ptx/gelu.ptx")),
     ("gemm.ptx", include_str!("../ptx/gemm.ptx")),

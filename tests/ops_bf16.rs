@@ -7,6 +7,8 @@ mod common;
 use common::{assert_close, data};
 use dawin::exec::{self, DeviceKind};
 use dawin::gpu::Gpu;
+use dawin::ops::attention::AttentionShape;
+use dawin::ops::attention_bf16;
 use dawin::ops::gemm::GemmShape;
 use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
 use dawin::ops::gemm_dual_bf16::{self, DualArgs};
@@ -156,6 +158,33 @@ proptest! {
             gemm_dual_bf16::launch(g, upload(g, &a), upload(g, &b0), dual, c, s, ep).unwrap();
             let got = download(g, c, m * n, f32_out);
             assert_output(&format!("gemm_dual_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
+        }
+    }
+
+    /// attention_bf16 at head dims that are multiples of 8 up to 80, token
+    /// counts across several 64-key blocks. Per element: within one bf16
+    /// ulp of the reference plus 2⁻⁸ of max|V| (P is rounded to bf16 before
+    /// P·V, a relative 2⁻⁹ per probability).
+    #[test]
+    fn attention_bf16(batch in 1usize..3, tokens in 1usize..200, heads in 1usize..3,
+                      hd in prop::sample::select(vec![8usize, 16, 40, 64, 72, 80]), seed in any::<u64>()) {
+        let s = AttentionShape { batch, tokens, heads, head_dim: hd };
+        let w = heads * hd;
+        // Scaled so the softmax is far from uniform.
+        let qkv = to_bf16(&data(seed, batch * tokens * 3 * w, 2.0));
+        let mut want = vec![bf16::ZERO; batch * tokens * w];
+        attention_bf16::cpu(&qkv, &mut want, s);
+        let want: Vec<f32> = want.iter().map(|v| v.to_f32()).collect();
+        let vmax = qkv.chunks(3 * w).flat_map(|r| &r[2 * w..]).fold(0f32, |m, v| m.max(v.to_f32().abs()));
+        for (kind, gpu) in gpus() {
+            let g = gpu.as_ref();
+            let out = g.alloc(2 * want.len()).unwrap();
+            attention_bf16::launch(g, upload(g, &qkv), out, s).unwrap();
+            let got = download(g, out, want.len(), false);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let tol = 2f32.powi(-7) * w.abs() + 2f32.powi(-8) * vmax;
+                prop_assert!((g - w).abs() <= tol, "attention_bf16 {s:?} on {kind}: [{i}] got {g} want {w} (tolerance {tol:e})");
+            }
         }
     }
 }

@@ -128,9 +128,15 @@ def kernels(dev, a, rows, run):
         name = f"attention {t} tokens {bb}x{heads}x64"
         if a.filter and a.filter not in name:
             continue
+        flops, nbytes = bb * heads * t * t * (4.0 * 64 + 5), 16.0 * bb * t * heads * 64
         qq, kk, vv = (rnd(bb, heads, t, 64) for _ in range(3))
         mn, med = measure(run, lambda: F.scaled_dot_product_attention(qq, kk, vv), a.repeats)
-        rows.add(name + " (sdpa)", mn, med, bb * heads * t * t * (4.0 * 64 + 5), 16.0 * bb * t * heads * 64)
+        rows.add(name + " (sdpa)", mn, med, flops, nbytes)
+        if dev.type == "cuda":
+            # bf16 SDPA picks the flash kernel: the row attention_bf16 races.
+            qb, kb, vb = (x.to(torch.bfloat16) for x in (qq, kk, vv))
+            mn, med = measure(run, lambda: F.scaled_dot_product_attention(qb, kb, vb), a.repeats)
+            rows.add(name + " bf16 (sdpa)", mn, med, flops, nbytes / 2)
 
     m = b * (5 if q else 50)
     name = f"layernorm {m}x{width}"
