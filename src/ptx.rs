@@ -13,6 +13,7 @@ pub const MODULES: &[(&str, &str)] = &[
         "attention_bf16.ptx",
         include_str!("../ptx/attention_bf16.ptx"),
     ),
+    ("cast_bf16.ptx", include_str!("../ptx/cast_bf16.ptx")),
     ("embed_add.ptx", include_str!("../ptx/embed_add.ptx")),
     ("gelu.ptx", include_str!("../ptx/gelu.ptx")),
     ("gemm.ptx", include_str!("../ptx/gemm.ptx")),

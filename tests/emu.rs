@@ -599,3 +599,19 @@ fn tensor_core_instructions_outside_the_subset_are_parse_errors() {
         assert_eq!(e.line, 9, "{e}");
     }
 }
+
+#[test]
+fn cvt_to_bf16_rounds_to_nearest_even_from_f32() {
+    // Just above the midpoint of bf16 0x3f00 and 0x3f01, and the ties.
+    let emu = Emu::new(dawin::ptx::MODULES, EmuOptions::default()).unwrap();
+    let x = [0x3f00_8006u32, 0x3f00_8000, 0x3f01_8000, 0xbf00_8001];
+    let want = [0x3f01u16, 0x3f00, 0x3f02, 0xbf01];
+    let px = put_u32(&emu, &x);
+    let py = emu.alloc(8).unwrap();
+    let args = [Arg::U64(px), Arg::U64(py), Arg::U32(4)];
+    emu.launch("cast_bf16", [1, 1, 1], [32, 1, 1], 0, &args)
+        .unwrap();
+    let mut got = [0u16; 4];
+    Gpu::read(&emu, py, bytemuck::cast_slice_mut(&mut got)).unwrap();
+    assert_eq!(got, want);
+}

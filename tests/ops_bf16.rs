@@ -9,6 +9,7 @@ use dawin::exec::{self, DeviceKind};
 use dawin::gpu::Gpu;
 use dawin::ops::attention::AttentionShape;
 use dawin::ops::attention_bf16;
+use dawin::ops::cast_bf16;
 use dawin::ops::gemm::GemmShape;
 use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
 use dawin::ops::gemm_dual_bf16::{self, DualArgs};
@@ -185,6 +186,27 @@ proptest! {
                 let tol = 2f32.powi(-7) * w.abs() + 2f32.powi(-8) * vmax;
                 prop_assert!((g - w).abs() <= tol, "attention_bf16 {s:?} on {kind}: [{i}] got {g} want {w} (tolerance {tol:e})");
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// cast_bf16 rounds exactly like the CPU (to nearest even): no tolerance.
+    #[test]
+    fn cast_bf16(n in 1usize..3000, seed in any::<u64>()) {
+        let mut x = data(seed, n, 3.0);
+        x[0] = 1.0 + 2f32.powi(-8) + 2f32.powi(-9); // rounds up, not truncated
+        let mut want = vec![bf16::ZERO; n];
+        cast_bf16::cpu(&x, &mut want);
+        for (kind, gpu) in gpus() {
+            let g = gpu.as_ref();
+            let y = g.alloc(2 * n).unwrap();
+            cast_bf16::launch(g, upload(g, &x), y, n).unwrap();
+            let mut got = vec![bf16::ZERO; n];
+            g.read(y, bytemuck::cast_slice_mut(&mut got)).unwrap();
+            prop_assert_eq!(&got, &want, "cast_bf16 on {}", kind);
         }
     }
 }

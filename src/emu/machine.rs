@@ -959,8 +959,12 @@ fn cvt(dst: Ty, src: Ty, rnd: Round, x: u64) -> Option<u64> {
             match dst {
                 Ty::F32 => f32b(v as f32),
                 Ty::F64 => v.to_bits(),
-                Ty::Bf16 => half::bf16::from_f64(v).to_bits() as u64,
-                Ty::F16 => half::f16::from_f64(v).to_bits() as u64,
+                // Narrowing to 16 bits only from f32 (or 16-bit) sources:
+                // half's f64 paths do not round to nearest in every case
+                // (0x3f008006 as f64 → 0x3f00, not 0x3f01), and going
+                // through f32 would round twice.
+                Ty::Bf16 if src != Ty::F64 => half::bf16::from_f32(v as f32).to_bits() as u64,
+                Ty::F16 if src != Ty::F64 => half::f16::from_f32(v as f32).to_bits() as u64,
                 _ => return None,
             }
         }

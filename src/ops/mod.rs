@@ -6,6 +6,7 @@ pub mod add;
 pub mod add_scaled_diff;
 pub mod attention;
 pub mod attention_bf16;
+pub mod cast_bf16;
 pub mod embed_add;
 pub mod gelu;
 pub mod gemm;
