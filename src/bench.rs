@@ -14,6 +14,7 @@ use crate::gpu::Gpu;
 use crate::model::{Model, ModelSpec, SplitMix};
 use crate::ops::{self, attention::AttentionShape, gemm::GemmShape, layernorm::LayerNormShape};
 use crate::profile::{Cost, Peak};
+use crate::vit::Precision;
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -395,7 +396,7 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let img = spec.channels * spec.image_size * spec.image_size;
     let pixels = random(n * img, 7);
     let c = spec.classes.expect("head");
-    let mut engine = Engine::new(ex, &pt, &ft)?;
+    let mut engine = Engine::new(ex, &pt, &ft, Precision::F32)?;
     let bs = o.batch.max(1);
     let wanted = |name: &str| o.filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
 

@@ -7,7 +7,7 @@ use dawin::dawin::expertise::Expertise;
 use dawin::exec::{self, DeviceKind};
 use dawin::model::{Act, Model, Overrides};
 use dawin::tensorfile::{Tensor, TensorFile, write_f32};
-use dawin::vit::{DeviceModel, forward_batched};
+use dawin::vit::{DeviceModel, Precision, forward_batched};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -358,6 +358,11 @@ struct RunFlags {
     /// events on the GPU, wall clock on cpu/emu).
     #[arg(long)]
     profile: bool,
+    /// Arithmetic of the transformer blocks: f32, or bf16 on tensor cores
+    /// (mma.sync gemms and flash attention with f32 accumulation; layernorm,
+    /// residual stream and logits stay f32). bf16 needs --device emu or cuda.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 impl RunFlags {
@@ -476,7 +481,7 @@ fn forward(
     }
     let ex = run.open()?;
     let t0 = Instant::now();
-    let dm = DeviceModel::upload(ex.as_ref(), &m)?;
+    let dm = DeviceModel::upload_as(ex.as_ref(), &m, run.precision)?;
     let o = forward_batched(
         ex.as_ref(),
         &dm,
@@ -531,6 +536,7 @@ fn eval_options(c: DataArgs, methods: Vec<Method>) -> Result<EvalOptions> {
         expertise_from: None,
         progress: !c.quiet,
         seed: 1,
+        precision: c.run.precision,
     })
 }
 
@@ -823,6 +829,12 @@ fn main() -> std::process::ExitCode {
                 overrides: arch.overrides(),
                 progress: !quiet,
             };
+            if run.precision != Precision::F32 {
+                bail!(
+                    "eval-mtl runs in f32 only for now (--precision {} is not supported)",
+                    run.precision
+                );
+            }
             let ex = run.open()?;
             let r = dawin::dawin::mtl::run(&o, ex.as_ref())?;
             print!("{}", r.table);

@@ -138,8 +138,16 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
     );
     for (op, st) in rows {
         let secs = st.total_ms / 1e3;
+        // The bf16 kernels run on tensor cores: their roof is the bf16 peak
+        // (cast_bf16 is memory bound, the same either way).
         let roof = peak
-            .and_then(|p| p.fraction(st.cost, st.total_ms))
+            .and_then(|p| {
+                if op.ends_with("_bf16") {
+                    p.fraction_tensor(st.cost, st.total_ms)
+                } else {
+                    p.fraction(st.cost, st.total_ms)
+                }
+            })
             .map_or("-".to_string(), |f| format!("{:.1}", 100.0 * f));
         let _ = writeln!(
             s,

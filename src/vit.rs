@@ -5,18 +5,57 @@
 
 use crate::error::{Error, Result};
 use crate::exec::{Buf, DualEmbed, DualGemm, DualNorm, Executor, Mix};
-use crate::model::{Act, Model, ModelSpec, Params};
+use crate::model::{Act, Block, Model, ModelSpec, Params};
+use crate::ops::gemm_bf16::{Activation, Epilogue};
 use crate::ops::{
-    attention::AttentionShape, embed_add::EmbedShape, gemm::GemmShape, layernorm::LayerNormShape,
-    patch_embed::PatchShape,
+    self, attention::AttentionShape, embed_add::EmbedShape, gemm::GemmShape,
+    layernorm::LayerNormShape, patch_embed::PatchShape,
 };
 use std::cell::Cell;
+
+/// Arithmetic of the transformer blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// f32 everywhere (the reference).
+    #[default]
+    F32,
+    /// bf16 tensor cores for the blocks' linear layers and attention (f32
+    /// accumulation); layernorm, residual stream, patch embedding, head and
+    /// logits stay f32. Needs a PTX device (emu or cuda).
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// Device addresses of one block's bf16 linear weights.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockLinears {
+    pub qkv: u64,
+    pub out: u64,
+    pub fc1: u64,
+    pub fc2: u64,
+}
+
+/// bf16 copies of every block's linear weights, in one allocation.
+pub struct Bf16Linears {
+    pub flat: Buf,
+    pub blocks: Vec<BlockLinears>,
+}
 
 /// A model's parameters resident on an executor: one flat buffer, sliced.
 pub struct DeviceModel {
     pub spec: ModelSpec,
     pub flat: Buf,
     pub params: Params<Buf>,
+    /// Present in bf16 precision.
+    pub bf16: Option<Bf16Linears>,
 }
 
 impl DeviceModel {
@@ -27,7 +66,69 @@ impl DeviceModel {
             spec: model.spec.clone(),
             flat,
             params: model.params.map(|r| flat.slice(r.start, r.len())),
+            bf16: None,
         })
+    }
+
+    /// Uploads in the given precision: bf16 adds rounded copies of the
+    /// blocks' linear weights (each 16-byte aligned for the tensor-core
+    /// kernels' cp.async rows).
+    pub fn upload_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
+        let mut dm = Self::upload(exec, model)?;
+        if precision == Precision::Bf16 {
+            match Self::bf16_linears(exec, model) {
+                Ok(b) => dm.bf16 = Some(b),
+                Err(e) => {
+                    dm.free(exec);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(dm)
+    }
+
+    fn bf16_linears(exec: &dyn Executor, model: &Model) -> Result<Bf16Linears> {
+        let Some(gpu) = exec.device() else {
+            return Err(crate::invalid!(
+                "--precision bf16 runs on the tensor-core kernels: use --device emu or cuda, not {}",
+                exec.name()
+            ));
+        };
+        let mut host: Vec<half::bf16> = Vec::new();
+        let mut offsets = Vec::new();
+        for b in &model.params.blocks {
+            let mut four = [0usize; 4];
+            for (o, r) in four
+                .iter_mut()
+                .zip([&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w])
+            {
+                *o = host.len();
+                host.extend(
+                    model.flat[r.clone()]
+                        .iter()
+                        .map(|&v| half::bf16::from_f32(v)),
+                );
+                host.resize(host.len().next_multiple_of(8), half::bf16::ZERO);
+            }
+            offsets.push(four);
+        }
+        let flat = exec.alloc(host.len().div_ceil(2).max(1))?;
+        let base = exec.address(flat).expect("a PTX executor has addresses");
+        if let Err(e) = gpu.write(base, bytemuck::cast_slice(&host)) {
+            exec.free(flat);
+            return Err(e);
+        }
+        let at = |o: usize| base + 2 * o as u64;
+        let blocks = offsets
+            .iter()
+            .map(|f| BlockLinears {
+                qkv: at(f[0]),
+                out: at(f[1]),
+                fc1: at(f[2]),
+                fc2: at(f[3]),
+            })
+            .collect();
+        Ok(Bf16Linears { flat, blocks })
     }
 
     /// A zero-filled working parameter buffer with `model`'s layout, to be
@@ -38,11 +139,53 @@ impl DeviceModel {
             spec: model.spec.clone(),
             flat,
             params: model.params.map(|r| flat.slice(r.start, r.len())),
+            bf16: None,
         })
+    }
+
+    /// [`DeviceModel::alloc_like`] in the given precision; after filling
+    /// the f32 weights, call [`DeviceModel::refresh_bf16`].
+    pub fn alloc_like_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
+        let mut dm = Self::alloc_like(exec, model)?;
+        if precision == Precision::Bf16 {
+            match Self::bf16_linears(exec, model) {
+                Ok(b) => dm.bf16 = Some(b),
+                Err(e) => {
+                    dm.free(exec);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(dm)
+    }
+
+    /// Rounds the f32 linear weights into the bf16 copies, on the device
+    /// (after a lerp changed them).
+    pub fn refresh_bf16(&self, exec: &dyn Executor) -> Result<()> {
+        let Some(b16) = &self.bf16 else {
+            return Ok(());
+        };
+        for (b, l) in self.params.blocks.iter().zip(&b16.blocks) {
+            for (w, dst) in [
+                (b.qkv_w, l.qkv),
+                (b.out_w, l.out),
+                (b.fc1_w, l.fc1),
+                (b.fc2_w, l.fc2),
+            ] {
+                let src = exec.address(w).expect("bf16 runs on a PTX executor");
+                exec.device_op("cast_bf16", ops::cast_bf16::cost(w.len), &|g| {
+                    ops::cast_bf16::launch(g, src, dst, w.len)
+                })?;
+            }
+        }
+        Ok(())
     }
 
     pub fn free(self, exec: &dyn Executor) {
         exec.free(self.flat);
+        if let Some(b) = self.bf16 {
+            exec.free(b.flat);
+        }
     }
 }
 
@@ -125,6 +268,13 @@ pub fn forward(
                 ip.lambda.len()
             ));
         }
+    }
+    if let (Some(_), Some(ip)) = (&m.bf16, &interp)
+        && ip.other.bf16.is_none()
+    {
+        return Err(crate::invalid!(
+            "bf16 interpolation needs both models uploaded in bf16"
+        ));
     }
     if n == 0 {
         return Ok(Output {
@@ -222,74 +372,94 @@ pub fn forward(
     norm(x, x, &|p| (p.ln_pre_g, p.ln_pre_b), dense, t)?;
 
     let h = sc.alloc(rows * w)?;
-    let qkv = sc.alloc(rows * 3 * w)?;
-    let att = sc.alloc(rows * w)?;
-    let o = sc.alloc(rows * w)?;
-    let f = sc.alloc(rows * s.mlp)?;
     let ash = AttentionShape {
         batch: n,
         tokens: t,
         heads: s.heads,
         head_dim: s.head_dim(),
     };
-    for i in 0..s.layers {
-        norm(x, h, &|p| (p.blocks[i].ln1_g, p.blocks[i].ln1_b), dense, t)?;
-        let sh = GemmShape {
-            m: rows,
-            n: 3 * w,
-            k: w,
+    if let Some(b16) = &m.bf16 {
+        let blocks = Bf16Blocks {
+            exec,
+            p,
+            lin: b16,
+            other: interp.as_ref().map(|ip| {
+                (
+                    &ip.other.params,
+                    ip.other.bf16.as_ref().expect("checked above"),
+                )
+            }),
+            lambda,
+            rows,
+            tokens: t,
+            ash,
+            spec: s,
         };
-        linear(
-            h,
-            &|p| (p.blocks[i].qkv_w, Some(p.blocks[i].qkv_b)),
-            qkv,
-            sh,
-            t,
-        )?;
-        exec.attention(qkv, att, ash)?;
-        let sh = GemmShape {
-            m: rows,
-            n: w,
-            k: w,
-        };
-        linear(
-            att,
-            &|p| (p.blocks[i].out_w, Some(p.blocks[i].out_b)),
-            o,
-            sh,
-            t,
-        )?;
-        exec.add(o, x)?;
-        norm(x, h, &|p| (p.blocks[i].ln2_g, p.blocks[i].ln2_b), dense, t)?;
-        let sh = GemmShape {
-            m: rows,
-            n: s.mlp,
-            k: w,
-        };
-        linear(
-            h,
-            &|p| (p.blocks[i].fc1_w, Some(p.blocks[i].fc1_b)),
-            f,
-            sh,
-            t,
-        )?;
-        match s.act {
-            Act::QuickGelu => exec.quick_gelu(f)?,
-            Act::Gelu => exec.gelu(f)?,
+        blocks.run(&mut sc, x, h, &|x, y, gb| norm(x, y, gb, dense, t))?;
+    } else {
+        let qkv = sc.alloc(rows * 3 * w)?;
+        let att = sc.alloc(rows * w)?;
+        let o = sc.alloc(rows * w)?;
+        let f = sc.alloc(rows * s.mlp)?;
+        for i in 0..s.layers {
+            norm(x, h, &|p| (p.blocks[i].ln1_g, p.blocks[i].ln1_b), dense, t)?;
+            let sh = GemmShape {
+                m: rows,
+                n: 3 * w,
+                k: w,
+            };
+            linear(
+                h,
+                &|p| (p.blocks[i].qkv_w, Some(p.blocks[i].qkv_b)),
+                qkv,
+                sh,
+                t,
+            )?;
+            exec.attention(qkv, att, ash)?;
+            let sh = GemmShape {
+                m: rows,
+                n: w,
+                k: w,
+            };
+            linear(
+                att,
+                &|p| (p.blocks[i].out_w, Some(p.blocks[i].out_b)),
+                o,
+                sh,
+                t,
+            )?;
+            exec.add(o, x)?;
+            norm(x, h, &|p| (p.blocks[i].ln2_g, p.blocks[i].ln2_b), dense, t)?;
+            let sh = GemmShape {
+                m: rows,
+                n: s.mlp,
+                k: w,
+            };
+            linear(
+                h,
+                &|p| (p.blocks[i].fc1_w, Some(p.blocks[i].fc1_b)),
+                f,
+                sh,
+                t,
+            )?;
+            match s.act {
+                Act::QuickGelu => exec.quick_gelu(f)?,
+                Act::Gelu => exec.gelu(f)?,
+            }
+            let sh = GemmShape {
+                m: rows,
+                n: w,
+                k: s.mlp,
+            };
+            linear(
+                f,
+                &|p| (p.blocks[i].fc2_w, Some(p.blocks[i].fc2_b)),
+                o,
+                sh,
+                t,
+            )?;
+            exec.add(o, x)?;
         }
-        let sh = GemmShape {
-            m: rows,
-            n: w,
-            k: s.mlp,
-        };
-        linear(
-            f,
-            &|p| (p.blocks[i].fc2_w, Some(p.blocks[i].fc2_b)),
-            o,
-            sh,
-            t,
-        )?;
-        exec.add(o, x)?;
     }
 
     // ln_post reads only each sample's class token (stride tokens·width).
@@ -325,6 +495,139 @@ pub fn forward(
     let embeds = exec.download(emb)?;
     exec.synchronize()?;
     Ok(Output { embeds, logits })
+}
+
+/// The transformer blocks on bf16 tensor cores: f32 residual stream `x`,
+/// layernorm in f32 then cast to bf16, bf16 gemms (dual when
+/// interpolating) and flash attention; the out-projection and fc2 add into
+/// `x` in their epilogue.
+struct Bf16Blocks<'a> {
+    exec: &'a dyn Executor,
+    p: &'a Params<Buf>,
+    lin: &'a Bf16Linears,
+    other: Option<(&'a Params<Buf>, &'a Bf16Linears)>,
+    lambda: Option<Buf>,
+    rows: usize,
+    tokens: usize,
+    ash: AttentionShape,
+    spec: &'a ModelSpec,
+}
+
+/// The linear layers of a block, as (bf16 weight, f32 bias) selectors.
+#[derive(Clone, Copy)]
+enum Layer {
+    Qkv,
+    Out,
+    Fc1,
+    Fc2,
+}
+
+type WeightOf = fn(&BlockLinears) -> u64;
+type BiasOf = fn(&Block<Buf>) -> Buf;
+
+impl Layer {
+    fn select(self) -> (WeightOf, BiasOf) {
+        match self {
+            Layer::Qkv => (|l: &BlockLinears| l.qkv, |b: &Block<Buf>| b.qkv_b),
+            Layer::Out => (|l: &BlockLinears| l.out, |b: &Block<Buf>| b.out_b),
+            Layer::Fc1 => (|l: &BlockLinears| l.fc1, |b: &Block<Buf>| b.fc1_b),
+            Layer::Fc2 => (|l: &BlockLinears| l.fc2, |b: &Block<Buf>| b.fc2_b),
+        }
+    }
+}
+
+/// Applies a (maybe dual) layernorm: `(x, y, pick)`.
+type NormFn<'a> = &'a dyn Fn(Buf, Buf, PickNorm) -> Result<()>;
+
+impl Bf16Blocks<'_> {
+    /// Address of a view; the executor is a PTX one (checked at upload).
+    fn at(&self, b: Buf) -> u64 {
+        self.exec.address(b).expect("bf16 runs on a PTX executor")
+    }
+
+    /// A bf16 scratch buffer of `len` values, as an address.
+    fn alloc(&self, sc: &mut Scratch, len: usize) -> Result<u64> {
+        Ok(self.at(sc.alloc(len.div_ceil(2))?))
+    }
+
+    /// `c = epilogue(a · Wᵀ + bias)` for `layer` of block `i`.
+    fn linear(
+        &self,
+        a: u64,
+        layer: Layer,
+        i: usize,
+        c: u64,
+        s: GemmShape,
+        ep: Epilogue,
+    ) -> Result<()> {
+        let (pick, bias) = layer.select();
+        let (w0, b0) = (pick(&self.lin.blocks[i]), self.at(bias(&self.p.blocks[i])));
+        match (self.other, self.lambda) {
+            (Some((q, ql)), Some(l)) => {
+                let dual = ops::gemm_dual_bf16::DualArgs {
+                    b1: pick(&ql.blocks[i]),
+                    bias0: b0,
+                    bias1: self.at(bias(&q.blocks[i])),
+                    lambda: self.at(l),
+                    rows_per_lambda: self.tokens,
+                };
+                let cost = ops::gemm_dual_bf16::cost(s, ep);
+                self.exec.device_op("gemm_dual_bf16", cost, &|g| {
+                    ops::gemm_dual_bf16::launch(g, a, w0, dual, c, s, ep)
+                })
+            }
+            _ => self
+                .exec
+                .device_op("gemm_bf16", ops::gemm_bf16::cost(s, ep), &|g| {
+                    ops::gemm_bf16::launch(g, a, w0, b0, c, s, ep)
+                }),
+        }
+    }
+
+    fn run(&self, sc: &mut Scratch, x: Buf, h: Buf, norm: NormFn) -> Result<()> {
+        let (rows, w, mlp) = (self.rows, self.spec.width, self.spec.mlp);
+        let hb = self.alloc(sc, rows * w)?;
+        let qkv = self.alloc(sc, rows * 3 * w)?;
+        let att = self.alloc(sc, rows * w)?;
+        let f = self.alloc(sc, rows * mlp)?;
+        let (xa, ha) = (self.at(x), self.at(h));
+        let bf16_out = Epilogue::PLAIN_BF16;
+        let residual = Epilogue {
+            activation: Activation::None,
+            f32_out: true,
+            accumulate: true,
+        };
+        let act = Epilogue {
+            activation: match self.spec.act {
+                Act::QuickGelu => Activation::QuickGelu,
+                Act::Gelu => Activation::Gelu,
+            },
+            ..bf16_out
+        };
+        let cast = |n: usize| {
+            self.exec
+                .device_op("cast_bf16", ops::cast_bf16::cost(n), &|g| {
+                    ops::cast_bf16::launch(g, ha, hb, n)
+                })
+        };
+        let shape = |n, k| GemmShape { m: rows, n, k };
+        for i in 0..self.spec.layers {
+            norm(x, h, &|p| (p.blocks[i].ln1_g, p.blocks[i].ln1_b))?;
+            cast(rows * w)?;
+            self.linear(hb, Layer::Qkv, i, qkv, shape(3 * w, w), bf16_out)?;
+            let ash = self.ash;
+            let cost = ops::attention_bf16::cost(ash);
+            self.exec.device_op("attention_bf16", cost, &|g| {
+                ops::attention_bf16::launch(g, qkv, att, ash)
+            })?;
+            self.linear(att, Layer::Out, i, xa, shape(w, w), residual)?;
+            norm(x, h, &|p| (p.blocks[i].ln2_g, p.blocks[i].ln2_b))?;
+            cast(rows * w)?;
+            self.linear(hb, Layer::Fc1, i, f, shape(mlp, w), act)?;
+            self.linear(f, Layer::Fc2, i, xa, shape(w, mlp), residual)?;
+        }
+        Ok(())
+    }
 }
 
 /// The largest batch to try on the device. When a forward runs out of

@@ -38,6 +38,7 @@ fn options(out: &Path, strategy: Strategy) -> EvalOptions {
         expertise_from: None,
         progress: false,
         seed: 1,
+        precision: Default::default(),
     }
 }
 
@@ -91,6 +92,49 @@ fn exact_and_materialize_are_each_samples_own_merged_model() {
             &all[1],
             1e-4,
         );
+    }
+}
+
+/// The whole DaWin evaluation in bf16 (tensor-core kernels) against the
+/// f32 expected values: λ within 2e-2, logits within 2.5e-2 of their scale,
+/// predictions ≥ 90% equal (the fixture has few samples), for exact and
+/// materialize (f32 lerp, then the linear weights rounded on the device).
+#[test]
+fn bf16_eval_follows_the_f32_results() {
+    let want_lambda = expected("lambda");
+    let want_logits = expected("dawin_logits");
+    let want_pred = argmax(&want_logits, 6);
+    for (kind, ex) in executors() {
+        if ex.device().is_none() {
+            continue;
+        }
+        for strategy in [Strategy::Exact, Strategy::Materialize] {
+            let d = tempfile::tempdir().unwrap();
+            let mut o = options(d.path(), strategy);
+            o.precision = dawin::vit::Precision::Bf16;
+            let r = eval::run(&o, ex.as_ref()).unwrap();
+            let what = format!("bf16 on {kind} ({strategy})");
+            assert_close(&format!("λ {what}"), &r.lambdas, &want_lambda, 2e-2);
+            let got = r.dawin_logits.clone().unwrap();
+            assert_close(&format!("logits {what}"), &got, &want_logits, 2.5e-2);
+            let same = r.predictions["dawin"]
+                .iter()
+                .zip(&want_pred)
+                .filter(|(a, b)| a == b)
+                .count();
+            eprintln!(
+                "{what}: λ error {:.2e}, logit error {:.2e}, {same} of {} predictions equal",
+                common::rel_err(&r.lambdas, &want_lambda),
+                common::rel_err(&got, &want_logits),
+                want_pred.len()
+            );
+            assert!(
+                same as f64 >= 0.9 * want_pred.len() as f64,
+                "{what}: {same} of {} predictions equal",
+                want_pred.len()
+            );
+            assert_eq!(r.summary["precision"], "bf16");
+        }
     }
 }
 

@@ -232,3 +232,134 @@ fn dual_forward_at_lambda_0_and_1_is_each_model() {
         assert!(common::rel_err(&la, &lb) > 0.1);
     }
 }
+
+/// Top-1 agreement and logit error (max |Δ| / max |logit|) of the bf16
+/// forward on `ex` against the f32 forward on the CPU, over `n` images.
+fn bf16_vs_f32(m: &Model, pixels: &[f32], n: usize, ex: &dyn dawin::exec::Executor) -> (f64, f64) {
+    use dawin::vit::Precision;
+    let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let f32m = DeviceModel::upload(cpu.as_ref(), m).unwrap();
+    let want = forward(cpu.as_ref(), &f32m, pixels, n, None).unwrap();
+    let bm = DeviceModel::upload_as(ex, m, Precision::Bf16).unwrap();
+    let got = forward(ex, &bm, pixels, n, None).unwrap();
+    bm.free(ex);
+    let (w, g) = (want.logits.unwrap(), got.logits.unwrap());
+    let c = w.len() / n;
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    let agree = (0..n)
+        .filter(|&i| argmax(&w[i * c..(i + 1) * c]) == argmax(&g[i * c..(i + 1) * c]))
+        .count();
+    (agree as f64 / n as f64, common::rel_err(&g, &w))
+}
+
+/// bf16 on tensor cores against f32, on every fixture with a head and 200
+/// random images: top-1 agreement ≥ 99% and logits within 2.5e-2 of the
+/// largest logit (bf16 keeps 8 significant bits; measured 0.6–1.2e-2).
+#[test]
+fn bf16_forward_agrees_with_f32_on_the_fixtures() {
+    for (kind, ex) in executors() {
+        if ex.device().is_none() {
+            continue;
+        }
+        for f in manifest() {
+            let name = f["name"].as_str().unwrap();
+            let m = Model::load(
+                &fixtures_dir().join(format!("{name}.safetensors")),
+                Overrides::default(),
+            )
+            .unwrap();
+            if m.spec.classes.is_none() {
+                continue;
+            }
+            let s = &m.spec;
+            let n = 200;
+            let px = common::data(7, n * s.channels * s.image_size * s.image_size, 1.0);
+            let (agree, err) = bf16_vs_f32(&m, &px, n, ex.as_ref());
+            eprintln!("{name} bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
+            assert!(agree >= 0.99, "{name} on {kind}: top-1 agreement {agree}");
+            assert!(err <= 2.5e-2, "{name} on {kind}: logit error {err:.3e}");
+        }
+    }
+}
+
+#[test]
+fn bf16_needs_a_ptx_device() {
+    let f = &manifest()[0];
+    let m = Model::load(
+        &fixtures_dir().join(format!("{}.safetensors", f["name"].as_str().unwrap())),
+        Overrides::default(),
+    )
+    .unwrap();
+    let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let e = DeviceModel::upload_as(cpu.as_ref(), &m, dawin::vit::Precision::Bf16)
+        .err()
+        .expect("cpu has no bf16 kernels");
+    assert!(e.to_string().contains("--device emu or cuda"), "{e}");
+}
+
+/// Exact per-sample DaWin in bf16 (the dual tensor-core gemm) against the
+/// f32 exact forward on the CPU: same bounds as the single-model forward.
+#[test]
+fn bf16_dual_forward_agrees_with_f32() {
+    use dawin::vit::Precision;
+    let m0 = Model::load(
+        &fixtures_dir().join("hf_quickgelu.safetensors"),
+        Overrides::default(),
+    )
+    .unwrap();
+    let m1 = perturbed(&m0, 3);
+    let s = &m0.spec;
+    let n = 200;
+    let px = common::data(11, n * s.channels * s.image_size * s.image_size, 1.0);
+    let lam: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).fract()).collect();
+    let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let (c0, c1) = (
+        DeviceModel::upload(cpu.as_ref(), &m0).unwrap(),
+        DeviceModel::upload(cpu.as_ref(), &m1).unwrap(),
+    );
+    let ip = Some(Interp {
+        other: &c1,
+        lambda: &lam,
+    });
+    let want = forward(cpu.as_ref(), &c0, &px, n, ip).unwrap();
+    let want = want.logits.unwrap();
+    for (kind, ex) in executors() {
+        if ex.device().is_none() {
+            continue;
+        }
+        let d0 = DeviceModel::upload_as(ex.as_ref(), &m0, Precision::Bf16).unwrap();
+        let d1 = DeviceModel::upload_as(ex.as_ref(), &m1, Precision::Bf16).unwrap();
+        let ip = Some(Interp {
+            other: &d1,
+            lambda: &lam,
+        });
+        let got = forward(ex.as_ref(), &d0, &px, n, ip).unwrap();
+        let got = got.logits.unwrap();
+        let c = want.len() / n;
+        let top = |v: &[f32]| (0..c).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        let agree = (0..n)
+            .filter(|&i| top(&want[i * c..(i + 1) * c]) == top(&got[i * c..(i + 1) * c]))
+            .count() as f64
+            / n as f64;
+        let err = common::rel_err(&got, &want);
+        eprintln!("dual bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
+        assert!(
+            agree >= 0.99 && err <= 2.5e-2,
+            "agreement {agree}, error {err:.3e}"
+        );
+        // An f32 model cannot be mixed with a bf16 one.
+        let f = DeviceModel::upload(ex.as_ref(), &m1).unwrap();
+        let ip = Some(Interp {
+            other: &f,
+            lambda: &lam[..1],
+        });
+        let e = forward(ex.as_ref(), &d0, &px[..px.len() / n], 1, ip);
+        assert!(e.unwrap_err().to_string().contains("both models"));
+    }
+}

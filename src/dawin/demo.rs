@@ -72,6 +72,7 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
             expertise_from: None,
             progress,
             seed: 1,
+            precision: Default::default(),
         };
         let exact = eval::run(&o, ex)?;
         o.strategy = Strategy::Bmm(3);

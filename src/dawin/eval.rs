@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::model::{Model, Overrides};
 use crate::tensorfile::{Tensor, TensorFile, write_f32};
-use crate::vit::{BatchCap, DeviceModel, Interp, forward};
+use crate::vit::{BatchCap, DeviceModel, Interp, Precision, forward};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -228,6 +228,8 @@ pub struct EvalOptions {
     pub expertise_from: Option<PathBuf>,
     pub progress: bool,
     pub seed: u64,
+    /// Arithmetic of the transformer blocks (bf16 needs emu or cuda).
+    pub precision: Precision,
 }
 
 /// Everything `eval` computed, also written to the output folder.
@@ -300,6 +302,7 @@ pub struct Engine<'a> {
     pub ex: &'a dyn Executor,
     pub pt: DeviceModel,
     pub ft: DeviceModel,
+    precision: Precision,
     work: Option<DeviceModel>,
     host: &'a Model,
     /// λ the working buffer holds now, to skip repeated lerps.
@@ -311,11 +314,25 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(ex: &'a dyn Executor, pt: &'a Model, ft: &Model) -> Result<Self> {
+    pub fn new(
+        ex: &'a dyn Executor,
+        pt: &'a Model,
+        ft: &Model,
+        precision: Precision,
+    ) -> Result<Self> {
+        let d_pt = DeviceModel::upload_as(ex, pt, precision)?;
+        let d_ft = match DeviceModel::upload_as(ex, ft, precision) {
+            Ok(d) => d,
+            Err(e) => {
+                d_pt.free(ex);
+                return Err(e);
+            }
+        };
         Ok(Engine {
             ex,
-            pt: DeviceModel::upload(ex, pt)?,
-            ft: DeviceModel::upload(ex, ft)?,
+            pt: d_pt,
+            ft: d_ft,
+            precision,
             work: None,
             host: pt,
             work_lambda: None,
@@ -329,13 +346,18 @@ impl<'a> Engine<'a> {
     /// λ changed since the last call.
     pub fn set_merged(&mut self, lambda: f32) -> Result<()> {
         if self.work.is_none() {
-            self.work = Some(DeviceModel::alloc_like(self.ex, self.host)?);
+            self.work = Some(DeviceModel::alloc_like_as(
+                self.ex,
+                self.host,
+                self.precision,
+            )?);
         }
         let w = self.work.as_ref().unwrap();
         if self.work_lambda == Some(lambda) {
             self.lerps_skipped += 1;
         } else {
             self.ex.lerp(w.flat, self.pt.flat, self.ft.flat, lambda)?;
+            w.refresh_bf16(self.ex)?;
             self.work_lambda = Some(lambda);
             self.lerps += 1;
         }
@@ -654,6 +676,10 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
             )
             .as_bytes(),
         );
+        // f32 keys stay as they were, so existing caches remain valid.
+        if o.precision != Precision::F32 {
+            h.update(format!("|{}", o.precision).as_bytes());
+        }
         format!("{:032x}", h.digest128())
     };
     let cache_path = o.out_dir.join("cache.safetensors");
@@ -675,7 +701,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
         .cloned()
         .collect();
     let cache_hit = missing.is_empty();
-    let mut engine = Engine::new(ex, &pt, &ft)?;
+    let mut engine = Engine::new(ex, &pt, &ft, o.precision)?;
     let mut failed: Vec<(usize, String)> = Vec::new();
     if !cache_hit {
         let need_static = missing
@@ -895,6 +921,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
         extra: serde_json::json!({
             "expertise": format!("{:?}", o.expertise).to_lowercase(),
             "interp": o.strategy.to_string(),
+            "precision": o.precision.to_string(),
             "temperature": [o.temperature.0, o.temperature.1],
             "samples": shard.len(),
             "shard": o.shard.map(|(i, n)| format!("{i}/{n}")),

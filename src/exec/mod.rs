@@ -219,6 +219,26 @@ pub trait Executor {
     fn device(&self) -> Option<&dyn crate::gpu::Gpu> {
         None
     }
+    /// Device address of a view, on a PTX executor.
+    fn address(&self, _b: Buf) -> Option<u64> {
+        None
+    }
+    /// Runs launches on [`Executor::device`] as one op named `name` (timed
+    /// and shown as an NVTX range like every other op).
+    fn device_op(
+        &self,
+        name: &'static str,
+        _cost: crate::profile::Cost,
+        f: &dyn Fn(&dyn crate::gpu::Gpu) -> Result<()>,
+    ) -> Result<()> {
+        match self.device() {
+            Some(g) => f(g),
+            None => Err(crate::invalid!(
+                "{name} runs only on a PTX device (--device emu or cuda), not on {}",
+                self.name()
+            )),
+        }
+    }
     /// Starts or stops timing every op (see [`profiled::Profiled`]).
     fn set_profiling(&self, _on: bool) {}
     /// The timed op calls since the last take.

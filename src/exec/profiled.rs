@@ -109,6 +109,17 @@ impl Executor for Profiled {
     fn device(&self) -> Option<&dyn crate::gpu::Gpu> {
         self.inner.device()
     }
+    fn address(&self, b: Buf) -> Option<u64> {
+        self.inner.address(b)
+    }
+    fn device_op(
+        &self,
+        name: &'static str,
+        cost: Cost,
+        f: &dyn Fn(&dyn crate::gpu::Gpu) -> Result<()>,
+    ) -> Result<()> {
+        self.op(name, cost, || self.inner.device_op(name, cost, f))
+    }
     fn set_profiling(&self, on: bool) {
         self.on.set(on);
     }

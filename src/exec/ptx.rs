@@ -79,6 +79,10 @@ impl<G: Gpu> Executor for PtxExec<G> {
         Some(&self.gpu)
     }
 
+    fn address(&self, b: Buf) -> Option<u64> {
+        Some(self.addr(b))
+    }
+
     fn synchronize(&self) -> Result<()> {
         self.gpu.synchronize()
     }
