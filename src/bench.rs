@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub pipeline: bool,
     /// Only benchmarks whose name contains this.
     pub filter: Option<String>,
+    /// Arithmetic of the pipeline rows (named `… bf16` in bf16).
+    pub precision: Precision,
 }
 
 /// One benchmark's result: milliseconds per call (kernels) or per pipeline
@@ -396,7 +398,11 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let img = spec.channels * spec.image_size * spec.image_size;
     let pixels = random(n * img, 7);
     let c = spec.classes.expect("head");
-    let mut engine = Engine::new(ex, &pt, &ft, Precision::F32)?;
+    let mut engine = Engine::new(ex, &pt, &ft, o.precision)?;
+    let suffix = match o.precision {
+        Precision::F32 => "",
+        Precision::Bf16 => " bf16",
+    };
     let bs = o.batch.max(1);
     let wanted = |name: &str| o.filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
 
@@ -437,7 +443,7 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
             }
         }
         rows.push(Row::from_times(
-            format!("pipeline {name}"),
+            format!("pipeline {name}{suffix}"),
             times,
             Cost::default(),
             Some(n),

@@ -203,6 +203,9 @@ enum Cmd {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Arithmetic of the pipeline rows (the kernel rows cover both).
+        #[arg(long, value_enum, default_value_t = Precision::F32)]
+        precision: Precision,
     },
     /// Decode and CLIP-preprocess images into a safetensors file.
     ///
@@ -855,6 +858,7 @@ fn main() -> std::process::ExitCode {
             suite,
             filter,
             json,
+            precision,
         } => {
             let batch = batch.unwrap_or(if quick { 2 } else { 256 });
             let o = dawin::bench::BenchOptions {
@@ -865,6 +869,7 @@ fn main() -> std::process::ExitCode {
                 kernels: suite != Suite::Pipeline,
                 pipeline: suite != Suite::Kernels,
                 filter,
+                precision,
             };
             run_bench(device, &o, json)
         }

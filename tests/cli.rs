@@ -383,4 +383,28 @@ fn bench_quick_reports_kernels_and_pipeline() {
     }
     let o = dawin(&["bench", "--quick", "--filter", "no such benchmark"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The pipeline in bf16 on tensor-core kernels; cpu has none.
+    let bf16 = [
+        "bench",
+        "--quick",
+        "--repeats",
+        "1",
+        "--suite",
+        "pipeline",
+        "--filter",
+        "exact",
+        "--precision",
+        "bf16",
+        "--device",
+    ];
+    let o = dawin(&[&bf16[..], &["emu"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("pipeline dawin exact bf16"),
+        "{}",
+        text(&o)
+    );
+    let o = dawin(&[&bf16[..], &["cpu"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--device emu or cuda"), "{}", text(&o));
 }

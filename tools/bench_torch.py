@@ -277,7 +277,12 @@ def pipeline(dev, a, rows):
     cases = [("forward (one model)", lambda: batched(p0)), ("expertise (both models)", expertise),
              ("dawin dual batched", dual), ("dawin bmm:3 (tertiles)", grouped),
              ("dawin official per-sample loop", official)]
-    with torch.inference_mode():
+    # bf16: autocast, the usual best PyTorch mixed precision (bf16 matmuls
+    # and SDPA, f32 layernorm and softmax), as dawin bench --precision bf16.
+    bf16 = a.precision == "bf16"
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16)
+    suffix = " bf16" if bf16 else ""
+    with torch.inference_mode(), amp:
         for name, fn in cases:
             if a.filter and a.filter not in "pipeline " + name:
                 continue
@@ -290,7 +295,7 @@ def pipeline(dev, a, rows):
                 if r:
                     ts.append((time.perf_counter() - t) * 1e3)
             ts.sort()
-            rows.add(f"pipeline {name}", ts[0], ts[len(ts) // 2], images=n)
+            rows.add(f"pipeline {name}{suffix}", ts[0], ts[len(ts) // 2], images=n)
 
 
 def main():
@@ -298,6 +303,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="small shapes and model (as dawin bench --quick)")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="arithmetic of the pipeline rows (bf16: torch.autocast)")
     ap.add_argument("--batch", type=int, default=None, help="images per batch (256, or 2 with --quick)")
     ap.add_argument("--images", type=int, default=None, help="pipeline images per repeat (default: the batch)")
     ap.add_argument("--suite", choices=["kernels", "pipeline", "all"], default="all")
