@@ -74,17 +74,22 @@ impl DeviceModel {
     /// blocks' linear weights (each 16-byte aligned for the tensor-core
     /// kernels' cp.async rows).
     pub fn upload_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
-        let mut dm = Self::upload(exec, model)?;
-        if precision == Precision::Bf16 {
+        Self::upload(exec, model)?.in_precision(exec, model, precision)
+    }
+
+    /// Adds the bf16 weight copies when `precision` asks for them; frees
+    /// everything on failure.
+    fn in_precision(mut self, exec: &dyn Executor, model: &Model, p: Precision) -> Result<Self> {
+        if p == Precision::Bf16 {
             match Self::bf16_linears(exec, model) {
-                Ok(b) => dm.bf16 = Some(b),
+                Ok(b) => self.bf16 = Some(b),
                 Err(e) => {
-                    dm.free(exec);
+                    self.free(exec);
                     return Err(e);
                 }
             }
         }
-        Ok(dm)
+        Ok(self)
     }
 
     fn bf16_linears(exec: &dyn Executor, model: &Model) -> Result<Bf16Linears> {
@@ -146,17 +151,7 @@ impl DeviceModel {
     /// [`DeviceModel::alloc_like`] in the given precision; after filling
     /// the f32 weights, call [`DeviceModel::refresh_bf16`].
     pub fn alloc_like_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
-        let mut dm = Self::alloc_like(exec, model)?;
-        if precision == Precision::Bf16 {
-            match Self::bf16_linears(exec, model) {
-                Ok(b) => dm.bf16 = Some(b),
-                Err(e) => {
-                    dm.free(exec);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(dm)
+        Self::alloc_like(exec, model)?.in_precision(exec, model, precision)
     }
 
     /// Rounds the f32 linear weights into the bf16 copies, on the device

@@ -1315,6 +1315,18 @@ fn lane_regs(
     Ok(out)
 }
 
+/// (row, column) of each of a lane's four C/D registers in the m16n8 tile:
+/// g = lane / 4, t = lane % 4 (PTX ISA, mma.m16n8k16 fragments).
+fn c_fragment(lane: usize) -> [(usize, usize); 4] {
+    let (g, t) = (lane >> 2, lane & 3);
+    [
+        (g, 2 * t),
+        (g, 2 * t + 1),
+        (g + 8, 2 * t),
+        (g + 8, 2 * t + 1),
+    ]
+}
+
 /// Runs warp `w`'s `mma.sync`/`ldmatrix` once all 32 lanes wait at it.
 fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fault> {
     let n = th.len();
@@ -1417,29 +1429,12 @@ fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fa
                     bm[k][g] = elem(bv[lane][r], false);
                     bm[k + 1][g] = elem(bv[lane][r], true);
                 }
-                for (r, (row, col)) in [
-                    (g, 2 * t4),
-                    (g, 2 * t4 + 1),
-                    (g + 8, 2 * t4),
-                    (g + 8, 2 * t4 + 1),
-                ]
-                .into_iter()
-                .enumerate()
-                {
+                for (r, (row, col)) in c_fragment(lane).into_iter().enumerate() {
                     cm[row][col] = f32::from_bits(cv[lane][r]) as f64;
                 }
             }
             for (lane, out) in results.iter_mut().enumerate() {
-                let (g, t4) = (lane >> 2, lane & 3);
-                for (r, (row, col)) in [
-                    (g, 2 * t4),
-                    (g, 2 * t4 + 1),
-                    (g + 8, 2 * t4),
-                    (g + 8, 2 * t4 + 1),
-                ]
-                .into_iter()
-                .enumerate()
-                {
+                for (r, (row, col)) in c_fragment(lane).into_iter().enumerate() {
                     let dot: f64 = (0..16).map(|k| am[row][k] * bm[k][col]).sum();
                     out[r] = ((dot + cm[row][col]) as f32).to_bits();
                 }
