@@ -99,6 +99,15 @@ impl DeviceModel {
                 exec.name()
             ));
         };
+        let s = &model.spec;
+        if !s.width.is_multiple_of(8) || !s.mlp.is_multiple_of(8) {
+            return Err(crate::invalid!(
+                "--precision bf16 needs the width ({}) and MLP width ({}) to be multiples of 8 \
+                 (16-byte rows for the tensor-core gemms); use --precision f32",
+                s.width,
+                s.mlp
+            ));
+        }
         let mut host: Vec<half::bf16> = Vec::new();
         let mut offsets = Vec::new();
         for b in &model.params.blocks {
@@ -584,6 +593,14 @@ impl Bf16Blocks<'_> {
         let hb = self.alloc(sc, rows * w)?;
         let qkv = self.alloc(sc, rows * 3 * w)?;
         let att = self.alloc(sc, rows * w)?;
+        // Head dims the flash kernel does not cover (multiples of 8 up to
+        // 80) run the f32 attention kernel between the bf16 gemms.
+        let hd = self.ash.head_dim;
+        let f32_attention = if hd.is_multiple_of(8) && hd <= 80 {
+            None
+        } else {
+            Some((sc.alloc(rows * 3 * w)?, sc.alloc(rows * w)?))
+        };
         let f = self.alloc(sc, rows * mlp)?;
         let (xa, ha) = (self.at(x), self.at(h));
         let bf16_out = Epilogue::PLAIN_BF16;
@@ -609,12 +626,26 @@ impl Bf16Blocks<'_> {
         for i in 0..self.spec.layers {
             norm(x, h, &|p| (p.blocks[i].ln1_g, p.blocks[i].ln1_b))?;
             cast(rows * w)?;
-            self.linear(hb, Layer::Qkv, i, qkv, shape(3 * w, w), bf16_out)?;
             let ash = self.ash;
-            let cost = ops::attention_bf16::cost(ash);
-            self.exec.device_op("attention_bf16", cost, &|g| {
-                ops::attention_bf16::launch(g, qkv, att, ash)
-            })?;
+            if let Some((qkv32, att32)) = f32_attention {
+                let f32_out = Epilogue {
+                    f32_out: true,
+                    ..bf16_out
+                };
+                self.linear(hb, Layer::Qkv, i, self.at(qkv32), shape(3 * w, w), f32_out)?;
+                self.exec.attention(qkv32, att32, ash)?;
+                let (src, n) = (self.at(att32), rows * w);
+                self.exec
+                    .device_op("cast_bf16", ops::cast_bf16::cost(n), &|g| {
+                        ops::cast_bf16::launch(g, src, att, n)
+                    })?;
+            } else {
+                self.linear(hb, Layer::Qkv, i, qkv, shape(3 * w, w), bf16_out)?;
+                let cost = ops::attention_bf16::cost(ash);
+                self.exec.device_op("attention_bf16", cost, &|g| {
+                    ops::attention_bf16::launch(g, qkv, att, ash)
+                })?;
+            }
             self.linear(att, Layer::Out, i, xa, shape(w, w), residual)?;
             norm(x, h, &|p| (p.blocks[i].ln2_g, p.blocks[i].ln2_b))?;
             cast(rows * w)?;

@@ -363,3 +363,35 @@ fn bf16_dual_forward_agrees_with_f32() {
         assert!(e.unwrap_err().to_string().contains("both models"));
     }
 }
+
+/// Head dims beyond the flash kernel (here 96) fall back to the f32
+/// attention between the bf16 gemms; widths that are not multiples of 8
+/// are refused up front with a clear message.
+#[test]
+fn bf16_covers_other_head_dims_and_explains_what_it_cannot_run() {
+    use dawin::model::ModelSpec;
+    use dawin::vit::Precision;
+    let mut s = ModelSpec::vit_b32(Some(5));
+    (s.width, s.layers, s.heads, s.mlp) = (192, 1, 2, 256);
+    (s.image_size, s.patch, s.embed_dim) = (32, 8, 32);
+    let m = Model::random(s.clone(), 5);
+    let n = 100;
+    let px = common::data(3, n * s.channels * s.image_size * s.image_size, 1.0);
+    for (kind, ex) in executors() {
+        if ex.device().is_none() {
+            continue;
+        }
+        let (agree, err) = bf16_vs_f32(&m, &px, n, ex.as_ref());
+        eprintln!("head dim 96 bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
+        assert!(
+            agree >= 0.99 && err <= 2.5e-2,
+            "agreement {agree}, error {err:.3e}"
+        );
+        let mut odd = s.clone();
+        (odd.width, odd.heads) = (100, 2);
+        let e = DeviceModel::upload_as(ex.as_ref(), &Model::random(odd, 1), Precision::Bf16)
+            .err()
+            .expect("width 100 is refused");
+        assert!(e.to_string().contains("multiples of 8"), "{e}");
+    }
+}
