@@ -461,6 +461,33 @@ fn ldmatrix(mode: u32, rows: &[u32; 32]) -> Vec<[u32; 4]> {
 }
 
 #[test]
+fn ldmatrix_bank_conflicts_are_counted() {
+    let emu = emu_with("tensor_core.ptx");
+    let psrc = emu.alloc(512).unwrap();
+    let out = emu.alloc(32 * 16).unwrap();
+    let run = |rows: &[u32; 32]| {
+        let before = emu.ldmatrix_conflicts();
+        let args = [
+            Arg::U64(psrc),
+            Arg::U64(put_u32(&emu, rows)),
+            Arg::U64(out),
+            Arg::U32(0),
+        ];
+        emu.launch("ldmatrix_modes", [1, 1, 1], [32, 1, 1], 0, &args)
+            .unwrap();
+        emu.ldmatrix_conflicts() - before
+    };
+    // Consecutive 16-byte rows: 8 different bank groups per matrix.
+    let rows: [u32; 32] = std::array::from_fn(|l| l as u32);
+    assert_eq!(run(&rows), 0);
+    // Rows 128 bytes apart all hit banks 0-3: 4 distinct rows (each given
+    // twice, which broadcasts) cost 4 wavefronts, 3 extra, in each of the 4
+    // matrices.
+    let rows: [u32; 32] = std::array::from_fn(|l| (l / 8 * 8 + (l % 4) * 8) as u32 % 32);
+    assert_eq!(run(&rows), 4 * 3);
+}
+
+#[test]
 fn ldmatrix_distributes_rows_and_transposes() {
     let pair = |lo: u32, hi: u32| lo | hi << 16;
     let el = |m: u32, r: u32, c: u32| 1000 * m + 10 * r + c;

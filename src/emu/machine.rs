@@ -83,6 +83,18 @@ struct Ctx<'a> {
     shared: Shared,
     epoch: u32,
     count: u64,
+    /// Extra shared-memory wavefronts of ldmatrix (bank conflicts).
+    conflicts: u64,
+}
+
+/// What a launch did, beyond its results.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LaunchStats {
+    /// Thread-instructions executed.
+    pub instructions: u64,
+    /// Extra wavefronts `ldmatrix` needed because rows of one 8×8 matrix
+    /// fell in the same banks (0 for a conflict-free layout).
+    pub ldmatrix_conflicts: u64,
 }
 
 type Res<T> = Result<T, (u32, String)>;
@@ -96,7 +108,7 @@ pub fn launch(
     args: &[Arg],
     mem: &mut GlobalMem,
     opts: EmuOptions,
-) -> Result<u64, Fault> {
+) -> Result<LaunchStats, Fault> {
     let fault0 = |msg: String| Fault {
         kernel: k.name.clone(),
         block: [0; 3],
@@ -161,7 +173,7 @@ pub fn launch(
             order.swap(i, j);
         }
     }
-    let mut count = 0u64;
+    let mut stats = LaunchStats::default();
     for ctaid in order {
         let mut cx = Ctx {
             k,
@@ -174,12 +186,14 @@ pub fn launch(
             shared: Shared::new(total),
             epoch: 0,
             count: 0,
+            conflicts: 0,
         };
         let r = run_block(&mut cx);
-        count += cx.count;
+        stats.instructions += cx.count;
+        stats.ldmatrix_conflicts += cx.conflicts;
         r?;
     }
-    Ok(count)
+    Ok(stats)
 }
 
 fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
@@ -1315,6 +1329,19 @@ fn lane_regs(
     Ok(out)
 }
 
+/// Shared-memory wavefronts for 8 16-byte rows: the most distinct rows that
+/// share a 4-bank group (32 banks of 4 bytes; equal addresses broadcast).
+fn ldmatrix_wavefronts(rows: &[u64; 8]) -> u64 {
+    let mut distinct: Vec<u64> = rows.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut per_group = [0u64; 8];
+    for a in distinct {
+        per_group[((a / 16) % 8) as usize] += 1;
+    }
+    per_group.into_iter().max().unwrap_or(1).max(1)
+}
+
 /// (row, column) of each of a lane's four C/D registers in the m16n8 tile:
 /// g = lane / 4, t = lane % 4 (PTX ISA, mma.m16n8k16 fragments).
 fn c_fragment(lane: usize) -> [(usize, usize); 4] {
@@ -1445,11 +1472,15 @@ fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fa
             // Lanes 8j..8j+7 give the row addresses of matrix j.
             let mut mats = [[[0u16; 8]; 8]; 4];
             for (j, mat) in mats.iter_mut().enumerate().take(*num as usize) {
+                // Each matrix is one shared-memory wavefront when its 8 rows
+                // (16 bytes = 4 banks each) use 8 different bank groups.
+                let mut rows = [0u64; 8];
                 for (r, row) in mat.iter_mut().enumerate() {
                     let lane = base + 8 * j + r;
                     let lin = lane as u32;
                     let addr = address(cx, &th[lane], lin, &inst.args[1], line)
                         .map_err(|(l, m)| fault(cx, lane, l, m))?;
+                    rows[r] = addr.1;
                     let mut vals = [0u64; 4];
                     load(cx, Space::Shared, addr, 4, 4, lin, line, &mut vals)
                         .map_err(|(l, m)| fault(cx, lane, l, m))?;
@@ -1457,6 +1488,7 @@ fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fa
                         *v = (vals[e / 2] >> (16 * (e % 2))) as u16;
                     }
                 }
+                cx.conflicts += ldmatrix_wavefronts(&rows) - 1;
             }
             for (lane, out) in results.iter_mut().enumerate() {
                 let (r, c) = (lane >> 2, 2 * (lane & 3));

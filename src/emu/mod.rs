@@ -113,6 +113,7 @@ pub struct Emu {
     pub mem: RefCell<GlobalMem>,
     pub options: EmuOptions,
     instructions: Cell<u64>,
+    ldmatrix_conflicts: Cell<u64>,
     /// Timestamps for profiling (see `Gpu::mark`).
     pub marks: crate::profile::WallClock,
 }
@@ -132,6 +133,7 @@ impl Emu {
             mem: RefCell::new(GlobalMem::default()),
             options,
             instructions: Cell::new(0),
+            ldmatrix_conflicts: Cell::new(0),
             marks: Default::default(),
         })
     }
@@ -139,6 +141,11 @@ impl Emu {
     /// Thread-instructions executed so far (for speed figures).
     pub fn instructions(&self) -> u64 {
         self.instructions.get()
+    }
+
+    /// Extra `ldmatrix` wavefronts from bank conflicts so far.
+    pub fn ldmatrix_conflicts(&self) -> u64 {
+        self.ldmatrix_conflicts.get()
     }
 
     pub fn kernel(&self, name: &str) -> Option<&Arc<Kernel>> {
@@ -159,9 +166,12 @@ impl Emu {
             .ok_or_else(|| Error::Device(format!("emu: no kernel named `{kernel}` is loaded")))?
             .clone();
         let mut mem = self.mem.borrow_mut();
-        let n = machine::launch(&k, grid, block, shared_bytes, args, &mut mem, self.options)
+        let st = machine::launch(&k, grid, block, shared_bytes, args, &mut mem, self.options)
             .map_err(|f| Error::Device(format!("emu: {f}")))?;
-        self.instructions.set(self.instructions.get() + n);
+        self.instructions
+            .set(self.instructions.get() + st.instructions);
+        let c = self.ldmatrix_conflicts.get();
+        self.ldmatrix_conflicts.set(c + st.ldmatrix_conflicts);
         Ok(())
     }
 }
