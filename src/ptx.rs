@@ -26,6 +26,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("l2_normalize.ptx", include_str!("../ptx/l2_normalize.ptx")),
     ("layernorm.ptx", include_str!("../ptx/layernorm.ptx")),
     ("lerp.ptx", include_str!("../ptx/lerp.ptx")),
+    ("lerp_bf16.ptx", include_str!("../ptx/lerp_bf16.ptx")),
     ("patch_embed.ptx", include_str!("../ptx/patch_embed.ptx")),
     ("quick_gelu.ptx", include_str!("../ptx/quick_gelu.ptx")),
     (

@@ -157,32 +157,30 @@ impl DeviceModel {
         })
     }
 
-    /// [`DeviceModel::alloc_like`] in the given precision; after filling
-    /// the f32 weights, call [`DeviceModel::refresh_bf16`].
+    /// [`DeviceModel::alloc_like`] in the given precision; fill the bf16
+    /// copies with [`DeviceModel::lerp_bf16`].
     pub fn alloc_like_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
         Self::alloc_like(exec, model)?.in_precision(exec, model, precision)
     }
 
-    /// Rounds the f32 linear weights into the bf16 copies, on the device
-    /// (after a lerp changed them).
-    pub fn refresh_bf16(&self, exec: &dyn Executor) -> Result<()> {
-        let Some(b16) = &self.bf16 else {
+    /// `self.bf16 = lerp(w0.bf16, w1.bf16, λ)`, bf16 in and out (the bf16
+    /// weights of `materialize`/`bmm`); nothing in f32 precision.
+    pub fn lerp_bf16(
+        &self,
+        exec: &dyn Executor,
+        w0: &DeviceModel,
+        w1: &DeviceModel,
+        lambda: f32,
+    ) -> Result<()> {
+        let (Some(o), Some(a), Some(b)) = (&self.bf16, &w0.bf16, &w1.bf16) else {
             return Ok(());
         };
-        for (b, l) in self.params.blocks.iter().zip(&b16.blocks) {
-            for (w, dst) in [
-                (b.qkv_w, l.qkv),
-                (b.out_w, l.out),
-                (b.fc1_w, l.fc1),
-                (b.fc2_w, l.fc2),
-            ] {
-                let src = exec.address(w).expect("bf16 runs on a PTX executor");
-                exec.device_op("cast_bf16", ops::cast_bf16::cost(w.len), &|g| {
-                    ops::cast_bf16::launch(g, src, dst, w.len)
-                })?;
-            }
-        }
-        Ok(())
+        let at = |x: &Bf16Linears| exec.address(x.flat).expect("bf16 runs on a PTX executor");
+        let (po, pa, pb) = (at(o), at(a), at(b));
+        let n = 2 * o.flat.len;
+        exec.device_op("lerp_bf16", ops::lerp_bf16::cost(n), &|g| {
+            ops::lerp_bf16::launch(g, po, pa, pb, n, lambda)
+        })
     }
 
     pub fn free(self, exec: &dyn Executor) {

@@ -98,7 +98,7 @@ fn exact_and_materialize_are_each_samples_own_merged_model() {
 /// The whole DaWin evaluation in bf16 (tensor-core kernels) against the
 /// f32 expected values: λ within 2e-2, logits within 2.5e-2 of their scale,
 /// predictions ≥ 90% equal (the fixture has few samples), for exact and
-/// materialize (f32 lerp, then the linear weights rounded on the device).
+/// materialize (the bf16 linear weights lerped in bf16 by `lerp_bf16`).
 #[test]
 fn bf16_eval_follows_the_f32_results() {
     let want_lambda = expected("lambda");

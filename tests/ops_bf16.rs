@@ -13,6 +13,7 @@ use dawin::ops::cast_bf16;
 use dawin::ops::gemm::GemmShape;
 use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
 use dawin::ops::gemm_dual_bf16::{self, DualArgs};
+use dawin::ops::lerp_bf16;
 use half::bf16;
 use proptest::prelude::*;
 
@@ -207,6 +208,25 @@ proptest! {
             let mut got = vec![bf16::ZERO; n];
             g.read(y, bytemuck::cast_slice_mut(&mut got)).unwrap();
             prop_assert_eq!(&got, &want, "cast_bf16 on {}", kind);
+        }
+    }
+
+    /// lerp_bf16 (one fma, one rounding, as the CPU), odd and even lengths,
+    /// separate output or in place: bit-exact, no tolerance.
+    #[test]
+    fn lerp_bf16(n in 1usize..3000, lambda in 0f32..1.0, in_place in any::<bool>(), seed in any::<u64>()) {
+        let w0 = to_bf16(&data(seed, n, 1.0));
+        let w1 = to_bf16(&data(seed ^ 1, n, 1.0));
+        let mut want = vec![bf16::ZERO; n];
+        lerp_bf16::cpu(&mut want, &w0, &w1, lambda);
+        for (kind, gpu) in gpus() {
+            let g = gpu.as_ref();
+            let (a, b) = (upload(g, &w0), upload(g, &w1));
+            let out = if in_place { a } else { g.alloc(2 * n).unwrap() };
+            lerp_bf16::launch(g, out, a, b, n, lambda).unwrap();
+            let mut got = vec![bf16::ZERO; n];
+            g.read(out, bytemuck::cast_slice_mut(&mut got)).unwrap();
+            prop_assert_eq!(&got, &want, "lerp_bf16 on {}", kind);
         }
     }
 }

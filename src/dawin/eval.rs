@@ -357,7 +357,7 @@ impl<'a> Engine<'a> {
             self.lerps_skipped += 1;
         } else {
             self.ex.lerp(w.flat, self.pt.flat, self.ft.flat, lambda)?;
-            w.refresh_bf16(self.ex)?;
+            w.lerp_bf16(self.ex, &self.pt, &self.ft, lambda)?;
             self.work_lambda = Some(lambda);
             self.lerps += 1;
         }

@@ -16,6 +16,7 @@ pub mod gemm_dual_bf16;
 pub mod l2_normalize;
 pub mod layernorm;
 pub mod lerp;
+pub mod lerp_bf16;
 pub mod patch_embed;
 pub mod quick_gelu;
 pub mod softmax_entropy;
