@@ -51,6 +51,14 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row of a tensor-core kernel (its %roof is against the bf16 peak).
+    fn tensor_core(name: String, ms: Vec<f64>, cost: Cost) -> Row {
+        Row {
+            tensor_core: true,
+            ..Row::from_times(name, ms, cost, None)
+        }
+    }
+
     fn from_times(name: String, mut ms: Vec<f64>, cost: Cost, images: Option<usize>) -> Row {
         ms.sort_by(f64::total_cmp);
         Row {
@@ -87,24 +95,6 @@ fn time_op(ex: &dyn Executor, repeats: usize, op: &dyn Fn() -> Result<()>) -> Re
     Ok(times)
 }
 
-/// Times a raw device launch sequence (for kernels the executor has no op
-/// for): cold caches each repeat, one warm-up call, device timestamps.
-fn time_device(gpu: &dyn Gpu, repeats: usize, op: &dyn Fn() -> Result<()>) -> Result<Vec<f64>> {
-    let mut times = Vec::with_capacity(repeats);
-    for r in 0..=repeats {
-        gpu.flush_caches()?;
-        let start = gpu.mark()?;
-        op()?;
-        let end = gpu.mark()?;
-        let ms = gpu.elapsed_ms(start, end)?;
-        gpu.reset_marks();
-        if r > 0 {
-            times.push(ms);
-        }
-    }
-    Ok(times)
-}
-
 /// Device buffer of `n` random bf16 values (or f32 ones).
 fn random_on(gpu: &dyn Gpu, n: usize, seed: u64, bf16: bool) -> Result<u64> {
     let v = random(n, seed);
@@ -122,6 +112,7 @@ fn random_on(gpu: &dyn Gpu, n: usize, seed: u64, bf16: bool) -> Result<u64> {
 /// bf16 tensor-core gemms at the given shapes, and the dual gemm at `dual`
 /// (rows per λ `rpl`). Named like `tools/bench_torch.py`'s bf16 rows.
 fn tensor_core_gemms(
+    ex: &dyn Executor,
     gpu: &dyn Gpu,
     o: &BenchOptions,
     shapes: &[(String, GemmShape)],
@@ -140,10 +131,11 @@ fn tensor_core_gemms(
         let w = random_on(gpu, s.n * s.k, 2, true)?;
         let bias = random_on(gpu, s.n, 3, false)?;
         let c = gpu.alloc(2 * s.m * s.n)?;
-        let t = time_device(gpu, o.repeats, &|| launch(gpu, a, w, bias, c, s, ep))?;
-        let mut row = Row::from_times(name, t, ops::gemm_bf16::cost(s, ep), None);
-        row.tensor_core = true;
-        rows.push(row);
+        let cost = ops::gemm_bf16::cost(s, ep);
+        let t = time_op(ex, o.repeats, &|| {
+            ex.device_op("gemm_bf16", cost, &|g| launch(g, a, w, bias, c, s, ep))
+        })?;
+        rows.push(Row::tensor_core(name, t, cost));
         for x in [a, w, bias, c] {
             gpu.free(x);
         }
@@ -161,12 +153,13 @@ fn tensor_core_gemms(
             rows_per_lambda: rpl,
         };
         let c = gpu.alloc(2 * s.m * s.n)?;
-        let t = time_device(gpu, o.repeats, &|| {
-            ops::gemm_dual_bf16::launch(gpu, a, w0, d, c, s, ep)
+        let cost = ops::gemm_dual_bf16::cost(s, ep);
+        let t = time_op(ex, o.repeats, &|| {
+            ex.device_op("gemm_dual_bf16", cost, &|g| {
+                ops::gemm_dual_bf16::launch(g, a, w0, d, c, s, ep)
+            })
         })?;
-        let mut row = Row::from_times(name, t, ops::gemm_dual_bf16::cost(s, ep), None);
-        row.tensor_core = true;
-        rows.push(row);
+        rows.push(Row::tensor_core(name, t, cost));
         for x in [a, w0, d.b1, d.bias0, d.bias1, d.lambda, c] {
             gpu.free(x);
         }
@@ -234,7 +227,7 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let name = format!("gemm_dual B/32 fc1 {}x{}x{}", s.m, s.n, s.k);
     if let Some(gpu) = ex.device() {
         let dual = (name.clone(), s, s.m / b);
-        rows.extend(tensor_core_gemms(gpu, o, &bf16_shapes, dual, &wanted)?);
+        rows.extend(tensor_core_gemms(ex, gpu, o, &bf16_shapes, dual, &wanted)?);
     }
     if wanted(&name) {
         let rpl = s.m / b;
@@ -300,11 +293,13 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
             let n = s.batch * tokens * s.width();
             let qkv = random_on(gpu, 3 * n, 1, true)?;
             let out = gpu.alloc(2 * n)?;
-            let launch = || ops::attention_bf16::launch(gpu, qkv, out, s);
-            let t = time_device(gpu, o.repeats, &launch)?;
-            let mut row = Row::from_times(name, t, ops::attention_bf16::cost(s), None);
-            row.tensor_core = true;
-            rows.push(row);
+            let cost = ops::attention_bf16::cost(s);
+            let t = time_op(ex, o.repeats, &|| {
+                ex.device_op("attention_bf16", cost, &|g| {
+                    ops::attention_bf16::launch(g, qkv, out, s)
+                })
+            })?;
+            rows.push(Row::tensor_core(name, t, cost));
             gpu.free(qkv);
             gpu.free(out);
         }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, data};
-use dawin::exec::{self, DeviceKind};
+use dawin::exec::{DeviceKind, Executor};
 use dawin::gpu::Gpu;
 use dawin::ops::attention::AttentionShape;
 use dawin::ops::attention_bf16;
@@ -28,15 +28,11 @@ fn cfg() -> ProptestConfig {
     }
 }
 
-/// Every device that runs PTX in this build.
-fn gpus() -> Vec<(DeviceKind, Box<dyn Gpu>)> {
-    exec::available()
+/// Every executor of this build that runs PTX (its `device()` is the GPU).
+fn gpus() -> Vec<(DeviceKind, Box<dyn Executor>)> {
+    common::executors()
         .into_iter()
-        .filter_map(|k| {
-            exec::open_gpu(k)
-                .expect("available device must open")
-                .map(|g| (k, g))
-        })
+        .filter(|(_, ex)| ex.device().is_some())
         .collect()
 }
 
@@ -106,7 +102,7 @@ proptest! {
         let mut want = c0.clone();
         gemm_bf16::cpu(&a, &b, bias.then_some(&bi[..]), &mut want, s, ep);
         for (kind, gpu) in gpus() {
-            let g = gpu.as_ref();
+            let g = gpu.device().expect("a PTX executor");
             let c = if f32_out { upload(g, &c0) } else { upload(g, &to_bf16(&c0)) };
             let bias_ptr = if bias { upload(g, &bi) } else { 0 };
             gemm_bf16::launch(g, upload(g, &a), upload(g, &b), bias_ptr, c, s, ep).unwrap();
@@ -148,7 +144,7 @@ proptest! {
             }
         }
         for (kind, gpu) in gpus() {
-            let g = gpu.as_ref();
+            let g = gpu.device().expect("a PTX executor");
             let c = if f32_out { upload(g, &c0) } else { upload(g, &to_bf16(&c0)) };
             let dual = DualArgs {
                 b1: upload(g, &b1),
@@ -179,7 +175,7 @@ proptest! {
         let want: Vec<f32> = want.iter().map(|v| v.to_f32()).collect();
         let vmax = qkv.chunks(3 * w).flat_map(|r| &r[2 * w..]).fold(0f32, |m, v| m.max(v.to_f32().abs()));
         for (kind, gpu) in gpus() {
-            let g = gpu.as_ref();
+            let g = gpu.device().expect("a PTX executor");
             let out = g.alloc(2 * want.len()).unwrap();
             attention_bf16::launch(g, upload(g, &qkv), out, s).unwrap();
             let got = download(g, out, want.len(), false);
@@ -202,7 +198,7 @@ proptest! {
         let mut want = vec![bf16::ZERO; n];
         cast_bf16::cpu(&x, &mut want);
         for (kind, gpu) in gpus() {
-            let g = gpu.as_ref();
+            let g = gpu.device().expect("a PTX executor");
             let y = g.alloc(2 * n).unwrap();
             cast_bf16::launch(g, upload(g, &x), y, n).unwrap();
             let mut got = vec![bf16::ZERO; n];
@@ -220,7 +216,7 @@ proptest! {
         let mut want = vec![bf16::ZERO; n];
         lerp_bf16::cpu(&mut want, &w0, &w1, lambda);
         for (kind, gpu) in gpus() {
-            let g = gpu.as_ref();
+            let g = gpu.device().expect("a PTX executor");
             let (a, b) = (upload(g, &w0), upload(g, &w1));
             let out = if in_place { a } else { g.alloc(2 * n).unwrap() };
             lerp_bf16::launch(g, out, a, b, n, lambda).unwrap();
@@ -305,7 +301,7 @@ fn gemm_dual_bf16_reference_reduces_to_single_weights() {
 #[test]
 fn gemm_bf16_rejects_what_it_cannot_run() {
     for (_, gpu) in gpus() {
-        let g = gpu.as_ref();
+        let g = gpu.device().expect("a PTX executor");
         let buf = g.alloc(4096).unwrap();
         let ep = Epilogue::PLAIN_BF16;
         let odd_k = GemmShape { m: 4, n: 4, k: 12 };

@@ -147,22 +147,6 @@ fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
     }
 }
 
-/// The raw device under a PTX executor, for ops that have no [`Executor`]
-/// method yet (the bf16 kernels); `None` for `cpu`, which runs no PTX.
-pub fn open_gpu(kind: DeviceKind) -> Result<Option<Box<dyn crate::gpu::Gpu>>> {
-    match kind {
-        DeviceKind::Cpu => Ok(None),
-        DeviceKind::Emu => Ok(Some(Box::new(crate::emu::Emu::new(
-            crate::ptx::MODULES,
-            emu_options(),
-        )?))),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Some(Box::new(crate::cuda::CudaGpu::new()?))),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => open_plain(kind).map(|_| None),
-    }
-}
-
 /// Emulator options from the environment: `DAWIN_EMU_SHUFFLE=SEED` runs
 /// blocks in a shuffled order; `DAWIN_EMU_MEMORY=BYTES` caps device memory.
 fn emu_options() -> crate::emu::EmuOptions {
