@@ -96,6 +96,9 @@ impl Peak {
     }
 }
 
+/// The ops that run on tensor cores: their roof is the bf16 tensor peak.
+pub const TENSOR_CORE_OPS: [&str; 3] = ["gemm_bf16", "gemm_dual_bf16", "attention_bf16"];
+
 /// Calls of one op added up.
 #[derive(Clone, Debug, Default)]
 pub struct OpStats {
@@ -138,11 +141,9 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
     );
     for (op, st) in rows {
         let secs = st.total_ms / 1e3;
-        // The bf16 kernels run on tensor cores: their roof is the bf16 peak
-        // (cast_bf16 is memory bound, the same either way).
         let roof = peak
             .and_then(|p| {
-                if op.ends_with("_bf16") {
+                if TENSOR_CORE_OPS.contains(&op) {
                     p.fraction_tensor(st.cost, st.total_ms)
                 } else {
                     p.fraction(st.cost, st.total_ms)

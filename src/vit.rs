@@ -74,14 +74,20 @@ impl DeviceModel {
     /// blocks' linear weights (each 16-byte aligned for the tensor-core
     /// kernels' cp.async rows).
     pub fn upload_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
-        Self::upload(exec, model)?.in_precision(exec, model, precision)
+        Self::upload(exec, model)?.in_precision(exec, model, precision, true)
     }
 
-    /// Adds the bf16 weight copies when `precision` asks for them; frees
-    /// everything on failure.
-    fn in_precision(mut self, exec: &dyn Executor, model: &Model, p: Precision) -> Result<Self> {
+    /// Adds the bf16 weight copies (`fill`: of `model`'s weights, else
+    /// zeros) when `precision` asks for them; frees everything on failure.
+    fn in_precision(
+        mut self,
+        exec: &dyn Executor,
+        model: &Model,
+        p: Precision,
+        fill: bool,
+    ) -> Result<Self> {
         if p == Precision::Bf16 {
-            match Self::bf16_linears(exec, model) {
+            match Self::bf16_linears(exec, model, fill) {
                 Ok(b) => self.bf16 = Some(b),
                 Err(e) => {
                     self.free(exec);
@@ -92,7 +98,7 @@ impl DeviceModel {
         Ok(self)
     }
 
-    fn bf16_linears(exec: &dyn Executor, model: &Model) -> Result<Bf16Linears> {
+    fn bf16_linears(exec: &dyn Executor, model: &Model, fill: bool) -> Result<Bf16Linears> {
         let Some(gpu) = exec.device() else {
             return Err(crate::invalid!(
                 "--precision bf16 runs on the tensor-core kernels: use --device emu or cuda, not {}",
@@ -108,38 +114,38 @@ impl DeviceModel {
                 s.mlp
             ));
         }
-        let mut host: Vec<half::bf16> = Vec::new();
+        // Each weight starts 16-byte aligned (a multiple of 8 elements).
+        let mut total = 0;
         let mut offsets = Vec::new();
         for b in &model.params.blocks {
-            let mut four = [0usize; 4];
-            for (o, r) in four
-                .iter_mut()
-                .zip([&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w])
-            {
-                *o = host.len();
-                host.extend(
-                    model.flat[r.clone()]
-                        .iter()
-                        .map(|&v| half::bf16::from_f32(v)),
-                );
-                host.resize(host.len().next_multiple_of(8), half::bf16::ZERO);
-            }
-            offsets.push(four);
+            offsets.push([&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w].map(|r| {
+                let at = total;
+                total += r.len().next_multiple_of(8);
+                (at, r.clone())
+            }));
         }
-        let flat = exec.alloc(host.len().div_ceil(2).max(1))?;
+        let flat = exec.alloc(total.div_ceil(2).max(1))?;
         let base = exec.address(flat).expect("a PTX executor has addresses");
-        if let Err(e) = gpu.write(base, bytemuck::cast_slice(&host)) {
-            exec.free(flat);
-            return Err(e);
+        if fill {
+            let mut host = vec![half::bf16::ZERO; total];
+            for (at, r) in offsets.iter().flatten() {
+                for (d, &v) in host[*at..].iter_mut().zip(&model.flat[r.clone()]) {
+                    *d = half::bf16::from_f32(v);
+                }
+            }
+            if let Err(e) = gpu.write(base, bytemuck::cast_slice(&host)) {
+                exec.free(flat);
+                return Err(e);
+            }
         }
-        let at = |o: usize| base + 2 * o as u64;
+        let at = |o: &(usize, _)| base + 2 * o.0 as u64;
         let blocks = offsets
             .iter()
             .map(|f| BlockLinears {
-                qkv: at(f[0]),
-                out: at(f[1]),
-                fc1: at(f[2]),
-                fc2: at(f[3]),
+                qkv: at(&f[0]),
+                out: at(&f[1]),
+                fc1: at(&f[2]),
+                fc2: at(&f[3]),
             })
             .collect();
         Ok(Bf16Linears { flat, blocks })
@@ -157,10 +163,10 @@ impl DeviceModel {
         })
     }
 
-    /// [`DeviceModel::alloc_like`] in the given precision; fill the bf16
-    /// copies with [`DeviceModel::lerp_bf16`].
+    /// [`DeviceModel::alloc_like`] in the given precision (bf16 copies
+    /// zero-filled, to be filled by [`DeviceModel::lerp_bf16`]).
     pub fn alloc_like_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
-        Self::alloc_like(exec, model)?.in_precision(exec, model, precision)
+        Self::alloc_like(exec, model)?.in_precision(exec, model, precision, false)
     }
 
     /// `self.bf16 = lerp(w0.bf16, w1.bf16, λ)`, bf16 in and out (the bf16
