@@ -9,6 +9,15 @@ use dawin::model::{Act, Layout, Model, ModelSpec, Overrides};
 use dawin::tensorfile::TensorFile;
 use dawin::vit::{DeviceModel, Interp, forward};
 
+/// A fixture model by its manifest name.
+fn fixture_model(name: &str) -> Model {
+    Model::load(
+        &fixtures_dir().join(format!("{name}.safetensors")),
+        Overrides::default(),
+    )
+    .unwrap()
+}
+
 /// Max error relative to the output's scale, as the issue asks.
 const FIXTURE_TOL: f64 = 1e-4;
 
@@ -16,11 +25,7 @@ const FIXTURE_TOL: f64 = 1e-4;
 fn fixtures_load_with_the_expected_spec() {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
-        let m = Model::load(
-            &fixtures_dir().join(format!("{name}.safetensors")),
-            Overrides::default(),
-        )
-        .unwrap();
+        let m = fixture_model(name);
         let layout = match f["layout"].as_str().unwrap() {
             "hf" => Layout::Hf,
             "hf-bare" => Layout::HfBare,
@@ -72,11 +77,7 @@ fn fixtures_load_with_the_expected_spec() {
 fn fixtures_match_hf_on_every_executor() {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
-        let m = Model::load(
-            &fixtures_dir().join(format!("{name}.safetensors")),
-            Overrides::default(),
-        )
-        .unwrap();
+        let m = fixture_model(name);
         let io = TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors"))).unwrap();
         let px = io.read_f32("pixel_values").unwrap();
         let n = px.shape[0];
@@ -175,11 +176,7 @@ fn check_dual(m0: &Model, m1: &Model, pixels: &[f32], n: usize, lambdas: &[f32],
 fn dual_forward_equals_explicitly_lerped_models_on_fixtures() {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
-        let m0 = Model::load(
-            &fixtures_dir().join(format!("{name}.safetensors")),
-            Overrides::default(),
-        )
-        .unwrap();
+        let m0 = fixture_model(name);
         let m1 = perturbed(&m0, 7);
         let io = TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors"))).unwrap();
         let px = io.read_f32("pixel_values").unwrap();
@@ -269,11 +266,7 @@ fn bf16_forward_agrees_with_f32_on_the_fixtures() {
         }
         for f in manifest() {
             let name = f["name"].as_str().unwrap();
-            let m = Model::load(
-                &fixtures_dir().join(format!("{name}.safetensors")),
-                Overrides::default(),
-            )
-            .unwrap();
+            let m = fixture_model(name);
             if m.spec.classes.is_none() {
                 continue;
             }
@@ -291,11 +284,7 @@ fn bf16_forward_agrees_with_f32_on_the_fixtures() {
 #[test]
 fn bf16_needs_a_ptx_device() {
     let f = &manifest()[0];
-    let m = Model::load(
-        &fixtures_dir().join(format!("{}.safetensors", f["name"].as_str().unwrap())),
-        Overrides::default(),
-    )
-    .unwrap();
+    let m = fixture_model(f["name"].as_str().unwrap());
     let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
     let e = DeviceModel::upload_as(cpu.as_ref(), &m, dawin::vit::Precision::Bf16)
         .err()
@@ -308,11 +297,7 @@ fn bf16_needs_a_ptx_device() {
 #[test]
 fn bf16_dual_forward_agrees_with_f32() {
     use dawin::vit::Precision;
-    let m0 = Model::load(
-        &fixtures_dir().join("hf_quickgelu.safetensors"),
-        Overrides::default(),
-    )
-    .unwrap();
+    let m0 = fixture_model("hf_quickgelu");
     let m1 = perturbed(&m0, 3);
     let s = &m0.spec;
     let n = 200;
