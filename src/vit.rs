@@ -12,6 +12,8 @@ use crate::ops::{
     layernorm::LayerNormShape, patch_embed::PatchShape,
 };
 use std::cell::Cell;
+use std::collections::HashSet;
+use std::ops::Range;
 
 /// Arithmetic of the transformer blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -43,59 +45,132 @@ pub struct BlockLinears {
     pub fc2: u64,
 }
 
-/// bf16 copies of every block's linear weights, in one allocation.
+/// The blocks' linear weights in bf16, in one allocation.
 pub struct Bf16Linears {
     pub flat: Buf,
     pub blocks: Vec<BlockLinears>,
 }
 
-/// A model's parameters resident on an executor: one flat buffer, sliced.
+/// A model's parameters resident on an executor: one flat f32 buffer,
+/// sliced, plus in bf16 precision the blocks' linear weights in bf16.
 pub struct DeviceModel {
     pub spec: ModelSpec,
+    /// In bf16 precision this holds every tensor but the blocks' linear
+    /// weights, which live only in `bf16` (their views in `params` are
+    /// empty): the weights are not kept twice.
     pub flat: Buf,
     pub params: Params<Buf>,
     /// Present in bf16 precision.
     pub bf16: Option<Bf16Linears>,
 }
 
+/// The layout of a [`DeviceModel`]'s f32 buffer and its length: the
+/// model's own, or, `without_linears`, the same tensors packed with the
+/// blocks' linear weights left out (as empty ranges).
+fn f32_layout(model: &Model, without_linears: bool) -> (Params<Range<usize>>, usize) {
+    if !without_linears {
+        return (model.params.clone(), model.flat.len());
+    }
+    let linears: HashSet<(usize, usize)> = model
+        .params
+        .blocks
+        .iter()
+        .flat_map(|b| [&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w])
+        .map(|r| (r.start, r.end))
+        .collect();
+    let next = Cell::new(0);
+    let layout = model.params.map(|r| {
+        if linears.contains(&(r.start, r.end)) {
+            return 0..0;
+        }
+        let at = next.get();
+        next.set(at + r.len());
+        at..at + r.len()
+    });
+    (layout, next.get())
+}
+
 impl DeviceModel {
     /// Uploads the flat parameter buffer once; views are slices of it.
     pub fn upload(exec: &dyn Executor, model: &Model) -> Result<Self> {
-        let flat = exec.upload(&model.flat)?;
+        Self::upload_as(exec, model, Precision::F32)
+    }
+
+    /// Uploads in the given precision: in bf16 the blocks' linear weights
+    /// are rounded to bf16 (each 16-byte aligned for the tensor-core
+    /// kernels' cp.async rows) and only the other tensors stay f32.
+    pub fn upload_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
+        Self::place(exec, model, precision, true)
+    }
+
+    /// A zero-filled working parameter buffer with `model`'s layout, to be
+    /// filled by `lerp` (the `materialize` and `bmm` strategies).
+    pub fn alloc_like(exec: &dyn Executor, model: &Model) -> Result<Self> {
+        Self::alloc_like_as(exec, model, Precision::F32)
+    }
+
+    /// [`DeviceModel::alloc_like`] in the given precision (the bf16 part
+    /// is filled by [`DeviceModel::lerp_bf16`]).
+    pub fn alloc_like_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
+        Self::place(exec, model, precision, false)
+    }
+
+    /// Allocates in `p`, copying `model`'s values when `fill`; frees
+    /// everything on failure.
+    fn place(exec: &dyn Executor, model: &Model, p: Precision, fill: bool) -> Result<Self> {
+        let bf16 = match p {
+            Precision::Bf16 => Some(Self::bf16_linears(exec, model, fill)?),
+            Precision::F32 => None,
+        };
+        let (layout, len) = f32_layout(model, bf16.is_some());
+        let flat = exec.alloc(len.max(1)).and_then(|flat| {
+            let host = match (fill, bf16.is_some()) {
+                (false, _) => return Ok(flat),
+                (true, false) => None,
+                (true, true) => {
+                    let mut host = vec![0f32; len];
+                    let pairs = model.params.named().into_iter().zip(layout.named());
+                    for ((_, from), (_, to)) in pairs.filter(|(_, (_, to))| !to.is_empty()) {
+                        host[to.clone()].copy_from_slice(&model.flat[from.clone()]);
+                    }
+                    Some(host)
+                }
+            };
+            match exec.write(flat, host.as_deref().unwrap_or(&model.flat)) {
+                Ok(()) => Ok(flat),
+                Err(e) => {
+                    exec.free(flat);
+                    Err(e)
+                }
+            }
+        });
+        let flat = match flat {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(b) = bf16 {
+                    exec.free(b.flat);
+                }
+                return Err(e);
+            }
+        };
         Ok(DeviceModel {
             spec: model.spec.clone(),
             flat,
-            params: model.params.map(|r| flat.slice(r.start, r.len())),
-            bf16: None,
+            params: layout.map(|r| flat.slice(r.start, r.len())),
+            bf16,
         })
     }
 
-    /// Uploads in the given precision: bf16 adds rounded copies of the
-    /// blocks' linear weights (each 16-byte aligned for the tensor-core
-    /// kernels' cp.async rows).
-    pub fn upload_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
-        Self::upload(exec, model)?.in_precision(exec, model, precision, true)
+    pub fn precision(&self) -> Precision {
+        match self.bf16 {
+            Some(_) => Precision::Bf16,
+            None => Precision::F32,
+        }
     }
 
-    /// Adds the bf16 weight copies (`fill`: of `model`'s weights, else
-    /// zeros) when `precision` asks for them; frees everything on failure.
-    fn in_precision(
-        mut self,
-        exec: &dyn Executor,
-        model: &Model,
-        p: Precision,
-        fill: bool,
-    ) -> Result<Self> {
-        if p == Precision::Bf16 {
-            match Self::bf16_linears(exec, model, fill) {
-                Ok(b) => self.bf16 = Some(b),
-                Err(e) => {
-                    self.free(exec);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(self)
+    /// Device bytes the parameters take.
+    pub fn resident_bytes(&self) -> usize {
+        4 * (self.flat.len + self.bf16.as_ref().map_or(0, |b| b.flat.len))
     }
 
     fn bf16_linears(exec: &dyn Executor, model: &Model, fill: bool) -> Result<Bf16Linears> {
@@ -149,24 +224,6 @@ impl DeviceModel {
             })
             .collect();
         Ok(Bf16Linears { flat, blocks })
-    }
-
-    /// A zero-filled working parameter buffer with `model`'s layout, to be
-    /// filled by `lerp` (the `materialize` and `bmm` strategies).
-    pub fn alloc_like(exec: &dyn Executor, model: &Model) -> Result<Self> {
-        let flat = exec.alloc(model.flat.len())?;
-        Ok(DeviceModel {
-            spec: model.spec.clone(),
-            flat,
-            params: model.params.map(|r| flat.slice(r.start, r.len())),
-            bf16: None,
-        })
-    }
-
-    /// [`DeviceModel::alloc_like`] in the given precision (bf16 copies
-    /// zero-filled, to be filled by [`DeviceModel::lerp_bf16`]).
-    pub fn alloc_like_as(exec: &dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
-        Self::alloc_like(exec, model)?.in_precision(exec, model, precision, false)
     }
 
     /// `self.bf16 = lerp(w0.bf16, w1.bf16, λ)`, bf16 in and out (the bf16
@@ -277,11 +334,13 @@ pub fn forward(
             ));
         }
     }
-    if let (Some(_), Some(ip)) = (&m.bf16, &interp)
-        && ip.other.bf16.is_none()
+    if let Some(ip) = &interp
+        && ip.other.precision() != m.precision()
     {
         return Err(crate::invalid!(
-            "bf16 interpolation needs both models uploaded in bf16"
+            "cannot interpolate a {} model with a {} one: upload both in the same precision",
+            m.precision(),
+            ip.other.precision()
         ));
     }
     if n == 0 {

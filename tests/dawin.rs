@@ -104,6 +104,16 @@ fn bf16_eval_follows_the_f32_results() {
     let want_lambda = expected("lambda");
     let want_logits = expected("dawin_logits");
     let want_pred = argmax(&want_logits, 6);
+    let pt = dawin::model::Model::load(&fx("dawin_pt.safetensors"), Overrides::default()).unwrap();
+    let linears: Vec<usize> = pt
+        .params
+        .blocks
+        .iter()
+        .flat_map(|b| [&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w])
+        .map(|r| r.len())
+        .collect();
+    let bf16_values: usize = linears.iter().map(|l| l.next_multiple_of(8)).sum();
+    let per_model_bytes = 4 * (pt.param_count() - linears.iter().sum::<usize>()) + 2 * bf16_values;
     for (kind, ex) in executors() {
         if ex.device().is_none() {
             continue;
@@ -134,6 +144,16 @@ fn bf16_eval_follows_the_f32_results() {
                 want_pred.len()
             );
             assert_eq!(r.summary["precision"], "bf16");
+            // Both models and the merged one (wise-ft, and materialize's
+            // DaWin) hold their linear weights once, in bf16 (each padded
+            // to 8 values).
+            let models = 3;
+            let bytes = r.summary["device_param_bytes"].as_u64().unwrap() as usize;
+            eprintln!(
+                "{what}: {bytes} parameter bytes on the device, {} in f32",
+                models * 4 * pt.param_count()
+            );
+            assert_eq!(bytes, models * per_model_bytes, "{what}");
         }
     }
 }

@@ -345,7 +345,59 @@ fn bf16_dual_forward_agrees_with_f32() {
             lambda: &lam[..1],
         });
         let e = forward(ex.as_ref(), &d0, &px[..px.len() / n], 1, ip);
-        assert!(e.unwrap_err().to_string().contains("both models"));
+        assert!(e.unwrap_err().to_string().contains("same precision"));
+        let ip = Some(Interp {
+            other: &d1,
+            lambda: &lam[..1],
+        });
+        let e = forward(ex.as_ref(), &f, &px[..px.len() / n], 1, ip);
+        assert!(e.unwrap_err().to_string().contains("same precision"));
+    }
+}
+
+/// In bf16 the blocks' linear weights are held once, in bf16: the f32
+/// buffer keeps every other tensor, bit for bit, and nothing more.
+#[test]
+fn bf16_models_hold_their_linear_weights_only_in_bf16() {
+    use dawin::vit::Precision;
+    let m = fixture_model("hf_quickgelu");
+    let linears: usize = m
+        .params
+        .blocks
+        .iter()
+        .map(|b| b.qkv_w.len() + b.out_w.len() + b.fc1_w.len() + b.fc2_w.len())
+        .sum();
+    assert!(
+        linears > m.flat.len() / 2,
+        "the test needs a model of mostly linear weights"
+    );
+    for (kind, ex) in executors() {
+        if ex.device().is_none() {
+            continue;
+        }
+        let d = DeviceModel::upload_as(ex.as_ref(), &m, Precision::Bf16).unwrap();
+        assert_eq!(d.flat.len, m.flat.len() - linears, "{kind}");
+        assert_eq!(d.precision(), Precision::Bf16);
+        // Each weight is padded to 8 bf16 values at most.
+        let padded = 2 * linears + 14 * 4 * m.spec.layers;
+        assert!(d.resident_bytes() <= 4 * d.flat.len + padded, "{kind}");
+        assert_eq!(d.params.blocks[0].fc1_w.len, 0);
+        let host = ex.download(d.flat).unwrap();
+        for ((name, from), (_, to)) in m.params.named().into_iter().zip(d.params.named()) {
+            if to.len > 0 {
+                assert_eq!(
+                    &host[to.offset..to.offset + to.len],
+                    &m.flat[from.clone()],
+                    "{name}"
+                );
+            } else {
+                assert!(
+                    name.ends_with("weight") && name.contains("resblocks"),
+                    "{name}"
+                );
+            }
+        }
+        d.free(ex.as_ref());
     }
 }
 

@@ -401,6 +401,15 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// Device bytes held by both models and the working (merged) one.
+    pub fn resident_bytes(&self) -> usize {
+        [Some(&self.pt), Some(&self.ft), self.work.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(DeviceModel::resident_bytes)
+            .sum()
+    }
+
     pub fn free(self) {
         let ex = self.ex;
         self.pt.free(ex);
@@ -872,6 +881,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     drop(phase);
     seconds.insert("dawin".into(), t.elapsed().as_secs_f64());
     let (lerps, lerps_skipped) = (engine.lerps, engine.lerps_skipped);
+    let param_bytes = engine.resident_bytes();
     engine.free();
 
     // 4. Predictions and accuracy.
@@ -928,6 +938,7 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
             "cache": if cache_hit { "hit" } else { "computed" },
             "lerps": lerps,
             "lerps_skipped": lerps_skipped,
+            "device_param_bytes": param_bytes,
             "offset": {"b": offset.0, "w": offset.1},
         }),
         t0: t,
