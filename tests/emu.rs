@@ -642,3 +642,63 @@ fn cvt_to_bf16_rounds_to_nearest_even_from_f32() {
     Gpu::read(&emu, py, bytemuck::cast_slice_mut(&mut got)).unwrap();
     assert_eq!(got, want);
 }
+
+/// Extra wavefronts of one warp's shared load of `width` bytes per lane at
+/// byte offsets `offs` (`shared_banks.ptx`).
+fn shared_load_conflicts(width: u32, offs: &[u32; 32]) -> u64 {
+    let emu = Emu::new(
+        &[("shared_banks.ptx", include_str!("kernels/shared_banks.ptx"))],
+        EmuOptions {
+            bank_conflicts: true,
+            ..EmuOptions::default()
+        },
+    )
+    .unwrap();
+    let out = emu.alloc(32 * 4).unwrap();
+    let args = [
+        Arg::U64(put_u32(&emu, offs)),
+        Arg::U64(out),
+        Arg::U32(width),
+    ];
+    emu.launch("shared_banks", [1, 1, 1], [32, 1, 1], 0, &args)
+        .unwrap();
+    // Each lane read the word at its offset.
+    let got = get_u32(&emu, out, 32);
+    for (l, &o) in offs.iter().enumerate() {
+        assert_eq!(got[l], o / 4, "lane {l}");
+    }
+    emu.shared_conflicts()
+}
+
+/// Hand-counted cases of the bank model: 32 four-byte banks, one distinct
+/// word per bank per wavefront, equal words broadcast, and 8- and 16-byte
+/// requests served in phases of 16 and 8 lanes.
+#[test]
+fn shared_bank_conflicts_are_counted() {
+    let lanes = |f: fn(u32) -> u32| -> [u32; 32] { std::array::from_fn(|l| f(l as u32)) };
+    // 4-byte: consecutive words, one wavefront; stride 2 words, 2-way;
+    // stride 32 words, 32-way; everyone at one word broadcasts.
+    assert_eq!(shared_load_conflicts(4, &lanes(|l| 4 * l)), 0);
+    assert_eq!(shared_load_conflicts(4, &lanes(|l| 8 * l)), 1);
+    assert_eq!(shared_load_conflicts(4, &lanes(|l| 128 * l)), 31);
+    assert_eq!(shared_load_conflicts(4, &lanes(|_| 64)), 0);
+    // Two lanes per word of the first 16 words: broadcast, no conflict.
+    assert_eq!(shared_load_conflicts(4, &lanes(|l| 4 * (l / 2))), 0);
+    // 8-byte: consecutive, 2 phases of 128 bytes; lanes 256 bytes apart put
+    // 16 distinct rows on banks 0-1 in each phase: 15 extra per phase.
+    assert_eq!(shared_load_conflicts(8, &lanes(|l| 8 * l)), 0);
+    assert_eq!(shared_load_conflicts(8, &lanes(|l| 256 * l)), 2 * 15);
+    // 16-byte: consecutive, 4 phases; 128 bytes apart, 8 rows on banks 0-3
+    // per phase: 7 extra in each of the 4 phases.
+    assert_eq!(shared_load_conflicts(16, &lanes(|l| 16 * l)), 0);
+    assert_eq!(
+        shared_load_conflicts(16, &lanes(|l| 128 * (l % 32) % 4096)),
+        4 * 7
+    );
+    // A row pad of 16 bytes (144-byte rows) spreads those 8 rows over the
+    // banks again.
+    assert_eq!(
+        shared_load_conflicts(16, &lanes(|l| 144 * (l % 8) + 1152 * (l / 8))),
+        0
+    );
+}

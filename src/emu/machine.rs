@@ -4,6 +4,7 @@ use super::parse::{
     AddrBase, Cmp, Inst, Kernel, MulMode, Op, Operand, Round, ShflMode, Space, Special, Ty,
 };
 use super::{Arg, EmuOptions, Fault, GlobalMem};
+use std::collections::{HashMap, HashSet};
 
 const NONE: u32 = u32::MAX;
 const MANY: u32 = u32::MAX - 1;
@@ -85,6 +86,56 @@ struct Ctx<'a> {
     count: u64,
     /// Extra shared-memory wavefronts of ldmatrix (bank conflicts).
     conflicts: u64,
+    /// Every shared access of the block, when conflicts are counted.
+    banks: Option<BankLog>,
+}
+
+/// Shared accesses grouped into warp instructions: lanes of one warp that
+/// execute the same instruction for the same n-th time issued it together
+/// (threads run one at a time here, so the warp is rebuilt afterwards).
+#[derive(Default)]
+struct BankLog {
+    /// How often each (thread, line) has accessed shared memory.
+    seen: HashMap<(u32, u32), u32>,
+    /// (warp, line, n-th time) → each lane's (lane, byte address, bytes).
+    requests: HashMap<(u32, u32, u32), Vec<(u32, u64, u32)>>,
+}
+
+impl BankLog {
+    fn record(&mut self, lin: u32, line: u32, addr: u64, bytes: u32) {
+        let n = self.seen.entry((lin, line)).or_insert(0);
+        let key = (lin / 32, line, *n);
+        *n += 1;
+        self.requests
+            .entry(key)
+            .or_default()
+            .push((lin % 32, addr, bytes));
+    }
+
+    /// Extra wavefronts over all requests (0 when conflict-free).
+    fn conflicts(&self) -> u64 {
+        self.requests.values().map(|r| request_conflicts(r)).sum()
+    }
+}
+
+/// Extra wavefronts of one warp's shared request. Lanes are served in
+/// phases of 128 bytes (32 lanes for ≤4-byte accesses, 16 for 8-byte, 8
+/// for 16-byte); within a phase, each of the 32 four-byte banks delivers
+/// one distinct word per wavefront (equal words broadcast).
+fn request_conflicts(lanes: &[(u32, u64, u32)]) -> u64 {
+    let bytes = lanes.iter().map(|l| l.2).max().unwrap_or(4).max(4);
+    let per_phase = 128 / bytes.min(16);
+    let mut phases: HashMap<u32, HashMap<u64, HashSet<u64>>> = HashMap::new();
+    for &(lane, addr, len) in lanes {
+        let banks = phases.entry(lane / per_phase).or_default();
+        for word in addr / 4..(addr + len as u64).div_ceil(4) {
+            banks.entry(word % 32).or_default().insert(word);
+        }
+    }
+    phases
+        .values()
+        .map(|banks| banks.values().map(|w| w.len() as u64).max().unwrap_or(1) - 1)
+        .sum()
 }
 
 /// What a launch did, beyond its results.
@@ -95,6 +146,9 @@ pub struct LaunchStats {
     /// Extra wavefronts `ldmatrix` needed because rows of one 8×8 matrix
     /// fell in the same banks (0 for a conflict-free layout).
     pub ldmatrix_conflicts: u64,
+    /// Extra wavefronts of the other shared accesses (ld/st.shared and
+    /// cp.async's shared writes), when `EmuOptions::bank_conflicts` is set.
+    pub shared_conflicts: u64,
 }
 
 type Res<T> = Result<T, (u32, String)>;
@@ -187,10 +241,12 @@ pub fn launch(
             epoch: 0,
             count: 0,
             conflicts: 0,
+            banks: opts.bank_conflicts.then(BankLog::default),
         };
         let r = run_block(&mut cx);
         stats.instructions += cx.count;
         stats.ldmatrix_conflicts += cx.conflicts;
+        stats.shared_conflicts += cx.banks.as_ref().map_or(0, BankLog::conflicts);
         r?;
     }
     Ok(stats)
@@ -900,25 +956,35 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             } else {
                 rd(cx, t, 0, Ty::U32)? as usize
             };
-            while t.copy_groups.len() > keep {
-                for c in t.copy_groups.pop_front().unwrap_or_default() {
-                    for b in c.dst..c.dst + c.data.len() {
-                        cx.shared.pending[b] = NONE;
-                    }
-                    let mut vals = [0u64; 4];
-                    for (k, w) in c.data.chunks(4).enumerate() {
-                        vals[k] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64;
-                    }
-                    let addr = (None, c.dst as u64);
-                    store(cx, Space::Shared, addr, 4, c.data.len() / 4, lin, l, &vals)?;
-                }
-            }
-            Ok(())
+            // Landing bytes is not a request of this warp: the cp.async
+            // was counted when issued.
+            let banks = cx.banks.take();
+            let r = land_copies(cx, t, keep, lin, l);
+            cx.banks = banks;
+            r
         }
         Op::Bra | Op::Ret | Op::Bar | Op::Shfl(_) | Op::Mma { .. } | Op::Ldmatrix { .. } => {
             unreachable!("handled by run_thread")
         }
     }
+}
+
+/// Completes all but the newest `keep` committed cp.async groups of `t`.
+fn land_copies(cx: &mut Ctx, t: &mut Thread, keep: usize, lin: u32, l: u32) -> Res<()> {
+    while t.copy_groups.len() > keep {
+        for c in t.copy_groups.pop_front().unwrap_or_default() {
+            for b in c.dst..c.dst + c.data.len() {
+                cx.shared.pending[b] = NONE;
+            }
+            let mut vals = [0u64; 4];
+            for (k, w) in c.data.chunks(4).enumerate() {
+                vals[k] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64;
+            }
+            let addr = (None, c.dst as u64);
+            store(cx, Space::Shared, addr, 4, c.data.len() / 4, lin, l, &vals)?;
+        }
+    }
+    Ok(())
 }
 
 fn mul(ty: Ty, mode: MulMode, x: u64, y: u64) -> (u64, Ty) {
@@ -1093,6 +1159,9 @@ fn load(
             }
         }
         Space::Shared => {
+            if let Some(b) = &mut cx.banks {
+                b.record(lin, l, addr, total as u32);
+            }
             let a = addr as usize;
             let sh = &mut cx.shared;
             if a + total > sh.data.len() {
@@ -1174,6 +1243,9 @@ fn store(
             }
         }
         Space::Shared => {
+            if let Some(b) = &mut cx.banks {
+                b.record(lin, l, addr, total as u32);
+            }
             let a = addr as usize;
             let sh = &mut cx.shared;
             if a + total > sh.data.len() {
@@ -1302,6 +1374,9 @@ fn cp_async(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             ));
         }
         cx.shared.pending[b] = lin;
+    }
+    if let Some(b) = &mut cx.banks {
+        b.record(lin, l, dst as u64, size as u32);
     }
     t.copies_open.push(AsyncCopy { dst, data });
     Ok(())

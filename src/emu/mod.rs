@@ -60,6 +60,9 @@ pub struct EmuOptions {
     /// Device memory size in bytes; an allocation past it fails as out of
     /// memory, like a real GPU (exercises the batch-halving path).
     pub memory_limit: Option<usize>,
+    /// Count bank conflicts of every shared access, not only `ldmatrix`
+    /// (logs each access: slower, for the conflict tests and `--profile`).
+    pub bank_conflicts: bool,
 }
 
 /// Global memory: allocations at 256-byte aligned addresses, never reused,
@@ -114,6 +117,7 @@ pub struct Emu {
     pub options: EmuOptions,
     instructions: Cell<u64>,
     ldmatrix_conflicts: Cell<u64>,
+    shared_conflicts: Cell<u64>,
     /// Timestamps for profiling (see `Gpu::mark`).
     pub marks: crate::profile::WallClock,
 }
@@ -134,6 +138,7 @@ impl Emu {
             options,
             instructions: Cell::new(0),
             ldmatrix_conflicts: Cell::new(0),
+            shared_conflicts: Cell::new(0),
             marks: Default::default(),
         })
     }
@@ -146,6 +151,12 @@ impl Emu {
     /// Extra `ldmatrix` wavefronts from bank conflicts so far.
     pub fn ldmatrix_conflicts(&self) -> u64 {
         self.ldmatrix_conflicts.get()
+    }
+
+    /// Extra wavefronts of the other shared accesses (ld/st.shared,
+    /// cp.async) so far; counted only with `EmuOptions::bank_conflicts`.
+    pub fn shared_conflicts(&self) -> u64 {
+        self.shared_conflicts.get()
     }
 
     pub fn kernel(&self, name: &str) -> Option<&Arc<Kernel>> {
@@ -172,6 +183,8 @@ impl Emu {
             .set(self.instructions.get() + st.instructions);
         let c = self.ldmatrix_conflicts.get();
         self.ldmatrix_conflicts.set(c + st.ldmatrix_conflicts);
+        let c = self.shared_conflicts.get();
+        self.shared_conflicts.set(c + st.shared_conflicts);
         Ok(())
     }
 }

@@ -156,6 +156,7 @@ fn emu_options() -> crate::emu::EmuOptions {
     crate::emu::EmuOptions {
         shuffle_blocks: var("DAWIN_EMU_SHUFFLE"),
         memory_limit: var("DAWIN_EMU_MEMORY"),
+        bank_conflicts: false,
     }
 }
 
