@@ -97,9 +97,13 @@ struct Ctx<'a> {
 struct BankLog {
     /// How often each (thread, line) has accessed shared memory.
     seen: HashMap<(u32, u32), u32>,
-    /// (warp, line, n-th time) → each lane's (lane, byte address, bytes).
-    requests: HashMap<(u32, u32, u32), Vec<(u32, u64, u32)>>,
+    requests: HashMap<RequestKey, Vec<LaneAccess>>,
 }
+
+/// One warp instruction's shared request: (warp, PTX line, n-th time).
+type RequestKey = (u32, u32, u32);
+/// One lane's part of a request: (lane, byte address, bytes).
+type LaneAccess = (u32, u64, u32);
 
 impl BankLog {
     fn record(&mut self, lin: u32, line: u32, addr: u64, bytes: u32) {
@@ -122,7 +126,7 @@ impl BankLog {
 /// phases of 128 bytes (32 lanes for ≤4-byte accesses, 16 for 8-byte, 8
 /// for 16-byte); within a phase, each of the 32 four-byte banks delivers
 /// one distinct word per wavefront (equal words broadcast).
-fn request_conflicts(lanes: &[(u32, u64, u32)]) -> u64 {
+fn request_conflicts(lanes: &[LaneAccess]) -> u64 {
     let bytes = lanes.iter().map(|l| l.2).max().unwrap_or(4).max(4);
     let per_phase = 128 / bytes.min(16);
     let mut phases: HashMap<u32, HashMap<u64, HashSet<u64>>> = HashMap::new();
