@@ -41,6 +41,11 @@ pub trait Gpu {
     fn peak(&self) -> Option<crate::profile::Peak> {
         None
     }
+    /// Extra shared-memory wavefronts from bank conflicts so far, where the
+    /// device counts them (`emu` with `DAWIN_EMU_BANK_CONFLICTS=1`).
+    fn bank_conflicts(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Grid size for a 1-D grid-stride loop over `n` items.
@@ -101,5 +106,8 @@ impl Gpu for crate::emu::Emu {
     }
     fn reset_marks(&self) {
         self.marks.reset()
+    }
+    fn bank_conflicts(&self) -> Option<u64> {
+        self.options.bank_conflicts.then(|| self.shared_conflicts())
     }
 }

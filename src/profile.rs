@@ -52,6 +52,8 @@ pub struct Record {
     pub op: &'static str,
     pub ms: f64,
     pub cost: Cost,
+    /// Extra shared-memory wavefronts, where the device counts them.
+    pub bank_conflicts: Option<u64>,
 }
 
 /// Peak throughput of a device, for the roofline column.
@@ -106,6 +108,7 @@ pub struct OpStats {
     pub total_ms: f64,
     pub min_ms: f64,
     pub cost: Cost,
+    pub bank_conflicts: Option<u64>,
 }
 
 pub fn aggregate(records: &[Record]) -> BTreeMap<&'static str, OpStats> {
@@ -120,6 +123,9 @@ pub fn aggregate(records: &[Record]) -> BTreeMap<&'static str, OpStats> {
         s.min_ms = s.min_ms.min(r.ms);
         s.cost.flops += r.cost.flops;
         s.cost.bytes += r.cost.bytes;
+        if let Some(c) = r.bank_conflicts {
+            *s.bank_conflicts.get_or_insert(0) += c;
+        }
     }
     by_op
 }
@@ -133,12 +139,15 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
     rows.sort_by(|a, b| b.1.total_ms.total_cmp(&a.1.total_ms));
     let total: f64 = rows.iter().map(|r| r.1.total_ms).sum();
     let mut s = String::new();
+    // Bank conflicts are shown only where the device counted them (emu).
+    let counted = rows.iter().any(|r| r.1.bank_conflicts.is_some());
     let _ = writeln!(s, "per-kernel profile on {device}");
-    let _ = writeln!(
+    let _ = write!(
         s,
         "{:<16} {:>7} {:>10} {:>6} {:>10} {:>8} {:>8} {:>7}",
         "op", "calls", "total ms", "%time", "mean µs", "GB/s", "TFLOP/s", "%roof"
     );
+    let _ = writeln!(s, "{}", if counted { "  bank conflicts/call" } else { "" });
     for (op, st) in rows {
         let secs = st.total_ms / 1e3;
         let roof = peak
@@ -150,7 +159,7 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
                 }
             })
             .map_or("-".to_string(), |f| format!("{:.1}", 100.0 * f));
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{:<16} {:>7} {:>10.3} {:>6.1} {:>10.1} {:>8.1} {:>8.3} {:>7}",
             op,
@@ -162,8 +171,20 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
             st.cost.flops / secs.max(1e-12) / 1e12,
             roof
         );
+        let bank = match st.bank_conflicts {
+            Some(c) if counted => format!("  {:>19.1}", c as f64 / st.calls as f64),
+            _ if counted => format!("  {:>19}", "-"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "{bank}");
     }
     let _ = writeln!(s, "{:<16} {:>7} {:>10.3}", "total", "", total);
+    if counted {
+        let _ = writeln!(
+            s,
+            "bank conflicts: extra shared-memory wavefronts per call (the emulator's bank model)"
+        );
+    }
     match peak {
         Some(p) => {
             let _ = writeln!(
@@ -219,6 +240,7 @@ mod tests {
             op,
             ms,
             cost: Cost::elementwise(1000, 3, 1.0),
+            bank_conflicts: None,
         };
         let t = table(&[r("lerp", 1.0), r("gemm", 3.0), r("lerp", 2.0)], None, "x");
         let lerp = t.lines().find(|l| l.starts_with("lerp")).unwrap();
@@ -227,5 +249,34 @@ mod tests {
         assert_eq!(cols[2], "3.000");
         // gemm has the larger total, so it is listed first.
         assert!(t.find("gemm").unwrap() < t.find("lerp").unwrap());
+        assert!(
+            !t.contains("bank conflicts"),
+            "not counted, not shown:\n{t}"
+        );
+    }
+
+    #[test]
+    fn table_shows_bank_conflicts_per_call_where_counted() {
+        let r = |op, c| Record {
+            op,
+            ms: 1.0,
+            cost: Cost::elementwise(1000, 3, 1.0),
+            bank_conflicts: c,
+        };
+        let t = table(
+            &[r("gemm", Some(30)), r("gemm", Some(10)), r("add", None)],
+            None,
+            "x",
+        );
+        let last = |op: &str| {
+            let l = t.lines().find(|l| l.starts_with(op)).unwrap();
+            l.split_whitespace().last().unwrap().to_string()
+        };
+        assert_eq!(last("gemm"), "20.0", "{t}");
+        assert_eq!(last("add"), "-", "{t}");
+        assert!(
+            t.lines().nth(1).unwrap().ends_with("bank conflicts/call"),
+            "{t}"
+        );
     }
 }

@@ -268,6 +268,8 @@ fn profile_prints_a_per_kernel_table() {
         assert!(o.status.success(), "{}", text(&o));
         let t = text(&o);
         assert!(t.contains("per-kernel profile on"), "{t}");
+        // Bank conflicts only when the emulator is asked to count them.
+        assert!(!t.contains("bank conflicts"), "{t}");
         // The fixture has two layers (one attention each) and one patch
         // embedding per forward.
         let row = |op: &str| {
@@ -282,6 +284,58 @@ fn profile_prints_a_per_kernel_table() {
         };
         assert_eq!(row("patch_embed"), 1, "{t}");
         assert_eq!(row("attention"), 2, "{t}");
+    }
+}
+
+/// With `DAWIN_EMU_BANK_CONFLICTS=1` the emu profile counts the bank
+/// conflicts of every shared access: every kernel of an eval (single and
+/// dual gemms, attention, lerp, softmax_entropy, ...) in both precisions is
+/// held to zero, as their headers claim.
+#[test]
+fn every_kernel_of_an_eval_is_free_of_bank_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (precision, must_have) in [
+        ("f32", ["gemm", "gemm_dual", "attention", "lerp"]),
+        (
+            "bf16",
+            ["gemm_bf16", "gemm_dual_bf16", "attention_bf16", "lerp_bf16"],
+        ),
+    ] {
+        let out = dir.path().join(precision).display().to_string();
+        let o = Command::new(env!("CARGO_BIN_EXE_dawin"))
+            .args(["eval", "--pretrained", &fixture("dawin_pt", ".safetensors")])
+            .args(["--finetuned", &fixture("dawin_ft", ".safetensors")])
+            .args(["--data", &fixture("dawin_data", ".safetensors")])
+            .args(["--out-dir", &out, "--quiet", "--device", "emu", "--profile"])
+            // wise-ft lerps a merged model; dawin runs the dual gemms.
+            .args(["--methods", "zeroshot,wise-ft:0.5,dawin"])
+            .args(["--precision", precision])
+            .env("DAWIN_EMU_BANK_CONFLICTS", "1")
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        let head = t
+            .lines()
+            .position(|l| l.starts_with("op ") && l.ends_with("bank conflicts/call"))
+            .unwrap_or_else(|| panic!("no bank conflict column in\n{t}"));
+        let rows: Vec<Vec<&str>> = t
+            .lines()
+            .skip(head + 1)
+            .take_while(|l| !l.starts_with("total"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        for op in must_have.iter().chain(&["softmax_entropy", "layernorm"]) {
+            assert!(rows.iter().any(|r| r[0] == *op), "no {op} row in\n{t}");
+        }
+        for r in &rows {
+            assert_eq!(
+                r.last(),
+                Some(&"0.0"),
+                "{precision}: {} has conflicts\n{t}",
+                r[0]
+            );
+        }
     }
 }
 

@@ -148,7 +148,9 @@ fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
 }
 
 /// Emulator options from the environment: `DAWIN_EMU_SHUFFLE=SEED` runs
-/// blocks in a shuffled order; `DAWIN_EMU_MEMORY=BYTES` caps device memory.
+/// blocks in a shuffled order; `DAWIN_EMU_MEMORY=BYTES` caps device memory;
+/// `DAWIN_EMU_BANK_CONFLICTS=1` counts the bank conflicts of every shared
+/// access (a column of `--profile`).
 fn emu_options() -> crate::emu::EmuOptions {
     fn var<T: std::str::FromStr>(k: &str) -> Option<T> {
         std::env::var(k).ok().and_then(|v| v.parse().ok())
@@ -156,7 +158,7 @@ fn emu_options() -> crate::emu::EmuOptions {
     crate::emu::EmuOptions {
         shuffle_blocks: var("DAWIN_EMU_SHUFFLE"),
         memory_limit: var("DAWIN_EMU_MEMORY"),
-        bank_conflicts: false,
+        bank_conflicts: var::<u8>("DAWIN_EMU_BANK_CONFLICTS").is_some_and(|v| v != 0),
     }
 }
 

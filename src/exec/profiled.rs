@@ -14,10 +14,14 @@ use std::cell::{Cell, RefCell};
 /// Timestamps resolved at once: bounds the events held on the device.
 const RESOLVE_EVERY: usize = 2048;
 
+/// An op timed but not yet resolved: name, start and end marks, cost, and
+/// the bank conflicts it caused where the device counts them.
+type Pending = (&'static str, usize, usize, Cost, Option<u64>);
+
 pub struct Profiled {
     inner: Box<dyn Executor>,
     on: Cell<bool>,
-    pending: RefCell<Vec<(&'static str, usize, usize, Cost)>>,
+    pending: RefCell<Vec<Pending>>,
     records: RefCell<Vec<Record>>,
 }
 
@@ -34,12 +38,16 @@ impl Profiled {
     fn op(&self, name: &'static str, cost: Cost, f: impl FnOnce() -> Result<()>) -> Result<()> {
         self.inner.range_push(name);
         let r = if self.on.get() {
+            let conflicts = || self.inner.device().and_then(|g| g.bank_conflicts());
+            let before = conflicts();
             let start = self.inner.mark()?;
             let r = f();
             let end = self.inner.mark()?;
+            // Counting devices run synchronously: the op is done here.
+            let bank = conflicts().zip(before).map(|(a, b)| a - b);
             let full = {
                 let mut p = self.pending.borrow_mut();
-                p.push((name, start, end, cost));
+                p.push((name, start, end, cost, bank));
                 p.len() >= RESOLVE_EVERY
             };
             if full {
@@ -56,9 +64,14 @@ impl Profiled {
     fn resolve(&self) -> Result<()> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         let mut records = self.records.borrow_mut();
-        for (op, start, end, cost) in pending {
+        for (op, start, end, cost, bank_conflicts) in pending {
             let ms = self.inner.elapsed_ms(start, end)?;
-            records.push(Record { op, ms, cost });
+            records.push(Record {
+                op,
+                ms,
+                cost,
+                bank_conflicts,
+            });
         }
         self.inner.reset_marks();
         Ok(())
