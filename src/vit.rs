@@ -90,6 +90,16 @@ fn f32_layout(model: &Model, without_linears: bool) -> (Params<Range<usize>>, us
     (layout, next.get())
 }
 
+/// `model`'s values in the packed `layout` of length `len`.
+fn packed(model: &Model, layout: &Params<Range<usize>>, len: usize) -> Vec<f32> {
+    let mut host = vec![0f32; len];
+    let pairs = model.params.named().into_iter().zip(layout.named());
+    for ((_, from), (_, to)) in pairs.filter(|(_, (_, to))| !to.is_empty()) {
+        host[to.clone()].copy_from_slice(&model.flat[from.clone()]);
+    }
+    host
+}
+
 impl DeviceModel {
     /// Uploads the flat parameter buffer once; views are slices of it.
     pub fn upload(exec: &dyn Executor, model: &Model) -> Result<Self> {
@@ -123,36 +133,16 @@ impl DeviceModel {
             Precision::F32 => None,
         };
         let (layout, len) = f32_layout(model, bf16.is_some());
-        let flat = exec.alloc(len.max(1)).and_then(|flat| {
-            let host = match (fill, bf16.is_some()) {
-                (false, _) => return Ok(flat),
-                (true, false) => None,
-                (true, true) => {
-                    let mut host = vec![0f32; len];
-                    let pairs = model.params.named().into_iter().zip(layout.named());
-                    for ((_, from), (_, to)) in pairs.filter(|(_, (_, to))| !to.is_empty()) {
-                        host[to.clone()].copy_from_slice(&model.flat[from.clone()]);
-                    }
-                    Some(host)
-                }
-            };
-            match exec.write(flat, host.as_deref().unwrap_or(&model.flat)) {
-                Ok(()) => Ok(flat),
-                Err(e) => {
-                    exec.free(flat);
-                    Err(e)
-                }
-            }
-        });
-        let flat = match flat {
-            Ok(f) => f,
-            Err(e) => {
-                if let Some(b) = bf16 {
-                    exec.free(b.flat);
-                }
-                return Err(e);
-            }
+        let flat = match (fill, &bf16) {
+            (false, _) => exec.alloc(len),
+            (true, None) => exec.upload(&model.flat),
+            (true, Some(_)) => exec.upload(&packed(model, &layout, len)),
         };
+        let flat = flat.inspect_err(|_| {
+            if let Some(b) = &bf16 {
+                exec.free(b.flat);
+            }
+        })?;
         Ok(DeviceModel {
             spec: model.spec.clone(),
             flat,

@@ -170,9 +170,10 @@ pub trait Executor {
 
     /// A zero-filled buffer of `len` f32.
     fn alloc(&self, len: usize) -> Result<Buf>;
+    /// A new buffer holding `data`; nothing stays allocated on failure.
     fn upload(&self, data: &[f32]) -> Result<Buf> {
         let buf = self.alloc(data.len())?;
-        self.write(buf, data)?;
+        self.write(buf, data).inspect_err(|_| self.free(buf))?;
         Ok(buf)
     }
     fn write(&self, dst: Buf, data: &[f32]) -> Result<()>;
