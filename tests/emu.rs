@@ -328,6 +328,18 @@ fn get_u32(emu: &Emu, a: u64, n: usize) -> Vec<u32> {
 
 /// Runs one warp of `mma_bf16`/`mma_f16` on per-lane fragment registers;
 /// returns each lane's four f32 results.
+/// (row, column) of a lane's four C/D registers in the m16n8 tile, for
+/// g = lane / 4, t = lane % 4, written out from the PTX ISA's figure
+/// (independently of the emulator's own table).
+fn c_positions(g: usize, t: usize) -> [(usize, usize); 4] {
+    [
+        (g, 2 * t),
+        (g, 2 * t + 1),
+        (g + 8, 2 * t),
+        (g + 8, 2 * t + 1),
+    ]
+}
+
 fn mma(kernel: &str, a: &[u32; 128], b: &[u32; 64], c: &[f32; 128]) -> Vec<[f32; 4]> {
     let emu = emu_with("tensor_core.ptx");
     let c_bits: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
@@ -395,15 +407,7 @@ fn mma_computes_the_full_product_with_f32_accumulation() {
         a[lane * 4 + 3] = pair(g + 8, 2 * t + 8);
         b[lane * 2] = bf16(bv(2 * t, g)) | bf16(bv(2 * t + 1, g)) << 16;
         b[lane * 2 + 1] = bf16(bv(2 * t + 8, g)) | bf16(bv(2 * t + 9, g)) << 16;
-        for (r, (i, j)) in [
-            (g, 2 * t),
-            (g, 2 * t + 1),
-            (g + 8, 2 * t),
-            (g + 8, 2 * t + 1),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (r, (i, j)) in c_positions(g, t).into_iter().enumerate() {
             c[lane * 4 + r] = cv(i, j);
         }
     }
@@ -411,15 +415,7 @@ fn mma_computes_the_full_product_with_f32_accumulation() {
     let round = |x: f32| half::bf16::from_f32(x).to_f32();
     for (lane, d_lane) in d.iter().enumerate() {
         let (g, t) = (lane / 4, lane % 4);
-        for (r, (i, j)) in [
-            (g, 2 * t),
-            (g, 2 * t + 1),
-            (g + 8, 2 * t),
-            (g + 8, 2 * t + 1),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (r, (i, j)) in c_positions(g, t).into_iter().enumerate() {
             let want: f64 = (0..16)
                 .map(|k| round(av(i, k)) as f64 * round(bv(k, j)) as f64)
                 .sum::<f64>()

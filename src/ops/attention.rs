@@ -102,6 +102,24 @@ pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Re
     if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
         return Ok(());
     }
+    let (args, grid) = args_and_grid(qkv, out, s, ROWS_PER_BLOCK)?;
+    gpu.launch(
+        "attention",
+        grid,
+        [32 * ROWS_PER_BLOCK as u32, 1, 1],
+        0,
+        &args,
+    )
+}
+
+/// The parameters both attention kernels take, and their grid of
+/// `rows`-query blocks per (head, sample).
+pub(super) fn args_and_grid(
+    qkv: u64,
+    out: u64,
+    s: AttentionShape,
+    rows: usize,
+) -> crate::Result<([Arg; 6], [u32; 3])> {
     let args = [
         Arg::U64(qkv),
         Arg::U64(out),
@@ -111,17 +129,11 @@ pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Re
         Arg::F32(1.0 / (s.head_dim as f32).sqrt()),
     ];
     let grid = [
-        s.tokens.div_ceil(ROWS_PER_BLOCK) as u32,
+        s.tokens.div_ceil(rows) as u32,
         s.heads as u32,
         s.batch as u32,
     ];
-    gpu.launch(
-        "attention",
-        grid,
-        [32 * ROWS_PER_BLOCK as u32, 1, 1],
-        0,
-        &args,
-    )
+    Ok((args, grid))
 }
 
 /// Work of one call: Q·Kᵀ and P·V (2·t²·d FLOPs each per head) plus the

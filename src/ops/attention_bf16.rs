@@ -15,7 +15,6 @@ pub fn cpu(qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
     }
 }
 
-use crate::emu::Arg;
 use crate::gpu::Gpu;
 
 /// Query rows per block: 4 warps of 16.
@@ -37,19 +36,7 @@ pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Re
     if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
         return Ok(());
     }
-    let args = [
-        Arg::U64(qkv),
-        Arg::U64(out),
-        super::u32_arg("tokens", s.tokens)?,
-        super::u32_arg("heads", s.heads)?,
-        super::u32_arg("head dim", s.head_dim)?,
-        Arg::F32(1.0 / (s.head_dim as f32).sqrt()),
-    ];
-    let grid = [
-        s.tokens.div_ceil(ROWS_PER_BLOCK) as u32,
-        s.heads as u32,
-        s.batch as u32,
-    ];
+    let (args, grid) = super::attention::args_and_grid(qkv, out, s, ROWS_PER_BLOCK)?;
     gpu.launch("attention_bf16", grid, [128, 1, 1], 0, &args)
 }
 

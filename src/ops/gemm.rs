@@ -96,7 +96,13 @@ pub fn launch(gpu: &dyn Gpu, a: u64, b: u64, bias: u64, c: u64, s: GemmShape) ->
     if s.m == 0 || s.n == 0 {
         return Ok(());
     }
-    let args = [
+    let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
+    gpu.launch("gemm", grid, [256, 1, 1], 0, &args(a, b, bias, c, s)?)
+}
+
+/// The parameters gemm and gemm_bf16 share: operands, bias, output, shape.
+pub(super) fn args(a: u64, b: u64, bias: u64, c: u64, s: GemmShape) -> crate::Result<[Arg; 7]> {
+    Ok([
         Arg::U64(a),
         Arg::U64(b),
         Arg::U64(bias),
@@ -104,9 +110,7 @@ pub fn launch(gpu: &dyn Gpu, a: u64, b: u64, bias: u64, c: u64, s: GemmShape) ->
         super::u32_arg("m", s.m)?,
         super::u32_arg("n", s.n)?,
         super::u32_arg("k", s.k)?,
-    ];
-    let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
-    gpu.launch("gemm", grid, [256, 1, 1], 0, &args)
+    ])
 }
 
 /// Work of one call: 2·m·n·k FLOPs; reads A, B and the bias, writes C.

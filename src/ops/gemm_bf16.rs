@@ -115,16 +115,8 @@ pub fn launch(
         return Ok(());
     }
     check(a, b, c, s, ep)?;
-    let args = [
-        Arg::U64(a),
-        Arg::U64(b),
-        Arg::U64(bias),
-        Arg::U64(c),
-        super::u32_arg("m", s.m)?,
-        super::u32_arg("n", s.n)?,
-        super::u32_arg("k", s.k)?,
-        Arg::U32(ep.flags()),
-    ];
+    let [a, b, bias, c, m, n, k] = super::gemm::args(a, b, bias, c, s)?;
+    let args = [a, b, bias, c, m, n, k, Arg::U32(ep.flags())];
     let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
     gpu.launch("gemm_bf16", grid, [256, 1, 1], 0, &args)
 }
