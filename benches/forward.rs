@@ -10,8 +10,9 @@
 //! per-sample interpolation, two weight sets).
 
 use dawin::exec::{Executor, cpu::Cpu};
+use dawin::model::device::DeviceModel;
+use dawin::model::vit::{DualWeights, forward};
 use dawin::model::{Model, ModelSpec};
-use dawin::vit::{DeviceModel, Interp, forward};
 use std::time::Instant;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -45,7 +46,7 @@ fn main() {
     let pixels: Vec<f32> = px.iter().cycle().take(batch * img).copied().collect();
     let lambdas: Vec<f32> = (0..batch).map(|i| i as f32 / batch as f32).collect();
     let run = || {
-        let ip = dual.then(|| Interp {
+        let ip = dual.then(|| DualWeights {
             other: &d1,
             lambda: &lambdas,
         });

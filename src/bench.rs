@@ -6,15 +6,23 @@
 //! repeats are reported with % of the device's roofline.
 //! `tools/bench_torch.py` prints the same rows for PyTorch on the same GPU.
 
-use crate::dawin::bmm::BetaMixture;
-use crate::dawin::eval::Engine;
+use crate::buf::{DType, Element};
 use crate::error::Result;
-use crate::exec::{DualGemm, Executor, Mix};
-use crate::gpu::Gpu;
-use crate::model::{Model, ModelSpec, SplitMix};
-use crate::ops::{self, attention::AttentionShape, gemm::GemmShape, layernorm::LayerNormShape};
+use crate::exec::{Executor, OwnedBuf};
+use crate::method::bmm::BetaMixture;
+use crate::method::engine::Engine;
+use crate::model::device::{DeviceModel, Precision};
+use crate::model::{Model, ModelSpec};
+use crate::ops::attention::{Attention, AttentionShape};
+use crate::ops::attention_bf16::AttentionBf16;
+use crate::ops::gemm::{Gemm, GemmShape};
+use crate::ops::gemm_bf16::{Epilogue, GemmBf16};
+use crate::ops::gemm_dual::{DualGemm, GemmDual};
+use crate::ops::gemm_dual_bf16::GemmDualBf16;
+use crate::ops::layernorm::{LayerNorm, LayerNormShape};
+use crate::ops::{Mix, Op, lerp::Lerp, quick_gelu::QuickGelu, softmax_entropy::SoftmaxEntropy};
 use crate::profile::{Cost, Peak};
-use crate::vit::Precision;
+use crate::rng::SplitMix;
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -35,6 +43,14 @@ pub struct BenchOptions {
     pub precision: Precision,
 }
 
+impl BenchOptions {
+    fn wanted(&self, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    }
+}
+
 /// One benchmark's result: milliseconds per call (kernels) or per pipeline
 /// run, with the work done in that time.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -51,14 +67,6 @@ pub struct Row {
 }
 
 impl Row {
-    /// A row of a tensor-core kernel (its %roof is against the bf16 peak).
-    fn tensor_core(name: String, ms: Vec<f64>, cost: Cost) -> Row {
-        Row {
-            tensor_core: true,
-            ..Row::from_times(name, ms, cost, None)
-        }
-    }
-
     fn from_times(name: String, mut ms: Vec<f64>, cost: Cost, images: Option<usize>) -> Row {
         ms.sort_by(f64::total_cmp);
         Row {
@@ -72,127 +80,218 @@ impl Row {
     }
 }
 
+/// Every row asked for, kernels first.
+pub fn run(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if o.kernels {
+        rows.extend(kernels(ex, o)?);
+    }
+    if o.pipeline {
+        rows.extend(pipeline(ex, o)?);
+    }
+    Ok(rows)
+}
+
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut r = SplitMix(seed);
     (0..n).map(|_| r.normal()).collect()
 }
 
+/// A buffer of `n` random values of `T`'s dtype.
+fn random_on<T: Element>(ex: &dyn Executor, n: usize, seed: u64) -> Result<OwnedBuf<'_>> {
+    let v = random(n, seed);
+    match T::DTYPE {
+        DType::Bf16 => ex.upload(
+            &v.iter()
+                .map(|&x| half::bf16::from_f32(x))
+                .collect::<Vec<_>>(),
+        ),
+        _ => ex.upload(&v),
+    }
+}
+
 /// Times `op` through the executor's profiler: each repeat starts with cold
 /// caches; the first call is a warm-up (module load, allocation).
-fn time_op(ex: &dyn Executor, repeats: usize, op: &dyn Fn() -> Result<()>) -> Result<Vec<f64>> {
+fn time_op(ex: &dyn Executor, o: &BenchOptions, name: String, op: Op) -> Result<Row> {
     ex.set_profiling(true);
-    let mut times = Vec::with_capacity(repeats);
-    for r in 0..=repeats {
+    let mut times = Vec::with_capacity(o.repeats);
+    for r in 0..=o.repeats {
         ex.flush_caches()?;
         ex.take_profile()?;
-        op()?;
+        ex.run_op(&op)?;
         let ms: f64 = ex.take_profile()?.iter().map(|x| x.ms).sum();
         if r > 0 {
             times.push(ms);
         }
     }
     ex.set_profiling(false);
-    Ok(times)
+    Ok(Row {
+        tensor_core: op.tensor_core(),
+        ..Row::from_times(name, times, op.cost(), None)
+    })
 }
 
-/// Device buffer of `n` random bf16 values (or f32 ones).
-fn random_on(gpu: &dyn Gpu, n: usize, seed: u64, bf16: bool) -> Result<u64> {
-    let v = random(n, seed);
-    let bytes: Vec<u8> = if bf16 {
-        let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
-        bytemuck::cast_slice(&h).to_vec()
-    } else {
-        bytemuck::cast_slice(&v).to_vec()
-    };
-    let a = gpu.alloc(bytes.len())?;
-    gpu.write(a, &bytes)?;
-    Ok(a)
-}
-
-/// bf16 tensor-core gemms at the given shapes, and the dual gemm at `dual`
-/// (rows per λ `rpl`). Named like `tools/bench_torch.py`'s bf16 rows.
-fn tensor_core_gemms(
-    ex: &dyn Executor,
-    gpu: &dyn Gpu,
-    o: &BenchOptions,
-    shapes: &[(String, GemmShape)],
-    dual: (String, GemmShape, usize),
-    wanted: &dyn Fn(&str) -> bool,
-) -> Result<Vec<Row>> {
-    use ops::gemm_bf16::{Epilogue, launch};
+/// A gemm row in f32 and on bf16 tensor cores (named `… bf16`).
+fn gemm_rows(ex: &dyn Executor, o: &BenchOptions, name: &str, s: GemmShape) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let ep = Epilogue::PLAIN_BF16;
-    for (name, s) in shapes {
-        let name = format!("{name} bf16");
-        if !wanted(&name) {
+    for bf16 in [false, true] {
+        let name = if bf16 {
+            format!("{name} bf16")
+        } else {
+            name.to_string()
+        };
+        if !o.wanted(&name) {
             continue;
         }
-        let (s, a) = (*s, random_on(gpu, s.m * s.k, 1, true)?);
-        let w = random_on(gpu, s.n * s.k, 2, true)?;
-        let bias = random_on(gpu, s.n, 3, false)?;
-        let c = gpu.alloc(2 * s.m * s.n)?;
-        let cost = ops::gemm_bf16::cost(s, ep);
-        let t = time_op(ex, o.repeats, &|| {
-            ex.device_op("gemm_bf16", cost, &|g| launch(g, a, w, bias, c, s, ep))
-        })?;
-        rows.push(Row::tensor_core(name, t, cost));
-        for x in [a, w, bias, c] {
-            gpu.free(x);
-        }
+        let (a, w) = if bf16 {
+            (
+                random_on::<half::bf16>(ex, s.m * s.k, 1)?,
+                random_on::<half::bf16>(ex, s.n * s.k, 2)?,
+            )
+        } else {
+            (
+                random_on::<f32>(ex, s.m * s.k, 1)?,
+                random_on::<f32>(ex, s.n * s.k, 2)?,
+            )
+        };
+        let bias = random_on::<f32>(ex, s.n, 3)?;
+        let bias = Some(*bias);
+        let epilogue = Epilogue::PLAIN_BF16;
+        let c = ex.alloc_as(if bf16 { DType::Bf16 } else { DType::F32 }, s.m * s.n)?;
+        let (a, b, c, shape) = (*a, *w, *c, s);
+        let op: Op = if bf16 {
+            GemmBf16 {
+                a,
+                b,
+                bias,
+                c,
+                shape,
+                epilogue,
+            }
+            .into()
+        } else {
+            Gemm {
+                a,
+                b,
+                bias,
+                c,
+                shape,
+            }
+            .into()
+        };
+        rows.push(time_op(ex, o, name, op)?);
     }
-    let (name, s, rpl) = dual;
-    let name = format!("{name} bf16");
-    if wanted(&name) {
-        let a = random_on(gpu, s.m * s.k, 1, true)?;
-        let w0 = random_on(gpu, s.n * s.k, 2, true)?;
-        let d = ops::gemm_dual_bf16::DualArgs {
-            b1: random_on(gpu, s.n * s.k, 3, true)?,
-            bias0: random_on(gpu, s.n, 4, false)?,
-            bias1: random_on(gpu, s.n, 5, false)?,
-            lambda: random_on(gpu, s.m / rpl, 6, false)?,
+    Ok(rows)
+}
+
+/// The dual gemm of DaWin exact at `s`, `rpl` rows per λ, f32 and bf16.
+fn dual_rows(ex: &dyn Executor, o: &BenchOptions, s: GemmShape, rpl: usize) -> Result<Vec<Row>> {
+    let name = format!("gemm_dual B/32 fc1 {}x{}x{}", s.m, s.n, s.k);
+    let mut rows = Vec::new();
+    for bf16 in [false, true] {
+        let name = if bf16 {
+            format!("{name} bf16")
+        } else {
+            name.clone()
+        };
+        if !o.wanted(&name) {
+            continue;
+        }
+        let weights = |seed| match bf16 {
+            true => random_on::<half::bf16>(ex, s.n * s.k, seed),
+            false => random_on::<f32>(ex, s.n * s.k, seed),
+        };
+        let a = if bf16 {
+            random_on::<half::bf16>(ex, s.m * s.k, 1)?
+        } else {
+            random_on::<f32>(ex, s.m * s.k, 1)?
+        };
+        let (w0, w1) = (weights(2)?, weights(3)?);
+        let (b0, b1) = (random_on::<f32>(ex, s.n, 4)?, random_on::<f32>(ex, s.n, 5)?);
+        let lam = ex.upload(
+            &(0..s.m / rpl)
+                .map(|i| i as f32 / (s.m / rpl) as f32)
+                .collect::<Vec<_>>(),
+        )?;
+        let c = ex.alloc_as(if bf16 { DType::Bf16 } else { DType::F32 }, s.m * s.n)?;
+        let mix = Mix {
+            lambda: *lam,
             rows_per_lambda: rpl,
         };
-        let c = gpu.alloc(2 * s.m * s.n)?;
-        let cost = ops::gemm_dual_bf16::cost(s, ep);
-        let t = time_op(ex, o.repeats, &|| {
-            ex.device_op("gemm_dual_bf16", cost, &|g| {
-                ops::gemm_dual_bf16::launch(g, a, w0, d, c, s, ep)
-            })
-        })?;
-        rows.push(Row::tensor_core(name, t, cost));
-        for x in [a, w0, d.b1, d.bias0, d.bias1, d.lambda, c] {
-            gpu.free(x);
-        }
+        let dual = DualGemm {
+            b1: *w1,
+            bias1: Some(*b1),
+            mix,
+        };
+        let (a, b0, bias0, c, shape) = (*a, *w0, Some(*b0), *c, s);
+        let op: Op = if bf16 {
+            let epilogue = Epilogue::PLAIN_BF16;
+            GemmDualBf16 {
+                a,
+                b0,
+                bias0,
+                dual,
+                c,
+                shape,
+                epilogue,
+            }
+            .into()
+        } else {
+            GemmDual {
+                a,
+                b0,
+                bias0,
+                dual,
+                c,
+                shape,
+            }
+            .into()
+        };
+        rows.push(time_op(ex, o, name, op)?);
+    }
+    Ok(rows)
+}
+
+/// Attention at `tokens` tokens, f32 and on bf16 tensor cores.
+fn attention_rows(ex: &dyn Executor, o: &BenchOptions, s: AttentionShape) -> Result<Vec<Row>> {
+    let name = format!(
+        "attention {} tokens {}x{}x{}",
+        s.tokens, s.batch, s.heads, s.head_dim
+    );
+    let n = s.batch * s.tokens * s.width();
+    let mut rows = Vec::new();
+    if o.wanted(&name) {
+        let (qkv, out) = (random_on::<f32>(ex, 3 * n, 1)?, ex.alloc(n)?);
+        let op = Attention {
+            qkv: *qkv,
+            out: *out,
+            shape: s,
+        };
+        rows.push(time_op(ex, o, name.clone(), op.into())?);
+    }
+    let name = format!("{name} bf16");
+    if o.wanted(&name) {
+        let (qkv, out) = (
+            random_on::<half::bf16>(ex, 3 * n, 1)?,
+            ex.alloc_as(DType::Bf16, n)?,
+        );
+        let op = AttentionBf16 {
+            qkv: *qkv,
+            out: *out,
+            shape: s,
+        };
+        rows.push(time_op(ex, o, name, op.into())?);
     }
     Ok(rows)
 }
 
 /// The kernel suite. ViT-B/32 and B/16 linear layers at `batch` images, a
 /// square gemm, the dual gemm DaWin runs, a whole-model lerp, attention at
-/// the token counts of B/32 (50), B/16 (197) and L/14 (257), and
-/// softmax_entropy over 1000 classes.
+/// the token counts of B/32 (50), B/16 (197) and L/14 (257), layernorm,
+/// quick_gelu and softmax_entropy over 1000 classes; f32 and bf16 rows.
 pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
-    let q = o.quick;
-    let b = o.batch;
+    let (q, b) = (o.quick, o.batch);
     let mut rows = Vec::new();
-    let wanted = |name: &str| o.filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
-    let mut bf16_shapes = Vec::new();
-    let mut gemm = |name: String, s: GemmShape| -> Result<()> {
-        bf16_shapes.push((name.clone(), s));
-        if !wanted(&name) {
-            return Ok(());
-        }
-        let a = ex.upload(&random(s.m * s.k, 1))?;
-        let w = ex.upload(&random(s.n * s.k, 2))?;
-        let bias = ex.upload(&random(s.n, 3))?;
-        let c = ex.alloc(s.m * s.n)?;
-        let t = time_op(ex, o.repeats, &|| ex.gemm(a, w, Some(bias), c, s))?;
-        rows.push(Row::from_times(name, t, ops::gemm::cost(s), None));
-        for x in [a, w, bias, c] {
-            ex.free(x);
-        }
-        Ok(())
-    };
     let (width, mlp) = if q { (64, 256) } else { (768, 3072) };
     let linear = [
         ("qkv", 3 * width, width),
@@ -203,162 +302,109 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     for (model, tokens) in [("B/32", 50), ("B/16", 197)] {
         let m = b * if q { tokens / 10 } else { tokens };
         for (layer, n, k) in linear {
-            gemm(
-                format!("gemm {model} {layer} {m}x{n}x{k}"),
-                GemmShape { m, n, k },
-            )?;
+            let name = format!("gemm {model} {layer} {m}x{n}x{k}");
+            rows.extend(gemm_rows(ex, o, &name, GemmShape { m, n, k })?);
         }
     }
     let sq = if q { 128 } else { 4096 };
-    gemm(
-        format!("gemm {sq}x{sq}x{sq}"),
+    rows.extend(gemm_rows(
+        ex,
+        o,
+        &format!("gemm {sq}x{sq}x{sq}"),
         GemmShape {
             m: sq,
             n: sq,
             k: sq,
         },
-    )?;
-
-    let s = GemmShape {
-        m: b * if q { 5 } else { 50 },
-        n: mlp,
-        k: width,
-    };
-    let name = format!("gemm_dual B/32 fc1 {}x{}x{}", s.m, s.n, s.k);
-    if let Some(gpu) = ex.device() {
-        let dual = (name.clone(), s, s.m / b);
-        rows.extend(tensor_core_gemms(ex, gpu, o, &bf16_shapes, dual, &wanted)?);
-    }
-    if wanted(&name) {
-        let rpl = s.m / b;
-        let a = ex.upload(&random(s.m * s.k, 1))?;
-        let w0 = ex.upload(&random(s.n * s.k, 2))?;
-        let w1 = ex.upload(&random(s.n * s.k, 3))?;
-        let b0 = ex.upload(&random(s.n, 4))?;
-        let b1 = ex.upload(&random(s.n, 5))?;
-        let lam = ex.upload(&(0..b).map(|i| i as f32 / b as f32).collect::<Vec<_>>())?;
-        let c = ex.alloc(s.m * s.n)?;
-        let d = DualGemm {
-            b1: w1,
-            bias1: Some(b1),
-            mix: Mix {
-                lambda: lam,
-                rows_per_lambda: rpl,
-            },
-        };
-        let t = time_op(ex, o.repeats, &|| ex.gemm_dual(a, w0, Some(b0), d, c, s))?;
-        rows.push(Row::from_times(name, t, ops::gemm_dual::cost(s, rpl), None));
-        for x in [a, w0, w1, b0, b1, lam, c] {
-            ex.free(x);
-        }
-    }
-
-    let n = if q { 1 << 20 } else { 88_000_000 };
-    let name = format!("lerp {n} weights");
-    if wanted(&name) {
-        let w0 = ex.upload(&random(n, 1))?;
-        let w1 = ex.upload(&random(n, 2))?;
-        let t = time_op(ex, o.repeats, &|| ex.lerp(w0, w0, w1, 0.3))?;
-        rows.push(Row::from_times(name, t, ops::lerp::cost(n), None));
-        ex.free(w0);
-        ex.free(w1);
-    }
-
+    )?);
+    let tokens = if q { 5 } else { 50 };
+    rows.extend(dual_rows(
+        ex,
+        o,
+        GemmShape {
+            m: b * tokens,
+            n: mlp,
+            k: width,
+        },
+        tokens,
+    )?);
+    rows.extend(elementwise_rows(ex, o, width, mlp)?);
     let heads = if q { 2 } else { 12 };
     for tokens in [50, 197, 257] {
+        let batch = if q { 1 } else { b };
         let s = AttentionShape {
-            batch: if q { 1 } else { b },
+            batch,
             tokens,
             heads,
             head_dim: 64,
         };
-        let name = format!("attention {tokens} tokens {}x{heads}x64", s.batch);
-        if wanted(&name) {
-            let qkv = ex.upload(&random(s.batch * tokens * 3 * s.width(), 1))?;
-            let out = ex.alloc(s.batch * tokens * s.width())?;
-            let t = time_op(ex, o.repeats, &|| ex.attention(qkv, out, s))?;
-            rows.push(Row::from_times(
-                name.clone(),
-                t,
-                ops::attention::cost(s),
-                None,
-            ));
-            ex.free(qkv);
-            ex.free(out);
-        }
-        let name = format!("{name} bf16");
-        if let Some(gpu) = ex.device()
-            && wanted(&name)
-        {
-            let n = s.batch * tokens * s.width();
-            let qkv = random_on(gpu, 3 * n, 1, true)?;
-            let out = gpu.alloc(2 * n)?;
-            let cost = ops::attention_bf16::cost(s);
-            let t = time_op(ex, o.repeats, &|| {
-                ex.device_op("attention_bf16", cost, &|g| {
-                    ops::attention_bf16::launch(g, qkv, out, s)
-                })
-            })?;
-            rows.push(Row::tensor_core(name, t, cost));
-            gpu.free(qkv);
-            gpu.free(out);
-        }
+        rows.extend(attention_rows(ex, o, s)?);
     }
+    Ok(rows)
+}
 
-    let m = b * if q { 5 } else { 50 };
-    let name = format!("layernorm {m}x{width}");
-    if wanted(&name) {
-        let s = LayerNormShape {
-            rows: m,
-            width,
-            x_stride: width,
-            y_stride: width,
-            eps: 1e-5,
+/// lerp over a whole model's weights, layernorm, quick_gelu and
+/// softmax_entropy at the ViT-B/32 shapes.
+fn elementwise_rows(
+    ex: &dyn Executor,
+    o: &BenchOptions,
+    width: usize,
+    mlp: usize,
+) -> Result<Vec<Row>> {
+    let q = o.quick;
+    let mut rows = Vec::new();
+    let n = if q { 1 << 20 } else { 88_000_000 };
+    let name = format!("lerp {n} weights");
+    if o.wanted(&name) {
+        let (w0, w1) = (random_on::<f32>(ex, n, 1)?, random_on::<f32>(ex, n, 2)?);
+        let op = Lerp {
+            out: *w0,
+            w0: *w0,
+            w1: *w1,
+            lambda: 0.3,
         };
-        let x = ex.upload(&random(m * width, 1))?;
-        let g = ex.upload(&random(width, 2))?;
-        let be = ex.upload(&random(width, 3))?;
+        rows.push(time_op(ex, o, name, op.into())?);
+    }
+    let m = o.batch * if q { 5 } else { 50 };
+    let name = format!("layernorm {m}x{width}");
+    if o.wanted(&name) {
+        let shape = LayerNormShape::dense(m, width, 1e-5);
+        let x = random_on::<f32>(ex, m * width, 1)?;
+        let (g, be) = (
+            random_on::<f32>(ex, width, 2)?,
+            random_on::<f32>(ex, width, 3)?,
+        );
         let y = ex.alloc(m * width)?;
-        let t = time_op(ex, o.repeats, &|| ex.layernorm(x, y, g, be, None, s))?;
-        rows.push(Row::from_times(
-            name,
-            t,
-            ops::layernorm::cost(s, false),
-            None,
-        ));
-        for v in [x, g, be, y] {
-            ex.free(v);
-        }
+        let op = LayerNorm {
+            x: *x,
+            y: *y,
+            gamma: *g,
+            beta: *be,
+            dual: None,
+            shape,
+        };
+        rows.push(time_op(ex, o, name, op.into())?);
     }
     let name = format!("quick_gelu {m}x{mlp}");
-    if wanted(&name) {
-        let x = ex.upload(&random(m * mlp, 1))?;
-        let t = time_op(ex, o.repeats, &|| ex.quick_gelu(x))?;
-        rows.push(Row::from_times(
-            name,
-            t,
-            ops::quick_gelu::cost(m * mlp),
-            None,
-        ));
-        ex.free(x);
+    if o.wanted(&name) {
+        let x = random_on::<f32>(ex, m * mlp, 1)?;
+        rows.push(time_op(ex, o, name, QuickGelu { x: *x }.into())?);
     }
-
     let rows_se = if q { 256 } else { 50_000 };
     let name = format!("softmax_entropy {rows_se}x1000");
-    if wanted(&name) {
-        let l = ex.upload(&random(rows_se * 1000, 1))?;
-        let out = ex.alloc(rows_se * 4)?;
-        let t = time_op(ex, o.repeats, &|| {
-            ex.softmax_entropy(l, out, rows_se, 1000, 1.0)
-        })?;
-        rows.push(Row::from_times(
-            name,
-            t,
-            ops::softmax_entropy::cost(rows_se, 1000),
-            None,
-        ));
-        ex.free(l);
-        ex.free(out);
+    if o.wanted(&name) {
+        let (l, out) = (
+            random_on::<f32>(ex, rows_se * 1000, 1)?,
+            ex.alloc(rows_se * 4)?,
+        );
+        let op = SoftmaxEntropy {
+            logits: *l,
+            out: *out,
+            rows: rows_se,
+            cols: 1000,
+            temperature: 1.0,
+        };
+        rows.push(time_op(ex, o, name, op.into())?);
     }
     Ok(rows)
 }
@@ -392,16 +438,14 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let n = o.images;
     let img = spec.channels * spec.image_size * spec.image_size;
     let pixels = random(n * img, 7);
-    let c = spec.classes.expect("head");
+    let c = spec.classes.unwrap_or(0);
     let mut engine = Engine::new(ex, &pt, &ft, o.precision)?;
     let suffix = match o.precision {
         Precision::F32 => "",
         Precision::Bf16 => " bf16",
     };
     let bs = o.batch.max(1);
-    let wanted = |name: &str| o.filter.as_ref().is_none_or(|f| name.contains(f.as_str()));
-
-    let batched = |e: &Engine, m: &crate::vit::DeviceModel| -> Result<Vec<f32>> {
+    let batched = |e: &Engine, m: &DeviceModel| -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(n * c);
         for s in (0..n).step_by(bs) {
             let k = bs.min(n - s);
@@ -413,18 +457,14 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let expertise = |e: &Engine| -> Result<Vec<f32>> {
         let lp = batched(e, &e.pt)?;
         let lf = batched(e, &e.ft)?;
-        let (hp, _) = crate::dawin::eval::entropies(ex, &lp, c, 1.0)?;
-        let (hf, _) = crate::dawin::eval::entropies(ex, &lf, c, 1.0)?;
-        Ok(hp
-            .iter()
-            .zip(&hf)
-            .map(|(p, f)| crate::dawin::expertise::lambda_from_entropies(*p, *f))
-            .collect())
+        let (hp, _) = crate::method::entropy::entropies(ex, &lp, c, 1.0)?;
+        let (hf, _) = crate::method::entropy::entropies(ex, &lf, c, 1.0)?;
+        let rule = crate::method::lambda::lambda_from_entropies;
+        Ok(hp.iter().zip(&hf).map(|(p, f)| rule(*p, *f)).collect())
     };
-
     let mut rows = Vec::new();
     let mut run = |name: &str, f: &mut dyn FnMut(&mut Engine) -> Result<()>| -> Result<()> {
-        if !wanted(name) {
+        if !o.wanted(name) {
             return Ok(());
         }
         let mut times = Vec::new();
@@ -437,12 +477,8 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
         }
-        rows.push(Row::from_times(
-            format!("pipeline {name}{suffix}"),
-            times,
-            Cost::default(),
-            Some(n),
-        ));
+        let name = format!("pipeline {name}{suffix}");
+        rows.push(Row::from_times(name, times, Cost::default(), Some(n)));
         Ok(())
     };
     run("forward (one model)", &mut |e| batched(e, &e.pt).map(drop))?;
@@ -458,7 +494,9 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     run("dawin bmm:3", &mut |e| {
         let lam = expertise(e)?;
         let Some(bmm) = BetaMixture::fit(&lam, 3, 1) else {
-            return Err(crate::invalid!("the Beta mixture did not fit"));
+            return Err(crate::invalid!(
+                "no λ to fit a Beta mixture to: --images must be positive"
+            ));
         };
         let comp = bmm.predict(&lam);
         for (k, mean) in bmm.means().iter().enumerate() {
@@ -485,7 +523,6 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         }
         Ok(())
     })?;
-    engine.free();
     Ok(rows)
 }
 
@@ -503,17 +540,16 @@ pub fn table(rows: &[Row], peak: Option<&Peak>, device: &str) -> String {
         let (gbs, tfs, roof) = if r.images.is_some() {
             ("-".into(), "-".into(), "-".into())
         } else {
+            let roof = peak
+                .and_then(|p| match r.tensor_core {
+                    true => p.fraction_tensor(r.cost, r.min_ms),
+                    false => p.fraction(r.cost, r.min_ms),
+                })
+                .map_or("-".into(), |f| format!("{:.1}", 100.0 * f));
             (
                 format!("{:.1}", r.cost.bytes / secs.max(1e-12) / 1e9),
                 format!("{:.3}", r.cost.flops / secs.max(1e-12) / 1e12),
-                peak.and_then(|p| {
-                    if r.tensor_core {
-                        p.fraction_tensor(r.cost, r.min_ms)
-                    } else {
-                        p.fraction(r.cost, r.min_ms)
-                    }
-                })
-                .map_or("-".into(), |f| format!("{:.1}", 100.0 * f)),
+                roof,
             )
         };
         let ips = r.images.map_or("-".into(), |n| {
@@ -526,12 +562,13 @@ pub fn table(rows: &[Row], peak: Option<&Peak>, device: &str) -> String {
         );
     }
     if let Some(p) = peak {
+        let tensor = p
+            .tensor_flops
+            .map_or("unknown".into(), |t| format!("{:.1} TFLOP/s", t / 1e12));
         let _ = writeln!(
             s,
-            "peak: {:.1} TFLOP/s f32, {} bf16 tensor, {:.0} GB/s ({}); images/s at the median",
+            "peak: {:.1} TFLOP/s f32, {tensor} bf16 tensor, {:.0} GB/s ({}); images/s at the median",
             p.flops / 1e12,
-            p.tensor_flops
-                .map_or("unknown".into(), |t| format!("{:.1} TFLOP/s", t / 1e12)),
             p.bytes / 1e9,
             p.source
         );

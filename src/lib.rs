@@ -1,20 +1,26 @@
 //! dawin: training-free dynamic weight interpolation (DaWin, Oh et al.,
 //! ICLR 2025) for CLIP ViTs, on a small tensor engine with three executors
 //! (`cpu` reference, `emu` PTX interpreter, `cuda`) running the same ops.
+//!
+//! The parts, bottom up (docs/design.md has the whole picture):
+//! - [`buf`]: typed buffer handles; [`device`]: the PTX devices (`emu`,
+//!   `cuda`) behind one `Gpu` interface;
+//! - [`ops`]: every op, one file each, and the registry of them;
+//! - [`exec`]: the executors that run ops (`cpu`, PTX) and the profiler;
+//! - [`model`]: checkpoints, the model spec and the ViT forward;
+//! - [`method`]: DaWin itself, its baselines, data and reports;
+//! - [`bench`]: `dawin bench`.
 
 pub mod bench;
-#[cfg(feature = "cuda")]
-pub mod cuda;
-pub mod dawin;
-pub mod emu;
+pub mod buf;
+pub mod device;
 pub mod error;
 pub mod exec;
-pub mod gpu;
+pub mod method;
 pub mod model;
 pub mod ops;
 pub mod profile;
-pub mod ptx;
+pub mod rng;
 pub mod tensorfile;
-pub mod vit;
 
 pub use error::{Error, Result};

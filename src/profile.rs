@@ -52,6 +52,8 @@ pub struct Record {
     pub op: &'static str,
     pub ms: f64,
     pub cost: Cost,
+    /// Ran on tensor cores: its roof is the bf16 tensor peak.
+    pub tensor_core: bool,
     /// Extra shared-memory wavefronts, where the device counts them.
     pub bank_conflicts: Option<u64>,
 }
@@ -98,9 +100,6 @@ impl Peak {
     }
 }
 
-/// The ops that run on tensor cores: their roof is the bf16 tensor peak.
-pub const TENSOR_CORE_OPS: [&str; 3] = ["gemm_bf16", "gemm_dual_bf16", "attention_bf16"];
-
 /// Calls of one op added up.
 #[derive(Clone, Debug, Default)]
 pub struct OpStats {
@@ -108,6 +107,7 @@ pub struct OpStats {
     pub total_ms: f64,
     pub min_ms: f64,
     pub cost: Cost,
+    pub tensor_core: bool,
     pub bank_conflicts: Option<u64>,
 }
 
@@ -123,6 +123,7 @@ pub fn aggregate(records: &[Record]) -> BTreeMap<&'static str, OpStats> {
         s.min_ms = s.min_ms.min(r.ms);
         s.cost.flops += r.cost.flops;
         s.cost.bytes += r.cost.bytes;
+        s.tensor_core |= r.tensor_core;
         if let Some(c) = r.bank_conflicts {
             *s.bank_conflicts.get_or_insert(0) += c;
         }
@@ -152,7 +153,7 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
         let secs = st.total_ms / 1e3;
         let roof = peak
             .and_then(|p| {
-                if TENSOR_CORE_OPS.contains(&op) {
+                if st.tensor_core {
                     p.fraction_tensor(st.cost, st.total_ms)
                 } else {
                     p.fraction(st.cost, st.total_ms)
@@ -240,6 +241,7 @@ mod tests {
             op,
             ms,
             cost: Cost::elementwise(1000, 3, 1.0),
+            tensor_core: false,
             bank_conflicts: None,
         };
         let t = table(&[r("lerp", 1.0), r("gemm", 3.0), r("lerp", 2.0)], None, "x");
@@ -261,6 +263,7 @@ mod tests {
             op,
             ms: 1.0,
             cost: Cost::elementwise(1000, 3, 1.0),
+            tensor_core: false,
             bank_conflicts: c,
         };
         let t = table(

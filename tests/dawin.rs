@@ -6,10 +6,14 @@
 mod common;
 
 use common::{assert_close, executors, fixtures_dir};
-use dawin::dawin::bmm::BetaMixture;
-use dawin::dawin::eval::{self, EvalOptions, Method, Projection, Strategy};
-use dawin::dawin::expertise::Expertise;
-use dawin::model::{Overrides, SplitMix};
+use dawin::method::bmm::BetaMixture;
+use dawin::method::eval::{self, EvalOptions};
+use dawin::method::interp::Interp;
+use dawin::method::lambda::LambdaRule;
+use dawin::method::methods::Method;
+use dawin::method::projection::Projection;
+use dawin::model::Overrides;
+use dawin::rng::SplitMix;
 use dawin::tensorfile::{Tensor, TensorFile, write_f32_with_labels};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,27 +22,20 @@ fn fx(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
 
-fn options(out: &Path, strategy: Strategy) -> EvalOptions {
+fn options(out: &Path, interp: Interp) -> EvalOptions {
     EvalOptions {
         pretrained: fx("dawin_pt.safetensors"),
         finetuned: fx("dawin_ft.safetensors"),
         data: fx("dawin_data.safetensors"),
         out_dir: out.to_path_buf(),
         batch_size: 5,
-        expertise: Expertise::Entropy,
-        temperature: (1.0, 1.0),
-        strategy,
+        interp,
         methods: Method::parse_list(
             "zeroshot,finetuned,wise-ft:0.5,ensemble,ensemble-dynamic,dawin",
         )
         .unwrap(),
-        projection: Projection::None,
-        overrides: Overrides::default(),
-        shard: None,
-        expertise_from: None,
         progress: false,
-        seed: 1,
-        precision: Default::default(),
+        ..EvalOptions::default()
     }
 }
 
@@ -62,7 +59,7 @@ fn exact_and_materialize_are_each_samples_own_merged_model() {
     let want_logits = expected("dawin_logits");
     for (kind, ex) in executors() {
         let mut all = Vec::new();
-        for strategy in [Strategy::Exact, Strategy::Materialize] {
+        for strategy in [Interp::Exact, Interp::Materialize] {
             let d = tempfile::tempdir().unwrap();
             let r = eval::run(&options(d.path(), strategy), ex.as_ref()).unwrap();
             assert_close(
@@ -115,13 +112,10 @@ fn bf16_eval_follows_the_f32_results() {
     let bf16_values: usize = linears.iter().map(|l| l.next_multiple_of(8)).sum();
     let per_model_bytes = 4 * (pt.param_count() - linears.iter().sum::<usize>()) + 2 * bf16_values;
     for (kind, ex) in executors() {
-        if ex.device().is_none() {
-            continue;
-        }
-        for strategy in [Strategy::Exact, Strategy::Materialize] {
+        for strategy in [Interp::Exact, Interp::Materialize] {
             let d = tempfile::tempdir().unwrap();
             let mut o = options(d.path(), strategy);
-            o.precision = dawin::vit::Precision::Bf16;
+            o.precision = dawin::model::device::Precision::Bf16;
             let r = eval::run(&o, ex.as_ref()).unwrap();
             let what = format!("bf16 on {kind} ({strategy})");
             assert_close(&format!("λ {what}"), &r.lambdas, &want_lambda, 2e-2);
@@ -315,7 +309,7 @@ fn label_projection_subset_and_map() {
     let px = io.read_f32("pixel_values").unwrap();
     let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
     write_f32_with_labels(&data, &px, &labels).unwrap();
-    let mut o = options(&d.path().join("out"), Strategy::Exact);
+    let mut o = options(&d.path().join("out"), Interp::Exact);
     o.data = data;
     o.projection = Projection::Subset(vec![3, 5]);
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
@@ -338,7 +332,7 @@ fn bad_inputs_are_explained() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     // Architectures differ: the shapes that differ are listed.
-    let mut o = options(&out, Strategy::Exact);
+    let mut o = options(&out, Interp::Exact);
     o.finetuned = fx("hf_quickgelu.safetensors");
     let e = eval_err(&o);
     assert!(
@@ -365,7 +359,7 @@ fn bad_inputs_are_explained() {
         Some([("heads".to_string(), "3".to_string())].into()),
     )
     .unwrap();
-    let mut o = options(&out, Strategy::Exact);
+    let mut o = options(&out, Interp::Exact);
     o.finetuned = ft5;
     let e = eval_err(&o);
     assert!(
@@ -379,7 +373,7 @@ fn bad_inputs_are_explained() {
     let mut labels = vec![0i64; 16];
     labels[7] = 6;
     write_f32_with_labels(&bad, &px, &labels).unwrap();
-    let mut o = options(&out, Strategy::Exact);
+    let mut o = options(&out, Interp::Exact);
     o.data = bad.clone();
     let e = eval_err(&o);
     assert!(
@@ -418,7 +412,7 @@ fn nan_logits_count_as_maximal_entropy() {
     let labels = io.read_i64("labels").unwrap().1;
     let data = d.path().join("nan.safetensors");
     write_f32_with_labels(&data, &px, &labels).unwrap();
-    let mut o = options(&d.path().join("out"), Strategy::Exact);
+    let mut o = options(&d.path().join("out"), Interp::Exact);
     o.data = data;
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
@@ -437,7 +431,7 @@ fn nan_logits_count_as_maximal_entropy() {
 
 #[test]
 fn expertise_rules() {
-    use dawin::dawin::expertise::{Entropies, Inputs, lambdas};
+    use dawin::method::lambda::{Entropies, Inputs, lambdas};
     let lp = [2.0f32, 0.0, 0.0, 0.0, 1.0, 0.0];
     let lf = [0.0f32, 3.0, 0.0, 0.0, 0.0, 0.0];
     let ent = Entropies {
@@ -452,24 +446,24 @@ fn expertise_rules() {
         entropies: &ent,
         offset: (0.2, 2.0),
     };
-    let e = lambdas(Expertise::Entropy, &x);
+    let e = lambdas(LambdaRule::Entropy, &x);
     approx::assert_relative_eq!(
         e[0],
         ((-0.5f64).exp() / ((-0.8f64).exp() + (-0.5f64).exp())) as f32,
         max_relative = 1e-6
     );
-    let o = lambdas(Expertise::EntropyOffset, &x);
+    let o = lambdas(LambdaRule::EntropyOffset, &x);
     let want = ((-0.5f64).exp() + 0.1) / ((-0.8f64).exp() + (-0.5f64).exp() + 0.2);
     approx::assert_relative_eq!(o[0], want as f32, max_relative = 1e-6);
-    assert_eq!(lambdas(Expertise::Selective, &x), vec![1.0, 0.0]);
-    let m = lambdas(Expertise::MaxLogit, &x);
+    assert_eq!(lambdas(LambdaRule::Selective, &x), vec![1.0, 0.0]);
+    let m = lambdas(LambdaRule::MaxLogit, &x);
     approx::assert_relative_eq!(m[0], 3.0 / 5.0, max_relative = 1e-6);
-    let or = lambdas(Expertise::Oracle, &x);
+    let or = lambdas(LambdaRule::Oracle, &x);
     let p = |z: [f64; 3], y: usize| z[y].exp() / z.iter().map(|v| v.exp()).sum::<f64>();
     let (pp, pf) = (p([2.0, 0.0, 0.0], 1), p([0.0, 3.0, 0.0], 1));
     approx::assert_relative_eq!(or[0], (pf / (pp + pf)) as f32, max_relative = 1e-6);
     // Offset constants use Bessel-corrected std like torch.
-    let (b, w) = dawin::dawin::expertise::offset_constants(&Entropies {
+    let (b, w) = dawin::method::lambda::offset_constants(&Entropies {
         pt: vec![1.0, 3.0],
         ft: vec![2.0, 2.0],
     });
@@ -491,9 +485,9 @@ fn methods_parse() {
             .unwrap_err()
             .contains("unknown method")
     );
-    assert_eq!("bmm:5".parse::<Strategy>().unwrap(), Strategy::Bmm(5));
-    assert_eq!("bmm".parse::<Strategy>().unwrap(), Strategy::Bmm(3));
-    assert!("bmm:0".parse::<Strategy>().is_err());
+    assert_eq!("bmm:5".parse::<Interp>().unwrap(), Interp::Bmm(5));
+    assert_eq!("bmm".parse::<Interp>().unwrap(), Interp::Bmm(3));
+    assert!("bmm:0".parse::<Interp>().is_err());
 }
 
 fn dawin_cli(args: &[&str]) -> String {
@@ -613,11 +607,11 @@ fn scale_out_equals_a_single_run() {
 fn wise_curve_plot_from_summaries() {
     let d = tempfile::tempdir().unwrap();
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
-    let mut o = options(&d.path().join("a"), Strategy::Exact);
+    let mut o = options(&d.path().join("a"), Interp::Exact);
     o.methods = Method::parse_list("all").unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
     let svg =
-        dawin::dawin::report::wise_curve_svg(&r.summary, std::slice::from_ref(&r.summary), "t");
+        dawin::method::report::wise_curve_svg(&r.summary, std::slice::from_ref(&r.summary), "t");
     assert!(
         svg.starts_with("<svg")
             && svg.contains("polyline")

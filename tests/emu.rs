@@ -5,8 +5,8 @@
 
 mod common;
 
-use dawin::emu::{Arg, Emu, EmuOptions, parse};
-use dawin::gpu::Gpu;
+use dawin::device::emu::{Arg, Emu, EmuOptions, parse};
+use dawin::device::{Dims, Gpu};
 
 fn emu_with(file: &str) -> Emu {
     let path = format!("{}/tests/kernels/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -14,9 +14,25 @@ fn emu_with(file: &str) -> Emu {
     Emu::new(&[(file, src.as_str())], EmuOptions::default()).unwrap()
 }
 
+/// Launches with the emulator's own signature spelled out.
+fn launch(
+    emu: &Emu,
+    kernel: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared: u32,
+    args: &[Arg],
+) -> dawin::Result<()> {
+    let dims = Dims {
+        grid,
+        block,
+        shared_bytes: shared,
+    };
+    emu.launch(kernel, dims, args)
+}
+
 fn fault(emu: &Emu, kernel: &str, block: [u32; 3], args: &[Arg]) -> String {
-    let e = emu
-        .launch(kernel, [1, 1, 1], block, 0, args)
+    let e = launch(emu, kernel, [1, 1, 1], block, 0, args)
         .expect_err("the broken kernel must be caught");
     e.to_string()
 }
@@ -159,7 +175,8 @@ fn uninitialised_reads_bounds_alignment_and_deadlock() {
 
 fn shfl(emu: &Emu, b: u32, c: u32) -> Vec<Vec<u32>> {
     let out = emu.alloc(4 * 32 * 4).unwrap();
-    emu.launch(
+    launch(
+        emu,
         "shfl_modes",
         [1, 1, 1],
         [32, 1, 1],
@@ -223,7 +240,7 @@ fn unknown_instructions_are_parse_errors_naming_the_line() {
 
 #[test]
 fn every_project_kernel_parses() {
-    for (file, src) in dawin::ptx::MODULES {
+    for (file, src) in dawin::ops::PTX_MODULES {
         let m = parse::parse(src).unwrap_or_else(|e| panic!("{file}: {e}"));
         let stem = file.trim_end_matches(".ptx");
         assert!(
@@ -236,15 +253,15 @@ fn every_project_kernel_parses() {
 
 #[test]
 fn results_do_not_depend_on_block_order() {
-    use dawin::exec::{Executor, ptx::PtxExec};
-    use dawin::ops::gemm::GemmShape;
+    use dawin::exec::{Executor, PtxExec};
+    use dawin::ops::gemm::{Gemm, GemmShape};
     let (m, n, k) = (130, 70, 37);
     let a = common::data(1, m * k, 1.0);
     let b = common::data(2, n * k, 1.0);
     let run = |seed: Option<u64>| {
         let ex = PtxExec::new(
             Emu::new(
-                dawin::ptx::MODULES,
+                dawin::ops::PTX_MODULES,
                 EmuOptions {
                     shuffle_blocks: seed,
                     ..EmuOptions::default()
@@ -252,16 +269,19 @@ fn results_do_not_depend_on_block_order() {
             )
             .unwrap(),
         );
+        let ex: &dyn Executor = &ex;
         let c = ex.alloc(m * n).unwrap();
-        ex.gemm(
-            ex.upload(&a).unwrap(),
-            ex.upload(&b).unwrap(),
-            None,
-            c,
-            GemmShape { m, n, k },
-        )
+        let (a, b) = (ex.upload(&a).unwrap(), ex.upload(&b).unwrap());
+        let shape = GemmShape { m, n, k };
+        ex.run(Gemm {
+            a: *a,
+            b: *b,
+            bias: None,
+            c: *c,
+            shape,
+        })
         .unwrap();
-        ex.download(c).unwrap()
+        ex.download(*c).unwrap()
     };
     let base = run(None);
     for seed in [1, 2, 3] {
@@ -273,7 +293,8 @@ fn results_do_not_depend_on_block_order() {
 fn dynamic_shared_memory_is_sized_by_the_launch() {
     let emu = emu_with("checks.ptx");
     let out = emu.alloc(64 * 4).unwrap();
-    emu.launch(
+    launch(
+        &emu,
         "dynamic_shared",
         [1, 1, 1],
         [64, 1, 1],
@@ -289,15 +310,15 @@ fn dynamic_shared_memory_is_sized_by_the_launch() {
         "{v:?}"
     );
     // Too little dynamic memory for 64 threads is an out-of-bounds access.
-    let e = emu
-        .launch(
-            "dynamic_shared",
-            [1, 1, 1],
-            [64, 1, 1],
-            128,
-            &[Arg::U64(out)],
-        )
-        .unwrap_err();
+    let e = launch(
+        &emu,
+        "dynamic_shared",
+        [1, 1, 1],
+        [64, 1, 1],
+        128,
+        &[Arg::U64(out)],
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("beyond the 128 bytes declared"),
         "{e}"
@@ -346,7 +367,7 @@ fn mma(kernel: &str, a: &[u32; 128], b: &[u32; 64], c: &[f32; 128]) -> Vec<[f32;
     let (pa, pb, pc) = (put_u32(&emu, a), put_u32(&emu, b), put_u32(&emu, &c_bits));
     let pd = emu.alloc(128 * 4).unwrap();
     let args = [Arg::U64(pa), Arg::U64(pb), Arg::U64(pc), Arg::U64(pd)];
-    emu.launch(kernel, [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
+    launch(&emu, kernel, [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
     get_u32(&emu, pd, 128)
         .chunks(4)
         .map(|q| [0, 1, 2, 3].map(|i| f32::from_bits(q[i])))
@@ -448,8 +469,7 @@ fn ldmatrix(mode: u32, rows: &[u32; 32]) -> Vec<[u32; 4]> {
         Arg::U64(out),
         Arg::U32(mode),
     ];
-    emu.launch("ldmatrix_modes", [1, 1, 1], [32, 1, 1], 0, &args)
-        .unwrap();
+    launch(&emu, "ldmatrix_modes", [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
     get_u32(&emu, out, 128)
         .chunks(4)
         .map(|q| [q[0], q[1], q[2], q[3]])
@@ -469,8 +489,7 @@ fn ldmatrix_bank_conflicts_are_counted() {
             Arg::U64(out),
             Arg::U32(0),
         ];
-        emu.launch("ldmatrix_modes", [1, 1, 1], [32, 1, 1], 0, &args)
-            .unwrap();
+        launch(&emu, "ldmatrix_modes", [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
         emu.ldmatrix_conflicts() - before
     };
     // Consecutive 16-byte rows: 8 different bank groups per matrix.
@@ -518,8 +537,7 @@ fn cvt_pack_puts_the_first_operand_in_the_upper_half() {
     let emu = emu_with("tensor_core.ptx");
     let out = emu.alloc(20).unwrap();
     let args = [Arg::U64(out), Arg::F32(1.0), Arg::F32(-2.5)];
-    emu.launch("cvt_pack", [1, 1, 1], [1, 1, 1], 0, &args)
-        .unwrap();
+    launch(&emu, "cvt_pack", [1, 1, 1], [1, 1, 1], 0, &args).unwrap();
     let v = get_u32(&emu, out, 5);
     assert_eq!(v[0], bf16(1.0) << 16 | bf16(-2.5), "bf16x2: {:#x}", v[0]);
     assert_eq!(v[1], f16(1.0) << 16 | f16(-2.5), "f16x2: {:#x}", v[1]);
@@ -532,8 +550,7 @@ fn cvt_pack_puts_the_first_operand_in_the_upper_half() {
     // Round to nearest even, not truncation: 1 + 2^-8 + 2^-9 rounds up.
     let x = 1.0 + 2f32.powi(-8) + 2f32.powi(-9);
     let args = [Arg::U64(out), Arg::F32(x), Arg::F32(0.0)];
-    emu.launch("cvt_pack", [1, 1, 1], [1, 1, 1], 0, &args)
-        .unwrap();
+    launch(&emu, "cvt_pack", [1, 1, 1], [1, 1, 1], 0, &args).unwrap();
     assert_eq!(get_u32(&emu, out, 1)[0] >> 16, 0x3f81);
 }
 
@@ -549,8 +566,7 @@ fn cp_async_lands_at_the_wait_and_zero_fills() {
     let out = emu.alloc(64 * 16).unwrap();
     for valid in [16u32, 6, 0] {
         let args = [Arg::U64(src), Arg::U64(out), Arg::U32(valid)];
-        emu.launch("cp_async_ok", [1, 1, 1], [64, 1, 1], 0, &args)
-            .unwrap();
+        launch(&emu, "cp_async_ok", [1, 1, 1], [64, 1, 1], 0, &args).unwrap();
         let got = get_u32(&emu, out, 64 * 4);
         for t in 0..64 {
             let from = (t + 1) % 64;
@@ -626,14 +642,13 @@ fn tensor_core_instructions_outside_the_subset_are_parse_errors() {
 #[test]
 fn cvt_to_bf16_rounds_to_nearest_even_from_f32() {
     // Just above the midpoint of bf16 0x3f00 and 0x3f01, and the ties.
-    let emu = Emu::new(dawin::ptx::MODULES, EmuOptions::default()).unwrap();
+    let emu = Emu::new(dawin::ops::PTX_MODULES, EmuOptions::default()).unwrap();
     let x = [0x3f00_8006u32, 0x3f00_8000, 0x3f01_8000, 0xbf00_8001];
     let want = [0x3f01u16, 0x3f00, 0x3f02, 0xbf01];
     let px = put_u32(&emu, &x);
     let py = emu.alloc(8).unwrap();
     let args = [Arg::U64(px), Arg::U64(py), Arg::U32(4)];
-    emu.launch("cast_bf16", [1, 1, 1], [32, 1, 1], 0, &args)
-        .unwrap();
+    launch(&emu, "cast_bf16", [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
     let mut got = [0u16; 4];
     Gpu::read(&emu, py, bytemuck::cast_slice_mut(&mut got)).unwrap();
     assert_eq!(got, want);
@@ -656,8 +671,7 @@ fn shared_load_conflicts(width: u32, offs: &[u32; 32]) -> u64 {
         Arg::U64(out),
         Arg::U32(width),
     ];
-    emu.launch("shared_banks", [1, 1, 1], [32, 1, 1], 0, &args)
-        .unwrap();
+    launch(&emu, "shared_banks", [1, 1, 1], [32, 1, 1], 0, &args).unwrap();
     // Each lane read the word at its offset.
     let got = get_u32(&emu, out, 32);
     for (l, &o) in offs.iter().enumerate() {

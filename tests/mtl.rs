@@ -5,27 +5,16 @@
 mod common;
 
 use common::{assert_close, executors};
-use dawin::dawin::mtl::{self, MtlOptions};
 use dawin::exec::cpu::Cpu;
-use dawin::model::{Act, Model, ModelSpec, Overrides, SplitMix};
+use dawin::method::mtl::{self, MtlOptions};
+use dawin::model::device::DeviceModel;
+use dawin::model::vit::forward;
+use dawin::model::{Act, Model, ModelSpec, Overrides};
+use dawin::rng::SplitMix;
 use dawin::tensorfile::{Tensor, write_f32_with_labels};
-use dawin::vit::{DeviceModel, forward};
 
 fn spec(classes: usize) -> ModelSpec {
-    ModelSpec {
-        width: 32,
-        layers: 2,
-        heads: 2,
-        patch: 4,
-        channels: 3,
-        image_size: 12,
-        mlp: 64,
-        embed_dim: 16,
-        has_proj: true,
-        classes: Some(classes),
-        act: Act::QuickGelu,
-        ln_eps: 1e-5,
-    }
+    common::small_spec(classes, Act::QuickGelu)
 }
 
 fn task(base: &Model, classes: usize, seed: u64) -> Model {

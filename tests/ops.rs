@@ -5,23 +5,22 @@
 mod common;
 
 use common::{assert_close, data, executors, reference as r};
-use dawin::exec::{DualEmbed, DualGemm, DualNorm, Mix};
+use dawin::ops::attention::{Attention, AttentionShape};
+use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use dawin::ops::gemm::{Gemm, GemmShape};
+use dawin::ops::gemm_dual::{DualGemm, GemmDual};
+use dawin::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
+use dawin::ops::patch_embed::{PatchEmbed, PatchShape};
+use dawin::ops::softmax_entropy::{self, SoftmaxEntropy};
 use dawin::ops::{
-    attention::AttentionShape, embed_add::EmbedShape, gemm::GemmShape, layernorm::LayerNormShape,
-    patch_embed::PatchShape, softmax_entropy,
+    Mix, add::Add, add_scaled_diff::AddScaledDiff, gelu::Gelu, l2_normalize::L2Normalize,
+    lerp::Lerp, quick_gelu::QuickGelu,
 };
 use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
-    // PROPTEST_CASES raises the count for a longer soak; CI uses 24.
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
+    // CI uses 24 cases.
+    common::proptest_config(24)
 }
 
 proptest! {
@@ -37,8 +36,8 @@ proptest! {
         for (kind, ex) in executors() {
             let (ba, bb, bc) = (ex.upload(&a).unwrap(), ex.upload(&b).unwrap(), ex.alloc(m * n).unwrap());
             let bbias = bias.then(|| ex.upload(&bi).unwrap());
-            ex.gemm(ba, bb, bbias, bc, GemmShape { m, n, k }).unwrap();
-            assert_close(&format!("gemm on {kind}"), &ex.download(bc).unwrap(), &want, 1e-5);
+            ex.run(Gemm { a: *ba, b: *bb, bias: bbias.as_deref().copied(), c: *bc, shape: GemmShape { m, n, k } }).unwrap();
+            assert_close(&format!("gemm on {kind}"), &ex.download(*bc).unwrap(), &want, 1e-5);
         }
     }
 
@@ -59,9 +58,10 @@ proptest! {
         for (kind, ex) in executors() {
             let up = |v: &[f32]| ex.upload(v).unwrap();
             let c = ex.alloc(m * n).unwrap();
-            let dual = DualGemm { b1: up(&b1), bias1: Some(up(&c1)), mix: Mix { lambda: up(&lam), rows_per_lambda: rows_per } };
-            ex.gemm_dual(up(&a), up(&b0), Some(up(&c0)), dual, c, GemmShape { m, n, k }).unwrap();
-            assert_close(&format!("gemm_dual on {kind}"), &ex.download(c).unwrap(), &want, 1e-5);
+            let (ub1, uc1, ulam) = (up(&b1), up(&c1), up(&lam));
+            let dual = DualGemm { b1: *ub1, bias1: Some(*uc1), mix: Mix { lambda: *ulam, rows_per_lambda: rows_per } };
+            ex.run(GemmDual { a: *up(&a), b0: *up(&b0), bias0: Some(*up(&c0)), dual, c: *c, shape: GemmShape { m, n, k } }).unwrap();
+            assert_close(&format!("gemm_dual on {kind}"), &ex.download(*c).unwrap(), &want, 1e-5);
         }
     }
 
@@ -87,8 +87,8 @@ proptest! {
         }
         for (kind, ex) in executors() {
             let out = ex.alloc(want.len()).unwrap();
-            ex.attention(ex.upload(&qkv).unwrap(), out, AttentionShape { batch, tokens, heads, head_dim: hd }).unwrap();
-            assert_close(&format!("attention on {kind}"), &ex.download(out).unwrap(), &want, 1e-5);
+            ex.run(Attention { qkv: *ex.upload(&qkv).unwrap(), out: *out, shape: AttentionShape { batch, tokens, heads, head_dim: hd } }).unwrap();
+            assert_close(&format!("attention on {kind}"), &ex.download(*out).unwrap(), &want, 1e-5);
         }
     }
 
@@ -108,10 +108,11 @@ proptest! {
         for (kind, ex) in executors() {
             let up = |v: &[f32]| ex.upload(v).unwrap();
             let y = ex.alloc(rows * width).unwrap();
-            let d = dual.then(|| DualNorm { gamma1: up(&g1), beta1: up(&b1), mix: Mix { lambda: up(&lam), rows_per_lambda: 1 } });
+            let (ug1, ub1, ulam) = (up(&g1), up(&b1), up(&lam));
+            let d = dual.then(|| DualNorm { gamma1: *ug1, beta1: *ub1, mix: Mix { lambda: *ulam, rows_per_lambda: 1 } });
             let s = LayerNormShape { rows, width, x_stride: xs, y_stride: width, eps: 1e-5 };
-            ex.layernorm(up(&x), y, up(&g0), up(&b0), d, s).unwrap();
-            assert_close(&format!("layernorm on {kind}"), &ex.download(y).unwrap(), &want, 1e-5);
+            ex.run(LayerNorm { x: *up(&x), y: *y, gamma: *up(&g0), beta: *up(&b0), dual: d, shape: s }).unwrap();
+            assert_close(&format!("layernorm on {kind}"), &ex.download(*y).unwrap(), &want, 1e-5);
         }
     }
 
@@ -122,8 +123,8 @@ proptest! {
         let want: Vec<f32> = x.iter().map(|&v| r::erf_gelu(v) as f32).collect();
         for (kind, ex) in executors() {
             let b = ex.upload(&x).unwrap();
-            ex.gelu(b).unwrap();
-            assert_close(&format!("gelu on {kind}"), &ex.download(b).unwrap(), &want, 1e-6);
+            ex.run(Gelu { x: *b }).unwrap();
+            assert_close(&format!("gelu on {kind}"), &ex.download(*b).unwrap(), &want, 1e-6);
         }
     }
 
@@ -133,8 +134,8 @@ proptest! {
         let want: Vec<f32> = x.iter().map(|&v| (v as f64 / (1.0 + (-1.702 * v as f64).exp())) as f32).collect();
         for (kind, ex) in executors() {
             let b = ex.upload(&x).unwrap();
-            ex.quick_gelu(b).unwrap();
-            assert_close(&format!("quick_gelu on {kind}"), &ex.download(b).unwrap(), &want, 1e-6);
+            ex.run(QuickGelu { x: *b }).unwrap();
+            assert_close(&format!("quick_gelu on {kind}"), &ex.download(*b).unwrap(), &want, 1e-6);
         }
     }
 
@@ -145,8 +146,8 @@ proptest! {
         let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
         for (kind, ex) in executors() {
             let by = ex.upload(&y).unwrap();
-            ex.add(ex.upload(&x).unwrap(), by).unwrap();
-            assert_close(&format!("add on {kind}"), &ex.download(by).unwrap(), &want, 0.0);
+            ex.run(Add { x: *ex.upload(&x).unwrap(), y: *by }).unwrap();
+            assert_close(&format!("add on {kind}"), &ex.download(*by).unwrap(), &want, 0.0);
         }
     }
 
@@ -172,8 +173,8 @@ proptest! {
         }
         for (kind, ex) in executors() {
             let out = ex.alloc(s.rows() * s.cols()).unwrap();
-            ex.patch_embed(ex.upload(&px).unwrap(), out, s).unwrap();
-            assert_close(&format!("patch_embed on {kind}"), &ex.download(out).unwrap(), &want, 0.0);
+            ex.run(PatchEmbed { pixels: *ex.upload(&px).unwrap(), out: *out, shape: s }).unwrap();
+            assert_close(&format!("patch_embed on {kind}"), &ex.download(*out).unwrap(), &want, 0.0);
         }
     }
 
@@ -198,9 +199,10 @@ proptest! {
         for (kind, ex) in executors() {
             let up = |v: &[f32]| ex.upload(v).unwrap();
             let out = ex.alloc(want.len()).unwrap();
-            let d = dual.then(|| DualEmbed { class1: up(&c1), pos1: up(&p1), mix: Mix { lambda: up(&lam), rows_per_lambda: tokens } });
-            ex.embed_add(up(&pe), up(&c0), up(&p0), d, out, EmbedShape { batch, tokens, width }).unwrap();
-            assert_close(&format!("embed_add on {kind}"), &ex.download(out).unwrap(), &want, 1e-6);
+            let (uc1, up1, ulam) = (up(&c1), up(&p1), up(&lam));
+            let d = dual.then(|| DualEmbed { class1: *uc1, pos1: *up1, mix: Mix { lambda: *ulam, rows_per_lambda: tokens } });
+            ex.run(EmbedAdd { patches: *up(&pe), class: *up(&c0), pos: *up(&p0), dual: d, out: *out, shape: EmbedShape { batch, tokens, width } }).unwrap();
+            assert_close(&format!("embed_add on {kind}"), &ex.download(*out).unwrap(), &want, 1e-6);
         }
     }
 
@@ -217,8 +219,8 @@ proptest! {
         }
         for (kind, ex) in executors() {
             let out = ex.alloc(rows * 4).unwrap();
-            ex.softmax_entropy(ex.upload(&z).unwrap(), out, rows, cols, t).unwrap();
-            let got = softmax_entropy::unpack(&ex.download(out).unwrap());
+            ex.run(SoftmaxEntropy { logits: *ex.upload(&z).unwrap(), out: *out, rows, cols, temperature: t }).unwrap();
+            let got = softmax_entropy::unpack(&ex.download(*out).unwrap());
             for (i, g) in got.iter().enumerate() {
                 let row = &z[i * cols..(i + 1) * cols];
                 let (h, am, pm, lse) = r::entropy(row, t);
@@ -237,8 +239,9 @@ proptest! {
         let want: Vec<f32> = w0.iter().zip(&w1).map(|(&a, &b)| l.mul_add(b - a, a)).collect();
         for (kind, ex) in executors() {
             let (b0, b1) = (ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap());
-            let out = if inplace { b0 } else { ex.alloc(n).unwrap() };
-            ex.lerp(out, b0, b1, l).unwrap();
+            let sep = ex.alloc(n).unwrap();
+            let out = if inplace { *b0 } else { *sep };
+            ex.run(Lerp { out, w0: *b0, w1: *b1, lambda: l }).unwrap();
             assert_close(&format!("lerp on {kind}"), &ex.download(out).unwrap(), &want, 0.0);
         }
     }
@@ -250,8 +253,8 @@ proptest! {
         let want: Vec<f32> = (0..n).map(|i| k.mul_add(w1[i] - w0[i], o[i])).collect();
         for (kind, ex) in executors() {
             let out = ex.upload(&o).unwrap();
-            ex.add_scaled_diff(out, ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap(), k).unwrap();
-            assert_close(&format!("add_scaled_diff on {kind}"), &ex.download(out).unwrap(), &want, 0.0);
+            ex.run(AddScaledDiff { out: *out, w0: *ex.upload(&w0).unwrap(), w1: *ex.upload(&w1).unwrap(), k }).unwrap();
+            assert_close(&format!("add_scaled_diff on {kind}"), &ex.download(*out).unwrap(), &want, 0.0);
         }
     }
 
@@ -266,8 +269,8 @@ proptest! {
         }
         for (kind, ex) in executors() {
             let y = ex.alloc(x.len()).unwrap();
-            ex.l2_normalize(ex.upload(&x).unwrap(), y, rows, width).unwrap();
-            assert_close(&format!("l2_normalize on {kind}"), &ex.download(y).unwrap(), &want, 1e-6);
+            ex.run(L2Normalize { x: *ex.upload(&x).unwrap(), y: *y, rows, width }).unwrap();
+            assert_close(&format!("l2_normalize on {kind}"), &ex.download(*y).unwrap(), &want, 1e-6);
         }
     }
 }
@@ -286,9 +289,16 @@ fn softmax_entropy_edges() {
     for (kind, ex) in executors() {
         for row in &rows {
             let out = ex.alloc(4).unwrap();
-            ex.softmax_entropy(ex.upload(row).unwrap(), out, 1, row.len(), 1.0)
-                .unwrap();
-            let g = softmax_entropy::unpack(&ex.download(out).unwrap())[0];
+            let logits = ex.upload(row).unwrap();
+            let op = SoftmaxEntropy {
+                logits: *logits,
+                out: *out,
+                rows: 1,
+                cols: row.len(),
+                temperature: 1.0,
+            };
+            ex.run(op).unwrap();
+            let g = softmax_entropy::unpack(&ex.download(*out).unwrap())[0];
             let (h, am, pm, lse) = r::entropy(row, 1.0);
             assert!(
                 (g.entropy as f64 - h).abs() < 1e-5,
@@ -304,17 +314,31 @@ fn softmax_entropy_edges() {
         }
         // Uniform over 10 classes: exactly ln 10 nats.
         let out = ex.alloc(4).unwrap();
-        ex.softmax_entropy(ex.upload(&rows[0]).unwrap(), out, 1, 10, 1.0)
-            .unwrap();
+        let logits = ex.upload(&rows[0]).unwrap();
+        let op = SoftmaxEntropy {
+            logits: *logits,
+            out: *out,
+            rows: 1,
+            cols: 10,
+            temperature: 1.0,
+        };
+        ex.run(op).unwrap();
         approx::assert_relative_eq!(
-            ex.download(out).unwrap()[0],
+            ex.download(*out).unwrap()[0],
             10f32.ln(),
             max_relative = 1e-6
         );
         // A NaN logit makes the entropy NaN so callers can treat it specially.
         let out = ex.alloc(4).unwrap();
-        ex.softmax_entropy(ex.upload(&[1.0, f32::NAN]).unwrap(), out, 1, 2, 1.0)
-            .unwrap();
-        assert!(ex.download(out).unwrap()[0].is_nan(), "{kind}: NaN row");
+        let logits = ex.upload(&[1.0, f32::NAN]).unwrap();
+        let op = SoftmaxEntropy {
+            logits: *logits,
+            out: *out,
+            rows: 1,
+            cols: 2,
+            temperature: 1.0,
+        };
+        ex.run(op).unwrap();
+        assert!(ex.download(*out).unwrap()[0].is_nan(), "{kind}: NaN row");
     }
 }

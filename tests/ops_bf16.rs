@@ -1,62 +1,52 @@
-//! The bf16 tensor-core kernels on every PTX device (emu in CI; cuda where
+//! The bf16 ops on every executor (cpu and emu in CI; cuda where
 //! `DAWIN_TEST_DEVICES` names it) against CPU references computed in f32
 //! from the same bf16-rounded inputs. Shapes are not tile multiples.
 
 mod common;
 
-use common::{assert_close, data};
-use dawin::exec::{DeviceKind, Executor};
-use dawin::gpu::Gpu;
+use common::{assert_close, data, executors};
+use dawin::buf::{Buf, DType};
+use dawin::exec::{Executor, OwnedBuf, PtxExec};
 use dawin::ops::attention::AttentionShape;
-use dawin::ops::attention_bf16;
-use dawin::ops::cast_bf16;
+use dawin::ops::attention_bf16::{self, AttentionBf16};
+use dawin::ops::cast_bf16::{self, CastBf16};
 use dawin::ops::gemm::GemmShape;
-use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
-use dawin::ops::gemm_dual_bf16::{self, DualArgs};
-use dawin::ops::lerp_bf16;
+use dawin::ops::gemm_bf16::{self, Activation, Epilogue, GemmBf16};
+use dawin::ops::gemm_dual::{DualGemm, DualRef};
+use dawin::ops::gemm_dual_bf16::{self, GemmDualBf16};
+use dawin::ops::lerp_bf16::{self, LerpBf16};
+use dawin::ops::{Mix, PTX_MODULES};
 use half::bf16;
 use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
-
-/// Every executor of this build that runs PTX (its `device()` is the GPU).
-fn gpus() -> Vec<(DeviceKind, Box<dyn Executor>)> {
-    common::executors()
-        .into_iter()
-        .filter(|(_, ex)| ex.device().is_some())
-        .collect()
+    // CI uses 16 cases.
+    common::proptest_config(16)
 }
 
 fn to_bf16(v: &[f32]) -> Vec<bf16> {
     v.iter().map(|&x| bf16::from_f32(x)).collect()
 }
 
-fn upload<T: bytemuck::Pod>(gpu: &dyn Gpu, v: &[T]) -> u64 {
-    let bytes: &[u8] = bytemuck::cast_slice(v);
-    let a = gpu.alloc(bytes.len().max(1)).unwrap();
-    gpu.write(a, bytes).unwrap();
-    a
+/// An output buffer holding `c0`, f32 or rounded to bf16.
+fn output<'e>(ex: &'e dyn Executor, c0: &[f32], f32_out: bool) -> OwnedBuf<'e> {
+    if f32_out {
+        ex.upload(c0).unwrap()
+    } else {
+        ex.upload(&to_bf16(c0)).unwrap()
+    }
 }
 
-/// Reads `len` outputs of the given precision as f32.
-fn download(gpu: &dyn Gpu, c: u64, len: usize, f32_out: bool) -> Vec<f32> {
-    if f32_out {
-        let mut v = vec![0f32; len];
-        gpu.read(c, bytemuck::cast_slice_mut(&mut v)).unwrap();
-        v
-    } else {
-        let mut v = vec![0u16; len];
-        gpu.read(c, bytemuck::cast_slice_mut(&mut v)).unwrap();
-        v.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect()
+/// The values of an f32 or bf16 view, as f32.
+fn values(ex: &dyn Executor, c: Buf) -> Vec<f32> {
+    match c.dtype {
+        DType::Bf16 => ex
+            .download_as::<bf16>(c)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_f32())
+            .collect(),
+        _ => ex.download(c).unwrap(),
     }
 }
 
@@ -101,12 +91,13 @@ proptest! {
         let c0: Vec<f32> = data(seed ^ 3, m * n, 1.0).into_iter().map(|v| ep.store(v)).collect();
         let mut want = c0.clone();
         gemm_bf16::cpu(&a, &b, bias.then_some(&bi[..]), &mut want, s, ep);
-        for (kind, gpu) in gpus() {
-            let g = gpu.device().expect("a PTX executor");
-            let c = if f32_out { upload(g, &c0) } else { upload(g, &to_bf16(&c0)) };
-            let bias_ptr = if bias { upload(g, &bi) } else { 0 };
-            gemm_bf16::launch(g, upload(g, &a), upload(g, &b), bias_ptr, c, s, ep).unwrap();
-            let got = download(g, c, m * n, f32_out);
+        for (kind, ex) in executors() {
+            let ex = ex.as_ref();
+            let c = output(ex, &c0, f32_out);
+            let bi = ex.upload(&bi).unwrap();
+            let (ua, ub) = (ex.upload(&a).unwrap(), ex.upload(&b).unwrap());
+            ex.run(GemmBf16 { a: *ua, b: *ub, bias: bias.then_some(*bi), c: *c, shape: s, epilogue: ep }).unwrap();
+            let got = values(ex, *c);
             assert_output(&format!("gemm_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
         }
     }
@@ -143,18 +134,19 @@ proptest! {
                 want[i] = ep.store(if accumulate { want[i] + v } else { v });
             }
         }
-        for (kind, gpu) in gpus() {
-            let g = gpu.device().expect("a PTX executor");
-            let c = if f32_out { upload(g, &c0) } else { upload(g, &to_bf16(&c0)) };
-            let dual = DualArgs {
-                b1: upload(g, &b1),
-                bias0: if has0 { upload(g, &p0) } else { 0 },
-                bias1: if has1 { upload(g, &p1) } else { 0 },
-                lambda: upload(g, &lam),
-                rows_per_lambda: rows_per,
+        for (kind, ex) in executors() {
+            let ex = ex.as_ref();
+            let c = output(ex, &c0, f32_out);
+            let (ub1, up0, up1, ulam) = (ex.upload(&b1).unwrap(), ex.upload(&p0).unwrap(), ex.upload(&p1).unwrap(), ex.upload(&lam).unwrap());
+            let dual = DualGemm {
+                b1: *ub1,
+                bias1: has1.then_some(*up1),
+                mix: Mix { lambda: *ulam, rows_per_lambda: rows_per },
             };
-            gemm_dual_bf16::launch(g, upload(g, &a), upload(g, &b0), dual, c, s, ep).unwrap();
-            let got = download(g, c, m * n, f32_out);
+            let (ua, ub0) = (ex.upload(&a).unwrap(), ex.upload(&b0).unwrap());
+            let op = GemmDualBf16 { a: *ua, b0: *ub0, bias0: has0.then_some(*up0), dual, c: *c, shape: s, epilogue: ep };
+            ex.run(op).unwrap();
+            let got = values(ex, *c);
             assert_output(&format!("gemm_dual_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
         }
     }
@@ -172,7 +164,7 @@ proptest! {
     }
 }
 
-/// attention_bf16 on every PTX device against its CPU reference, with the
+/// attention_bf16 on every executor against its CPU reference, with the
 /// tolerance stated on the property test; the first mismatch, if any.
 fn check_attention_bf16(s: AttentionShape, seed: u64) -> Result<(), String> {
     let w = s.heads * s.head_dim;
@@ -185,11 +177,17 @@ fn check_attention_bf16(s: AttentionShape, seed: u64) -> Result<(), String> {
         .chunks(3 * w)
         .flat_map(|r| &r[2 * w..])
         .fold(0f32, |m, v| m.max(v.to_f32().abs()));
-    for (kind, gpu) in gpus() {
-        let g = gpu.device().expect("a PTX executor");
-        let out = g.alloc(2 * want.len()).unwrap();
-        attention_bf16::launch(g, upload(g, &qkv), out, s).unwrap();
-        let got = download(g, out, want.len(), false);
+    for (kind, ex) in executors() {
+        let ex = ex.as_ref();
+        let out = ex.alloc_as(DType::Bf16, want.len()).unwrap();
+        let uqkv = ex.upload(&qkv).unwrap();
+        ex.run(AttentionBf16 {
+            qkv: *uqkv,
+            out: *out,
+            shape: s,
+        })
+        .map_err(|e| e.to_string())?;
+        let got = values(ex, *out);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let tol = 2f32.powi(-7) * w.abs() + 2f32.powi(-8) * vmax;
             if (g - w).abs() > tol {
@@ -230,12 +228,10 @@ proptest! {
         x[0] = 1.0 + 2f32.powi(-8) + 2f32.powi(-9); // rounds up, not truncated
         let mut want = vec![bf16::ZERO; n];
         cast_bf16::cpu(&x, &mut want);
-        for (kind, gpu) in gpus() {
-            let g = gpu.device().expect("a PTX executor");
-            let y = g.alloc(2 * n).unwrap();
-            cast_bf16::launch(g, upload(g, &x), y, n).unwrap();
-            let mut got = vec![bf16::ZERO; n];
-            g.read(y, bytemuck::cast_slice_mut(&mut got)).unwrap();
+        for (kind, ex) in executors() {
+            let y = ex.alloc_as(DType::Bf16, n).unwrap();
+            ex.run(CastBf16 { x: *ex.upload(&x).unwrap(), y: *y }).unwrap();
+            let got = ex.download_as::<bf16>(*y).unwrap();
             prop_assert_eq!(&got, &want, "cast_bf16 on {}", kind);
         }
     }
@@ -248,13 +244,12 @@ proptest! {
         let w1 = to_bf16(&data(seed ^ 1, n, 1.0));
         let mut want = vec![bf16::ZERO; n];
         lerp_bf16::cpu(&mut want, &w0, &w1, lambda);
-        for (kind, gpu) in gpus() {
-            let g = gpu.device().expect("a PTX executor");
-            let (a, b) = (upload(g, &w0), upload(g, &w1));
-            let out = if in_place { a } else { g.alloc(2 * n).unwrap() };
-            lerp_bf16::launch(g, out, a, b, n, lambda).unwrap();
-            let mut got = vec![bf16::ZERO; n];
-            g.read(out, bytemuck::cast_slice_mut(&mut got)).unwrap();
+        for (kind, ex) in executors() {
+            let (a, b) = (ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap());
+            let sep = ex.alloc_as(DType::Bf16, n).unwrap();
+            let out = if in_place { *a } else { *sep };
+            ex.run(LerpBf16 { out, w0: *a, w1: *b, lambda }).unwrap();
+            let got = ex.download_as::<bf16>(out).unwrap();
             prop_assert_eq!(&got, &want, "lerp_bf16 on {}", kind);
         }
     }
@@ -266,12 +261,13 @@ proptest! {
 /// takes.
 #[test]
 fn tensor_core_kernels_have_no_shared_bank_conflicts() {
-    let opts = dawin::emu::EmuOptions {
+    let opts = dawin::device::emu::EmuOptions {
         bank_conflicts: true,
         ..Default::default()
     };
-    let emu = dawin::emu::Emu::new(dawin::ptx::MODULES, opts).unwrap();
-    let g: &dyn Gpu = &emu;
+    let ex = PtxExec::new(dawin::device::emu::Emu::new(PTX_MODULES, opts).unwrap());
+    let emu = &ex.gpu;
+    let ex: &dyn Executor = &ex;
     let report = |what: &str| {
         eprintln!(
             "{what}: ldmatrix conflicts {}, all shared conflicts {}",
@@ -284,20 +280,39 @@ fn tensor_core_kernels_have_no_shared_bank_conflicts() {
         n: 130,
         k: 72,
     };
-    let a = upload(g, &to_bf16(&data(1, s.m * s.k, 1.0)));
-    let b = upload(g, &to_bf16(&data(2, s.n * s.k, 1.0)));
-    let c = g.alloc(4 * s.m * s.n).unwrap();
-    gemm_bf16::launch(g, a, b, 0, c, s, Epilogue::PLAIN_BF16).unwrap();
+    let a = ex.upload(&to_bf16(&data(1, s.m * s.k, 1.0))).unwrap();
+    let b = ex.upload(&to_bf16(&data(2, s.n * s.k, 1.0))).unwrap();
+    let c = ex.alloc_as(DType::Bf16, s.m * s.n).unwrap();
+    let ep = Epilogue::PLAIN_BF16;
+    ex.run(GemmBf16 {
+        a: *a,
+        b: *b,
+        bias: None,
+        c: *c,
+        shape: s,
+        epilogue: ep,
+    })
+    .unwrap();
     report("gemm_bf16");
-    let lam = upload(g, &[0.3f32, 0.7]);
-    let dual = DualArgs {
-        b1: b,
-        bias0: 0,
-        bias1: 0,
-        lambda: lam,
-        rows_per_lambda: 75,
+    let lam = ex.upload(&[0.3f32, 0.7]).unwrap();
+    let dual = DualGemm {
+        b1: *b,
+        bias1: None,
+        mix: Mix {
+            lambda: *lam,
+            rows_per_lambda: 75,
+        },
     };
-    gemm_dual_bf16::launch(g, a, b, dual, c, s, Epilogue::PLAIN_BF16).unwrap();
+    ex.run(GemmDualBf16 {
+        a: *a,
+        b0: *b,
+        bias0: None,
+        dual,
+        c: *c,
+        shape: s,
+        epilogue: ep,
+    })
+    .unwrap();
     report("+ gemm_dual_bf16");
     for hd in (8..=80).step_by(8) {
         let sh = AttentionShape {
@@ -306,9 +321,14 @@ fn tensor_core_kernels_have_no_shared_bank_conflicts() {
             heads: 2,
             head_dim: hd,
         };
-        let qkv = upload(g, &to_bf16(&data(3, 70 * 3 * 2 * hd, 1.0)));
-        let out = g.alloc(2 * 70 * 2 * hd).unwrap();
-        attention_bf16::launch(g, qkv, out, sh).unwrap();
+        let qkv = ex.upload(&to_bf16(&data(3, 70 * 3 * 2 * hd, 1.0))).unwrap();
+        let out = ex.alloc_as(DType::Bf16, 70 * 2 * hd).unwrap();
+        ex.run(AttentionBf16 {
+            qkv: *qkv,
+            out: *out,
+            shape: sh,
+        })
+        .unwrap();
         report(&format!("+ attention_bf16 head dim {hd}"));
     }
     assert!(emu.instructions() > 0);
@@ -330,44 +350,76 @@ fn gemm_dual_bf16_reference_reduces_to_single_weights() {
     let ep = Epilogue::PLAIN_BF16;
     for (l, b, p) in [(0.0, &b0, &p0), (1.0, &b1, &p1)] {
         let mut dual = vec![0f32; 30];
-        gemm_dual_bf16::cpu(
-            &a,
-            &b0,
-            &b1,
-            Some(&p0),
-            Some(&p1),
-            &[l; 2],
-            3,
-            &mut dual,
-            s,
-            ep,
-        );
+        let lambda = [l; 2];
+        let d = DualRef {
+            b1: &b1,
+            bias1: Some(&p1),
+            lambda: &lambda,
+            rows_per_lambda: 3,
+        };
+        gemm_dual_bf16::cpu(&a, &b0, Some(&p0), &d, &mut dual, s, ep);
         let mut single = vec![0f32; 30];
         gemm_bf16::cpu(&a, b, Some(p), &mut single, s, ep);
         assert_eq!(dual, single, "λ = {l}");
     }
 }
 
+/// What the ops' contract refuses, on every executor alike (k not a
+/// multiple of 8, no rows per λ), and what only the kernels need (16-byte
+/// aligned operands), on the PTX devices.
 #[test]
 fn gemm_bf16_rejects_what_it_cannot_run() {
-    for (_, gpu) in gpus() {
-        let g = gpu.device().expect("a PTX executor");
-        let buf = g.alloc(4096).unwrap();
+    for (kind, ex) in executors() {
+        let buf = ex.alloc_as(DType::Bf16, 2048).unwrap();
         let ep = Epilogue::PLAIN_BF16;
+        let (a, c) = (buf.slice(0, 1024), buf.slice(1024, 1024));
         let odd_k = GemmShape { m: 4, n: 4, k: 12 };
-        let e = gemm_bf16::launch(g, buf, buf, 0, buf, odd_k, ep).unwrap_err();
-        assert!(e.to_string().contains("multiple of 8"), "{e}");
-        let s = GemmShape { m: 4, n: 4, k: 8 };
-        let e = gemm_bf16::launch(g, buf + 2, buf, 0, buf, s, ep).unwrap_err();
-        assert!(e.to_string().contains("16-byte aligned"), "{e}");
-        let dual = DualArgs {
-            b1: buf,
-            bias0: 0,
-            bias1: 0,
-            lambda: buf,
-            rows_per_lambda: 0,
+        let op = GemmBf16 {
+            a,
+            b: a,
+            bias: None,
+            c,
+            shape: odd_k,
+            epilogue: ep,
         };
-        let e = gemm_dual_bf16::launch(g, buf, buf, dual, buf, s, ep).unwrap_err();
-        assert!(e.to_string().contains("rows_per_lambda"), "{e}");
+        let e = ex.run(op).unwrap_err();
+        assert!(e.to_string().contains("multiple of 8"), "{kind}: {e}");
+        let s = GemmShape { m: 4, n: 4, k: 8 };
+        let lam = ex.alloc(4).unwrap();
+        let dual = DualGemm {
+            b1: a,
+            bias1: None,
+            mix: Mix {
+                lambda: *lam,
+                rows_per_lambda: 0,
+            },
+        };
+        let op = GemmDualBf16 {
+            a,
+            b0: a,
+            bias0: None,
+            dual,
+            c,
+            shape: s,
+            epilogue: ep,
+        };
+        let e = ex.run(op).unwrap_err();
+        assert!(e.to_string().contains("rows_per_lambda"), "{kind}: {e}");
+        let op = GemmBf16 {
+            a: buf.slice(1, 100),
+            b: a,
+            bias: None,
+            c,
+            shape: s,
+            epilogue: ep,
+        };
+        match ex.run(op) {
+            Err(e) => assert!(e.to_string().contains("16-byte aligned"), "{kind}: {e}"),
+            Ok(()) => assert_eq!(
+                kind,
+                dawin::exec::DeviceKind::Cpu,
+                "only the cpu has no alignment needs"
+            ),
+        }
     }
 }

@@ -24,7 +24,7 @@ fn ptxas_accepts_every_kernel_without_spills() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for (file, src) in dawin::ptx::MODULES {
+    for (file, src) in dawin::ops::PTX_MODULES {
         let path = dir.path().join(file);
         std::fs::write(&path, src).unwrap();
         for arch in ["sm_80", "sm_90"] {

@@ -14,7 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
-stub=$CARGO_TARGET_DIR/stub
+# Absolute paths from here on: CARGO_TARGET_DIR may be either kind.
+case $CARGO_TARGET_DIR in
+  /*) target=$CARGO_TARGET_DIR ;;
+  *) target=$PWD/$CARGO_TARGET_DIR ;;
+esac
+stub=$target/stub
 have_toolkit=0
 for root in "${CUDA_PATH:-}" /usr/local/cuda /opt/cuda; do
   if [ -n "$root" ] && [ -f "$root/include/cuda.h" ] && [ -d "$root/lib64" ]; then have_toolkit=1; fi
@@ -29,9 +34,9 @@ if [ $have_toolkit = 0 ]; then
   } > "$stub/libcuda_stub.c"
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/lib64/libcuda.so" "$stub/libcuda_stub.c"
   ln -sf libcuda.so "$stub/lib64/libcuda.so.1"
-  export CUDA_LIBRARY_PATH=$PWD/$stub
-  echo "no CUDA toolkit: linking the stub $PWD/$stub/lib64/libcuda.so" >&2
+  export CUDA_LIBRARY_PATH=$stub
+  echo "no CUDA toolkit: linking the stub $stub/lib64/libcuda.so" >&2
 fi
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,--enable-new-dtags -C link-arg=-Wl,-rpath,\$ORIGIN/../stub/lib64"
 cargo build --release --features cuda "$@"
-echo "$PWD/$CARGO_TARGET_DIR/release/dawin"
+echo "$target/release/dawin"

@@ -1,15 +1,120 @@
-//! `cpu`: the reference executor. Every op calls the `cpu` function of its
-//! file in `crate::ops`; this file only resolves buffer handles to slices.
+//! `cpu`: the reference executor. Every op runs the CPU reference of its
+//! file in `crate::ops` on host memory; this file only holds that memory
+//! and resolves buffer handles to slices.
 
-use super::{Buf, DualEmbed, DualGemm, DualNorm, Executor};
+use super::{Executor, check_copy, freed};
+use crate::buf::{Buf, DType, Slice, SliceMut};
 use crate::error::Result;
-use crate::ops::{self, attention::AttentionShape, embed_add::EmbedShape, gemm::GemmShape};
-use crate::ops::{layernorm::LayerNormShape, patch_embed::PatchShape};
-use std::cell::RefCell;
+use crate::ops::{Host, Op};
+use half::bf16;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// One allocation's elements.
+enum Storage {
+    F32(Vec<f32>),
+    Bf16(Vec<bf16>),
+    I32(Vec<i32>),
+}
+
+impl Storage {
+    fn zeros(dtype: DType, len: usize) -> Storage {
+        match dtype {
+            DType::F32 => Storage::F32(vec![0.0; len]),
+            DType::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
+            DType::I32 => Storage::I32(vec![0; len]),
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Storage::F32(_) => DType::F32,
+            Storage::Bf16(_) => DType::Bf16,
+            Storage::I32(_) => DType::I32,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Storage::F32(v) => v.len(),
+            Storage::Bf16(v) => v.len(),
+            Storage::I32(v) => v.len(),
+        }
+    }
+
+    /// The element range of `b`, if `b` is a view of this storage.
+    fn range(&self, b: Buf) -> Result<std::ops::Range<usize>> {
+        if b.dtype != self.dtype() || b.offset + b.len > self.len() {
+            return Err(crate::invalid!(
+                "a {} view of {} at {} does not fit its {} allocation of {}",
+                b.dtype,
+                b.len,
+                b.offset,
+                self.dtype(),
+                self.len()
+            ));
+        }
+        Ok(b.offset..b.offset + b.len)
+    }
+
+    fn view(&self, b: Buf) -> Result<Slice<'_>> {
+        let r = self.range(b)?;
+        Ok(match self {
+            Storage::F32(v) => Slice::F32(&v[r]),
+            Storage::Bf16(v) => Slice::Bf16(&v[r]),
+            Storage::I32(v) => Slice::I32(&v[r]),
+        })
+    }
+
+    fn view_mut(&mut self, b: Buf) -> Result<SliceMut<'_>> {
+        let r = self.range(b)?;
+        Ok(match self {
+            Storage::F32(v) => SliceMut::F32(&mut v[r]),
+            Storage::Bf16(v) => SliceMut::Bf16(&mut v[r]),
+            Storage::I32(v) => SliceMut::I32(&mut v[r]),
+        })
+    }
+
+    /// A copy of the view `b`, for an input that aliases an output.
+    fn copy_of(&self, b: Buf) -> Result<Storage> {
+        Ok(match self.view(b)? {
+            Slice::F32(s) => Storage::F32(s.to_vec()),
+            Slice::Bf16(s) => Storage::Bf16(s.to_vec()),
+            Slice::I32(s) => Storage::I32(s.to_vec()),
+        })
+    }
+
+    fn all(&self) -> Slice<'_> {
+        match self {
+            Storage::F32(v) => Slice::F32(v),
+            Storage::Bf16(v) => Slice::Bf16(v),
+            Storage::I32(v) => Slice::I32(v),
+        }
+    }
+
+    fn bytes(&self, b: Buf) -> Result<&[u8]> {
+        Ok(match self.view(b)? {
+            Slice::F32(s) => bytemuck::cast_slice(s),
+            Slice::Bf16(s) => bytemuck::cast_slice(s),
+            Slice::I32(s) => bytemuck::cast_slice(s),
+        })
+    }
+
+    fn bytes_mut(&mut self, b: Buf) -> Result<&mut [u8]> {
+        Ok(match self.view_mut(b)? {
+            SliceMut::F32(s) => bytemuck::cast_slice_mut(s),
+            SliceMut::Bf16(s) => bytemuck::cast_slice_mut(s),
+            SliceMut::I32(s) => bytemuck::cast_slice_mut(s),
+        })
+    }
+}
 
 #[derive(Default)]
 pub struct Cpu {
-    slots: RefCell<Vec<Option<Vec<f32>>>>,
+    /// Allocations by id; ids are never reused, so a stale handle fails
+    /// instead of reading a newer allocation.
+    slots: RefCell<HashMap<u32, Storage>>,
+    next_id: Cell<u32>,
     marks: crate::profile::WallClock,
     flush: RefCell<Vec<u8>>,
 }
@@ -18,76 +123,89 @@ impl Cpu {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    /// Runs `f(inputs, out)` with the output slice taken out of the arena, so
-    /// inputs can be borrowed at the same time. An input that shares the
-    /// output's allocation is copied first, which makes aliasing safe.
-    fn run(&self, out: Buf, inputs: &[Buf], f: impl FnOnce(&[&[f32]], &mut [f32])) {
+impl Host for Cpu {
+    fn with(
+        &self,
+        out: Buf,
+        inputs: &[Option<Buf>],
+        f: &mut dyn FnMut(&[Option<Slice>], SliceMut),
+    ) -> Result<()> {
         let mut slots = self.slots.borrow_mut();
-        let mut storage = slots[out.id as usize]
-            .take()
-            .expect("use of a freed buffer");
-        let copies: Vec<Option<Vec<f32>>> = inputs
-            .iter()
-            .map(|b| (b.id == out.id).then(|| storage[b.offset..b.offset + b.len].to_vec()))
-            .collect();
-        let views: Vec<&[f32]> = inputs
-            .iter()
-            .zip(&copies)
-            .map(|(b, copy)| match copy {
-                Some(c) => c.as_slice(),
-                None => {
-                    let s = slots[b.id as usize]
-                        .as_ref()
-                        .expect("use of a freed buffer");
-                    &s[b.offset..b.offset + b.len]
-                }
-            })
-            .collect();
-        f(&views, &mut storage[out.offset..out.offset + out.len]);
-        drop(views);
-        slots[out.id as usize] = Some(storage);
+        // The output's storage is taken out of the table, so inputs can be
+        // borrowed beside it; it goes back however the call ends.
+        let mut storage = slots.remove(&out.id).ok_or_else(|| freed(out))?;
+        let result = (|| {
+            let copies = inputs
+                .iter()
+                .map(|b| match b {
+                    Some(b) if b.id == out.id => storage.copy_of(*b).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<Option<Storage>>>>()?;
+            let views = inputs
+                .iter()
+                .zip(&copies)
+                .map(|(b, copy)| match (b, copy) {
+                    (None, _) => Ok(None),
+                    (Some(_), Some(c)) => Ok(Some(c.all())),
+                    (Some(b), None) => slots
+                        .get(&b.id)
+                        .ok_or_else(|| freed(*b))?
+                        .view(*b)
+                        .map(Some),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            f(&views, storage.view_mut(out)?);
+            Ok(())
+        })();
+        slots.insert(out.id, storage);
+        result
     }
 }
 
 impl Executor for Cpu {
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let n = rayon::current_num_threads();
+        format!("cpu ({n} thread{})", if n == 1 { "" } else { "s" })
     }
 
-    fn alloc(&self, len: usize) -> Result<Buf> {
-        let mut slots = self.slots.borrow_mut();
-        let id = match slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                slots.push(None);
-                slots.len() - 1
-            }
-        };
-        slots[id] = Some(vec![0.0; len]);
-        Ok(Buf {
-            id: id as u32,
-            offset: 0,
-            len,
-        })
-    }
-
-    fn write(&self, dst: Buf, data: &[f32]) -> Result<()> {
-        assert_eq!(dst.len, data.len());
-        self.run(dst, &[], |_, o| o.copy_from_slice(data));
-        Ok(())
-    }
-
-    fn download(&self, src: Buf) -> Result<Vec<f32>> {
-        let slots = self.slots.borrow();
-        let s = slots[src.id as usize]
-            .as_ref()
-            .expect("use of a freed buffer");
-        Ok(s[src.offset..src.offset + src.len].to_vec())
+    fn alloc_raw(&self, dtype: DType, len: usize) -> Result<Buf> {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        self.slots
+            .borrow_mut()
+            .insert(id, Storage::zeros(dtype, len));
+        Ok(Buf::whole(id, len, dtype))
     }
 
     fn free(&self, buf: Buf) {
-        self.slots.borrow_mut()[buf.id as usize] = None;
+        self.slots.borrow_mut().remove(&buf.id);
+    }
+
+    fn write_bytes(&self, dst: Buf, bytes: &[u8]) -> Result<()> {
+        let mut slots = self.slots.borrow_mut();
+        let to = slots
+            .get_mut(&dst.id)
+            .ok_or_else(|| freed(dst))?
+            .bytes_mut(dst)?;
+        check_copy("write", to.len(), bytes.len())?;
+        to.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn read_bytes(&self, src: Buf, out: &mut [u8]) -> Result<()> {
+        let slots = self.slots.borrow();
+        let from = slots.get(&src.id).ok_or_else(|| freed(src))?.bytes(src)?;
+        check_copy("read", from.len(), out.len())?;
+        out.copy_from_slice(from);
+        Ok(())
+    }
+
+    fn run_op(&self, op: &Op) -> Result<()> {
+        op.check()?;
+        op.run_cpu(self)
     }
 
     fn mark(&self) -> Result<usize> {
@@ -110,152 +228,6 @@ impl Executor for Cpu {
             *x = x.wrapping_add(1);
         }
         std::hint::black_box(&*v);
-        Ok(())
-    }
-
-    fn gemm(&self, a: Buf, b: Buf, bias: Option<Buf>, c: Buf, s: GemmShape) -> Result<()> {
-        let mut ins = vec![a, b];
-        ins.extend(bias);
-        self.run(c, &ins, |i, c| {
-            ops::gemm::cpu(i[0], i[1], i.get(2).copied(), c, s)
-        });
-        Ok(())
-    }
-
-    fn gemm_dual(
-        &self,
-        a: Buf,
-        b: Buf,
-        bias: Option<Buf>,
-        dual: DualGemm,
-        c: Buf,
-        s: GemmShape,
-    ) -> Result<()> {
-        // Optional biases go last so the fixed inputs keep their positions.
-        let mut ins = vec![a, b, dual.b1, dual.mix.lambda];
-        ins.extend(bias);
-        ins.extend(dual.bias1);
-        self.run(c, &ins, |i, c| {
-            let bias0 = bias.map(|_| i[4]);
-            let bias1 = dual.bias1.map(|_| i[4 + bias.is_some() as usize]);
-            let d = ops::gemm_dual::DualRef {
-                b1: i[2],
-                bias1,
-                lambda: i[3],
-                rows_per_lambda: dual.mix.rows_per_lambda,
-            };
-            ops::gemm_dual::cpu(i[0], i[1], bias0, &d, c, s)
-        });
-        Ok(())
-    }
-
-    fn attention(&self, qkv: Buf, out: Buf, s: AttentionShape) -> Result<()> {
-        self.run(out, &[qkv], |i, o| ops::attention::cpu(i[0], o, s));
-        Ok(())
-    }
-
-    fn layernorm(
-        &self,
-        x: Buf,
-        y: Buf,
-        gamma: Buf,
-        beta: Buf,
-        dual: Option<DualNorm>,
-        s: LayerNormShape,
-    ) -> Result<()> {
-        let mut ins = vec![x, gamma, beta];
-        if let Some(d) = dual {
-            ins.extend([d.gamma1, d.beta1, d.mix.lambda]);
-        }
-        self.run(y, &ins, |i, y| {
-            let d = dual.map(|d| ops::layernorm::DualRef {
-                gamma1: i[3],
-                beta1: i[4],
-                lambda: i[5],
-                rows_per_lambda: d.mix.rows_per_lambda,
-            });
-            ops::layernorm::cpu(i[0], y, i[1], i[2], d.as_ref(), s)
-        });
-        Ok(())
-    }
-
-    fn gelu(&self, x: Buf) -> Result<()> {
-        self.run(x, &[], |_, x| ops::gelu::cpu(x));
-        Ok(())
-    }
-
-    fn quick_gelu(&self, x: Buf) -> Result<()> {
-        self.run(x, &[], |_, x| ops::quick_gelu::cpu(x));
-        Ok(())
-    }
-
-    fn add(&self, x: Buf, y: Buf) -> Result<()> {
-        self.run(y, &[x], |i, y| ops::add::cpu(i[0], y));
-        Ok(())
-    }
-
-    fn patch_embed(&self, pixels: Buf, out: Buf, s: PatchShape) -> Result<()> {
-        self.run(out, &[pixels], |i, o| ops::patch_embed::cpu(i[0], o, s));
-        Ok(())
-    }
-
-    fn embed_add(
-        &self,
-        patches: Buf,
-        class: Buf,
-        pos: Buf,
-        dual: Option<DualEmbed>,
-        out: Buf,
-        s: EmbedShape,
-    ) -> Result<()> {
-        let mut ins = vec![patches, class, pos];
-        if let Some(d) = dual {
-            ins.extend([d.class1, d.pos1, d.mix.lambda]);
-        }
-        self.run(out, &ins, |i, o| {
-            let d = dual.map(|d| ops::embed_add::DualRef {
-                class1: i[3],
-                pos1: i[4],
-                lambda: i[5],
-                rows_per_lambda: d.mix.rows_per_lambda,
-            });
-            ops::embed_add::cpu(i[0], i[1], i[2], d.as_ref(), o, s)
-        });
-        Ok(())
-    }
-
-    fn softmax_entropy(
-        &self,
-        logits: Buf,
-        out: Buf,
-        rows: usize,
-        cols: usize,
-        temperature: f32,
-    ) -> Result<()> {
-        self.run(out, &[logits], |i, o| {
-            ops::softmax_entropy::cpu(i[0], o, rows, cols, temperature)
-        });
-        Ok(())
-    }
-
-    fn lerp(&self, out: Buf, w0: Buf, w1: Buf, lambda: f32) -> Result<()> {
-        if w0 == out {
-            self.run(out, &[w1], |i, o| ops::lerp::cpu_in_place(o, i[0], lambda));
-        } else {
-            self.run(out, &[w0, w1], |i, o| ops::lerp::cpu(o, i[0], i[1], lambda));
-        }
-        Ok(())
-    }
-
-    fn add_scaled_diff(&self, out: Buf, w0: Buf, w1: Buf, k: f32) -> Result<()> {
-        self.run(out, &[w0, w1], |i, o| {
-            ops::add_scaled_diff::cpu(o, i[0], i[1], k)
-        });
-        Ok(())
-    }
-
-    fn l2_normalize(&self, x: Buf, y: Buf, rows: usize, width: usize) -> Result<()> {
-        self.run(y, &[x], |i, y| ops::l2_normalize::cpu(i[0], y, rows, width));
         Ok(())
     }
 }

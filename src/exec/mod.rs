@@ -1,78 +1,23 @@
-//! The executor abstraction: one trait holding every op at kernel granularity.
+//! The executors: one trait that runs every op of [`crate::ops`] over typed
+//! buffer handles, implemented by `cpu` (the Rust references) and by the
+//! PTX executor (the kernels of `ptx/` on `emu` or `cuda`).
 //!
 //! Buffers are plain handles ([`Buf`]) into memory the executor owns, so the
-//! trait is object-safe and model code is written once for `cpu`, `emu` and
-//! `cuda`. A handle may be a slice of a larger allocation (weights live in one
-//! flat buffer so that a whole model can be lerped by one launch).
+//! trait is object-safe and model code is written once for every executor.
+//! [`OwnedBuf`] frees its allocation when dropped; a handle may be a slice
+//! of a larger allocation (weights live in one flat buffer so that a whole
+//! model can be lerped by one launch).
 
 pub mod cpu;
 pub mod profiled;
 pub mod ptx;
 
-use crate::error::Result;
-use crate::ops::attention::AttentionShape;
-use crate::ops::embed_add::EmbedShape;
-use crate::ops::gemm::GemmShape;
-use crate::ops::layernorm::LayerNormShape;
-use crate::ops::patch_embed::PatchShape;
+pub use ptx::PtxExec;
 
-/// A view of `len` f32 elements at `offset` inside allocation `id`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Buf {
-    pub id: u32,
-    pub offset: usize,
-    pub len: usize,
-}
-
-impl Buf {
-    /// A sub-view; panics on an out-of-range request because that is a bug in
-    /// the caller, never a property of user input.
-    pub fn slice(&self, offset: usize, len: usize) -> Buf {
-        assert!(
-            offset + len <= self.len,
-            "slice {offset}+{len} out of buffer of {}",
-            self.len
-        );
-        Buf {
-            id: self.id,
-            offset: self.offset + offset,
-            len,
-        }
-    }
-}
-
-/// Per-row interpolation weights: row `r` uses `lambda[r / rows_per_lambda]`,
-/// so all the token rows of one sample share that sample's λ.
-#[derive(Clone, Copy, Debug)]
-pub struct Mix {
-    pub lambda: Buf,
-    pub rows_per_lambda: usize,
-}
-
-/// Second weight set and the per-row λ for the dual-weight gemm:
-/// `C_r = (1−λ_r)(A·B0ᵀ+b0) + λ_r(A·B1ᵀ+b1)`.
-#[derive(Clone, Copy, Debug)]
-pub struct DualGemm {
-    pub b1: Buf,
-    pub bias1: Option<Buf>,
-    pub mix: Mix,
-}
-
-/// Second γ/β for a per-row lerped layernorm.
-#[derive(Clone, Copy, Debug)]
-pub struct DualNorm {
-    pub gamma1: Buf,
-    pub beta1: Buf,
-    pub mix: Mix,
-}
-
-/// Second class/position embedding for a per-sample lerped embed_add.
-#[derive(Clone, Copy, Debug)]
-pub struct DualEmbed {
-    pub class1: Buf,
-    pub pos1: Buf,
-    pub mix: Mix,
-}
+use crate::buf::{Buf, DType, Element};
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use std::ops::Deref;
 
 /// Which executor a user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -115,6 +60,43 @@ pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
     Ok(Box::new(profiled::Profiled::new(open_plain(kind)?)))
 }
 
+/// The executor without the profiling layer.
+fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
+    let kernels = crate::ops::PTX_MODULES;
+    match kind {
+        DeviceKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
+        DeviceKind::Emu => {
+            let emu = crate::device::emu::Emu::new(kernels, emu_options())?;
+            Ok(Box::new(PtxExec::new(emu)))
+        }
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let gpu = crate::device::cuda::CudaGpu::new(kernels)?;
+            Ok(Box::new(PtxExec::new(gpu)))
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => Err(crate::invalid!(
+            "device `cuda` is not available: this binary was built without the `cuda` feature \
+             (build with tools/build-cuda.sh or `cargo build --release --features cuda`)"
+        )),
+    }
+}
+
+/// Emulator options from the environment: `DAWIN_EMU_SHUFFLE=SEED` runs
+/// blocks in a shuffled order; `DAWIN_EMU_MEMORY=BYTES` caps device memory;
+/// `DAWIN_EMU_BANK_CONFLICTS=1` counts the bank conflicts of every shared
+/// access (a column of `--profile`).
+fn emu_options() -> crate::device::emu::EmuOptions {
+    fn var<T: std::str::FromStr>(k: &str) -> Option<T> {
+        std::env::var(k).ok().and_then(|v| v.parse().ok())
+    }
+    crate::device::emu::EmuOptions {
+        shuffle_blocks: var("DAWIN_EMU_SHUFFLE"),
+        memory_limit: var("DAWIN_EMU_MEMORY"),
+        bank_conflicts: var::<u8>("DAWIN_EMU_BANK_CONFLICTS").is_some_and(|v| v != 0),
+    }
+}
+
 /// A named range around a phase of work, closed when dropped.
 pub struct Range<'a>(&'a dyn Executor);
 
@@ -129,57 +111,24 @@ impl Drop for Range<'_> {
     }
 }
 
-/// The executor without the profiling layer.
-fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
-    match kind {
-        DeviceKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
-        DeviceKind::Emu => Ok(Box::new(ptx::PtxExec::new(crate::emu::Emu::new(
-            crate::ptx::MODULES,
-            emu_options(),
-        )?))),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Box::new(ptx::PtxExec::new(crate::cuda::CudaGpu::new()?))),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => Err(crate::invalid!(
-            "device `cuda` is not available: this binary was built without the `cuda` feature \
-             (build with tools/build-cuda.sh or `cargo build --release --features cuda`)"
-        )),
-    }
-}
-
-/// Emulator options from the environment: `DAWIN_EMU_SHUFFLE=SEED` runs
-/// blocks in a shuffled order; `DAWIN_EMU_MEMORY=BYTES` caps device memory;
-/// `DAWIN_EMU_BANK_CONFLICTS=1` counts the bank conflicts of every shared
-/// access (a column of `--profile`).
-fn emu_options() -> crate::emu::EmuOptions {
-    fn var<T: std::str::FromStr>(k: &str) -> Option<T> {
-        std::env::var(k).ok().and_then(|v| v.parse().ok())
-    }
-    crate::emu::EmuOptions {
-        shuffle_blocks: var("DAWIN_EMU_SHUFFLE"),
-        memory_limit: var("DAWIN_EMU_MEMORY"),
-        bank_conflicts: var::<u8>("DAWIN_EMU_BANK_CONFLICTS").is_some_and(|v| v != 0),
-    }
-}
-
-/// Every op the model needs, at kernel granularity. Shapes are checked by the
-/// callers in `crate::ops`; an executor may assume consistent arguments.
+/// Memory, op execution and timing: what every executor provides. The
+/// typed conveniences (`alloc`, `upload`, `download`, `run`) are inherent
+/// methods of `dyn Executor`, below.
 pub trait Executor {
     /// Short name for reports: "cpu", "emu", "cuda:<device name>".
     fn name(&self) -> String;
 
-    /// A zero-filled buffer of `len` f32.
-    fn alloc(&self, len: usize) -> Result<Buf>;
-    /// A new buffer holding `data`; nothing stays allocated on failure.
-    fn upload(&self, data: &[f32]) -> Result<Buf> {
-        let buf = self.alloc(data.len())?;
-        self.write(buf, data).inspect_err(|_| self.free(buf))?;
-        Ok(buf)
-    }
-    fn write(&self, dst: Buf, data: &[f32]) -> Result<()>;
-    fn download(&self, src: Buf) -> Result<Vec<f32>>;
-    /// Frees a whole allocation (`buf` must be one returned by alloc/upload).
+    /// A zero-filled allocation of `len` elements of `dtype`; the caller
+    /// frees it (or wraps it in an [`OwnedBuf`]).
+    fn alloc_raw(&self, dtype: DType, len: usize) -> Result<Buf>;
+    /// Frees a whole allocation (`buf` must be one returned by `alloc_raw`).
     fn free(&self, buf: Buf);
+    /// Copies `bytes` (exactly `dst.bytes()` of them) into the view.
+    fn write_bytes(&self, dst: Buf, bytes: &[u8]) -> Result<()>;
+    /// Copies the view into `out` (exactly `src.bytes()` long).
+    fn read_bytes(&self, src: Buf, out: &mut [u8]) -> Result<()>;
+    /// Runs one op: checks it ([`Op::check`]), then runs or queues it.
+    fn run_op(&self, op: &Op) -> Result<()>;
     /// Waits for queued work; asynchronous executors report late errors here.
     fn synchronize(&self) -> Result<()> {
         Ok(())
@@ -202,30 +151,9 @@ pub trait Executor {
     fn peak(&self) -> Option<crate::profile::Peak> {
         None
     }
-    /// The device under a PTX executor (`emu`, `cuda`), for kernels that
-    /// have no op here yet (the bf16 tensor-core kernels); `None` on `cpu`.
-    fn device(&self) -> Option<&dyn crate::gpu::Gpu> {
+    /// Extra shared-memory wavefronts so far, where the device counts them.
+    fn bank_conflicts(&self) -> Option<u64> {
         None
-    }
-    /// Device address of a view, on a PTX executor.
-    fn address(&self, _b: Buf) -> Option<u64> {
-        None
-    }
-    /// Runs launches on [`Executor::device`] as one op named `name` (timed
-    /// and shown as an NVTX range like every other op).
-    fn device_op(
-        &self,
-        name: &'static str,
-        _cost: crate::profile::Cost,
-        f: &dyn Fn(&dyn crate::gpu::Gpu) -> Result<()>,
-    ) -> Result<()> {
-        match self.device() {
-            Some(g) => f(g),
-            None => Err(crate::invalid!(
-                "{name} runs only on a PTX device (--device emu or cuda), not on {}",
-                self.name()
-            )),
-        }
     }
     /// Starts or stops timing every op (see [`profiled::Profiled`]).
     fn set_profiling(&self, _on: bool) {}
@@ -233,63 +161,112 @@ pub trait Executor {
     fn take_profile(&self) -> Result<Vec<crate::profile::Record>> {
         Ok(Vec::new())
     }
+}
 
-    /// `c[m,n] = a[m,k] · b[n,k]ᵀ (+ bias[n])`.
-    fn gemm(&self, a: Buf, b: Buf, bias: Option<Buf>, c: Buf, shape: GemmShape) -> Result<()>;
-    /// Dual-weight gemm: `c_r = (1−λ_r)(a·bᵀ+bias) + λ_r(a·b1ᵀ+bias1)`.
-    fn gemm_dual(
-        &self,
-        a: Buf,
-        b: Buf,
-        bias: Option<Buf>,
-        dual: DualGemm,
-        c: Buf,
-        shape: GemmShape,
-    ) -> Result<()>;
-    /// Fused multi-head attention over a packed `qkv[batch·tokens, 3·heads·dim]`.
-    fn attention(&self, qkv: Buf, out: Buf, shape: AttentionShape) -> Result<()>;
-    /// Row layernorm; `y` may alias `x` when the strides are equal.
-    fn layernorm(
-        &self,
-        x: Buf,
-        y: Buf,
-        gamma: Buf,
-        beta: Buf,
-        dual: Option<DualNorm>,
-        shape: LayerNormShape,
-    ) -> Result<()>;
-    /// In place, exact erf form.
-    fn gelu(&self, x: Buf) -> Result<()>;
-    /// In place, `x·σ(1.702x)`.
-    fn quick_gelu(&self, x: Buf) -> Result<()>;
-    /// Residual add in place: `y += x`.
-    fn add(&self, x: Buf, y: Buf) -> Result<()>;
-    /// im2col of non-overlapping patches: `pixels[n,c,h,w] → out[n·g², c·p·p]`.
-    fn patch_embed(&self, pixels: Buf, out: Buf, shape: PatchShape) -> Result<()>;
-    /// `out[n,t,w]`: token 0 = class + pos[0], token t = patches[t−1] + pos[t].
-    fn embed_add(
-        &self,
-        patches: Buf,
-        class: Buf,
-        pos: Buf,
-        dual: Option<DualEmbed>,
-        out: Buf,
-        shape: EmbedShape,
-    ) -> Result<()>;
-    /// Per row of `logits[rows, cols]/temperature`: `out[rows,4]` =
-    /// (entropy in nats, argmax, max probability, logsumexp).
-    fn softmax_entropy(
-        &self,
-        logits: Buf,
-        out: Buf,
-        rows: usize,
-        cols: usize,
-        temperature: f32,
-    ) -> Result<()>;
-    /// `out = w0 + λ·(w1 − w0)`; `out` may be `w0` itself (in place).
-    fn lerp(&self, out: Buf, w0: Buf, w1: Buf, lambda: f32) -> Result<()>;
-    /// `out += k·(w1 − w0)` (a scaled task vector); `out` overlaps neither.
-    fn add_scaled_diff(&self, out: Buf, w0: Buf, w1: Buf, k: f32) -> Result<()>;
-    /// `y[r] = x[r] / ‖x[r]‖₂` for `rows` rows of `width`.
-    fn l2_normalize(&self, x: Buf, y: Buf, rows: usize, width: usize) -> Result<()>;
+impl dyn Executor + '_ {
+    /// Runs an op given by its argument type, e.g. `ex.run(Gemm { .. })`.
+    pub fn run(&self, op: impl Into<Op>) -> Result<()> {
+        self.run_op(&op.into())
+    }
+
+    /// A zero-filled f32 buffer of `len`, freed when dropped.
+    pub fn alloc(&self, len: usize) -> Result<OwnedBuf<'_>> {
+        self.alloc_as(DType::F32, len)
+    }
+
+    /// A zero-filled buffer of `len` elements of `dtype`, freed when dropped.
+    pub fn alloc_as(&self, dtype: DType, len: usize) -> Result<OwnedBuf<'_>> {
+        let buf = self.alloc_raw(dtype, len)?;
+        Ok(OwnedBuf { ex: self, buf })
+    }
+
+    /// A new buffer holding `data`, freed when dropped.
+    pub fn upload<T: Element>(&self, data: &[T]) -> Result<OwnedBuf<'_>> {
+        let b = self.alloc_as(T::DTYPE, data.len())?;
+        self.write(*b, data)?;
+        Ok(b)
+    }
+
+    /// Overwrites the view with `data` (same dtype and length).
+    pub fn write<T: Element>(&self, dst: Buf, data: &[T]) -> Result<()> {
+        if dst.dtype != T::DTYPE || dst.len != data.len() {
+            return Err(crate::invalid!(
+                "write of {} {} values into a {} view of {}",
+                data.len(),
+                T::DTYPE,
+                dst.dtype,
+                dst.len
+            ));
+        }
+        self.write_bytes(dst, bytemuck::cast_slice(data))
+    }
+
+    /// The values of an f32 view.
+    pub fn download(&self, src: Buf) -> Result<Vec<f32>> {
+        self.download_as(src)
+    }
+
+    /// The values of a view of any element type.
+    pub fn download_as<T: Element>(&self, src: Buf) -> Result<Vec<T>> {
+        if src.dtype != T::DTYPE {
+            return Err(crate::invalid!(
+                "download of a {} view as {}",
+                src.dtype,
+                T::DTYPE
+            ));
+        }
+        let mut out = vec![T::zeroed(); src.len];
+        self.read_bytes(src, bytemuck::cast_slice_mut(&mut out))?;
+        Ok(out)
+    }
+}
+
+/// An allocation that is freed when dropped; derefs to its [`Buf`].
+pub struct OwnedBuf<'a> {
+    ex: &'a dyn Executor,
+    buf: Buf,
+}
+
+impl<'a> OwnedBuf<'a> {
+    /// The executor that holds the memory.
+    pub fn executor(&self) -> &'a dyn Executor {
+        self.ex
+    }
+}
+
+impl Deref for OwnedBuf<'_> {
+    type Target = Buf;
+    fn deref(&self) -> &Buf {
+        &self.buf
+    }
+}
+
+impl Drop for OwnedBuf<'_> {
+    fn drop(&mut self) {
+        self.ex.free(self.buf);
+    }
+}
+
+impl std::fmt::Debug for OwnedBuf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.buf.fmt(f)
+    }
+}
+
+/// A host copy of `host` bytes for a view of `view` bytes: they must match.
+pub(crate) fn check_copy(dir: &str, view: usize, host: usize) -> Result<()> {
+    if view == host {
+        return Ok(());
+    }
+    Err(crate::invalid!(
+        "{dir} of {host} host bytes for a view of {view} bytes"
+    ))
+}
+
+/// The error for a handle whose allocation is gone (a bug in the caller).
+pub(crate) fn freed(b: Buf) -> Error {
+    Error::Invalid(format!(
+        "use of a freed or foreign buffer (allocation {})",
+        b.id
+    ))
 }

@@ -1,6 +1,17 @@
 //! add: the residual connection, `y += x` in place.
 
+use super::{Addr, Host, OpDef, need, on_host, same_len, same_or_disjoint};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
+
+/// `y += x`; `x` and `y` have the same length.
+#[derive(Clone, Copy, Debug)]
+pub struct Add {
+    pub x: Buf,
+    pub y: Buf,
+}
 
 pub fn cpu(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
@@ -9,17 +20,30 @@ pub fn cpu(x: &[f32], y: &mut [f32]) {
         .for_each(|(yc, xc)| yc.iter_mut().zip(xc).for_each(|(a, b)| *a += b));
 }
 
-use crate::emu::Arg;
-use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
+impl OpDef for Add {
+    fn check(&self) -> Result<()> {
+        need("add", "x", self.x, DType::F32, 0)?;
+        need("add", "y", self.y, DType::F32, 0)?;
+        same_len("add", self.y.len, &[("x", self.x)])?;
+        same_or_disjoint("add", ("y", self.y), ("x", self.x))
+    }
 
-/// Launches `ptx/add.ptx`: `y += x` over `n` floats.
-pub fn launch(gpu: &dyn Gpu, x: u64, y: u64, n: usize) -> Result<()> {
-    let args = [Arg::U64(x), Arg::U64(y), super::u32_arg("n", n)?];
-    gpu.launch("add", grid_1d(n, 256), [256, 1, 1], 0, &args)
-}
+    /// Read x and y, write y.
+    fn cost(&self) -> crate::profile::Cost {
+        crate::profile::Cost::elementwise(self.y.len, 3, 1.0)
+    }
 
-/// Work of one call over `n` values: read x and y, write y.
-pub fn cost(n: usize) -> crate::profile::Cost {
-    crate::profile::Cost::elementwise(n, 3, 1.0)
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.y, &[Some(self.x)], |i, y| cpu(i.f32(0), y.f32()))
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let n = self.y.len;
+        let args = [
+            Arg::U64(at(self.x)?),
+            Arg::U64(at(self.y)?),
+            u32_arg("n", n)?,
+        ];
+        gpu.launch("add", Dims::grid_stride(n, 256), &args)
+    }
 }

@@ -1,10 +1,20 @@
 //! add_scaled_diff: `out += k·(w1 − w0)`, one fused multiply-add per element:
 //! adds a scaled task vector to a working weight buffer (multi-task DaWin).
 
-use crate::emu::Arg;
+use super::{Addr, Host, OpDef, disjoint, need, on_host, same_len};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
 use rayon::prelude::*;
+
+/// `out += k·(w1 − w0)`; `out` overlaps neither input.
+#[derive(Clone, Copy, Debug)]
+pub struct AddScaledDiff {
+    pub out: Buf,
+    pub w0: Buf,
+    pub w1: Buf,
+    pub k: f32,
+}
 
 #[inline]
 pub fn scalar(out: f32, w0: f32, w1: f32, k: f32) -> f32 {
@@ -22,25 +32,41 @@ pub fn cpu(out: &mut [f32], w0: &[f32], w1: &[f32], k: f32) {
         });
 }
 
-/// Launches `ptx/add_scaled_diff.ptx` over `n` floats.
-pub fn launch(gpu: &dyn Gpu, out: u64, w0: u64, w1: u64, n: usize, k: f32) -> Result<()> {
-    let args = [
-        Arg::U64(out),
-        Arg::U64(w0),
-        Arg::U64(w1),
-        super::u32_arg("n", n)?,
-        Arg::F32(k),
-    ];
-    gpu.launch(
-        "add_scaled_diff",
-        grid_1d(n.div_ceil(4), 256),
-        [256, 1, 1],
-        0,
-        &args,
-    )
-}
+impl OpDef for AddScaledDiff {
+    fn check(&self) -> Result<()> {
+        let op = "add_scaled_diff";
+        for (name, b) in [("out", self.out), ("w0", self.w0), ("w1", self.w1)] {
+            need(op, name, b, DType::F32, 0)?;
+        }
+        same_len(op, self.out.len, &[("w0", self.w0), ("w1", self.w1)])?;
+        disjoint(
+            op,
+            ("out", self.out),
+            &[("w0", Some(self.w0)), ("w1", Some(self.w1))],
+        )
+    }
 
-/// Work of one call over `n` values: read out, w0, w1; write out.
-pub fn cost(n: usize) -> crate::profile::Cost {
-    crate::profile::Cost::elementwise(n, 4, 3.0)
+    /// Read out, w0 and w1; write out.
+    fn cost(&self) -> crate::profile::Cost {
+        crate::profile::Cost::elementwise(self.out.len, 4, 3.0)
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.out, &[Some(self.w0), Some(self.w1)], |i, o| {
+            cpu(o.f32(), i.f32(0), i.f32(1), self.k)
+        })
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let n = self.out.len;
+        let args = [
+            Arg::U64(at(self.out)?),
+            Arg::U64(at(self.w0)?),
+            Arg::U64(at(self.w1)?),
+            u32_arg("n", n)?,
+            Arg::F32(self.k),
+        ];
+        let dims = Dims::grid_stride(n.div_ceil(4), 256);
+        gpu.launch("add_scaled_diff", dims, &args)
+    }
 }

@@ -4,6 +4,10 @@
 //! columns `[q | k | v]`, head `h` at `h·head_dim..(h+1)·head_dim` of each.
 //! Output `out[batch·tokens, heads·head_dim]`, heads concatenated.
 
+use super::{Addr, Host, OpDef, disjoint, elems, need, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,32 +88,42 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-use crate::emu::Arg;
-use crate::gpu::Gpu;
-
 /// Query rows per block: one warp each.
 pub const ROWS_PER_BLOCK: usize = 4;
 
-/// Launches `ptx/attention.ptx`: grid (query blocks, heads, batch), one warp
-/// per query row with an online softmax over the keys.
-pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Result<()> {
-    if s.head_dim > 128 || s.head_dim == 0 {
-        return Err(crate::invalid!(
-            "attention supports head dims 1..=128, got {}",
-            s.head_dim
-        ));
-    }
-    if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
-        return Ok(());
-    }
-    let (args, grid) = args_and_grid(qkv, out, s, ROWS_PER_BLOCK)?;
-    gpu.launch(
-        "attention",
-        grid,
-        [32 * ROWS_PER_BLOCK as u32, 1, 1],
-        0,
-        &args,
-    )
+/// Fused attention over a packed `qkv[batch·tokens, 3·heads·head_dim]`
+/// into `out[batch·tokens, heads·head_dim]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention {
+    pub qkv: Buf,
+    pub out: Buf,
+    pub shape: AttentionShape,
+}
+
+/// The buffer checks both attention ops share.
+pub(super) fn check_buffers(
+    op: &str,
+    qkv: Buf,
+    out: Buf,
+    s: AttentionShape,
+    dtype: DType,
+) -> Result<()> {
+    let rows = elems(op, &[s.batch, s.tokens])?;
+    need(
+        op,
+        "qkv",
+        qkv,
+        dtype,
+        elems(op, &[rows, 3, s.heads, s.head_dim])?,
+    )?;
+    need(
+        op,
+        "out",
+        out,
+        dtype,
+        elems(op, &[rows, s.heads, s.head_dim])?,
+    )?;
+    disjoint(op, ("out", out), &[("qkv", Some(qkv))])
 }
 
 /// The parameters both attention kernels take, and their grid of
@@ -119,13 +133,13 @@ pub(super) fn args_and_grid(
     out: u64,
     s: AttentionShape,
     rows: usize,
-) -> crate::Result<([Arg; 6], [u32; 3])> {
+) -> Result<([Arg; 6], [u32; 3])> {
     let args = [
         Arg::U64(qkv),
         Arg::U64(out),
-        super::u32_arg("tokens", s.tokens)?,
-        super::u32_arg("heads", s.heads)?,
-        super::u32_arg("head dim", s.head_dim)?,
+        u32_arg("tokens", s.tokens)?,
+        u32_arg("heads", s.heads)?,
+        u32_arg("head dim", s.head_dim)?,
         Arg::F32(1.0 / (s.head_dim as f32).sqrt()),
     ];
     let grid = [
@@ -148,5 +162,40 @@ pub fn cost(s: AttentionShape) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: b * h * t * t * (4.0 * d + 5.0),
         bytes: 4.0 * b * t * h * d * 4.0,
+    }
+}
+
+impl OpDef for Attention {
+    fn check(&self) -> Result<()> {
+        let s = self.shape;
+        if s.head_dim > 128 || s.head_dim == 0 {
+            return Err(crate::invalid!(
+                "attention supports head dims 1..=128, got {}",
+                s.head_dim
+            ));
+        }
+        check_buffers("attention", self.qkv, self.out, s, DType::F32)
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape)
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.out, &[Some(self.qkv)], |i, o| {
+            cpu(i.f32(0), o.f32(), self.shape)
+        })
+    }
+
+    /// Grid (query blocks, heads, batch), one warp per query row with an
+    /// online softmax over the keys.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
+            return Ok(());
+        }
+        let (args, grid) = args_and_grid(at(self.qkv)?, at(self.out)?, s, ROWS_PER_BLOCK)?;
+        let block = [32 * ROWS_PER_BLOCK as u32, 1, 1];
+        gpu.launch("attention", Dims::new(grid, block), &args)
     }
 }

@@ -2,8 +2,29 @@
 //! tensor cores, flash-attention style (online softmax in f32). Same packed
 //! layout as [`super::attention`], with bf16 `qkv` and output.
 
-use super::attention::AttentionShape;
+use super::attention::{AttentionShape, args_and_grid, check_buffers};
+use super::{Addr, Host, OpDef, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Dims, Gpu};
+use crate::error::Result;
 use half::bf16;
+
+/// Query rows per block: 4 warps of 16.
+pub const ROWS_PER_BLOCK: usize = 64;
+
+/// Attention over a bf16 `qkv` into a bf16 `out`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionBf16 {
+    pub qkv: Buf,
+    pub out: Buf,
+    pub shape: AttentionShape,
+}
+
+/// Head dims the kernel covers: multiples of 8 up to 80 (ViT-B/L 64,
+/// ViT-H 80); callers run the f32 attention for the others.
+pub fn supports(head_dim: usize) -> bool {
+    head_dim > 0 && head_dim <= 80 && head_dim.is_multiple_of(8)
+}
 
 /// CPU reference: the f32 attention of the bf16 inputs, rounded to bf16.
 pub fn cpu(qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
@@ -15,36 +36,53 @@ pub fn cpu(qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
     }
 }
 
-use crate::gpu::Gpu;
-
-/// Query rows per block: 4 warps of 16.
-pub const ROWS_PER_BLOCK: usize = 64;
-
-/// Launches `ptx/attention_bf16.ptx`.
-pub fn launch(gpu: &dyn Gpu, qkv: u64, out: u64, s: AttentionShape) -> crate::Result<()> {
-    if s.head_dim == 0 || s.head_dim > 80 || !s.head_dim.is_multiple_of(8) {
-        return Err(crate::invalid!(
-            "attention_bf16 supports head dims that are multiples of 8 up to 80, got {}",
-            s.head_dim
-        ));
-    }
-    if !qkv.is_multiple_of(16) || !out.is_multiple_of(4) {
-        return Err(crate::invalid!(
-            "attention_bf16 needs a 16-byte aligned qkv and a 4-byte aligned output"
-        ));
-    }
-    if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
-        return Ok(());
-    }
-    let (args, grid) = super::attention::args_and_grid(qkv, out, s, ROWS_PER_BLOCK)?;
-    gpu.launch("attention_bf16", grid, [128, 1, 1], 0, &args)
-}
-
 /// Work of one call: as the f32 kernel, with 2-byte elements.
 pub fn cost(s: AttentionShape) -> crate::profile::Cost {
     let f = super::attention::cost(s);
     crate::profile::Cost {
         flops: f.flops,
         bytes: f.bytes / 2.0,
+    }
+}
+
+impl OpDef for AttentionBf16 {
+    fn check(&self) -> Result<()> {
+        let s = self.shape;
+        if !supports(s.head_dim) {
+            return Err(crate::invalid!(
+                "attention_bf16 supports head dims that are multiples of 8 up to 80, got {}",
+                s.head_dim
+            ));
+        }
+        check_buffers("attention_bf16", self.qkv, self.out, s, DType::Bf16)
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape)
+    }
+
+    fn tensor_core(&self) -> bool {
+        true
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.out, &[Some(self.qkv)], |i, o| {
+            cpu(i.bf16(0), o.bf16(), self.shape)
+        })
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        let (qkv, out) = (at(self.qkv)?, at(self.out)?);
+        if !qkv.is_multiple_of(16) || !out.is_multiple_of(4) {
+            return Err(crate::invalid!(
+                "attention_bf16 needs a 16-byte aligned qkv and a 4-byte aligned output"
+            ));
+        }
+        if s.batch == 0 || s.tokens == 0 || s.heads == 0 {
+            return Ok(());
+        }
+        let (args, grid) = args_and_grid(qkv, out, s, ROWS_PER_BLOCK)?;
+        gpu.launch("attention_bf16", Dims::new(grid, [128, 1, 1]), &args)
     }
 }

@@ -1,7 +1,18 @@
 //! cast_bf16: `y = bf16(x)`, round to nearest even (f32 layernorm output
 //! into the bf16 gemms).
 
+use super::{Addr, Host, OpDef, need, on_host, same_len};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use half::bf16;
+
+/// `y = bf16(x)` for f32 `x` and bf16 `y` of one length.
+#[derive(Clone, Copy, Debug)]
+pub struct CastBf16 {
+    pub x: Buf,
+    pub y: Buf,
+}
 
 pub fn cpu(x: &[f32], y: &mut [bf16]) {
     for (d, s) in y.iter_mut().zip(x) {
@@ -9,20 +20,35 @@ pub fn cpu(x: &[f32], y: &mut [bf16]) {
     }
 }
 
-use crate::emu::Arg;
-use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
+impl OpDef for CastBf16 {
+    fn check(&self) -> Result<()> {
+        need("cast_bf16", "x", self.x, DType::F32, 0)?;
+        need("cast_bf16", "y", self.y, DType::Bf16, 0)?;
+        same_len("cast_bf16", self.x.len, &[("y", self.y)])
+    }
 
-/// Launches `ptx/cast_bf16.ptx` over `n` values.
-pub fn launch(gpu: &dyn Gpu, x: u64, y: u64, n: usize) -> Result<()> {
-    let args = [Arg::U64(x), Arg::U64(y), super::u32_arg("n", n)?];
-    gpu.launch("cast_bf16", grid_1d(n, 256), [256, 1, 1], 0, &args)
-}
+    /// Read 4 bytes, write 2 per value.
+    fn cost(&self) -> crate::profile::Cost {
+        let n = self.x.len as f64;
+        crate::profile::Cost {
+            flops: n,
+            bytes: 6.0 * n,
+        }
+    }
 
-/// Work of one call over `n` values: read 4 bytes, write 2 each.
-pub fn cost(n: usize) -> crate::profile::Cost {
-    crate::profile::Cost {
-        flops: n as f64,
-        bytes: 6.0 * n as f64,
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.y, &[Some(self.x)], |i, y| {
+            cpu(i.f32(0), y.bf16())
+        })
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let n = self.x.len;
+        let args = [
+            Arg::U64(at(self.x)?),
+            Arg::U64(at(self.y)?),
+            u32_arg("n", n)?,
+        ];
+        gpu.launch("cast_bf16", Dims::grid_stride(n, 256), &args)
     }
 }

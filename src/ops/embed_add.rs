@@ -2,6 +2,10 @@
 //! `class + pos[0]`, token `t ≥ 1` is `patches[t−1] + pos[t]`; with a mix, the
 //! class and position embeddings are lerped per sample.
 
+use super::{Addr, Host, Mix, OpDef, disjoint, elems, need, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +15,26 @@ pub struct EmbedShape {
     pub width: usize,
 }
 
+/// Second class/position embedding for a per-sample lerped embed_add.
+#[derive(Clone, Copy, Debug)]
+pub struct DualEmbed {
+    pub class1: Buf,
+    pub pos1: Buf,
+    pub mix: Mix,
+}
+
+/// `out[n,t,w]`: token 0 = class + pos[0], token t = patches[t−1] + pos[t].
+#[derive(Clone, Copy, Debug)]
+pub struct EmbedAdd {
+    pub patches: Buf,
+    pub class: Buf,
+    pub pos: Buf,
+    pub dual: Option<DualEmbed>,
+    pub out: Buf,
+    pub shape: EmbedShape,
+}
+
+/// Second embeddings and λ as host slices.
 pub struct DualRef<'a> {
     pub class1: &'a [f32],
     pub pos1: &'a [f32],
@@ -55,52 +79,6 @@ pub fn cpu(
         });
 }
 
-use crate::emu::Arg;
-use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
-
-/// Device addresses of the second embeddings and the λ per sample.
-pub struct DualArgs {
-    pub class1: u64,
-    pub pos1: u64,
-    pub lambda: u64,
-    pub rows_per_lambda: usize,
-}
-
-/// Launches `ptx/embed_add.ptx`: one thread per output element; null
-/// `class1/pos1/lambda` pointers mean no interpolation.
-pub fn launch(
-    gpu: &dyn Gpu,
-    patches: u64,
-    class: u64,
-    pos: u64,
-    dual: Option<DualArgs>,
-    out: u64,
-    s: EmbedShape,
-) -> Result<()> {
-    let total = s.batch * s.tokens * s.width;
-    let d = dual.unwrap_or(DualArgs {
-        class1: 0,
-        pos1: 0,
-        lambda: 0,
-        rows_per_lambda: 1,
-    });
-    let args = [
-        Arg::U64(patches),
-        Arg::U64(class),
-        Arg::U64(pos),
-        Arg::U64(d.class1),
-        Arg::U64(d.pos1),
-        Arg::U64(d.lambda),
-        Arg::U64(out),
-        super::u32_arg("tokens", s.tokens)?,
-        super::u32_arg("width", s.width)?,
-        super::u32_arg("rows per λ", d.rows_per_lambda.max(1))?,
-        super::u32_arg("elements", total)?,
-    ];
-    gpu.launch("embed_add", grid_1d(total, 256), [256, 1, 1], 0, &args)
-}
-
 /// Work of one call: reads patches, class and positions (twice with a
 /// dual weight set), writes every token.
 pub fn cost(s: EmbedShape, dual: bool) -> crate::profile::Cost {
@@ -109,5 +87,101 @@ pub fn cost(s: EmbedShape, dual: bool) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: b * t * w * if dual { 4.0 } else { 1.0 },
         bytes: 4.0 * (b * (t - 1.0) * w + b * t * w + sets * t * w),
+    }
+}
+
+impl OpDef for EmbedAdd {
+    fn check(&self) -> Result<()> {
+        let (op, s) = ("embed_add", self.shape);
+        if s.tokens == 0 {
+            return Err(crate::invalid!("{op}: needs at least the class token"));
+        }
+        let f = DType::F32;
+        need(
+            op,
+            "patches",
+            self.patches,
+            f,
+            elems(op, &[s.batch, s.tokens - 1, s.width])?,
+        )?;
+        need(op, "class", self.class, f, s.width)?;
+        need(op, "pos", self.pos, f, elems(op, &[s.tokens, s.width])?)?;
+        need(
+            op,
+            "out",
+            self.out,
+            f,
+            elems(op, &[s.batch, s.tokens, s.width])?,
+        )?;
+        let mut ins = vec![
+            ("patches", Some(self.patches)),
+            ("class", Some(self.class)),
+            ("pos", Some(self.pos)),
+        ];
+        if let Some(d) = self.dual {
+            need(op, "class1", d.class1, f, s.width)?;
+            need(op, "pos1", d.pos1, f, s.tokens * s.width)?;
+            d.mix.check(op, s.batch * s.tokens)?;
+            ins.extend([("class1", Some(d.class1)), ("pos1", Some(d.pos1))]);
+            ins.push(("lambda", Some(d.mix.lambda)));
+        }
+        disjoint(op, ("out", self.out), &ins)
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape, self.dual.is_some())
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        let mut ins = vec![Some(self.patches), Some(self.class), Some(self.pos)];
+        if let Some(d) = self.dual {
+            ins.extend([Some(d.class1), Some(d.pos1), Some(d.mix.lambda)]);
+        }
+        on_host(host, self.out, &ins, |i, o| {
+            let d = self.dual.map(|d| DualRef {
+                class1: i.f32(3),
+                pos1: i.f32(4),
+                lambda: i.f32(5),
+                rows_per_lambda: d.mix.rows_per_lambda,
+            });
+            cpu(
+                i.f32(0),
+                i.f32(1),
+                i.f32(2),
+                d.as_ref(),
+                o.f32(),
+                self.shape,
+            )
+        })
+    }
+
+    /// One thread per output element; null `class1/pos1/lambda` pointers
+    /// mean no interpolation.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        let total = s.batch * s.tokens * s.width;
+        let (c1, p1, lam, rpl) = match self.dual {
+            Some(d) => (
+                at(d.class1)?,
+                at(d.pos1)?,
+                at(d.mix.lambda)?,
+                d.mix.rows_per_lambda,
+            ),
+            None => (0, 0, 0, 1),
+        };
+        let args = [
+            Arg::U64(at(self.patches)?),
+            Arg::U64(at(self.class)?),
+            Arg::U64(at(self.pos)?),
+            Arg::U64(c1),
+            Arg::U64(p1),
+            Arg::U64(lam),
+            Arg::U64(at(self.out)?),
+            u32_arg("tokens", s.tokens)?,
+            u32_arg("width", s.width)?,
+            u32_arg("rows per λ", rpl)?,
+            u32_arg("elements", total)?,
+        ];
+        gpu.launch("embed_add", Dims::grid_stride(total, 256), &args)
     }
 }

@@ -1,6 +1,16 @@
 //! gelu, exact erf form: `0.5·x·(1 + erf(x/√2))`, in place.
 
+use super::{Addr, Host, OpDef, need, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
+
+/// `x ← gelu(x)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Gelu {
+    pub x: Buf,
+}
 
 pub fn scalar(x: f32) -> f32 {
     let x = x as f64;
@@ -12,17 +22,23 @@ pub fn cpu(x: &mut [f32]) {
         .for_each(|c| c.iter_mut().for_each(|v| *v = scalar(*v)));
 }
 
-use crate::emu::Arg;
-use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
+impl OpDef for Gelu {
+    fn check(&self) -> Result<()> {
+        need("gelu", "x", self.x, DType::F32, 0)
+    }
 
-/// Launches `ptx/gelu.ptx` in place over `n` floats.
-pub fn launch(gpu: &dyn Gpu, x: u64, n: usize) -> Result<()> {
-    let args = [Arg::U64(x), super::u32_arg("n", n)?];
-    gpu.launch("gelu", grid_1d(n, 256), [256, 1, 1], 0, &args)
-}
+    /// In place over every value (erf counted as ~10 FLOPs).
+    fn cost(&self) -> crate::profile::Cost {
+        crate::profile::Cost::elementwise(self.x.len, 2, 14.0)
+    }
 
-/// Work of one in-place call over `n` values (erf counted as ~10 FLOPs).
-pub fn cost(n: usize) -> crate::profile::Cost {
-    crate::profile::Cost::elementwise(n, 2, 14.0)
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.x, &[], |_, x| cpu(x.f32()))
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let n = self.x.len;
+        let args = [Arg::U64(at(self.x)?), u32_arg("n", n)?];
+        gpu.launch("gelu", Dims::grid_stride(n, 256), &args)
+    }
 }

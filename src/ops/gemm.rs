@@ -1,6 +1,10 @@
 //! gemm: `C[m,n] = A[m,k] · B[n,k]ᵀ (+ bias[n])`, the layout of every linear
 //! layer (PyTorch stores weights as [out, in]).
 
+use super::{Addr, Host, OpDef, disjoint, elems, need, need_opt, on_host, opt_addr};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -8,6 +12,16 @@ pub struct GemmShape {
     pub m: usize,
     pub n: usize,
     pub k: usize,
+}
+
+/// `c[m,n] = a[m,k] · b[n,k]ᵀ (+ bias[n])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    pub a: Buf,
+    pub b: Buf,
+    pub bias: Option<Buf>,
+    pub c: Buf,
+    pub shape: GemmShape,
 }
 
 struct SendPtr(*mut f32);
@@ -85,31 +99,46 @@ pub fn naive(a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32], s: GemmS
     }
 }
 
-use crate::emu::Arg;
-use crate::gpu::Gpu;
-
 /// Block tile: 64×64 outputs, 16-deep k slices, 256 threads of 4×4.
 pub const TILE: usize = 64;
 
-/// Launches `ptx/gemm.ptx`; `bias` 0 means none.
-pub fn launch(gpu: &dyn Gpu, a: u64, b: u64, bias: u64, c: u64, s: GemmShape) -> crate::Result<()> {
-    if s.m == 0 || s.n == 0 {
-        return Ok(());
-    }
-    let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
-    gpu.launch("gemm", grid, [256, 1, 1], 0, &args(a, b, bias, c, s)?)
+/// The buffer checks gemm and gemm_bf16 share: operands of `dtype`, an f32
+/// bias, an output of `c_dtype` apart from every input.
+pub(super) fn check_operands(
+    op: &str,
+    (a, b, bias, c): (Buf, Buf, Option<Buf>, Buf),
+    s: GemmShape,
+    dtype: DType,
+    c_dtype: DType,
+) -> Result<()> {
+    need(op, "a", a, dtype, elems(op, &[s.m, s.k])?)?;
+    need(op, "b", b, dtype, elems(op, &[s.n, s.k])?)?;
+    need_opt(op, "bias", bias, DType::F32, s.n)?;
+    need(op, "c", c, c_dtype, elems(op, &[s.m, s.n])?)?;
+    disjoint(
+        op,
+        ("c", c),
+        &[("a", Some(a)), ("b", Some(b)), ("bias", bias)],
+    )
 }
 
 /// The parameters gemm and gemm_bf16 share: operands, bias, output, shape.
-pub(super) fn args(a: u64, b: u64, bias: u64, c: u64, s: GemmShape) -> crate::Result<[Arg; 7]> {
+pub(super) fn args(
+    at: &Addr,
+    a: Buf,
+    b: Buf,
+    bias: Option<Buf>,
+    c: Buf,
+    s: GemmShape,
+) -> Result<[Arg; 7]> {
     Ok([
-        Arg::U64(a),
-        Arg::U64(b),
-        Arg::U64(bias),
-        Arg::U64(c),
-        super::u32_arg("m", s.m)?,
-        super::u32_arg("n", s.n)?,
-        super::u32_arg("k", s.k)?,
+        Arg::U64(at(a)?),
+        Arg::U64(at(b)?),
+        Arg::U64(opt_addr(at, bias)?),
+        Arg::U64(at(c)?),
+        u32_arg("m", s.m)?,
+        u32_arg("n", s.n)?,
+        u32_arg("k", s.k)?,
     ])
 }
 
@@ -119,5 +148,35 @@ pub fn cost(s: GemmShape) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: 2.0 * m * n * k + m * n,
         bytes: 4.0 * (m * k + n * k + m * n + n),
+    }
+}
+
+impl OpDef for Gemm {
+    fn check(&self) -> Result<()> {
+        let ops = (self.a, self.b, self.bias, self.c);
+        check_operands("gemm", ops, self.shape, DType::F32, DType::F32)
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape)
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(
+            host,
+            self.c,
+            &[Some(self.a), Some(self.b), self.bias],
+            |i, c| cpu(i.f32(0), i.f32(1), i.opt_f32(2), c.f32(), self.shape),
+        )
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        if s.m == 0 || s.n == 0 {
+            return Ok(());
+        }
+        let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
+        let args = args(at, self.a, self.b, self.bias, self.c, s)?;
+        gpu.launch("gemm", Dims::new(grid, [256, 1, 1]), &args)
     }
 }

@@ -2,7 +2,11 @@
 //! (`mma.sync` m16n8k16, f32 accumulation). The epilogue fuses the
 //! activation, the output rounding (bf16 or f32) and a residual add.
 
-use super::gemm::GemmShape;
+use super::gemm::{self, GemmShape, check_operands};
+use super::{Addr, Host, OpDef, on_host};
+use crate::buf::{Buf, DType, SliceMut};
+use crate::device::{Arg, Dims, Gpu};
+use crate::error::Result;
 use half::bf16;
 
 /// Activation fused into the epilogue (flags bits 0–1).
@@ -73,52 +77,73 @@ pub fn cpu(
     }
 }
 
-use crate::emu::Arg;
-use crate::gpu::Gpu;
-
 /// Block tile: 128×128 outputs, 8 warps.
 pub const TILE: usize = 128;
 
-/// Checks what the kernel needs beyond the shape: 16-byte cp.async rows.
-pub fn check(a: u64, b: u64, c: u64, s: GemmShape, ep: Epilogue) -> crate::Result<()> {
+/// `c = epilogue(a · bᵀ + bias)` with bf16 `a`, `b`; `c` is f32 when the
+/// epilogue says so, else bf16.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmBf16 {
+    pub a: Buf,
+    pub b: Buf,
+    pub bias: Option<Buf>,
+    pub c: Buf,
+    pub shape: GemmShape,
+    pub epilogue: Epilogue,
+}
+
+impl Epilogue {
+    /// The output buffer's dtype.
+    pub fn out_dtype(self) -> DType {
+        if self.f32_out {
+            DType::F32
+        } else {
+            DType::Bf16
+        }
+    }
+}
+
+/// The contract of both bf16 gemms beyond buffer sizes: 16-byte cp.async
+/// rows need k a multiple of 8.
+pub(super) fn check_k(op: &str, s: GemmShape) -> Result<()> {
     if !s.k.is_multiple_of(8) {
         return Err(crate::invalid!(
-            "gemm_bf16 needs k a multiple of 8 (16-byte rows), got k = {}; pad k with zeros",
+            "{op} needs k a multiple of 8 (16-byte rows), got k = {}; pad k with zeros",
             s.k
-        ));
-    }
-    if !a.is_multiple_of(16) || !b.is_multiple_of(16) {
-        return Err(crate::invalid!(
-            "gemm_bf16 needs 16-byte aligned operands (a = {a:#x}, b = {b:#x})"
-        ));
-    }
-    let align = if ep.f32_out { 8 } else { 4 };
-    if !c.is_multiple_of(align) {
-        return Err(crate::invalid!(
-            "gemm_bf16 needs a {align}-byte aligned output (c = {c:#x})"
         ));
     }
     Ok(())
 }
 
-/// Launches `ptx/gemm_bf16.ptx`; `bias` 0 means none.
-pub fn launch(
-    gpu: &dyn Gpu,
-    a: u64,
-    b: u64,
-    bias: u64,
-    c: u64,
-    s: GemmShape,
-    ep: Epilogue,
-) -> crate::Result<()> {
-    if s.m == 0 || s.n == 0 {
-        return Ok(());
+/// What the kernels need of the addresses: 16-byte aligned operands for
+/// cp.async, an output aligned for its stores.
+pub(super) fn check_alignment(op: &str, operands: &[u64], c: u64, ep: Epilogue) -> Result<()> {
+    if operands.iter().any(|a| !a.is_multiple_of(16)) {
+        return Err(crate::invalid!(
+            "{op} needs 16-byte aligned operands (views starting at a multiple of 8 elements)"
+        ));
     }
-    check(a, b, c, s, ep)?;
-    let [a, b, bias, c, m, n, k] = super::gemm::args(a, b, bias, c, s)?;
-    let args = [a, b, bias, c, m, n, k, Arg::U32(ep.flags())];
-    let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
-    gpu.launch("gemm_bf16", grid, [256, 1, 1], 0, &args)
+    let align = if ep.f32_out { 8 } else { 4 };
+    if !c.is_multiple_of(align) {
+        return Err(crate::invalid!("{op} needs a {align}-byte aligned output"));
+    }
+    Ok(())
+}
+
+/// Runs `f(c as f32 values)` on a bf16 or f32 output view, rounding back
+/// to bf16 where the output is bf16 (the values are bf16-representable).
+pub(super) fn on_output(c: SliceMut, f: impl FnOnce(&mut [f32])) {
+    match c {
+        SliceMut::F32(c) => f(c),
+        c => {
+            let c = c.bf16();
+            let mut wide: Vec<f32> = c.iter().map(|v| v.to_f32()).collect();
+            f(&mut wide);
+            for (d, v) in c.iter_mut().zip(wide) {
+                *d = bf16::from_f32(v);
+            }
+        }
+    }
 }
 
 /// Work of one call: 2·m·n·k FLOPs; reads bf16 A and B, writes C.
@@ -128,5 +153,59 @@ pub fn cost(s: GemmShape, ep: Epilogue) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: 2.0 * m * n * k + m * n,
         bytes: 2.0 * (m * k + n * k) + out * m * n + 4.0 * n,
+    }
+}
+
+impl OpDef for GemmBf16 {
+    fn check(&self) -> Result<()> {
+        let op = "gemm_bf16";
+        check_k(op, self.shape)?;
+        let ops = (self.a, self.b, self.bias, self.c);
+        check_operands(op, ops, self.shape, DType::Bf16, self.epilogue.out_dtype())
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape, self.epilogue)
+    }
+
+    fn tensor_core(&self) -> bool {
+        true
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(
+            host,
+            self.c,
+            &[Some(self.a), Some(self.b), self.bias],
+            |i, c| {
+                on_output(c, |c| {
+                    cpu(
+                        i.bf16(0),
+                        i.bf16(1),
+                        i.opt_f32(2),
+                        c,
+                        self.shape,
+                        self.epilogue,
+                    )
+                })
+            },
+        )
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        if s.m == 0 || s.n == 0 {
+            return Ok(());
+        }
+        check_alignment(
+            "gemm_bf16",
+            &[at(self.a)?, at(self.b)?],
+            at(self.c)?,
+            self.epilogue,
+        )?;
+        let [a, b, bias, c, m, n, k] = gemm::args(at, self.a, self.b, self.bias, self.c, s)?;
+        let args = [a, b, bias, c, m, n, k, Arg::U32(self.epilogue.flags())];
+        let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
+        gpu.launch("gemm_bf16", Dims::new(grid, [256, 1, 1]), &args)
     }
 }

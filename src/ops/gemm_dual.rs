@@ -1,12 +1,36 @@
 //! gemm_dual: `C_r = (1−λ_r)(A·B0ᵀ+b0) + λ_r(A·B1ᵀ+b1)`, DaWin's exact
 //! per-sample interpolation of a linear layer without building merged weights.
 
-use super::gemm::{self, GemmShape};
+use super::gemm::{self, GemmShape, check_operands};
+use super::{Addr, Host, Inputs, Mix, OpDef, disjoint, need, need_opt, on_host, opt_addr};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
-/// Mixes two weight sets row by row; the arguments mirror [`crate::exec::DualGemm`].
-pub struct DualRef<'a> {
-    pub b1: &'a [f32],
+/// The second weight set of a dual-weight gemm and the per-row λ.
+#[derive(Clone, Copy, Debug)]
+pub struct DualGemm {
+    pub b1: Buf,
+    pub bias1: Option<Buf>,
+    pub mix: Mix,
+}
+
+/// `c_r = (1−λ_r)(a·b0ᵀ+bias0) + λ_r(a·b1ᵀ+bias1)`.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmDual {
+    pub a: Buf,
+    pub b0: Buf,
+    pub bias0: Option<Buf>,
+    pub dual: DualGemm,
+    pub c: Buf,
+    pub shape: GemmShape,
+}
+
+/// The second weight set as host slices, for the CPU references (f32
+/// weights here, bf16 ones for gemm_dual_bf16).
+pub struct DualRef<'a, T = f32> {
+    pub b1: &'a [T],
     pub bias1: Option<&'a [f32]>,
     pub lambda: &'a [f32],
     pub rows_per_lambda: usize,
@@ -39,46 +63,41 @@ pub fn cpu(
         });
 }
 
-use crate::emu::Arg;
-use crate::gpu::Gpu;
+impl DualGemm {
+    /// The inputs of a dual op's CPU run: `a, b0, bias0, b1, bias1, λ`.
+    pub(super) fn inputs(&self, a: Buf, b0: Buf, bias0: Option<Buf>) -> [Option<Buf>; 6] {
+        [
+            Some(a),
+            Some(b0),
+            bias0,
+            Some(self.b1),
+            self.bias1,
+            Some(self.mix.lambda),
+        ]
+    }
 
-/// Device addresses of the second weight set and the λ per row group.
-pub struct DualArgs {
-    pub b1: u64,
-    pub bias1: u64,
-    pub lambda: u64,
-    pub rows_per_lambda: usize,
+    /// The second weight set among those inputs, `b1` given in its dtype.
+    pub(super) fn host<'s, T>(&self, b1: &'s [T], i: Inputs<'_, 's>) -> DualRef<'s, T> {
+        DualRef {
+            b1,
+            bias1: i.opt_f32(4),
+            lambda: i.f32(5),
+            rows_per_lambda: self.mix.rows_per_lambda,
+        }
+    }
 }
 
-/// Launches `ptx/gemm_dual.ptx` (same tiling as `gemm`); null biases mean none.
-pub fn launch(
-    gpu: &dyn Gpu,
-    a: u64,
-    b0: u64,
-    bias0: u64,
-    d: &DualArgs,
-    c: u64,
-    s: GemmShape,
-) -> crate::Result<()> {
-    if s.m == 0 || s.n == 0 {
-        return Ok(());
-    }
-    let args = [
-        Arg::U64(a),
-        Arg::U64(b0),
-        Arg::U64(bias0),
-        Arg::U64(d.b1),
-        Arg::U64(d.bias1),
-        Arg::U64(d.lambda),
-        Arg::U64(c),
-        super::u32_arg("m", s.m)?,
-        super::u32_arg("n", s.n)?,
-        super::u32_arg("k", s.k)?,
-        super::u32_arg("rows per λ", d.rows_per_lambda.max(1))?,
+/// The checks of the second weight set, shared with gemm_dual_bf16.
+pub(super) fn check_dual(op: &str, d: &DualGemm, c: Buf, s: GemmShape, dtype: DType) -> Result<()> {
+    need(op, "b1", d.b1, dtype, super::elems(op, &[s.n, s.k])?)?;
+    need_opt(op, "bias1", d.bias1, DType::F32, s.n)?;
+    d.mix.check(op, s.m)?;
+    let inputs = [
+        ("b1", Some(d.b1)),
+        ("bias1", d.bias1),
+        ("lambda", Some(d.mix.lambda)),
     ];
-    let t = super::gemm::TILE;
-    let grid = [s.n.div_ceil(t) as u32, s.m.div_ceil(t) as u32, 1];
-    gpu.launch("gemm_dual", grid, [256, 1, 1], 0, &args)
+    disjoint(op, ("c", c), &inputs)
 }
 
 /// Work of one call: two products (4·m·n·k FLOPs) and the per-row mix;
@@ -88,5 +107,50 @@ pub fn cost(s: GemmShape, rows_per_lambda: usize) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: 4.0 * m * n * k + 5.0 * m * n,
         bytes: 4.0 * (m * k + 2.0 * n * k + m * n + 2.0 * n + m / rows_per_lambda.max(1) as f64),
+    }
+}
+
+impl OpDef for GemmDual {
+    fn check(&self) -> Result<()> {
+        let ops = (self.a, self.b0, self.bias0, self.c);
+        check_operands("gemm_dual", ops, self.shape, DType::F32, DType::F32)?;
+        check_dual("gemm_dual", &self.dual, self.c, self.shape, DType::F32)
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape, self.dual.mix.rows_per_lambda)
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        let d = self.dual;
+        let ins = d.inputs(self.a, self.b0, self.bias0);
+        on_host(host, self.c, &ins, |i, c| {
+            let dual = d.host(i.f32(3), i);
+            cpu(i.f32(0), i.f32(1), i.opt_f32(2), &dual, c.f32(), self.shape)
+        })
+    }
+
+    /// Same tiling as `gemm`; null biases mean none.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let (s, d) = (self.shape, self.dual);
+        if s.m == 0 || s.n == 0 {
+            return Ok(());
+        }
+        let args = [
+            Arg::U64(at(self.a)?),
+            Arg::U64(at(self.b0)?),
+            Arg::U64(opt_addr(at, self.bias0)?),
+            Arg::U64(at(d.b1)?),
+            Arg::U64(opt_addr(at, d.bias1)?),
+            Arg::U64(at(d.mix.lambda)?),
+            Arg::U64(at(self.c)?),
+            u32_arg("m", s.m)?,
+            u32_arg("n", s.n)?,
+            u32_arg("k", s.k)?,
+            u32_arg("rows per λ", d.mix.rows_per_lambda)?,
+        ];
+        let t = gemm::TILE;
+        let grid = [s.n.div_ceil(t) as u32, s.m.div_ceil(t) as u32, 1];
+        gpu.launch("gemm_dual", Dims::new(grid, [256, 1, 1]), &args)
     }
 }

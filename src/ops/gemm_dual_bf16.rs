@@ -3,32 +3,34 @@
 //! `λ_r = lambda[r / rows_per_lambda]`: each sample's rows see the weights
 //! lerped by that sample's λ, without building the lerped weights.
 
-use super::gemm::GemmShape;
-use super::gemm_bf16::Epilogue;
+use super::gemm::{GemmShape, check_operands};
+use super::gemm_bf16::{Epilogue, TILE, check_alignment, check_k, on_output};
+use super::gemm_dual::{DualGemm, DualRef, check_dual};
+use super::{Addr, Host, OpDef, on_host, opt_addr};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use half::bf16;
 
-/// The second weight set and the per-row λ, as device addresses (biases and
-/// `lambda` f32; a bias of 0 means none, read as zeros).
+/// The dual-weight gemm with bf16 `a`, `b0`, `dual.b1` and f32 biases and λ.
 #[derive(Clone, Copy, Debug)]
-pub struct DualArgs {
-    pub b1: u64,
-    pub bias0: u64,
-    pub bias1: u64,
-    pub lambda: u64,
-    pub rows_per_lambda: usize,
+pub struct GemmDualBf16 {
+    pub a: Buf,
+    pub b0: Buf,
+    pub bias0: Option<Buf>,
+    pub dual: DualGemm,
+    pub c: Buf,
+    pub shape: GemmShape,
+    pub epilogue: Epilogue,
 }
 
 /// CPU reference: the two products in f32, mixed per row. `c` holds the
 /// output as f32 values (bf16-representable for a bf16 output).
-#[allow(clippy::too_many_arguments)]
 pub fn cpu(
     a: &[bf16],
     b0: &[bf16],
-    b1: &[bf16],
     bias0: Option<&[f32]>,
-    bias1: Option<&[f32]>,
-    lambda: &[f32],
-    rows_per_lambda: usize,
+    dual: &DualRef<bf16>,
     c: &mut [f32],
     s: GemmShape,
     ep: Epilogue,
@@ -37,63 +39,19 @@ pub fn cpu(
     let a = widen(a);
     let (mut y0, mut y1) = (vec![0f32; s.m * s.n], vec![0f32; s.m * s.n]);
     super::gemm::cpu(&a, &widen(b0), None, &mut y0, s);
-    super::gemm::cpu(&a, &widen(b1), None, &mut y1, s);
+    super::gemm::cpu(&a, &widen(dual.b1), None, &mut y1, s);
     for r in 0..s.m {
-        let l = super::row_lambda(lambda, rows_per_lambda, r);
+        let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
         for j in 0..s.n {
             let i = r * s.n + j;
-            let (p0, p1) = (bias0.map_or(0.0, |b| b[j]), bias1.map_or(0.0, |b| b[j]));
+            let (p0, p1) = (
+                bias0.map_or(0.0, |b| b[j]),
+                dual.bias1.map_or(0.0, |b| b[j]),
+            );
             let v = ep.activate(y0[i] + l * (y1[i] - y0[i]) + p0 + l * (p1 - p0));
             c[i] = ep.store(if ep.accumulate { c[i] + v } else { v });
         }
     }
-}
-
-use crate::emu::Arg;
-use crate::gpu::Gpu;
-
-/// Launches `ptx/gemm_dual_bf16.ptx`.
-pub fn launch(
-    gpu: &dyn Gpu,
-    a: u64,
-    b0: u64,
-    dual: DualArgs,
-    c: u64,
-    s: GemmShape,
-    ep: Epilogue,
-) -> crate::Result<()> {
-    if s.m == 0 || s.n == 0 {
-        return Ok(());
-    }
-    super::gemm_bf16::check(a, b0, c, s, ep)?;
-    if !dual.b1.is_multiple_of(16) {
-        return Err(crate::invalid!(
-            "gemm_dual_bf16 needs a 16-byte aligned second weight (b1 = {:#x})",
-            dual.b1
-        ));
-    }
-    if dual.rows_per_lambda == 0 {
-        return Err(crate::invalid!(
-            "gemm_dual_bf16: rows_per_lambda must be at least 1"
-        ));
-    }
-    let args = [
-        Arg::U64(a),
-        Arg::U64(b0),
-        Arg::U64(dual.b1),
-        Arg::U64(dual.bias0),
-        Arg::U64(dual.bias1),
-        Arg::U64(dual.lambda),
-        Arg::U64(c),
-        super::u32_arg("m", s.m)?,
-        super::u32_arg("n", s.n)?,
-        super::u32_arg("k", s.k)?,
-        super::u32_arg("rows_per_lambda", dual.rows_per_lambda)?,
-        Arg::U32(ep.flags()),
-    ];
-    let tile = super::gemm_bf16::TILE;
-    let grid = [s.n.div_ceil(tile) as u32, s.m.div_ceil(tile) as u32, 1];
-    gpu.launch("gemm_dual_bf16", grid, [256, 1, 1], 0, &args)
 }
 
 /// Work of one call: two products (4·m·n·k FLOPs); reads A, B0, B1.
@@ -102,5 +60,60 @@ pub fn cost(s: GemmShape, ep: Epilogue) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: 2.0 * one.flops,
         bytes: one.bytes + 2.0 * (s.n * s.k) as f64,
+    }
+}
+
+impl OpDef for GemmDualBf16 {
+    fn check(&self) -> Result<()> {
+        let op = "gemm_dual_bf16";
+        check_k(op, self.shape)?;
+        let ops = (self.a, self.b0, self.bias0, self.c);
+        check_operands(op, ops, self.shape, DType::Bf16, self.epilogue.out_dtype())?;
+        check_dual(op, &self.dual, self.c, self.shape, DType::Bf16)
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape, self.epilogue)
+    }
+
+    fn tensor_core(&self) -> bool {
+        true
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        let d = self.dual;
+        let ins = d.inputs(self.a, self.b0, self.bias0);
+        on_host(host, self.c, &ins, |i, c| {
+            let dual = d.host(i.bf16(3), i);
+            let (a, b0, bias0) = (i.bf16(0), i.bf16(1), i.opt_f32(2));
+            on_output(c, |c| {
+                cpu(a, b0, bias0, &dual, c, self.shape, self.epilogue)
+            })
+        })
+    }
+
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let (s, d, ep) = (self.shape, self.dual, self.epilogue);
+        if s.m == 0 || s.n == 0 {
+            return Ok(());
+        }
+        let operands = [at(self.a)?, at(self.b0)?, at(d.b1)?];
+        check_alignment("gemm_dual_bf16", &operands, at(self.c)?, ep)?;
+        let args = [
+            Arg::U64(operands[0]),
+            Arg::U64(operands[1]),
+            Arg::U64(operands[2]),
+            Arg::U64(opt_addr(at, self.bias0)?),
+            Arg::U64(opt_addr(at, d.bias1)?),
+            Arg::U64(at(d.mix.lambda)?),
+            Arg::U64(at(self.c)?),
+            u32_arg("m", s.m)?,
+            u32_arg("n", s.n)?,
+            u32_arg("k", s.k)?,
+            u32_arg("rows_per_lambda", d.mix.rows_per_lambda)?,
+            Arg::U32(ep.flags()),
+        ];
+        let grid = [s.n.div_ceil(TILE) as u32, s.m.div_ceil(TILE) as u32, 1];
+        gpu.launch("gemm_dual_bf16", Dims::new(grid, [256, 1, 1]), &args)
     }
 }

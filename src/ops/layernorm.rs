@@ -3,6 +3,10 @@
 //! Strides let `ln_post` read only the class token of each sample
 //! (`x_stride = tokens·width`) and write a dense `[batch, width]`.
 
+use super::{Addr, Host, Mix, OpDef, disjoint, elems, need, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,7 +30,26 @@ impl LayerNormShape {
     }
 }
 
-/// Second γ/β and λ per row (see [`crate::exec::DualNorm`]).
+/// Second γ/β for a per-row lerped layernorm.
+#[derive(Clone, Copy, Debug)]
+pub struct DualNorm {
+    pub gamma1: Buf,
+    pub beta1: Buf,
+    pub mix: Mix,
+}
+
+/// Row layernorm of `x` into `y`; `y` may be `x` when the strides are equal.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNorm {
+    pub x: Buf,
+    pub y: Buf,
+    pub gamma: Buf,
+    pub beta: Buf,
+    pub dual: Option<DualNorm>,
+    pub shape: LayerNormShape,
+}
+
+/// Second γ/β and λ per row as host slices.
 pub struct DualRef<'a> {
     pub gamma1: &'a [f32],
     pub beta1: &'a [f32],
@@ -70,60 +93,6 @@ pub fn cpu(
         });
 }
 
-use crate::emu::Arg;
-use crate::gpu::Gpu;
-
-/// Device addresses of the second γ/β and the λ per row group.
-pub struct DualArgs {
-    pub gamma1: u64,
-    pub beta1: u64,
-    pub lambda: u64,
-    pub rows_per_lambda: usize,
-}
-
-/// Launches `ptx/layernorm.ptx`: one warp per row, 8 rows per block.
-pub fn launch(
-    gpu: &dyn Gpu,
-    x: u64,
-    y: u64,
-    gamma: u64,
-    beta: u64,
-    dual: Option<DualArgs>,
-    s: LayerNormShape,
-) -> crate::Result<()> {
-    if s.rows == 0 {
-        return Ok(());
-    }
-    let d = dual.unwrap_or(DualArgs {
-        gamma1: 0,
-        beta1: 0,
-        lambda: 0,
-        rows_per_lambda: 1,
-    });
-    let args = [
-        Arg::U64(x),
-        Arg::U64(y),
-        Arg::U64(gamma),
-        Arg::U64(beta),
-        Arg::U64(d.gamma1),
-        Arg::U64(d.beta1),
-        Arg::U64(d.lambda),
-        super::u32_arg("rows", s.rows)?,
-        super::u32_arg("width", s.width)?,
-        super::u32_arg("x stride", s.x_stride)?,
-        super::u32_arg("y stride", s.y_stride)?,
-        super::u32_arg("rows per λ", d.rows_per_lambda.max(1))?,
-        Arg::F32(s.eps),
-    ];
-    gpu.launch(
-        "layernorm",
-        [s.rows.div_ceil(8) as u32, 1, 1],
-        [256, 1, 1],
-        0,
-        &args,
-    )
-}
-
 /// Work of one call: statistics and the affine map per value; reads x and
 /// γ/β (both sets when dual), writes y.
 pub fn cost(s: LayerNormShape, dual: bool) -> crate::profile::Cost {
@@ -132,5 +101,119 @@ pub fn cost(s: LayerNormShape, dual: bool) -> crate::profile::Cost {
     crate::profile::Cost {
         flops: r * w * if dual { 12.0 } else { 8.0 },
         bytes: 4.0 * (2.0 * r * w + 2.0 * sets * w),
+    }
+}
+
+/// Elements a strided view of `rows` rows of `width` spans.
+fn span(op: &str, rows: usize, stride: usize, width: usize) -> Result<usize> {
+    if rows == 0 {
+        return Ok(0);
+    }
+    if stride < width {
+        return Err(crate::invalid!(
+            "{op}: a row stride of {stride} is below the width {width}"
+        ));
+    }
+    elems(op, &[rows - 1, stride])?
+        .checked_add(width)
+        .ok_or_else(|| crate::invalid!("{op}: the shape overflows"))
+}
+
+impl OpDef for LayerNorm {
+    fn check(&self) -> Result<()> {
+        let (op, s) = ("layernorm", self.shape);
+        need(
+            op,
+            "x",
+            self.x,
+            DType::F32,
+            span(op, s.rows, s.x_stride, s.width)?,
+        )?;
+        need(
+            op,
+            "y",
+            self.y,
+            DType::F32,
+            span(op, s.rows, s.y_stride, s.width)?,
+        )?;
+        need(op, "gamma", self.gamma, DType::F32, s.width)?;
+        need(op, "beta", self.beta, DType::F32, s.width)?;
+        let mut params = vec![("gamma", Some(self.gamma)), ("beta", Some(self.beta))];
+        if let Some(d) = self.dual {
+            need(op, "gamma1", d.gamma1, DType::F32, s.width)?;
+            need(op, "beta1", d.beta1, DType::F32, s.width)?;
+            d.mix.check(op, s.rows)?;
+            params.extend([("gamma1", Some(d.gamma1)), ("beta1", Some(d.beta1))]);
+            params.push(("lambda", Some(d.mix.lambda)));
+        }
+        disjoint(op, ("y", self.y), &params)?;
+        // In place only row for row: each warp reads its row before writing it.
+        let in_place =
+            self.x.id == self.y.id && self.x.offset == self.y.offset && s.x_stride == s.y_stride;
+        if in_place {
+            return Ok(());
+        }
+        disjoint(op, ("y", self.y), &[("x", Some(self.x))])
+    }
+
+    fn cost(&self) -> crate::profile::Cost {
+        cost(self.shape, self.dual.is_some())
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        let mut ins = vec![Some(self.x), Some(self.gamma), Some(self.beta)];
+        if let Some(d) = self.dual {
+            ins.extend([Some(d.gamma1), Some(d.beta1), Some(d.mix.lambda)]);
+        }
+        on_host(host, self.y, &ins, |i, y| {
+            let d = self.dual.map(|d| DualRef {
+                gamma1: i.f32(3),
+                beta1: i.f32(4),
+                lambda: i.f32(5),
+                rows_per_lambda: d.mix.rows_per_lambda,
+            });
+            cpu(
+                i.f32(0),
+                y.f32(),
+                i.f32(1),
+                i.f32(2),
+                d.as_ref(),
+                self.shape,
+            )
+        })
+    }
+
+    /// One warp per row, 8 rows per block; null dual pointers mean none.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        if s.rows == 0 {
+            return Ok(());
+        }
+        let (g1, b1, lam, rpl) = match self.dual {
+            Some(d) => (
+                at(d.gamma1)?,
+                at(d.beta1)?,
+                at(d.mix.lambda)?,
+                d.mix.rows_per_lambda,
+            ),
+            None => (0, 0, 0, 1),
+        };
+        let args = [
+            Arg::U64(at(self.x)?),
+            Arg::U64(at(self.y)?),
+            Arg::U64(at(self.gamma)?),
+            Arg::U64(at(self.beta)?),
+            Arg::U64(g1),
+            Arg::U64(b1),
+            Arg::U64(lam),
+            u32_arg("rows", s.rows)?,
+            u32_arg("width", s.width)?,
+            u32_arg("x stride", s.x_stride)?,
+            u32_arg("y stride", s.y_stride)?,
+            u32_arg("rows per λ", rpl)?,
+            Arg::F32(s.eps),
+        ];
+        let grid = [s.rows.div_ceil(8) as u32, 1, 1];
+        gpu.launch("layernorm", Dims::new(grid, [256, 1, 1]), &args)
     }
 }

@@ -1,7 +1,20 @@
 //! lerp of a flat weight buffer: `out = w0 + λ·(w1 − w0)`, computed as one
 //! fused multiply-add so every executor rounds it the same way.
 
+use super::{Addr, Host, OpDef, disjoint, need, on_host, same_len, same_or_disjoint};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
+
+/// `out = w0 + λ(w1 − w0)`; `out` may be `w0` itself (in place).
+#[derive(Clone, Copy, Debug)]
+pub struct Lerp {
+    pub out: Buf,
+    pub w0: Buf,
+    pub w1: Buf,
+    pub lambda: f32,
+}
 
 #[inline(always)]
 pub fn scalar(w0: f32, w1: f32, lambda: f32) -> f32 {
@@ -60,24 +73,55 @@ fn chunk_plain(o: &mut [f32], a: Option<&[f32]>, b: &[f32], lambda: f32) {
     }
 }
 
-use crate::emu::Arg;
-use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
-
-/// Launches `ptx/lerp.ptx`: `out = w0 + λ(w1 − w0)` over `n` floats
-/// (`out` may equal `w0`). Vectorised by 4 inside the kernel when aligned.
-pub fn launch(gpu: &dyn Gpu, out: u64, w0: u64, w1: u64, n: usize, lambda: f32) -> Result<()> {
-    let args = [
-        Arg::U64(out),
-        Arg::U64(w0),
-        Arg::U64(w1),
-        super::u32_arg("n", n)?,
-        Arg::F32(lambda),
-    ];
-    gpu.launch("lerp", grid_1d(n.div_ceil(4), 256), [256, 1, 1], 0, &args)
+/// The checks lerp and lerp_bf16 share: three views of one dtype and one
+/// length, `out` either `w0` or apart from it, and apart from `w1`.
+pub(super) fn check_lerp(op: &str, dtype: DType, out: Buf, w0: Buf, w1: Buf) -> Result<()> {
+    for (name, b) in [("out", out), ("w0", w0), ("w1", w1)] {
+        need(op, name, b, dtype, 0)?;
+    }
+    same_len(op, out.len, &[("w0", w0), ("w1", w1)])?;
+    same_or_disjoint(op, ("out", out), ("w0", w0))?;
+    disjoint(op, ("out", out), &[("w1", Some(w1))])
 }
 
-/// Work of one call over `n` weights: read w0 and w1, write out.
-pub fn cost(n: usize) -> crate::profile::Cost {
-    crate::profile::Cost::elementwise(n, 3, 2.0)
+/// The kernel parameters lerp and lerp_bf16 share.
+pub(super) fn lerp_args(at: &Addr, out: Buf, w0: Buf, w1: Buf, lambda: f32) -> Result<[Arg; 5]> {
+    Ok([
+        Arg::U64(at(out)?),
+        Arg::U64(at(w0)?),
+        Arg::U64(at(w1)?),
+        u32_arg("n", out.len)?,
+        Arg::F32(lambda),
+    ])
+}
+
+impl OpDef for Lerp {
+    fn check(&self) -> Result<()> {
+        check_lerp("lerp", DType::F32, self.out, self.w0, self.w1)
+    }
+
+    /// Read w0 and w1, write out.
+    fn cost(&self) -> crate::profile::Cost {
+        crate::profile::Cost::elementwise(self.out.len, 3, 2.0)
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        let l = self.lambda;
+        if self.w0 == self.out {
+            on_host(host, self.out, &[Some(self.w1)], |i, o| {
+                cpu_in_place(o.f32(), i.f32(0), l)
+            })
+        } else {
+            on_host(host, self.out, &[Some(self.w0), Some(self.w1)], |i, o| {
+                cpu(o.f32(), i.f32(0), i.f32(1), l)
+            })
+        }
+    }
+
+    /// Vectorised by 4 inside the kernel when aligned.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let args = lerp_args(at, self.out, self.w0, self.w1, self.lambda)?;
+        let dims = Dims::grid_stride(self.out.len.div_ceil(4), 256);
+        gpu.launch("lerp", dims, &args)
+    }
 }

@@ -3,6 +3,10 @@
 //! Row `n·g² + py·g + px`, column `ch·p² + ky·p + kx`: the order of a flattened
 //! PyTorch conv weight, and patches in raster order as CLIP's tokens.
 
+use super::{Addr, Host, OpDef, disjoint, elems, need, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +27,14 @@ impl PatchShape {
     pub fn cols(&self) -> usize {
         self.channels * self.patch * self.patch
     }
+}
+
+/// `pixels[n,c,h,w] → out[n·g², c·p·p]`.
+#[derive(Clone, Copy, Debug)]
+pub struct PatchEmbed {
+    pub pixels: Buf,
+    pub out: Buf,
+    pub shape: PatchShape,
 }
 
 pub fn cpu(pixels: &[f32], out: &mut [f32], s: PatchShape) {
@@ -46,26 +58,53 @@ pub fn cpu(pixels: &[f32], out: &mut [f32], s: PatchShape) {
         });
 }
 
-use crate::emu::Arg;
-use crate::error::Result;
-use crate::gpu::{Gpu, grid_1d};
+impl OpDef for PatchEmbed {
+    fn check(&self) -> Result<()> {
+        let (op, s) = ("patch_embed", self.shape);
+        if s.patch == 0 || !s.image.is_multiple_of(s.patch) {
+            return Err(crate::invalid!(
+                "{op}: image side {} is not a multiple of the patch {}",
+                s.image,
+                s.patch
+            ));
+        }
+        let px = elems(op, &[s.batch, s.channels, s.image, s.image])?;
+        need(op, "pixels", self.pixels, DType::F32, px)?;
+        need(
+            op,
+            "out",
+            self.out,
+            DType::F32,
+            elems(op, &[s.rows(), s.cols()])?,
+        )?;
+        disjoint(op, ("out", self.out), &[("pixels", Some(self.pixels))])
+    }
 
-/// Launches `ptx/patch_embed.ptx`: one thread per output element.
-pub fn launch(gpu: &dyn Gpu, pixels: u64, out: u64, s: PatchShape) -> Result<()> {
-    let total = s.rows() * s.cols();
-    let args = [
-        Arg::U64(pixels),
-        Arg::U64(out),
-        super::u32_arg("patch rows", s.rows())?,
-        super::u32_arg("channels", s.channels)?,
-        super::u32_arg("image", s.image)?,
-        super::u32_arg("patch", s.patch)?,
-        super::u32_arg("patch elements", total)?,
-    ];
-    gpu.launch("patch_embed", grid_1d(total, 256), [256, 1, 1], 0, &args)
-}
+    /// A pure rearrangement: every pixel read and written once.
+    fn cost(&self) -> crate::profile::Cost {
+        let s = self.shape;
+        crate::profile::Cost::elementwise(s.batch * s.channels * s.image * s.image, 2, 0.0)
+    }
 
-/// Work of one call: a pure rearrangement, every pixel read and written once.
-pub fn cost(s: PatchShape) -> crate::profile::Cost {
-    crate::profile::Cost::elementwise(s.batch * s.channels * s.image * s.image, 2, 0.0)
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.out, &[Some(self.pixels)], |i, o| {
+            cpu(i.f32(0), o.f32(), self.shape)
+        })
+    }
+
+    /// One thread per output element.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        let s = self.shape;
+        let total = s.rows() * s.cols();
+        let args = [
+            Arg::U64(at(self.pixels)?),
+            Arg::U64(at(self.out)?),
+            u32_arg("patch rows", s.rows())?,
+            u32_arg("channels", s.channels)?,
+            u32_arg("image", s.image)?,
+            u32_arg("patch", s.patch)?,
+            u32_arg("patch elements", total)?,
+        ];
+        gpu.launch("patch_embed", Dims::grid_stride(total, 256), &args)
+    }
 }

@@ -6,6 +6,10 @@
 //! `−inf` has no distribution: H and p_max are NaN, lse is −inf, argmax 0.
 //! A NaN anywhere in a row makes H NaN (callers decide what that means).
 
+use super::{Addr, Host, OpDef, disjoint, elems, need, on_host};
+use crate::buf::{Buf, DType};
+use crate::device::{Arg, Dims, Gpu, u32_arg};
+use crate::error::Result;
 use rayon::prelude::*;
 
 pub const OUT_COLS: usize = 4;
@@ -82,46 +86,71 @@ pub fn unpack(out: &[f32]) -> Vec<RowStats> {
         .collect()
 }
 
-use crate::emu::Arg;
-use crate::gpu::Gpu;
-
-/// Launches `ptx/softmax_entropy.ptx`: one warp per row, 8 rows per block.
-pub fn launch(
-    gpu: &dyn Gpu,
-    logits: u64,
-    out: u64,
-    rows: usize,
-    cols: usize,
-    temperature: f32,
-) -> crate::Result<()> {
-    if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(crate::invalid!(
-            "softmax temperature must be positive and finite, got {temperature}"
-        ));
-    }
-    if rows == 0 {
-        return Ok(());
-    }
-    let args = [
-        Arg::U64(logits),
-        Arg::U64(out),
-        super::u32_arg("rows", rows)?,
-        super::u32_arg("cols", cols)?,
-        Arg::F32(1.0 / temperature),
-    ];
-    gpu.launch(
-        "softmax_entropy",
-        [rows.div_ceil(8) as u32, 1, 1],
-        [256, 1, 1],
-        0,
-        &args,
-    )
+/// Per row of `logits[rows, cols] / temperature`: `out[rows, 4]` =
+/// (entropy in nats, argmax, max probability, logsumexp).
+#[derive(Clone, Copy, Debug)]
+pub struct SoftmaxEntropy {
+    pub logits: Buf,
+    pub out: Buf,
+    pub rows: usize,
+    pub cols: usize,
+    pub temperature: f32,
 }
 
-/// Work of one call: exp and sums over every logit; writes 4 stats a row.
-pub fn cost(rows: usize, cols: usize) -> crate::profile::Cost {
-    crate::profile::Cost {
-        flops: 8.0 * (rows * cols) as f64,
-        bytes: 4.0 * (rows * cols + 4 * rows) as f64,
+impl OpDef for SoftmaxEntropy {
+    fn check(&self) -> Result<()> {
+        let op = "softmax_entropy";
+        let t = self.temperature;
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(crate::invalid!(
+                "softmax temperature must be positive and finite, got {t}"
+            ));
+        }
+        need(
+            op,
+            "logits",
+            self.logits,
+            DType::F32,
+            elems(op, &[self.rows, self.cols])?,
+        )?;
+        need(
+            op,
+            "out",
+            self.out,
+            DType::F32,
+            elems(op, &[self.rows, OUT_COLS])?,
+        )?;
+        disjoint(op, ("out", self.out), &[("logits", Some(self.logits))])
+    }
+
+    /// exp and sums over every logit; writes 4 stats a row.
+    fn cost(&self) -> crate::profile::Cost {
+        let (r, c) = (self.rows, self.cols);
+        crate::profile::Cost {
+            flops: 8.0 * (r * c) as f64,
+            bytes: 4.0 * (r * c + 4 * r) as f64,
+        }
+    }
+
+    fn run_cpu(&self, host: &dyn Host) -> Result<()> {
+        on_host(host, self.out, &[Some(self.logits)], |i, o| {
+            cpu(i.f32(0), o.f32(), self.rows, self.cols, self.temperature)
+        })
+    }
+
+    /// One warp per row, 8 rows per block.
+    fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let args = [
+            Arg::U64(at(self.logits)?),
+            Arg::U64(at(self.out)?),
+            u32_arg("rows", self.rows)?,
+            u32_arg("cols", self.cols)?,
+            Arg::F32(1.0 / self.temperature),
+        ];
+        let grid = [self.rows.div_ceil(8) as u32, 1, 1];
+        gpu.launch("softmax_entropy", Dims::new(grid, [256, 1, 1]), &args)
     }
 }

@@ -71,6 +71,46 @@ pub fn manifest() -> Vec<serde_json::Value> {
 
 /// Deterministic data with a spread of magnitudes and signs.
 pub fn data(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut r = dawin::model::SplitMix(seed);
+    let mut r = dawin::rng::SplitMix(seed);
     (0..n).map(|_| scale * r.normal()).collect()
+}
+
+/// A tiny CLIP tower (width 32, 2 layers, 12×12 images of 4×4 patches).
+pub fn small_spec(classes: usize, act: dawin::model::Act) -> dawin::model::ModelSpec {
+    dawin::model::ModelSpec {
+        width: 32,
+        layers: 2,
+        heads: 2,
+        patch: 4,
+        channels: 3,
+        image_size: 12,
+        mlp: 64,
+        embed_dim: 16,
+        has_proj: true,
+        classes: Some(classes),
+        act,
+        ln_eps: 1e-5,
+    }
+}
+
+/// A fixture's inputs (`NAME.io.safetensors`): the file and its pixels.
+pub fn fixture_io(name: &str) -> (dawin::tensorfile::TensorFile, dawin::tensorfile::Tensor) {
+    let io =
+        dawin::tensorfile::TensorFile::open(&fixtures_dir().join(format!("{name}.io.safetensors")))
+            .unwrap();
+    let px = io.read_f32("pixel_values").unwrap();
+    (io, px)
+}
+
+/// Property-test settings: `default` cases, or `PROPTEST_CASES` for a
+/// longer soak (or a bounded run on a GPU).
+pub fn proptest_config(default: u32) -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    proptest::prelude::ProptestConfig {
+        cases,
+        ..proptest::prelude::ProptestConfig::default()
+    }
 }

@@ -122,6 +122,29 @@ impl Dataset {
         })
     }
 
+    /// A data set for a `classes`-class label space: not empty, and every
+    /// label a class index.
+    pub fn check_labels(&self, classes: usize) -> Result<()> {
+        if self.is_empty() {
+            return Err(Error::file(&self.path, "the data set is empty"));
+        }
+        match self
+            .labels
+            .iter()
+            .position(|&y| y < 0 || y as usize >= classes)
+        {
+            Some(i) => Err(Error::file(
+                &self.path,
+                format!(
+                    "label {} of {} is out of range for {classes} classes",
+                    self.labels[i],
+                    self.describe(i)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -240,4 +263,66 @@ impl Dataset {
             result
         })
     }
+}
+
+/// What `dawin preprocess` produced: pixels `[n,3,size,size]`, labels
+/// (−1 for single images) and how many images could not be read.
+pub struct Preprocessed {
+    pub pixels: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub skipped: usize,
+}
+
+/// Decodes and CLIP-preprocesses every image of `paths`: class folders
+/// (labels by sorted folder name) or single images (label −1).
+/// Unreadable images are reported on stderr and skipped.
+pub fn preprocess_paths(
+    paths: &[std::path::PathBuf],
+    size: usize,
+    progress: bool,
+) -> Result<Preprocessed> {
+    if size == 0 {
+        return Err(crate::invalid!("--size must be positive"));
+    }
+    let mut out = Preprocessed {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        skipped: 0,
+    };
+    for p in paths {
+        if !p.is_dir() {
+            match preprocess::load_image(p, size) {
+                Ok(v) => {
+                    out.pixels.extend(v);
+                    out.labels.push(-1);
+                }
+                Err(e) => {
+                    eprintln!("warning: skipped {e}");
+                    out.skipped += 1;
+                }
+            }
+            continue;
+        }
+        let d = Dataset::open(p, size)?;
+        let all: Vec<usize> = (0..d.len()).collect();
+        let pb = super::progress::progress_bar(all.len(), "preprocess", progress);
+        d.for_each_batch(&all, 64, |b| {
+            for (i, e) in &b.failed {
+                eprintln!("warning: skipped {}: {e}", d.describe(*i));
+                out.skipped += 1;
+            }
+            out.labels.extend(b.indices.iter().map(|&i| d.labels[i]));
+            out.pixels.extend_from_slice(&b.pixels);
+            pb.inc((b.indices.len() + b.failed.len()) as u64);
+            Ok(())
+        })?;
+        pb.finish_and_clear();
+    }
+    if out.labels.is_empty() {
+        return Err(crate::invalid!(
+            "no image could be read from {} path(s)",
+            paths.len()
+        ));
+    }
+    Ok(out)
 }

@@ -3,12 +3,12 @@
 //! in distribution and under five shifts; no network, no file outside the
 //! repository (the models are embedded in the binary).
 
-use super::eval::{self, EvalOptions, Method, Projection, Strategy};
-use super::expertise::Expertise;
+use super::eval::{self, EvalOptions};
+use super::interp::Interp;
+use super::methods::Method;
 use super::synth::{DOMAINS, SIZE, generate};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
-use crate::model::Overrides;
 use crate::tensorfile::{Tensor, write_atomic, write_f32_with_labels};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -61,21 +61,13 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
             data,
             out_dir: dir.clone(),
             batch_size: 256,
-            expertise: Expertise::Entropy,
-            temperature: (1.0, 1.0),
-            strategy: Strategy::Exact,
             methods: Method::parse_list("zeroshot,finetuned,wise-ft:0.5,ensemble,dawin")
                 .expect("valid"),
-            projection: Projection::None,
-            overrides: Overrides::default(),
-            shard: None,
-            expertise_from: None,
             progress,
-            seed: 1,
-            precision: Default::default(),
+            ..EvalOptions::default()
         };
         let exact = eval::run(&o, ex)?;
-        o.strategy = Strategy::Bmm(3);
+        o.interp = Interp::Bmm(3);
         o.methods = vec![Method::Dawin];
         // The expertise pass comes from the cache written by the first run;
         // the bmm run's reports (with the mixture) replace the first ones.

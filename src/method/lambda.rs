@@ -1,14 +1,16 @@
-//! Expertise: how much each sample should lean on the fine-tuned model.
-//! Every rule returns λ ∈ [0, 1], the weight on the fine-tuned model.
+//! The λ rules: how much each sample leans on the fine-tuned model, from
+//! the two models' expertise on it (entropies, logits, or the label for the
+//! oracle). Every rule returns λ ∈ [0, 1], the weight on the fine-tuned
+//! model. Plain Rust over host vectors: no device involved.
 
 use crate::ops::softmax_entropy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Expertise {
+pub enum LambdaRule {
     /// λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)), H the entropy of softmax(z/T).
     Entropy,
     /// The official scripts' default: entropy with a dataset-level offset
-    /// b and weight w (GUIDE.md §3), with per-model temperatures.
+    /// b and weight w (docs/design.md §2), with per-model temperatures.
     EntropyOffset,
     /// Uses the labels: λ = p_ft(y) / (p_pt(y) + p_ft(y)) (an upper bound).
     Oracle,
@@ -62,19 +64,19 @@ pub struct Inputs<'a> {
 }
 
 /// λ for every sample under `rule`.
-pub fn lambdas(rule: Expertise, x: &Inputs) -> Vec<f32> {
+pub fn lambdas(rule: LambdaRule, x: &Inputs) -> Vec<f32> {
     let n = x.labels.len();
     let c = x.classes;
     (0..n)
         .map(|i| {
             let (hp, hf) = (x.entropies.pt[i], x.entropies.ft[i]);
             let l = match rule {
-                Expertise::Entropy => return lambda_from_entropies(hp, hf),
-                Expertise::EntropyOffset => {
+                LambdaRule::Entropy => return lambda_from_entropies(hp, hf),
+                LambdaRule::EntropyOffset => {
                     let (b, w) = x.offset;
                     ratio((-hf).exp(), (-hp).exp(), b, w)
                 }
-                Expertise::Oracle => {
+                LambdaRule::Oracle => {
                     let y = x.labels[i] as usize;
                     let p = |z: &[f32]| {
                         let s = softmax_entropy::row(z, 1.0);
@@ -86,7 +88,7 @@ pub fn lambdas(rule: Expertise, x: &Inputs) -> Vec<f32> {
                     );
                     ratio(pf, pp, 0.0, 1.0)
                 }
-                Expertise::MaxLogit => {
+                LambdaRule::MaxLogit => {
                     let mx = |z: &[f32]| z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
                     let (mp, mf) = (
                         mx(&x.logits_pt[i * c..(i + 1) * c]),
@@ -94,7 +96,7 @@ pub fn lambdas(rule: Expertise, x: &Inputs) -> Vec<f32> {
                     );
                     (mf / (mp + mf)).clamp(0.0, 1.0)
                 }
-                Expertise::Selective => {
+                LambdaRule::Selective => {
                     if hp > hf {
                         1.0
                     } else {
@@ -105,6 +107,32 @@ pub fn lambdas(rule: Expertise, x: &Inputs) -> Vec<f32> {
             if l.is_finite() { l as f32 } else { 0.5 }
         })
         .collect()
+}
+
+/// λ of every sample of a merged expertise file, which holds entropies
+/// only: for the rules that need nothing else.
+pub fn lambdas_of_entropies(
+    rule: LambdaRule,
+    e: &Entropies,
+    offset: (f64, f64),
+) -> crate::Result<Vec<f32>> {
+    if !matches!(
+        rule,
+        LambdaRule::Entropy | LambdaRule::EntropyOffset | LambdaRule::Selective
+    ) {
+        return Err(crate::invalid!(
+            "--expertise-from supports entropy, entropy-offset and selective"
+        ));
+    }
+    let inputs = Inputs {
+        logits_pt: &[],
+        logits_ft: &[],
+        classes: 0,
+        labels: &vec![0; e.pt.len()],
+        entropies: e,
+        offset,
+    };
+    Ok(lambdas(rule, &inputs))
 }
 
 /// DaWin's rule on one sample: λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)).

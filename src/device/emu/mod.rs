@@ -7,22 +7,16 @@
 //! `shfl.sync`, so no reconvergence analysis is needed. Blocks run one after
 //! another, optionally in a shuffled order.
 
+mod gpu;
 pub mod machine;
 pub mod parse;
 
+pub use crate::device::Arg;
 use crate::error::{Error, Result};
 use parse::{Kernel, Module};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A kernel argument, matched against the kernel's `.param` types.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Arg {
-    U32(u32),
-    U64(u64),
-    F32(f32),
-}
 
 /// Where a fault happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,13 +107,13 @@ impl GlobalMem {
 /// The emulated device: loaded kernels and global memory.
 pub struct Emu {
     kernels: HashMap<String, Arc<Kernel>>,
-    pub mem: RefCell<GlobalMem>,
+    mem: RefCell<GlobalMem>,
     pub options: EmuOptions,
     instructions: Cell<u64>,
     ldmatrix_conflicts: Cell<u64>,
     shared_conflicts: Cell<u64>,
     /// Timestamps for profiling (see `Gpu::mark`).
-    pub marks: crate::profile::WallClock,
+    marks: crate::profile::WallClock,
 }
 
 impl Emu {
@@ -163,22 +157,23 @@ impl Emu {
         self.kernels.get(name)
     }
 
-    pub fn launch(
-        &self,
-        kernel: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        shared_bytes: u32,
-        args: &[Arg],
-    ) -> Result<()> {
+    pub fn launch(&self, kernel: &str, d: crate::device::Dims, args: &[Arg]) -> Result<()> {
         let k = self
             .kernels
             .get(kernel)
             .ok_or_else(|| Error::Device(format!("emu: no kernel named `{kernel}` is loaded")))?
             .clone();
         let mut mem = self.mem.borrow_mut();
-        let st = machine::launch(&k, grid, block, shared_bytes, args, &mut mem, self.options)
-            .map_err(|f| Error::Device(format!("emu: {f}")))?;
+        let st = machine::launch(
+            &k,
+            d.grid,
+            d.block,
+            d.shared_bytes,
+            args,
+            &mut mem,
+            self.options,
+        )
+        .map_err(|f| Error::Device(format!("emu: {f}")))?;
         self.instructions
             .set(self.instructions.get() + st.instructions);
         let c = self.ldmatrix_conflicts.get();

@@ -2,9 +2,8 @@
 //! Same `Gpu` interface as the emulator, so every launcher and the whole
 //! model code are shared.
 
-use crate::emu::Arg;
+use crate::device::{Arg, Dims, Gpu};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use cust::device::DeviceAttribute;
 use cust::event::{Event, EventFlags};
 use cust::function::Function;
@@ -105,7 +104,9 @@ fn device_peak(d: &cust::device::Device) -> Option<crate::profile::Peak> {
 }
 
 impl CudaGpu {
-    pub fn new() -> Result<Self> {
+    /// Opens device 0 and loads the kernel modules `(file name, PTX)`; each
+    /// module's kernel is the function named like its file.
+    pub fn new(modules: &[(&str, &str)]) -> Result<Self> {
         let ctx = cust::quick_init().map_err(|e| {
             Error::Device(format!(
                 "cuda: no usable NVIDIA GPU or driver ({e:?}); use --device cpu or --device emu"
@@ -120,7 +121,7 @@ impl CudaGpu {
         let stream =
             Stream::new(StreamFlags::NON_BLOCKING, None).map_err(|e| driver("create stream", e))?;
         let mut functions = HashMap::new();
-        for (file, src) in crate::ptx::MODULES {
+        for (file, src) in modules {
             let module: &'static Module = Box::leak(Box::new(
                 Module::from_ptx(src, &[]).map_err(|e| driver(&format!("load ptx/{file}"), e))?,
             ));
@@ -266,14 +267,12 @@ impl Gpu for CudaGpu {
         check(r, "copy to host")
     }
 
-    fn launch(
-        &self,
-        kernel: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        shared_bytes: u32,
-        args: &[Arg],
-    ) -> Result<()> {
+    fn launch(&self, kernel: &str, dims: Dims, args: &[Arg]) -> Result<()> {
+        let Dims {
+            grid,
+            block,
+            shared_bytes,
+        } = dims;
         let f = self
             .functions
             .get(kernel)

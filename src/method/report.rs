@@ -2,13 +2,13 @@
 //! table printed to the terminal.
 
 use super::bmm::BetaMixture;
-use super::expertise::{Entropies, mean_std};
+use super::lambda::{Entropies, mean_std};
 use crate::error::{Error, Result};
 use crate::tensorfile::write_atomic;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct Report<'a> {
@@ -29,19 +29,27 @@ pub struct Report<'a> {
     pub t0: Instant,
 }
 
+/// `{"accuracy", "correct", "count"}` of one method's predictions.
+pub fn accuracy(predictions: &[usize], labels: &[i64]) -> Value {
+    let correct = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(a, b)| **a as i64 == **b)
+        .count();
+    let count = predictions.len();
+    json!({"accuracy": correct as f64 / count.max(1) as f64, "correct": correct, "count": count})
+}
+
+/// Writes `value` as pretty JSON to `path` (through a temporary file).
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
 pub fn write_all(r: &Report) -> Result<Value> {
     let mut methods = serde_json::Map::new();
     for name in r.order {
-        let p = &r.predictions[name];
-        let correct = p
-            .iter()
-            .zip(r.labels)
-            .filter(|(a, b)| **a as i64 == **b)
-            .count();
-        methods.insert(
-            name.clone(),
-            json!({"accuracy": correct as f64 / p.len().max(1) as f64, "correct": correct, "count": p.len()}),
-        );
+        methods.insert(name.clone(), accuracy(&r.predictions[name], r.labels));
     }
     let l: Vec<f64> = r.lambda.iter().map(|&v| v as f64).collect();
     let (mean, std) = mean_std(&l);
@@ -93,13 +101,28 @@ pub fn write_all(r: &Report) -> Result<Value> {
     let mut secs: BTreeMap<String, f64> = r.seconds.clone();
     secs.insert("report".into(), r.t0.elapsed().as_secs_f64());
     summary["seconds"] = json!(secs);
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&r.out_dir.join("summary.json"), text.as_bytes())?;
+    write_json(&r.out_dir.join("summary.json"), &summary)?;
     Ok(summary)
 }
 
-/// The terminal table: one row per method.
+/// The terminal table: one row per method, then the λ statistics.
 pub fn table(order: &[String], summary: &Value) -> String {
+    let mut s = methods_table(order, summary);
+    let l = &summary["lambda"];
+    writeln!(
+        s,
+        "λ: mean {:.3}, std {:.3}, min {:.3}, max {:.3}",
+        l["mean"].as_f64().unwrap_or(f64::NAN),
+        l["std"].as_f64().unwrap_or(f64::NAN),
+        l["min"].as_f64().unwrap_or(f64::NAN),
+        l["max"].as_f64().unwrap_or(f64::NAN)
+    )
+    .unwrap();
+    s
+}
+
+/// One row per method: accuracy and correct/count.
+pub fn methods_table(order: &[String], summary: &Value) -> String {
     let mut s = format!(
         "{:<18} {:>9} {:>15}\n",
         "method", "accuracy", "correct/count"
@@ -115,16 +138,6 @@ pub fn table(order: &[String], summary: &Value) -> String {
         )
         .unwrap();
     }
-    let l = &summary["lambda"];
-    writeln!(
-        s,
-        "λ: mean {:.3}, std {:.3}, min {:.3}, max {:.3}",
-        l["mean"].as_f64().unwrap_or(f64::NAN),
-        l["std"].as_f64().unwrap_or(f64::NAN),
-        l["min"].as_f64().unwrap_or(f64::NAN),
-        l["max"].as_f64().unwrap_or(f64::NAN)
-    )
-    .unwrap();
     s
 }
 
@@ -247,6 +260,17 @@ pub fn histogram_svg(lambda: &[f32], bmm: Option<&BetaMixture>, title: &str) -> 
     .unwrap();
     s.push_str("</svg>\n");
     s
+}
+
+/// `dawin plot-wise`: reads the summaries and writes the curve's SVG.
+pub fn plot_wise(id: &Path, ood: &[PathBuf], title: &str, out: &Path) -> Result<()> {
+    let read = |p: &Path| -> Result<Value> {
+        let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+        serde_json::from_str(&t).map_err(|e| Error::file(p, format!("not JSON: {e}")))
+    };
+    let ood: Vec<Value> = ood.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    let svg = wise_curve_svg(&read(id)?, &ood, title);
+    write_atomic(out, svg.as_bytes())
 }
 
 /// The WiSE-FT curve: accuracy in distribution (x) against mean accuracy

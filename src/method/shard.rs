@@ -4,20 +4,47 @@
 //! `dawin expertise --shard i/n` → `dawin merge` → `dawin eval --shard i/n
 //! --expertise-from MERGED` → `dawin merge` of the summaries.
 
-use super::eval::{EvalResult, read_expertise};
+use super::lambda::Entropies;
+use super::report::write_json;
 use crate::error::{Error, Result};
-use crate::tensorfile::{Tensor, TensorFile, write_atomic, write_f32};
+use crate::tensorfile::{Tensor, TensorFile, write_f32};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
+
+/// The samples of `shard` (i, n) of a set of `n` (`None`: all).
+pub fn range(shard: Option<(usize, usize)>, n: usize) -> Result<Range<usize>> {
+    let r = match shard {
+        Some((i, k)) if k == 0 || i >= k => {
+            return Err(crate::invalid!("--shard {i}/{k}: need 0 ≤ i < n"));
+        }
+        Some((i, k)) => (i * n / k)..((i + 1) * n / k),
+        None => 0..n,
+    };
+    if r.is_empty() {
+        let which = shard.map_or("the data".into(), |(i, k)| format!("shard {i}/{k}"));
+        return Err(crate::invalid!("{which} of {n} samples is empty"));
+    }
+    Ok(r)
+}
+
+/// What `dawin expertise` computed for one shard.
+pub struct ExpertiseResult {
+    /// Dataset indices of the readable samples of the shard.
+    pub indices: Vec<usize>,
+    pub entropies: Entropies,
+    /// Samples in the whole data set.
+    pub total: usize,
+}
 
 /// Writes one shard's expertise: entropies at their dataset indices.
 pub fn write_expertise(
     path: &Path,
-    r: &EvalResult,
-    total: usize,
+    r: &ExpertiseResult,
     shard: Option<(usize, usize)>,
 ) -> Result<()> {
+    let total = r.total;
     let n = r.indices.len();
     let idx = Tensor {
         shape: vec![n],
@@ -171,7 +198,35 @@ pub fn merge_summaries(inputs: &[&Path], out: &Path) -> Result<Value> {
         "skipped": skipped,
         "shards": shards,
     });
-    let text = serde_json::to_string_pretty(&merged).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(out, text.as_bytes())?;
+    write_json(out, &merged)?;
     Ok(merged)
+}
+
+/// Reads a merged expertise file (`dawin merge` of `dawin expertise`
+/// shards): the entropies of every readable sample of the whole set.
+pub fn read_expertise(path: &Path, n: usize) -> Result<Entropies> {
+    let f = TensorFile::open(path)?;
+    let pt = f.read_f32("entropy_pt")?;
+    let ft = f.read_f32("entropy_ft")?;
+    if pt.data.len() != n || ft.data.len() != n {
+        return Err(Error::file(
+            path,
+            format!(
+                "holds {} entropies, but the data set has {n} samples",
+                pt.data.len()
+            ),
+        ));
+    }
+    // Unreadable samples are NaN there; they take no part in the statistics.
+    let (p, q): (Vec<f64>, Vec<f64>) = pt
+        .data
+        .iter()
+        .zip(&ft.data)
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .map(|(&a, &b)| (a as f64, b as f64))
+        .unzip();
+    if p.is_empty() {
+        return Err(Error::file(path, "holds no finite entropies"));
+    }
+    Ok(Entropies { pt: p, ft: q })
 }

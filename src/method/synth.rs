@@ -4,7 +4,7 @@
 //! (tools/train_demo.py) and `dawin demo` regenerates it for evaluation.
 
 use super::preprocess::{CLIP_MEAN, CLIP_STD};
-use crate::model::SplitMix;
+use crate::rng::SplitMix;
 
 pub const SIZE: usize = 32;
 pub const CLASSES: [&str; 10] = [
@@ -160,4 +160,60 @@ pub fn generate(domain: Domain, per_class: usize, seed: u64) -> (Vec<f32>, Vec<i
         labels.push(class as i64);
     }
     (pixels, labels)
+}
+
+/// `dawin synth`: writes OUT/<domain>.safetensors for every domain and
+/// OUT/preview.png (the first ten images of each domain, one row each);
+/// returns the data files written.
+pub fn write_domains(
+    out: &std::path::Path,
+    per_class: usize,
+    seed: u64,
+) -> crate::Result<Vec<std::path::PathBuf>> {
+    use crate::error::Error;
+    use crate::tensorfile::{Tensor, write_f32_with_labels};
+    if per_class == 0 {
+        return Err(crate::invalid!("--per-class must be positive"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let cols = 10;
+    let (w, h) = (cols * (SIZE + 2), DOMAINS.len() * (SIZE + 2));
+    let mut sheet = image::RgbImage::new(w as u32, h as u32);
+    let mut written = Vec::new();
+    for (row, d) in DOMAINS.iter().enumerate() {
+        let (px, labels) = generate(*d, per_class, seed);
+        let path = out.join(format!("{}.safetensors", d.name()));
+        let t = Tensor {
+            shape: vec![labels.len(), 3, SIZE, SIZE],
+            data: px,
+        };
+        write_f32_with_labels(&path, &t, &labels)?;
+        for col in 0..cols.min(labels.len()) {
+            draw(
+                &mut sheet,
+                &t.data,
+                col,
+                (col * (SIZE + 2), row * (SIZE + 2)),
+            );
+        }
+        written.push(path);
+    }
+    let preview = out.join("preview.png");
+    sheet
+        .save(&preview)
+        .map_err(|e| Error::file(&preview, e.to_string()))?;
+    Ok(written)
+}
+
+/// Draws image `i` of normalised `pixels[n,3,SIZE,SIZE]` at `(x0, y0)`.
+fn draw(sheet: &mut image::RgbImage, pixels: &[f32], i: usize, (x0, y0): (usize, usize)) {
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let rgb: [u8; 3] = std::array::from_fn(|c| {
+                let v = pixels[((i * 3 + c) * SIZE + y) * SIZE + x] * CLIP_STD[c] + CLIP_MEAN[c];
+                (v.clamp(0.0, 1.0) * 255.0).round() as u8
+            });
+            sheet.put_pixel((x0 + x) as u32, (y0 + y) as u32, image::Rgb(rgb));
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! M-step (variance capped at m(1−m)/4), stop when the mean log-likelihood
 //! moves less than `tol` or after `max_iter` iterations; keep the best restart.
 
-use crate::model::SplitMix;
+use crate::rng::SplitMix;
 
 /// λ values are clamped into (0, 1) by this much before fitting, since the
 /// Beta log-density is infinite at the ends (e.g. for `selective`).

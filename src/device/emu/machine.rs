@@ -225,7 +225,7 @@ pub fn launch(
         }
     }
     if let Some(seed) = opts.shuffle_blocks {
-        let mut r = crate::model::SplitMix(seed);
+        let mut r = crate::rng::SplitMix(seed);
         for i in (1..order.len()).rev() {
             let j = (r.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);

@@ -1,0 +1,306 @@
+//! Flag groups shared by several commands, and the parsers of flag values.
+
+use clap::Args;
+use dawin::bench::BenchOptions;
+use dawin::exec::{self, DeviceKind, Executor};
+use dawin::method::eval::EvalOptions;
+use dawin::method::interp::Interp;
+use dawin::method::lambda::LambdaRule;
+use dawin::method::methods::Method;
+use dawin::method::mtl::MtlOptions;
+use dawin::method::projection::Projection;
+use dawin::model::device::Precision;
+use dawin::model::{Act, Overrides};
+use std::path::PathBuf;
+
+/// Models, data and output shared by `eval` and `expertise`.
+#[derive(Args)]
+pub struct DataArgs {
+    /// The pretrained / zero-shot model (θ_pt), safetensors with a head.
+    #[arg(long)]
+    pub pretrained: PathBuf,
+    /// The fine-tuned model (θ_ft), same architecture and head size.
+    #[arg(long)]
+    pub finetuned: PathBuf,
+    /// Safetensors with `pixel_values` [N,3,S,S] and `labels` [N], or an
+    /// image folder with one subfolder per class.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder (created if needed); also holds the logits cache.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles
+    /// (the official ViT-B/32 values are 0.9576,0.9733).
+    #[arg(long, default_value = "1,1", value_parser = parse_pair)]
+    pub temperature: (f32, f32),
+    /// File of class indices to keep (e.g. ImageNet-A/-R's 200); labels are
+    /// indices into this list.
+    #[arg(long, conflicts_with = "class_map")]
+    pub class_subset: Option<PathBuf>,
+    /// File with one line per output class listing the model classes to
+    /// max-pool into it (e.g. ObjectNet's 113).
+    #[arg(long)]
+    pub class_map: Option<PathBuf>,
+    /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
+    #[command(flatten)]
+    pub arch: ArchFlags,
+}
+
+impl DataArgs {
+    /// The library's options for these flags (eval's own flags at their
+    /// defaults).
+    pub fn options(&self) -> anyhow::Result<EvalOptions> {
+        let projection = match (&self.class_subset, &self.class_map) {
+            (Some(p), _) => Projection::subset_file(p)?,
+            (_, Some(p)) => Projection::map_file(p)?,
+            _ => Projection::None,
+        };
+        Ok(EvalOptions {
+            pretrained: self.pretrained.clone(),
+            finetuned: self.finetuned.clone(),
+            data: self.data.clone(),
+            out_dir: self.out_dir.clone(),
+            batch_size: self.run.batch_size as usize,
+            temperature: self.temperature,
+            projection,
+            overrides: self.arch.overrides(),
+            shard: self.shard,
+            progress: !self.quiet,
+            precision: self.run.precision,
+            ..EvalOptions::default()
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub common: DataArgs,
+    /// How λ is set per sample.
+    #[arg(long, value_enum, default_value_t = LambdaRule::Entropy)]
+    pub expertise: LambdaRule,
+    /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
+    /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
+    /// (K merged models from a Beta mixture over λ; K = 3 by default).
+    #[arg(long, default_value = "exact")]
+    pub interp: Interp,
+    /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
+    /// wise-ft:α, ensemble, ensemble-dynamic, dawin, all.
+    #[arg(long, default_value = "all", value_parser = Method::parse_list)]
+    pub methods: std::vec::Vec<Method>,
+    /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)
+    /// for the statistics entropy-offset and bmm need.
+    #[arg(long)]
+    pub expertise_from: Option<PathBuf>,
+    /// Seed of the Beta-mixture k-means initialisation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl EvalArgs {
+    pub fn options(&self) -> anyhow::Result<EvalOptions> {
+        Ok(EvalOptions {
+            rule: self.expertise,
+            interp: self.interp,
+            methods: self.methods.clone(),
+            expertise_from: self.expertise_from.clone(),
+            seed: self.seed,
+            ..self.common.options()?
+        })
+    }
+}
+
+/// Values a checkpoint's tensor shapes cannot tell. The file's metadata
+/// (`heads`, `act`, `ln_eps`) wins over these; OpenAI defaults fill the rest.
+#[derive(Args, Clone, Copy)]
+pub struct ArchFlags {
+    /// Attention heads (default: the file's metadata, else width/64).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// MLP activation (default: the file's metadata, else quick_gelu).
+    #[arg(long, value_enum)]
+    pub act: Option<Act>,
+}
+
+impl ArchFlags {
+    pub fn overrides(self) -> Overrides {
+        Overrides {
+            heads: self.heads,
+            act: self.act,
+        }
+    }
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct RunFlags {
+    /// Executor that runs the ops.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Time every kernel and print a per-op table at the end: calls, total
+    /// ms, mean µs, GB/s, TFLOP/s and % of the device's roofline (CUDA
+    /// events on the GPU, wall clock on cpu/emu).
+    #[arg(long)]
+    pub profile: bool,
+    /// Arithmetic of the transformer blocks: f32, or bf16 operands for the
+    /// linear layers and attention (tensor cores on a GPU, f32
+    /// accumulation; layernorm, residual stream and logits stay f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+impl RunFlags {
+    pub fn open(self) -> anyhow::Result<Box<dyn Executor>> {
+        let ex = exec::open(self.device)?;
+        ex.set_profiling(self.profile);
+        Ok(ex)
+    }
+
+    /// Prints the `--profile` table (to stderr, so stdout stays the result).
+    pub fn report(self, ex: &dyn Executor) -> anyhow::Result<()> {
+        if self.profile {
+            let records = ex.take_profile()?;
+            let table = dawin::profile::table(&records, ex.peak().as_ref(), &ex.name());
+            eprint!("{table}");
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
+    let v: Vec<&str> = s.split(',').collect();
+    let p = |x: &str| {
+        x.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|t| *t > 0.0 && t.is_finite())
+    };
+    match v[..] {
+        [a] => p(a).map(|a| (a, a)),
+        [a, b] => p(a).zip(p(b)),
+        _ => None,
+    }
+    .ok_or_else(|| format!("expected `T` or `T_pt,T_ft` with positive numbers, got `{s}`"))
+}
+
+pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected `i/n` with 0 ≤ i < n, got `{s}`");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n) = (
+        i.trim().parse::<usize>().map_err(|_| bad())?,
+        n.trim().parse::<usize>().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+#[derive(Args)]
+pub struct EvalMtlArgs {
+    /// The shared pretrained model θ0.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Comma list of the task models θ_1..θ_T, each with its head.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tasks: Vec<PathBuf>,
+    /// Index (0-based) in --tasks of the task whose data and head are evaluated.
+    #[arg(long)]
+    pub task_index: usize,
+    /// Labelled data of that task (safetensors or class folders).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Task-vector scale s.
+    #[arg(long, default_value_t = 0.3)]
+    pub scale: f32,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub run: RunFlags,
+    #[command(flatten)]
+    pub arch: ArchFlags,
+}
+
+impl EvalMtlArgs {
+    pub fn options(&self) -> MtlOptions {
+        MtlOptions {
+            base: self.base.clone(),
+            tasks: self.tasks.clone(),
+            task_index: self.task_index,
+            data: self.data.clone(),
+            out_dir: self.out_dir.clone(),
+            scale: self.scale,
+            batch_size: self.run.batch_size as usize,
+            overrides: self.arch.overrides(),
+            progress: !self.quiet,
+        }
+    }
+}
+
+/// Which part of `dawin bench` runs.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    Kernels,
+    Pipeline,
+    All,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Executor to benchmark.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Small shapes and a small model (for cpu/emu or a smoke test).
+    #[arg(long)]
+    pub quick: bool,
+    /// Timed repeats after one warm-up.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: u64,
+    /// Images per batch at the ViT shapes (default 256, or 2 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
+    /// Images through the pipeline per repeat (default: the batch).
+    #[arg(long)]
+    pub images: Option<u64>,
+    /// Which part to run.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    pub suite: Suite,
+    /// Only benchmarks whose name contains this (e.g. `gemm B/32`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Also write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Arithmetic of the pipeline rows (the kernel rows cover both).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+impl BenchArgs {
+    pub fn options(&self) -> BenchOptions {
+        let batch = self.batch.unwrap_or(if self.quick { 2 } else { 256 });
+        BenchOptions {
+            quick: self.quick,
+            repeats: self.repeats as usize,
+            batch: batch as usize,
+            images: self.images.unwrap_or(batch) as usize,
+            kernels: self.suite != Suite::Pipeline,
+            pipeline: self.suite != Suite::Kernels,
+            filter: self.filter.clone(),
+            precision: self.precision,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! One function per command: call the library, print what it did.
+
+use super::Cmd;
+use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
+use anyhow::{Result, bail};
+use dawin::bench::BenchOptions;
+use dawin::exec::{self, DeviceKind};
+use dawin::method::{data, demo, eval, mtl, report, shard, synth};
+use dawin::model::Model;
+use dawin::model::device::Precision;
+use dawin::tensorfile::{Tensor, write_atomic, write_f32_with_labels};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Inspect { model, arch } => {
+            print!("{}", load_model(&model, arch)?.describe(&model));
+            Ok(())
+        }
+        Cmd::Forward {
+            model,
+            input,
+            out,
+            run,
+            arch,
+        } => forward(&model, &input, &out, run, arch),
+        Cmd::Eval(a) => run_eval(&a),
+        Cmd::Expertise(c) => run_expertise(&c),
+        Cmd::EvalMtl(a) => run_mtl(&a.options(), a.run),
+        Cmd::Demo {
+            out_dir,
+            per_class,
+            device,
+            quiet,
+        } => run_demo(&out_dir, per_class, device, quiet),
+        Cmd::PlotWise {
+            id,
+            ood,
+            out,
+            title,
+        } => {
+            report::plot_wise(&id, &ood, &title, &out)?;
+            println!("-> {}", out.display());
+            Ok(())
+        }
+        Cmd::Synth {
+            out,
+            per_class,
+            seed,
+        } => {
+            for p in synth::write_domains(&out, per_class, seed)? {
+                eprintln!("{per_class} images per class -> {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Merge { inputs, out } => run_merge(&inputs, &out),
+        Cmd::Preprocess { paths, size, out } => run_preprocess(&paths, size, &out),
+        Cmd::Bench(a) => run_bench(a.device, &a.options(), a.json.clone()),
+    }
+}
+
+/// Loads a model, printing what the loader noted (flags overridden by the
+/// file's metadata, ...).
+fn load_model(path: &Path, arch: ArchFlags) -> Result<Model> {
+    let m = Model::load(path, arch.overrides())?;
+    for n in &m.notes {
+        eprintln!("warning: {}: {n}", path.display());
+    }
+    Ok(m)
+}
+
+fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlags) -> Result<()> {
+    let m = load_model(model, arch)?;
+    let ex = run.open()?;
+    let batch = run.batch_size as usize;
+    let paths = (model, input, out);
+    let r = dawin::model::batch::forward_file(ex.as_ref(), &m, paths, batch, run.precision)?;
+    if r.non_finite_inputs > 0 {
+        eprintln!(
+            "warning: {}: {} NaN/Inf values in pixel_values; their images' outputs will not be finite",
+            input.display(),
+            r.non_finite_inputs
+        );
+    }
+    eprintln!(
+        "{} images on {} in {:.3}s ({:.1} images/s) -> {}",
+        r.images,
+        ex.name(),
+        r.seconds,
+        r.images as f64 / r.seconds.max(1e-9),
+        out.display()
+    );
+    run.report(ex.as_ref())
+}
+
+fn run_eval(a: &EvalArgs) -> Result<()> {
+    let run = a.common.run;
+    let opts = a.options()?;
+    let ex = run.open()?;
+    let r = eval::run(&opts, ex.as_ref())?;
+    print!("{}", r.table);
+    println!(
+        "{} samples on {}; outputs in {} (summary.json, samples.csv, lambdas.svg)",
+        r.indices.len(),
+        ex.name(),
+        opts.out_dir.display()
+    );
+    run.report(ex.as_ref())
+}
+
+fn run_expertise(c: &DataArgs) -> Result<()> {
+    let opts = c.options()?;
+    let ex = c.run.open()?;
+    let r = eval::run_expertise(&opts, ex.as_ref())?;
+    let out = opts.out_dir.join("expertise.safetensors");
+    shard::write_expertise(&out, &r, c.shard)?;
+    println!(
+        "entropies of {} samples -> {}",
+        r.indices.len(),
+        out.display()
+    );
+    c.run.report(ex.as_ref())
+}
+
+fn run_mtl(o: &mtl::MtlOptions, run: RunFlags) -> Result<()> {
+    if run.precision != Precision::F32 {
+        bail!(
+            "eval-mtl runs in f32 only for now (--precision {} is not supported)",
+            run.precision
+        );
+    }
+    let ex = run.open()?;
+    let r = mtl::run(o, ex.as_ref())?;
+    print!("{}", r.table);
+    println!(
+        "outputs in {} (summary.json, samples.csv)",
+        o.out_dir.display()
+    );
+    run.report(ex.as_ref())
+}
+
+fn run_merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    let refs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    let json = inputs
+        .iter()
+        .all(|p| p.extension().is_some_and(|e| e == "json"));
+    if json {
+        let m = shard::merge_summaries(&refs, out)?;
+        let order: Vec<String> = m["methods"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        print!("{}", report::table(&order, &m));
+    } else {
+        let readable = shard::merge_expertise(&refs, out)?;
+        println!("merged expertise of {readable} readable samples");
+    }
+    println!("-> {}", out.display());
+    Ok(())
+}
+
+fn run_preprocess(paths: &[PathBuf], size: usize, out: &Path) -> Result<()> {
+    let p = data::preprocess_paths(paths, size, true)?;
+    let n = p.labels.len();
+    let px = Tensor {
+        shape: vec![n, 3, size, size],
+        data: p.pixels,
+    };
+    write_f32_with_labels(out, &px, &p.labels)?;
+    eprintln!("{n} images ({} skipped) -> {}", p.skipped, out.display());
+    Ok(())
+}
+
+fn run_bench(device: DeviceKind, o: &BenchOptions, json: Option<PathBuf>) -> Result<()> {
+    let ex = exec::open(device)?;
+    let quick = if o.quick { " (quick shapes)" } else { "" };
+    eprintln!("benchmarking {}{quick}", ex.name());
+    let rows = dawin::bench::run(ex.as_ref(), o)?;
+    if rows.is_empty() {
+        bail!("no benchmark matched the filter");
+    }
+    print!(
+        "{}",
+        dawin::bench::table(&rows, ex.peak().as_ref(), &ex.name())
+    );
+    if let Some(path) = json {
+        let v = serde_json::json!({
+            "device": ex.name(),
+            "quick": o.quick,
+            "repeats": o.repeats,
+            "batch": o.batch,
+            "rows": rows,
+        });
+        write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        eprintln!("-> {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_demo(out: &Path, per_class: usize, device: Option<DeviceKind>, quiet: bool) -> Result<()> {
+    if per_class == 0 {
+        bail!("--per-class must be positive");
+    }
+    let ex = match device {
+        Some(d) => exec::open(d)?,
+        None => exec::open(DeviceKind::Cuda).or_else(|_| exec::open(DeviceKind::Cpu))?,
+    };
+    let t = Instant::now();
+    eprintln!(
+        "DaWin demo on {}: {} images per domain",
+        ex.name(),
+        per_class * 10
+    );
+    let r = demo::run(out, per_class, ex.as_ref(), !quiet)?;
+    print!("{}", r.table);
+    println!(
+        "λ histograms: {} (in distribution), {} (colour shift); all outputs in {} ({:.1}s)",
+        r.svgs[0].display(),
+        r.svgs[3].display(),
+        out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

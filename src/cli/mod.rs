@@ -1,0 +1,171 @@
+//! The `dawin` command line: the commands and their flags. Each command
+//! calls the library and prints (see `commands.rs`).
+
+pub mod args;
+pub mod commands;
+
+use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
+use clap::{Parser, Subcommand};
+use dawin::exec::DeviceKind;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "dawin",
+    version,
+    about = "Training-free dynamic weight interpolation (DaWin) for CLIP ViTs",
+    long_about = "dawin runs CLIP ViT image towers on its own tensor engine (cpu reference, \
+                  emu PTX interpreter, cuda) and evaluates DaWin: per-sample interpolation \
+                  between a pretrained and a fine-tuned model, weighted by their entropies.\n\n\
+                  Models are safetensors files in OpenAI/open_clip, model-soups (model.visual.* \
+                  + classification_head) or HF transformers layout."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Print a model file's recognised layout, configuration and sizes.
+    Inspect {
+        /// A safetensors checkpoint.
+        model: PathBuf,
+        #[command(flatten)]
+        arch: ArchFlags,
+    },
+    /// Run a model on preprocessed images and write its outputs.
+    ///
+    /// The input holds `pixel_values` f32 [N,3,H,W]. The output gets
+    /// `image_embeds` f32 [N,D] (projected, before normalisation) and, when the
+    /// model has a classification head, `logits` f32 [N,C].
+    Forward {
+        /// The model checkpoint (safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Input safetensors with `pixel_values` [N,3,H,W].
+        #[arg(long)]
+        input: PathBuf,
+        /// Output safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        run: RunFlags,
+        #[command(flatten)]
+        arch: ArchFlags,
+    },
+    /// Evaluate DaWin and its baselines on a labelled data set.
+    ///
+    /// Runs both models over the data once (cached in OUT/cache.safetensors,
+    /// reused when models and data are unchanged), sets each sample's λ from
+    /// the two models' expertise, evaluates each sample with the model
+    /// (1−λ)·pretrained + λ·fine-tuned, and writes summary.json, samples.csv
+    /// and lambdas.svg to the output folder.
+    Eval(Box<EvalArgs>),
+    /// Multi-task DaWin: per-sample mixing of T task vectors.
+    ///
+    /// Coefficients c = softmax_t(−H_t(x)), H_t the entropy of task model t
+    /// with the evaluated task's head; each sample runs through
+    /// θ0 + Σ_t s·T·c_t·(θ_t − θ0). Baselines: task arithmetic (θ0 + s·Σ τ_t)
+    /// and each task model alone. Writes summary.json and samples.csv.
+    EvalMtl(Box<args::EvalMtlArgs>),
+    /// Show DaWin working: the whole evaluation on the built-in image set.
+    ///
+    /// Generates 10 classes of shapes (32×32) in distribution and under five
+    /// shifts, evaluates the bundled pretrained/fine-tuned pair (embedded in
+    /// the binary) with zero-shot, fine-tuned, WiSE-FT 0.5, ensemble and
+    /// DaWin (exact and bmm), and prints accuracy per domain. Uses the GPU
+    /// when built with `cuda` and one is present, else the CPU.
+    Demo {
+        /// Output folder (per-domain reports, lambdas.svg, table.txt).
+        #[arg(long, default_value = "target/dawin-demo")]
+        out_dir: PathBuf,
+        /// Images per class and domain.
+        #[arg(long, default_value_t = 100)]
+        per_class: usize,
+        /// Executor (default: cuda if available, else cpu).
+        #[arg(long, value_enum)]
+        device: Option<DeviceKind>,
+        /// Hide progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Plot the WiSE-FT curve (accuracy in distribution vs mean under
+    /// shift, per α) with DaWin and the ensembles, from eval summaries.
+    PlotWise {
+        /// summary.json of the in-distribution run.
+        #[arg(long)]
+        id: PathBuf,
+        /// summary.json of each shifted run.
+        #[arg(long, required = true, num_args = 1..)]
+        ood: Vec<PathBuf>,
+        /// Output SVG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Plot title.
+        #[arg(long, default_value = "WiSE-FT curve")]
+        title: String,
+    },
+    /// Write the demo's procedural image set (10 shape classes, 32×32) for
+    /// training: OUT/<domain>.safetensors for the in-distribution domain `id`
+    /// and the shifts noise, texture, colour, blur, occlusion, plus
+    /// OUT/preview.png (one row per domain).
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per class and domain.
+        #[arg(long, default_value_t = 100)]
+        per_class: usize,
+        /// Seed (the demo evaluates on seed 1000, so train on others).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Scale-out, step 1: the expertise pass of one shard.
+    ///
+    /// Writes OUT/expertise.safetensors (per-sample entropies at their data
+    /// indices) and caches the logits in OUT, so a later `eval` on the same
+    /// shard and OUT reuses them. Merge the shards with `dawin merge`.
+    Expertise(Box<DataArgs>),
+    /// Scale-out: merge shard outputs.
+    ///
+    /// Given expertise.safetensors files, writes one whole-set expertise file
+    /// for `eval --expertise-from`. Given summary.json files, adds up the
+    /// per-method counts into one summary.
+    Merge {
+        /// Shard outputs: all expertise.safetensors, or all summary.json.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Merged output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Benchmark the kernels and the DaWin pipeline on one executor.
+    ///
+    /// Kernels (gemm at the ViT-B/32 and B/16 linear shapes and 4096³, the
+    /// dual gemm, lerp over 88M weights, attention at 50/197/257 tokens,
+    /// layernorm, quick_gelu, softmax_entropy over 1000 classes) are timed
+    /// with the device's own timestamps (CUDA events on the GPU), caches
+    /// flushed before each repeat; min, median, GB/s, TFLOP/s and % of the
+    /// roofline. The pipeline rows time DaWin end to end on a random
+    /// ViT-B/32 pair under each interpolation strategy, as images/s.
+    /// tools/bench_torch.py prints the same rows for PyTorch.
+    Bench(Box<args::BenchArgs>),
+    /// Decode and CLIP-preprocess images into a safetensors file.
+    ///
+    /// Each PATH is an image folder with one subfolder per class (labels are
+    /// the sorted folder indices) or a single jpg/png (label −1). Writes
+    /// `pixel_values` f32 [N,3,S,S] and `labels` i64 [N]. Unreadable images
+    /// are reported and skipped.
+    Preprocess {
+        /// Class folders or image files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output side length (the model's input size, e.g. 224).
+        #[arg(long)]
+        size: usize,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}

@@ -1,0 +1,166 @@
+//! Both models and a working (merged) model resident on one executor, and
+//! the forwards DaWin runs on them.
+
+use crate::error::{Error, Result};
+use crate::exec::Executor;
+use crate::model::batch::BatchCap;
+use crate::model::device::{DeviceModel, Precision};
+use crate::model::vit::{DualWeights, Output, forward};
+use crate::model::{Model, Overrides};
+use std::path::Path;
+
+/// Loads both models and checks that DaWin can interpolate them.
+pub fn load_pair(pt: &Path, ft: &Path, ov: Overrides) -> Result<(Model, Model)> {
+    let a = Model::load(pt, ov)?;
+    let b = Model::load(ft, ov)?;
+    for (m, p) in [(&a, pt), (&b, ft)] {
+        for note in &m.notes {
+            eprintln!("warning: {}: {note}", p.display());
+        }
+    }
+    let diffs = a.shape_differences(&b);
+    if !diffs.is_empty() {
+        let shown: Vec<&String> = diffs.iter().take(10).collect();
+        return Err(crate::invalid!(
+            "{} and {} have different architectures ({} differences): {}{}",
+            pt.display(),
+            ft.display(),
+            diffs.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            if diffs.len() > 10 { "; ..." } else { "" }
+        ));
+    }
+    for (m, p) in [(&a, pt), (&b, ft)] {
+        if m.spec.classes.is_none() {
+            return Err(Error::file(
+                p,
+                "has no classification head (`classification_head.weight`); DaWin needs logits",
+            ));
+        }
+    }
+    if a.spec.classes != b.spec.classes {
+        return Err(crate::invalid!(
+            "the heads have different class counts: {:?} vs {:?}",
+            a.spec.classes,
+            b.spec.classes
+        ));
+    }
+    Ok((a, b))
+}
+
+/// Both models and a working buffer resident on one executor; device
+/// memory is freed when the engine drops.
+pub struct Engine<'a> {
+    pub ex: &'a dyn Executor,
+    pub pt: DeviceModel<'a>,
+    pub ft: DeviceModel<'a>,
+    precision: Precision,
+    work: Option<DeviceModel<'a>>,
+    host: &'a Model,
+    /// λ the working buffer holds now, to skip repeated lerps.
+    work_lambda: Option<f32>,
+    pub lerps: usize,
+    pub lerps_skipped: usize,
+    /// Batches are split further when the device runs out of memory.
+    pub cap: BatchCap,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        ex: &'a dyn Executor,
+        pt: &'a Model,
+        ft: &Model,
+        precision: Precision,
+    ) -> Result<Self> {
+        Ok(Engine {
+            ex,
+            pt: DeviceModel::upload_as(ex, pt, precision)?,
+            ft: DeviceModel::upload_as(ex, ft, precision)?,
+            precision,
+            work: None,
+            host: pt,
+            work_lambda: None,
+            lerps: 0,
+            lerps_skipped: 0,
+            cap: BatchCap::new(usize::MAX),
+        })
+    }
+
+    /// The heads' class count (both models have one; see [`load_pair`]).
+    pub fn classes(&self) -> usize {
+        self.pt.spec.classes.unwrap_or(0)
+    }
+
+    /// Makes the working model `(1−λ)·pt + λ·ft`, lerping in place only if
+    /// λ changed since the last call.
+    pub fn set_merged(&mut self, lambda: f32) -> Result<()> {
+        if self.work_lambda == Some(lambda) {
+            self.lerps_skipped += 1;
+            return Ok(());
+        }
+        let work = match self.work.take() {
+            Some(w) => w,
+            None => DeviceModel::alloc_like(self.ex, self.host, self.precision)?,
+        };
+        let done = work.lerp(&self.pt, &self.ft, lambda);
+        self.work = Some(work);
+        done?;
+        self.work_lambda = Some(lambda);
+        self.lerps += 1;
+        Ok(())
+    }
+
+    /// Logits of the working (merged) model.
+    pub fn merged_logits(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+        let w = self
+            .work
+            .as_ref()
+            .ok_or_else(|| crate::invalid!("no merged model yet: set_merged first"))?;
+        self.logits(w, pixels, n)
+    }
+
+    /// Logits of `n` images, in chunks that fit in device memory.
+    fn chunked(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        f: impl Fn(&[f32], usize, usize) -> Result<Output>,
+    ) -> Result<Vec<f32>> {
+        let img = pixels.len() / n.max(1);
+        let mut out = Vec::new();
+        self.cap.run(
+            n,
+            |start, k| f(&pixels[start * img..(start + k) * img], start, k),
+            |_, o| out.extend(o.logits.unwrap_or_default()),
+        )?;
+        Ok(out)
+    }
+
+    pub fn logits(&self, m: &DeviceModel, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.chunked(pixels, n, |px, _, k| forward(self.ex, m, px, k, None))
+    }
+
+    /// Each sample's own merged model, exactly, through the dual-weight ops.
+    pub fn dual_logits(&self, pixels: &[f32], n: usize, lambda: &[f32]) -> Result<Vec<f32>> {
+        self.chunked(pixels, n, |px, start, k| {
+            let dual = DualWeights {
+                other: &self.ft,
+                lambda: &lambda[start..start + k],
+            };
+            forward(self.ex, &self.pt, px, k, Some(dual))
+        })
+    }
+
+    /// Device bytes held by both models and the working (merged) one.
+    pub fn resident_bytes(&self) -> usize {
+        [Some(&self.pt), Some(&self.ft), self.work.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(DeviceModel::resident_bytes)
+            .sum()
+    }
+}

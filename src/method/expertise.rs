@@ -1,0 +1,181 @@
+//! The expertise pass: the raw logits of both models (and of each WiSE-FT
+//! α asked for) on every sample of a shard, from which the λ rules read
+//! each model's expertise. Cached in the output folder ([`super::cache`]).
+
+use super::cache::Cache;
+use super::data::Dataset;
+use super::engine::Engine;
+use super::interp::Pass;
+use super::methods::Method;
+use super::progress::progress_bar;
+use super::projection::Projection;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+/// The cache entries the pass fills: `logits_pt`, `logits_ft`, `valid`
+/// (1 where the sample was readable) and `logits_wise-ft:α`.
+pub fn wise_key(alpha: f32) -> String {
+    format!("logits_wise-ft:{alpha}")
+}
+
+/// The pass's result: the cache holding every entry asked for, and what
+/// could not be read.
+pub struct Endpoints {
+    pub cache: Cache,
+    /// The cache already held everything.
+    pub cache_hit: bool,
+    /// Samples that could not be read (dataset index, reason).
+    pub failed: Vec<(usize, String)>,
+}
+
+/// Runs what the cache at `cache_path` (with `key`) lacks for `shard` and
+/// the WiSE-FT `alphas`, and saves it.
+pub fn expertise_pass(
+    engine: &mut Engine,
+    data: &Dataset,
+    shard: Range<usize>,
+    alphas: &[f32],
+    (key, cache_path): (String, &Path),
+    pass: Pass,
+) -> Result<Endpoints> {
+    let mut cache = Cache::load(cache_path, &key).unwrap_or_else(|| Cache::new(key));
+    let has = |k: &str| cache.tensors.contains_key(k);
+    let need_static = !(has("logits_pt") && has("logits_ft") && has("valid"));
+    let need_alpha: Vec<f32> = alphas
+        .iter()
+        .copied()
+        .filter(|&a| !has(&wise_key(a)))
+        .collect();
+    if !need_static && need_alpha.is_empty() {
+        return Ok(Endpoints {
+            cache,
+            cache_hit: true,
+            failed: vec![],
+        });
+    }
+    let run = Needed {
+        statics: need_static,
+        alphas: &need_alpha,
+    };
+    let (computed, failed) = compute(engine, data, shard.clone(), &run, pass)?;
+    cache.tensors.extend(computed);
+    cache.save(cache_path, shard.len())?;
+    Ok(Endpoints {
+        cache,
+        cache_hit: false,
+        failed,
+    })
+}
+
+/// What a pass computes.
+struct Needed<'a> {
+    /// Both models' logits and the readable mask.
+    statics: bool,
+    alphas: &'a [f32],
+}
+
+/// The logits `run` asks for, one row per sample of `shard` (NaN rows where
+/// a sample could not be read), and the unreadable samples.
+type Computed = (HashMap<String, Vec<f32>>, Vec<(usize, String)>);
+
+fn compute(
+    engine: &mut Engine,
+    data: &Dataset,
+    shard: Range<usize>,
+    run: &Needed,
+    pass: Pass,
+) -> Result<Computed> {
+    let (ns, c) = (shard.len(), engine.classes());
+    let indices: Vec<usize> = shard.clone().collect();
+    let mut bufs: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut valid = vec![0f32; ns];
+    let mut failed = Vec::new();
+    let pb = progress_bar(ns, "expertise", pass.progress);
+    data.for_each_batch(&indices, pass.batch_size, |b| {
+        let n = b.indices.len();
+        failed.extend(b.failed.iter().cloned());
+        let mut put = |name: String, logits: Vec<f32>| {
+            let v = bufs.entry(name).or_insert_with(|| vec![f32::NAN; ns * c]);
+            for (k, i) in b.indices.iter().enumerate() {
+                let j = i - shard.start;
+                v[j * c..(j + 1) * c].copy_from_slice(&logits[k * c..(k + 1) * c]);
+            }
+        };
+        if n > 0 {
+            if run.statics {
+                put("logits_pt".into(), engine.logits(&engine.pt, &b.pixels, n)?);
+                put("logits_ft".into(), engine.logits(&engine.ft, &b.pixels, n)?);
+            }
+            for &a in run.alphas {
+                engine.set_merged(a)?;
+                put(wise_key(a), engine.merged_logits(&b.pixels, n)?);
+            }
+            for i in &b.indices {
+                valid[i - shard.start] = 1.0;
+            }
+        }
+        pb.inc((n + b.failed.len()) as u64);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    if run.statics {
+        bufs.insert("valid".into(), valid);
+    }
+    Ok((bufs, failed))
+}
+
+/// The evaluated samples (the shard's readable ones) and their projected
+/// logits from the expertise pass.
+pub struct Samples {
+    /// Dataset indices.
+    pub indices: Vec<usize>,
+    pub labels: Vec<i64>,
+    pub pt: Vec<f32>,
+    pub ft: Vec<f32>,
+    /// Each asked-for `wise-ft:α`'s logits, by method name.
+    pub wise: HashMap<String, Vec<f32>>,
+    /// Unreadable samples of the shard.
+    pub skipped: usize,
+}
+
+impl Samples {
+    /// The readable samples of `shard`, their logits from `e` (raw, of `c`
+    /// classes) put through `projection`, and each WiSE-FT α's.
+    pub fn select(
+        e: &Endpoints,
+        data: &Dataset,
+        shard: &Range<usize>,
+        c: usize,
+        projection: &Projection,
+        alphas: &[f32],
+    ) -> Result<Samples> {
+        let t = &e.cache.tensors;
+        let local: Vec<usize> = (0..shard.len()).filter(|&j| t["valid"][j] > 0.5).collect();
+        if local.is_empty() {
+            return Err(Error::file(&data.path, "no sample could be read"));
+        }
+        let rows = |name: &str| -> Vec<f32> {
+            let v = &t[name];
+            let raw: Vec<f32> = local
+                .iter()
+                .flat_map(|&j| v[j * c..(j + 1) * c].iter().copied())
+                .collect();
+            projection.apply(&raw, c)
+        };
+        let indices: Vec<usize> = local.iter().map(|&j| shard.start + j).collect();
+        let wise = alphas
+            .iter()
+            .map(|&a| (Method::WiseFt(a).name(), rows(&wise_key(a))))
+            .collect();
+        Ok(Samples {
+            labels: indices.iter().map(|&i| data.labels[i]).collect(),
+            pt: rows("logits_pt"),
+            ft: rows("logits_ft"),
+            wise,
+            skipped: shard.len() - local.len(),
+            indices,
+        })
+    }
+}

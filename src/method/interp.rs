@@ -1,0 +1,143 @@
+//! How DaWin's per-sample models are evaluated (`--interp`), and the DaWin
+//! pass that runs them.
+
+use super::data::{Batch, Dataset};
+use super::engine::Engine;
+use super::progress::progress_bar;
+use crate::error::Result;
+use std::collections::HashMap;
+
+/// How DaWin's per-sample models are evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interp {
+    /// One batched pass through the dual-weight ops: each sample's own merged
+    /// model, exactly, with no merged weights built.
+    Exact,
+    /// One working weight buffer lerped in place per sample (in λ order,
+    /// skipping repeats), then a batch-1 forward.
+    Materialize,
+    /// K merged models from a Beta mixture fitted to λ.
+    Bmm(usize),
+}
+
+impl std::str::FromStr for Interp {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "exact" => Ok(Interp::Exact),
+            "materialize" => Ok(Interp::Materialize),
+            "bmm" => Ok(Interp::Bmm(3)),
+            _ => match s.strip_prefix("bmm:").map(|k| k.parse::<usize>()) {
+                Some(Ok(k)) if k >= 1 => Ok(Interp::Bmm(k)),
+                _ => Err(format!(
+                    "unknown interpolation `{s}` (exact, materialize, bmm or bmm:K with K ≥ 1)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Interp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Interp::Exact => f.write_str("exact"),
+            Interp::Materialize => f.write_str("materialize"),
+            Interp::Bmm(k) => write!(f, "bmm:{k}"),
+        }
+    }
+}
+
+/// How a pass over the data runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass {
+    pub batch_size: usize,
+    pub progress: bool,
+}
+
+/// Each sample's Beta-mixture component and the components' mean λ.
+#[derive(Clone, Copy)]
+pub struct Groups<'a> {
+    pub component: &'a [usize],
+    pub means: &'a [f32],
+}
+
+/// Raw (unprojected) logits of the samples at `indices` (dataset order),
+/// from each model of DaWin's per-sample interpolation under `interp`.
+/// `lambda[j]` belongs to `indices[j]`; `groups` is needed for `Bmm`.
+pub fn dawin_logits(
+    engine: &mut Engine,
+    data: &Dataset,
+    indices: &[usize],
+    lambda: &[f32],
+    interp: Interp,
+    groups: Option<Groups>,
+    pass: Pass,
+) -> Result<Vec<f32>> {
+    let c = engine.classes();
+    let mut out = vec![0f32; indices.len() * c];
+    let pos: HashMap<usize, usize> = indices.iter().enumerate().map(|(j, &i)| (i, j)).collect();
+    let pb = progress_bar(indices.len(), "dawin", pass.progress);
+    let mut place = |b: &Batch, logits: &[f32]| {
+        for (k, i) in b.indices.iter().enumerate() {
+            let j = pos[i];
+            out[j * c..(j + 1) * c].copy_from_slice(&logits[k * c..(k + 1) * c]);
+        }
+        pb.inc(b.indices.len() as u64);
+    };
+    // Runs `f` on every batch of `members` and places its logits.
+    let mut each =
+        |members: &[usize], batch: usize, f: &mut dyn FnMut(&Batch) -> Result<Vec<f32>>| {
+            data.for_each_batch(members, batch, |b| {
+                lost_on_second_pass(data, &b)?;
+                let logits = f(&b)?;
+                place(&b, &logits);
+                Ok(())
+            })
+        };
+    match interp {
+        Interp::Exact => each(indices, pass.batch_size, &mut |b| {
+            let l: Vec<f32> = b.indices.iter().map(|i| lambda[pos[i]]).collect();
+            engine.dual_logits(&b.pixels, b.indices.len(), &l)
+        })?,
+        Interp::Materialize => {
+            // λ order makes equal λs adjacent, so their lerps are skipped.
+            let mut order: Vec<usize> = (0..indices.len()).collect();
+            order.sort_by(|&a, &b| lambda[a].total_cmp(&lambda[b]));
+            let ordered: Vec<usize> = order.iter().map(|&j| indices[j]).collect();
+            each(&ordered, 1, &mut |b| {
+                engine.set_merged(lambda[pos[&b.indices[0]]])?;
+                engine.merged_logits(&b.pixels, 1)
+            })?
+        }
+        Interp::Bmm(_) => {
+            let g = groups.ok_or_else(|| crate::invalid!("bmm needs the mixture's groups"))?;
+            for (k, &mean) in g.means.iter().enumerate() {
+                let members: Vec<usize> = (0..indices.len())
+                    .filter(|&j| g.component[j] == k)
+                    .map(|j| indices[j])
+                    .collect();
+                if members.is_empty() {
+                    continue;
+                }
+                engine.set_merged(mean)?;
+                each(&members, pass.batch_size, &mut |b| {
+                    engine.merged_logits(&b.pixels, b.indices.len())
+                })?;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// A sample read in the expertise pass that fails now cannot be skipped
+/// quietly: its row would be missing from every method.
+fn lost_on_second_pass(data: &Dataset, b: &Batch) -> Result<()> {
+    match b.failed.first() {
+        Some((i, e)) => Err(crate::invalid!(
+            "{} could not be read on a second pass: {e}",
+            data.describe(*i)
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,23 @@
+//! DaWin itself: data input, the expertise pass, the λ rules, the Beta
+//! mixture, the interpolation strategies, baselines and reports.
+//! Everything here but the forward passes is plain Rust over logits and λ
+//! vectors.
+
+pub mod bmm;
+pub mod cache;
+pub mod data;
+pub mod demo;
+pub mod engine;
+pub mod entropy;
+pub mod eval;
+pub mod expertise;
+pub mod interp;
+pub mod lambda;
+pub mod methods;
+pub mod mtl;
+pub mod preprocess;
+pub mod progress;
+pub mod projection;
+pub mod report;
+pub mod shard;
+pub mod synth;

@@ -1,0 +1,311 @@
+//! Multi-task DaWin (`dawin eval-mtl`): per-sample coefficients over T task
+//! vectors, c = softmax_t(−H_t(x)) where H_t is the entropy of θ0 + τ_t with
+//! the evaluated task's head, and the merged model θ = θ0 + Σ_t s·T·c_t·τ_t.
+//!
+//! Each sample's merged model is built exactly in one working buffer
+//! (a copy of θ0 plus T scaled task vectors, `add_scaled_diff`) and run at
+//! batch 1; the baselines are task arithmetic (θ0 + s·Σ τ_t) and each task
+//! model alone.
+
+use super::data::{Batch, Dataset};
+use super::entropy::entropies;
+use super::methods::argmax_rows;
+use super::progress::progress_bar;
+use super::report::{accuracy, methods_table, write_json};
+use crate::error::{Error, Result};
+use crate::exec::Executor;
+use crate::model::device::{DeviceModel, Precision};
+use crate::model::vit::forward;
+use crate::model::{Model, Overrides};
+use crate::ops::{add_scaled_diff::AddScaledDiff, lerp::Lerp};
+use crate::tensorfile::write_atomic;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub struct MtlOptions {
+    pub base: PathBuf,
+    pub tasks: Vec<PathBuf>,
+    /// Which task's data and head are evaluated (0-based into `tasks`).
+    pub task_index: usize,
+    pub data: PathBuf,
+    pub out_dir: PathBuf,
+    /// Task-vector scale s (0.3 in the paper).
+    pub scale: f32,
+    pub batch_size: usize,
+    pub overrides: Overrides,
+    pub progress: bool,
+}
+
+pub struct MtlResult {
+    pub summary: serde_json::Value,
+    /// Per sample, per task: c_t.
+    pub coefficients: Vec<Vec<f32>>,
+    /// Per sample: logits of its own merged model.
+    pub dawin_logits: Vec<f32>,
+    pub table: String,
+}
+
+/// The base and task models, each with the evaluated task's head (so all
+/// share one layout), and that head's class count.
+fn load_models(o: &MtlOptions) -> Result<(Model, Vec<Model>, usize)> {
+    let t_count = o.tasks.len();
+    if t_count == 0 {
+        return Err(crate::invalid!("--tasks needs at least one model"));
+    }
+    if o.task_index >= t_count {
+        return Err(crate::invalid!(
+            "--task-index {} but only {t_count} task models",
+            o.task_index
+        ));
+    }
+    if !o.scale.is_finite() {
+        return Err(crate::invalid!(
+            "--scale must be a finite number, got {}",
+            o.scale
+        ));
+    }
+    let eval_path = &o.tasks[o.task_index];
+    let eval_task = Model::load(eval_path, o.overrides)?;
+    let classes = eval_task
+        .spec
+        .classes
+        .ok_or_else(|| Error::file(eval_path, "has no classification head"))?;
+    let base = Model::load(&o.base, o.overrides)?.with_head_of(&eval_task);
+    let mut tasks = Vec::with_capacity(t_count);
+    for p in &o.tasks {
+        let m = Model::load(p, o.overrides)?.with_head_of(&eval_task);
+        let diffs = base.shape_differences(&m);
+        if !diffs.is_empty() {
+            let shown: Vec<String> = diffs.into_iter().take(10).collect();
+            return Err(crate::invalid!(
+                "{} and {} have different architectures: {}",
+                o.base.display(),
+                p.display(),
+                shown.join("; ")
+            ));
+        }
+        tasks.push(m);
+    }
+    Ok((base, tasks, classes))
+}
+
+/// The models on the executor and the working buffer of the merges.
+struct Resident<'a> {
+    base: DeviceModel<'a>,
+    tasks: Vec<DeviceModel<'a>>,
+    work: DeviceModel<'a>,
+}
+
+impl Resident<'_> {
+    /// `work = θ0 + Σ_t k_t·(θ_t − θ0)`.
+    fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
+        let (out, w0) = (*self.work.flat, *self.base.flat);
+        ex.run(Lerp {
+            out,
+            w0,
+            w1: w0,
+            lambda: 0.0,
+        })?;
+        for (t, d) in self.tasks.iter().enumerate() {
+            ex.run(AddScaledDiff {
+                out,
+                w0,
+                w1: *d.flat,
+                k: k(t),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes each row of `logits[batch, c]` into `all` at the sample's index.
+fn scatter(all: &mut [f32], b: &Batch, logits: &[f32], c: usize) {
+    for (k, &i) in b.indices.iter().enumerate() {
+        all[i * c..(i + 1) * c].copy_from_slice(&logits[k * c..(k + 1) * c]);
+    }
+}
+
+/// Logits of every sample: each task model's, and task arithmetic's.
+struct FirstPass {
+    tasks: Vec<Vec<f32>>,
+    arithmetic: Vec<f32>,
+    /// The readable samples.
+    readable: Vec<usize>,
+}
+
+fn first_pass(
+    ex: &dyn Executor,
+    r: &Resident,
+    data: &Dataset,
+    o: &MtlOptions,
+    c: usize,
+) -> Result<FirstPass> {
+    let n = data.len();
+    r.merge(ex, |_| o.scale)?;
+    let mut p = FirstPass {
+        tasks: vec![vec![0.0; n * c]; r.tasks.len()],
+        arithmetic: vec![0.0; n * c],
+        readable: Vec::new(),
+    };
+    let all: Vec<usize> = (0..n).collect();
+    let pb = progress_bar(n, "tasks", o.progress);
+    let logits = |m: &DeviceModel, b: &Batch| -> Result<Vec<f32>> {
+        let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
+        Ok(out.logits.unwrap_or_default())
+    };
+    data.for_each_batch(&all, o.batch_size, |b| {
+        for (i, e) in &b.failed {
+            eprintln!("warning: skipped {}: {e}", data.describe(*i));
+        }
+        if !b.indices.is_empty() {
+            for (t, d) in r.tasks.iter().enumerate() {
+                scatter(&mut p.tasks[t], &b, &logits(d, &b)?, c);
+            }
+            scatter(&mut p.arithmetic, &b, &logits(&r.work, &b)?, c);
+            p.readable.extend(&b.indices);
+        }
+        pb.inc((b.indices.len() + b.failed.len()) as u64);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    p.readable.sort_unstable();
+    Ok(p)
+}
+
+/// Softmax over tasks of −H_t per sample (a NaN entropy counts as maximal).
+fn coefficients(entropies: &[Vec<f64>], n: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| {
+            let neg: Vec<f64> = entropies.iter().map(|h| -h[i]).collect();
+            let m = neg.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = neg.iter().map(|v| (v - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.iter().map(|v| (v / z) as f32).collect()
+        })
+        .collect()
+}
+
+pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
+    let t0 = Instant::now();
+    let (base, tasks, c) = load_models(o)?;
+    let data = Dataset::open(&o.data, base.spec.image_size)?;
+    data.check_labels(c)?;
+    std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
+    let resident = Resident {
+        base: DeviceModel::upload(ex, &base)?,
+        tasks: tasks
+            .iter()
+            .map(|m| DeviceModel::upload(ex, m))
+            .collect::<Result<_>>()?,
+        work: DeviceModel::alloc_like(ex, &base, Precision::F32)?,
+    };
+    let n = data.len();
+    let first = first_pass(ex, &resident, &data, o, c)?;
+    let t_count = tasks.len();
+    let entropies: Vec<Vec<f64>> = first
+        .tasks
+        .iter()
+        .map(|l| entropies(ex, l, c, 1.0).map(|e| e.0))
+        .collect::<Result<_>>()?;
+    let coefficients = coefficients(&entropies, n);
+
+    // Each sample through its own merged model.
+    let mut dawin = vec![0.0; n * c];
+    let pb = progress_bar(first.readable.len(), "dawin-mtl", o.progress);
+    data.for_each_batch(&first.readable, 1, |b| {
+        let Some(&i) = b.indices.first() else {
+            let lost = b.failed.first().map_or(0, |f| f.0);
+            return Err(crate::invalid!(
+                "{} could not be read on a second pass",
+                data.describe(lost)
+            ));
+        };
+        resident.merge(ex, |t| o.scale * t_count as f32 * coefficients[i][t])?;
+        let out = forward(ex, &resident.work, &b.pixels, 1, None)?;
+        scatter(&mut dawin, &b, &out.logits.unwrap_or_default(), c);
+        pb.inc(1);
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    drop(resident);
+
+    let idx = &first.readable;
+    let rows = |v: &[f32]| -> Vec<usize> {
+        let picked: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| v[i * c..(i + 1) * c].to_vec())
+            .collect();
+        argmax_rows(&picked, c)
+    };
+    let mut order = vec!["dawin".to_string(), "task-arithmetic".to_string()];
+    let mut preds = vec![rows(&dawin), rows(&first.arithmetic)];
+    for (t, l) in first.tasks.iter().enumerate() {
+        order.push(format!("task:{t}"));
+        preds.push(rows(l));
+    }
+    let labels: Vec<i64> = idx.iter().map(|&i| data.labels[i]).collect();
+    let methods: serde_json::Map<String, serde_json::Value> = order
+        .iter()
+        .zip(&preds)
+        .map(|(name, p)| (name.clone(), accuracy(p, &labels)))
+        .collect();
+    let summary = json!({
+        "methods": methods,
+        "task_index": o.task_index,
+        "tasks": o.tasks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "scale": o.scale,
+        "skipped": n - idx.len(),
+        "device": ex.name(),
+        "seconds": {"total": t0.elapsed().as_secs_f64()},
+    });
+    let csv = samples_csv(&order, &preds, idx, &labels, &entropies, &coefficients);
+    write_atomic(&o.out_dir.join("samples.csv"), csv.as_bytes())?;
+    write_json(&o.out_dir.join("summary.json"), &summary)?;
+    Ok(MtlResult {
+        table: methods_table(&order, &summary),
+        summary,
+        coefficients: idx.iter().map(|&i| coefficients[i].clone()).collect(),
+        dawin_logits: idx
+            .iter()
+            .flat_map(|&i| dawin[i * c..(i + 1) * c].to_vec())
+            .collect(),
+    })
+}
+
+/// `index,label,entropy_t…,coef_t…,pred_method…`, one row per sample.
+fn samples_csv(
+    order: &[String],
+    preds: &[Vec<usize>],
+    idx: &[usize],
+    labels: &[i64],
+    entropies: &[Vec<f64>],
+    coefficients: &[Vec<f32>],
+) -> String {
+    let mut csv = String::from("index,label");
+    for t in 0..entropies.len() {
+        write!(csv, ",entropy_{t}").unwrap();
+    }
+    for t in 0..entropies.len() {
+        write!(csv, ",coef_{t}").unwrap();
+    }
+    for name in order {
+        write!(csv, ",pred_{name}").unwrap();
+    }
+    csv.push('\n');
+    for (j, &i) in idx.iter().enumerate() {
+        write!(csv, "{i},{}", labels[j]).unwrap();
+        for e in entropies {
+            write!(csv, ",{}", e[i]).unwrap();
+        }
+        for c in &coefficients[i] {
+            write!(csv, ",{c}").unwrap();
+        }
+        for p in preds {
+            write!(csv, ",{}", p[j]).unwrap();
+        }
+        csv.push('\n');
+    }
+    csv
+}

@@ -1,0 +1,572 @@
+//! The CLIP ViT image tower and linear head, written once against
+//! [`Executor`]. With a second weight set and a λ per sample, every
+//! parameterised op runs in its dual form: DaWin's exact per-sample
+//! interpolation in one batched pass (docs/design.md §1).
+
+use super::device::{Bf16Linears, BlockLinears, DeviceModel};
+use super::{Act, Block, ModelSpec, Params};
+use crate::buf::{Buf, DType};
+use crate::error::Result;
+use crate::exec::{Executor, OwnedBuf};
+use crate::ops::attention::{Attention, AttentionShape};
+use crate::ops::attention_bf16::{self, AttentionBf16};
+use crate::ops::cast_bf16::CastBf16;
+use crate::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use crate::ops::gemm::{Gemm, GemmShape};
+use crate::ops::gemm_bf16::{Activation, Epilogue, GemmBf16};
+use crate::ops::gemm_dual::{DualGemm, GemmDual};
+use crate::ops::gemm_dual_bf16::GemmDualBf16;
+use crate::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
+use crate::ops::patch_embed::{PatchEmbed, PatchShape};
+use crate::ops::{Mix, add::Add, gelu::Gelu, l2_normalize::L2Normalize, quick_gelu::QuickGelu};
+
+/// The second weight set of an exact per-sample interpolation and each
+/// sample's λ (the weight on `other`).
+#[derive(Clone, Copy)]
+pub struct DualWeights<'m, 'a> {
+    pub other: &'m DeviceModel<'a>,
+    pub lambda: &'m [f32],
+}
+
+/// Host copies of a forward's results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// `[n, embed_dim]`, projected, before normalisation.
+    pub embeds: Vec<f32>,
+    /// `[n, classes]` when the model has a head.
+    pub logits: Option<Vec<f32>>,
+}
+
+/// Picks one weight (and its optional bias) out of a parameter set, so the
+/// same selection applies to both models of a dual op.
+type PickLinear<'a> = &'a dyn Fn(&Params<Buf>) -> (Buf, Option<Buf>);
+type PickNorm<'a> = &'a dyn Fn(&Params<Buf>) -> (Buf, Buf);
+
+/// The parameterised ops of one forward, single or dual.
+struct Layers<'e> {
+    ex: &'e dyn Executor,
+    p: &'e Params<Buf>,
+    /// The second parameter set and λ per sample, when interpolating.
+    dual: Option<(&'e Params<Buf>, Buf)>,
+    spec: &'e ModelSpec,
+}
+
+impl Layers<'_> {
+    fn mix(&self, rows_per_lambda: usize) -> Option<(&Params<Buf>, Mix)> {
+        self.dual.map(|(q, lambda)| {
+            let mix = Mix {
+                lambda,
+                rows_per_lambda,
+            };
+            (q, mix)
+        })
+    }
+
+    /// A linear layer; `pick` selects the same tensor in both sets.
+    fn linear(&self, a: Buf, pick: PickLinear, c: Buf, shape: GemmShape, rpl: usize) -> Result<()> {
+        let (b, bias) = pick(self.p);
+        match self.mix(rpl) {
+            Some((q, mix)) => {
+                let (b1, bias1) = pick(q);
+                let dual = DualGemm { b1, bias1, mix };
+                let (a, b0, bias0) = (a, b, bias);
+                self.ex.run(GemmDual {
+                    a,
+                    b0,
+                    bias0,
+                    dual,
+                    c,
+                    shape,
+                })
+            }
+            None => self.ex.run(Gemm {
+                a,
+                b,
+                bias,
+                c,
+                shape,
+            }),
+        }
+    }
+
+    fn norm(
+        &self,
+        x: Buf,
+        y: Buf,
+        pick: PickNorm,
+        shape: LayerNormShape,
+        rpl: usize,
+    ) -> Result<()> {
+        let (gamma, beta) = pick(self.p);
+        let dual = self.mix(rpl).map(|(q, mix)| {
+            let (gamma1, beta1) = pick(q);
+            DualNorm { gamma1, beta1, mix }
+        });
+        self.ex.run(LayerNorm {
+            x,
+            y,
+            gamma,
+            beta,
+            dual,
+            shape,
+        })
+    }
+
+    /// A dense layernorm over the `rows` token rows.
+    fn norm_tokens(&self, x: Buf, y: Buf, pick: PickNorm) -> Result<()> {
+        let s = self.spec;
+        let rows = x.len / s.width;
+        let shape = LayerNormShape::dense(rows, s.width, s.ln_eps);
+        self.norm(x, y, pick, shape, s.tokens())
+    }
+}
+
+/// Forward of `n` images `pixels[n, c, s, s]` (already preprocessed).
+///
+/// With `dual`, sample `i` is evaluated exactly as the merged model
+/// `(1−λ_i)·m + λ_i·other`, without building it.
+pub fn forward(
+    ex: &dyn Executor,
+    m: &DeviceModel,
+    pixels: &[f32],
+    n: usize,
+    dual: Option<DualWeights>,
+) -> Result<Output> {
+    check_inputs(m, pixels, n, dual)?;
+    let s = &m.spec;
+    if n == 0 {
+        let logits = s.classes.map(|_| vec![]);
+        return Ok(Output {
+            embeds: vec![],
+            logits,
+        });
+    }
+    let lambda = dual.map(|d| ex.upload(d.lambda)).transpose()?;
+    let layers = Layers {
+        ex,
+        p: &m.params,
+        dual: dual
+            .zip(lambda.as_ref())
+            .map(|(d, l)| (&d.other.params, **l)),
+        spec: s,
+    };
+    let x = embed(&layers, pixels, n)?;
+    let other_bf16 = dual.and_then(|d| d.other.bf16.as_ref());
+    match &m.bf16 {
+        Some(lin) => Bf16Blocks::new(&layers, lin, other_bf16, n).run(*x)?,
+        None => f32_blocks(&layers, *x, n)?,
+    }
+    let out = head(&layers, *x, n)?;
+    ex.synchronize()?;
+    Ok(out)
+}
+
+/// The requests `forward` refuses: pixel counts that do not match, a second
+/// model of another architecture or precision, λ of the wrong length.
+fn check_inputs(
+    m: &DeviceModel,
+    pixels: &[f32],
+    n: usize,
+    dual: Option<DualWeights>,
+) -> Result<()> {
+    let s = &m.spec;
+    let img = s.channels * s.image_size * s.image_size;
+    if pixels.len() != n * img {
+        return Err(crate::invalid!(
+            "forward got {} pixel values for {n} images of {}×{}×{}",
+            pixels.len(),
+            s.channels,
+            s.image_size,
+            s.image_size
+        ));
+    }
+    let Some(d) = dual else { return Ok(()) };
+    if d.other.spec != *s {
+        return Err(crate::invalid!(
+            "cannot interpolate models of different architectures: {:?} vs {:?}",
+            s,
+            d.other.spec
+        ));
+    }
+    if d.lambda.len() != n {
+        return Err(crate::invalid!(
+            "{} λ values for {n} samples",
+            d.lambda.len()
+        ));
+    }
+    if d.other.precision() != m.precision() {
+        return Err(crate::invalid!(
+            "cannot interpolate a {} model with a {} one: upload both in the same precision",
+            m.precision(),
+            d.other.precision()
+        ));
+    }
+    Ok(())
+}
+
+/// Patch conv as im2col + gemm, then class/position embeddings, ln_pre:
+/// the token rows `x[n·tokens, width]`.
+fn embed<'e>(l: &Layers<'e>, pixels: &[f32], n: usize) -> Result<OwnedBuf<'e>> {
+    let (ex, s) = (l.ex, l.spec);
+    let (w, t, g2) = (s.width, s.tokens(), s.grid() * s.grid());
+    let ps = PatchShape {
+        batch: n,
+        channels: s.channels,
+        image: s.image_size,
+        patch: s.patch,
+    };
+    let px = ex.upload(pixels)?;
+    let cols = ex.alloc(ps.rows() * ps.cols())?;
+    ex.run(PatchEmbed {
+        pixels: *px,
+        out: *cols,
+        shape: ps,
+    })?;
+    let pe = ex.alloc(n * g2 * w)?;
+    let conv = GemmShape {
+        m: n * g2,
+        n: w,
+        k: ps.cols(),
+    };
+    l.linear(*cols, &|p| (p.conv, None), *pe, conv, g2)?;
+    let x = ex.alloc(n * t * w)?;
+    let dual = l.mix(t).map(|(q, mix)| DualEmbed {
+        class1: q.class,
+        pos1: q.pos,
+        mix,
+    });
+    let shape = EmbedShape {
+        batch: n,
+        tokens: t,
+        width: w,
+    };
+    let (class, pos) = (l.p.class, l.p.pos);
+    ex.run(EmbedAdd {
+        patches: *pe,
+        class,
+        pos,
+        dual,
+        out: *x,
+        shape,
+    })?;
+    l.norm_tokens(*x, *x, &|p| (p.ln_pre_g, p.ln_pre_b))?;
+    Ok(x)
+}
+
+/// The transformer blocks in f32, on the residual stream `x` of `n` images.
+fn f32_blocks(l: &Layers, x: Buf, n: usize) -> Result<()> {
+    let (ex, s) = (l.ex, l.spec);
+    let (w, t) = (s.width, s.tokens());
+    let rows = n * t;
+    let [h, att, o] = [0; 3].map(|_| ex.alloc(rows * w));
+    let (h, att, o) = (h?, att?, o?);
+    let qkv = ex.alloc(rows * 3 * w)?;
+    let f = ex.alloc(rows * s.mlp)?;
+    let shape = |n, k| GemmShape { m: rows, n, k };
+    let attention = AttentionShape {
+        batch: n,
+        tokens: t,
+        heads: s.heads,
+        head_dim: s.head_dim(),
+    };
+    for i in 0..s.layers {
+        let b = |p: &Params<Buf>| p.blocks[i].clone();
+        l.norm_tokens(x, *h, &|p| (b(p).ln1_g, b(p).ln1_b))?;
+        l.linear(
+            *h,
+            &|p| (b(p).qkv_w, Some(b(p).qkv_b)),
+            *qkv,
+            shape(3 * w, w),
+            t,
+        )?;
+        ex.run(Attention {
+            qkv: *qkv,
+            out: *att,
+            shape: attention,
+        })?;
+        l.linear(
+            *att,
+            &|p| (b(p).out_w, Some(b(p).out_b)),
+            *o,
+            shape(w, w),
+            t,
+        )?;
+        ex.run(Add { x: *o, y: x })?;
+        l.norm_tokens(x, *h, &|p| (b(p).ln2_g, b(p).ln2_b))?;
+        l.linear(
+            *h,
+            &|p| (b(p).fc1_w, Some(b(p).fc1_b)),
+            *f,
+            shape(s.mlp, w),
+            t,
+        )?;
+        match s.act {
+            Act::QuickGelu => ex.run(QuickGelu { x: *f })?,
+            Act::Gelu => ex.run(Gelu { x: *f })?,
+        }
+        l.linear(
+            *f,
+            &|p| (b(p).fc2_w, Some(b(p).fc2_b)),
+            *o,
+            shape(w, s.mlp),
+            t,
+        )?;
+        ex.run(Add { x: *o, y: x })?;
+    }
+    Ok(())
+}
+
+/// ln_post on each sample's class token, the projection, and the
+/// classifier `normalize(embedding) · Wᵀ + b`.
+fn head(l: &Layers, x: Buf, n: usize) -> Result<Output> {
+    let (ex, s) = (l.ex, l.spec);
+    let (w, d) = (s.width, s.embed_dim);
+    // ln_post reads only each sample's class token (stride tokens·width).
+    let cls = ex.alloc(n * w)?;
+    let post = LayerNormShape {
+        rows: n,
+        width: w,
+        x_stride: s.tokens() * w,
+        y_stride: w,
+        eps: s.ln_eps,
+    };
+    l.norm(x, *cls, &|p| (p.ln_post_g, p.ln_post_b), post, 1)?;
+    let projected = match l.p.proj {
+        Some(_) => {
+            let e = ex.alloc(n * d)?;
+            let sh = GemmShape { m: n, n: d, k: w };
+            l.linear(*cls, &|p| (p.proj.expect("has_proj"), None), *e, sh, 1)?;
+            Some(e)
+        }
+        None => None,
+    };
+    let emb = projected.as_ref().map_or(*cls, |e| **e);
+    let logits = match s.classes {
+        Some(c) => {
+            let en = ex.alloc(n * d)?;
+            ex.run(L2Normalize {
+                x: emb,
+                y: *en,
+                rows: n,
+                width: d,
+            })?;
+            let lg = ex.alloc(n * c)?;
+            let sh = GemmShape { m: n, n: c, k: d };
+            l.linear(*en, &|p| (p.head_w.expect("head"), p.head_b), *lg, sh, 1)?;
+            Some(ex.download(*lg)?)
+        }
+        None => None,
+    };
+    let embeds = ex.download(emb)?;
+    Ok(Output { embeds, logits })
+}
+
+/// The transformer blocks in bf16: f32 residual stream `x`, layernorm in
+/// f32 then cast to bf16, bf16 gemms (dual when interpolating) and flash
+/// attention; the out-projection and fc2 add into `x` in their epilogue.
+struct Bf16Blocks<'l, 'e> {
+    layers: &'l Layers<'e>,
+    lin: &'l Bf16Linears<'e>,
+    other: Option<&'l Bf16Linears<'e>>,
+    rows: usize,
+    attention: AttentionShape,
+}
+
+/// The linear layers of a block, as (bf16 weight, f32 bias) selectors.
+#[derive(Clone, Copy)]
+enum Layer {
+    Qkv,
+    Out,
+    Fc1,
+    Fc2,
+}
+
+impl Layer {
+    fn weight(self, l: &BlockLinears) -> Buf {
+        match self {
+            Layer::Qkv => l.qkv,
+            Layer::Out => l.out,
+            Layer::Fc1 => l.fc1,
+            Layer::Fc2 => l.fc2,
+        }
+    }
+
+    fn bias(self, b: &Block<Buf>) -> Buf {
+        match self {
+            Layer::Qkv => b.qkv_b,
+            Layer::Out => b.out_b,
+            Layer::Fc1 => b.fc1_b,
+            Layer::Fc2 => b.fc2_b,
+        }
+    }
+}
+
+impl<'l, 'e> Bf16Blocks<'l, 'e> {
+    fn new(
+        layers: &'l Layers<'e>,
+        lin: &'l Bf16Linears<'e>,
+        other: Option<&'l Bf16Linears<'e>>,
+        n: usize,
+    ) -> Self {
+        let s = layers.spec;
+        let attention = AttentionShape {
+            batch: n,
+            tokens: s.tokens(),
+            heads: s.heads,
+            head_dim: s.head_dim(),
+        };
+        let rows = n * s.tokens();
+        Bf16Blocks {
+            layers,
+            lin,
+            other,
+            rows,
+            attention,
+        }
+    }
+
+    /// `c = epilogue(a · Wᵀ + bias)` for `layer` of block `i`.
+    fn linear(
+        &self,
+        a: Buf,
+        layer: Layer,
+        i: usize,
+        c: Buf,
+        shape: GemmShape,
+        ep: Epilogue,
+    ) -> Result<()> {
+        let l = self.layers;
+        let bias = Some(layer.bias(&l.p.blocks[i]));
+        let b = layer.weight(&self.lin.blocks[i]);
+        let rpl = self.attention.tokens;
+        match (self.other, l.mix(rpl)) {
+            (Some(other), Some((q, mix))) => {
+                let b1 = layer.weight(&other.blocks[i]);
+                let bias1 = Some(layer.bias(&q.blocks[i]));
+                let dual = DualGemm { b1, bias1, mix };
+                let (b0, bias0, epilogue) = (b, bias, ep);
+                l.ex.run(GemmDualBf16 {
+                    a,
+                    b0,
+                    bias0,
+                    dual,
+                    c,
+                    shape,
+                    epilogue,
+                })
+            }
+            _ => l.ex.run(GemmBf16 {
+                a,
+                b,
+                bias,
+                c,
+                shape,
+                epilogue: ep,
+            }),
+        }
+    }
+
+    /// Runs every block on the residual stream `x`.
+    fn run(&self, x: Buf) -> Result<()> {
+        let (ex, s) = (self.layers.ex, self.layers.spec);
+        let (rows, w, mlp) = (self.rows, s.width, s.mlp);
+        let bf16 = |len| ex.alloc_as(DType::Bf16, len);
+        let h = ex.alloc(rows * w)?;
+        let (hb, att, f) = (bf16(rows * w)?, bf16(rows * w)?, bf16(rows * mlp)?);
+        let qkv = QkvScratch::new(ex, self.attention, rows * w)?;
+        let plain = Epilogue::PLAIN_BF16;
+        let residual = Epilogue {
+            activation: Activation::None,
+            f32_out: true,
+            accumulate: true,
+        };
+        let activation = match s.act {
+            Act::QuickGelu => Activation::QuickGelu,
+            Act::Gelu => Activation::Gelu,
+        };
+        let act = Epilogue {
+            activation,
+            ..plain
+        };
+        let shape = |n, k| GemmShape { m: rows, n, k };
+        let norm = |i: usize, second: bool| {
+            let pick = move |p: &Params<Buf>| {
+                let b = &p.blocks[i];
+                if second {
+                    (b.ln2_g, b.ln2_b)
+                } else {
+                    (b.ln1_g, b.ln1_b)
+                }
+            };
+            self.layers.norm_tokens(x, *h, &pick)?;
+            ex.run(CastBf16 { x: *h, y: *hb })
+        };
+        for i in 0..s.layers {
+            norm(i, false)?;
+            self.attention_block(*hb, i, &qkv, *att)?;
+            self.linear(*att, Layer::Out, i, x, shape(w, w), residual)?;
+            norm(i, true)?;
+            self.linear(*hb, Layer::Fc1, i, *f, shape(mlp, w), act)?;
+            self.linear(*f, Layer::Fc2, i, x, shape(w, mlp), residual)?;
+        }
+        Ok(())
+    }
+
+    /// qkv projection and attention of block `i`, bf16 `hb` into bf16 `att`.
+    fn attention_block(&self, hb: Buf, i: usize, scratch: &QkvScratch, att: Buf) -> Result<()> {
+        let ex = self.layers.ex;
+        let (rows, w, a) = (self.rows, self.layers.spec.width, self.attention);
+        let shape = GemmShape {
+            m: rows,
+            n: 3 * w,
+            k: w,
+        };
+        match scratch {
+            QkvScratch::Flash(qkv) => {
+                self.linear(hb, Layer::Qkv, i, **qkv, shape, Epilogue::PLAIN_BF16)?;
+                ex.run(AttentionBf16 {
+                    qkv: **qkv,
+                    out: att,
+                    shape: a,
+                })
+            }
+            QkvScratch::F32 { qkv, out } => {
+                let f32_out = Epilogue {
+                    f32_out: true,
+                    ..Epilogue::PLAIN_BF16
+                };
+                self.linear(hb, Layer::Qkv, i, **qkv, shape, f32_out)?;
+                ex.run(Attention {
+                    qkv: **qkv,
+                    out: **out,
+                    shape: a,
+                })?;
+                ex.run(CastBf16 { x: **out, y: att })
+            }
+        }
+    }
+}
+
+/// Where the bf16 blocks keep q, k, v: bf16 for the flash kernel, or, for
+/// head dims it does not cover, f32 for the f32 attention (then cast).
+enum QkvScratch<'e> {
+    Flash(OwnedBuf<'e>),
+    F32 {
+        qkv: OwnedBuf<'e>,
+        out: OwnedBuf<'e>,
+    },
+}
+
+impl<'e> QkvScratch<'e> {
+    /// Scratch for `a`, whose output has `out_len` values.
+    fn new(ex: &'e dyn Executor, a: AttentionShape, out_len: usize) -> Result<Self> {
+        Ok(if attention_bf16::supports(a.head_dim) {
+            QkvScratch::Flash(ex.alloc_as(DType::Bf16, 3 * out_len)?)
+        } else {
+            QkvScratch::F32 {
+                qkv: ex.alloc(3 * out_len)?,
+                out: ex.alloc(out_len)?,
+            }
+        })
+    }
+}
