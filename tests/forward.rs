@@ -261,8 +261,9 @@ fn bf16_forward_agrees_with_f32_on_the_fixtures() {
 
 /// `--precision bf16` runs on every executor: the cpu executor's bf16 ops
 /// are the references the PTX kernels are tested against, so its forward
-/// agrees with emu's within the bf16 tolerance of the op tests (logits
-/// within 2.5e-2 of their scale, as against f32).
+/// agrees with emu's up to the order of f32 sums before each bf16 rounding:
+/// within 1e-2 of the output's scale (measured 2–5e-3 on the fixtures),
+/// tighter than the 2.5e-2 either keeps against f32.
 #[test]
 fn bf16_forward_on_cpu_agrees_with_emu() {
     for f in manifest() {
@@ -277,14 +278,20 @@ fn bf16_forward_on_cpu_agrees_with_emu() {
             outs.push(forward(ex.as_ref(), &d, &px.data, n, None).unwrap());
         }
         let what = format!("{name} bf16, cpu vs emu");
+        let logit_err = match (&outs[0].logits, &outs[1].logits) {
+            (Some(a), Some(b)) => common::rel_err(a, b),
+            _ => f64::NAN,
+        };
+        let embed_err = common::rel_err(&outs[0].embeds, &outs[1].embeds);
+        eprintln!("{what}: embeds error {embed_err:.2e}, logits error {logit_err:.2e}");
         assert_close(
             &format!("{what}: embeds"),
             &outs[0].embeds,
             &outs[1].embeds,
-            2.5e-2,
+            1e-2,
         );
         if let (Some(a), Some(b)) = (&outs[0].logits, &outs[1].logits) {
-            assert_close(&format!("{what}: logits"), a, b, 2.5e-2);
+            assert_close(&format!("{what}: logits"), a, b, 1e-2);
         }
     }
 }

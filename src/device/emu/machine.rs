@@ -482,7 +482,7 @@ fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
     }
 }
 
-/// Source lane and validity per the PTX rules (GUIDE.md §5).
+/// Source lane and validity per the PTX rules (docs/design.md §4).
 fn shfl_source(mode: ShflMode, lane: u32, b: u32, c: u32) -> (u32, bool) {
     let clamp = c & 0x1f;
     let segmask = (c >> 8) & 0x1f;
@@ -1513,7 +1513,7 @@ fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fa
                     _ => half::f16::from_bits(h).to_f64(),
                 }
             };
-            // Scatter the fragments into whole matrices (GUIDE.md §5 layouts).
+            // Scatter the fragments into whole matrices (docs/design.md §4 layouts).
             let mut am = [[0f64; 16]; 16];
             let mut bm = [[0f64; 8]; 16];
             let mut cm = [[0f64; 8]; 16];
