@@ -8,7 +8,7 @@ use dawin::tensorfile::{Tensor, TensorFile, write_f32};
 use std::process::{Command, Output};
 
 fn dawin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dawin"))
+    Command::new(common::dawin_bin())
         .args(args)
         .output()
         .unwrap()
@@ -302,7 +302,7 @@ fn every_kernel_of_an_eval_is_free_of_bank_conflicts() {
         ),
     ] {
         let out = dir.path().join(precision).display().to_string();
-        let o = Command::new(env!("CARGO_BIN_EXE_dawin"))
+        let o = Command::new(common::dawin_bin())
             .args(["eval", "--pretrained", &fixture("dawin_pt", ".safetensors")])
             .args(["--finetuned", &fixture("dawin_ft", ".safetensors")])
             .args(["--data", &fixture("dawin_data", ".safetensors")])
@@ -343,7 +343,7 @@ fn every_kernel_of_an_eval_is_free_of_bank_conflicts() {
 fn out_of_device_memory_halves_the_batch_and_keeps_results() {
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &str, mem: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dawin"));
+        let mut c = Command::new(common::dawin_bin());
         c.args(dawin_pair_args(
             out,
             &["--device", "emu", "--batch-size", "16"],

@@ -157,7 +157,7 @@ fn cli_eval_writes_the_reports_and_reuses_its_cache() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let run = |interp: &str, methods: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_dawin"))
+        let o = Command::new(common::dawin_bin())
             .args(["eval", "--pretrained"])
             .arg(fx("dawin_pt.safetensors"))
             .arg("--finetuned")
@@ -491,7 +491,7 @@ fn methods_parse() {
 }
 
 fn dawin_cli(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_dawin"))
+    let o = Command::new(common::dawin_bin())
         .args(args)
         .output()
         .unwrap();

@@ -9,7 +9,7 @@ use dawin::device::emu::{Arg, Emu, EmuOptions, parse};
 use dawin::device::{Dims, Gpu};
 
 fn emu_with(file: &str) -> Emu {
-    let path = format!("{}/tests/kernels/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = common::repo_root().join("tests/kernels").join(file);
     let src = std::fs::read_to_string(&path).unwrap();
     Emu::new(&[(file, src.as_str())], EmuOptions::default()).unwrap()
 }
@@ -39,11 +39,8 @@ fn fault(emu: &Emu, kernel: &str, block: [u32; 3], args: &[Arg]) -> String {
 
 /// Line number of the first line of `file` containing `needle`.
 fn line_of(file: &str, needle: &str) -> usize {
-    let src = std::fs::read_to_string(format!(
-        "{}/tests/kernels/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let src =
+        std::fs::read_to_string(common::repo_root().join("tests/kernels").join(file)).unwrap();
     src.lines()
         .position(|l| l.trim_start().starts_with(needle))
         .unwrap()

@@ -60,8 +60,23 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     }
 }
 
+/// The repository root: `DAWIN_REPO` when set (test executables carried to
+/// another machine, where the build path does not exist), else the build's.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("DAWIN_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The `dawin` binary under test: `DAWIN_BIN` when set, else the build's.
+pub fn dawin_bin() -> PathBuf {
+    std::env::var_os("DAWIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dawin")))
+}
+
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    repo_root().join("tests/fixtures")
 }
 
 pub fn manifest() -> Vec<serde_json::Value> {
