@@ -437,6 +437,8 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     );
     let n = o.images;
     let img = spec.channels * spec.image_size * spec.image_size;
+    crate::limits::at_most("--images", n, crate::limits::MAX_SAMPLES)?;
+    crate::limits::check_alloc("the pipeline's images", n, 4 * img)?;
     let pixels = random(n * img, 7);
     let c = spec.classes.unwrap_or(0);
     let mut engine = Engine::new(ex, &pt, &ft, o.precision)?;

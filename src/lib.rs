@@ -16,6 +16,7 @@ pub mod buf;
 pub mod device;
 pub mod error;
 pub mod exec;
+pub mod limits;
 pub mod method;
 pub mod model;
 pub mod ops;

@@ -20,6 +20,12 @@ pub struct Tensor {
 
 impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Err(Error::file(
+                path,
+                "is a directory, expected a .safetensors file",
+            ));
+        }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; a file changed underneath us while we
         // run is outside what any loader can defend against.
@@ -68,35 +74,20 @@ impl TensorFile {
         let t = st
             .tensor(name)
             .map_err(|_| Error::file(&self.path, format!("missing tensor `{name}`")))?;
-        let b = t.data();
-        let data: Vec<f32> = match t.dtype() {
-            Dtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            other => {
-                return Err(Error::file(
-                    &self.path,
-                    format!("tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16, F64"),
-                ));
-            }
-        };
+        let data =
+            f32_values(t.dtype(), t.data()).ok_or_else(|| self.not_float(name, t.dtype()))?;
         Ok(Tensor {
             shape: t.shape().to_vec(),
             data,
         })
+    }
+
+    /// The error for a tensor that should hold floats but does not.
+    pub fn not_float(&self, name: &str, dtype: Dtype) -> Error {
+        Error::file(
+            &self.path,
+            format!("tensor `{name}` has dtype {dtype:?}; supported: F32, F16, BF16, F64"),
+        )
     }
 
     /// Reads an integer tensor (labels) as i64.
@@ -126,7 +117,33 @@ impl TensorFile {
     }
 }
 
-/// Turns safetensors' parse errors into sentences a user can act on.
+/// Little-endian values of a float dtype as f32 (f16, bf16 exactly, f64
+/// rounded to nearest); `None` for any other dtype.
+pub fn f32_values(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+    let v = match dtype {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// Turns safetensors' parse errors into sentences a user can act on, naming
+/// the tensor or metadata entry at fault where there is one.
 fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError) -> Error {
     use safetensors::SafeTensorError as E;
     let msg = match e {
@@ -137,7 +154,7 @@ fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError) -> Error {
         E::InvalidHeaderLength | E::HeaderTooLarge => {
             let claimed = map
                 .get(..8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
                 .unwrap_or(0);
             format!(
                 "not a safetensors file, or truncated: the header claims {claimed} bytes but the file holds {}",
@@ -147,12 +164,108 @@ fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError) -> Error {
         E::MetadataIncompleteBuffer => {
             "truncated or padded: the tensors' data does not end where the file ends".to_string()
         }
-        E::InvalidHeader(_) | E::InvalidHeaderDeserialization(_) => {
-            "not a safetensors file: the header is not valid JSON".to_string()
-        }
+        E::InvalidHeader(_) => "not a safetensors file: the header is not UTF-8 text".to_string(),
+        E::InvalidHeaderDeserialization(err) => match header_problem(map) {
+            Some(p) => p,
+            None => format!("not a safetensors file: the header is not valid JSON ({err})"),
+        },
+        E::InvalidOffset(name) => format!(
+            "tensor `{name}`: its data offsets do not follow the previous tensor's or lie outside the file"
+        ),
+        E::TensorInvalidInfo | E::ValidationOverflow => match header_problem(map) {
+            Some(p) => p,
+            None => "a tensor's shape, dtype and data offsets do not agree".to_string(),
+        },
         other => format!("invalid safetensors file: {other}"),
     };
     Error::file(path, msg)
+}
+
+/// What is wrong with a header that is JSON but not a valid safetensors
+/// header: the first entry at fault, named.
+fn header_problem(map: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(map.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(map.get(8..8usize.checked_add(n)?)?).ok()?;
+    let entries = header.as_object()?;
+    for (name, t) in entries {
+        if name == "__metadata__" {
+            let Some(meta) = t.as_object() else {
+                return Some("`__metadata__` must be an object of strings".into());
+            };
+            if let Some((k, v)) = meta.iter().find(|(_, v)| !v.is_string()) {
+                return Some(format!(
+                    "metadata `{k}` is {v}, but safetensors metadata values must be strings (write \"{}\")",
+                    v.to_string().trim_matches('"')
+                ));
+            }
+            continue;
+        }
+        if let Some(p) = tensor_problem(name, t) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The fault of one tensor entry of a header, if any.
+fn tensor_problem(name: &str, t: &serde_json::Value) -> Option<String> {
+    const DTYPES: [(&str, usize); 12] = [
+        ("BOOL", 1),
+        ("U8", 1),
+        ("I8", 1),
+        ("F8_E5M2", 1),
+        ("F8_E4M3", 1),
+        ("I16", 2),
+        ("U16", 2),
+        ("F16", 2),
+        ("BF16", 2),
+        ("I32", 4),
+        ("F32", 4),
+        ("F64", 8),
+    ];
+    let dtype = t.get("dtype").and_then(|d| d.as_str());
+    let size = match dtype {
+        Some("I64") | Some("U64") => 8,
+        Some("U32") => 4,
+        Some(d) => match DTYPES.iter().find(|(k, _)| *k == d) {
+            Some((_, s)) => *s,
+            None => return Some(format!("tensor `{name}` has an unknown dtype \"{d}\"")),
+        },
+        None => return Some(format!("tensor `{name}` has no dtype")),
+    };
+    let shape: Option<Vec<u64>> = t
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+    let Some(shape) = shape else {
+        return Some(format!("tensor `{name}`: its shape is not a list of sizes"));
+    };
+    let offsets: Option<Vec<u64>> = t
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+    let Some([a, b]) = offsets
+        .as_deref()
+        .map(|o| o.to_vec())
+        .and_then(|o| <[u64; 2]>::try_from(o).ok())
+    else {
+        return Some(format!(
+            "tensor `{name}`: `data_offsets` must be two byte offsets"
+        ));
+    };
+    let bytes = shape
+        .iter()
+        .try_fold(size as u64, |acc, &d| acc.checked_mul(d));
+    match bytes {
+        None => Some(format!("tensor `{name}`: its shape {shape:?} overflows")),
+        Some(n) if b < a || b - a != n => Some(format!(
+            "tensor `{name}`: shape {shape:?} of {} needs {n} bytes, but its data offsets [{a}, {b}] hold {}",
+            dtype.unwrap_or("?"),
+            b.saturating_sub(a)
+        )),
+        _ => None,
+    }
 }
 
 fn view<'a>(path: &Path, dtype: Dtype, shape: &[usize], bytes: &'a [u8]) -> Result<TensorView<'a>> {
@@ -214,8 +327,49 @@ pub fn write_f32_with_labels(path: &Path, pixels: &Tensor, labels: &[i64]) -> Re
     serialize(path, views, None)
 }
 
+/// Writes `bytes` to `path` through a temporary file beside it and a
+/// rename, so a failure never leaves a half-written output (nor the
+/// temporary file). Errors name `path`, the file the user asked for.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    check_output(path)?;
+    let tmp = temp_beside(path);
+    let written = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// A temporary name beside `path`, unique to this process.
+fn temp_beside(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp~", std::process::id()))
+}
+
+/// Checks, before any long work, that `path` can be written as a file: not
+/// a directory, in a folder that exists.
+pub fn check_output(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::file(
+            path,
+            "is a directory; give a file name to write",
+        ));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::file(
+            path,
+            format!(
+                "cannot be written: the folder {} does not exist",
+                parent.display()
+            ),
+        ));
+    }
+    Ok(())
 }

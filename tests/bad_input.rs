@@ -147,6 +147,7 @@ fn bad_metadata_and_heads_that_do_not_divide() {
         Overrides {
             heads: Some(5),
             act: None,
+            ..Overrides::default()
         },
     )
     .unwrap_err()
@@ -160,6 +161,7 @@ fn bad_metadata_and_heads_that_do_not_divide() {
         Overrides {
             heads: Some(4),
             act: Some(dawin::model::Act::Gelu),
+            ..Overrides::default()
         },
     )
     .unwrap();
@@ -170,6 +172,7 @@ fn bad_metadata_and_heads_that_do_not_divide() {
         Overrides {
             heads: Some(2),
             act: None,
+            ..Overrides::default()
         },
     )
     .unwrap();

@@ -3,6 +3,7 @@
 use clap::Args;
 use dawin::bench::BenchOptions;
 use dawin::exec::{self, DeviceKind, Executor};
+use dawin::method::data::LabelOrder;
 use dawin::method::eval::EvalOptions;
 use dawin::method::interp::Interp;
 use dawin::method::lambda::LambdaRule;
@@ -44,6 +45,11 @@ pub struct DataArgs {
     /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
+    /// How the class folders of an image folder are numbered: by sorted
+    /// name (torchvision's ImageFolder) or by the number each is named
+    /// (ImageNetV2's 0…999).
+    #[arg(long, value_enum, default_value_t = LabelOrder::Sorted)]
+    pub label_order: LabelOrder,
     /// Hide progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -74,6 +80,7 @@ impl DataArgs {
             shard: self.shard,
             progress: !self.quiet,
             precision: self.run.precision,
+            label_order: self.label_order,
             ..EvalOptions::default()
         })
     }
@@ -127,6 +134,10 @@ pub struct ArchFlags {
     /// MLP activation (default: the file's metadata, else quick_gelu).
     #[arg(long, value_enum)]
     pub act: Option<Act>,
+    /// Run checkpoints whose weights hold NaN or Inf (with a warning naming
+    /// the tensors) instead of refusing them.
+    #[arg(long)]
+    pub allow_non_finite: bool,
 }
 
 impl ArchFlags {
@@ -134,6 +145,7 @@ impl ArchFlags {
         Overrides {
             heads: self.heads,
             act: self.act,
+            allow_non_finite: self.allow_non_finite,
         }
     }
 }
@@ -273,7 +285,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: Option<u64>,
     /// Images through the pipeline per repeat (default: the batch).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub images: Option<u64>,
     /// Which part to run.
     #[arg(long, value_enum, default_value_t = Suite::All)]

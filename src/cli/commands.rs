@@ -33,13 +33,14 @@ pub fn run(cmd: Cmd) -> Result<()> {
             per_class,
             device,
             quiet,
-        } => run_demo(&out_dir, per_class, device, quiet),
+        } => run_demo(&out_dir, per_class as usize, device, quiet),
         Cmd::PlotWise {
             id,
             ood,
             out,
             title,
         } => {
+            dawin::tensorfile::check_output(&out)?;
             report::plot_wise(&id, &ood, &title, &out)?;
             println!("-> {}", out.display());
             Ok(())
@@ -49,13 +50,22 @@ pub fn run(cmd: Cmd) -> Result<()> {
             per_class,
             seed,
         } => {
-            for p in synth::write_domains(&out, per_class, seed)? {
+            for p in synth::write_domains(&out, per_class as usize, seed)? {
                 eprintln!("{per_class} images per class -> {}", p.display());
             }
             Ok(())
         }
-        Cmd::Merge { inputs, out } => run_merge(&inputs, &out),
-        Cmd::Preprocess { paths, size, out } => run_preprocess(&paths, size, &out),
+        Cmd::Merge {
+            inputs,
+            out,
+            allow_partial,
+        } => run_merge(&inputs, &out, allow_partial),
+        Cmd::Preprocess {
+            paths,
+            size,
+            out,
+            label_order,
+        } => run_preprocess(&paths, size as usize, &out, label_order),
         Cmd::Bench(a) => run_bench(a.device, &a.options(), a.json.clone()),
     }
 }
@@ -71,6 +81,7 @@ fn load_model(path: &Path, arch: ArchFlags) -> Result<Model> {
 }
 
 fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlags) -> Result<()> {
+    dawin::tensorfile::check_output(out)?;
     let m = load_model(model, arch)?;
     let ex = run.open()?;
     let batch = run.batch_size as usize;
@@ -114,7 +125,7 @@ fn run_expertise(c: &DataArgs) -> Result<()> {
     let ex = c.run.open()?;
     let r = eval::run_expertise(&opts, ex.as_ref())?;
     let out = opts.out_dir.join("expertise.safetensors");
-    shard::write_expertise(&out, &r, c.shard)?;
+    shard::write_expertise(&out, &r)?;
     println!(
         "entropies of {} samples -> {}",
         r.indices.len(),
@@ -140,28 +151,34 @@ fn run_mtl(o: &mtl::MtlOptions, run: RunFlags) -> Result<()> {
     run.report(ex.as_ref())
 }
 
-fn run_merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
+fn run_merge(inputs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<()> {
     let refs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
     let json = inputs
         .iter()
         .all(|p| p.extension().is_some_and(|e| e == "json"));
     if json {
-        let m = shard::merge_summaries(&refs, out)?;
+        let m = shard::merge_summaries(&refs, out, allow_partial)?;
         let order: Vec<String> = m["methods"]
             .as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
         print!("{}", report::table(&order, &m));
     } else {
-        let readable = shard::merge_expertise(&refs, out)?;
+        let readable = shard::merge_expertise(&refs, out, allow_partial)?;
         println!("merged expertise of {readable} readable samples");
     }
     println!("-> {}", out.display());
     Ok(())
 }
 
-fn run_preprocess(paths: &[PathBuf], size: usize, out: &Path) -> Result<()> {
-    let p = data::preprocess_paths(paths, size, true)?;
+fn run_preprocess(
+    paths: &[PathBuf],
+    size: usize,
+    out: &Path,
+    order: data::LabelOrder,
+) -> Result<()> {
+    dawin::tensorfile::check_output(out)?;
+    let p = data::preprocess_paths(paths, size, order, true)?;
     let n = p.labels.len();
     let px = Tensor {
         shape: vec![n, 3, size, size],
@@ -173,6 +190,9 @@ fn run_preprocess(paths: &[PathBuf], size: usize, out: &Path) -> Result<()> {
 }
 
 fn run_bench(device: DeviceKind, o: &BenchOptions, json: Option<PathBuf>) -> Result<()> {
+    if let Some(p) = &json {
+        dawin::tensorfile::check_output(p)?;
+    }
     let ex = exec::open(device)?;
     let quick = if o.quick { " (quick shapes)" } else { "" };
     eprintln!("benchmarking {}{quick}", ex.name());

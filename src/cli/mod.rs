@@ -7,6 +7,7 @@ pub mod commands;
 use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
 use clap::{Parser, Subcommand};
 use dawin::exec::DeviceKind;
+use dawin::method::data::LabelOrder;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -81,8 +82,8 @@ pub enum Cmd {
         #[arg(long, default_value = "target/dawin-demo")]
         out_dir: PathBuf,
         /// Images per class and domain.
-        #[arg(long, default_value_t = 100)]
-        per_class: usize,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        per_class: u32,
         /// Executor (default: cuda if available, else cpu).
         #[arg(long, value_enum)]
         device: Option<DeviceKind>,
@@ -115,8 +116,8 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
         /// Images per class and domain.
-        #[arg(long, default_value_t = 100)]
-        per_class: usize,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        per_class: u32,
         /// Seed (the demo evaluates on seed 1000, so train on others).
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -139,6 +140,11 @@ pub enum Cmd {
         /// Merged output file.
         #[arg(long)]
         out: PathBuf,
+        /// Merge the shards given even when some of the split are missing
+        /// (the merged file or summary then says it is partial and which
+        /// shards it holds).
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Benchmark the kernels and the DaWin pipeline on one executor.
     ///
@@ -162,10 +168,14 @@ pub enum Cmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Output side length (the model's input size, e.g. 224).
-        #[arg(long)]
-        size: usize,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8192))]
+        size: u32,
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+        /// How class folders are numbered: by sorted name (torchvision's
+        /// ImageFolder) or by the number each folder is named (ImageNetV2).
+        #[arg(long, value_enum, default_value_t = LabelOrder::Sorted)]
+        label_order: LabelOrder,
     },
 }

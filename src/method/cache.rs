@@ -1,13 +1,13 @@
 //! The cache of the expertise pass: raw logits per model for one shard,
-//! kept in the output folder and keyed by a hash of both model files, the
-//! data, the shard and every setting that changes the logits. A rerun with
-//! other methods or strategies reuses it; a cache from other models or data
-//! is ignored.
+//! kept in the output folder and keyed by the content hashes of both models
+//! and the data, the shard and every setting that changes the logits. A
+//! rerun with other methods or strategies reuses it; a cache from other
+//! models or data is ignored. A cache with the right key is still checked
+//! (every tensor's checksum, shape and values) before it is trusted; one
+//! that fails is recomputed, with a one-line notice.
 
-use super::data::Dataset;
-use crate::error::{Error, Result};
-use crate::model::device::Precision;
-use crate::model::{ModelSpec, Overrides};
+use crate::error::Result;
+use crate::model::ModelSpec;
 use crate::tensorfile::{Tensor, TensorFile, write_f32};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -21,38 +21,37 @@ pub struct Cache {
 
 /// What the logits of a shard depend on.
 pub struct KeyInputs<'a> {
-    pub pretrained: &'a Path,
-    pub finetuned: &'a Path,
-    pub data: &'a Dataset,
+    /// Content hashes of the pretrained and fine-tuned checkpoints.
+    pub models: (&'a str, &'a str),
+    /// The data's content fingerprint.
+    pub data: &'a str,
     pub shard: Range<usize>,
     pub spec: &'a ModelSpec,
-    pub overrides: Overrides,
-    pub precision: Precision,
+    /// The settings that change logits (precision, model flags, ...).
+    pub settings: serde_json::Value,
 }
 
 /// The cache key of `k`.
-pub fn key(k: &KeyInputs) -> Result<String> {
+pub fn key(k: &KeyInputs) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for p in [k.pretrained, k.finetuned] {
-        h.update(file_hash(p)?.as_bytes());
+    for part in [k.models.0, k.models.1, k.data] {
+        h.update(part.as_bytes());
     }
-    h.update(k.data.fingerprint().as_bytes());
     let s = k.spec;
     let settings = format!(
-        "{:?}|{}|{}|{}|{:?}",
-        k.shard, s.heads, s.act, s.ln_eps, k.overrides
+        "{:?}|{}|{}|{}|{}",
+        k.shard, s.heads, s.act, s.ln_eps, k.settings
     );
     h.update(settings.as_bytes());
-    // f32 keys stay as they were, so existing caches remain valid.
-    if k.precision != Precision::F32 {
-        h.update(format!("|{}", k.precision).as_bytes());
-    }
-    Ok(format!("{:032x}", h.digest128()))
+    format!("{:032x}", h.digest128())
 }
 
-fn file_hash(path: &Path) -> Result<String> {
-    let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&b)))
+/// The checksum of a tensor's values, kept in the cache's metadata.
+fn checksum(v: &[f32]) -> String {
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(bytemuck::cast_slice(v))
+    )
 }
 
 impl Cache {
@@ -63,24 +62,53 @@ impl Cache {
         }
     }
 
-    /// The cache at `path` if its key is `key`.
-    pub fn load(path: &Path, key: &str) -> Option<Cache> {
-        let f = TensorFile::open(path).ok()?;
-        if f.metadata().get("key").map(String::as_str) != Some(key) {
-            return None;
+    /// The cache at `path` if its key is `key` and every tensor is intact
+    /// for `n` samples of `classes` logits; `Err` says why one with the
+    /// right key cannot be trusted; `Ok(None)` when there is no usable one.
+    pub fn load(
+        path: &Path,
+        key: &str,
+        n: usize,
+        classes: usize,
+    ) -> std::result::Result<Option<Cache>, String> {
+        let Ok(f) = TensorFile::open(path) else {
+            return Ok(None);
+        };
+        let meta = f.metadata();
+        if meta.get("key").map(String::as_str) != Some(key) {
+            return Ok(None);
         }
-        let tensors = f
-            .names()
-            .into_iter()
-            .filter_map(|n| f.read_f32(&n).ok().map(|t| (n, t.data)))
-            .collect();
-        Some(Cache {
+        let mut tensors = HashMap::new();
+        for name in f.names() {
+            let t = f.read_f32(&name).map_err(|e| e.to_string())?;
+            if meta.get(&format!("xxh3:{name}")) != Some(&checksum(&t.data)) {
+                return Err(format!("`{name}` does not match its checksum"));
+            }
+            check_tensor(&name, &t.data, n, classes)?;
+            tensors.insert(name, t.data);
+        }
+        if let Some(valid) = tensors.get("valid") {
+            for (name, v) in tensors.iter().filter(|(k, _)| k.starts_with("logits")) {
+                let bad = (0..n).find(|&j| {
+                    valid[j] > 0.5
+                        && v[j * classes..(j + 1) * classes]
+                            .iter()
+                            .any(|x| !x.is_finite())
+                });
+                if let Some(j) = bad {
+                    return Err(format!(
+                        "`{name}` holds non-finite logits for readable sample {j}"
+                    ));
+                }
+            }
+        }
+        Ok(Some(Cache {
             key: key.to_string(),
             tensors,
-        })
+        }))
     }
 
-    /// Writes every tensor as `[n]` or `[n, cols]`.
+    /// Writes every tensor as `[n]` or `[n, cols]`, with its checksum.
     pub fn save(&self, path: &Path, n: usize) -> Result<()> {
         let owned: Vec<(String, Tensor)> = self
             .tensors
@@ -96,7 +124,35 @@ impl Cache {
             })
             .collect();
         let refs: Vec<(&str, &Tensor)> = owned.iter().map(|(k, t)| (k.as_str(), t)).collect();
-        let meta = HashMap::from([("key".to_string(), self.key.clone())]);
+        let mut meta = HashMap::from([("key".to_string(), self.key.clone())]);
+        for (k, v) in &self.tensors {
+            meta.insert(format!("xxh3:{k}"), checksum(v));
+        }
         write_f32(path, &refs, Some(meta))
     }
+}
+
+/// A cached tensor has the shape of its kind: `valid` one 0/1 per sample,
+/// logits `classes` per sample.
+fn check_tensor(
+    name: &str,
+    v: &[f32],
+    n: usize,
+    classes: usize,
+) -> std::result::Result<(), String> {
+    if name == "valid" {
+        if v.len() != n || v.iter().any(|x| *x != 0.0 && *x != 1.0) {
+            return Err(format!("`valid` is not one 0 or 1 for each of {n} samples"));
+        }
+    } else if name.starts_with("logits") {
+        if v.len() != n * classes {
+            return Err(format!(
+                "`{name}` holds {} values, not {classes} logits for each of {n} samples",
+                v.len()
+            ));
+        }
+    } else {
+        return Err(format!("unexpected tensor `{name}`"));
+    }
+    Ok(())
 }

@@ -1,17 +1,34 @@
-//! Evaluation data: a safetensors file (`pixel_values` f32 [N,3,S,S],
-//! `labels` i64 [N]) or an image folder (one subfolder per class, classes
-//! indexed by sorted folder name, jpg/png inside), streamed in batches with
+//! Evaluation data: a safetensors file (`pixel_values` [N,3,S,S] in any
+//! float dtype, `labels` i64 [N]) or an image folder read the way
+//! torchvision's `ImageFolder` reads one (one subfolder per class, classes
+//! indexed by sorted folder name, images found recursively inside each,
+//! extensions matched case-insensitively), streamed in batches with
 //! decoding on a background thread so it overlaps compute.
 
 use super::preprocess;
 use crate::error::{Error, Result};
-use crate::tensorfile::TensorFile;
+use crate::tensorfile::{TensorFile, f32_values};
 use rayon::prelude::*;
+use safetensors::Dtype;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+/// How the class folders of an image folder are numbered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelOrder {
+    /// By sorted folder name, as torchvision's `ImageFolder`.
+    #[default]
+    Sorted,
+    /// Each folder is named by its class index (ImageNetV2's `0`…`999`).
+    Numeric,
+}
+
 enum Source {
-    Tensors(TensorFile),
-    Folder { paths: Vec<PathBuf> },
+    /// The file and the dtype of its `pixel_values`.
+    Tensors(TensorFile, Dtype),
+    Folder {
+        paths: Vec<PathBuf>,
+    },
 }
 
 pub struct Dataset {
@@ -20,8 +37,12 @@ pub struct Dataset {
     pub labels: Vec<i64>,
     /// Image side in pixels (the model's input size for folders).
     pub size: usize,
-    /// Class names (folder names) when known.
+    /// Class names (folder names) when known, by label.
     pub classes: Vec<String>,
+    /// Files of an image folder that are not images (path, reason).
+    pub skipped_files: Vec<(PathBuf, String)>,
+    /// What the user should know about the folder (empty classes, ...).
+    pub warnings: Vec<String>,
 }
 
 /// One decoded batch: the dataset indices it holds (unreadable images are
@@ -32,22 +53,40 @@ pub struct Batch {
     pub failed: Vec<(usize, String)>,
 }
 
-const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "JPEG"];
+/// Whether the `image` crate of this build decodes files with this
+/// extension (any case).
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(image::ImageFormat::from_extension)
+        .is_some_and(|f| f.reading_enabled())
+}
 
 impl Dataset {
     /// Opens `path`; `size` is the model's input size (used for folders, and
     /// checked against tensor files).
     pub fn open(path: &Path, size: usize) -> Result<Dataset> {
+        Self::open_with(path, size, LabelOrder::Sorted)
+    }
+
+    /// [`Dataset::open`] with the class numbering of image folders.
+    pub fn open_with(path: &Path, size: usize, order: LabelOrder) -> Result<Dataset> {
         if path.is_dir() {
-            return Self::open_folder(path, size);
+            return Self::open_folder(path, size, order);
         }
         let f = TensorFile::open(path)?;
-        let shape = f.shape("pixel_values").ok_or_else(|| {
-            Error::file(
+        let st = f.tensors();
+        let px = st
+            .tensor("pixel_values")
+            .map_err(|_| Error::file(path, "missing tensor `pixel_values` (expected [N,3,S,S])"))?;
+        let (dtype, shape) = (px.dtype(), px.shape().to_vec());
+        if f32_values(dtype, &[]).is_none() {
+            return Err(Error::file(
                 path,
-                "missing tensor `pixel_values` (expected f32 [N,3,S,S])",
-            )
-        })?;
+                format!(
+                    "`pixel_values` has dtype {dtype:?}: pixels must be floats (F32, F16, BF16 or F64), normalised as CLIP expects; run `dawin preprocess`"
+                ),
+            ));
+        }
         let [n, c, h, w] = shape[..] else {
             return Err(Error::file(
                 path,
@@ -75,51 +114,84 @@ impl Dataset {
                 format!("`labels` has shape {lshape:?}, expected [{n}]"),
             ));
         }
+        drop(st);
         Ok(Dataset {
             path: path.to_path_buf(),
-            source: Source::Tensors(f),
+            source: Source::Tensors(f, dtype),
             labels,
             size,
             classes: vec![],
+            skipped_files: vec![],
+            warnings: vec![],
         })
     }
 
-    fn open_folder(path: &Path, size: usize) -> Result<Dataset> {
-        let rd = |p: &Path| std::fs::read_dir(p).map_err(|e| Error::io(p, e));
-        let mut classes: Vec<(String, PathBuf)> = rd(path)?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| (e.file_name().to_string_lossy().to_string(), e.path()))
+    fn open_folder(path: &Path, size: usize, order: LabelOrder) -> Result<Dataset> {
+        let mut classes: Vec<(String, PathBuf)> = read_dir(path)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .map(|p| {
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string(),
+                    p,
+                )
+            })
             .collect();
         classes.sort();
         if classes.is_empty() {
             return Err(Error::file(
                 path,
-                "no class subfolders (expected one folder per class holding jpg/png)",
+                "no class subfolders (expected one folder per class holding images)",
             ));
         }
-        let mut paths = Vec::new();
-        let mut labels = Vec::new();
-        for (ci, (_, dir)) in classes.iter().enumerate() {
-            let mut files: Vec<PathBuf> = rd(dir)?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|x| IMAGE_EXTS.contains(&x.to_string_lossy().as_ref()))
-                })
-                .collect();
-            files.sort();
-            labels.extend(std::iter::repeat_n(ci as i64, files.len()));
-            paths.extend(files);
-        }
-        Ok(Dataset {
+        let ids = class_ids(path, &classes, order)?;
+        let mut d = Dataset {
             path: path.to_path_buf(),
-            source: Source::Folder { paths },
-            labels,
+            source: Source::Folder { paths: vec![] },
+            labels: vec![],
             size,
-            classes: classes.into_iter().map(|c| c.0).collect(),
-        })
+            classes: vec![],
+            skipped_files: vec![],
+            warnings: vec![],
+        };
+        let mut paths = Vec::new();
+        for ((name, dir), id) in classes.iter().zip(&ids) {
+            let mut files = Vec::new();
+            walk(dir, &mut HashSet::new(), &mut files)?;
+            // ImageFolder's order: sorted by folder path, then file name, as strings.
+            files.sort_by_cached_key(|(dir, f)| {
+                let name = f
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                (dir.to_string_lossy().to_string(), name)
+            });
+            let (images, other): (Vec<_>, Vec<_>) =
+                files.into_iter().partition(|(_, f)| is_image(f));
+            d.skipped_files.extend(other.into_iter().map(|(_, f)| {
+                (
+                    f,
+                    "not an image file this build decodes (by its extension)".to_string(),
+                )
+            }));
+            if images.is_empty() {
+                d.warnings
+                    .push(format!("class folder `{name}` (label {id}) holds no image"));
+            }
+            d.labels.extend(std::iter::repeat_n(*id, images.len()));
+            paths.extend(images.into_iter().map(|(_, f)| f));
+        }
+        let n_classes = ids.iter().max().map_or(0, |m| *m as usize + 1);
+        d.classes = vec![String::new(); n_classes];
+        for ((name, _), id) in classes.into_iter().zip(ids) {
+            d.classes[id as usize] = name;
+        }
+        d.source = Source::Folder { paths };
+        Ok(d)
     }
 
     /// A data set for a `classes`-class label space: not empty, and every
@@ -153,37 +225,50 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Whether the samples come from an image folder (they have paths).
+    pub fn is_folder(&self) -> bool {
+        matches!(self.source, Source::Folder { .. })
+    }
+
+    /// The file of sample `i` of an image folder.
+    pub fn sample_path(&self, i: usize) -> Option<&Path> {
+        match &self.source {
+            Source::Folder { paths } => paths.get(i).map(|p| p.as_path()),
+            Source::Tensors(..) => None,
+        }
+    }
+
     /// Where sample `i` comes from, for messages.
     pub fn describe(&self, i: usize) -> String {
         match &self.source {
-            Source::Tensors(_) => format!("{} sample {i}", self.path.display()),
+            Source::Tensors(..) => format!("{} sample {i}", self.path.display()),
             Source::Folder { paths } => paths[i].display().to_string(),
         }
     }
 
-    /// A cheap fingerprint of the data for cache validation.
+    /// A hash of the data's content (every byte of the file, or of every
+    /// image of the folder with its place in it), the size the images are
+    /// read at and the labels: a changed byte changes it.
     pub fn fingerprint(&self) -> String {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         match &self.source {
-            Source::Tensors(f) => {
-                h.update(f.path().to_string_lossy().as_bytes());
-                if let Ok(b) = std::fs::read(f.path()) {
-                    h.update(&b);
-                }
-            }
+            Source::Tensors(f, _) => match std::fs::read(f.path()) {
+                Ok(b) => h.update(&b),
+                Err(e) => h.update(format!("unreadable: {e}").as_bytes()),
+            },
             Source::Folder { paths } => {
                 for p in paths {
-                    h.update(p.to_string_lossy().as_bytes());
-                    if let Ok(m) = std::fs::metadata(p) {
-                        h.update(&m.len().to_le_bytes());
-                        if let Ok(t) = m.modified() {
-                            h.update(format!("{t:?}").as_bytes());
-                        }
+                    let rel = p.strip_prefix(&self.path).unwrap_or(p);
+                    h.update(rel.to_string_lossy().as_bytes());
+                    match std::fs::read(p) {
+                        Ok(b) => h.update(&xxhash_rust::xxh3::xxh3_128(&b).to_le_bytes()),
+                        Err(e) => h.update(format!("unreadable: {e}").as_bytes()),
                     }
                 }
             }
         }
         h.update(&(self.size as u64).to_le_bytes());
+        h.update(bytemuck::cast_slice(&self.labels));
         format!("{:032x}", h.digest128())
     }
 
@@ -191,17 +276,14 @@ impl Dataset {
     pub fn load(&self, indices: &[usize]) -> Batch {
         let img = 3 * self.size * self.size;
         match &self.source {
-            Source::Tensors(f) => {
+            Source::Tensors(f, dtype) => {
                 let st = f.tensors();
-                let t = st.tensor("pixel_values").expect("checked in open");
-                let bytes = t.data();
+                let bytes = st.tensor("pixel_values").expect("checked in open").data();
+                let el = bytes.len() / (self.len() * img).max(1);
                 let mut pixels = Vec::with_capacity(indices.len() * img);
                 for &i in indices {
-                    let b = &bytes[i * img * 4..(i + 1) * img * 4];
-                    pixels.extend(
-                        b.chunks_exact(4)
-                            .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
-                    );
+                    let b = &bytes[i * img * el..(i + 1) * img * el];
+                    pixels.extend(f32_values(*dtype, b).expect("a float dtype, checked in open"));
                 }
                 Batch {
                     indices: indices.to_vec(),
@@ -265,6 +347,60 @@ impl Dataset {
     }
 }
 
+/// The entries of a folder, or an error naming it.
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+}
+
+/// Every file below `dir`, following links as `ImageFolder` does (a folder
+/// reached twice, a link loop, is walked once), each with its folder for
+/// `ImageFolder`'s order: by folder, then by name.
+fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<(PathBuf, PathBuf)>) -> Result<()> {
+    let real = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    if !seen.insert(real) {
+        return Ok(());
+    }
+    for p in read_dir(dir)? {
+        if p.is_dir() {
+            walk(&p, seen, out)?;
+        } else if p.is_file() {
+            out.push((dir.to_path_buf(), p));
+        }
+    }
+    Ok(())
+}
+
+/// The label of each class folder (`classes` sorted by name).
+fn class_ids(root: &Path, classes: &[(String, PathBuf)], order: LabelOrder) -> Result<Vec<i64>> {
+    match order {
+        LabelOrder::Sorted => Ok((0..classes.len() as i64).collect()),
+        LabelOrder::Numeric => {
+            let mut seen = HashSet::new();
+            classes
+                .iter()
+                .map(|(name, _)| {
+                    let id = name.parse::<u32>().map_err(|_| {
+                        Error::file(
+                            root,
+                            format!(
+                                "--label-order numeric: class folder `{name}` is not a class index"
+                            ),
+                        )
+                    })?;
+                    if !seen.insert(id) {
+                        return Err(Error::file(
+                            root,
+                            format!("two class folders have index {id}"),
+                        ));
+                    }
+                    Ok(id as i64)
+                })
+                .collect()
+        }
+    }
+}
+
 /// What `dawin preprocess` produced: pixels `[n,3,size,size]`, labels
 /// (−1 for single images) and how many images could not be read.
 pub struct Preprocessed {
@@ -279,6 +415,7 @@ pub struct Preprocessed {
 pub fn preprocess_paths(
     paths: &[std::path::PathBuf],
     size: usize,
+    order: LabelOrder,
     progress: bool,
 ) -> Result<Preprocessed> {
     if size == 0 {
@@ -303,7 +440,15 @@ pub fn preprocess_paths(
             }
             continue;
         }
-        let d = Dataset::open(p, size)?;
+        let d = Dataset::open_with(p, size, order)?;
+        for w in &d.warnings {
+            eprintln!("warning: {}: {w}", p.display());
+        }
+        for (f, why) in &d.skipped_files {
+            eprintln!("warning: skipped {}: {why}", f.display());
+            out.skipped += 1;
+        }
+        crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;
         let all: Vec<usize> = (0..d.len()).collect();
         let pb = super::progress::progress_bar(all.len(), "preprocess", progress);
         d.for_each_batch(&all, 64, |b| {

@@ -35,6 +35,7 @@ pub const ROWS: [&str; 6] = [
 ];
 
 pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> Result<DemoResult> {
+    crate::limits::check_alloc("one domain's images", per_class * 10, 4 * 3 * SIZE * SIZE)?;
     let models = out.join("models");
     std::fs::create_dir_all(&models).map_err(|e| Error::io(&models, e))?;
     let (pt, ft) = (
@@ -67,10 +68,12 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
             ..EvalOptions::default()
         };
         let exact = eval::run(&o, ex)?;
+        // The bmm run reuses the expertise pass the first one cached, and
+        // reports into its own folder (other settings: its own result set).
         o.interp = Interp::Bmm(3);
         o.methods = vec![Method::Dawin];
-        // The expertise pass comes from the cache written by the first run;
-        // the bmm run's reports (with the mixture) replace the first ones.
+        o.cache = Some(dir.join("cache.safetensors"));
+        o.out_dir = dir.join("bmm");
         let bmm = eval::run(&o, ex)?;
         let acc = |r: &eval::EvalResult, m: &str| {
             r.summary["methods"][m]["accuracy"]

@@ -4,84 +4,25 @@
 //! reports.
 
 use super::bmm::BetaMixture;
-use super::cache::{self, KeyInputs};
-use super::data::Dataset;
-use super::engine::{Engine, load_pair};
+use super::engine::Engine;
 use super::entropy::{entropies, warn_nan};
-use super::expertise::{Samples, expertise_pass};
-use super::interp::{Groups, Interp, Pass, dawin_logits};
-use super::lambda::{self, Entropies, LambdaRule};
+use super::expertise::Samples;
+use super::interp::{Groups, Interp, dawin_logits};
+use super::lambda::{self, Entropies};
 use super::methods::{Logits, Method, predictions};
-use super::projection::Projection;
 use super::report;
-use super::shard::{self, ExpertiseResult, read_expertise};
-use crate::error::{Error, Result};
+use super::samples_csv;
+use super::setup::{Setup, check_expertise_from, skipped_lines};
+use super::shard::{ExpertiseResult, read_expertise};
+use crate::error::Result;
 use crate::exec::Executor;
-use crate::model::device::Precision;
-use crate::model::{Model, Overrides};
+use crate::tensorfile::write_atomic;
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub struct EvalOptions {
-    pub pretrained: PathBuf,
-    pub finetuned: PathBuf,
-    pub data: PathBuf,
-    pub out_dir: PathBuf,
-    pub batch_size: usize,
-    /// How λ is set per sample (`--expertise`).
-    pub rule: LambdaRule,
-    pub temperature: (f32, f32),
-    /// How DaWin's per-sample models are evaluated (`--interp`).
-    pub interp: Interp,
-    pub methods: Vec<Method>,
-    pub projection: Projection,
-    pub overrides: Overrides,
-    /// (i, n): evaluate the i-th (0-based) of n contiguous slices.
-    pub shard: Option<(usize, usize)>,
-    /// Whole-set expertise from `dawin merge` (entropies of every sample).
-    pub expertise_from: Option<PathBuf>,
-    pub progress: bool,
-    /// Seed of the Beta-mixture initialisation.
-    pub seed: u64,
-    /// Arithmetic of the transformer blocks.
-    pub precision: Precision,
-}
-
-impl Default for EvalOptions {
-    /// The command line's defaults, with empty paths.
-    fn default() -> Self {
-        EvalOptions {
-            pretrained: PathBuf::new(),
-            finetuned: PathBuf::new(),
-            data: PathBuf::new(),
-            out_dir: PathBuf::new(),
-            batch_size: 64,
-            rule: LambdaRule::Entropy,
-            temperature: (1.0, 1.0),
-            interp: Interp::Exact,
-            methods: Method::parse_list("all").expect("a valid list"),
-            projection: Projection::None,
-            overrides: Overrides::default(),
-            shard: None,
-            expertise_from: None,
-            progress: true,
-            seed: 1,
-            precision: Precision::F32,
-        }
-    }
-}
-
-impl EvalOptions {
-    /// How the passes over the data run.
-    fn pass(&self) -> Pass {
-        Pass {
-            batch_size: self.batch_size,
-            progress: self.progress,
-        }
-    }
-}
+pub use super::options::EvalOptions;
 
 /// Everything `eval` computed, also written to the output folder.
 pub struct EvalResult {
@@ -94,74 +35,6 @@ pub struct EvalResult {
     pub dawin_logits: Option<Vec<f32>>,
     pub predictions: BTreeMap<String, Vec<usize>>,
     pub table: String,
-}
-
-/// What a run opened: both models, the data, its shard and label space.
-struct Setup {
-    pt: Model,
-    ft: Model,
-    data: Dataset,
-    /// Classes of the heads, and after the projection.
-    classes_raw: usize,
-    classes: usize,
-    shard: Range<usize>,
-}
-
-impl Setup {
-    fn open(o: &EvalOptions) -> Result<Setup> {
-        let (pt, ft) = load_pair(&o.pretrained, &o.finetuned, o.overrides)?;
-        let classes_raw = pt.spec.classes.unwrap_or(0);
-        o.projection.check(classes_raw)?;
-        let classes = o.projection.out_classes(classes_raw);
-        let data = Dataset::open(&o.data, pt.spec.image_size)?;
-        data.check_labels(classes)?;
-        let shard = shard::range(o.shard, data.len())?;
-        std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
-        Ok(Setup {
-            pt,
-            ft,
-            data,
-            classes_raw,
-            classes,
-            shard,
-        })
-    }
-
-    /// The expertise pass for the WiSE-FT `alphas`, through the cache in
-    /// the output folder: whether the cache held it all, and the evaluated
-    /// samples with their logits.
-    fn expertise(
-        &self,
-        engine: &mut Engine,
-        o: &EvalOptions,
-        alphas: &[f32],
-    ) -> Result<(bool, Samples)> {
-        let key = cache::key(&KeyInputs {
-            pretrained: &o.pretrained,
-            finetuned: &o.finetuned,
-            data: &self.data,
-            shard: self.shard.clone(),
-            spec: &self.pt.spec,
-            overrides: o.overrides,
-            precision: o.precision,
-        })?;
-        let path = o.out_dir.join("cache.safetensors");
-        let pass = o.pass();
-        let e = expertise_pass(
-            engine,
-            &self.data,
-            self.shard.clone(),
-            alphas,
-            (key, &path),
-            pass,
-        )?;
-        for (i, err) in &e.failed {
-            eprintln!("warning: skipped {}: {err}", self.data.describe(*i));
-        }
-        let c = self.classes_raw;
-        let smp = Samples::select(&e, &self.data, &self.shard, c, &o.projection, alphas)?;
-        Ok((e.cache_hit, smp))
-    }
 }
 
 /// Both models' entropies on the evaluated samples (NaN rows reported).
@@ -304,11 +177,14 @@ struct Lambdas {
 
 fn lambda_phase(ex: &dyn Executor, o: &EvalOptions, s: &Setup, smp: &Samples) -> Result<Lambdas> {
     let _phase = crate::exec::range(ex, "lambda");
-    let whole = o
-        .expertise_from
-        .as_ref()
-        .map(|p| read_expertise(p, s.data.len()))
-        .transpose()?;
+    let whole = match &o.expertise_from {
+        Some(p) => {
+            let (whole, found) = read_expertise(p, s.data.len())?;
+            check_expertise_from(p, &s.expertise_provenance(o), found)?;
+            Some(whole)
+        }
+        None => None,
+    };
     let entropies = sample_entropies(ex, o, s, smp)?;
     let (lambda, offset) = lambdas(o, s, smp, &entropies, whole.as_ref());
     Ok(Lambdas {
@@ -375,10 +251,29 @@ fn report_phase(
         classes: s.classes,
         temperature: o.temperature,
     };
-    let predictions = predictions(&o.methods, &logits);
-    let order: Vec<String> = o.methods.iter().map(Method::name).collect();
+    let mut predictions = predictions(&o.methods, &logits);
+    let mut order: Vec<String> = o.methods.iter().map(Method::name).collect();
+    let provenance = s.provenance(o);
+    let previous = carry_over(s, &provenance, &smp.indices, &mut order, &mut predictions)?;
+    let mut settings = settings;
+    settings["provenance"] = provenance;
+    settings["previous"] = previous.map_or(Value::Null, |p| p.display().to_string().into());
+    let paths: Option<Vec<String>> = s.data.is_folder().then(|| {
+        let path = |i: usize| s.data.sample_path(i).map(|p| p.display().to_string());
+        smp.indices
+            .iter()
+            .map(|&i| path(i).unwrap_or_default())
+            .collect()
+    });
+    let stage = s.out.stage()?;
+    let title = format!(
+        "DaWin λ per sample: {} ({}, {})",
+        o.data.file_name().unwrap_or_default().to_string_lossy(),
+        format!("{:?}", o.rule).to_lowercase(),
+        o.interp
+    );
     let summary = report::write_all(&report::Report {
-        out_dir: &o.out_dir,
+        out_dir: &stage.dir,
         order: &order,
         predictions: &predictions,
         labels: &smp.labels,
@@ -387,12 +282,25 @@ fn report_phase(
         lambda: &l.lambda,
         components: dawin.components.as_deref(),
         bmm: dawin.bmm.as_ref(),
+        paths: paths.as_deref(),
         skipped: smp.skipped,
         device: &ex.name(),
         seconds: &mut clock.0,
         extra: settings,
         t0: Instant::now(),
+        title: &title,
     })?;
+    if s.data.is_folder() {
+        write_atomic(
+            &stage.dir.join("classes.txt"),
+            (s.data.classes.join("\n") + "\n").as_bytes(),
+        )?;
+    }
+    let skipped = skipped_lines(&s.data, &smp.failed);
+    if !skipped.is_empty() {
+        write_atomic(&stage.dir.join("skipped.txt"), skipped.as_bytes())?;
+    }
+    stage.commit(&s.out, "summary.json")?;
     Ok(EvalResult {
         table: report::table(&order, &summary),
         summary,
@@ -402,6 +310,61 @@ fn report_phase(
         dawin_logits: dawin.logits,
         predictions,
     })
+}
+
+/// The files of one run's result set in the output folder.
+pub const OUTPUTS: [&str; 5] = [
+    "summary.json",
+    "samples.csv",
+    "lambdas.svg",
+    "classes.txt",
+    "skipped.txt",
+];
+
+/// Keeps what an earlier run left in the output folder: with the same
+/// inputs, settings and samples, the methods this run did not rerun join
+/// its results; otherwise the earlier set moves to `previous/` (returned).
+fn carry_over(
+    s: &Setup,
+    provenance: &Value,
+    indices: &[usize],
+    order: &mut Vec<String>,
+    predictions: &mut BTreeMap<String, Vec<usize>>,
+) -> Result<Option<PathBuf>> {
+    let summary = s.out.path.join("summary.json");
+    if !summary.exists() {
+        return Ok(None);
+    }
+    let before: Option<Value> = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let prov = before.as_ref().map(|b| &b["provenance"]);
+    let same = prov.is_some_and(|p| {
+        p["set_key"] == provenance["set_key"] && p["shard"] == provenance["shard"]
+    });
+    if same
+        && let Some(old) = samples_csv::read_predictions(&s.out.path.join("samples.csv"), indices)
+    {
+        for (m, p) in old {
+            if let std::collections::btree_map::Entry::Vacant(e) = predictions.entry(m.clone()) {
+                order.push(m);
+                e.insert(p);
+            }
+        }
+        return Ok(None);
+    }
+    let moved = s.out.move_aside(&OUTPUTS)?;
+    eprintln!(
+        "note: {} held the results of {}; moved them to {}",
+        s.out.path.display(),
+        if same {
+            "the same inputs and settings on other samples"
+        } else {
+            "another run (other inputs or settings)"
+        },
+        moved.display()
+    );
+    Ok(Some(moved))
 }
 
 /// `dawin expertise`: only the expertise pass (its logits cached in the
@@ -417,5 +380,7 @@ pub fn run_expertise(o: &EvalOptions, ex: &dyn Executor) -> Result<ExpertiseResu
         indices: smp.indices,
         entropies,
         total: s.data.len(),
+        provenance: s.expertise_provenance(o),
+        out: s.out,
     })
 }

@@ -31,7 +31,8 @@ pub struct Endpoints {
 }
 
 /// Runs what the cache at `cache_path` (with `key`) lacks for `shard` and
-/// the WiSE-FT `alphas`, and saves it.
+/// the WiSE-FT `alphas`, retries the samples an earlier pass could not
+/// read, and saves the cache.
 pub fn expertise_pass(
     engine: &mut Engine,
     data: &Dataset,
@@ -40,31 +41,60 @@ pub fn expertise_pass(
     (key, cache_path): (String, &Path),
     pass: Pass,
 ) -> Result<Endpoints> {
-    let mut cache = Cache::load(cache_path, &key).unwrap_or_else(|| Cache::new(key));
+    let (n, c) = (shard.len(), engine.classes());
+    let mut cache = match Cache::load(cache_path, &key, n, c) {
+        Ok(Some(cache)) => cache,
+        Ok(None) => Cache::new(key),
+        Err(why) => {
+            eprintln!("note: {}: {why}; recomputing it", cache_path.display());
+            Cache::new(key)
+        }
+    };
     let has = |k: &str| cache.tensors.contains_key(k);
-    let need_static = !(has("logits_pt") && has("logits_ft") && has("valid"));
-    let need_alpha: Vec<f32> = alphas
+    let statics = has("logits_pt") && has("logits_ft") && has("valid");
+    let missing: Vec<f32> = alphas
         .iter()
         .copied()
         .filter(|&a| !has(&wise_key(a)))
         .collect();
-    if !need_static && need_alpha.is_empty() {
-        return Ok(Endpoints {
-            cache,
-            cache_hit: true,
-            failed: vec![],
-        });
+    let all: Vec<usize> = shard.clone().collect();
+    let mut failed = Vec::new();
+    let mut ran = false;
+    if !statics {
+        let run = Needed {
+            statics: true,
+            alphas,
+        };
+        failed = compute(engine, data, &shard, &all, &run, pass, &mut cache)?;
+        ran = true;
+    } else {
+        let valid = &cache.tensors["valid"];
+        let (readable, unread): (Vec<usize>, Vec<usize>) =
+            all.iter().partition(|&&i| valid[i - shard.start] > 0.5);
+        if !missing.is_empty() {
+            let run = Needed {
+                statics: false,
+                alphas: &missing,
+            };
+            compute(engine, data, &shard, &readable, &run, pass, &mut cache)?;
+            ran = true;
+        }
+        if !unread.is_empty() {
+            // Samples once unreadable are tried again: the user may have fixed them.
+            let run = Needed {
+                statics: true,
+                alphas,
+            };
+            failed = compute(engine, data, &shard, &unread, &run, pass, &mut cache)?;
+            ran = true;
+        }
     }
-    let run = Needed {
-        statics: need_static,
-        alphas: &need_alpha,
-    };
-    let (computed, failed) = compute(engine, data, shard.clone(), &run, pass)?;
-    cache.tensors.extend(computed);
-    cache.save(cache_path, shard.len())?;
+    if ran {
+        cache.save(cache_path, n)?;
+    }
     Ok(Endpoints {
         cache,
-        cache_hit: false,
+        cache_hit: !ran,
         failed,
     })
 }
@@ -76,24 +106,26 @@ struct Needed<'a> {
     alphas: &'a [f32],
 }
 
-/// The logits `run` asks for, one row per sample of `shard` (NaN rows where
-/// a sample could not be read), and the unreadable samples.
-type Computed = (HashMap<String, Vec<f32>>, Vec<(usize, String)>);
-
+/// Runs `run` over the samples `indices` of `shard`, writing their rows
+/// into the cache's tensors (created NaN-filled where absent); returns the
+/// samples that could not be read.
 fn compute(
     engine: &mut Engine,
     data: &Dataset,
-    shard: Range<usize>,
+    shard: &Range<usize>,
+    indices: &[usize],
     run: &Needed,
     pass: Pass,
-) -> Result<Computed> {
+    cache: &mut Cache,
+) -> Result<Vec<(usize, String)>> {
     let (ns, c) = (shard.len(), engine.classes());
-    let indices: Vec<usize> = shard.clone().collect();
-    let mut bufs: HashMap<String, Vec<f32>> = HashMap::new();
-    let mut valid = vec![0f32; ns];
     let mut failed = Vec::new();
-    let pb = progress_bar(ns, "expertise", pass.progress);
-    data.for_each_batch(&indices, pass.batch_size, |b| {
+    let bufs = &mut cache.tensors;
+    if run.statics {
+        bufs.entry("valid".into()).or_insert_with(|| vec![0f32; ns]);
+    }
+    let pb = progress_bar(indices.len(), "expertise", pass.progress);
+    data.for_each_batch(indices, pass.batch_size, |b| {
         let n = b.indices.len();
         failed.extend(b.failed.iter().cloned());
         let mut put = |name: String, logits: Vec<f32>| {
@@ -112,18 +144,18 @@ fn compute(
                 engine.set_merged(a)?;
                 put(wise_key(a), engine.merged_logits(&b.pixels, n)?);
             }
-            for i in &b.indices {
-                valid[i - shard.start] = 1.0;
+            if run.statics {
+                let valid = bufs.get_mut("valid").expect("created above");
+                for i in &b.indices {
+                    valid[i - shard.start] = 1.0;
+                }
             }
         }
         pb.inc((n + b.failed.len()) as u64);
         Ok(())
     })?;
     pb.finish_and_clear();
-    if run.statics {
-        bufs.insert("valid".into(), valid);
-    }
-    Ok((bufs, failed))
+    Ok(failed)
 }
 
 /// The evaluated samples (the shard's readable ones) and their projected
@@ -138,6 +170,8 @@ pub struct Samples {
     pub wise: HashMap<String, Vec<f32>>,
     /// Unreadable samples of the shard.
     pub skipped: usize,
+    /// Those that could not be read in this run (index, reason).
+    pub failed: Vec<(usize, String)>,
 }
 
 impl Samples {
@@ -175,6 +209,7 @@ impl Samples {
             ft: rows("logits_ft"),
             wise,
             skipped: shard.len() - local.len(),
+            failed: e.failed.clone(),
             indices,
         })
     }

@@ -10,6 +10,7 @@
 use super::data::{Batch, Dataset};
 use super::entropy::entropies;
 use super::methods::argmax_rows;
+use super::outdir::OutDir;
 use super::progress::progress_bar;
 use super::report::{accuracy, methods_table, write_json};
 use crate::error::{Error, Result};
@@ -190,9 +191,9 @@ fn coefficients(entropies: &[Vec<f64>], n: usize) -> Vec<Vec<f32>> {
 pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let t0 = Instant::now();
     let (base, tasks, c) = load_models(o)?;
+    let out = OutDir::lock(&o.out_dir)?;
     let data = Dataset::open(&o.data, base.spec.image_size)?;
     data.check_labels(c)?;
-    std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
     let resident = Resident {
         base: DeviceModel::upload(ex, &base)?,
         tasks: tasks
@@ -261,8 +262,10 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         "seconds": {"total": t0.elapsed().as_secs_f64()},
     });
     let csv = samples_csv(&order, &preds, idx, &labels, &entropies, &coefficients);
-    write_atomic(&o.out_dir.join("samples.csv"), csv.as_bytes())?;
-    write_json(&o.out_dir.join("summary.json"), &summary)?;
+    let stage = out.stage()?;
+    write_atomic(&stage.dir.join("samples.csv"), csv.as_bytes())?;
+    write_json(&stage.dir.join("summary.json"), &summary)?;
+    stage.commit(&out, "summary.json")?;
     Ok(MtlResult {
         table: methods_table(&order, &summary),
         summary,

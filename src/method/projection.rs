@@ -47,6 +47,18 @@ impl Projection {
         Ok(Projection::Map(groups))
     }
 
+    /// What the projection is, for provenance: its kind, output classes
+    /// and a hash of its index lists.
+    pub fn describe(&self) -> serde_json::Value {
+        let kind = match self {
+            Projection::None => return serde_json::Value::Null,
+            Projection::Subset(_) => "class-subset",
+            Projection::Map(_) => "class-map",
+        };
+        let hash = xxhash_rust::xxh3::xxh3_128(format!("{self:?}").as_bytes());
+        serde_json::json!({"kind": kind, "classes": self.out_classes(0), "hash": format!("{hash:032x}")})
+    }
+
     pub fn out_classes(&self, c: usize) -> usize {
         match self {
             Projection::None => c,

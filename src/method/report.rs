@@ -21,12 +21,16 @@ pub struct Report<'a> {
     pub entropies: &'a Entropies,
     pub lambda: &'a [f32],
     pub components: Option<&'a [usize]>,
+    /// Each sample's file, for image folders.
+    pub paths: Option<&'a [String]>,
     pub bmm: Option<&'a BetaMixture>,
     pub skipped: usize,
     pub device: &'a str,
     pub seconds: &'a mut BTreeMap<String, f64>,
     pub extra: Value,
     pub t0: Instant,
+    /// Title of lambdas.svg.
+    pub title: &'a str,
 }
 
 /// `{"accuracy", "correct", "count"}` of one method's predictions.
@@ -70,32 +74,10 @@ pub fn write_all(r: &Report) -> Result<Value> {
         }
     }
 
-    // samples.csv
-    let mut csv = String::from("index,label,entropy_pt,entropy_ft,lambda,component");
-    for name in r.order {
-        write!(csv, ",pred_{name}").unwrap();
-    }
-    csv.push('\n');
-    for (j, &i) in r.indices.iter().enumerate() {
-        write!(
-            csv,
-            "{i},{},{},{},{},{}",
-            r.labels[j],
-            r.entropies.pt[j],
-            r.entropies.ft[j],
-            r.lambda[j],
-            r.components.map(|c| c[j].to_string()).unwrap_or_default()
-        )
-        .unwrap();
-        for name in r.order {
-            write!(csv, ",{}", r.predictions[name][j]).unwrap();
-        }
-        csv.push('\n');
-    }
-    write_atomic(&r.out_dir.join("samples.csv"), csv.as_bytes())?;
+    super::samples_csv::write(&r.out_dir.join("samples.csv"), r)?;
     write_atomic(
         &r.out_dir.join("lambdas.svg"),
-        histogram_svg(r.lambda, r.bmm, "DaWin λ per sample").as_bytes(),
+        histogram_svg(r.lambda, r.bmm, r.title).as_bytes(),
     )?;
 
     let mut secs: BTreeMap<String, f64> = r.seconds.clone();

@@ -5,9 +5,12 @@
 //! --expertise-from MERGED` → `dawin merge` of the summaries.
 
 use super::lambda::Entropies;
+use super::outdir::OutDir;
 use super::report::write_json;
 use crate::error::{Error, Result};
-use crate::tensorfile::{Tensor, TensorFile, write_f32};
+use crate::limits;
+use crate::tensorfile::TensorFile;
+use safetensors::{Dtype, tensor::TensorView};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -36,124 +39,355 @@ pub struct ExpertiseResult {
     pub entropies: Entropies,
     /// Samples in the whole data set.
     pub total: usize,
+    /// The models, data and settings the entropies come from.
+    pub provenance: Value,
+    /// The output folder, held until the file is written.
+    pub out: OutDir,
 }
 
-/// Writes one shard's expertise: entropies at their dataset indices.
-pub fn write_expertise(
-    path: &Path,
-    r: &ExpertiseResult,
-    shard: Option<(usize, usize)>,
-) -> Result<()> {
-    let total = r.total;
+/// Writes one shard's expertise: entropies at their dataset indices, with
+/// the provenance that merges and `--expertise-from` check.
+pub fn write_expertise(path: &Path, r: &ExpertiseResult) -> Result<()> {
     let n = r.indices.len();
-    let idx = Tensor {
-        shape: vec![n],
-        data: r.indices.iter().map(|&i| i as f32).collect(),
-    };
-    let hp = Tensor {
-        shape: vec![n],
-        data: r.entropies.pt.iter().map(|&v| v as f32).collect(),
-    };
-    let hf = Tensor {
-        shape: vec![n],
-        data: r.entropies.ft.iter().map(|&v| v as f32).collect(),
-    };
-    let mut meta = HashMap::from([("samples_total".to_string(), total.to_string())]);
-    if let Some((i, k)) = shard {
-        meta.insert("shard".into(), format!("{i}/{k}"));
+    let index: Vec<i64> = r.indices.iter().map(|&i| i as i64).collect();
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let (hp, hf) = (f32s(&r.entropies.pt), f32s(&r.entropies.ft));
+    let mut meta = HashMap::from([
+        ("samples_total".to_string(), r.total.to_string()),
+        ("provenance".to_string(), r.provenance.to_string()),
+    ]);
+    if let Some(sh) = r.provenance["shard"].as_str() {
+        meta.insert("shard".into(), sh.to_string());
     }
-    write_f32(
-        path,
-        &[("index", &idx), ("entropy_pt", &hp), ("entropy_ft", &hf)],
-        Some(meta),
-    )
+    let tensors = [
+        ("index", Dtype::I64, bytemuck::cast_slice::<i64, u8>(&index)),
+        ("entropy_pt", Dtype::F32, bytemuck::cast_slice(&hp)),
+        ("entropy_ft", Dtype::F32, bytemuck::cast_slice(&hf)),
+    ];
+    write_tensors(path, &tensors, &[n], meta)
 }
 
-/// Merges shard expertise files into one whole-set file (NaN where a sample
-/// was unreadable). Every index must be covered exactly once.
-pub fn merge_expertise(inputs: &[&Path], out: &Path) -> Result<usize> {
-    let mut total: Option<usize> = None;
-    let mut hp: Vec<f32> = Vec::new();
-    let mut hf: Vec<f32> = Vec::new();
-    let mut seen: Vec<bool> = Vec::new();
-    for p in inputs {
-        let f = TensorFile::open(p)?;
-        let t: usize = f
-            .metadata()
-            .get("samples_total")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                Error::file(
-                    p,
-                    "not an expertise file from `dawin expertise` (no samples_total)",
-                )
-            })?;
-        if *total.get_or_insert(t) != t {
+/// One file to merge: its provenance key and the shard it covers.
+struct Part<'a> {
+    path: &'a Path,
+    key: String,
+    shard: Option<(usize, usize)>,
+}
+
+/// Which shards a merge holds, and whether that is all of them.
+struct Coverage {
+    shards: Vec<String>,
+    partial: bool,
+}
+
+/// Parts may be merged when they come from the same inputs and settings
+/// and cover shards `0..k` of one split exactly once (a subset only with
+/// `allow_partial`); the error names the offending file.
+fn check_parts(parts: &[Part], allow_partial: bool) -> Result<Coverage> {
+    let first = parts
+        .first()
+        .ok_or_else(|| crate::invalid!("nothing to merge"))?;
+    let mut seen: HashMap<usize, &Path> = HashMap::new();
+    let mut k0 = None;
+    for p in parts {
+        if p.key != first.key {
             return Err(Error::file(
-                p,
+                p.path,
                 format!(
-                    "is for {t} samples, the other shards for {}",
-                    total.unwrap()
+                    "was made from other models, data or settings than {}",
+                    first.path.display()
                 ),
             ));
         }
-        if hp.is_empty() {
-            hp = vec![f32::NAN; t];
-            hf = vec![f32::NAN; t];
-            seen = vec![false; t];
+        let Some((i, k)) = p.shard else {
+            return Err(Error::file(
+                p.path,
+                "covers the whole data set (no --shard): merging it with other results would count samples twice",
+            ));
+        };
+        if *k0.get_or_insert(k) != k {
+            return Err(Error::file(
+                p.path,
+                format!(
+                    "is shard {i}/{k}, but {} is of a split into {}",
+                    first.path.display(),
+                    k0.unwrap_or(k)
+                ),
+            ));
         }
-        let idx = f.read_f32("index")?.data;
-        let (a, b) = (
-            f.read_f32("entropy_pt")?.data,
-            f.read_f32("entropy_ft")?.data,
-        );
-        for (k, &i) in idx.iter().enumerate() {
-            let i = i as usize;
-            if i >= t || seen[i] {
-                return Err(Error::file(
-                    p,
-                    format!("sample {i} is out of range or in two shards"),
-                ));
-            }
-            seen[i] = true;
-            hp[i] = a[k];
-            hf[i] = b[k];
+        if let Some(other) = seen.insert(i, p.path) {
+            return Err(Error::file(
+                p.path,
+                format!("repeats shard {i}/{k} of {}", other.display()),
+            ));
         }
     }
-    let t = total.ok_or_else(|| crate::invalid!("nothing to merge"))?;
-    let readable = seen.iter().filter(|s| **s).count();
-    let meta = HashMap::from([("samples_total".to_string(), t.to_string())]);
-    let (a, b) = (
-        Tensor {
-            shape: vec![t],
-            data: hp,
-        },
-        Tensor {
-            shape: vec![t],
-            data: hf,
-        },
-    );
-    write_f32(out, &[("entropy_pt", &a), ("entropy_ft", &b)], Some(meta))?;
-    read_expertise(out, t)?;
-    Ok(readable)
+    let k = k0.unwrap_or(1);
+    let missing: Vec<String> = (0..k)
+        .filter(|i| !seen.contains_key(i))
+        .map(|i| format!("{i}/{k}"))
+        .collect();
+    if !missing.is_empty() && !allow_partial {
+        return Err(crate::invalid!(
+            "shards {} are missing; pass --allow-partial to merge only the {} given",
+            missing.join(", "),
+            parts.len()
+        ));
+    }
+    let mut shards: Vec<usize> = seen.into_keys().collect();
+    shards.sort_unstable();
+    Ok(Coverage {
+        shards: shards.into_iter().map(|i| format!("{i}/{k}")).collect(),
+        partial: !missing.is_empty(),
+    })
 }
 
-/// Merges per-shard summary.json files: counts add up, accuracies are
-/// recomputed, λ statistics are pooled.
-pub fn merge_summaries(inputs: &[&Path], out: &Path) -> Result<Value> {
+/// The provenance of a file's metadata, or an error saying it has none.
+fn provenance_of(path: &Path, meta: &HashMap<String, String>) -> Result<Value> {
+    meta.get("provenance")
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .filter(|p| p.get("set_key").is_some())
+        .ok_or_else(|| {
+            Error::file(
+                path,
+                "has no provenance: not an expertise file of this dawin (rerun `dawin expertise`)",
+            )
+        })
+}
+
+fn parse_shard(path: &Path, v: &Value) -> Result<Option<(usize, usize)>> {
+    let Some(s) = v.as_str() else { return Ok(None) };
+    let bad = || Error::file(path, format!("has a shard `{s}` that is not i/n"));
+    let (i, k) = s.split_once('/').ok_or_else(bad)?;
+    let (i, k) = (
+        i.parse::<usize>().map_err(|_| bad())?,
+        k.parse::<usize>().map_err(|_| bad())?,
+    );
+    if k == 0 || i >= k {
+        return Err(bad());
+    }
+    Ok(Some((i, k)))
+}
+
+/// One shard's expertise file, read and checked.
+struct ShardFile {
+    provenance: Value,
+    total: usize,
+    index: Vec<i64>,
+    pt: Vec<f32>,
+    ft: Vec<f32>,
+}
+
+fn read_shard(p: &Path) -> Result<ShardFile> {
+    let f = TensorFile::open(p)?;
+    let meta = f.metadata();
+    let provenance = provenance_of(p, &meta)?;
+    let total: usize = meta
+        .get("samples_total")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            Error::file(
+                p,
+                "not an expertise file from `dawin expertise` (no samples_total)",
+            )
+        })?;
+    limits::at_most("samples_total", total, limits::MAX_SAMPLES)
+        .map_err(|e| Error::file(p, e.to_string()))?;
+    let (ishape, index) = f.read_i64("index")?;
+    let (pt, ft) = (
+        f.read_f32("entropy_pt")?.data,
+        f.read_f32("entropy_ft")?.data,
+    );
+    if ishape.len() != 1 || pt.len() != index.len() || ft.len() != index.len() {
+        return Err(Error::file(
+            p,
+            format!(
+                "holds {} indices but {} and {} entropies",
+                index.len(),
+                pt.len(),
+                ft.len()
+            ),
+        ));
+    }
+    Ok(ShardFile {
+        provenance,
+        total,
+        index,
+        pt,
+        ft,
+    })
+}
+
+/// Merges shard expertise files into one whole-set file (NaN where a sample
+/// was unreadable): the same models, data and settings, every shard once,
+/// every index inside its shard.
+pub fn merge_expertise(inputs: &[&Path], out: &Path, allow_partial: bool) -> Result<usize> {
+    crate::tensorfile::check_output(out)?;
+    let files: Vec<ShardFile> = inputs
+        .iter()
+        .map(|p| read_shard(p))
+        .collect::<Result<_>>()?;
+    let parts: Vec<Part> = inputs
+        .iter()
+        .zip(&files)
+        .map(|(p, f)| {
+            let key = super::provenance::key_of(&f.provenance)
+                .unwrap_or("")
+                .to_string();
+            Ok(Part {
+                path: p,
+                key,
+                shard: parse_shard(p, &f.provenance["shard"])?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let coverage = check_parts(&parts, allow_partial)?;
+    let t = files[0].total;
+    limits::check_alloc("the merged expertise", t, 12)?;
+    let (mut hp, mut hf, mut seen) = (vec![f32::NAN; t], vec![f32::NAN; t], vec![false; t]);
+    for ((f, part), p) in files.iter().zip(&parts).zip(inputs) {
+        if f.total != t {
+            return Err(Error::file(
+                p,
+                format!("is for {} samples, the other shards for {t}", f.total),
+            ));
+        }
+        let r = range(part.shard, t)?;
+        for (k, &i) in f.index.iter().enumerate() {
+            let ok = i >= 0 && r.contains(&(i as usize)) && !seen[i as usize];
+            if !ok {
+                return Err(Error::file(
+                    p,
+                    format!("sample index {i} is outside its shard {r:?} or repeated"),
+                ));
+            }
+            let i = i as usize;
+            seen[i] = true;
+            (hp[i], hf[i]) = (f.pt[k], f.ft[k]);
+        }
+    }
+    let mut provenance = files[0].provenance.clone();
+    provenance["shard"] = Value::Null;
+    provenance["shards"] = json!(coverage.shards);
+    provenance["partial"] = json!(coverage.partial);
+    let meta = HashMap::from([
+        ("samples_total".to_string(), t.to_string()),
+        ("provenance".to_string(), provenance.to_string()),
+    ]);
+    let tensors = [
+        (
+            "entropy_pt",
+            Dtype::F32,
+            bytemuck::cast_slice::<f32, u8>(&hp),
+        ),
+        ("entropy_ft", Dtype::F32, bytemuck::cast_slice(&hf)),
+    ];
+    write_tensors(out, &tensors, &[t], meta)?;
+    read_expertise(out, t)?;
+    Ok(seen.iter().filter(|s| **s).count())
+}
+
+/// Writes 1-D tensors of one `shape` with `meta` (through a temporary file).
+fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, Dtype, &[u8])],
+    shape: &[usize],
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(n, d, b)| {
+            let v = TensorView::new(*d, shape.to_vec(), b)
+                .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+            Ok((n.to_string(), v))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+    crate::tensorfile::write_atomic(path, &bytes)
+}
+
+/// Merges per-shard summary.json files of one split: counts add up,
+/// accuracies are recomputed, λ statistics are pooled. Refused unless every
+/// summary comes from the same inputs, settings and methods and the shards
+/// cover the set exactly once (a subset only with `allow_partial`, and
+/// then the merged summary says it is partial).
+pub fn merge_summaries(inputs: &[&Path], out: &Path, allow_partial: bool) -> Result<Value> {
+    crate::tensorfile::check_output(out)?;
+    let summaries: Vec<Value> = inputs
+        .iter()
+        .map(|p| read_summary(p))
+        .collect::<Result<_>>()?;
+    let mut parts = Vec::new();
+    for (p, s) in inputs.iter().zip(&summaries) {
+        let names: Vec<&String> = s["methods"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        let first: Vec<&String> = summaries[0]["methods"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        if names != first {
+            return Err(Error::file(
+                p,
+                format!(
+                    "has the methods {names:?}, but {} has {first:?}",
+                    inputs[0].display()
+                ),
+            ));
+        }
+        let prov = &s["provenance"];
+        let key = super::provenance::key_of(prov).unwrap_or("").to_string();
+        parts.push(Part {
+            path: p,
+            key,
+            shard: parse_shard(p, &prov["shard"])?,
+        });
+    }
+    let coverage = check_parts(&parts, allow_partial)?;
+    let mut merged = pool(&summaries);
+    let mut provenance = summaries[0]["provenance"].clone();
+    provenance["shard"] = Value::Null;
+    merged["provenance"] = provenance;
+    merged["shards"] = json!(coverage.shards);
+    merged["partial"] = json!(coverage.partial);
+    merged["merged_from"] = json!(
+        inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+    );
+    write_json(out, &merged)?;
+    Ok(merged)
+}
+
+/// A summary.json with provenance, or an error naming the file.
+fn read_summary(p: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    let s: Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not JSON: {e}")))?;
+    if !s["methods"].is_object() {
+        return Err(Error::file(p, "not a dawin summary.json (no methods)"));
+    }
+    if super::provenance::key_of(&s["provenance"]).is_none() {
+        return Err(Error::file(
+            p,
+            "has no provenance (made by an older dawin?): rerun its eval",
+        ));
+    }
+    Ok(s)
+}
+
+/// The shards' counts added up and their λ statistics pooled.
+fn pool(summaries: &[Value]) -> Value {
     let mut methods: serde_json::Map<String, Value> = serde_json::Map::new();
     let (mut n, mut sum, mut sumsq, mut min, mut max) =
         (0f64, 0f64, 0f64, f64::INFINITY, f64::NEG_INFINITY);
     let mut skipped = 0u64;
-    let mut shards = Vec::new();
-    for p in inputs {
-        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-        let s: Value =
-            serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not JSON: {e}")))?;
-        let ms = s["methods"]
-            .as_object()
-            .ok_or_else(|| Error::file(p, "not a dawin summary.json (no methods)"))?;
-        for (name, m) in ms {
+    for s in summaries {
+        let ms = s["methods"].as_object().cloned().unwrap_or_default();
+        for (name, m) in &ms {
             let e = methods
                 .entry(name.clone())
                 .or_insert(json!({"correct": 0, "count": 0}));
@@ -177,7 +411,6 @@ pub fn merge_summaries(inputs: &[&Path], out: &Path) -> Result<Value> {
         min = min.min(l["min"].as_f64().unwrap_or(f64::INFINITY));
         max = max.max(l["max"].as_f64().unwrap_or(f64::NEG_INFINITY));
         skipped += s["skipped"].as_u64().unwrap_or(0);
-        shards.push(s["shard"].clone());
     }
     for m in methods.values_mut() {
         let (c, k) = (
@@ -192,20 +425,29 @@ pub fn merge_summaries(inputs: &[&Path], out: &Path) -> Result<Value> {
     } else {
         0.0
     };
-    let merged = json!({
+    json!({
         "methods": methods,
         "lambda": {"mean": mean, "std": std, "min": min, "max": max},
         "skipped": skipped,
-        "shards": shards,
-    });
-    write_json(out, &merged)?;
-    Ok(merged)
+    })
 }
 
 /// Reads a merged expertise file (`dawin merge` of `dawin expertise`
 /// shards): the entropies of every readable sample of the whole set.
-pub fn read_expertise(path: &Path, n: usize) -> Result<Entropies> {
+/// Also returns the file's provenance, when it has one; a partial merge is
+/// said once.
+pub fn read_expertise(path: &Path, n: usize) -> Result<(Entropies, Option<Value>)> {
     let f = TensorFile::open(path)?;
+    let provenance = provenance_of(path, &f.metadata()).ok();
+    if let Some(p) = &provenance
+        && p["partial"] == json!(true)
+    {
+        eprintln!(
+            "note: {} merges only the shards {}: whole-set statistics come from those",
+            path.display(),
+            p["shards"]
+        );
+    }
     let pt = f.read_f32("entropy_pt")?;
     let ft = f.read_f32("entropy_ft")?;
     if pt.data.len() != n || ft.data.len() != n {
@@ -228,5 +470,5 @@ pub fn read_expertise(path: &Path, n: usize) -> Result<Entropies> {
     if p.is_empty() {
         return Err(Error::file(path, "holds no finite entropies"));
     }
-    Ok(Entropies { pt: p, ft: q })
+    Ok((Entropies { pt: p, ft: q }, provenance))
 }

@@ -175,6 +175,11 @@ pub fn write_domains(
     if per_class == 0 {
         return Err(crate::invalid!("--per-class must be positive"));
     }
+    crate::limits::check_alloc(
+        "one domain's images",
+        per_class * CLASSES.len(),
+        4 * 3 * SIZE * SIZE,
+    )?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let cols = 10;
     let (w, h) = (cols * (SIZE + 2), DOMAINS.len() * (SIZE + 2));

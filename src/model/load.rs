@@ -44,6 +44,10 @@ pub(super) struct Loader<'a> {
     file: &'a TensorFile,
     names: Vec<String>,
     keys: Keys,
+    /// Run a checkpoint with NaN/Inf weights (noting them) instead of
+    /// refusing it.
+    allow_non_finite: bool,
+    non_finite: std::cell::RefCell<Vec<String>>,
 }
 
 const ANCHORS: [(&str, &str); 3] = [
@@ -56,10 +60,16 @@ const ANCHORS: [(&str, &str); 3] = [
 ];
 
 impl<'a> Loader<'a> {
-    pub(super) fn new(file: &'a TensorFile) -> Result<Self> {
+    pub(super) fn new(file: &'a TensorFile, allow_non_finite: bool) -> Result<Self> {
         let names = file.names();
         let keys = detect(&names).ok_or_else(|| unknown_layout(file.path(), &names))?;
-        Ok(Loader { file, names, keys })
+        Ok(Loader {
+            file,
+            names,
+            keys,
+            allow_non_finite,
+            non_finite: Default::default(),
+        })
     }
 
     fn err(&self, msg: String) -> Error {
@@ -83,6 +93,8 @@ impl<'a> Loader<'a> {
     }
 
     /// Reads a tensor and checks its shape.
+    /// Reads a tensor, checking its shape and that every value is finite
+    /// (unless allowed: then the count is noted).
     fn read(&self, name: &str, expect: &[usize]) -> Result<Vec<f32>> {
         let shape = self.shape(name)?;
         if shape != expect {
@@ -90,7 +102,22 @@ impl<'a> Loader<'a> {
                 "tensor `{name}` has shape {shape:?}, expected {expect:?}"
             )));
         }
-        Ok(self.file.read_f32(name)?.data)
+        let data = self.file.read_f32(name)?.data;
+        let bad = data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            let first = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            let what = format!(
+                "tensor `{name}` holds {bad} NaN/Inf value{} (the first at element {first})",
+                if bad == 1 { "" } else { "s" }
+            );
+            if !self.allow_non_finite {
+                return Err(self.err(format!(
+                    "{what}: the checkpoint is damaged or overflowed; --allow-non-finite runs it anyway"
+                )));
+            }
+            self.non_finite.borrow_mut().push(what);
+        }
+        Ok(data)
     }
 
     fn dims<const N: usize>(&self, name: &str) -> Result<[usize; N]> {
@@ -372,7 +399,15 @@ impl<'a> Loader<'a> {
             spec,
             flat,
             params,
-            notes,
+            notes: notes
+                .into_iter()
+                .chain(
+                    self.non_finite
+                        .take()
+                        .into_iter()
+                        .map(|w| format!("{w}; running it as --allow-non-finite asks")),
+                )
+                .collect(),
         })
     }
 }

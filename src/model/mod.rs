@@ -55,6 +55,8 @@ impl std::str::FromStr for Act {
 pub struct Overrides {
     pub heads: Option<usize>,
     pub act: Option<Act>,
+    /// Load weights that hold NaN or Inf (a warning) instead of refusing.
+    pub allow_non_finite: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -335,7 +337,7 @@ impl Model {
     /// Loads a safetensors checkpoint in any recognised layout.
     pub fn load(path: &Path, overrides: Overrides) -> Result<Model> {
         let file = TensorFile::open(path)?;
-        load::Loader::new(&file)?.load(overrides)
+        load::Loader::new(&file, overrides.allow_non_finite)?.load(overrides)
     }
 
     /// Writes the model as safetensors in the OpenAI layout (`visual.*` +

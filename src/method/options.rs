@@ -1,0 +1,106 @@
+//! The options of `dawin eval` and `dawin expertise`, and which of them
+//! change which results (for the cache, the provenance and merges).
+
+use super::data::LabelOrder;
+use super::interp::{Interp, Pass};
+use super::lambda::LambdaRule;
+use super::methods::Method;
+use super::projection::Projection;
+use crate::model::Overrides;
+use crate::model::device::Precision;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+pub struct EvalOptions {
+    pub pretrained: PathBuf,
+    pub finetuned: PathBuf,
+    pub data: PathBuf,
+    pub out_dir: PathBuf,
+    pub batch_size: usize,
+    /// How λ is set per sample (`--expertise`).
+    pub rule: LambdaRule,
+    pub temperature: (f32, f32),
+    /// How DaWin's per-sample models are evaluated (`--interp`).
+    pub interp: Interp,
+    pub methods: Vec<Method>,
+    pub projection: Projection,
+    pub overrides: Overrides,
+    /// (i, n): evaluate the i-th (0-based) of n contiguous slices.
+    pub shard: Option<(usize, usize)>,
+    /// Whole-set expertise from `dawin merge` (entropies of every sample).
+    pub expertise_from: Option<PathBuf>,
+    pub progress: bool,
+    /// Seed of the Beta-mixture initialisation.
+    pub seed: u64,
+    /// Arithmetic of the transformer blocks.
+    pub precision: Precision,
+    /// How the class folders of an image folder are numbered.
+    pub label_order: LabelOrder,
+    /// Where the expertise pass's logits are cached (default
+    /// `OUT/cache.safetensors`).
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for EvalOptions {
+    /// The command line's defaults, with empty paths.
+    fn default() -> Self {
+        EvalOptions {
+            pretrained: PathBuf::new(),
+            finetuned: PathBuf::new(),
+            data: PathBuf::new(),
+            out_dir: PathBuf::new(),
+            batch_size: 64,
+            rule: LambdaRule::Entropy,
+            temperature: (1.0, 1.0),
+            interp: Interp::Exact,
+            methods: Method::parse_list("all").expect("a valid list"),
+            projection: Projection::None,
+            overrides: Overrides::default(),
+            shard: None,
+            expertise_from: None,
+            progress: true,
+            seed: 1,
+            precision: Precision::F32,
+            label_order: LabelOrder::Sorted,
+            cache: None,
+        }
+    }
+}
+
+impl EvalOptions {
+    /// The settings that change the logits of the expertise pass.
+    pub fn logit_settings(&self) -> Value {
+        json!({
+            "precision": self.precision.to_string(),
+            "heads": self.overrides.heads,
+            "act": self.overrides.act.map(|a| a.to_string()),
+            "allow_non_finite": self.overrides.allow_non_finite,
+            "label_order": format!("{:?}", self.label_order).to_lowercase(),
+        })
+    }
+
+    /// The settings that change the entropies (the expertise files).
+    pub fn entropy_settings(&self) -> Value {
+        let mut s = self.logit_settings();
+        s["temperature"] = json!([self.temperature.0, self.temperature.1]);
+        s["projection"] = self.projection.describe();
+        s
+    }
+
+    /// Every setting that changes a result of `eval` (the methods aside).
+    pub fn result_settings(&self) -> Value {
+        let mut s = self.entropy_settings();
+        s["expertise"] = json!(format!("{:?}", self.rule).to_lowercase());
+        s["interp"] = json!(self.interp.to_string());
+        s["seed"] = json!(self.seed);
+        s
+    }
+
+    /// How the passes over the data run.
+    pub(super) fn pass(&self) -> Pass {
+        Pass {
+            batch_size: self.batch_size,
+            progress: self.progress,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! What `eval` and `expertise` open before any pass: the output folder
+//! (locked), both models, the data with what is odd about it, the shard,
+//! the label space, and the provenance of the run.
+
+use super::cache::{self, KeyInputs};
+use super::data::Dataset;
+use super::engine::{Engine, load_pair};
+use super::expertise::{Samples, expertise_pass};
+use super::options::EvalOptions;
+use super::outdir::OutDir;
+use super::provenance::{self, Input, file_hash};
+use super::shard;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use serde_json::Value;
+use std::ops::Range;
+use std::path::Path;
+
+/// Skipped files listed on the terminal; all of them go to skipped.txt.
+const SHOWN: usize = 5;
+
+pub struct Setup {
+    pub out: OutDir,
+    pub pt: Model,
+    pub ft: Model,
+    pub data: Dataset,
+    /// Classes of the heads, and after the projection.
+    pub classes_raw: usize,
+    pub classes: usize,
+    pub shard: Range<usize>,
+    /// Content hashes of the models and the data.
+    pub inputs: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    pub fn open(o: &EvalOptions) -> Result<Setup> {
+        let out = OutDir::lock(&o.out_dir)?;
+        let (pt, ft) = load_pair(&o.pretrained, &o.finetuned, o.overrides)?;
+        let classes_raw = pt.spec.classes.unwrap_or(0);
+        o.projection.check(classes_raw)?;
+        let classes = o.projection.out_classes(classes_raw);
+        let data = Dataset::open_with(&o.data, pt.spec.image_size, o.label_order)?;
+        report_data(&data, classes);
+        data.check_labels(classes)?;
+        let shard = shard::range(o.shard, data.len())?;
+        let mut inputs = vec![
+            ("pretrained", file_hash(&o.pretrained)?),
+            ("finetuned", file_hash(&o.finetuned)?),
+            ("data", data.fingerprint()),
+        ];
+        if let Some(p) = &o.expertise_from {
+            inputs.push(("expertise_from", file_hash(p)?));
+        }
+        Ok(Setup {
+            out,
+            pt,
+            ft,
+            data,
+            classes_raw,
+            classes,
+            shard,
+            inputs,
+        })
+    }
+
+    /// The inputs with their paths, for a provenance record (`with` the
+    /// inputs to keep, by role).
+    fn inputs<'a>(&'a self, o: &'a EvalOptions, with: &[&str]) -> Vec<Input<'a>> {
+        self.inputs
+            .iter()
+            .filter(|(role, _)| with.contains(role))
+            .map(|(role, hash)| Input {
+                role,
+                path: path_of(o, role),
+                hash: hash.clone(),
+            })
+            .collect()
+    }
+
+    /// The provenance of this run's results: every input and setting.
+    pub fn provenance(&self, o: &EvalOptions) -> Value {
+        let all = ["pretrained", "finetuned", "data", "expertise_from"];
+        let mut p = provenance::record(&self.inputs(o, &all), o.result_settings());
+        p["shard"] = shard_value(o.shard);
+        p["samples_total"] = self.data.len().into();
+        p
+    }
+
+    /// The provenance of this run's entropies (an expertise file's): the
+    /// models, the data and the settings that change entropies.
+    pub fn expertise_provenance(&self, o: &EvalOptions) -> Value {
+        let inputs = self.inputs(o, &["pretrained", "finetuned", "data"]);
+        let mut p = provenance::record(&inputs, o.entropy_settings());
+        p["shard"] = shard_value(o.shard);
+        p["samples_total"] = self.data.len().into();
+        p
+    }
+
+    /// The expertise pass for the WiSE-FT `alphas`, through the cache:
+    /// whether the cache held it all, and the evaluated samples with their
+    /// logits.
+    pub fn expertise(
+        &self,
+        engine: &mut Engine,
+        o: &EvalOptions,
+        alphas: &[f32],
+    ) -> Result<(bool, Samples)> {
+        let key = cache::key(&KeyInputs {
+            models: (&self.inputs[0].1, &self.inputs[1].1),
+            data: &self.inputs[2].1,
+            shard: self.shard.clone(),
+            spec: &self.pt.spec,
+            settings: o.logit_settings(),
+        });
+        let path = o
+            .cache
+            .clone()
+            .unwrap_or_else(|| self.out.path.join("cache.safetensors"));
+        let e = expertise_pass(
+            engine,
+            &self.data,
+            self.shard.clone(),
+            alphas,
+            (key, &path),
+            o.pass(),
+        )?;
+        report_failed(&self.data, &e.failed);
+        let c = self.classes_raw;
+        let smp = Samples::select(&e, &self.data, &self.shard, c, &o.projection, alphas)?;
+        Ok((e.cache_hit, smp))
+    }
+}
+
+fn shard_value(shard: Option<(usize, usize)>) -> Value {
+    shard.map_or(Value::Null, |(i, n)| format!("{i}/{n}").into())
+}
+
+fn path_of<'a>(o: &'a EvalOptions, role: &str) -> &'a Path {
+    match role {
+        "pretrained" => &o.pretrained,
+        "finetuned" => &o.finetuned,
+        "data" => &o.data,
+        _ => o.expertise_from.as_deref().unwrap_or(Path::new("")),
+    }
+}
+
+/// Warns about what is odd in an image folder: empty class folders, a
+/// class count other than the head's, files that are not images.
+fn report_data(data: &Dataset, classes: usize) {
+    for w in &data.warnings {
+        eprintln!("warning: {}: {w}", data.path.display());
+    }
+    if data.is_folder() && data.classes.len() != classes {
+        eprintln!(
+            "warning: {} has {} class folders but the head (after any projection) has {classes} classes: label i is the i-th folder",
+            data.path.display(),
+            data.classes.len()
+        );
+    }
+    let skipped: Vec<(String, String)> = data
+        .skipped_files
+        .iter()
+        .map(|(p, why)| (p.display().to_string(), why.clone()))
+        .collect();
+    report_skipped("files", &skipped);
+}
+
+/// Reports images that could not be read, once, with their reasons.
+fn report_failed(data: &Dataset, failed: &[(usize, String)]) {
+    let v: Vec<(String, String)> = failed
+        .iter()
+        .map(|(i, e)| (data.describe(*i), e.clone()))
+        .collect();
+    report_skipped("unreadable images", &v);
+}
+
+fn report_skipped(what: &str, v: &[(String, String)]) {
+    if v.is_empty() {
+        return;
+    }
+    eprintln!(
+        "warning: skipped {} {what} (all listed in skipped.txt):",
+        v.len()
+    );
+    for (p, why) in v.iter().take(SHOWN) {
+        eprintln!("  {p}: {why}");
+    }
+    if v.len() > SHOWN {
+        eprintln!("  … and {} more", v.len() - SHOWN);
+    }
+}
+
+/// The lines of skipped.txt: every file not evaluated, with its reason.
+pub fn skipped_lines(data: &Dataset, failed: &[(usize, String)]) -> String {
+    let mut s = String::new();
+    for (p, why) in &data.skipped_files {
+        s.push_str(&format!("{}\t{why}\n", p.display()));
+    }
+    for (i, e) in failed {
+        s.push_str(&format!("{}\t{e}\n", data.describe(*i)));
+    }
+    s
+}
+
+/// Checks that a merged expertise file was made from this run's models,
+/// data and entropy settings.
+pub fn check_expertise_from(path: &Path, expected: &Value, found: Option<Value>) -> Result<()> {
+    let found = found.ok_or_else(|| {
+        Error::file(
+            path,
+            "has no provenance (made by an older dawin?): rerun `dawin expertise` and `dawin merge`",
+        )
+    })?;
+    if provenance::key_of(&found) != provenance::key_of(expected) {
+        return Err(Error::file(
+            path,
+            "was made from other models, data or settings (temperature, projection, precision) than this run",
+        ));
+    }
+    Ok(())
+}
