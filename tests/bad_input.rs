@@ -233,3 +233,90 @@ proptest! {
         }
     }
 }
+
+/// A cache, an expertise file and a summary made by a real run of the
+/// fixture pair (shard 0 of 2), once for the property test below.
+fn scale_out_files() -> &'static (PathBuf, PathBuf, PathBuf, PathBuf) {
+    static FILES: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf, PathBuf)> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        use dawin::method::{eval, shard};
+        let dir = tempfile::tempdir().unwrap().keep();
+        let o = eval::EvalOptions {
+            pretrained: fixtures_dir().join("dawin_pt.safetensors"),
+            finetuned: fixtures_dir().join("dawin_ft.safetensors"),
+            data: fixtures_dir().join("dawin_data.safetensors"),
+            out_dir: dir.join("s0"),
+            shard: Some((0, 2)),
+            progress: false,
+            methods: dawin::method::methods::Method::parse_list("zeroshot,dawin").unwrap(),
+            ..eval::EvalOptions::default()
+        };
+        let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+        let r = eval::run_expertise(&o, ex.as_ref()).unwrap();
+        shard::write_expertise(&o.out_dir.join("expertise.safetensors"), &r).unwrap();
+        drop(r);
+        eval::run(&o, ex.as_ref()).unwrap();
+        let other = eval::EvalOptions {
+            out_dir: dir.join("s1"),
+            shard: Some((1, 2)),
+            ..o
+        };
+        let r = eval::run_expertise(&other, ex.as_ref()).unwrap();
+        shard::write_expertise(&other.out_dir.join("expertise.safetensors"), &r).unwrap();
+        let s0 = dir.join("s0");
+        (
+            s0.join("cache.safetensors"),
+            s0.join("expertise.safetensors"),
+            s0.join("summary.json"),
+            dir.join("s1/expertise.safetensors"),
+        )
+    })
+}
+
+/// `bytes` with `count` bytes from `pos` on replaced by `byte`, or cut at
+/// `pos` when `cut`.
+fn mutate(bytes: &[u8], pos: usize, byte: u8, count: usize, cut: bool) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    let at = pos % b.len().max(1);
+    if cut {
+        b.truncate(at);
+    } else {
+        for x in b.iter_mut().skip(at).take(count) {
+            *x = byte;
+        }
+    }
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Damaged caches, expertise files and summaries are an `Err` (or, for
+    /// a cache, a reason to recompute), never a panic, from every reader.
+    #[test]
+    fn damaged_scale_out_files_never_panic(pos in 0usize..100_000, byte in any::<u8>(), count in 1usize..6, cut in any::<bool>()) {
+        use dawin::method::{cache::Cache, shard};
+        let (cache, expertise, summary, other) = scale_out_files();
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join("bad");
+        std::fs::write(&bad, mutate(&std::fs::read(cache).unwrap(), pos, byte, count, cut)).unwrap();
+        let key = cache_key(cache);
+        let _ = Cache::load(&bad, &key, 8, 6);
+        std::fs::write(&bad, mutate(&std::fs::read(expertise).unwrap(), pos, byte, count, cut)).unwrap();
+        let _ = shard::read_expertise(&bad, 16);
+        let _ = shard::merge_expertise(&[bad.as_path(), other.as_path()], &d.path().join("m"), false);
+        let json = d.path().join("bad.json");
+        std::fs::write(&json, mutate(&std::fs::read(summary).unwrap(), pos, byte, count, cut)).unwrap();
+        let _ = shard::merge_summaries(&[json.as_path(), summary.as_path()], &d.path().join("m.json"), true);
+    }
+}
+
+/// The key a cache file was written with (its metadata), so a mutated
+/// copy is read past the key check.
+fn cache_key(path: &Path) -> String {
+    dawin::tensorfile::TensorFile::open(path)
+        .unwrap()
+        .metadata()["key"]
+        .clone()
+}

@@ -5,7 +5,6 @@
 
 use super::report::Report;
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes the rows of `r` to `path`.
@@ -47,8 +46,9 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
 
 /// The `pred_METHOD` columns of an earlier `samples.csv`, by method, when
 /// its rows are exactly the samples `indices`; `None` when they are not
-/// (or the file is unreadable: it is then not carried over).
-pub fn read_predictions(path: &Path, indices: &[usize]) -> Option<BTreeMap<String, Vec<usize>>> {
+/// (or the file is unreadable: it is then not carried over). In the
+/// file's column order.
+pub fn read_predictions(path: &Path, indices: &[usize]) -> Option<Vec<(String, Vec<usize>)>> {
     let mut rd = csv::Reader::from_path(path).ok()?;
     let header = rd.headers().ok()?.clone();
     if header.get(0) != Some("index") {
@@ -59,7 +59,7 @@ pub fn read_predictions(path: &Path, indices: &[usize]) -> Option<BTreeMap<Strin
         .enumerate()
         .filter_map(|(k, h)| h.strip_prefix("pred_").map(|m| (k, m.to_string())))
         .collect();
-    let mut out: BTreeMap<String, Vec<usize>> =
+    let mut out: Vec<(String, Vec<usize>)> =
         cols.iter().map(|(_, m)| (m.clone(), vec![])).collect();
     let mut n = 0;
     for rec in rd.records() {
@@ -68,8 +68,8 @@ pub fn read_predictions(path: &Path, indices: &[usize]) -> Option<BTreeMap<Strin
         if indices.get(n) != Some(&index) {
             return None;
         }
-        for (k, m) in &cols {
-            out.get_mut(m)?.push(rec.get(*k)?.parse().ok()?);
+        for ((k, _), (_, preds)) in cols.iter().zip(out.iter_mut()) {
+            preds.push(rec.get(*k)?.parse().ok()?);
         }
         n += 1;
     }
