@@ -7,12 +7,15 @@
 //!   `cuda`) behind one `Gpu` interface;
 //! - [`ops`]: every op, one file each, and the registry of them;
 //! - [`exec`]: the executors that run ops (`cpu`, PTX) and the profiler;
-//! - [`model`]: checkpoints, the model spec and the ViT forward;
+//! - [`checkpoint`]: reading model artefacts (safetensors, PyTorch zip
+//!   files by a restricted unpickler, HF and open_clip folders);
+//! - [`model`]: the model spec, the weight layouts and the ViT forward;
 //! - [`method`]: DaWin itself, its baselines, data and reports;
 //! - [`bench`]: `dawin bench`.
 
 pub mod bench;
 pub mod buf;
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod exec;

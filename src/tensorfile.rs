@@ -144,7 +144,7 @@ pub fn f32_values(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
 
 /// Turns safetensors' parse errors into sentences a user can act on, naming
 /// the tensor or metadata entry at fault where there is one.
-fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError) -> Error {
+pub(crate) fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError) -> Error {
     use safetensors::SafeTensorError as E;
     let msg = match e {
         E::HeaderTooSmall => format!(

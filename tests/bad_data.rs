@@ -832,8 +832,11 @@ fn messages_name_the_thing() {
     let path = d.path().join("offsets.safetensors");
     std::fs::write(&path, b).unwrap();
     fails(&["inspect", &p(&path)], &["tensor `"]);
-    // A directory where a model goes.
-    fails(&["inspect", &p(d.path())], &["is a directory"]);
+    // A directory that is not a model folder.
+    fails(
+        &["inspect", &p(d.path())],
+        &["not a model folder", "config.json"],
+    );
     // Outputs: a missing folder and a directory, before any work, no leftovers.
     let io = fx("hf_quickgelu.io.safetensors");
     let model = fx("hf_quickgelu.safetensors");

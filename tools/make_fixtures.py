@@ -14,6 +14,22 @@ Each fixture NAME has:
   NAME.io.safetensors   pixel_values [N,3,S,S] f32, image_embeds [N,D] f32
                         (projected, before normalisation), logits [N,C] f32
 and tests/fixtures/manifest.json describes them all.
+
+Checkpoints as users hold them go under tests/fixtures/checkpoints/
+(`--checkpoints` writes only those; they need open_clip too):
+  dawin_pt.pt              the dawin pair's pretrained model as a training
+                           script's torch.save: {'state_dict': ..., 'epoch'},
+                           f16, a strided tensor and shared storages
+  dawin_ft.bin             the pair's fine-tuned model, a plain HF state dict
+  open_clip/               open_clip_config.json + open_clip_pytorch_model.bin
+                           (gelu, head_width 32: 3 heads at width 96)
+  hf_clip/                 save_pretrained of a CLIPModel (4 heads at width 128)
+  hf_sharded/              a CLIPVisionModelWithProjection in 4 safetensors shards
+  hf_sharded_bin/          the same as pytorch_model-*.bin shards + index
+  wiseft_module.pt         torch.save of a whole WiSE-FT-style ImageClassifier
+  refused_namespace.pt     a state dict beside an argparse.Namespace
+  malicious_os_system.pt   a pickle whose reduce calls os.system
+  *.io.safetensors         pixel_values and the reference image_embeds/logits
 """
 import json
 import os
@@ -246,5 +262,177 @@ def main():
         f.write("\n")
 
 
+CKPT = os.path.join(OUT, "checkpoints")
+
+
+def perturb(model, seed):
+    """Random weights on the scale build() uses, so every tensor matters."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "logit_scale" in name:
+                continue
+            if ("norm" in name or "ln_" in name) and name.endswith("weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            elif name.endswith("bias") or "ln_" in name or "norm" in name:
+                p.copy_(0.05 * torch.randn_like(p))
+            elif p.dim() < 2 or "embedding" in name:
+                p.copy_(0.5 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5 * 1.5)
+
+
+def save_io(name, pixels, emb, logits=None):
+    io = {"pixel_values": pixels.contiguous(), "image_embeds": emb.float().contiguous()}
+    if logits is not None:
+        io["logits"] = logits.float().contiguous()
+    save_file(io, os.path.join(CKPT, f"{name}.io.safetensors"))
+
+
+def pair_as_torch_files():
+    from safetensors.torch import load_file
+    sd = load_file(os.path.join(OUT, "dawin_pt.safetensors"))
+    # A strided view (the transpose of a contiguous tensor) and two tensors
+    # sharing one storage, as torch.save keeps them.
+    proj = sd["model.visual.proj"]
+    sd["model.visual.proj"] = proj.T.contiguous().T
+    w, b = sd["classification_head.weight"], sd["classification_head.bias"]
+    flat = torch.cat([w.reshape(-1), b])
+    sd["classification_head.weight"] = flat[: w.numel()].view(w.shape)
+    sd["classification_head.bias"] = flat[w.numel():]
+    torch.save({"state_dict": sd, "epoch": 3, "best_acc": 0.5}, os.path.join(CKPT, "dawin_pt.pt"))
+    ft = load_file(os.path.join(OUT, "dawin_ft.safetensors"))
+    torch.save(ft, os.path.join(CKPT, "dawin_ft.bin"))
+
+
+def open_clip_fixture(pixels):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    vision = dict(layers=2, width=96, head_width=32, mlp_ratio=2.0, patch_size=8, image_size=32)
+    text = dict(context_length=77, vocab_size=512, width=64, heads=2, layers=1)
+    model = CLIP(48, CLIPVisionCfg(**vision), CLIPTextCfg(**text), quick_gelu=False).eval()
+    perturb(model, 3000)
+    d = os.path.join(CKPT, "open_clip")
+    os.makedirs(d, exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(d, "open_clip_pytorch_model.bin"))
+    cfg = {"model_cfg": {"embed_dim": 48, "vision_cfg": vision, "text_cfg": text},
+           "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                              "std": [0.26862954, 0.26130258, 0.27577711]}}
+    with open(os.path.join(d, "open_clip_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    with torch.no_grad():
+        emb = model.double().encode_image(pixels.double())
+    model.float()
+    save_io("open_clip", pixels, emb)
+    return model
+
+
+class ImageEncoder(torch.nn.Module):
+    """WiSE-FT's wrapper: the CLIP model under `.model`."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.model = clip
+
+
+class ImageClassifier(torch.nn.Module):
+    """WiSE-FT's classifier: image encoder + linear head on normalised features."""
+
+    def __init__(self, encoder, head):
+        super().__init__()
+        self.image_encoder = encoder
+        self.classification_head = head
+
+
+def wiseft_fixture(clip, pixels):
+    torch.manual_seed(3100)
+    head = torch.nn.Linear(48, 5)
+    with torch.no_grad():
+        head.weight.copy_(30.0 * F.normalize(torch.randn(5, 48), dim=-1))
+        head.bias.copy_(0.5 * torch.randn(5))
+    torch.save(ImageClassifier(ImageEncoder(clip), head), os.path.join(CKPT, "wiseft_module.pt"))
+    with torch.no_grad():
+        emb = clip.double().encode_image(pixels.double())
+        logits = F.normalize(emb, dim=-1) @ head.weight.double().T + head.bias.double()
+    clip.float()
+    save_io("wiseft_module", pixels, emb, logits)
+
+
+def hf_fixtures(pixels):
+    from transformers import CLIPConfig, CLIPModel
+    conf = CLIPConfig(
+        vision_config=dict(hidden_size=128, num_attention_heads=4, intermediate_size=256,
+                           num_hidden_layers=2, image_size=32, patch_size=8, hidden_act="gelu"),
+        text_config=dict(hidden_size=64, num_attention_heads=2, intermediate_size=128,
+                         num_hidden_layers=1, vocab_size=512, eos_token_id=2, bos_token_id=1,
+                         pad_token_id=1),
+        projection_dim=40)
+    model = CLIPModel(conf).eval()
+    perturb(model, 3200)
+    model.save_pretrained(os.path.join(CKPT, "hf_clip"))
+    with torch.no_grad():
+        m = model.double()
+        pooled = m.vision_model(pixel_values=pixels.double()).pooler_output
+        emb = m.visual_projection(pooled)
+    save_io("hf_clip", pixels, emb)
+
+    vconf = CLIPVisionConfig(hidden_size=96, num_attention_heads=6, intermediate_size=192,
+                             num_hidden_layers=3, image_size=32, patch_size=8, projection_dim=24,
+                             layer_norm_eps=1e-6)
+    vis = CLIPVisionModelWithProjection(vconf).eval()
+    perturb(vis, 3300)
+    vis.save_pretrained(os.path.join(CKPT, "hf_sharded"), max_shard_size="150KB")
+    with torch.no_grad():
+        emb = vis.double()(pixel_values=pixels.double()).image_embeds
+    vis.float()
+    save_io("hf_sharded", pixels, emb)
+    # The same weights as pytorch_model-*.bin shards, as older hub folders hold.
+    src = os.path.join(CKPT, "hf_sharded")
+    dst = os.path.join(CKPT, "hf_sharded_bin")
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(src, "model.safetensors.index.json")) as f:
+        index = json.load(f)
+    from safetensors.torch import load_file
+    weight_map = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = load_file(os.path.join(src, shard))
+        name = shard.replace("model-", "pytorch_model-").replace(".safetensors", ".bin")
+        torch.save(tensors, os.path.join(dst, name))
+        weight_map.update({k: name for k in tensors})
+    with open(os.path.join(dst, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump({"metadata": index.get("metadata", {}), "weight_map": weight_map}, f, indent=2)
+    with open(os.path.join(src, "config.json")) as f, open(os.path.join(dst, "config.json"), "w") as g:
+        g.write(f.read())
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os as _os
+        return (_os.system, ("echo this checkpoint ran code",))
+
+
+def refused_fixtures():
+    import argparse
+    sd = {"visual.conv1.weight": torch.zeros(4, 3, 2, 2)}
+    torch.save({"state_dict": sd, "args": argparse.Namespace(lr=1e-5)},
+               os.path.join(CKPT, "refused_namespace.pt"))
+    torch.save({"state_dict": sd, "payload": RunsCode()}, os.path.join(CKPT, "malicious_os_system.pt"))
+
+
+def checkpoints():
+    os.makedirs(CKPT, exist_ok=True)
+    g = torch.Generator().manual_seed(4000)
+    pixels = torch.randn(3, 3, 32, 32, generator=g)
+    pair_as_torch_files()
+    clip = open_clip_fixture(pixels)
+    wiseft_fixture(clip, pixels)
+    hf_fixtures(pixels)
+    refused_fixtures()
+    print(f"checkpoints written under {CKPT}", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    main()
+    if "--checkpoints" in sys.argv:
+        checkpoints()
+    else:
+        main()
+        checkpoints()

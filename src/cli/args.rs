@@ -30,16 +30,20 @@ pub struct DataArgs {
     /// Output folder (created if needed); also holds the logits cache.
     #[arg(long)]
     pub out_dir: PathBuf,
-    /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles
-    /// (the official ViT-B/32 values are 0.9576,0.9733).
+    /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles, or
+    /// a backbone's official values by name: vit-b32 (0.9576,0.9733),
+    /// vit-b16 (0.96,1.0066), vit-l14 (1.0767,0.9545). summary.json records
+    /// the numbers used.
     #[arg(long, default_value = "1,1", value_parser = parse_pair)]
     pub temperature: (f32, f32),
-    /// File of class indices to keep (e.g. ImageNet-A/-R's 200); labels are
-    /// indices into this list.
+    /// Class indices to keep: a file (commas, spaces, `[..]`, `#` comments)
+    /// or a shipped list, `imagenet-a` or `imagenet-r` (200 classes each);
+    /// labels are indices into this list.
     #[arg(long, conflicts_with = "class_map")]
     pub class_subset: Option<PathBuf>,
-    /// File with one line per output class listing the model classes to
-    /// max-pool into it (e.g. ObjectNet's 113).
+    /// One line per output class listing the model classes to max-pool
+    /// into it: a file, or the shipped `objectnet` (113 classes; use it
+    /// with `--folders objectnet --crop-border 2`).
     #[arg(long)]
     pub class_map: Option<PathBuf>,
     /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
@@ -50,6 +54,8 @@ pub struct DataArgs {
     /// (ImageNetV2's 0…999).
     #[arg(long, value_enum, default_value_t = LabelOrder::Sorted)]
     pub label_order: LabelOrder,
+    #[command(flatten)]
+    pub folders: FolderFlags,
     /// Hide progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -81,6 +87,8 @@ impl DataArgs {
             progress: !self.quiet,
             precision: self.run.precision,
             label_order: self.label_order,
+            keep_folders: self.folders.keep()?,
+            crop_border: self.folders.crop_border,
             ..EvalOptions::default()
         })
     }
@@ -124,16 +132,69 @@ impl EvalArgs {
     }
 }
 
+/// How an image folder is read beyond ImageFolder's rules.
+#[derive(Args, Clone, Debug)]
+pub struct FolderFlags {
+    /// Keep only these class folders of an image folder: a file with one
+    /// folder name per line (`#` comments), or the shipped `objectnet` (its
+    /// 113 evaluated classes of 313). Kept folders are numbered in sorted
+    /// order.
+    #[arg(long)]
+    pub folders: Option<PathBuf>,
+    /// Pixels trimmed from each side of every image before preprocessing
+    /// (ObjectNet's evaluation trims 2, its 1-pixel red border and one more).
+    #[arg(long, default_value_t = 0)]
+    pub crop_border: usize,
+}
+
+impl FolderFlags {
+    pub fn keep(&self) -> anyhow::Result<Option<Vec<String>>> {
+        use dawin::method::label_spaces::{self, Named};
+        let Some(p) = &self.folders else {
+            return Ok(None);
+        };
+        let text = match label_spaces::folders(p) {
+            Named::File => std::fs::read_to_string(p).map_err(|e| dawin::Error::io(p, e))?,
+            Named::Shipped(_, t) => t.to_string(),
+            Named::Unknown(msg) => anyhow::bail!("--folders {msg}"),
+        };
+        let f = label_spaces::parse_folders(&text);
+        if f.is_empty() {
+            anyhow::bail!("--folders {}: lists no folder", p.display());
+        }
+        Ok(Some(f))
+    }
+
+    pub fn options(
+        &self,
+        order: dawin::method::data::LabelOrder,
+    ) -> anyhow::Result<dawin::method::data::FolderOptions> {
+        Ok(dawin::method::data::FolderOptions {
+            order,
+            keep: self.keep()?,
+            crop_border: self.crop_border,
+        })
+    }
+}
+
 /// Values a checkpoint's tensor shapes cannot tell. The file's metadata
-/// (`heads`, `act`, `ln_eps`) wins over these; OpenAI defaults fill the rest.
+/// (`heads`, `act`, `ln_eps`) or its folder's `config.json` /
+/// `open_clip_config.json` wins over these; OpenAI defaults fill the rest.
 #[derive(Args, Clone, Copy)]
 pub struct ArchFlags {
-    /// Attention heads (default: the file's metadata, else width/64).
+    /// Attention heads (default: the file's metadata or config, else
+    /// width/64, with a warning).
     #[arg(long)]
     pub heads: Option<usize>,
-    /// MLP activation (default: the file's metadata, else quick_gelu).
+    /// MLP activation (default: the file's metadata or config, else
+    /// quick_gelu, with a warning).
     #[arg(long, value_enum)]
     pub act: Option<Act>,
+    /// Read PyTorch files that pickle a whole model object (WiSE-FT's and
+    /// DaWin's `torch.save(model)`): its classes are kept as inert records
+    /// and its tensors read by attribute path; nothing in the file is run.
+    #[arg(long)]
+    pub pickled_modules: bool,
     /// Run checkpoints whose weights hold NaN or Inf (with a warning naming
     /// the tensors) instead of refusing them.
     #[arg(long)]
@@ -146,6 +207,7 @@ impl ArchFlags {
             heads: self.heads,
             act: self.act,
             allow_non_finite: self.allow_non_finite,
+            pickled_modules: self.pickled_modules,
         }
     }
 }
@@ -189,6 +251,9 @@ impl RunFlags {
 }
 
 pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
+    if let Some(t) = dawin::method::label_spaces::temperature(s) {
+        return Ok(t);
+    }
     let v: Vec<&str> = s.split(',').collect();
     let p = |x: &str| {
         x.trim()
@@ -201,7 +266,12 @@ pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
         [a, b] => p(a).zip(p(b)),
         _ => None,
     }
-    .ok_or_else(|| format!("expected `T` or `T_pt,T_ft` with positive numbers, got `{s}`"))
+    .ok_or_else(|| {
+        format!(
+            "expected `T`, `T_pt,T_ft` with positive numbers, or a preset ({}), got `{s}`",
+            dawin::method::label_spaces::temperature_names()
+        )
+    })
 }
 
 pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {

@@ -18,6 +18,12 @@ pub fn run(cmd: Cmd) -> Result<()> {
             print!("{}", load_model(&model, arch)?.describe(&model));
             Ok(())
         }
+        Cmd::Convert {
+            input,
+            output,
+            names,
+            arch,
+        } => convert(&input, &output, names, arch),
         Cmd::Forward {
             model,
             input,
@@ -65,19 +71,43 @@ pub fn run(cmd: Cmd) -> Result<()> {
             size,
             out,
             label_order,
-        } => run_preprocess(&paths, size as usize, &out, label_order),
+            folders,
+        } => run_preprocess(&paths, size as usize, &out, &folders.options(label_order)?),
         Cmd::Bench(a) => run_bench(a.device, &a.options(), a.json.clone()),
     }
+}
+
+fn convert(
+    input: &Path,
+    output: &Path,
+    names: dawin::model::convert::Names,
+    arch: ArchFlags,
+) -> Result<()> {
+    let c = dawin::model::convert::convert(input, output, arch.overrides(), names)?;
+    for n in &c.model.notes {
+        eprintln!("warning: {}: {n}", input.display());
+    }
+    let mut meta: Vec<String> = c
+        .metadata
+        .iter()
+        .filter(|(k, _)| *k != "converted_from")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    meta.sort();
+    println!(
+        "wrote {} ({} tensors; read as {}); metadata: {}",
+        output.display(),
+        c.tensors,
+        c.model.origin,
+        meta.join(", ")
+    );
+    Ok(())
 }
 
 /// Loads a model, printing what the loader noted (flags overridden by the
 /// file's metadata, ...).
 fn load_model(path: &Path, arch: ArchFlags) -> Result<Model> {
-    let m = Model::load(path, arch.overrides())?;
-    for n in &m.notes {
-        eprintln!("warning: {}: {n}", path.display());
-    }
-    Ok(m)
+    Ok(Model::load_warn(path, arch.overrides())?)
 }
 
 fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlags) -> Result<()> {
@@ -175,10 +205,10 @@ fn run_preprocess(
     paths: &[PathBuf],
     size: usize,
     out: &Path,
-    order: data::LabelOrder,
+    opt: &data::FolderOptions,
 ) -> Result<()> {
     dawin::tensorfile::check_output(out)?;
-    let p = data::preprocess_paths(paths, size, order, true)?;
+    let p = data::preprocess_paths(paths, size, opt, true)?;
     let n = p.labels.len();
     let px = Tensor {
         shape: vec![n, 3, size, size],

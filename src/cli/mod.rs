@@ -18,8 +18,10 @@ use std::path::PathBuf;
     long_about = "dawin runs CLIP ViT image towers on its own tensor engine (cpu reference, \
                   emu PTX interpreter, cuda) and evaluates DaWin: per-sample interpolation \
                   between a pretrained and a fine-tuned model, weighted by their entropies.\n\n\
-                  Models are safetensors files in OpenAI/open_clip, model-soups (model.visual.* \
-                  + classification_head) or HF transformers layout."
+                  A model is a .safetensors file, a PyTorch .pt/.pth/.bin checkpoint (read \
+                  without running code), or a folder: an HF hub folder (config.json, sharded or \
+                  not) or open_clip's (open_clip_config.json). Weight layouts: OpenAI/open_clip, \
+                  model-soups/WiSE-FT/DaWin (model.visual.* + classification_head), HF transformers."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,10 +30,31 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Print a model file's recognised layout, configuration and sizes.
+    /// Print a model's recognised format, layout, configuration and sizes.
     Inspect {
-        /// A safetensors checkpoint.
+        /// A model: .safetensors, .pt/.pth/.bin, or an HF / open_clip folder.
         model: PathBuf,
+        #[command(flatten)]
+        arch: ArchFlags,
+    },
+    /// Convert any readable model to a safetensors file that runs with no
+    /// flags.
+    ///
+    /// The output's metadata records heads, act, ln_eps, the input's layout
+    /// and, for CLIP checkpoints, logit_scale (the log of the softmax
+    /// scale, as CLIP stores it). `--names canonical` (default) writes
+    /// dawin's OpenAI layout, f32, image tower and head only; `--names keep`
+    /// copies every tensor under its own name and dtype.
+    ///
+    /// Example: dawin convert open_clip_folder/ model.safetensors
+    Convert {
+        /// A model: .safetensors, .pt/.pth/.bin, or an HF / open_clip folder.
+        input: PathBuf,
+        /// The safetensors file to write (written atomically).
+        output: PathBuf,
+        /// Which tensor names the output keeps.
+        #[arg(long, value_enum, default_value_t = dawin::model::convert::Names::Canonical)]
+        names: dawin::model::convert::Names,
         #[command(flatten)]
         arch: ArchFlags,
     },
@@ -41,7 +64,7 @@ pub enum Cmd {
     /// `image_embeds` f32 [N,D] (projected, before normalisation) and, when the
     /// model has a classification head, `logits` f32 [N,C].
     Forward {
-        /// The model checkpoint (safetensors).
+        /// The model: .safetensors, .pt/.pth/.bin, or an HF / open_clip folder.
         #[arg(long)]
         model: PathBuf,
         /// Input safetensors with `pixel_values` [N,3,H,W].
@@ -177,5 +200,7 @@ pub enum Cmd {
         /// ImageFolder) or by the number each folder is named (ImageNetV2).
         #[arg(long, value_enum, default_value_t = LabelOrder::Sorted)]
         label_order: LabelOrder,
+        #[command(flatten)]
+        folders: args::FolderFlags,
     },
 }

@@ -23,6 +23,27 @@ pub enum LabelOrder {
     Numeric,
 }
 
+/// How an image folder is read: the class numbering, which class folders
+/// are kept, and a border trimmed from every image before preprocessing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FolderOptions {
+    pub order: LabelOrder,
+    /// Keep only these class folders (ObjectNet's 113 of 313); the kept
+    /// folders are numbered as `order` says.
+    pub keep: Option<Vec<String>>,
+    /// Pixels trimmed from each side of each image (ObjectNet: 2).
+    pub crop_border: usize,
+}
+
+impl From<LabelOrder> for FolderOptions {
+    fn from(order: LabelOrder) -> Self {
+        FolderOptions {
+            order,
+            ..Default::default()
+        }
+    }
+}
+
 enum Source {
     /// The file and the dtype of its `pixel_values`.
     Tensors(TensorFile, Dtype),
@@ -43,6 +64,8 @@ pub struct Dataset {
     pub skipped_files: Vec<(PathBuf, String)>,
     /// What the user should know about the folder (empty classes, ...).
     pub warnings: Vec<String>,
+    /// Pixels trimmed from each side of each image before preprocessing.
+    pub crop_border: usize,
 }
 
 /// One decoded batch: the dataset indices it holds (unreadable images are
@@ -65,13 +88,19 @@ impl Dataset {
     /// Opens `path`; `size` is the model's input size (used for folders, and
     /// checked against tensor files).
     pub fn open(path: &Path, size: usize) -> Result<Dataset> {
-        Self::open_with(path, size, LabelOrder::Sorted)
+        Self::open_with(path, size, &FolderOptions::default())
     }
 
-    /// [`Dataset::open`] with the class numbering of image folders.
-    pub fn open_with(path: &Path, size: usize, order: LabelOrder) -> Result<Dataset> {
+    /// [`Dataset::open`] with how image folders are read.
+    pub fn open_with(path: &Path, size: usize, opt: &FolderOptions) -> Result<Dataset> {
         if path.is_dir() {
-            return Self::open_folder(path, size, order);
+            return Self::open_folder(path, size, opt);
+        }
+        if opt.keep.is_some() || opt.crop_border > 0 {
+            return Err(Error::file(
+                path,
+                "--folders and --crop-border apply to image folders, and this is a tensor file (crop before `dawin preprocess` instead)",
+            ));
         }
         let f = TensorFile::open(path)?;
         let st = f.tensors();
@@ -123,10 +152,11 @@ impl Dataset {
             classes: vec![],
             skipped_files: vec![],
             warnings: vec![],
+            crop_border: 0,
         })
     }
 
-    fn open_folder(path: &Path, size: usize, order: LabelOrder) -> Result<Dataset> {
+    fn open_folder(path: &Path, size: usize, opt: &FolderOptions) -> Result<Dataset> {
         let mut classes: Vec<(String, PathBuf)> = read_dir(path)?
             .into_iter()
             .filter(|p| p.is_dir())
@@ -141,13 +171,20 @@ impl Dataset {
             })
             .collect();
         classes.sort();
+        let mut warnings = Vec::new();
+        if let Some(keep) = &opt.keep {
+            classes = keep_folders(classes, keep, &mut warnings);
+        }
         if classes.is_empty() {
             return Err(Error::file(
                 path,
-                "no class subfolders (expected one folder per class holding images)",
+                match opt.keep {
+                    Some(_) => "none of the class folders --folders lists is here",
+                    None => "no class subfolders (expected one folder per class holding images)",
+                },
             ));
         }
-        let ids = class_ids(path, &classes, order)?;
+        let ids = class_ids(path, &classes, opt.order)?;
         let mut d = Dataset {
             path: path.to_path_buf(),
             source: Source::Folder { paths: vec![] },
@@ -155,7 +192,8 @@ impl Dataset {
             size,
             classes: vec![],
             skipped_files: vec![],
-            warnings: vec![],
+            warnings,
+            crop_border: opt.crop_border,
         };
         let mut paths = Vec::new();
         for ((name, dir), id) in classes.iter().zip(&ids) {
@@ -268,6 +306,7 @@ impl Dataset {
             }
         }
         h.update(&(self.size as u64).to_le_bytes());
+        h.update(&(self.crop_border as u64).to_le_bytes());
         h.update(bytemuck::cast_slice(&self.labels));
         format!("{:032x}", h.digest128())
     }
@@ -294,7 +333,11 @@ impl Dataset {
             Source::Folder { paths } => {
                 let decoded: Vec<(usize, Result<Vec<f32>>)> = indices
                     .par_iter()
-                    .map(|&i| (i, preprocess::load_image(&paths[i], self.size)))
+                    .map(|&i| {
+                        let img =
+                            preprocess::load_image_cropped(&paths[i], self.size, self.crop_border);
+                        (i, img)
+                    })
                     .collect();
                 let mut b = Batch {
                     indices: vec![],
@@ -372,6 +415,41 @@ fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<(PathBuf, PathBuf
 }
 
 /// The label of each class folder (`classes` sorted by name).
+/// The class folders `keep` lists (in sorted order); what is absent or
+/// left out is said in `warnings`.
+fn keep_folders(
+    classes: Vec<(String, PathBuf)>,
+    keep: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<(String, PathBuf)> {
+    let want: HashSet<&str> = keep.iter().map(|s| s.as_str()).collect();
+    let have: HashSet<&str> = classes.iter().map(|(n, _)| n.as_str()).collect();
+    let absent: Vec<&str> = keep
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|k| !have.contains(k))
+        .collect();
+    if !absent.is_empty() {
+        warnings.push(format!(
+            "{} of the {} class folders --folders lists are absent (e.g. `{}`); their classes get no samples",
+            absent.len(),
+            keep.len(),
+            absent[0]
+        ));
+    }
+    let (kept, dropped): (Vec<_>, Vec<_>) = classes
+        .into_iter()
+        .partition(|(n, _)| want.contains(n.as_str()));
+    if !dropped.is_empty() {
+        warnings.push(format!(
+            "{} class folders outside --folders are not evaluated (e.g. `{}`)",
+            dropped.len(),
+            dropped[0].0
+        ));
+    }
+    kept
+}
+
 fn class_ids(root: &Path, classes: &[(String, PathBuf)], order: LabelOrder) -> Result<Vec<i64>> {
     match order {
         LabelOrder::Sorted => Ok((0..classes.len() as i64).collect()),
@@ -415,7 +493,7 @@ pub struct Preprocessed {
 pub fn preprocess_paths(
     paths: &[std::path::PathBuf],
     size: usize,
-    order: LabelOrder,
+    opt: &FolderOptions,
     progress: bool,
 ) -> Result<Preprocessed> {
     if size == 0 {
@@ -428,7 +506,7 @@ pub fn preprocess_paths(
     };
     for p in paths {
         if !p.is_dir() {
-            match preprocess::load_image(p, size) {
+            match preprocess::load_image_cropped(p, size, opt.crop_border) {
                 Ok(v) => {
                     out.pixels.extend(v);
                     out.labels.push(-1);
@@ -440,7 +518,7 @@ pub fn preprocess_paths(
             }
             continue;
         }
-        let d = Dataset::open_with(p, size, order)?;
+        let d = Dataset::open_with(p, size, opt)?;
         for w in &d.warnings {
             eprintln!("warning: {}: {w}", p.display());
         }

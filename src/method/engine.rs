@@ -11,13 +11,8 @@ use std::path::Path;
 
 /// Loads both models and checks that DaWin can interpolate them.
 pub fn load_pair(pt: &Path, ft: &Path, ov: Overrides) -> Result<(Model, Model)> {
-    let a = Model::load(pt, ov)?;
-    let b = Model::load(ft, ov)?;
-    for (m, p) in [(&a, pt), (&b, ft)] {
-        for note in &m.notes {
-            eprintln!("warning: {}: {note}", p.display());
-        }
-    }
+    let a = Model::load_warn(pt, ov)?;
+    let b = Model::load_warn(ft, ov)?;
     let diffs = a.shape_differences(&b);
     if !diffs.is_empty() {
         let shown: Vec<&String> = diffs.iter().take(10).collect();

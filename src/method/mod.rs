@@ -12,6 +12,7 @@ pub mod entropy;
 pub mod eval;
 pub mod expertise;
 pub mod interp;
+pub mod label_spaces;
 pub mod lambda;
 pub mod methods;
 pub mod mtl;

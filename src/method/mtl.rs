@@ -68,15 +68,20 @@ fn load_models(o: &MtlOptions) -> Result<(Model, Vec<Model>, usize)> {
         ));
     }
     let eval_path = &o.tasks[o.task_index];
-    let eval_task = Model::load(eval_path, o.overrides)?;
+    let eval_task = Model::load_warn(eval_path, o.overrides)?;
     let classes = eval_task
         .spec
         .classes
         .ok_or_else(|| Error::file(eval_path, "has no classification head"))?;
-    let base = Model::load(&o.base, o.overrides)?.with_head_of(&eval_task);
+    let base = Model::load_warn(&o.base, o.overrides)?.with_head_of(&eval_task);
     let mut tasks = Vec::with_capacity(t_count);
     for p in &o.tasks {
-        let m = Model::load(p, o.overrides)?.with_head_of(&eval_task);
+        // The evaluated task's warnings were printed above.
+        let m = if p == eval_path {
+            eval_task.clone()
+        } else {
+            Model::load_warn(p, o.overrides)?.with_head_of(&eval_task)
+        };
         let diffs = base.shape_differences(&m);
         if !diffs.is_empty() {
             let shown: Vec<String> = diffs.into_iter().take(10).collect();

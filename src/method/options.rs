@@ -36,6 +36,10 @@ pub struct EvalOptions {
     pub precision: Precision,
     /// How the class folders of an image folder are numbered.
     pub label_order: LabelOrder,
+    /// Keep only these class folders of an image folder (`--folders`).
+    pub keep_folders: Option<Vec<String>>,
+    /// Pixels trimmed from each side of each image (`--crop-border`).
+    pub crop_border: usize,
     /// Where the expertise pass's logits are cached (default
     /// `OUT/cache.safetensors`).
     pub cache: Option<PathBuf>,
@@ -62,6 +66,8 @@ impl Default for EvalOptions {
             seed: 1,
             precision: Precision::F32,
             label_order: LabelOrder::Sorted,
+            keep_folders: None,
+            crop_border: 0,
             cache: None,
         }
     }
@@ -76,7 +82,21 @@ impl EvalOptions {
             "act": self.overrides.act.map(|a| a.to_string()),
             "allow_non_finite": self.overrides.allow_non_finite,
             "label_order": format!("{:?}", self.label_order).to_lowercase(),
+            "folders": self.keep_folders.as_ref().map(|f| {
+                let h = xxhash_rust::xxh3::xxh3_128(f.join("\n").as_bytes());
+                json!({"count": f.len(), "hash": format!("{h:032x}")})
+            }),
+            "crop_border": self.crop_border,
         })
+    }
+
+    /// How an image folder given as `data` is read.
+    pub fn folder_options(&self) -> crate::method::data::FolderOptions {
+        crate::method::data::FolderOptions {
+            order: self.label_order,
+            keep: self.keep_folders.clone(),
+            crop_border: self.crop_border,
+        }
     }
 
     /// The settings that change the entropies (the expertise files).

@@ -179,5 +179,46 @@ pub fn decode(path: &Path) -> Result<Rgb8> {
 
 /// Decode + CLIP preprocessing of one file.
 pub fn load_image(path: &Path, size: usize) -> Result<Vec<f32>> {
-    Ok(clip_preprocess(&decode(path)?, size))
+    load_image_cropped(path, size, 0)
+}
+
+/// [`load_image`] after trimming `border` pixels from every side (PIL's
+/// `crop((b, b, w - b, h - b))`, as ObjectNet's evaluation does).
+pub fn load_image_cropped(path: &Path, size: usize, border: usize) -> Result<Vec<f32>> {
+    let img = decode(path)?;
+    let img = if border > 0 {
+        crop_border(&img, border).ok_or_else(|| {
+            Error::file(
+                path,
+                format!(
+                    "a {}×{} image is too small for a {border}-pixel border crop",
+                    img.width, img.height
+                ),
+            )
+        })?
+    } else {
+        img
+    };
+    Ok(clip_preprocess(&img, size))
+}
+
+/// The image without `b` pixels on each side; `None` if nothing is left.
+pub fn crop_border(img: &Rgb8, b: usize) -> Option<Rgb8> {
+    let (w, h) = (
+        img.width.checked_sub(2 * b)?,
+        img.height.checked_sub(2 * b)?,
+    );
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in b..b + h {
+        let row = (y * img.width + b) * 3;
+        data.extend_from_slice(&img.data[row..row + w * 3]);
+    }
+    Some(Rgb8 {
+        width: w,
+        height: h,
+        data,
+    })
 }

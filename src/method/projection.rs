@@ -1,6 +1,7 @@
 //! Logit projection to the evaluated label space (ImageNet-A/-R's class
 //! subsets, ObjectNet's pooled groups), applied before softmax and accuracy.
 
+use super::label_spaces::{self, Named};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -15,20 +16,54 @@ pub enum Projection {
 }
 
 impl Projection {
-    /// Reads a class-subset file: indices separated by commas or whitespace.
+    /// A class subset from a file, or a shipped one by name
+    /// (`imagenet-a`, `imagenet-r`): indices separated by commas or
+    /// whitespace, `#` comments, Python's `[0, 1, 2]` syntax accepted.
     pub fn subset_file(path: &Path) -> Result<Self> {
-        let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v = parse_indices(path, &t)?;
+        match label_spaces::subset(path) {
+            Named::File => {
+                let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                Self::subset_text(path, &t)
+            }
+            Named::Shipped(name, t) => Self::subset_text(Path::new(name), t),
+            Named::Unknown(msg) => Err(crate::invalid!("--class-subset {msg}")),
+        }
+    }
+
+    /// Parses a class subset's text (see [`Projection::subset_file`]).
+    pub fn subset_text(path: &Path, t: &str) -> Result<Self> {
+        let body: String = t
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v = parse_indices(path, &body)?;
         if v.is_empty() {
             return Err(Error::file(path, "the class subset is empty"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(d) = v.iter().find(|i| !seen.insert(**i)) {
+            return Err(Error::file(path, format!("class {d} is listed twice")));
         }
         Ok(Projection::Subset(v))
     }
 
-    /// Reads a class-map file: one output class per line, listing the model
-    /// classes pooled into it (commas or spaces; `#` starts a comment).
+    /// A class map from a file, or a shipped one by name (`objectnet`): one
+    /// output class per line, listing the model classes pooled into it
+    /// (commas or spaces, `[..]` accepted; `#` starts a comment).
     pub fn map_file(path: &Path) -> Result<Self> {
-        let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        match label_spaces::map(path) {
+            Named::File => {
+                let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                Self::map_text(path, &t)
+            }
+            Named::Shipped(name, t) => Self::map_text(Path::new(name), t),
+            Named::Unknown(msg) => Err(crate::invalid!("--class-map {msg}")),
+        }
+    }
+
+    /// Parses a class map's text (see [`Projection::map_file`]).
+    pub fn map_text(path: &Path, t: &str) -> Result<Self> {
         let mut groups = Vec::new();
         for (ln, line) in t.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -100,7 +135,7 @@ impl Projection {
 }
 
 fn parse_indices(path: &Path, t: &str) -> Result<Vec<usize>> {
-    t.split(|c: char| c == ',' || c.is_whitespace())
+    t.split(|c: char| matches!(c, ',' | '[' | ']' | '(' | ')') || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()

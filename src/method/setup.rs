@@ -39,7 +39,7 @@ impl Setup {
         let classes_raw = pt.spec.classes.unwrap_or(0);
         o.projection.check(classes_raw)?;
         let classes = o.projection.out_classes(classes_raw);
-        let data = Dataset::open_with(&o.data, pt.spec.image_size, o.label_order)?;
+        let data = Dataset::open_with(&o.data, pt.spec.image_size, &o.folder_options())?;
         report_data(&data, classes);
         data.check_labels(classes)?;
         let shard = shard::range(o.shard, data.len())?;

@@ -3,8 +3,8 @@
 //! tensor copied into the canonical flat f32 buffer.
 
 use super::{Act, Block, Model, ModelSpec, Overrides, Params};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::tensorfile::TensorFile;
 use std::path::Path;
 
 /// The key conventions recognised (docs/design.md §3).
@@ -41,13 +41,16 @@ struct Keys {
 }
 
 pub(super) struct Loader<'a> {
-    file: &'a TensorFile,
+    file: &'a Checkpoint,
     names: Vec<String>,
     keys: Keys,
     /// Run a checkpoint with NaN/Inf weights (noting them) instead of
     /// refusing it.
     allow_non_finite: bool,
     non_finite: std::cell::RefCell<Vec<String>>,
+    /// Tensors read so far: any other tensor of the image tower is a part
+    /// dawin does not compute.
+    used: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 const ANCHORS: [(&str, &str); 3] = [
@@ -60,7 +63,7 @@ const ANCHORS: [(&str, &str); 3] = [
 ];
 
 impl<'a> Loader<'a> {
-    pub(super) fn new(file: &'a TensorFile, allow_non_finite: bool) -> Result<Self> {
+    pub(super) fn new(file: &'a Checkpoint, allow_non_finite: bool) -> Result<Self> {
         let names = file.names();
         let keys = detect(&names).ok_or_else(|| unknown_layout(file.path(), &names))?;
         Ok(Loader {
@@ -69,6 +72,7 @@ impl<'a> Loader<'a> {
             keys,
             allow_non_finite,
             non_finite: Default::default(),
+            used: Default::default(),
         })
     }
 
@@ -102,7 +106,8 @@ impl<'a> Loader<'a> {
                 "tensor `{name}` has shape {shape:?}, expected {expect:?}"
             )));
         }
-        let data = self.file.read_f32(name)?.data;
+        let data = self.file.read_f32(name)?;
+        self.used.borrow_mut().insert(name.to_string());
         let bad = data.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
             let first = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
@@ -127,6 +132,149 @@ impl<'a> Loader<'a> {
                 "tensor `{name}` has shape {s:?}, expected {N} dimensions"
             ))
         })
+    }
+
+    /// A hint as a number, or an error naming where it came from.
+    fn hint_num<'k, T: std::str::FromStr>(&self, keys: &[&'k str]) -> Result<Option<(T, &'k str)>> {
+        let Some((key, v)) = keys.iter().find_map(|k| self.file.hint(k).map(|v| (*k, v))) else {
+            return Ok(None);
+        };
+        match v.trim().parse::<T>() {
+            Ok(x) => Ok(Some((x, key))),
+            Err(_) => Err(self.err(format!(
+                "{} says {key} = {v:?}, which is not a number",
+                self.hint_source()
+            ))),
+        }
+    }
+
+    fn hint_source(&self) -> &str {
+        self.file
+            .hint_source
+            .as_deref()
+            .unwrap_or("the file's metadata")
+    }
+
+    /// Heads, activation and layernorm eps: the file's metadata or config,
+    /// then flags, then OpenAI's defaults (said in a note). A flag that
+    /// contradicts the file is noted.
+    fn settings(
+        &self,
+        ov: Overrides,
+        width: usize,
+        notes: &mut Vec<String>,
+    ) -> Result<(usize, Act, f32)> {
+        let src = self.hint_source().to_string();
+        if let Some((w, _)) = self.hint_num::<usize>(&["width"])?
+            && w != width
+        {
+            return Err(self.err(format!(
+                "{src} describes an image tower of width {w}, but the weights have width {width}: the config belongs to another model"
+            )));
+        }
+        let mut assumed = Vec::new();
+        let heads = match self.hint_num::<usize>(&["heads"])? {
+            Some((h, _)) => {
+                if let Some(f) = ov.heads.filter(|&f| f != h) {
+                    notes.push(format!("--heads {f} ignored: {src} says heads={h}"));
+                }
+                h
+            }
+            None => ov.heads.unwrap_or_else(|| {
+                let h = (width / 64).max(1);
+                assumed.push(format!("{h} heads (width/64)"));
+                h
+            }),
+        };
+        if heads == 0 || !width.is_multiple_of(heads) {
+            return Err(self.err(format!(
+                "{heads} attention heads do not divide width {width} (set --heads, or `heads` in the metadata)"
+            )));
+        }
+        let act = match ["act", "hidden_act"].iter().find_map(|k| self.file.hint(k)) {
+            Some(v) => {
+                let a: Act = v
+                    .parse()
+                    .map_err(|e: String| self.err(format!("{src}: {e}")))?;
+                if let Some(f) = ov.act.filter(|&f| f != a) {
+                    notes.push(format!("--act {f} ignored: {src} says act={a}"));
+                }
+                a
+            }
+            None => ov.act.unwrap_or_else(|| {
+                assumed.push("quick_gelu".into());
+                Act::QuickGelu
+            }),
+        };
+        if !assumed.is_empty() {
+            let why = match self.keys.layout {
+                Layout::OpenAi | Layout::ModelSoups => {
+                    " (an OpenAI/open_clip state dict's tensor names cannot tell quick_gelu from gelu)"
+                }
+                _ => "",
+            };
+            notes.push(format!(
+                "assuming {}: no metadata or config.json says{why}; pass --heads/--act to be sure",
+                assumed.join(" and ")
+            ));
+        }
+        let ln_eps = match self.hint_num::<f32>(&["ln_eps", "layer_norm_eps"])? {
+            Some((e, _)) if e > 0.0 && e.is_finite() => e,
+            Some((e, key)) => {
+                return Err(self.err(format!(
+                    "{src} says {key} = {e}, which is not a positive number"
+                )));
+            }
+            None => 1e-5,
+        };
+        Ok((heads, act, ln_eps))
+    }
+
+    /// Every tensor under the image tower's prefix was read: one that was
+    /// not (layer scale, attention pooling, extra norms) would be silently
+    /// dropped from the computation.
+    fn check_all_used(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let t = self.keys.tower.as_str();
+        // A bare HF tower has no prefix: its own top-level modules then.
+        let bare = [
+            "embeddings.",
+            "encoder.",
+            "pre_layrnorm.",
+            "post_layernorm.",
+        ];
+        let in_tower = |n: &str| match t {
+            "" => bare.iter().any(|b| n.starts_with(b)),
+            _ => n.starts_with(t),
+        };
+        let extra: Vec<&String> = self
+            .names
+            .iter()
+            .filter(|n| in_tower(n) && !used.contains(*n))
+            .filter(|n| !n.ends_with("position_ids"))
+            .collect();
+        match extra.first() {
+            None => Ok(()),
+            Some(first) => Err(self.err(format!(
+                "the image tower has {} tensor(s) dawin's CLIP ViT does not use, e.g. `{first}` (layer scale, attention pooling or extra norms?); running without them would give wrong results",
+                extra.len()
+            ))),
+        }
+    }
+
+    /// The config's image and patch size agree with the weights' shapes.
+    fn check_geometry(&self, image: usize, patch: usize) -> Result<()> {
+        for (key, have) in [("image_size", image), ("patch_size", patch)] {
+            if let Some((want, _)) = self.hint_num::<usize>(&[key])?
+                && want != have
+            {
+                return Err(self.err(format!(
+                    "{} says {key} = {want}, but the weights imply {have} (patch {patch}, image {image})",
+                    self.hint_source()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn load(&self, ov: Overrides) -> Result<Model> {
@@ -222,56 +370,9 @@ impl<'a> Loader<'a> {
             None => None,
         };
 
-        // What shapes can't tell: metadata, then flags, then OpenAI defaults.
-        let meta = self.file.metadata();
-        let mut notes = Vec::new();
-        let heads = match meta.get("heads") {
-            Some(v) => {
-                let h: usize = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| self.err(format!("metadata `heads` = {v:?} is not a number")))?;
-                if let Some(f) = ov.heads.filter(|&f| f != h) {
-                    notes.push(format!(
-                        "--heads {f} ignored: the file's metadata says heads={h}"
-                    ));
-                }
-                h
-            }
-            None => ov.heads.unwrap_or((width / 64).max(1)),
-        };
-        if heads == 0 || width % heads != 0 {
-            return Err(self.err(format!(
-                "{heads} attention heads do not divide width {width} (set --heads, or `heads` in the metadata)"
-            )));
-        }
-        let act = match meta.get("act").or(meta.get("hidden_act")) {
-            Some(v) => {
-                let a: Act = v
-                    .parse()
-                    .map_err(|e: String| self.err(format!("metadata: {e}")))?;
-                if let Some(f) = ov.act.filter(|&f| f != a) {
-                    notes.push(format!(
-                        "--act {f} ignored: the file's metadata says act={a}"
-                    ));
-                }
-                a
-            }
-            None => ov.act.unwrap_or(Act::QuickGelu),
-        };
-        let ln_eps = match meta.get("ln_eps").or(meta.get("layer_norm_eps")) {
-            Some(v) => v
-                .trim()
-                .parse::<f32>()
-                .ok()
-                .filter(|e| *e > 0.0 && e.is_finite())
-                .ok_or_else(|| {
-                    self.err(format!(
-                        "metadata `ln_eps` = {v:?} is not a positive number"
-                    ))
-                })?,
-            None => 1e-5,
-        };
+        let mut notes = self.file.notes.clone();
+        let (heads, act, ln_eps) = self.settings(ov, width, &mut notes)?;
+        self.check_geometry(grid * patch, patch)?;
         let spec = ModelSpec {
             width,
             layers,
@@ -381,6 +482,7 @@ impl<'a> Loader<'a> {
             }
             _ => (None, None),
         };
+        self.check_all_used()?;
         let params = Params {
             conv,
             class,
@@ -394,7 +496,12 @@ impl<'a> Loader<'a> {
             head_w,
             head_b,
         };
+        let settings_from = match &self.file.hint_source {
+            Some(s) if self.file.hint("heads").is_some() => format!("; heads/act from {s}"),
+            _ => "; heads/act not in the file (flags or defaults)".into(),
+        };
         Ok(Model {
+            origin: format!("{}{settings_from}", self.file.description),
             layout: self.keys.layout,
             spec,
             flat,

@@ -4,15 +4,16 @@
 //! model on an executor, [`vit`] runs it.
 
 pub mod batch;
+pub mod convert;
 pub mod device;
 pub mod load;
 pub mod vit;
 
 pub use load::Layout;
 
+use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::error::Result;
 use crate::rng::SplitMix;
-use crate::tensorfile::TensorFile;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -49,14 +50,17 @@ impl std::str::FromStr for Act {
     }
 }
 
-/// Values that shapes cannot tell, given on the command line. The file's
-/// `__metadata__` takes precedence; OpenAI defaults fill the rest.
+/// Values that shapes cannot tell, given on the command line, and how to
+/// open the file. The file's metadata or its folder's config takes
+/// precedence; OpenAI defaults fill the rest (with a note).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Overrides {
     pub heads: Option<usize>,
     pub act: Option<Act>,
     /// Load weights that hold NaN or Inf (a warning) instead of refusing.
     pub allow_non_finite: bool,
+    /// Read pickled whole modules (their classes kept as inert records).
+    pub pickled_modules: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +81,15 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// What shapes cannot tell, as the metadata dawin reads back.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("heads".to_string(), self.heads.to_string()),
+            ("act".to_string(), self.act.to_string()),
+            ("ln_eps".to_string(), self.ln_eps.to_string()),
+        ])
+    }
+
     pub fn grid(&self) -> usize {
         self.image_size / self.patch
     }
@@ -211,6 +224,9 @@ pub struct Model {
     pub params: Params<Range<usize>>,
     /// Things the user should know (a flag overridden by metadata, ...).
     pub notes: Vec<String>,
+    /// What was read (format, nesting, shards) and where heads/act came
+    /// from; empty for a model made in memory.
+    pub origin: String,
 }
 
 impl Model {
@@ -282,6 +298,7 @@ impl Model {
             flat,
             params,
             notes: vec![],
+            origin: String::new(),
         }
     }
 
@@ -299,6 +316,7 @@ impl Model {
         };
         [
             format!("file        {}", path.display()),
+            format!("read as     {}", self.origin),
             format!("layout      {}", self.layout),
             format!(
                 "tower       width {}, {} layers, {} heads (head dim {}), mlp {}, act {}, ln eps {:e}",
@@ -334,15 +352,34 @@ impl Model {
         &self.flat[r.clone()]
     }
 
-    /// Loads a safetensors checkpoint in any recognised layout.
+    /// Loads a checkpoint (safetensors, PyTorch zip, or a model folder) in
+    /// any recognised layout. Its notes say what was assumed or ignored.
     pub fn load(path: &Path, overrides: Overrides) -> Result<Model> {
-        let file = TensorFile::open(path)?;
+        let opt = OpenOptions {
+            pickled_modules: overrides.pickled_modules,
+        };
+        let file = Checkpoint::open(path, opt)?;
         load::Loader::new(&file, overrides.allow_non_finite)?.load(overrides)
+    }
+
+    /// [`Model::load`], printing the model's notes as warnings on stderr
+    /// (what every command does, so no note is dropped).
+    pub fn load_warn(path: &Path, overrides: Overrides) -> Result<Model> {
+        let m = Model::load(path, overrides)?;
+        for note in &m.notes {
+            eprintln!("warning: {}: {note}", path.display());
+        }
+        Ok(m)
     }
 
     /// Writes the model as safetensors in the OpenAI layout (`visual.*` +
     /// `classification_head.*`), with `heads`, `act` and `ln_eps` metadata.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with(path, HashMap::new())
+    }
+
+    /// [`Model::save`] with more metadata (the spec's keys win).
+    pub fn save_with(&self, path: &Path, extra: HashMap<String, String>) -> Result<()> {
         use crate::tensorfile::{Tensor, write_f32};
         let s = &self.spec;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -390,11 +427,8 @@ impl Model {
             tensors.push((key, Tensor { shape, data }));
         }
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let meta = HashMap::from([
-            ("heads".to_string(), s.heads.to_string()),
-            ("act".to_string(), s.act.to_string()),
-            ("ln_eps".to_string(), s.ln_eps.to_string()),
-        ]);
+        let mut meta = extra;
+        meta.extend(self.spec.metadata());
         write_f32(path, &refs, Some(meta))
     }
 

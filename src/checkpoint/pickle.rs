@@ -1,0 +1,780 @@
+//! A restricted unpickler: it rebuilds the values a PyTorch checkpoint's
+//! `data.pkl` holds (dicts, lists, tuples, numbers, strings, tensors) and
+//! never runs code. Globals are resolved against a short allow-list; any
+//! other global is refused by name, or, when the caller asks for records
+//! (pickled whole modules), kept as an inert class name whose objects only
+//! record their constructor arguments and state.
+//!
+//! Every opcode consumes at least one byte and every length is checked
+//! against the bytes left, so memory stays proportional to the input.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A storage reference from a persistent id: `('storage', type, key,
+/// location, numel)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageRef {
+    /// The storage class name, e.g. `FloatStorage`.
+    pub kind: String,
+    /// The archive entry under `data/`.
+    pub key: String,
+    pub numel: u64,
+}
+
+/// A tensor view over a storage, as `_rebuild_tensor_v2` describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRef {
+    pub storage: StorageRef,
+    /// In elements of the storage's dtype.
+    pub offset: u64,
+    pub shape: Vec<u64>,
+    pub stride: Vec<u64>,
+}
+
+/// What the allow-list lets a global be.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Global {
+    OrderedDict,
+    RebuildTensor,
+    RebuildParameter,
+    /// A storage type (`torch.FloatStorage`), named inside persistent ids.
+    StorageType(String),
+    /// `_codecs.encode(text, 'latin1')`: how protocol 2 pickles bytes.
+    CodecsEncode,
+    /// A class kept as an inert name (records mode only).
+    Class(String),
+}
+
+pub type Shared<T> = Rc<RefCell<T>>;
+
+/// An inert object of a class that is never run: what built it and the
+/// state BUILD gave it.
+#[derive(Debug)]
+pub struct Record {
+    pub class: String,
+    pub args: Value,
+    pub state: Value,
+}
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Rc<[Value]>),
+    List(Shared<Vec<Value>>),
+    Dict(Shared<Vec<(Value, Value)>>),
+    Global(Global),
+    Storage(StorageRef),
+    Tensor(Rc<TensorRef>),
+    Record(Shared<Record>),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) => "tensor",
+            Value::Record(_) => "object",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+
+    fn as_items(&self) -> Option<Vec<Value>> {
+        match self {
+            Value::Tuple(t) => Some(t.to_vec()),
+            Value::List(l) => Some(l.borrow().clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether globals outside the allow-list are refused or kept as records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Globals {
+    Strict,
+    Records,
+}
+
+/// Why a pickle could not be read.
+#[derive(Debug, PartialEq)]
+pub enum PickleError {
+    /// A global outside the allow-list (module.name).
+    Refused(String),
+    /// A global no checkpoint has a reason to name, refused even as a record.
+    Dangerous(String),
+    Malformed {
+        at: usize,
+        msg: String,
+    },
+}
+
+impl std::fmt::Display for PickleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickleError::Refused(g) => write!(
+                f,
+                "the pickle names the global `{g}`, which is not on dawin's allow-list"
+            ),
+            PickleError::Dangerous(g) => write!(
+                f,
+                "the pickle names `{g}`, a function that runs code or touches the system: no checkpoint needs it, so the file is refused (dawin never runs it)"
+            ),
+            PickleError::Malformed { at, msg } => write!(f, "damaged pickle at byte {at}: {msg}"),
+        }
+    }
+}
+
+/// At most this many nested containers in the value being returned (a
+/// state dict is 2-5 deep; the bound keeps recursion on the data finite).
+pub const MAX_DEPTH: usize = 64;
+
+enum Item {
+    Mark,
+    V(Value),
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Item>,
+    memo: HashMap<u32, Value>,
+    globals: Globals,
+}
+
+/// Unpickles `data` (protocols 0-5, the opcodes checkpoints use).
+pub fn load(data: &[u8], globals: Globals) -> Result<Value, PickleError> {
+    Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+        globals,
+    }
+    .run()
+}
+
+type R<T> = Result<T, PickleError>;
+
+impl<'a> Machine<'a> {
+    fn bad<T>(&self, msg: impl Into<String>) -> R<T> {
+        Err(PickleError::Malformed {
+            at: self.pos,
+            msg: msg.into(),
+        })
+    }
+
+    fn take(&mut self, n: usize) -> R<&'a [u8]> {
+        if n > self.data.len() - self.pos {
+            return self.bad(format!(
+                "needs {n} bytes, {} left (truncated file?)",
+                self.data.len() - self.pos
+            ));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> R<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn le<const N: usize>(&mut self) -> R<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+
+    fn len(&mut self, width: usize) -> R<usize> {
+        let mut b = [0u8; 8];
+        b[..width].copy_from_slice(self.take(width)?);
+        let n = u64::from_le_bytes(b);
+        usize::try_from(n).or_else(|_| self.bad("length does not fit in memory"))
+    }
+
+    fn line(&mut self) -> R<&'a str> {
+        let rest = &self.data[self.pos..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return self.bad("unterminated text line");
+        };
+        self.pos += end + 1;
+        std::str::from_utf8(&rest[..end]).or_else(|_| self.bad("text line is not UTF-8"))
+    }
+
+    fn text(&mut self, n: usize) -> R<Value> {
+        let b = self.take(n)?;
+        match std::str::from_utf8(b) {
+            Ok(s) => Ok(Value::Str(s.into())),
+            Err(_) => self.bad("string is not UTF-8"),
+        }
+    }
+
+    fn push(&mut self, v: Value) {
+        self.stack.push(Item::V(v));
+    }
+
+    fn pop(&mut self) -> R<Value> {
+        match self.stack.pop() {
+            Some(Item::V(v)) => Ok(v),
+            Some(Item::Mark) => self.bad("unexpected mark"),
+            None => self.bad("stack underflow"),
+        }
+    }
+
+    fn top(&mut self) -> R<&mut Value> {
+        match self.stack.last_mut() {
+            Some(Item::V(v)) => Ok(v),
+            _ => Err(PickleError::Malformed {
+                at: self.pos,
+                msg: "empty stack".into(),
+            }),
+        }
+    }
+
+    /// Everything above the topmost mark, which is removed.
+    fn pop_mark(&mut self) -> R<Vec<Value>> {
+        let Some(m) = self.stack.iter().rposition(|i| matches!(i, Item::Mark)) else {
+            return self.bad("no mark on the stack");
+        };
+        let items = self.stack.split_off(m + 1);
+        self.stack.pop();
+        Ok(items
+            .into_iter()
+            .map(|i| match i {
+                Item::V(v) => v,
+                Item::Mark => unreachable!("mark above the topmost mark"),
+            })
+            .collect())
+    }
+
+    fn memo_get(&mut self, k: u32) -> R<()> {
+        match self.memo.get(&k) {
+            Some(v) => {
+                let v = v.clone();
+                self.push(v);
+                Ok(())
+            }
+            None => self.bad(format!("memo key {k} was never stored")),
+        }
+    }
+
+    fn memo_put(&mut self, k: u32) -> R<()> {
+        let v = match self.stack.last() {
+            Some(Item::V(v)) => v.clone(),
+            _ => return self.bad("nothing to memoize"),
+        };
+        self.memo.insert(k, v);
+        Ok(())
+    }
+
+    fn run(mut self) -> R<Value> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    let p = self.u8()?;
+                    if p > 5 {
+                        return self.bad(format!("pickle protocol {p} is newer than 5"));
+                    }
+                }
+                0x95 => {
+                    self.take(8)?;
+                }
+                b'.' => return self.pop(),
+                b'(' => self.stack.push(Item::Mark),
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.push(v);
+                }
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
+                b'J' => {
+                    let v = i32::from_le_bytes(self.le()?);
+                    self.push(Value::Int(v as i64))
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push(Value::Int(v as i64))
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.le()?);
+                    self.push(Value::Int(v as i64))
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a {
+                        self.u8()? as usize
+                    } else {
+                        self.len(4)?
+                    };
+                    let v = self.long(n)?;
+                    self.push(v)
+                }
+                b'I' | b'L' => {
+                    let l = self.line()?.trim_end_matches('L');
+                    let v = match l {
+                        "00" => Value::Bool(false),
+                        "01" => Value::Bool(true),
+                        _ => match l.parse::<i64>() {
+                            Ok(i) => Value::Int(i),
+                            Err(_) => return self.bad(format!("bad integer {l:?}")),
+                        },
+                    };
+                    self.push(v)
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.le()?);
+                    self.push(Value::Float(v))
+                }
+                b'F' => {
+                    let l = self.line()?;
+                    match l.parse::<f64>() {
+                        Ok(f) => self.push(Value::Float(f)),
+                        Err(_) => return self.bad(format!("bad float {l:?}")),
+                    }
+                }
+                b'X' => {
+                    let n = self.len(4)?;
+                    let v = self.text(n)?;
+                    self.push(v)
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let v = self.text(n)?;
+                    self.push(v)
+                }
+                0x8d => {
+                    let n = self.len(8)?;
+                    let v = self.text(n)?;
+                    self.push(v)
+                }
+                b'T' | b'U' | b'B' | b'C' | 0x8e | 0x96 => {
+                    let n = match op {
+                        b'U' | b'C' => self.u8()? as usize,
+                        0x8e => self.len(8)?,
+                        _ => self.len(4)?,
+                    };
+                    let b = self.take(n)?;
+                    let v = match std::str::from_utf8(b) {
+                        // BINSTRING is Python 2's str: text when it decodes.
+                        Ok(s) if matches!(op, b'T' | b'U') => Value::Str(s.into()),
+                        _ => Value::Bytes(b.into()),
+                    };
+                    self.push(v)
+                }
+                b')' => self.push(Value::Tuple(Rc::from(Vec::new()))),
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Tuple(items.into()))
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.push(Value::Tuple(items.into()))
+                }
+                b']' => self.push(Value::List(Default::default())),
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::List(Rc::new(RefCell::new(items))))
+                }
+                b'}' => self.push(Value::Dict(Default::default())),
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let d = self.pairs(items)?;
+                    self.push(Value::Dict(Rc::new(RefCell::new(d))))
+                }
+                0x8f => self.push(Value::List(Default::default())), // EMPTY_SET as a list
+                0x90 => {
+                    let items = self.pop_mark()?;
+                    self.extend_list(items)?
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Tuple(items.into()))
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.extend_list(vec![v])?
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.extend_list(items)?
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(items)?
+                }
+                b'p' => {
+                    let l = self.line()?;
+                    match l.parse::<u32>() {
+                        Ok(k) => self.memo_put(k)?,
+                        Err(_) => return self.bad(format!("bad memo key {l:?}")),
+                    }
+                }
+                b'q' => {
+                    let k = self.u8()? as u32;
+                    self.memo_put(k)?
+                }
+                b'r' => {
+                    let k = u32::from_le_bytes(self.le()?);
+                    self.memo_put(k)?
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    self.memo_put(k)?
+                }
+                b'g' => {
+                    let l = self.line()?;
+                    match l.parse::<u32>() {
+                        Ok(k) => self.memo_get(k)?,
+                        Err(_) => return self.bad(format!("bad memo key {l:?}")),
+                    }
+                }
+                b'h' => {
+                    let k = self.u8()? as u32;
+                    self.memo_get(k)?
+                }
+                b'j' => {
+                    let k = u32::from_le_bytes(self.le()?);
+                    self.memo_get(k)?
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    let g = self.global(module, name)?;
+                    self.push(g)
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Some(m), Some(n)) = (module.as_str(), name.as_str()) else {
+                        return self.bad("STACK_GLOBAL needs two strings");
+                    };
+                    let g = self.global(m, n)?;
+                    self.push(g)
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let v = self.call(f, args)?;
+                    self.push(v)
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.call(cls, args)?;
+                    self.push(v)
+                }
+                0x92 => {
+                    let _kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.call(cls, args)?;
+                    self.push(v)
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    self.build(state)?
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = self.persistent(pid)?;
+                    self.push(v)
+                }
+                _ => return self.bad(format!("unsupported opcode 0x{op:02x}")),
+            }
+        }
+    }
+
+    fn long(&mut self, n: usize) -> R<Value> {
+        let b = self.take(n)?;
+        if n > 8 {
+            return self.bad(format!("a {n}-byte integer is too large"));
+        }
+        if n == 0 {
+            return Ok(Value::Int(0));
+        }
+        let neg = b[n - 1] & 0x80 != 0;
+        let mut full = if neg { [0xffu8; 8] } else { [0u8; 8] };
+        full[..n].copy_from_slice(b);
+        Ok(Value::Int(i64::from_le_bytes(full)))
+    }
+
+    fn pairs(&self, items: Vec<Value>) -> R<Vec<(Value, Value)>> {
+        if !items.len().is_multiple_of(2) {
+            return self.bad("odd number of dict items");
+        }
+        let mut it = items.into_iter();
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    fn extend_list(&mut self, items: Vec<Value>) -> R<()> {
+        match self.top()? {
+            Value::List(l) => {
+                l.borrow_mut().extend(items);
+                Ok(())
+            }
+            // APPENDS on a record (a list subclass): keep the items inert.
+            Value::Record(_) => Ok(()),
+            other => {
+                let k = other.kind();
+                self.bad(format!("APPEND on a {k}"))
+            }
+        }
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> R<()> {
+        let pairs = self.pairs(items)?;
+        match self.top()? {
+            Value::Dict(d) => {
+                d.borrow_mut().extend(pairs);
+                Ok(())
+            }
+            Value::Record(_) => Ok(()),
+            other => {
+                let k = other.kind();
+                self.bad(format!("SETITEM on a {k}"))
+            }
+        }
+    }
+
+    fn global(&self, module: &str, name: &str) -> R<Value> {
+        let full = format!("{module}.{name}");
+        let g = match (module, name) {
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2") => Global::RebuildTensor,
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+                Global::RebuildParameter
+            }
+            ("torch", n) if n.ends_with("Storage") => Global::StorageType(n.to_string()),
+            ("_codecs", "encode") => Global::CodecsEncode,
+            _ if dangerous(module, name) => return Err(PickleError::Dangerous(full)),
+            _ if self.globals == Globals::Records => Global::Class(full),
+            _ => return Err(PickleError::Refused(full)),
+        };
+        Ok(Value::Global(g))
+    }
+
+    fn call(&self, f: Value, args: Value) -> R<Value> {
+        let Value::Global(g) = f else {
+            return self.bad(format!("call of a {}", f.kind()));
+        };
+        let Some(a) = args.as_items() else {
+            return self.bad("call arguments are not a tuple");
+        };
+        match g {
+            Global::OrderedDict => Ok(Value::Dict(Default::default())),
+            Global::RebuildTensor => self.rebuild_tensor(&a),
+            Global::RebuildParameter => match a.first() {
+                Some(t @ Value::Tensor(_)) => Ok(t.clone()),
+                _ => self.bad("_rebuild_parameter without a tensor"),
+            },
+            Global::CodecsEncode => match a.first() {
+                // latin-1: every char below 256 is one byte.
+                Some(Value::Str(s)) => {
+                    let b: Option<Vec<u8>> =
+                        s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                    match b {
+                        Some(b) => Ok(Value::Bytes(b.into())),
+                        None => self.bad("_codecs.encode of non-latin-1 text"),
+                    }
+                }
+                _ => self.bad("_codecs.encode without text"),
+            },
+            Global::StorageType(n) => self.bad(format!("call of storage type {n}")),
+            Global::Class(class) => Ok(Value::Record(Rc::new(RefCell::new(Record {
+                class,
+                args: Value::Tuple(a.into()),
+                state: Value::None,
+            })))),
+        }
+    }
+
+    fn rebuild_tensor(&self, a: &[Value]) -> R<Value> {
+        let (Some(Value::Storage(s)), Some(off), Some(size), Some(stride)) = (
+            a.first(),
+            a.get(1).and_then(Value::as_int),
+            a.get(2).and_then(Value::as_items),
+            a.get(3).and_then(Value::as_items),
+        ) else {
+            return self.bad("_rebuild_tensor arguments are not (storage, offset, size, stride)");
+        };
+        let ints = |v: Vec<Value>| -> Option<Vec<u64>> {
+            v.iter()
+                .map(|x| x.as_int().and_then(|i| u64::try_from(i).ok()))
+                .collect()
+        };
+        let (Some(shape), Some(stride), Ok(offset)) =
+            (ints(size), ints(stride), u64::try_from(off))
+        else {
+            return self.bad("negative tensor size, stride or offset");
+        };
+        if shape.len() != stride.len() {
+            return self.bad("tensor size and stride differ in length");
+        }
+        Ok(Value::Tensor(Rc::new(TensorRef {
+            storage: s.clone(),
+            offset,
+            shape,
+            stride,
+        })))
+    }
+
+    fn build(&mut self, state: Value) -> R<()> {
+        match self.top()? {
+            Value::Record(r) => {
+                r.borrow_mut().state = state;
+                Ok(())
+            }
+            // OrderedDict's `_metadata`, a tensor's hooks state: not needed.
+            Value::Dict(_) | Value::Tensor(_) | Value::List(_) => Ok(()),
+            other => {
+                let k = other.kind();
+                self.bad(format!("BUILD on a {k}"))
+            }
+        }
+    }
+
+    fn persistent(&self, pid: Value) -> R<Value> {
+        let Some(t) = pid.as_items() else {
+            return self.bad("persistent id is not a tuple");
+        };
+        match t.as_slice() {
+            [
+                Value::Str(tag),
+                Value::Global(Global::StorageType(kind)),
+                key,
+                _loc,
+                numel,
+            ] if &**tag == "storage" => {
+                let key = match key {
+                    Value::Str(s) => s.to_string(),
+                    Value::Int(i) => i.to_string(),
+                    _ => return self.bad("storage key is not a string"),
+                };
+                let Some(numel) = numel.as_int().and_then(|n| u64::try_from(n).ok()) else {
+                    return self.bad("storage size is not a count");
+                };
+                Ok(Value::Storage(StorageRef {
+                    kind: kind.clone(),
+                    key,
+                    numel,
+                }))
+            }
+            _ => self.bad("persistent id is not ('storage', type, key, location, numel)"),
+        }
+    }
+}
+
+/// Globals that run code or reach the system: refused even as records.
+fn dangerous(module: &str, name: &str) -> bool {
+    let root = module.split('.').next().unwrap_or(module);
+    matches!(
+        root,
+        "os" | "posix"
+            | "nt"
+            | "subprocess"
+            | "sys"
+            | "shutil"
+            | "socket"
+            | "runpy"
+            | "importlib"
+            | "pickle"
+            | "_pickle"
+            | "marshal"
+            | "ctypes"
+            | "pty"
+            | "webbrowser"
+            | "code"
+            | "pdb"
+    ) || (matches!(module, "builtins" | "__builtin__")
+        && matches!(
+            name,
+            "eval" | "exec" | "compile" | "open" | "getattr" | "setattr" | "__import__" | "input"
+        ))
+        || (module == "torch" && name == "load")
+        || name == "system"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memoized_dict_is_shared() {
+        // {}, memo 0, 'a' -> 1 set, then get memo 0: the filled dict.
+        let p = b"\x80\x02}q\x00X\x01\x00\x00\x00aK\x01s0h\x00.";
+        let v = load(p, Globals::Strict).unwrap();
+        let Value::Dict(d) = v else { panic!() };
+        assert_eq!(d.borrow().len(), 1);
+    }
+
+    #[test]
+    fn unknown_global_is_refused_by_name() {
+        let p = b"\x80\x02cargparse\nNamespace\n).";
+        assert_eq!(
+            load(p, Globals::Strict).unwrap_err(),
+            PickleError::Refused("argparse.Namespace".into())
+        );
+        assert!(load(p, Globals::Records).is_ok());
+        let evil = b"cos\nsystem\n(S'true'\ntR.";
+        assert_eq!(
+            load(evil, Globals::Records).unwrap_err(),
+            PickleError::Dangerous("os.system".into())
+        );
+    }
+
+    #[test]
+    fn negative_long_and_truncation() {
+        let v = load(b"\x8a\x02\x00\xff.", Globals::Strict).unwrap();
+        assert!(matches!(v, Value::Int(-256)));
+        assert!(load(b"X\xff\xff\xff\x7fab", Globals::Strict).is_err());
+    }
+}

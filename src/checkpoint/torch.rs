@@ -1,0 +1,294 @@
+//! PyTorch's zip checkpoints (`torch.save` since 1.6, `.pt/.pth/.bin`):
+//! `ARCHIVE/data.pkl` is unpickled with the restricted unpickler and every
+//! tensor it names becomes a view into the memory-mapped `ARCHIVE/data/KEY`
+//! entry. Nothing in the pickle is run.
+
+use super::pickle::{self, Globals, PickleError, Record, StorageRef, Value};
+use super::{Entry, Source};
+use crate::error::{Error, Result};
+use safetensors::Dtype;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Cursor;
+use std::path::Path;
+
+/// The first bytes of a zip file.
+pub const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// Keys under which training scripts nest the state dict, in order of
+/// preference.
+const NESTED: [&str; 6] = [
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "module",
+    "state_dict_ema",
+    "model_ema",
+];
+
+/// The tensors of one torch zip file and how they were found.
+pub struct TorchTensors {
+    pub entries: BTreeMap<String, Entry>,
+    /// What was read, e.g. "PyTorch zip, state dict under `state_dict`".
+    pub description: String,
+}
+
+/// Reads the tensor index of a torch zip checkpoint mapped in `src`.
+pub fn read(path: &Path, src: &Source, source: usize, globals: Globals) -> Result<TorchTensors> {
+    let bytes: &[u8] = src;
+    let err = |m: String| Error::file(path, m);
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| err(format!("not a readable PyTorch zip checkpoint: {e}")))?;
+    let entries = stored_entries(&mut zip, bytes.len()).map_err(err)?;
+    let pkl = entries
+        .keys()
+        .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+        .min_by_key(|n| n.len())
+        .cloned();
+    let Some(pkl) = pkl else {
+        let names: Vec<&String> = entries.keys().take(5).collect();
+        return Err(err(format!(
+            "a zip file without `data.pkl`, so not a torch.save checkpoint (entries: {names:?})"
+        )));
+    };
+    let archive = pkl.strip_suffix("data.pkl").unwrap_or("").to_string();
+    if let Some(r) = entries.get(&format!("{archive}byteorder"))
+        && &bytes[r.clone()] != b"little"
+    {
+        return Err(err(
+            "stored big-endian (the `byteorder` entry is not `little`); re-save it on a little-endian machine".into(),
+        ));
+    }
+    let torchscript = entries.contains_key(&format!("{archive}constants.pkl"));
+    let globals = if torchscript {
+        Globals::Records
+    } else {
+        globals
+    };
+    let root = pickle::load(&bytes[entries[&pkl].clone()], globals)
+        .map_err(|e| refused(path, e, torchscript))?;
+    let (tensors, under) = state_dict(&root);
+    if tensors.is_empty() {
+        return Err(err(format!(
+            "the checkpoint holds no tensors (its top level is a {}); dawin reads state dicts",
+            describe_top(&root)
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (name, t) in tensors {
+        let e = entry(&t, &archive, &entries, source)
+            .map_err(|m| err(format!("tensor `{name}`: {m}")))?;
+        out.insert(name, e);
+    }
+    let kind = if torchscript {
+        "TorchScript archive (tensors by attribute path)"
+    } else {
+        "PyTorch zip"
+    };
+    let description = match under {
+        Some(k) => format!("{kind}, state dict under `{k}`"),
+        None => kind.to_string(),
+    };
+    Ok(TorchTensors {
+        entries: out,
+        description,
+    })
+}
+
+fn refused(path: &Path, e: PickleError, torchscript: bool) -> Error {
+    let msg = match &e {
+        PickleError::Refused(g) => format!(
+            "{e}. dawin reads tensors without running code from the file, so it accepts only state dicts \
+             (collections.OrderedDict, torch tensors and storages). If `{g}` is the class of a pickled whole \
+             model (WiSE-FT's and DaWin's `torch.save(model)`), pass --pickled-modules to read its tensors \
+             by attribute path, still without running anything; otherwise save the weights alone in Python: \
+             `torch.save(model.state_dict(), 'weights.pt')`"
+        ),
+        _ if torchscript => format!("{e} (in a TorchScript archive)"),
+        _ => e.to_string(),
+    };
+    Error::file(path, msg)
+}
+
+/// The byte range of every stored (uncompressed) entry.
+fn stored_entries(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    total: usize,
+) -> std::result::Result<HashMap<String, std::ops::Range<usize>>, String> {
+    let mut out = HashMap::new();
+    for i in 0..zip.len() {
+        let f = zip
+            .by_index_raw(i)
+            .map_err(|e| format!("zip entry {i}: {e}"))?;
+        if f.is_dir() {
+            continue;
+        }
+        let name = f
+            .name()
+            .map_err(|e| format!("zip entry {i}: {e}"))?
+            .to_string();
+        if f.compression() != zip::CompressionMethod::Stored {
+            // torch writes every entry stored; a compressed one cannot be mapped.
+            return Err(format!(
+                "zip entry `{name}` is compressed ({}); torch.save writes them stored; re-save it with torch.save",
+                f.compression()
+            ));
+        }
+        let start = f
+            .data_start()
+            .ok_or_else(|| format!("zip entry `{name}` has no data offset"))?;
+        let r = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(f.size()).ok())
+            .and_then(|(s, n)| Some(s..s.checked_add(n)?))
+            .filter(|r| r.end <= total)
+            .ok_or_else(|| format!("zip entry `{name}` runs past the end of the file"))?;
+        out.insert(name, r);
+    }
+    Ok(out)
+}
+
+/// The storage dtype of a torch storage class.
+fn storage_dtype(kind: &str) -> Option<Dtype> {
+    Some(match kind {
+        "FloatStorage" => Dtype::F32,
+        "HalfStorage" => Dtype::F16,
+        "BFloat16Storage" => Dtype::BF16,
+        "DoubleStorage" => Dtype::F64,
+        "LongStorage" => Dtype::I64,
+        "IntStorage" => Dtype::I32,
+        "ShortStorage" => Dtype::I16,
+        "CharStorage" => Dtype::I8,
+        "ByteStorage" => Dtype::U8,
+        "BoolStorage" => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
+fn entry(
+    t: &pickle::TensorRef,
+    archive: &str,
+    entries: &HashMap<String, std::ops::Range<usize>>,
+    source: usize,
+) -> std::result::Result<Entry, String> {
+    let StorageRef { kind, key, numel } = &t.storage;
+    let dtype =
+        storage_dtype(kind).ok_or_else(|| format!("unsupported storage type torch.{kind}"))?;
+    let data = entries
+        .get(&format!("{archive}data/{key}"))
+        .ok_or_else(|| format!("its storage `data/{key}` is missing from the archive"))?;
+    let size = super::elem_size(dtype).unwrap_or(1) as u64;
+    if numel.checked_mul(size) != Some(data.len() as u64) {
+        return Err(format!(
+            "storage `data/{key}` holds {} bytes, but the pickle says {numel} elements of {kind}",
+            data.len()
+        ));
+    }
+    let to_usize =
+        |v: &[u64]| -> Option<Vec<usize>> { v.iter().map(|&x| usize::try_from(x).ok()).collect() };
+    let (Some(shape), Some(stride), Ok(offset)) = (
+        to_usize(&t.shape),
+        to_usize(&t.stride),
+        usize::try_from(t.offset),
+    ) else {
+        return Err("size or stride does not fit in memory".into());
+    };
+    Entry::new(source, dtype, shape, stride, offset, data.clone())
+}
+
+/// The tensors to load and the nesting key they were found under. A dict
+/// of tensors is a state dict; a training checkpoint's dict is searched for
+/// the usual keys; a record (pickled module) gives its tensors by attribute
+/// path.
+fn state_dict(root: &Value) -> (Vec<(String, pickle::TensorRef)>, Option<String>) {
+    if let Value::Dict(d) = root {
+        for key in NESTED {
+            let found = d
+                .borrow()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v.clone());
+            if let Some(v) = found {
+                let t = collect(&v);
+                if !t.is_empty() {
+                    return (t, Some(key.to_string()));
+                }
+            }
+        }
+    }
+    (collect(root), None)
+}
+
+/// Every tensor below `v`, named by its dotted path (nn.Module's
+/// `_parameters`, `_buffers` and `_modules` add no name, as in
+/// `state_dict()`). Containers seen twice are walked once.
+fn collect(v: &Value) -> Vec<(String, pickle::TensorRef)> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    walk(v, "", 0, &mut seen, &mut out);
+    out
+}
+
+fn walk(
+    v: &Value,
+    prefix: &str,
+    depth: usize,
+    seen: &mut HashSet<usize>,
+    out: &mut Vec<(String, pickle::TensorRef)>,
+) {
+    if depth > pickle::MAX_DEPTH {
+        return;
+    }
+    let join = |k: &str| {
+        if matches!(k, "_parameters" | "_buffers" | "_modules") {
+            prefix.to_string()
+        } else if prefix.is_empty() {
+            format!("{k}.")
+        } else {
+            format!("{prefix}{k}.")
+        }
+    };
+    match v {
+        Value::Tensor(t) => out.push((prefix.trim_end_matches('.').to_string(), (**t).clone())),
+        Value::Dict(d) => {
+            if !seen.insert(std::rc::Rc::as_ptr(d) as *const u8 as usize) {
+                return;
+            }
+            for (k, v) in d.borrow().iter() {
+                let k = match k {
+                    Value::Str(s) => s.to_string(),
+                    Value::Int(i) => i.to_string(),
+                    _ => continue,
+                };
+                walk(v, &join(&k), depth + 1, seen, out);
+            }
+        }
+        Value::Record(r) => {
+            if !seen.insert(std::rc::Rc::as_ptr(r) as *const u8 as usize) {
+                return;
+            }
+            let Record { state, .. } = &*r.borrow();
+            walk(state, prefix, depth + 1, seen, out);
+        }
+        // Module state as (dict, slots) pairs.
+        Value::Tuple(t) if t.len() == 2 && matches!(t[0], Value::Dict(_)) => {
+            walk(&t[0], prefix, depth + 1, seen, out)
+        }
+        _ => {}
+    }
+}
+
+fn describe_top(v: &Value) -> String {
+    match v {
+        Value::Dict(d) => {
+            let keys: Vec<String> = d
+                .borrow()
+                .iter()
+                .take(6)
+                .filter_map(|(k, _)| k.as_str().map(|s| format!("`{s}`")))
+                .collect();
+            format!("dict with keys {}", keys.join(", "))
+        }
+        Value::Record(r) => format!("`{}` object", r.borrow().class),
+        other => format!("{other:?}").chars().take(60).collect(),
+    }
+}
