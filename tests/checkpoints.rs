@@ -104,6 +104,31 @@ fn a_pickled_whole_module_reads_with_pickled_modules_only() {
 }
 
 #[test]
+fn wiseft_plain_pickles_and_the_legacy_format_read() {
+    // WiSE-FT's utils.torch_save: pickle.dump(classifier), storages inline.
+    let p = ck("wiseft_pickle.pt");
+    let args = ["--pickled-modules", "--heads", "3", "--act", "gelu"];
+    check_against_reference(&p, "wiseft_module", &args);
+    // torch.save(..., _use_new_zipfile_serialization=False).
+    let a = Checkpoint::open(&ck("dawin_ft_legacy.bin"), OpenOptions::default()).unwrap();
+    assert!(a.description.contains("legacy"), "{}", a.description);
+    let b = TensorFile::open(&fixtures_dir().join("dawin_ft.safetensors")).unwrap();
+    assert_eq!(a.names(), b.names());
+    for n in b.names() {
+        assert_eq!(a.read_f32(&n).unwrap(), b.read_f32(&n).unwrap().data, "{n}");
+    }
+}
+
+#[test]
+fn a_torchscript_archive_reads_by_attribute_path() {
+    let p = ck("open_clip_torchscript.pt");
+    let text = check_against_reference(&p, "open_clip", &["--heads", "3", "--act", "gelu"]);
+    assert!(!text.contains("warning"), "{text}");
+    let m = dawin::model::Model::load(&p, Default::default()).unwrap();
+    assert!(m.origin.contains("TorchScript"), "{}", m.origin);
+}
+
+#[test]
 fn globals_outside_the_allow_list_are_refused_by_name() {
     for (file, names) in [
         ("refused_namespace.pt", "argparse.Namespace"),
@@ -335,11 +360,11 @@ proptest! {
 
     #[test]
     fn damaged_torch_files_are_errors_not_panics(
-        which in 0usize..2,
+        which in 0usize..4,
         cut in 0.0f64..1.0,
         flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
     ) {
-        let src = [ck("dawin_ft.bin"), ck("wiseft_module.pt")][which].clone();
+        let src = [ck("dawin_ft.bin"), ck("wiseft_module.pt"), ck("wiseft_pickle.pt"), ck("dawin_ft_legacy.bin")][which].clone();
         let mut b = std::fs::read(src).unwrap();
         for (at, v) in flips {
             let i = (at * b.len() as f64) as usize % b.len();
@@ -364,5 +389,6 @@ proptest! {
         p.truncate(((0.5 + cut / 2.0) * p.len() as f64) as usize);
         let _ = pickle::load(&p, Globals::Records);
         let _ = pickle::load(&p, Globals::Strict);
+        let _ = pickle::load_legacy(&p, 0..p.len(), Globals::Records);
     }
 }

@@ -26,7 +26,10 @@ Checkpoints as users hold them go under tests/fixtures/checkpoints/
   hf_clip/                 save_pretrained of a CLIPModel (4 heads at width 128)
   hf_sharded/              a CLIPVisionModelWithProjection in 4 safetensors shards
   hf_sharded_bin/          the same as pytorch_model-*.bin shards + index
+  open_clip_torchscript.pt the open_clip model as torch.jit.script(...).save
   wiseft_module.pt         torch.save of a whole WiSE-FT-style ImageClassifier
+  wiseft_pickle.pt         the same as WiSE-FT saves it: pickle.dump(classifier)
+  dawin_ft_legacy.bin      dawin_ft.bin in torch's legacy (pre-1.6) format
   refused_namespace.pt     a state dict beside an argparse.Namespace
   malicious_os_system.pt   a pickle whose reduce calls os.system
   *.io.safetensors         pixel_values and the reference image_embeds/logits
@@ -303,6 +306,8 @@ def pair_as_torch_files():
     torch.save({"state_dict": sd, "epoch": 3, "best_acc": 0.5}, os.path.join(CKPT, "dawin_pt.pt"))
     ft = load_file(os.path.join(OUT, "dawin_ft.safetensors"))
     torch.save(ft, os.path.join(CKPT, "dawin_ft.bin"))
+    # torch's format before 1.6, still written on request.
+    torch.save(ft, os.path.join(CKPT, "dawin_ft_legacy.bin"), _use_new_zipfile_serialization=False)
 
 
 def open_clip_fixture(pixels):
@@ -323,6 +328,8 @@ def open_clip_fixture(pixels):
         emb = model.double().encode_image(pixels.double())
     model.float()
     save_io("open_clip", pixels, emb)
+    # The same model as a TorchScript archive (what OpenAI's clip.load reads).
+    torch.jit.script(model).save(os.path.join(CKPT, "open_clip_torchscript.pt"))
     return model
 
 
@@ -349,7 +356,12 @@ def wiseft_fixture(clip, pixels):
     with torch.no_grad():
         head.weight.copy_(30.0 * F.normalize(torch.randn(5, 48), dim=-1))
         head.bias.copy_(0.5 * torch.randn(5))
-    torch.save(ImageClassifier(ImageEncoder(clip), head), os.path.join(CKPT, "wiseft_module.pt"))
+    classifier = ImageClassifier(ImageEncoder(clip), head)
+    torch.save(classifier, os.path.join(CKPT, "wiseft_module.pt"))
+    # WiSE-FT's own utils.torch_save: a plain pickle, each storage inline.
+    import pickle
+    with open(os.path.join(CKPT, "wiseft_pickle.pt"), "wb") as f:
+        pickle.dump(classifier, f)
     with torch.no_grad():
         emb = clip.double().encode_image(pixels.double())
         logits = F.normalize(emb, dim=-1) @ head.weight.double().T + head.bias.double()

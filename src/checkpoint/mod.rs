@@ -192,20 +192,18 @@ impl Checkpoint {
         // process is outside what any loader can defend against.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let idx = self.sources.len();
+        let globals = if opt.pickled_modules {
+            Globals::Records
+        } else {
+            Globals::Strict
+        };
         let (entries, desc, meta) = if map.starts_with(torch::ZIP_MAGIC) {
-            let globals = if opt.pickled_modules {
-                Globals::Records
-            } else {
-                Globals::Strict
-            };
             let t = torch::read(path, &map, idx, globals)?;
             (t.entries, t.description, HashMap::new())
         } else if map.first() == Some(&0x80) && map.len() > 2 && map[1] <= 5 {
-            return Err(Error::file(
-                path,
-                "a PyTorch checkpoint in the legacy format (torch.save before 1.6, or _use_new_zipfile_serialization=False); \
-                 re-save it with a recent torch: torch.save(torch.load(path), new_path)",
-            ));
+            // A plain pickle: WiSE-FT's pickle.dump, or torch's legacy format.
+            let t = torch::read_pickle(path, &map, idx, globals)?;
+            (t.entries, t.description, HashMap::new())
         } else {
             safetensors_entries(path, &map, idx)?
         };

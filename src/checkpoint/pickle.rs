@@ -41,8 +41,12 @@ pub enum Global {
     RebuildParameter,
     /// A storage type (`torch.FloatStorage`), named inside persistent ids.
     StorageType(String),
-    /// `_codecs.encode(text, 'latin1')`: how protocol 2 pickles bytes.
+    /// `_codecs.encode(text, 'latin1')`: how protocol 2 pickles bytes
+    /// (kept inert: no tensor data travels this way).
     CodecsEncode,
+    /// `torch.storage._load_from_bytes(b)`: a storage pickled inside a plain
+    /// pickle (`pickle.dump(model)`), `b` in torch's legacy format.
+    LoadFromBytes,
     /// A class kept as an inert name (records mode only).
     Class(String),
 }
@@ -65,7 +69,8 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Str(Rc<str>),
-    Bytes(Rc<[u8]>),
+    /// Bytes as a span of the unpickled buffer (never copied).
+    Bytes(std::ops::Range<usize>),
     Tuple(Rc<[Value]>),
     List(Shared<Vec<Value>>),
     Dict(Shared<Vec<(Value, Value)>>),
@@ -164,23 +169,143 @@ enum Item {
 }
 
 struct Machine<'a> {
+    /// The whole buffer (storages inside it are addressed absolutely).
+    all: &'a [u8],
+    /// The pickle being read: `all[base..]`.
     data: &'a [u8],
+    base: usize,
     pos: usize,
     stack: Vec<Item>,
     memo: HashMap<u32, Value>,
     globals: Globals,
+    /// Storages whose bytes are in `all` (legacy format), by key.
+    storages: Storages,
+}
+
+/// Storage bytes found in the buffer itself, by storage key.
+pub type Storages = HashMap<String, std::ops::Range<usize>>;
+
+impl<'a> Machine<'a> {
+    fn new(all: &'a [u8], base: usize, globals: Globals) -> Self {
+        Machine {
+            all,
+            data: &all[base..],
+            base,
+            pos: 0,
+            stack: Vec::new(),
+            memo: HashMap::new(),
+            globals,
+            storages: Storages::new(),
+        }
+    }
 }
 
 /// Unpickles `data` (protocols 0-5, the opcodes checkpoints use).
 pub fn load(data: &[u8], globals: Globals) -> Result<Value, PickleError> {
-    Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        memo: HashMap::new(),
-        globals,
+    Ok(load_with_storages(data, globals)?.0)
+}
+
+/// [`load`], with the storages found in the buffer (those of
+/// `_load_from_bytes`).
+pub fn load_with_storages(data: &[u8], globals: Globals) -> Result<(Value, Storages), PickleError> {
+    let mut m = Machine::new(data, 0, globals);
+    let v = m.run()?;
+    Ok((v, m.storages))
+}
+
+/// Whether `data` starts with torch's legacy-format magic number pickle
+/// (0x1950a86a20f9469cfc6c as a protocol-2 LONG1).
+pub fn is_legacy(data: &[u8]) -> bool {
+    data.starts_with(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
+}
+
+/// Reads torch's legacy format at `all[start..end]`: magic, protocol
+/// version and system-info pickles, the object pickle (storages by
+/// persistent id), the list of storage keys, then each storage as an
+/// 8-byte element count and its raw bytes. Returns the object and where
+/// each storage's bytes are in `all`.
+pub fn load_legacy(
+    all: &[u8],
+    range: std::ops::Range<usize>,
+    globals: Globals,
+) -> Result<(Value, Storages), PickleError> {
+    let bad = |at: usize, msg: &str| PickleError::Malformed {
+        at,
+        msg: msg.to_string(),
+    };
+    let region = &all[..range.end];
+    let mut at = range.start;
+    let next = |g: Globals, at: &mut usize| -> Result<(Value, Storages), PickleError> {
+        let mut m = Machine::new(region, *at, g);
+        let v = m.run()?;
+        *at += m.pos;
+        Ok((v, m.storages))
+    };
+    for _ in 0..3 {
+        next(Globals::Strict, &mut at)?; // magic, protocol version, sys info
     }
-    .run()
+    let (root, mut storages) = next(globals, &mut at)?;
+    let (keys, _) = next(Globals::Strict, &mut at)?;
+    let Some(keys) = keys.as_items() else {
+        return Err(bad(at, "legacy storage key list is not a list"));
+    };
+    let mut sizes = HashMap::new();
+    collect_storage_sizes(&root, &mut sizes, 0);
+    for k in keys {
+        let Some(k) = k.as_str().map(str::to_string) else {
+            return Err(bad(at, "legacy storage key is not a string"));
+        };
+        if range.end - at < 8 {
+            return Err(bad(at, "truncated legacy storage header"));
+        }
+        let n = u64::from_le_bytes(all[at..at + 8].try_into().expect("8 bytes"));
+        at += 8;
+        let es = sizes.get(&k).copied().unwrap_or(1) as u64;
+        let len = n
+            .checked_mul(es)
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| *l <= range.end - at)
+            .ok_or_else(|| bad(at, "legacy storage runs past the end"))?;
+        storages.insert(k, at..at + len);
+        at += len;
+    }
+    Ok((root, storages))
+}
+
+/// Element sizes of the storages a value names, by key.
+fn collect_storage_sizes(v: &Value, out: &mut HashMap<String, usize>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let mut visit = |x: &Value| collect_storage_sizes(x, out, depth + 1);
+    match v {
+        Value::Storage(s) => {
+            out.insert(s.key.clone(), storage_elem_size(&s.kind));
+        }
+        Value::Tensor(t) => {
+            out.insert(t.storage.key.clone(), storage_elem_size(&t.storage.kind));
+        }
+        Value::Tuple(t) => t.iter().for_each(visit),
+        Value::List(l) => l.borrow().iter().for_each(visit),
+        Value::Dict(d) => d.borrow().iter().for_each(|(_, x)| visit(x)),
+        Value::Record(r) => {
+            let r = r.borrow();
+            visit(&r.state);
+            visit(&r.args);
+        }
+        _ => {}
+    }
+}
+
+/// Bytes per element of a torch storage class (1 if unknown: the caller
+/// refuses unknown kinds by name).
+pub fn storage_elem_size(kind: &str) -> usize {
+    match kind {
+        "DoubleStorage" | "LongStorage" => 8,
+        "FloatStorage" | "IntStorage" => 4,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        _ => 1,
+    }
 }
 
 type R<T> = Result<T, PickleError>;
@@ -295,7 +420,22 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn run(mut self) -> R<Value> {
+    /// A storage from `_load_from_bytes`: the legacy blob at `r`, its
+    /// bytes recorded under a key unique to this blob.
+    fn storage_from_bytes(&mut self, r: std::ops::Range<usize>) -> R<Value> {
+        let (v, storages) = load_legacy(self.all, r.clone(), Globals::Strict)?;
+        let Value::Storage(mut s) = v else {
+            return self.bad("_load_from_bytes does not hold a storage");
+        };
+        let Some(bytes) = storages.get(&s.key) else {
+            return self.bad("_load_from_bytes: storage data missing");
+        };
+        s.key = format!("inline@{}", r.start);
+        self.storages.insert(s.key.clone(), bytes.clone());
+        Ok(Value::Storage(s))
+    }
+
+    fn run(&mut self) -> R<Value> {
         loop {
             let op = self.u8()?;
             match op {
@@ -388,11 +528,12 @@ impl<'a> Machine<'a> {
                         0x8e => self.len(8)?,
                         _ => self.len(4)?,
                     };
+                    let start = self.pos;
                     let b = self.take(n)?;
                     let v = match std::str::from_utf8(b) {
                         // BINSTRING is Python 2's str: text when it decodes.
                         Ok(s) if matches!(op, b'T' | b'U') => Value::Str(s.into()),
-                        _ => Value::Bytes(b.into()),
+                        _ => Value::Bytes(self.base + start..self.base + start + n),
                     };
                     self.push(v)
                 }
@@ -532,7 +673,8 @@ impl<'a> Machine<'a> {
     fn long(&mut self, n: usize) -> R<Value> {
         let b = self.take(n)?;
         if n > 8 {
-            return self.bad(format!("a {n}-byte integer is too large"));
+            // Only the legacy magic number is this long; its value is unused.
+            return Ok(Value::None);
         }
         if n == 0 {
             return Ok(Value::Int(0));
@@ -595,6 +737,7 @@ impl<'a> Machine<'a> {
             }
             ("torch", n) if n.ends_with("Storage") => Global::StorageType(n.to_string()),
             ("_codecs", "encode") => Global::CodecsEncode,
+            ("torch.storage", "_load_from_bytes") => Global::LoadFromBytes,
             _ if dangerous(module, name) => return Err(PickleError::Dangerous(full)),
             _ if self.globals == Globals::Records => Global::Class(full),
             _ => return Err(PickleError::Refused(full)),
@@ -602,7 +745,7 @@ impl<'a> Machine<'a> {
         Ok(Value::Global(g))
     }
 
-    fn call(&self, f: Value, args: Value) -> R<Value> {
+    fn call(&mut self, f: Value, args: Value) -> R<Value> {
         let Value::Global(g) = f else {
             return self.bad(format!("call of a {}", f.kind()));
         };
@@ -616,17 +759,10 @@ impl<'a> Machine<'a> {
                 Some(t @ Value::Tensor(_)) => Ok(t.clone()),
                 _ => self.bad("_rebuild_parameter without a tensor"),
             },
-            Global::CodecsEncode => match a.first() {
-                // latin-1: every char below 256 is one byte.
-                Some(Value::Str(s)) => {
-                    let b: Option<Vec<u8>> =
-                        s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
-                    match b {
-                        Some(b) => Ok(Value::Bytes(b.into())),
-                        None => self.bad("_codecs.encode of non-latin-1 text"),
-                    }
-                }
-                _ => self.bad("_codecs.encode without text"),
+            Global::CodecsEncode => Ok(Value::None),
+            Global::LoadFromBytes => match a.first() {
+                Some(Value::Bytes(r)) => self.storage_from_bytes(r.clone()),
+                _ => self.bad("_load_from_bytes without bytes"),
             },
             Global::StorageType(n) => self.bad(format!("call of storage type {n}")),
             Global::Class(class) => Ok(Value::Record(Rc::new(RefCell::new(Record {
@@ -693,7 +829,8 @@ impl<'a> Machine<'a> {
                 key,
                 _loc,
                 numel,
-            ] if &**tag == "storage" => {
+                ..,
+            ] if &**tag == "storage" && t.len() <= 6 => {
                 let key = match key {
                     Value::Str(s) => s.to_string(),
                     Value::Int(i) => i.to_string(),

@@ -66,24 +66,61 @@ pub fn read(path: &Path, src: &Source, source: usize, globals: Globals) -> Resul
     };
     let root = pickle::load(&bytes[entries[&pkl].clone()], globals)
         .map_err(|e| refused(path, e, torchscript))?;
-    let (tensors, under) = state_dict(&root);
-    if tensors.is_empty() {
-        return Err(err(format!(
-            "the checkpoint holds no tensors (its top level is a {}); dawin reads state dicts",
-            describe_top(&root)
-        )));
-    }
-    let mut out = BTreeMap::new();
-    for (name, t) in tensors {
-        let e = entry(&t, &archive, &entries, source)
-            .map_err(|m| err(format!("tensor `{name}`: {m}")))?;
-        out.insert(name, e);
-    }
+    let lookup = |key: &str| entries.get(&format!("{archive}data/{key}")).cloned();
     let kind = if torchscript {
         "TorchScript archive (tensors by attribute path)"
     } else {
         "PyTorch zip"
     };
+    build(path, &root, source, &lookup, kind)
+}
+
+/// Reads a plain pickle file: `pickle.dump(model)` as WiSE-FT writes it
+/// (each storage a `torch.storage._load_from_bytes` blob), or torch's legacy
+/// format (`torch.save` before 1.6 or with `_use_new_zipfile_serialization=False`).
+pub fn read_pickle(
+    path: &Path,
+    src: &Source,
+    source: usize,
+    globals: Globals,
+) -> Result<TorchTensors> {
+    let bytes: &[u8] = src;
+    let (legacy, kind) = if pickle::is_legacy(bytes) {
+        (true, "PyTorch legacy format")
+    } else {
+        (false, "pickle (storages inline)")
+    };
+    let (root, storages) = if legacy {
+        pickle::load_legacy(bytes, 0..bytes.len(), globals)
+    } else {
+        pickle::load_with_storages(bytes, globals)
+    }
+    .map_err(|e| refused(path, e, false))?;
+    let lookup = |key: &str| storages.get(key).cloned();
+    build(path, &root, source, &lookup, kind)
+}
+
+/// The entries of every tensor of `root`, their storages found by `lookup`.
+fn build(
+    path: &Path,
+    root: &Value,
+    source: usize,
+    lookup: &dyn Fn(&str) -> Option<std::ops::Range<usize>>,
+    kind: &str,
+) -> Result<TorchTensors> {
+    let err = |m: String| Error::file(path, m);
+    let (tensors, under) = state_dict(root);
+    if tensors.is_empty() {
+        return Err(err(format!(
+            "the checkpoint holds no tensors (its top level is a {}); dawin reads state dicts",
+            describe_top(root)
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (name, t) in tensors {
+        let e = entry(&t, lookup, source).map_err(|m| err(format!("tensor `{name}`: {m}")))?;
+        out.insert(name, e);
+    }
     let description = match under {
         Some(k) => format!("{kind}, state dict under `{k}`"),
         None => kind.to_string(),
@@ -99,7 +136,7 @@ fn refused(path: &Path, e: PickleError, torchscript: bool) -> Error {
         PickleError::Refused(g) => format!(
             "{e}. dawin reads tensors without running code from the file, so it accepts only state dicts \
              (collections.OrderedDict, torch tensors and storages). If `{g}` is the class of a pickled whole \
-             model (WiSE-FT's and DaWin's `torch.save(model)`), pass --pickled-modules to read its tensors \
+             model (WiSE-FT's `pickle.dump(classifier)`, or `torch.save(model)`), pass --pickled-modules to read its tensors \
              by attribute path, still without running anything; otherwise save the weights alone in Python: \
              `torch.save(model.state_dict(), 'weights.pt')`"
         ),
@@ -127,11 +164,17 @@ fn stored_entries(
             .map_err(|e| format!("zip entry {i}: {e}"))?
             .to_string();
         if f.compression() != zip::CompressionMethod::Stored {
-            // torch writes every entry stored; a compressed one cannot be mapped.
-            return Err(format!(
-                "zip entry `{name}` is compressed ({}); torch.save writes them stored; re-save it with torch.save",
-                f.compression()
-            ));
+            // torch writes tensors and pickles stored (mappable); TorchScript
+            // compresses only its code, which is never read.
+            let read =
+                name.ends_with(".pkl") || name.contains("/data/") || name.ends_with("byteorder");
+            if read {
+                return Err(format!(
+                    "zip entry `{name}` is compressed ({}); torch.save writes it stored; re-save it with torch.save",
+                    f.compression()
+                ));
+            }
+            continue;
         }
         let start = f
             .data_start()
@@ -166,20 +209,18 @@ fn storage_dtype(kind: &str) -> Option<Dtype> {
 
 fn entry(
     t: &pickle::TensorRef,
-    archive: &str,
-    entries: &HashMap<String, std::ops::Range<usize>>,
+    lookup: &dyn Fn(&str) -> Option<std::ops::Range<usize>>,
     source: usize,
 ) -> std::result::Result<Entry, String> {
     let StorageRef { kind, key, numel } = &t.storage;
     let dtype =
         storage_dtype(kind).ok_or_else(|| format!("unsupported storage type torch.{kind}"))?;
-    let data = entries
-        .get(&format!("{archive}data/{key}"))
-        .ok_or_else(|| format!("its storage `data/{key}` is missing from the archive"))?;
+    let data =
+        lookup(key).ok_or_else(|| format!("its storage `{key}` is missing from the file"))?;
     let size = super::elem_size(dtype).unwrap_or(1) as u64;
     if numel.checked_mul(size) != Some(data.len() as u64) {
         return Err(format!(
-            "storage `data/{key}` holds {} bytes, but the pickle says {numel} elements of {kind}",
+            "storage `{key}` holds {} bytes, but the pickle says {numel} elements of {kind}",
             data.len()
         ));
     }
@@ -192,7 +233,7 @@ fn entry(
     ) else {
         return Err("size or stride does not fit in memory".into());
     };
-    Entry::new(source, dtype, shape, stride, offset, data.clone())
+    Entry::new(source, dtype, shape, stride, offset, data)
 }
 
 /// The tensors to load and the nesting key they were found under. A dict
