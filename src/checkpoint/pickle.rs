@@ -80,8 +80,53 @@ pub enum Value {
     Record(Shared<Record>),
 }
 
+/// Dropping a value frees its containers from a work list, not by
+/// recursion: a pickle can nest lists millions deep in a few megabytes.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        take_children(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_children(&mut v, &mut work);
+        }
+    }
+}
+
+/// Moves the children of `v` into `out` when `v` holds the last reference
+/// to its container (otherwise dropping it frees nothing below).
+fn take_children(v: &mut Value, out: &mut Vec<Value>) {
+    match v {
+        Value::List(l) => {
+            if let Some(c) = Rc::get_mut(l) {
+                out.append(c.get_mut());
+            }
+        }
+        Value::Dict(d) => {
+            if let Some(c) = Rc::get_mut(d) {
+                for (k, x) in c.get_mut().drain(..) {
+                    out.push(k);
+                    out.push(x);
+                }
+            }
+        }
+        Value::Tuple(t) => {
+            if let Some(t) = Rc::get_mut(t) {
+                out.extend(t.iter_mut().map(|x| std::mem::replace(x, Value::None)));
+            }
+        }
+        Value::Record(r) => {
+            if let Some(c) = Rc::get_mut(r) {
+                let r = c.get_mut();
+                out.push(std::mem::replace(&mut r.args, Value::None));
+                out.push(std::mem::replace(&mut r.state, Value::None));
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Value {
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -161,7 +206,7 @@ impl std::fmt::Display for PickleError {
 
 /// At most this many nested containers in the value being returned (a
 /// state dict is 2-5 deep; the bound keeps recursion on the data finite).
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 256;
 
 enum Item {
     Mark,
@@ -424,9 +469,10 @@ impl<'a> Machine<'a> {
     /// bytes recorded under a key unique to this blob.
     fn storage_from_bytes(&mut self, r: std::ops::Range<usize>) -> R<Value> {
         let (v, storages) = load_legacy(self.all, r.clone(), Globals::Strict)?;
-        let Value::Storage(mut s) = v else {
+        let Value::Storage(s) = &v else {
             return self.bad("_load_from_bytes does not hold a storage");
         };
+        let mut s = s.clone();
         let Some(bytes) = storages.get(&s.key) else {
             return self.bad("_load_from_bytes: storage data missing");
         };
@@ -746,9 +792,10 @@ impl<'a> Machine<'a> {
     }
 
     fn call(&mut self, f: Value, args: Value) -> R<Value> {
-        let Value::Global(g) = f else {
+        let Value::Global(g) = &f else {
             return self.bad(format!("call of a {}", f.kind()));
         };
+        let g = g.clone();
         let Some(a) = args.as_items() else {
             return self.bad("call arguments are not a tuple");
         };
@@ -889,7 +936,7 @@ mod tests {
         // {}, memo 0, 'a' -> 1 set, then get memo 0: the filled dict.
         let p = b"\x80\x02}q\x00X\x01\x00\x00\x00aK\x01s0h\x00.";
         let v = load(p, Globals::Strict).unwrap();
-        let Value::Dict(d) = v else { panic!() };
+        let Value::Dict(d) = &v else { panic!() };
         assert_eq!(d.borrow().len(), 1);
     }
 
@@ -906,6 +953,19 @@ mod tests {
             load(evil, Globals::Records).unwrap_err(),
             PickleError::Dangerous("os.system".into())
         );
+    }
+
+    #[test]
+    fn deep_nesting_drops_without_recursion() {
+        // ] q0, then repeatedly: ] q1 a 0 h1 (append a new list, descend).
+        let mut p = b"\x80\x02]q\x00".to_vec();
+        for _ in 0..500_000 {
+            p.extend_from_slice(b"]q\x01a0h\x01");
+        }
+        p.extend_from_slice(b"0h\x00.");
+        let v = load(&p, Globals::Strict).unwrap();
+        assert!(matches!(v, Value::List(_)));
+        drop(v);
     }
 
     #[test]

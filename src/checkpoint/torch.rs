@@ -330,6 +330,6 @@ fn describe_top(v: &Value) -> String {
             format!("dict with keys {}", keys.join(", "))
         }
         Value::Record(r) => format!("`{}` object", r.borrow().class),
-        other => format!("{other:?}").chars().take(60).collect(),
+        other => other.kind().to_string(),
     }
 }
