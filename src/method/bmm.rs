@@ -156,7 +156,22 @@ impl BetaMixture {
                 best = Some(m);
             }
         }
-        best
+        best.map(BetaMixture::sorted_by_mean)
+    }
+
+    /// The components in increasing order of mean, so component 0 is the
+    /// one nearest the zero-shot model in plots, tables and samples.csv.
+    fn sorted_by_mean(self) -> BetaMixture {
+        let means = self.means();
+        let mut order: Vec<usize> = (0..means.len()).collect();
+        order.sort_by(|&i, &j| means[i].total_cmp(&means[j]));
+        let pick = |v: &[f64]| order.iter().map(|&i| v[i]).collect();
+        BetaMixture {
+            weights: pick(&self.weights),
+            alpha: pick(&self.alpha),
+            beta: pick(&self.beta),
+            ..self
+        }
     }
 
     fn log_probs(&self, x: f64) -> Vec<f64> {

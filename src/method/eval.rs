@@ -86,6 +86,17 @@ fn fit_mixture(
         Some(full) => lambda::lambdas_of_entropies(o.rule, full, offset)?,
         None => lambda.to_vec(),
     };
+    let n = fit_on.len();
+    if k > n {
+        return Err(crate::invalid!(
+            "--interp bmm:{k} asks for {k} components from {n} λ values: use K ≤ {n} (the official runs use 3)"
+        ));
+    }
+    if n < 5 * k {
+        eprintln!(
+            "warning: bmm:{k} on {n} λ values: under 5 samples per component, the fit is loose (the official runs use K = 3)"
+        );
+    }
     BetaMixture::fit(&fit_on, k, o.seed)
         .ok_or_else(|| crate::invalid!("cannot fit a mixture to no λ values"))
 }
@@ -272,6 +283,21 @@ fn report_phase(
         format!("{:?}", o.rule).to_lowercase(),
         o.interp
     );
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string()
+    };
+    let subtitle = format!(
+        ", pretrained {}, fine-tuned {}{}",
+        name(&o.pretrained),
+        name(&o.finetuned),
+        dawin
+            .bmm
+            .as_ref()
+            .map_or(String::new(), |b| format!(", K = {}", b.weights.len()))
+    );
     let summary = report::write_all(&report::Report {
         out_dir: &stage.dir,
         order: &order,
@@ -289,6 +315,7 @@ fn report_phase(
         extra: settings,
         t0: Instant::now(),
         title: &title,
+        subtitle: &subtitle,
     })?;
     if s.data.is_folder() {
         write_atomic(

@@ -18,6 +18,7 @@ pub mod methods;
 pub mod mtl;
 pub mod options;
 pub mod outdir;
+pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod projection;
