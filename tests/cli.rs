@@ -224,6 +224,33 @@ fn help_explains_the_commands() {
         t.contains("pixel_values") && t.contains("--batch-size") && t.contains("--device"),
         "{t}"
     );
+    // eval's flags under headings, with examples and short flags.
+    let t = text(&dawin(&["eval", "--help"]));
+    for h in [
+        "Inputs:",
+        "Output:",
+        "Method:",
+        "Label space:",
+        "Performance:",
+        "Model:",
+        "Examples:",
+        "-o, --out-dir",
+        "-q, --quiet",
+    ] {
+        assert!(t.contains(h), "eval --help lacks {h}:\n{t}");
+    }
+    // Every one-line summary fits a terminal line.
+    let t = text(&dawin(&["--help"]));
+    for l in t
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+    {
+        assert!(l.chars().count() <= 100, "summary too long: {l}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let o = dawin(&["completions", shell]);
+        assert!(o.status.success() && text(&o).contains("eval"), "{shell}");
+    }
 }
 
 fn dawin_pair_args(out: &str, extra: &[&str]) -> Vec<String> {

@@ -18,46 +18,46 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct DataArgs {
     /// The pretrained / zero-shot model (θ_pt), safetensors with a head.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub pretrained: PathBuf,
     /// The fine-tuned model (θ_ft), same architecture and head size.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub finetuned: PathBuf,
     /// Safetensors with `pixel_values` [N,3,S,S] and `labels` [N], or an
     /// image folder with one subfolder per class.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub data: PathBuf,
     /// Output folder (created if needed); also holds the logits cache.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output", short = 'o')]
     pub out_dir: PathBuf,
     /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles, or
     /// a backbone's official values by name: vit-b32 (0.9576,0.9733),
     /// vit-b16 (0.96,1.0066), vit-l14 (1.0767,0.9545). summary.json records
     /// the numbers used.
-    #[arg(long, default_value = "1,1", value_parser = parse_pair)]
+    #[arg(long, default_value = "1,1", value_parser = parse_pair, help_heading = "Method")]
     pub temperature: (f32, f32),
     /// Class indices to keep: a file (commas, spaces, `[..]`, `#` comments)
     /// or a shipped list, `imagenet-a` or `imagenet-r` (200 classes each);
     /// labels are indices into this list.
-    #[arg(long, conflicts_with = "class_map")]
+    #[arg(long, conflicts_with = "class_map", help_heading = "Label space")]
     pub class_subset: Option<PathBuf>,
     /// One line per output class listing the model classes to max-pool
     /// into it: a file, or the shipped `objectnet` (113 classes; use it
     /// with `--folders objectnet --crop-border 2`).
-    #[arg(long)]
+    #[arg(long, help_heading = "Label space")]
     pub class_map: Option<PathBuf>,
     /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(long, value_parser = parse_shard, help_heading = "Performance")]
     pub shard: Option<(usize, usize)>,
     /// How the class folders of an image folder are numbered: by sorted
     /// name (torchvision's ImageFolder) or by the number each is named
     /// (ImageNetV2's 0…999).
-    #[arg(long, value_enum, default_value_t = LabelOrder::Sorted)]
+    #[arg(long, value_enum, default_value_t = LabelOrder::Sorted, help_heading = "Inputs")]
     pub label_order: LabelOrder,
     #[command(flatten)]
     pub folders: FolderFlags,
     /// Hide progress bars.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output", short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
     pub run: RunFlags,
@@ -99,23 +99,23 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub common: DataArgs,
     /// How λ is set per sample.
-    #[arg(long, value_enum, default_value_t = LambdaRule::Entropy)]
+    #[arg(long, value_enum, default_value_t = LambdaRule::Entropy, help_heading = "Method")]
     pub expertise: LambdaRule,
     /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
     /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
     /// (K merged models from a Beta mixture over λ; K = 3 by default).
-    #[arg(long, default_value = "exact")]
+    #[arg(long, default_value = "exact", help_heading = "Method")]
     pub interp: Interp,
     /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
     /// wise-ft:α, ensemble, ensemble-dynamic, dawin, all.
-    #[arg(long, default_value = "all", value_parser = Method::parse_list)]
+    #[arg(long, default_value = "all", value_parser = Method::parse_list, help_heading = "Method")]
     pub methods: std::vec::Vec<Method>,
     /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)
     /// for the statistics entropy-offset and bmm need.
-    #[arg(long)]
+    #[arg(long, help_heading = "Method")]
     pub expertise_from: Option<PathBuf>,
     /// Seed of the Beta-mixture k-means initialisation.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, help_heading = "Method")]
     pub seed: u64,
 }
 
@@ -139,11 +139,11 @@ pub struct FolderFlags {
     /// folder name per line (`#` comments), or the shipped `objectnet` (its
     /// 113 evaluated classes of 313). Kept folders are numbered in sorted
     /// order.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub folders: Option<PathBuf>,
     /// Pixels trimmed from each side of every image before preprocessing
     /// (ObjectNet's evaluation trims 2, its 1-pixel red border and one more).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help_heading = "Inputs")]
     pub crop_border: usize,
 }
 
@@ -184,20 +184,20 @@ impl FolderFlags {
 pub struct ArchFlags {
     /// Attention heads (default: the file's metadata or config, else
     /// width/64, with a warning).
-    #[arg(long)]
+    #[arg(long, help_heading = "Model")]
     pub heads: Option<usize>,
     /// MLP activation (default: the file's metadata or config, else
     /// quick_gelu, with a warning).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = "Model")]
     pub act: Option<Act>,
     /// Read PyTorch files that pickle a whole model object (WiSE-FT's and
     /// DaWin's `torch.save(model)`): its classes are kept as inert records
     /// and its tensors read by attribute path; nothing in the file is run.
-    #[arg(long)]
+    #[arg(long, help_heading = "Model")]
     pub pickled_modules: bool,
     /// Run checkpoints whose weights hold NaN or Inf (with a warning naming
     /// the tensors) instead of refusing them.
-    #[arg(long)]
+    #[arg(long, help_heading = "Model")]
     pub allow_non_finite: bool,
 }
 
@@ -215,20 +215,20 @@ impl ArchFlags {
 #[derive(Args, Clone, Copy)]
 pub struct RunFlags {
     /// Executor that runs the ops.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
     pub device: DeviceKind,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
     pub batch_size: u64,
     /// Time every kernel and print a per-op table at the end: calls, total
     /// ms, mean µs, GB/s, TFLOP/s and % of the device's roofline (CUDA
     /// events on the GPU, wall clock on cpu/emu).
-    #[arg(long)]
+    #[arg(long, help_heading = "Performance")]
     pub profile: bool,
     /// Arithmetic of the transformer blocks: f32, or bf16 operands for the
     /// linear layers and attention (tensor cores on a GPU, f32
     /// accumulation; layernorm, residual stream and logits stay f32).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_enum, default_value_t = Precision::F32, help_heading = "Performance")]
     pub precision: Precision,
 }
 
@@ -290,25 +290,25 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 #[derive(Args)]
 pub struct EvalMtlArgs {
     /// The shared pretrained model θ0.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub base: PathBuf,
     /// Comma list of the task models θ_1..θ_T, each with its head.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, help_heading = "Inputs")]
     pub tasks: Vec<PathBuf>,
     /// Index (0-based) in --tasks of the task whose data and head are evaluated.
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub task_index: usize,
     /// Labelled data of that task (safetensors or class folders).
-    #[arg(long)]
+    #[arg(long, help_heading = "Inputs")]
     pub data: PathBuf,
     /// Output folder.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output", short = 'o')]
     pub out_dir: PathBuf,
     /// Task-vector scale s.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, help_heading = "Method")]
     pub scale: f32,
     /// Hide progress bars.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output", short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
     pub run: RunFlags,

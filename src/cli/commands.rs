@@ -18,6 +18,11 @@ pub fn run(cmd: Cmd) -> Result<()> {
             print!("{}", load_model(&model, arch)?.describe(&model));
             Ok(())
         }
+        Cmd::Completions { shell } => {
+            let mut cmd = <super::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "dawin", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Convert {
             input,
             output,

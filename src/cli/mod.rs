@@ -28,9 +28,23 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+const EVAL_EXAMPLES: &str = "Examples:
+  # a pair on an image folder, all methods, the official ViT-B/32 temperatures
+  dawin eval --pretrained zs.safetensors --finetuned ft.pt --data imagenet-a/ \\
+      --class-subset imagenet-a --temperature vit-b32 -o runs/imagenet-a
+  # K = 3 merged models from a Beta mixture, on a GPU, in bf16
+  dawin eval --pretrained zs/ --finetuned ft/ --data val.safetensors -o runs/val \\
+      --interp bmm:3 --device cuda --precision bf16
+  # ObjectNet: its 113 folders, the 2-pixel border crop, the pooled classes
+  dawin eval --pretrained zs/ --finetuned ft/ --data objectnet-1.0/images -o runs/objectnet \\
+      --folders objectnet --crop-border 2 --class-map objectnet";
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Print a model's recognised format, layout, configuration and sizes.
+    #[command(
+        after_help = "Examples:\n  dawin inspect model.safetensors\n  dawin inspect ~/.cache/huggingface/hub/models--openai--clip-vit-base-patch32/snapshots/<hash>/"
+    )]
     Inspect {
         /// A model: .safetensors, .pt/.pth/.bin, or an HF / open_clip folder.
         model: PathBuf,
@@ -47,6 +61,9 @@ pub enum Cmd {
     /// copies every tensor under its own name and dtype.
     ///
     /// Example: dawin convert open_clip_folder/ model.safetensors
+    #[command(
+        after_help = "Examples:\n  dawin convert open_clip_folder/ model.safetensors\n  dawin convert finetuned.pt ft.safetensors --heads 12 --act quick_gelu\n  dawin convert --names keep hf_clip_folder/ clip.safetensors"
+    )]
     Convert {
         /// A model: .safetensors, .pt/.pth/.bin, or an HF / open_clip folder.
         input: PathBuf,
@@ -63,6 +80,9 @@ pub enum Cmd {
     /// The input holds `pixel_values` f32 [N,3,H,W]. The output gets
     /// `image_embeds` f32 [N,D] (projected, before normalisation) and, when the
     /// model has a classification head, `logits` f32 [N,C].
+    #[command(
+        after_help = "Examples:\n  dawin forward --model openai-clip-b32/ --input images.safetensors --out embeds.safetensors\n  dawin forward --model ft.pt --heads 12 --act quick_gelu --input x.safetensors --out y.safetensors --device cuda"
+    )]
     Forward {
         /// The model: .safetensors, .pt/.pth/.bin, or an HF / open_clip folder.
         #[arg(long)]
@@ -85,6 +105,7 @@ pub enum Cmd {
     /// the two models' expertise, evaluates each sample with the model
     /// (1−λ)·pretrained + λ·fine-tuned, and writes summary.json, samples.csv
     /// and lambdas.svg to the output folder.
+    #[command(after_help = EVAL_EXAMPLES)]
     Eval(Box<EvalArgs>),
     /// Multi-task DaWin: per-sample mixing of T task vectors.
     ///
@@ -92,6 +113,9 @@ pub enum Cmd {
     /// with the evaluated task's head; each sample runs through
     /// θ0 + Σ_t s·T·c_t·(θ_t − θ0). Baselines: task arithmetic (θ0 + s·Σ τ_t)
     /// and each task model alone. Writes summary.json and samples.csv.
+    #[command(
+        after_help = "Example:\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --task-index 1 --data dtd_test/ -o runs/dtd"
+    )]
     EvalMtl(Box<args::EvalMtlArgs>),
     /// Show DaWin working: the whole evaluation on the built-in image set.
     ///
@@ -114,8 +138,13 @@ pub enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// Plot the WiSE-FT curve (accuracy in distribution vs mean under
-    /// shift, per α) with DaWin and the ensembles, from eval summaries.
+    /// Plot the WiSE-FT curve with DaWin and the ensembles.
+    ///
+    /// Accuracy in distribution against the mean under shift, one point per
+    /// α, read from `eval` summaries.
+    #[command(
+        after_help = "Example:\n  dawin plot-wise --id runs/id/summary.json --ood runs/sketch/summary.json runs/r/summary.json --out wise.svg"
+    )]
     PlotWise {
         /// summary.json of the in-distribution run.
         #[arg(long)]
@@ -130,10 +159,21 @@ pub enum Cmd {
         #[arg(long, default_value = "WiSE-FT curve")]
         title: String,
     },
-    /// Write the demo's procedural image set (10 shape classes, 32×32) for
-    /// training: OUT/<domain>.safetensors for the in-distribution domain `id`
-    /// and the shifts noise, texture, colour, blur, occlusion, plus
-    /// OUT/preview.png (one row per domain).
+    /// Print a shell completion script.
+    ///
+    /// Bash: `dawin completions bash > ~/.local/share/bash-completion/completions/dawin`;
+    /// zsh: into a folder on $fpath as `_dawin`; fish:
+    /// `~/.config/fish/completions/dawin.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the demo's procedural image set, for training.
+    ///
+    /// 10 shape classes at 32×32: OUT/<domain>.safetensors for the
+    /// in-distribution domain `id` and the shifts noise, texture, colour,
+    /// blur, occlusion, plus OUT/preview.png (one row per domain).
     Synth {
         /// Output folder.
         #[arg(long)]

@@ -539,7 +539,7 @@ pub fn preprocess_paths(
             pb.inc((b.indices.len() + b.failed.len()) as u64);
             Ok(())
         })?;
-        pb.finish_and_clear();
+        super::progress::finish(&pb);
     }
     if out.labels.is_empty() {
         return Err(crate::invalid!(

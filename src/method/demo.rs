@@ -65,6 +65,7 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
             methods: Method::parse_list("zeroshot,finetuned,wise-ft:0.5,ensemble,dawin")
                 .expect("valid"),
             progress,
+            progress_label: format!("{}: ", d.name()),
             ..EvalOptions::default()
         };
         let exact = eval::run(&o, ex)?;

@@ -162,7 +162,7 @@ fn settings(
     engine: &Engine,
     offset: (f64, f64),
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "expertise": format!("{:?}", o.rule).to_lowercase(),
         "interp": o.interp.to_string(),
         "precision": o.precision.to_string(),
@@ -173,8 +173,12 @@ fn settings(
         "lerps": engine.lerps,
         "lerps_skipped": engine.lerps_skipped,
         "device_param_bytes": engine.resident_bytes(),
-        "offset": {"b": offset.0, "w": offset.1},
-    })
+    });
+    // The offset constants only where the rule uses them.
+    if o.rule == crate::method::lambda::LambdaRule::EntropyOffset {
+        v["offset"] = serde_json::json!({"b": offset.0, "w": offset.1});
+    }
+    v
 }
 
 /// λ per sample and what it came from.

@@ -76,7 +76,15 @@ pub fn expertise_pass(
                 statics: false,
                 alphas: &missing,
             };
-            compute(engine, data, &shard, &readable, &run, pass, &mut cache)?;
+            compute(
+                engine,
+                data,
+                &shard,
+                &readable,
+                &run,
+                pass.clone(),
+                &mut cache,
+            )?;
             ran = true;
         }
         if !unread.is_empty() {
@@ -124,7 +132,11 @@ fn compute(
     if run.statics {
         bufs.entry("valid".into()).or_insert_with(|| vec![0f32; ns]);
     }
-    let pb = progress_bar(indices.len(), "expertise", pass.progress);
+    let pb = progress_bar(
+        indices.len(),
+        &format!("{}expertise", pass.label),
+        pass.progress,
+    );
     data.for_each_batch(indices, pass.batch_size, |b| {
         let n = b.indices.len();
         failed.extend(b.failed.iter().cloned());
@@ -154,7 +166,7 @@ fn compute(
         pb.inc((n + b.failed.len()) as u64);
         Ok(())
     })?;
-    pb.finish_and_clear();
+    super::progress::finish(&pb);
     Ok(failed)
 }
 

@@ -48,10 +48,12 @@ impl std::fmt::Display for Interp {
 }
 
 /// How a pass over the data runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Pass {
     pub batch_size: usize,
     pub progress: bool,
+    /// What the bars say before the phase (`colour: ` in the demo).
+    pub label: String,
 }
 
 /// Each sample's Beta-mixture component and the components' mean λ.
@@ -76,7 +78,11 @@ pub fn dawin_logits(
     let c = engine.classes();
     let mut out = vec![0f32; indices.len() * c];
     let pos: HashMap<usize, usize> = indices.iter().enumerate().map(|(j, &i)| (i, j)).collect();
-    let pb = progress_bar(indices.len(), "dawin", pass.progress);
+    let pb = progress_bar(
+        indices.len(),
+        &format!("{}dawin", pass.label),
+        pass.progress,
+    );
     let mut place = |b: &Batch, logits: &[f32]| {
         for (k, i) in b.indices.iter().enumerate() {
             let j = pos[i];
@@ -126,7 +132,7 @@ pub fn dawin_logits(
             }
         }
     }
-    pb.finish_and_clear();
+    super::progress::finish(&pb);
     Ok(out)
 }
 

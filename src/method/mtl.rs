@@ -175,7 +175,7 @@ fn first_pass(
         pb.inc((b.indices.len() + b.failed.len()) as u64);
         Ok(())
     })?;
-    pb.finish_and_clear();
+    super::progress::finish(&pb);
     p.readable.sort_unstable();
     Ok(p)
 }
@@ -234,7 +234,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         pb.inc(1);
         Ok(())
     })?;
-    pb.finish_and_clear();
+    super::progress::finish(&pb);
     drop(resident);
 
     let idx = &first.readable;

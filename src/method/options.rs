@@ -40,6 +40,8 @@ pub struct EvalOptions {
     pub keep_folders: Option<Vec<String>>,
     /// Pixels trimmed from each side of each image (`--crop-border`).
     pub crop_border: usize,
+    /// What progress bars say before their phase (e.g. a domain name).
+    pub progress_label: String,
     /// Where the expertise pass's logits are cached (default
     /// `OUT/cache.safetensors`).
     pub cache: Option<PathBuf>,
@@ -68,6 +70,7 @@ impl Default for EvalOptions {
             label_order: LabelOrder::Sorted,
             keep_folders: None,
             crop_border: 0,
+            progress_label: String::new(),
             cache: None,
         }
     }
@@ -121,6 +124,7 @@ impl EvalOptions {
         Pass {
             batch_size: self.batch_size,
             progress: self.progress,
+            label: self.progress_label.clone(),
         }
     }
 }

@@ -102,6 +102,20 @@ pub fn table(order: &[String], summary: &Value) -> String {
         l["max"].as_f64().unwrap_or(f64::NAN)
     )
     .unwrap();
+    if let Some(b) = summary.get("bmm").filter(|b| b.is_object()) {
+        let nums = |k: &str| -> Vec<f64> {
+            b[k].as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                .unwrap_or_default()
+        };
+        let (means, weights) = (nums("means"), nums("weights"));
+        let parts: Vec<String> = means
+            .iter()
+            .zip(&weights)
+            .map(|(m, w)| format!("λ {m:.3} (weight {w:.2})"))
+            .collect();
+        writeln!(s, "Beta mixture, K = {}: {}", means.len(), parts.join(", ")).unwrap();
+    }
     s
 }
 

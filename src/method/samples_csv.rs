@@ -30,9 +30,11 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
         let mut row = vec![
             i.to_string(),
             r.labels[j].to_string(),
-            (r.entropies.pt[j] as f32).to_string(),
-            (r.entropies.ft[j] as f32).to_string(),
-            r.lambda[j].to_string(),
+            // f32 precision, one form per column: entropies span many
+            // orders of magnitude, λ lies in [0, 1].
+            format!("{:.7e}", r.entropies.pt[j] as f32),
+            format!("{:.7e}", r.entropies.ft[j] as f32),
+            format!("{:.8}", r.lambda[j]),
             r.components.map(|c| c[j].to_string()).unwrap_or_default(),
         ];
         row.extend(r.order.iter().map(|m| r.predictions[m][j].to_string()));
