@@ -41,9 +41,21 @@ pub struct BenchOptions {
     pub filter: Option<String>,
     /// Arithmetic of the pipeline rows (named `… bf16` in bf16).
     pub precision: Precision,
+    /// Print each row to stderr as it finishes (the table follows at the end).
+    pub stream: bool,
 }
 
 impl BenchOptions {
+    /// Says a finished row on stderr, when streaming.
+    fn finished(&self, r: &Row) {
+        if self.stream {
+            eprintln!(
+                "  {:<44} min {:>9.3} ms  median {:>9.3} ms",
+                r.name, r.min_ms, r.median_ms
+            );
+        }
+    }
+
     fn wanted(&self, name: &str) -> bool {
         self.filter
             .as_ref()
@@ -125,10 +137,12 @@ fn time_op(ex: &dyn Executor, o: &BenchOptions, name: String, op: Op) -> Result<
         }
     }
     ex.set_profiling(false);
-    Ok(Row {
+    let row = Row {
         tensor_core: op.tensor_core(),
         ..Row::from_times(name, times, op.cost(), None)
-    })
+    };
+    o.finished(&row);
+    Ok(row)
 }
 
 /// A gemm row in f32 and on bf16 tensor cores (named `… bf16`).
@@ -480,7 +494,9 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
             }
         }
         let name = format!("pipeline {name}{suffix}");
-        rows.push(Row::from_times(name, times, Cost::default(), Some(n)));
+        let row = Row::from_times(name, times, Cost::default(), Some(n));
+        o.finished(&row);
+        rows.push(row);
         Ok(())
     };
     run("forward (one model)", &mut |e| batched(e, &e.pt).map(drop))?;

@@ -383,6 +383,7 @@ impl BenchArgs {
             pipeline: self.suite != Suite::Kernels,
             filter: self.filter.clone(),
             precision: self.precision,
+            stream: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         }
     }
 }

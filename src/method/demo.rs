@@ -46,7 +46,19 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
     write_atomic(&ft, FINETUNED)?;
     let mut accuracy = vec![vec![0f64; DOMAINS.len()]; ROWS.len()];
     let mut svgs = Vec::new();
+    let t0 = std::time::Instant::now();
+    let tell = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (col, d) in DOMAINS.iter().enumerate() {
+        if tell {
+            // Where the whole run stands, above each domain's phase bars.
+            eprintln!(
+                "domain {}/{}: {} ({:.1}s so far)",
+                col + 1,
+                DOMAINS.len(),
+                d.name(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
         let dir = out.join(d.name());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let (px, labels) = generate(*d, per_class, EVAL_SEED);
@@ -72,6 +84,7 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
         // The bmm run reuses the expertise pass the first one cached, and
         // reports into its own folder (other settings: its own result set).
         o.interp = Interp::Bmm(3);
+        o.progress_label = format!("{}: bmm ", d.name());
         o.methods = vec![Method::Dawin];
         o.cache = Some(dir.join("cache.safetensors"));
         o.out_dir = dir.join("bmm");
