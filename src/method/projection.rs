@@ -20,14 +20,8 @@ impl Projection {
     /// (`imagenet-a`, `imagenet-r`): indices separated by commas or
     /// whitespace, `#` comments, Python's `[0, 1, 2]` syntax accepted.
     pub fn subset_file(path: &Path) -> Result<Self> {
-        match label_spaces::subset(path) {
-            Named::File => {
-                let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                Self::subset_text(path, &t)
-            }
-            Named::Shipped(name, t) => Self::subset_text(Path::new(name), t),
-            Named::Unknown(msg) => Err(crate::invalid!("--class-subset {msg}")),
-        }
+        let (p, t) = named_text(path, label_spaces::subset(path), "--class-subset")?;
+        Self::subset_text(&p, &t)
     }
 
     /// Parses a class subset's text (see [`Projection::subset_file`]).
@@ -52,14 +46,8 @@ impl Projection {
     /// output class per line, listing the model classes pooled into it
     /// (commas or spaces, `[..]` accepted; `#` starts a comment).
     pub fn map_file(path: &Path) -> Result<Self> {
-        match label_spaces::map(path) {
-            Named::File => {
-                let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                Self::map_text(path, &t)
-            }
-            Named::Shipped(name, t) => Self::map_text(Path::new(name), t),
-            Named::Unknown(msg) => Err(crate::invalid!("--class-map {msg}")),
-        }
+        let (p, t) = named_text(path, label_spaces::map(path), "--class-map")?;
+        Self::map_text(&p, &t)
     }
 
     /// Parses a class map's text (see [`Projection::map_file`]).
@@ -131,6 +119,19 @@ impl Projection {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The text a flag names: the file's, or the shipped list's (with its name
+/// as the path for messages).
+fn named_text(path: &Path, named: Named, flag: &str) -> Result<(std::path::PathBuf, String)> {
+    match named {
+        Named::File => {
+            let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            Ok((path.to_path_buf(), t))
+        }
+        Named::Shipped(name, t) => Ok((name.into(), t.to_string())),
+        Named::Unknown(msg) => Err(crate::invalid!("{flag} {msg}")),
     }
 }
 
