@@ -52,6 +52,7 @@ fn main() {
         tokens: 50,
         heads: 4,
         head_dim: 64,
+        causal: false,
     };
     let qkv = ex.upload(&data(2 * 50 * 3 * 256)).unwrap();
     let o = ex.alloc(2 * 50 * 256).unwrap();

@@ -351,6 +351,7 @@ pub fn kernels(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
             tokens,
             heads,
             head_dim: 64,
+            causal: false,
         };
         rows.extend(attention_rows(ex, o, s)?);
     }

@@ -84,6 +84,7 @@ fn example<'e>(name: &str, ex: &'e dyn Executor) -> (Example<'e>, f64) {
         tokens: 37,
         heads: 2,
         head_dim: 64,
+        causal: false,
     };
     let qkv_len = 2 * 37 * 3 * 128;
     let ep = Epilogue {

@@ -65,9 +65,10 @@ proptest! {
         }
     }
 
-    /// attention for head dims 32/64/80/128 (and odd ones); tolerance 1e-5.
+    /// attention for head dims 32/64/80/128 (and odd ones), full and causal
+    /// (row t against the f64 reference on keys 0..=t); tolerance 1e-5.
     #[test]
-    fn attention(batch in 1usize..3, tokens in 1usize..60, heads in 1usize..4, hd in prop::sample::select(vec![8usize, 32, 64, 80, 128, 13]), seed in any::<u64>()) {
+    fn attention(batch in 1usize..3, tokens in 1usize..60, heads in 1usize..4, hd in prop::sample::select(vec![8usize, 32, 64, 80, 128, 13]), causal in any::<bool>(), seed in any::<u64>()) {
         let w = heads * hd;
         // Scaled so the softmax is far from uniform.
         let qkv = data(seed, batch * tokens * 3 * w, 2.0);
@@ -77,7 +78,12 @@ proptest! {
                 let get = |part: usize| -> Vec<Vec<f64>> {
                     (0..tokens).map(|t| (0..hd).map(|c| qkv[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64).collect()).collect()
                 };
-                let o = r::attention_head(&get(0), &get(1), &get(2));
+                let (q, k, v) = (get(0), get(1), get(2));
+                let o: Vec<Vec<f64>> = if causal {
+                    (0..tokens).map(|t| r::attention_head(&q[t..=t], &k[..=t], &v[..=t]).remove(0)).collect()
+                } else {
+                    r::attention_head(&q, &k, &v)
+                };
                 for t in 0..tokens {
                     for c in 0..hd {
                         want[(b * tokens + t) * w + h * hd + c] = o[t][c] as f32;
@@ -87,7 +93,7 @@ proptest! {
         }
         for (kind, ex) in executors() {
             let out = ex.alloc(want.len()).unwrap();
-            ex.run(Attention { qkv: *ex.upload(&qkv).unwrap(), out: *out, shape: AttentionShape { batch, tokens, heads, head_dim: hd } }).unwrap();
+            ex.run(Attention { qkv: *ex.upload(&qkv).unwrap(), out: *out, shape: AttentionShape { batch, tokens, heads, head_dim: hd, causal } }).unwrap();
             assert_close(&format!("attention on {kind}"), &ex.download(*out).unwrap(), &want, 1e-5);
         }
     }

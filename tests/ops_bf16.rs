@@ -157,8 +157,8 @@ proptest! {
     /// P·V, a relative 2⁻⁹ per probability).
     #[test]
     fn attention_bf16(batch in 1usize..3, tokens in 1usize..200, heads in 1usize..3,
-                      hd in prop::sample::select(vec![8usize, 16, 40, 64, 72, 80]), seed in any::<u64>()) {
-        let s = AttentionShape { batch, tokens, heads, head_dim: hd };
+                      hd in prop::sample::select(vec![8usize, 16, 40, 64, 72, 80]), causal in any::<bool>(), seed in any::<u64>()) {
+        let s = AttentionShape { batch, tokens, heads, head_dim: hd, causal };
         let r = check_attention_bf16(s, seed);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
@@ -205,15 +205,18 @@ fn check_attention_bf16(s: AttentionShape, seed: u64) -> Result<(), String> {
 /// beyond the property test's random range.
 #[test]
 fn attention_bf16_at_vit_token_counts() {
-    for tokens in [50, 197, 257, 577] {
+    for tokens in [50, 77, 197, 257, 577] {
         for head_dim in [64, 80] {
-            let s = AttentionShape {
-                batch: 1,
-                tokens,
-                heads: 1,
-                head_dim,
-            };
-            check_attention_bf16(s, tokens as u64).unwrap();
+            for causal in [false, true] {
+                let s = AttentionShape {
+                    batch: 1,
+                    tokens,
+                    heads: 1,
+                    head_dim,
+                    causal,
+                };
+                check_attention_bf16(s, tokens as u64).unwrap();
+            }
         }
     }
 }
@@ -320,6 +323,7 @@ fn tensor_core_kernels_have_no_shared_bank_conflicts() {
             tokens: 70,
             heads: 2,
             head_dim: hd,
+            causal: hd % 16 == 0,
         };
         let qkv = ex.upload(&to_bf16(&data(3, 70 * 3 * 2 * hd, 1.0))).unwrap();
         let out = ex.alloc_as(DType::Bf16, 70 * 2 * hd).unwrap();

@@ -268,6 +268,7 @@ fn f32_blocks(l: &Layers, x: Buf, n: usize) -> Result<()> {
         tokens: t,
         heads: s.heads,
         head_dim: s.head_dim(),
+        causal: false,
     };
     for i in 0..s.layers {
         let b = |p: &Params<Buf>| p.blocks[i].clone();
@@ -414,6 +415,7 @@ impl<'l, 'e> Bf16Blocks<'l, 'e> {
             tokens: s.tokens(),
             heads: s.heads,
             head_dim: s.head_dim(),
+            causal: false,
         };
         let rows = n * s.tokens();
         Bf16Blocks {

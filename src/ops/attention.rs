@@ -3,6 +3,8 @@
 //! Input `qkv[batch·tokens, 3·heads·head_dim]` is the fused in_proj output:
 //! columns `[q | k | v]`, head `h` at `h·head_dim..(h+1)·head_dim` of each.
 //! Output `out[batch·tokens, heads·head_dim]`, heads concatenated.
+//! With `causal`, query row `i` attends to keys `0..=i` only (CLIP's text
+//! tower: OpenAI's additive mask of −inf above the diagonal).
 
 use super::{Addr, Host, OpDef, disjoint, elems, need, on_host};
 use crate::buf::{Buf, DType};
@@ -16,11 +18,22 @@ pub struct AttentionShape {
     pub tokens: usize,
     pub heads: usize,
     pub head_dim: usize,
+    /// Row `i` sees keys `0..=i` only.
+    pub causal: bool,
 }
 
 impl AttentionShape {
     pub fn width(&self) -> usize {
         self.heads * self.head_dim
+    }
+
+    /// How many keys query row `i` sees.
+    pub fn keys_for(&self, i: usize) -> usize {
+        if self.causal {
+            (i + 1).min(self.tokens)
+        } else {
+            self.tokens
+        }
     }
 }
 
@@ -42,6 +55,7 @@ pub fn cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
         let mut o = vec![0f32; d];
         for i in 0..t {
             let q = &row(i)[h * d..(h + 1) * d];
+            let p = &mut p[..s.keys_for(i)];
             let mut mx = f32::NEG_INFINITY;
             for (j, pj) in p.iter_mut().enumerate() {
                 let k = &row(j)[w + h * d..w + (h + 1) * d];
@@ -133,7 +147,7 @@ pub(super) fn args_and_grid(
     out: u64,
     s: AttentionShape,
     rows: usize,
-) -> Result<([Arg; 6], [u32; 3])> {
+) -> Result<([Arg; 7], [u32; 3])> {
     let args = [
         Arg::U64(qkv),
         Arg::U64(out),
@@ -141,6 +155,7 @@ pub(super) fn args_and_grid(
         u32_arg("heads", s.heads)?,
         u32_arg("head dim", s.head_dim)?,
         Arg::F32(1.0 / (s.head_dim as f32).sqrt()),
+        Arg::U32(s.causal as u32),
     ];
     let grid = [
         s.tokens.div_ceil(rows) as u32,
@@ -150,8 +165,8 @@ pub(super) fn args_and_grid(
     Ok((args, grid))
 }
 
-/// Work of one call: Q·Kᵀ and P·V (2·t²·d FLOPs each per head) plus the
-/// softmax; reads packed qkv, writes the output.
+/// Work of one call: Q·Kᵀ and P·V (2·t²·d FLOPs each per head, about half
+/// when causal) plus the softmax; reads packed qkv, writes the output.
 pub fn cost(s: AttentionShape) -> crate::profile::Cost {
     let (b, t, h, d) = (
         s.batch as f64,
@@ -159,8 +174,9 @@ pub fn cost(s: AttentionShape) -> crate::profile::Cost {
         s.heads as f64,
         s.head_dim as f64,
     );
+    let pairs = if s.causal { t * (t + 1.0) / 2.0 } else { t * t };
     crate::profile::Cost {
-        flops: b * h * t * t * (4.0 * d + 5.0),
+        flops: b * h * pairs * (4.0 * d + 5.0),
         bytes: 4.0 * b * t * h * d * 4.0,
     }
 }
