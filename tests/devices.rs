@@ -14,6 +14,7 @@ use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::attention_bf16::AttentionBf16;
 use dawin::ops::cast_bf16::CastBf16;
 use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use dawin::ops::gather_rows::{GatherRows, GatherShape};
 use dawin::ops::gemm::{Gemm, GemmShape};
 use dawin::ops::gemm_bf16::{Activation, Epilogue, GemmBf16};
 use dawin::ops::gemm_dual::{DualGemm, GemmDual};
@@ -180,6 +181,26 @@ fn example<'e>(name: &str, ex: &'e dyn Executor) -> (Example<'e>, f64) {
                 ),
                 1e-6,
             )
+        }
+        "gather_rows" => {
+            let shape = GatherShape {
+                rows: 3 * 77,
+                width: 96,
+                table_rows: 500,
+                add_rows: 77,
+            };
+            let ids: Vec<i32> = (0..shape.rows as i32).map(|i| (i * 37) % 500).collect();
+            let ids = b.keep(ex.upload(&ids).unwrap());
+            let (table, add) = (b.f32(500 * 96, 1, 1.0), b.f32(77 * 96, 2, 1.0));
+            let out = b.zeros(f, shape.rows * 96);
+            let op = GatherRows {
+                table,
+                ids,
+                add: Some(add),
+                out,
+                shape,
+            };
+            (b.done(op, out), 1e-6)
         }
         "gelu" | "quick_gelu" => {
             let x = b.f32(3000, 1, 4.0);

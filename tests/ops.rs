@@ -7,6 +7,7 @@ mod common;
 use common::{assert_close, data, executors, reference as r};
 use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use dawin::ops::gather_rows::{GatherRows, GatherShape};
 use dawin::ops::gemm::{Gemm, GemmShape};
 use dawin::ops::gemm_dual::{DualGemm, GemmDual};
 use dawin::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
@@ -277,6 +278,45 @@ proptest! {
             let y = ex.alloc(x.len()).unwrap();
             ex.run(L2Normalize { x: *ex.upload(&x).unwrap(), y: *y, rows, width }).unwrap();
             assert_close(&format!("l2_normalize on {kind}"), &ex.download(*y).unwrap(), &want, 1e-6);
+        }
+    }
+
+    /// gather_rows, with and without the periodic add, some ids out of the
+    /// table (those rows must be NaN on every executor); exact for the
+    /// copies, 1 ulp-level (1e-6) for the sums.
+    #[test]
+    fn gather_rows(rows in 1usize..40, width in 1usize..300, table_rows in 1usize..50, add_rows in 1usize..9,
+                   with_add in any::<bool>(), bad in any::<bool>(), seed in any::<u64>()) {
+        let table = data(seed, table_rows * width, 2.0);
+        let add = data(seed ^ 1, add_rows * width, 1.0);
+        let mut ids: Vec<i32> = (0..rows).map(|i| ((seed as usize / 7 + i * 31) % table_rows) as i32).collect();
+        if bad {
+            ids[rows / 2] = if seed % 2 == 0 { table_rows as i32 } else { -1 };
+        }
+        let mut want = Vec::with_capacity(rows * width);
+        for (r, &id) in ids.iter().enumerate() {
+            for c in 0..width {
+                let v = if id < 0 || id as usize >= table_rows {
+                    f32::NAN
+                } else {
+                    let t = table[id as usize * width + c] as f64;
+                    let a = if with_add { add[(r % add_rows) * width + c] as f64 } else { 0.0 };
+                    (t + a) as f32
+                };
+                want.push(v);
+            }
+        }
+        let shape = GatherShape { rows, width, table_rows, add_rows };
+        for (kind, ex) in executors() {
+            let out = ex.alloc(rows * width).unwrap();
+            let (t, i, a) = (ex.upload(&table).unwrap(), ex.upload(&ids).unwrap(), ex.upload(&add).unwrap());
+            let add_buf = with_add.then_some(*a);
+            ex.run(GatherRows { table: *t, ids: *i, add: add_buf, out: *out, shape }).unwrap();
+            let got = ex.download(*out).unwrap();
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!(g.is_nan() == w.is_nan() && (w.is_nan() || (g - w).abs() <= 1e-6 * w.abs().max(1.0)),
+                    "gather_rows on {kind}: [{j}] got {g} want {w}");
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod attention;
 pub mod attention_bf16;
 pub mod cast_bf16;
 pub mod embed_add;
+pub mod gather_rows;
 pub mod gelu;
 pub mod gemm;
 pub mod gemm_bf16;
@@ -269,6 +270,7 @@ registry! {
     attention_bf16::AttentionBf16,
     cast_bf16::CastBf16,
     embed_add::EmbedAdd,
+    gather_rows::GatherRows,
     gelu::Gelu,
     gemm::Gemm,
     gemm_bf16::GemmBf16,
