@@ -7,6 +7,7 @@ pub mod batch;
 pub mod convert;
 pub mod device;
 pub mod load;
+mod reader;
 pub mod vit;
 
 pub use load::Layout;
