@@ -4,6 +4,7 @@
 //! model on an executor, [`vit`] runs it.
 
 pub mod batch;
+mod blocks;
 pub mod convert;
 pub mod device;
 pub mod load;
@@ -99,6 +100,19 @@ impl ModelSpec {
     }
     pub fn head_dim(&self) -> usize {
         self.width / self.heads
+    }
+
+    /// The geometry of the image tower's blocks.
+    fn stack(&self) -> blocks::Stack {
+        blocks::Stack {
+            width: self.width,
+            tokens: self.tokens(),
+            heads: self.heads,
+            mlp: self.mlp,
+            act: self.act,
+            ln_eps: self.ln_eps,
+            causal: false,
+        }
     }
 }
 

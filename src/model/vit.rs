@@ -3,6 +3,7 @@
 //! parameterised op runs in its dual form: DaWin's exact per-sample
 //! interpolation in one batched pass (docs/design.md §1).
 
+use super::blocks;
 use super::device::{Bf16Linears, BlockLinears, DeviceModel};
 use super::{Act, Block, ModelSpec, Params};
 use crate::buf::{Buf, DType};
@@ -12,13 +13,13 @@ use crate::ops::attention::{Attention, AttentionShape};
 use crate::ops::attention_bf16::{self, AttentionBf16};
 use crate::ops::cast_bf16::CastBf16;
 use crate::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
-use crate::ops::gemm::{Gemm, GemmShape};
+use crate::ops::gemm::GemmShape;
 use crate::ops::gemm_bf16::{Activation, Epilogue, GemmBf16};
-use crate::ops::gemm_dual::{DualGemm, GemmDual};
+use crate::ops::gemm_dual::DualGemm;
 use crate::ops::gemm_dual_bf16::GemmDualBf16;
-use crate::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
+use crate::ops::layernorm::LayerNormShape;
 use crate::ops::patch_embed::{PatchEmbed, PatchShape};
-use crate::ops::{Mix, add::Add, gelu::Gelu, l2_normalize::L2Normalize, quick_gelu::QuickGelu};
+use crate::ops::{Mix, l2_normalize::L2Normalize};
 
 /// The second weight set of an exact per-sample interpolation and each
 /// sample's λ (the weight on `other`).
@@ -64,29 +65,8 @@ impl Layers<'_> {
 
     /// A linear layer; `pick` selects the same tensor in both sets.
     fn linear(&self, a: Buf, pick: PickLinear, c: Buf, shape: GemmShape, rpl: usize) -> Result<()> {
-        let (b, bias) = pick(self.p);
-        match self.mix(rpl) {
-            Some((q, mix)) => {
-                let (b1, bias1) = pick(q);
-                let dual = DualGemm { b1, bias1, mix };
-                let (a, b0, bias0) = (a, b, bias);
-                self.ex.run(GemmDual {
-                    a,
-                    b0,
-                    bias0,
-                    dual,
-                    c,
-                    shape,
-                })
-            }
-            None => self.ex.run(Gemm {
-                a,
-                b,
-                bias,
-                c,
-                shape,
-            }),
-        }
+        let other = self.mix(rpl).map(|(q, mix)| (pick(q), mix));
+        blocks::linear(self.ex, a, pick(self.p), other, c, shape)
     }
 
     fn norm(
@@ -97,19 +77,8 @@ impl Layers<'_> {
         shape: LayerNormShape,
         rpl: usize,
     ) -> Result<()> {
-        let (gamma, beta) = pick(self.p);
-        let dual = self.mix(rpl).map(|(q, mix)| {
-            let (gamma1, beta1) = pick(q);
-            DualNorm { gamma1, beta1, mix }
-        });
-        self.ex.run(LayerNorm {
-            x,
-            y,
-            gamma,
-            beta,
-            dual,
-            shape,
-        })
+        let other = self.mix(rpl).map(|(q, mix)| (pick(q), mix));
+        blocks::norm(self.ex, x, y, pick(self.p), other, shape)
     }
 
     /// A dense layernorm over the `rows` token rows.
@@ -255,66 +224,8 @@ fn embed<'e>(l: &Layers<'e>, pixels: &[f32], n: usize) -> Result<OwnedBuf<'e>> {
 
 /// The transformer blocks in f32, on the residual stream `x` of `n` images.
 fn f32_blocks(l: &Layers, x: Buf, n: usize) -> Result<()> {
-    let (ex, s) = (l.ex, l.spec);
-    let (w, t) = (s.width, s.tokens());
-    let rows = n * t;
-    let [h, att, o] = [0; 3].map(|_| ex.alloc(rows * w));
-    let (h, att, o) = (h?, att?, o?);
-    let qkv = ex.alloc(rows * 3 * w)?;
-    let f = ex.alloc(rows * s.mlp)?;
-    let shape = |n, k| GemmShape { m: rows, n, k };
-    let attention = AttentionShape {
-        batch: n,
-        tokens: t,
-        heads: s.heads,
-        head_dim: s.head_dim(),
-        causal: false,
-    };
-    for i in 0..s.layers {
-        let b = |p: &Params<Buf>| p.blocks[i].clone();
-        l.norm_tokens(x, *h, &|p| (b(p).ln1_g, b(p).ln1_b))?;
-        l.linear(
-            *h,
-            &|p| (b(p).qkv_w, Some(b(p).qkv_b)),
-            *qkv,
-            shape(3 * w, w),
-            t,
-        )?;
-        ex.run(Attention {
-            qkv: *qkv,
-            out: *att,
-            shape: attention,
-        })?;
-        l.linear(
-            *att,
-            &|p| (b(p).out_w, Some(b(p).out_b)),
-            *o,
-            shape(w, w),
-            t,
-        )?;
-        ex.run(Add { x: *o, y: x })?;
-        l.norm_tokens(x, *h, &|p| (b(p).ln2_g, b(p).ln2_b))?;
-        l.linear(
-            *h,
-            &|p| (b(p).fc1_w, Some(b(p).fc1_b)),
-            *f,
-            shape(s.mlp, w),
-            t,
-        )?;
-        match s.act {
-            Act::QuickGelu => ex.run(QuickGelu { x: *f })?,
-            Act::Gelu => ex.run(Gelu { x: *f })?,
-        }
-        l.linear(
-            *f,
-            &|p| (b(p).fc2_w, Some(b(p).fc2_b)),
-            *o,
-            shape(w, s.mlp),
-            t,
-        )?;
-        ex.run(Add { x: *o, y: x })?;
-    }
-    Ok(())
+    let dual = l.dual.map(|(q, lambda)| (&q.blocks[..], lambda));
+    blocks::run_f32(l.ex, l.spec.stack(), &l.p.blocks, dual, x, n)
 }
 
 /// ln_post on each sample's class token, the projection, and the
