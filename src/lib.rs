@@ -26,5 +26,6 @@ pub mod ops;
 pub mod profile;
 pub mod rng;
 pub mod tensorfile;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

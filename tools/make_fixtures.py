@@ -33,6 +33,26 @@ Checkpoints as users hold them go under tests/fixtures/checkpoints/
   refused_namespace.pt     a state dict beside an argparse.Namespace
   malicious_os_system.pt   a pickle whose reduce calls os.system
   *.io.safetensors         pixel_values and the reference image_embeds/logits
+
+CLIP models with text towers go under tests/fixtures/text/ (`--text`, needs
+open_clip and ftfy), with OpenAI's 49,408-token vocabulary, stored in f16:
+  hf_clip/                 an HF CLIPModel folder (text: 4 heads at width 32,
+                           head dim 8; gelu vision, quick_gelu text)
+  open_clip/               an open_clip CLIP folder, quick_gelu, safetensors
+  NAME.io.safetensors      input_ids [P,77] (open_clip's tokenizer) of
+                           prompts.txt, text_embeds [P,D]; head [C,D] of
+                           zeroshot.json's classes and templates, and
+                           pixel_values [N,3,32,32] with image_embeds and the
+                           zero-shot logits [N,C]; all from float64
+  prompts.txt, zeroshot.json
+and tests/fixtures/tokenizer/cases.json holds the ids of OpenAI's own
+tokenizer (clip/simple_tokenizer.py with clip.tokenize(truncate=True)'s
+rule; give the unpacked `pip download openai-clip` sdist, a copy of OpenAI's
+code, as OPENAI_CLIP=DIR) and of open_clip's for about 1,400 strings
+(ImageNet class names, prompts, accents, CJK, emoji, HTML entities, quotes,
+numbers, control and special tokens, over-long text). The two differ only
+where the text spells a special token: OpenAI matches `<|endoftext|>`,
+open_clip `<end_of_text>`.
 """
 import json
 import os
@@ -442,9 +462,166 @@ def checkpoints():
     print(f"checkpoints written under {CKPT}", file=sys.stderr)
 
 
+TEXT = os.path.join(OUT, "text")
+
+PROMPTS = [
+    "a photo of a dog.",
+    "A Photo Of The\tCAT, taken at night!",
+    "itap of a goldfish",
+    "the dog\u2019s toy &amp; a caf\u00e9 cr\u00e8me br\u00fbl\u00e9e \U0001F436",
+    "\u6a31\u306e\u82b1 \u2014 cherry blossoms in 2024",
+    " ".join(["a very long prompt that goes on"] * 12),
+    "",
+]
+CLASSES = ["tench", "goldfish", "great white shark", "dog's toy", "cr\u00e8me br\u00fbl\u00e9e"]
+TEMPLATES = ["a photo of a {}.", "a bad photo of the {}.", "itap of a {}."]
+
+
+def zero_shot_reference(encode_text, encode_image, tokenize, logit_scale, pixels):
+    """WiSE-FT's head (normalize, mean over templates, normalize, scale) and
+    the zero-shot logits, all in float64."""
+    with torch.no_grad():
+        rows = []
+        for c in CLASSES:
+            e = F.normalize(encode_text(tokenize([t.format(c) for t in TEMPLATES])), dim=-1)
+            rows.append(F.normalize(e.mean(0), dim=-1))
+        head = logit_scale.exp() * torch.stack(rows)
+        img = encode_image(pixels)
+        logits = F.normalize(img, dim=-1) @ head.T
+    return head, img, logits
+
+
+def save_text_io(name, tokenize, encode_text, encode_image, logit_scale, pixels):
+    ids = tokenize(PROMPTS)
+    with torch.no_grad():
+        emb = encode_text(ids)
+    head, img, logits = zero_shot_reference(encode_text, encode_image, tokenize, logit_scale, pixels)
+    save_file({"input_ids": ids.long().contiguous(), "text_embeds": emb.float().contiguous(),
+               "head": head.float().contiguous(), "pixel_values": pixels.float().contiguous(),
+               "image_embeds": img.float().contiguous(), "logits": logits.float().contiguous()},
+              os.path.join(TEXT, f"{name}.io.safetensors"))
+
+
+def text_fixtures():
+    import open_clip
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from transformers import CLIPConfig, CLIPModel
+    os.makedirs(TEXT, exist_ok=True)
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    g = torch.Generator().manual_seed(5000)
+    pixels = torch.randn(4, 3, 32, 32, generator=g).double()
+    with open(os.path.join(TEXT, "prompts.txt"), "w") as f:
+        f.write("\n".join(PROMPTS) + "\n")
+    with open(os.path.join(TEXT, "zeroshot.json"), "w") as f:
+        json.dump({"classes": CLASSES, "templates": TEMPLATES}, f, indent=1, ensure_ascii=False)
+
+    # open_clip, quick_gelu towers, text heads 2 at width 32.
+    vision = dict(layers=1, width=64, head_width=32, mlp_ratio=2.0, patch_size=16, image_size=32)
+    text = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2, mlp_ratio=3.0)
+    model = CLIP(24, CLIPVisionCfg(**vision), CLIPTextCfg(**text), quick_gelu=True).eval()
+    perturb(model, 5100)
+    with torch.no_grad():
+        model.logit_scale.fill_(3.9)
+    model = model.half().double()  # the weights as stored (f16), computed in f64
+    d = os.path.join(TEXT, "open_clip")
+    os.makedirs(d, exist_ok=True)
+    sd = {k: v.half().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, os.path.join(d, "open_clip_model.safetensors"))
+    cfg = {"model_cfg": {"embed_dim": 24, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}}
+    with open(os.path.join(d, "open_clip_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    save_text_io("open_clip", tok, model.encode_text, model.encode_image, model.logit_scale, pixels)
+
+    # HF CLIPModel: text 4 heads at width 32 (head dim 8, not width/64).
+    conf = CLIPConfig(
+        vision_config=dict(hidden_size=64, num_attention_heads=2, intermediate_size=128,
+                           num_hidden_layers=1, image_size=32, patch_size=16, hidden_act="gelu"),
+        text_config=dict(hidden_size=32, num_attention_heads=4, intermediate_size=80,
+                         num_hidden_layers=2, vocab_size=49408, max_position_embeddings=77,
+                         eos_token_id=49407, bos_token_id=49406, pad_token_id=1,
+                         hidden_act="quick_gelu"),
+        projection_dim=24)
+    hf = CLIPModel(conf).eval()
+    perturb(hf, 5200)
+    with torch.no_grad():
+        hf.logit_scale.fill_(4.2)
+    hf = hf.half()
+    hf.save_pretrained(os.path.join(TEXT, "hf_clip"))
+    hf = hf.double()
+
+    def hf_text(ids):
+        return hf.get_text_features(input_ids=ids)
+
+    def hf_image(px):
+        return hf.get_image_features(pixel_values=px)
+
+    def unwrap(f):
+        def g(x):
+            out = f(x)
+            return out if torch.is_tensor(out) else out.pooler_output
+        return g
+    save_text_io("hf_clip", tok, unwrap(hf_text), unwrap(hf_image), hf.logit_scale, pixels)
+    tokenizer_cases(tok)
+    print(f"text fixtures written under {TEXT}", file=sys.stderr)
+
+
+def tokenizer_cases(tok):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "data", "classes", "imagenet.txt")) as f:
+        classes = [l.rstrip("\n") for l in f if not l.startswith("#")]
+    extra = [
+        "Hello World", "HELLO, WORLD!!!", "don't stop", "don\u2019t stop", "it's the cat's",
+        "\u201cquoted\u201d text", "\u2018single\u2019", "rock 'n' roll", "we'll we've we're I'm he'd",
+        "caf\u00e9", "cafe\u0301", "na\u00efve fa\u00e7ade", "\u00c9cole \u00e9l\u00e9mentaire", "Stra\u00dfe",
+        "\u0130stanbul", "\u039f\u0394\u039f\u03a3", "\u0645\u0631\u062d\u0628\u0627", "\u05e9\u05dc\u05d5\u05dd",
+        "\u4f60\u597d\u4e16\u754c", "\u3053\u3093\u306b\u3061\u306f", "\ud55c\uad6d\uc5b4", "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35",
+        "\U0001F600\U0001F436\U0001F3F3\ufe0f\u200d\U0001F308", "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\u2764\ufe0f",
+        "&amp;", "&amp;amp;", "&lt;b&gt;bold&lt;/b&gt;", "<b>bold</b> &amp; more", "fish &amp chips",
+        "&#39;s &#x27;t &#8217;", "&copy; 2024 &trade;", "&notin; &not it", "&nbsp;space&nbsp;",
+        "3.14159", "1,000,000", "2024-12-01", "42nd street", "\u00bd \u2153 \u00b2 \u2460 \u0663",
+        "\uff28\uff45\uff4c\uff4c\uff4f \uff11\uff12\uff13", "\ufb01sh \ufb02ower", "\u00a0non\u00a0breaking\u00a0",
+        "tab\there", "new\nline", "cr\r\nlf", "  leading and trailing  ", "multiple     spaces",
+        "\u2028line\u2029para", "zero\u200bwidth", "soft\u00adhyphen", "\x85next", "\x96dash\x97",
+        "ctrl\x01\x07chars", "\x1b[31mred\x1b[0m", "bom\ufeffinside",
+        "<|startoftext|>", "<|endoftext|>", "a<|endoftext|>b", "!!<|endoftext|>", "<|ENDOFTEXT|>",
+        "<start_of_text>", "emoji\U0001F600in\U0001F600text", "C++ & C#", "e-mail: a@b.com",
+        "http://example.com/path?x=1", "#hashtag @mention", "...", "?!?!", "\u2026", "\u00bf\u00a1",
+        "", " ", "a", "A", "0", "'", "''", "'s", "S'", "o'clock", "rock'n'roll",
+        "x" * 300, " ".join(["word"] * 100), "supercalifragilisticexpialidocious",
+        "pneumonoultramicroscopicsilicovolcanoconiosis", "\u00c5ngstr\u00f6m \u212b", "\u2126 ohm",
+    ]
+    texts = classes + [f"a photo of a {c}." for c in classes[::3]] + extra
+    sys.path.insert(0, os.path.join(os.environ["OPENAI_CLIP"], "clip"))
+    import simple_tokenizer
+    openai = simple_tokenizer.SimpleTokenizer()
+    sot, eot = openai.encoder["<|startoftext|>"], openai.encoder["<|endoftext|>"]
+
+    def openai_tokenize(t):
+        ids = [sot] + openai.encode(t) + [eot]
+        if len(ids) > 77:
+            ids = ids[:77]
+            ids[-1] = eot
+        return ids
+
+    def upto_eot(row):
+        return row[: row.index(eot) + 1] if eot in row else row
+    cases = [{"text": t, "openai": upto_eot(openai_tokenize(t)), "open_clip": upto_eot(row)}
+             for t, row in zip(texts, tok(texts).tolist())]
+    d = os.path.join(OUT, "tokenizer")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "cases.json"), "w") as f:
+        json.dump({"source": f"OpenAI CLIP simple_tokenizer (openai-clip 1.0.1 sdist) and open_clip "
+                             f"{__import__('open_clip').__version__}, ftfy {__import__('ftfy').__version__}, "
+                             "context 77", "cases": cases}, f, ensure_ascii=True)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     if "--checkpoints" in sys.argv:
         checkpoints()
+    elif "--text" in sys.argv:
+        text_fixtures()
     else:
         main()
         checkpoints()
+        text_fixtures()

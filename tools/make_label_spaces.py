@@ -13,6 +13,11 @@ PATH may be a work tree or a bare repository (files are read with
                           its sorted folder names (the label order), listing
                           the ImageNet-1k indices max-pooled into it
   objectnet-folders.txt   the 113 folder names, in the same order
+and the zero-shot prompt data `dawin zeroshot` ships (data/classes/,
+data/templates/):
+  classes/imagenet.txt          the 1000 ImageNet class names of CLIP/WiSE-FT
+  templates/openai-imagenet.txt OpenAI's 80 ImageNet templates, `{}` = class
+  templates/simple.txt          "a photo of a {}."
 """
 import ast
 import json
@@ -20,7 +25,8 @@ import os
 import subprocess
 import sys
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "label-spaces")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+OUT = os.path.join(DATA, "label-spaces")
 
 
 def show(repo, commit, path):
@@ -80,6 +86,38 @@ def main():
         f.write(header("objectnet: the 113 image folders evaluated (the rest of ObjectNet's 313 are skipped)",
                        full, "src/datasets/objectnet_metadata/folder_to_objectnet_label.json"))
         f.write("\n".join(folders) + "\n")
+    prompts(repo, full)
+
+
+def literal(source, name):
+    """The list literal assigned to `name`, lambdas rendered with `{}`."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == name for t in node.targets):
+            items = node.value.elts
+            if all(isinstance(e, ast.Lambda) for e in items):
+                return [eval(compile(ast.Expression(e), name, "eval"))("{}") for e in items]
+            return ast.literal_eval(node.value)
+    raise ValueError(f"no {name}")
+
+
+def prompts(repo, full):
+    classes = literal(show(repo, full, "src/datasets/imagenet_classnames.py"), "openai_classnames")
+    assert len(classes) == 1000 and all("\n" not in c for c in classes)
+    os.makedirs(os.path.join(DATA, "classes"), exist_ok=True)
+    os.makedirs(os.path.join(DATA, "templates"), exist_ok=True)
+    with open(os.path.join(DATA, "classes", "imagenet.txt"), "w") as f:
+        f.write(header("imagenet: the 1000 class names of CLIP's zero-shot ImageNet classifier, in label order",
+                       full, "src/datasets/imagenet_classnames.py openai_classnames"))
+        f.write("\n".join(classes) + "\n")
+    for name, src, var in [("openai-imagenet", "openai_imagenet_template", "openai_imagenet_template"),
+                           ("simple", "simple_template", "simple_template")]:
+        t = literal(show(repo, full, f"src/templates/{src}.py"), var)
+        assert all(x.count("{}") == 1 for x in t), name
+        with open(os.path.join(DATA, "templates", f"{name}.txt"), "w") as f:
+            f.write(header(f"{name}: {len(t)} prompt template(s), {{}} = the class name",
+                           full, f"src/templates/{src}.py {var}"))
+            f.write("\n".join(t) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ pub mod convert;
 pub mod device;
 pub mod load;
 mod reader;
+pub mod text;
+pub mod text_tower;
 pub mod vit;
 
 pub use load::Layout;
@@ -133,6 +135,25 @@ pub struct Block<T> {
     pub fc2_b: T,
 }
 
+impl<T> Block<T> {
+    pub fn map<U>(&self, f: impl Fn(&T) -> U) -> Block<U> {
+        Block {
+            ln1_g: f(&self.ln1_g),
+            ln1_b: f(&self.ln1_b),
+            qkv_w: f(&self.qkv_w),
+            qkv_b: f(&self.qkv_b),
+            out_w: f(&self.out_w),
+            out_b: f(&self.out_b),
+            ln2_g: f(&self.ln2_g),
+            ln2_b: f(&self.ln2_b),
+            fc1_w: f(&self.fc1_w),
+            fc1_b: f(&self.fc1_b),
+            fc2_w: f(&self.fc2_w),
+            fc2_b: f(&self.fc2_b),
+        }
+    }
+}
+
 /// All parameters, generic over the handle: host ranges into the flat buffer,
 /// or device buffers once uploaded.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,24 +182,7 @@ impl<T> Params<T> {
             pos: f(&self.pos),
             ln_pre_g: f(&self.ln_pre_g),
             ln_pre_b: f(&self.ln_pre_b),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| Block {
-                    ln1_g: f(&b.ln1_g),
-                    ln1_b: f(&b.ln1_b),
-                    qkv_w: f(&b.qkv_w),
-                    qkv_b: f(&b.qkv_b),
-                    out_w: f(&b.out_w),
-                    out_b: f(&b.out_b),
-                    ln2_g: f(&b.ln2_g),
-                    ln2_b: f(&b.ln2_b),
-                    fc1_w: f(&b.fc1_w),
-                    fc1_b: f(&b.fc1_b),
-                    fc2_w: f(&b.fc2_w),
-                    fc2_b: f(&b.fc2_b),
-                })
-                .collect(),
+            blocks: self.blocks.iter().map(|b| b.map(&f)).collect(),
             ln_post_g: f(&self.ln_post_g),
             ln_post_b: f(&self.ln_post_b),
             proj: self.proj.as_ref().map(&f),

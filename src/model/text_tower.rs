@@ -1,0 +1,126 @@
+//! The text tower's forward on an executor: token + positional embedding
+//! (`gather_rows`), the pre-LN blocks with causal attention, `ln_final` on
+//! each prompt's end-of-text row, and the projection. f32 only: the text
+//! tower runs once per class and template to build a head, not per image.
+
+use super::blocks::{self, Stack};
+use super::text::{EOT, TextModel, TextParams, TextSpec};
+use crate::buf::Buf;
+use crate::error::Result;
+use crate::exec::{Executor, OwnedBuf};
+use crate::ops::gather_rows::{GatherRows, GatherShape};
+use crate::ops::gemm::GemmShape;
+use crate::ops::layernorm::LayerNormShape;
+
+/// A text tower resident on an executor.
+pub struct DeviceText<'a> {
+    pub spec: TextSpec,
+    pub flat: OwnedBuf<'a>,
+    pub params: TextParams<Buf>,
+}
+
+impl<'a> DeviceText<'a> {
+    pub fn upload(ex: &'a dyn Executor, m: &TextModel) -> Result<Self> {
+        let flat = ex.upload(&m.flat)?;
+        let params = m.params.map(|r| flat.slice(r.start, r.len()));
+        Ok(DeviceText {
+            spec: m.spec.clone(),
+            flat,
+            params,
+        })
+    }
+}
+
+/// Where each prompt pools: the first position holding `<|endoftext|>`
+/// (OpenAI's `argmax`, as the end-of-text id is the largest), as a row of
+/// the `[n·context, width]` token rows. A prompt without one is refused.
+pub fn eot_rows(ids: &[i32], context: usize) -> Result<Vec<i32>> {
+    ids.chunks(context)
+        .enumerate()
+        .map(|(b, row)| match row.iter().position(|&t| t == EOT) {
+            Some(p) => Ok((b * context + p) as i32),
+            None => Err(crate::invalid!(
+                "prompt {b} has no end-of-text token ({EOT}): token ids must come from CLIP's tokenizer"
+            )),
+        })
+        .collect()
+}
+
+/// Projected (not normalised) embeddings `[n, embed_dim]` of `n` prompts
+/// of token ids `ids[n, context]`.
+pub fn encode(ex: &dyn Executor, m: &DeviceText, ids: &[i32], n: usize) -> Result<Vec<f32>> {
+    let s = &m.spec;
+    let (c, w) = (s.context, s.width);
+    if ids.len() != n * c {
+        return Err(crate::invalid!(
+            "{} token ids for {n} prompts of {c} positions",
+            ids.len()
+        ));
+    }
+    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t as usize >= s.vocab) {
+        return Err(crate::invalid!(
+            "token id {bad} is outside the model's vocabulary of {}",
+            s.vocab
+        ));
+    }
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let pool = eot_rows(ids, c)?;
+    let x = ex.alloc(n * c * w)?;
+    let tokens = ex.upload(ids)?;
+    ex.run(GatherRows {
+        table: m.params.token,
+        ids: *tokens,
+        add: Some(m.params.pos),
+        out: *x,
+        shape: GatherShape {
+            rows: n * c,
+            width: w,
+            table_rows: s.vocab,
+            add_rows: c,
+        },
+    })?;
+    let stack = Stack {
+        width: w,
+        tokens: c,
+        heads: s.heads,
+        mlp: s.mlp,
+        act: s.act,
+        ln_eps: s.ln_eps,
+        causal: true,
+    };
+    blocks::run_f32(ex, stack, &m.params.blocks, None, *x, n)?;
+    let rows = ex.upload(&pool)?;
+    let pooled = ex.alloc(n * w)?;
+    ex.run(GatherRows {
+        table: *x,
+        ids: *rows,
+        add: None,
+        out: *pooled,
+        shape: GatherShape {
+            rows: n,
+            width: w,
+            table_rows: n * c,
+            add_rows: 1,
+        },
+    })?;
+    let p = &m.params;
+    let ln = LayerNormShape::dense(n, w, s.ln_eps);
+    blocks::norm(ex, *pooled, *pooled, (p.ln_final_g, p.ln_final_b), None, ln)?;
+    let out = match p.proj {
+        Some(proj) => {
+            let e = ex.alloc(n * s.embed_dim)?;
+            let shape = GemmShape {
+                m: n,
+                n: s.embed_dim,
+                k: w,
+            };
+            blocks::linear(ex, *pooled, (proj, None), None, *e, shape)?;
+            ex.download(*e)?
+        }
+        None => ex.download(*pooled)?,
+    };
+    ex.synchronize()?;
+    Ok(out)
+}
