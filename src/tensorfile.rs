@@ -302,6 +302,25 @@ pub fn write_f32(
     serialize(path, views, metadata)
 }
 
+/// Writes one i64 tensor and f32 tensors (token ids beside embeddings).
+pub fn write_i64_and_f32(
+    path: &Path,
+    ints: (&str, &[usize], &[i64]),
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let (name, shape, data) = ints;
+    let mut views = vec![(
+        name.to_string(),
+        view(path, Dtype::I64, shape, bytemuck::cast_slice(data))?,
+    )];
+    for (n, t) in tensors {
+        let v = view(path, Dtype::F32, &t.shape, bytemuck::cast_slice(&t.data))?;
+        views.push((n.to_string(), v));
+    }
+    serialize(path, views, metadata)
+}
+
 /// Writes a data set file: `pixel_values` f32 and `labels` i64.
 pub fn write_f32_with_labels(path: &Path, pixels: &Tensor, labels: &[i64]) -> Result<()> {
     let views = vec![

@@ -250,6 +250,39 @@ impl RunFlags {
     }
 }
 
+/// The text tower's flags, shared by `encode-text` and `zeroshot`.
+#[derive(Args, Clone, Copy)]
+pub struct TextFlags {
+    /// Attention heads of the text tower (default: the config or metadata,
+    /// else width/64, with a warning; CLIP's text towers often differ from
+    /// the image tower's).
+    #[arg(long, help_heading = "Model")]
+    pub text_heads: Option<usize>,
+    /// Executor that runs the text tower.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
+    pub device: DeviceKind,
+    /// Prompts per text forward pass.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
+    pub batch_size: u64,
+    /// Time every kernel and print the per-op table at the end.
+    #[arg(long, help_heading = "Performance")]
+    pub profile: bool,
+    /// Hide the progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl TextFlags {
+    pub fn run_flags(self) -> RunFlags {
+        RunFlags {
+            device: self.device,
+            batch_size: self.batch_size,
+            profile: self.profile,
+            precision: Precision::F32,
+        }
+    }
+}
+
 pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
     if let Some(t) = dawin::method::label_spaces::temperature(s) {
         return Ok(t);

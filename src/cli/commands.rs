@@ -1,7 +1,7 @@
 //! One function per command: call the library, print what it did.
 
 use super::Cmd;
-use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
+use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags, TextFlags};
 use anyhow::{Result, bail};
 use dawin::bench::BenchOptions;
 use dawin::exec::{self, DeviceKind};
@@ -36,6 +36,35 @@ pub fn run(cmd: Cmd) -> Result<()> {
             run,
             arch,
         } => forward(&model, &input, &out, run, arch),
+        Cmd::Zeroshot {
+            model,
+            classes,
+            templates,
+            out,
+            logit_scale,
+            text,
+            arch,
+        } => {
+            let o = dawin::method::zeroshot::ZeroShotOptions {
+                model,
+                classes,
+                templates,
+                out,
+                overrides: arch.overrides(),
+                text_heads: text.text_heads,
+                scale: logit_scale,
+                batch: text.batch_size as usize,
+                progress: !text.quiet,
+            };
+            run_zeroshot(&o, text)
+        }
+        Cmd::EncodeText {
+            model,
+            texts,
+            out,
+            text,
+            arch,
+        } => encode_text(&model, &texts, &out, text, arch),
         Cmd::Eval(a) => run_eval(&a),
         Cmd::Expertise(c) => run_expertise(&c),
         Cmd::EvalMtl(a) => run_mtl(&a.options(), a.run),
@@ -135,6 +164,83 @@ fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlag
         ex.name(),
         r.seconds,
         r.images as f64 / r.seconds.max(1e-9),
+        out.display()
+    );
+    run.report(ex.as_ref())
+}
+
+fn run_zeroshot(o: &dawin::method::zeroshot::ZeroShotOptions, text: TextFlags) -> Result<()> {
+    let run = text.run_flags();
+    let ex = run.open()?;
+    let r = dawin::method::zeroshot::run(o, ex.as_ref())?;
+    for n in &r.notes {
+        eprintln!("warning: {}: {n}", o.model.display());
+    }
+    if r.truncated > 0 {
+        eprintln!(
+            "warning: {} of {} prompts were longer than the context and cut to its first 76 tokens",
+            r.truncated,
+            r.classes * r.templates
+        );
+    }
+    println!(
+        "zero-shot head of {} classes × {} templates (scale {:.4}) on {} in {:.2}s -> {}",
+        r.classes,
+        r.templates,
+        r.scale,
+        ex.name(),
+        r.seconds,
+        o.out.display()
+    );
+    run.report(ex.as_ref())
+}
+
+fn encode_text(
+    model: &Path,
+    texts: &Path,
+    out: &Path,
+    text: TextFlags,
+    arch: ArchFlags,
+) -> Result<()> {
+    dawin::tensorfile::check_output(out)?;
+    let run = text.run_flags();
+    let ex = run.open()?;
+    let start = Instant::now();
+    let (batch, visible) = (text.batch_size as usize, !text.quiet);
+    let e = dawin::method::zeroshot::encode_file(
+        ex.as_ref(),
+        model,
+        texts,
+        arch.overrides(),
+        text.text_heads,
+        batch,
+        visible,
+    )?;
+    for n in &e.notes {
+        eprintln!("warning: {}: {n}", model.display());
+    }
+    if e.truncated > 0 {
+        eprintln!(
+            "warning: {} of {} prompts were longer than the context and cut to its first 76 tokens",
+            e.truncated, e.prompts
+        );
+    }
+    let ids: Vec<i64> = e.ids.iter().map(|&t| t as i64).collect();
+    let emb = Tensor {
+        shape: vec![e.prompts, e.embed_dim],
+        data: e.embeds,
+    };
+    dawin::tensorfile::write_i64_and_f32(
+        out,
+        ("input_ids", &[e.prompts, e.context], &ids),
+        &[("text_embeds", &emb)],
+        None,
+    )?;
+    eprintln!(
+        "{} prompts on {} in {:.3}s -> {}",
+        e.prompts,
+        ex.name(),
+        start.elapsed().as_secs_f64(),
         out.display()
     );
     run.report(ex.as_ref())

@@ -39,6 +39,13 @@ const EVAL_EXAMPLES: &str = "Examples:
   dawin eval --pretrained zs/ --finetuned ft/ --data objectnet-1.0/images -o runs/objectnet \\
       --folders objectnet --crop-border 2 --class-map objectnet";
 
+const ZEROSHOT_EXAMPLES: &str = "Examples:
+  # CLIP's ImageNet classifier from an HF folder, OpenAI's 80 templates
+  dawin zeroshot --model clip-vit-base-patch32/ --classes imagenet -o zs.safetensors
+  # your own classes and templates, then DaWin against a fine-tuned model
+  dawin zeroshot --model open_clip_folder/ --classes classes.txt --templates templates.txt -o zs.safetensors
+  dawin eval --pretrained zs.safetensors --finetuned ft.pt --data val/ -o runs/val";
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Print a model's recognised format, layout, configuration and sizes.
@@ -117,6 +124,66 @@ pub enum Cmd {
         after_help = "Example:\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --task-index 1 --data dtd_test/ -o runs/dtd"
     )]
     EvalMtl(Box<args::EvalMtlArgs>),
+    /// Build a zero-shot classifier from CLIP's text tower.
+    ///
+    /// For each class, every template (`{}` = the class name) is tokenized
+    /// with OpenAI's CLIP tokenizer and encoded by the model's text tower;
+    /// the embeddings are normalised, averaged over the templates,
+    /// normalised again and scaled by exp(logit_scale) (WiSE-FT's recipe,
+    /// which the official DaWin code uses). OUT is the image tower with that
+    /// head [C,D] (bias 0), with heads, act, eps, logit_scale, the classes
+    /// and the templates in its metadata: give it to `eval --pretrained`.
+    #[command(after_help = ZEROSHOT_EXAMPLES)]
+    Zeroshot {
+        /// A full CLIP model (both towers): an HF CLIPModel folder, an
+        /// open_clip folder, or an OpenAI/open_clip state dict.
+        #[arg(long, help_heading = "Inputs")]
+        model: PathBuf,
+        /// Class names, one per line (`#` lines and blank lines skipped),
+        /// in label order, or `imagenet` (CLIP's 1000 ImageNet names).
+        #[arg(long, help_heading = "Inputs")]
+        classes: PathBuf,
+        /// Templates, one per line with `{}` for the class name, or a
+        /// shipped set: `openai-imagenet` (OpenAI's 80) or `simple` ("a
+        /// photo of a {}.").
+        #[arg(long, default_value = "openai-imagenet", help_heading = "Inputs")]
+        templates: PathBuf,
+        /// The classifier to write (safetensors).
+        #[arg(long, short = 'o', help_heading = "Output")]
+        out: PathBuf,
+        /// The softmax scale itself, e.g. 100 (default: exp of the model's
+        /// stored logit_scale).
+        #[arg(long, help_heading = "Model")]
+        logit_scale: Option<f32>,
+        #[command(flatten)]
+        text: args::TextFlags,
+        #[command(flatten)]
+        arch: ArchFlags,
+    },
+    /// Encode prompts with CLIP's text tower.
+    ///
+    /// One prompt per line of TEXTS (UTF-8), taken as is: a tab stays a
+    /// tab, an empty line is an empty prompt. Writes `input_ids` i64
+    /// [P,77] (OpenAI's tokenizer, truncated to 76 tokens + end of text)
+    /// and `text_embeds` f32 [P,D] (projected, not normalised).
+    #[command(
+        after_help = "Example:\n  dawin encode-text --model clip-vit-b32/ --texts prompts.txt --out text.safetensors"
+    )]
+    EncodeText {
+        /// A CLIP model with a text tower (file or HF / open_clip folder).
+        #[arg(long, help_heading = "Inputs")]
+        model: PathBuf,
+        /// Prompts, one per line.
+        #[arg(long, help_heading = "Inputs")]
+        texts: PathBuf,
+        /// Output safetensors file.
+        #[arg(long, short = 'o', help_heading = "Output")]
+        out: PathBuf,
+        #[command(flatten)]
+        text: args::TextFlags,
+        #[command(flatten)]
+        arch: ArchFlags,
+    },
     /// Show DaWin working: the whole evaluation on the built-in image set.
     ///
     /// Generates 10 classes of shapes (32×32) in distribution and under five

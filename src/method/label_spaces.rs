@@ -31,6 +31,18 @@ const FOLDERS: [(&str, &str); 1] = [(
     include_str!("../../data/label-spaces/objectnet-folders.txt"),
 )];
 
+/// Class-name lists for `dawin zeroshot --classes` by name.
+const CLASSES: [(&str, &str); 1] = [("imagenet", include_str!("../../data/classes/imagenet.txt"))];
+
+/// Prompt template sets for `dawin zeroshot --templates` by name.
+const TEMPLATES: [(&str, &str); 2] = [
+    (
+        "openai-imagenet",
+        include_str!("../../data/templates/openai-imagenet.txt"),
+    ),
+    ("simple", include_str!("../../data/templates/simple.txt")),
+];
+
 /// The official scripts' softmax temperatures (pretrained, fine-tuned) by
 /// CLIP backbone.
 pub const TEMPERATURES: [(&str, (f32, f32)); 3] = [
@@ -73,6 +85,14 @@ pub fn map(arg: &Path) -> Named {
 
 pub fn folders(arg: &Path) -> Named {
     lookup(arg, &FOLDERS)
+}
+
+pub fn classes(arg: &Path) -> Named {
+    lookup(arg, &CLASSES)
+}
+
+pub fn templates(arg: &Path) -> Named {
+    lookup(arg, &TEMPLATES)
 }
 
 /// A backbone name as the temperature presets spell it: lower case without

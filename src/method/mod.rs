@@ -28,3 +28,4 @@ pub mod samples_csv;
 pub mod setup;
 pub mod shard;
 pub mod synth;
+pub mod zeroshot;
