@@ -62,3 +62,28 @@ fn our_tokenizer_gives_the_fixture_ids() {
         .collect();
     assert_eq!(ours, ids);
 }
+
+/// A batch runs only the positions its longest prompt needs (attention is
+/// causal): each prompt alone, with fewer positions, gives what it gives
+/// inside a batch with the 77-token prompt, on every executor.
+#[test]
+fn positions_after_the_last_end_of_text_do_not_change_embeddings() {
+    let m = TextModel::load(&text_dir().join("hf_clip"), Overrides::default(), None).unwrap();
+    let (_, ids) = io("hf_clip").read_i64("input_ids").unwrap();
+    let ids: Vec<i32> = ids.iter().map(|&v| v as i32).collect();
+    let n = ids.len() / 77;
+    for (kind, ex) in executors() {
+        let dev = DeviceText::upload(ex.as_ref(), &m).unwrap();
+        let together = encode(ex.as_ref(), &dev, &ids, n).unwrap();
+        let alone: Vec<f32> = ids
+            .chunks(77)
+            .flat_map(|p| encode(ex.as_ref(), &dev, p, 1).unwrap())
+            .collect();
+        assert_close(
+            &format!("alone vs together on {kind}"),
+            &alone,
+            &together,
+            1e-5,
+        );
+    }
+}

@@ -126,7 +126,9 @@ pub fn tokenize_for(text: &TextModel, prompts: &[String]) -> Result<(Vec<i32>, u
 }
 
 /// Embeddings `[P, D]` of `ids` in batches of `batch` prompts, `tick`ed
-/// after each batch with the prompts done.
+/// after each batch with the prompts done. Prompts are batched by length
+/// (a batch runs only the positions its longest prompt needs) and their
+/// embeddings put back in order.
 pub fn encode_batched(
     ex: &dyn Executor,
     text: &DeviceText,
@@ -134,11 +136,23 @@ pub fn encode_batched(
     batch: usize,
     mut tick: impl FnMut(usize),
 ) -> Result<Vec<f32>> {
-    let c = text.spec.context;
-    let mut out = Vec::with_capacity(ids.len() / c * text.spec.embed_dim);
-    for chunk in ids.chunks(batch.max(1) * c) {
-        out.extend(encode(ex, text, chunk, chunk.len() / c)?);
-        tick(chunk.len() / c);
+    let (c, d) = (text.spec.context, text.spec.embed_dim);
+    let prompts: Vec<&[i32]> = ids.chunks(c).collect();
+    let length = |p: &[i32]| {
+        p.iter()
+            .position(|&t| t == crate::model::text::EOT)
+            .unwrap_or(c)
+    };
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| length(prompts[i]));
+    let mut out = vec![0f32; prompts.len() * d];
+    for group in order.chunks(batch.max(1)) {
+        let chunk: Vec<i32> = group.iter().flat_map(|&i| prompts[i]).copied().collect();
+        let emb = encode(ex, text, &chunk, group.len())?;
+        for (&i, e) in group.iter().zip(emb.chunks(d)) {
+            out[i * d..(i + 1) * d].copy_from_slice(e);
+        }
+        tick(group.len());
     }
     Ok(out)
 }
