@@ -16,6 +16,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Inspect { model, arch } => {
             print!("{}", load_model(&model, arch)?.describe(&model));
+            inspect_text_tower(&model, arch);
             Ok(())
         }
         Cmd::Completions { shell } => {
@@ -136,6 +137,22 @@ fn convert(
         meta.join(", ")
     );
     Ok(())
+}
+
+/// The text tower's line of `inspect`, when the checkpoint has one (one
+/// that cannot be read is said, not fatal: the image tower is the model).
+fn inspect_text_tower(model: &Path, arch: ArchFlags) {
+    use dawin::model::text::TextModel;
+    match TextModel::load(model, arch.overrides(), None) {
+        Ok(t) => {
+            print!("{}", t.describe());
+            for n in &t.notes {
+                eprintln!("warning: {}: {n}", model.display());
+            }
+        }
+        Err(e) if e.to_string().contains("no CLIP text tower") => {}
+        Err(e) => println!("text tower  not usable: {e}"),
+    }
 }
 
 /// Loads a model, printing what the loader noted (flags overridden by the

@@ -230,6 +230,30 @@ impl TextModel {
     }
 }
 
+impl TextModel {
+    /// The line `dawin inspect` prints for a checkpoint with a text tower.
+    pub fn describe(&self) -> String {
+        let s = &self.spec;
+        let scale = match self.logit_scale {
+            Some(l) => format!(", logit scale {:.4} (exp {:.2})", l, l.exp()),
+            None => ", no logit_scale".into(),
+        };
+        format!(
+            "text tower  {}: width {}, {} layers, {} heads (head dim {}), mlp {}, act {}, vocab {}, context {}, embedding {}{scale}\n",
+            self.layout,
+            s.width,
+            s.layers,
+            s.heads,
+            s.width / s.heads,
+            s.mlp,
+            s.act,
+            s.vocab,
+            s.context,
+            s.embed_dim
+        )
+    }
+}
+
 /// `[rows, cols]` into `[cols, rows]`.
 fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0f32; v.len()];
