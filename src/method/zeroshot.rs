@@ -270,7 +270,10 @@ pub fn run(o: &ZeroShotOptions, ex: &dyn Executor) -> Result<ZeroShot> {
         ),
     ]);
     meta.insert("text_heads".into(), s.heads.to_string());
-    with_head(image.clone(), head, names.len()).save_with(&o.out, meta)?;
+    let c = names.len();
+    image
+        .with_head(Some((head, vec![0.0; c])), Some(c))
+        .save_with(&o.out, meta)?;
     let mut notes = image.notes;
     notes.extend(text.notes);
     let twice = repeated(&names);
@@ -292,24 +295,6 @@ pub fn run(o: &ZeroShotOptions, ex: &dyn Executor) -> Result<ZeroShot> {
 
 fn json(v: &[String]) -> String {
     serde_json::to_string(v).expect("strings serialise")
-}
-
-/// `m`'s image tower with the head `w[classes, D]` and a zero bias (any
-/// head it had is dropped).
-fn with_head(mut m: Model, w: Vec<f32>, classes: usize) -> Model {
-    let end = [&m.params.head_w, &m.params.head_b]
-        .iter()
-        .filter_map(|r| r.as_ref().map(|r| r.start))
-        .min()
-        .unwrap_or(m.flat.len());
-    m.flat.truncate(end);
-    let at = m.flat.len();
-    m.flat.extend_from_slice(&w);
-    m.flat.extend(std::iter::repeat_n(0.0, classes));
-    m.params.head_w = Some(at..at + w.len());
-    m.params.head_b = Some(at + w.len()..m.flat.len());
-    m.spec.classes = Some(classes);
-    m
 }
 
 /// `dawin encode-text`: the prompts of `texts` (one per line, as is).

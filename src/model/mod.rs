@@ -456,6 +456,14 @@ impl Model {
     /// The head stays last in the flat buffer, so task vectors of models that
     /// share a head are zero there.
     pub fn with_head_of(&self, other: &Model) -> Model {
+        let part = |r: &Option<Range<usize>>| r.as_ref().map(|r| other.flat[r.clone()].to_vec());
+        let head = part(&other.params.head_w).zip(part(&other.params.head_b));
+        self.with_head(head, other.spec.classes)
+    }
+
+    /// This model's image tower with the head `(W [classes, D], b)` (none:
+    /// without a head); the head goes last in the flat buffer.
+    pub fn with_head(&self, head: Option<(Vec<f32>, Vec<f32>)>, classes: Option<usize>) -> Model {
         let mut m = self.clone();
         let start = [&self.params.head_w, &self.params.head_b]
             .iter()
@@ -463,16 +471,18 @@ impl Model {
             .min()
             .unwrap_or(self.flat.len());
         m.flat.truncate(start);
-        let mut push = |r: &Option<Range<usize>>| {
-            r.as_ref().map(|r| {
-                let s = m.flat.len();
-                m.flat.extend_from_slice(&other.flat[r.clone()]);
-                s..m.flat.len()
-            })
+        let mut push = |v: Vec<f32>| {
+            let s = m.flat.len();
+            m.flat.extend(v);
+            s..m.flat.len()
         };
-        m.params.head_w = push(&other.params.head_w);
-        m.params.head_b = push(&other.params.head_b);
-        m.spec.classes = other.spec.classes;
+        let (w, b) = match head {
+            Some((w, b)) => (Some(push(w)), Some(push(b))),
+            None => (None, None),
+        };
+        m.params.head_w = w;
+        m.params.head_b = b;
+        m.spec.classes = classes;
         m
     }
 
