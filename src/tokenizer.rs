@@ -67,18 +67,25 @@ pub fn encode(text: &str) -> Vec<i32> {
 
 /// `[context]` ids: start, the text's tokens (truncated), end, zeros.
 pub fn tokenize(text: &str, context: usize) -> Vec<i32> {
+    tokenize_noting_cuts(text, context).0
+}
+
+/// [`tokenize`], and whether it cut the text (the caller may warn).
+pub fn tokenize_noting_cuts(text: &str, context: usize) -> (Vec<i32>, bool) {
     let mut ids = Vec::with_capacity(context);
     ids.push(SOT);
     ids.extend(encode(text));
-    ids.truncate(context.saturating_sub(1).max(1));
+    let keep = context.saturating_sub(1).max(1);
+    let cut = ids.len() > keep;
+    ids.truncate(keep);
     ids.push(EOT);
     ids.resize(context, 0);
-    ids
+    (ids, cut)
 }
 
-/// Did `tokenize` cut this text? (the caller may want to warn)
+/// Did `tokenize` cut this text?
 pub fn truncated(text: &str, context: usize) -> bool {
-    encode(text).len() + 2 > context
+    tokenize_noting_cuts(text, context).1
 }
 
 /// The cleaning of OpenAI's tokenizer (step 1 of the module comment).

@@ -114,14 +114,13 @@ pub fn tokenize_for(text: &TextModel, prompts: &[String]) -> Result<(Vec<i32>, u
     if s.context < 2 {
         return Err(crate::invalid!("a context of {} positions", s.context));
     }
-    let cut = prompts
-        .iter()
-        .filter(|p| tokenizer::truncated(p, s.context))
-        .count();
-    let ids = prompts
-        .iter()
-        .flat_map(|p| tokenizer::tokenize(p, s.context))
-        .collect();
+    let mut ids = Vec::with_capacity(prompts.len() * s.context);
+    let mut cut = 0;
+    for p in prompts {
+        let (t, was_cut) = tokenizer::tokenize_noting_cuts(p, s.context);
+        ids.extend(t);
+        cut += was_cut as usize;
+    }
     Ok((ids, cut))
 }
 
@@ -157,11 +156,11 @@ pub fn encode_batched(
     Ok(out)
 }
 
-/// `rows` normalised (a zero row stays zero).
-fn normalize(v: &mut [f32]) {
-    let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    let inv = 1.0 / n.max(1e-12);
-    v.iter_mut().for_each(|x| *x = (*x as f64 * inv) as f32);
+/// One row normalised, by the `l2_normalize` op's CPU reference.
+fn normalize(v: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    crate::ops::l2_normalize::cpu(v, &mut out, 1, v.len());
+    out
 }
 
 /// The head `[C, D]`: per class, the mean of its templates' normalised
@@ -171,12 +170,11 @@ pub fn head_from(emb: &[f32], classes: usize, templates: usize, d: usize, scale:
     for (c, row) in head.chunks_mut(d).enumerate() {
         let mut mean = vec![0f64; d];
         for t in 0..templates {
-            let mut e = emb[(c * templates + t) * d..][..d].to_vec();
-            normalize(&mut e);
+            let e = normalize(&emb[(c * templates + t) * d..][..d]);
             mean.iter_mut().zip(&e).for_each(|(m, x)| *m += *x as f64);
         }
-        let mut r: Vec<f32> = mean.iter().map(|m| (m / templates as f64) as f32).collect();
-        normalize(&mut r);
+        let r: Vec<f32> = mean.iter().map(|m| (m / templates as f64) as f32).collect();
+        let r = normalize(&r);
         row.iter_mut().zip(&r).for_each(|(o, x)| *o = x * scale);
     }
     head

@@ -2,7 +2,7 @@
 //! (docs/design.md §3), the spec from tensor shapes and metadata, and every
 //! tensor copied into the canonical flat f32 buffer.
 
-use super::reader::{Flat, Reader, closest};
+use super::reader::{Flat, Reader, closest, transpose};
 use super::{Act, Model, ModelSpec, Overrides, Params};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -317,13 +317,7 @@ impl<'a> Loader<'a> {
             Some(p) if hf => Some(flat.push(self.r.read(p, &[embed_dim, w])?)),
             Some(p) => {
                 let v = self.r.read(p, &[w, embed_dim])?;
-                let mut t = vec![0f32; v.len()];
-                for i in 0..w {
-                    for j in 0..embed_dim {
-                        t[j * w + i] = v[i * embed_dim + j];
-                    }
-                }
-                Some(flat.push(t))
+                Some(flat.push(transpose(&v, w, embed_dim)))
             }
             None => None,
         };

@@ -205,6 +205,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// `[rows, cols]` into `[cols, rows]` (OpenAI's `[W, D]` projections into
+/// the canonical `[D, W]`).
+pub(super) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; v.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = v[i * cols + j];
+        }
+    }
+    t
+}
+
 /// The name in `names` most like `want` (for "missing tensor" errors).
 pub(super) fn closest(want: &str, names: &[String]) -> String {
     names

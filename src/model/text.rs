@@ -4,7 +4,7 @@
 //! `text_projection` [W,D]) and HF's (`text_model.*`,
 //! `text_projection.weight` [D,W]). [`super::text_tower`] runs it.
 
-use super::reader::{Flat, Reader};
+use super::reader::{Flat, Reader, transpose};
 use super::{Act, Block, Overrides};
 use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::error::Result;
@@ -252,17 +252,6 @@ impl TextModel {
             s.embed_dim
         )
     }
-}
-
-/// `[rows, cols]` into `[cols, rows]`.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; v.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = v[i * cols + j];
-        }
-    }
-    t
 }
 
 /// A one-element tensor (`logit_scale` is `[]` or `[1]`).

@@ -37,16 +37,17 @@ impl<'a> DeviceText<'a> {
 }
 
 /// Where each prompt pools: the first position holding `<|endoftext|>`
-/// (OpenAI's `argmax`, as the end-of-text id is the largest), as a row of
-/// the `[n·context, width]` token rows. A prompt without one is refused.
-pub fn eot_rows(ids: &[i32], context: usize) -> Result<Vec<i32>> {
+/// (OpenAI's `argmax`, as the end-of-text id is the largest). A prompt
+/// without one is refused.
+pub fn eot_positions(ids: &[i32], context: usize) -> Result<Vec<usize>> {
     ids.chunks(context)
         .enumerate()
-        .map(|(b, row)| match row.iter().position(|&t| t == EOT) {
-            Some(p) => Ok((b * context + p) as i32),
-            None => Err(crate::invalid!(
-                "prompt {b} has no end-of-text token ({EOT}): token ids must come from CLIP's tokenizer"
-            )),
+        .map(|(b, row)| {
+            row.iter().position(|&t| t == EOT).ok_or_else(|| {
+                crate::invalid!(
+                    "prompt {b} has no end-of-text token ({EOT}): token ids must come from CLIP's tokenizer"
+                )
+            })
         })
         .collect()
 }
@@ -72,18 +73,13 @@ pub fn encode(ex: &dyn Executor, m: &DeviceText, ids: &[i32], n: usize) -> Resul
         return Ok(vec![]);
     }
     // Positions a batch needs: up to its last end-of-text token.
-    let pool = eot_rows(ids, c)?;
-    let used = pool
-        .iter()
-        .enumerate()
-        .map(|(b, &r)| r as usize - b * c + 1)
-        .max()
-        .unwrap_or(1);
+    let eot = eot_positions(ids, c)?;
+    let used = eot.iter().max().map_or(1, |p| p + 1);
     let ids: Vec<i32> = ids.chunks(c).flat_map(|p| &p[..used]).copied().collect();
-    let pool: Vec<i32> = pool
+    let pool: Vec<i32> = eot
         .iter()
         .enumerate()
-        .map(|(b, &r)| (r as usize - b * c + b * used) as i32)
+        .map(|(b, p)| (b * used + p) as i32)
         .collect();
     let x = ex.alloc(n * used * w)?;
     let tokens = ex.upload(&ids)?;
