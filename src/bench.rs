@@ -586,7 +586,7 @@ pub fn table(rows: &[Row], peak: Option<&Peak>, device: &str) -> String {
             .map_or("unknown".into(), |t| format!("{:.1} TFLOP/s", t / 1e12));
         let _ = writeln!(
             s,
-            "peak: {:.1} TFLOP/s f32, {tensor} bf16 tensor, {:.0} GB/s ({}); images/s at the median",
+            "peak: {:.3} TFLOP/s f32, {tensor} bf16 tensor, {:.0} GB/s ({}); images/s at the median",
             p.flops / 1e12,
             p.bytes / 1e9,
             p.source

@@ -11,6 +11,7 @@
 //!   files by a restricted unpickler, HF and open_clip folders);
 //! - [`model`]: the model spec, the weight layouts and the ViT forward;
 //! - [`method`]: DaWin itself, its baselines, data and reports;
+//! - [`simd`]: the CPU executor's packed gemm, vector maths and peak;
 //! - [`bench`]: `dawin bench`.
 
 pub mod bench;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod ops;
 pub mod profile;
 pub mod rng;
+pub mod simd;
 pub mod tensorfile;
 pub mod tokenizer;
 

@@ -7,6 +7,16 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    if let Some(n) = args.threads {
+        // The global pool is built once, here, before anything runs.
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n as usize)
+            .build_global()
+        {
+            eprintln!("error: --threads {n}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     match cli::commands::run(args.cmd) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -190,7 +190,7 @@ pub fn table(records: &[Record], peak: Option<&Peak>, device: &str) -> String {
         Some(p) => {
             let _ = writeln!(
                 s,
-                "peak: {:.1} TFLOP/s f32, {:.0} GB/s ({})",
+                "peak: {:.3} TFLOP/s f32, {:.0} GB/s ({})",
                 p.flops / 1e12,
                 p.bytes / 1e9,
                 p.source

@@ -26,6 +26,11 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
+    /// Worker threads of the cpu executor (and of decoding, packing and
+    /// every other parallel step). Default: RAYON_NUM_THREADS if set, else
+    /// one per logical CPU.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 const EVAL_EXAMPLES: &str = "Examples:

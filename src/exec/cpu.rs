@@ -220,6 +220,11 @@ impl Executor for Cpu {
         self.marks.reset()
     }
 
+    /// Measured once: see `crate::simd::peak`.
+    fn peak(&self) -> Option<crate::profile::Peak> {
+        crate::simd::peak::cpu_peak()
+    }
+
     /// Streams through 256 MB, more than any CPU's last-level cache.
     fn flush_caches(&self) -> Result<()> {
         let mut v = self.flush.borrow_mut();

@@ -10,7 +10,6 @@ use super::{Addr, Host, OpDef, disjoint, elems, need, on_host};
 use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
-use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -37,69 +36,10 @@ impl AttentionShape {
     }
 }
 
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-/// CPU reference, one rayon task per (sample, head).
+/// CPU reference: the flash-style kernel of `crate::simd::attention` at
+/// the machine's SIMD level.
 pub fn cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
-    let (t, d, w) = (s.tokens, s.head_dim, s.width());
-    assert!(qkv.len() >= s.batch * t * 3 * w && out.len() >= s.batch * t * w);
-    let scale = 1.0 / (d as f32).sqrt();
-    let op = SendPtr(out.as_mut_ptr());
-    (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
-        let op = &op;
-        let (b, h) = (bh / s.heads, bh % s.heads);
-        let row = |i: usize| &qkv[(b * t + i) * 3 * w..(b * t + i + 1) * 3 * w];
-        let mut p = vec![0f32; t];
-        let mut o = vec![0f32; d];
-        for i in 0..t {
-            let q = &row(i)[h * d..(h + 1) * d];
-            let p = &mut p[..s.keys_for(i)];
-            let mut mx = f32::NEG_INFINITY;
-            for (j, pj) in p.iter_mut().enumerate() {
-                let k = &row(j)[w + h * d..w + (h + 1) * d];
-                *pj = dot(q, k) * scale;
-                mx = mx.max(*pj);
-            }
-            let mut sum = 0f32;
-            for pj in p.iter_mut() {
-                *pj = (*pj - mx).exp();
-                sum += *pj;
-            }
-            o.fill(0.0);
-            for (j, &pj) in p.iter().enumerate() {
-                let v = &row(j)[2 * w + h * d..2 * w + (h + 1) * d];
-                for (oi, vi) in o.iter_mut().zip(v) {
-                    *oi += pj * vi;
-                }
-            }
-            // SAFETY: (b, h, i) addresses a disjoint slice of `out` per task.
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(op.0.add((b * t + i) * w + h * d), d) };
-            for (x, oi) in dst.iter_mut().zip(&o) {
-                *x = oi / sum;
-            }
-        }
-    });
-}
-
-/// Dot product with eight independent accumulators so it vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    crate::simd::attention::attention(crate::simd::active(), qkv, out, s)
 }
 
 /// Query rows per block: one warp each.

@@ -5,7 +5,8 @@ use super::{Addr, Host, OpDef, disjoint, elems, need, need_opt, on_host, opt_add
 use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
-use rayon::prelude::*;
+use crate::simd::Simd;
+use crate::simd::gemm::{OutPtr, multi};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmShape {
@@ -24,66 +25,43 @@ pub struct Gemm {
     pub shape: GemmShape,
 }
 
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-/// CPU reference: tiles of C computed by `matrixmultiply` on rayon threads.
+/// CPU reference: the packed gemm of `crate::simd::gemm` at the machine's
+/// SIMD level, the bias added on each finished tile.
 pub fn cpu(a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32], s: GemmShape) {
+    cpu_at(crate::simd::active(), a, b, bias, c, s)
+}
+
+/// [`cpu`] at a given SIMD level (the tests run every level the CPU has).
+pub fn cpu_at(
+    level: Simd,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    s: GemmShape,
+) {
     let GemmShape { m, n, k } = s;
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // Split C into tiles so that both tall (many tokens) and wide (batch 1,
-    // big N) products use every core.
-    let threads = rayon::current_num_threads().max(1);
-    let tm = if m >= 64 * threads {
-        m.div_ceil(threads * 2)
-    } else {
-        m.min(64)
-    };
-    let tn = if n > 256 && m.div_ceil(tm) < 2 * threads {
-        256
-    } else {
-        n
-    };
-    let tiles: Vec<(usize, usize)> = (0..m)
-        .step_by(tm)
-        .flat_map(|i| (0..n).step_by(tn).map(move |j| (i, j)))
-        .collect();
-    let cp = SendPtr(c.as_mut_ptr());
-    tiles.par_iter().for_each(|&(i, j)| {
-        let rows = tm.min(m - i);
-        let cols = tn.min(n - j);
-        let cp = &cp;
-        // SAFETY: tiles are disjoint rectangles of C, all in bounds (asserted
-        // above); A and B are only read.
-        unsafe {
-            let cptr = cp.0.add(i * n + j);
-            if let Some(bias) = bias {
-                for r in 0..rows {
-                    std::ptr::copy_nonoverlapping(bias.as_ptr().add(j), cptr.add(r * n), cols);
-                }
-            }
-            matrixmultiply::sgemm(
-                rows,
-                k,
-                cols,
-                1.0,
-                a.as_ptr().add(i * k),
-                k as isize,
-                1,
-                b.as_ptr().add(j * k),
-                1,
-                k as isize,
-                if bias.is_some() { 1.0 } else { 0.0 },
-                cptr,
-                n as isize,
-                1,
-            );
+    assert!(c.len() >= m * n && bias.is_none_or(|b| b.len() >= n));
+    let add_bias = |_row: usize, j: usize, segs: &mut [&mut [f32]]| {
+        if let Some(bias) = bias {
+            segs[0]
+                .iter_mut()
+                .zip(&bias[j..])
+                .for_each(|(x, b)| *x += b);
         }
-    });
+    };
+    // SAFETY: `c` holds m·n floats (asserted) and is borrowed mutably, so
+    // it aliases neither `a` nor `b`.
+    unsafe {
+        multi(
+            level,
+            a,
+            &[b],
+            &[OutPtr(c.as_mut_ptr())],
+            (m, n, k),
+            &add_bias,
+        )
+    }
 }
 
 /// The plain triple loop, kept as the oracle for the tiled version above.

@@ -6,7 +6,8 @@ use super::{Addr, Host, Inputs, Mix, OpDef, disjoint, need, need_opt, on_host, o
 use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
-use rayon::prelude::*;
+use crate::simd::Simd;
+use crate::simd::gemm::{OutPtr, multi};
 
 /// The second weight set of a dual-weight gemm and the per-row λ.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +37,8 @@ pub struct DualRef<'a, T = f32> {
     pub rows_per_lambda: usize,
 }
 
-/// CPU reference: both products, then the per-row mix `c0 + λ(c1 − c0)`.
+/// CPU reference: both products from one pass over the packed A panels,
+/// each finished tile mixed per row, `c0 + λ(c1 − c0)` with biases added.
 pub fn cpu(
     a: &[f32],
     b0: &[f32],
@@ -45,22 +47,38 @@ pub fn cpu(
     c: &mut [f32],
     s: GemmShape,
 ) {
-    let mut c1 = vec![0f32; s.m * s.n];
-    gemm::cpu(a, b0, bias0, c, s);
-    gemm::cpu(a, dual.b1, dual.bias1, &mut c1, s);
-    if s.n == 0 {
-        return;
-    }
-    c[..s.m * s.n]
-        .par_chunks_mut(s.n)
-        .zip(c1.par_chunks(s.n))
-        .enumerate()
-        .for_each(|(r, (row0, row1))| {
-            let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
-            for (x0, x1) in row0.iter_mut().zip(row1) {
-                *x0 = l.mul_add(*x1 - *x0, *x0);
-            }
-        });
+    cpu_at(crate::simd::active(), a, b0, bias0, dual, c, s)
+}
+
+/// [`cpu`] at a given SIMD level.
+pub fn cpu_at(
+    level: Simd,
+    a: &[f32],
+    b0: &[f32],
+    bias0: Option<&[f32]>,
+    dual: &DualRef,
+    c: &mut [f32],
+    s: GemmShape,
+) {
+    let GemmShape { m, n, k } = s;
+    assert!(c.len() >= m * n);
+    let mut c1 = vec![0f32; m * n];
+    let add = |seg: &mut [f32], bias: Option<&[f32]>, j0: usize| {
+        if let Some(b) = bias {
+            seg.iter_mut().zip(&b[j0..]).for_each(|(x, b)| *x += b);
+        }
+    };
+    let mix = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
+        let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
+        let (s0, s1) = segs.split_at_mut(1);
+        add(s0[0], bias0, j0);
+        add(s1[0], dual.bias1, j0);
+        crate::simd::vmath::lerp_in_place(level, s0[0], s1[0], l);
+    };
+    let outs = [OutPtr(c.as_mut_ptr()), OutPtr(c1.as_mut_ptr())];
+    // SAFETY: `c` (borrowed mutably) and `c1` (local) hold m·n floats each
+    // and alias nothing else.
+    unsafe { multi(level, a, &[b0, dual.b1], &outs, (m, n, k), &mix) }
 }
 
 impl DualGemm {

@@ -7,6 +7,7 @@ use super::{Addr, Host, Mix, OpDef, disjoint, elems, need, on_host};
 use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
+use crate::simd::vmath;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,7 +58,9 @@ pub struct DualRef<'a> {
     pub rows_per_lambda: usize,
 }
 
-/// CPU reference. Statistics in f64: it is the ground truth.
+/// CPU reference: per row, mean and variance accumulated in f64 (two
+/// passes), then the affine map in f32; vectorised per SIMD level, blocks
+/// of rows over threads.
 pub fn cpu(
     x: &[f32],
     y: &mut [f32],
@@ -71,24 +74,32 @@ pub fn cpu(
         return;
     }
     assert!(x.len() >= (s.rows - 1) * s.x_stride + w && y.len() >= (s.rows - 1) * s.y_stride + w);
-    y.par_chunks_mut(s.y_stride)
-        .take(s.rows)
+    let level = crate::simd::active();
+    const ROWS_PER_TASK: usize = 16;
+    let span = (s.rows - 1) * s.y_stride + w;
+    y[..span]
+        .par_chunks_mut(s.y_stride * ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(r, yr)| {
-            let xr = &x[r * s.x_stride..r * s.x_stride + w];
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / w as f64;
-            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / w as f64;
-            let inv = 1.0 / (var + s.eps as f64).sqrt();
-            for i in 0..w {
-                let nrm = ((xr[i] as f64 - mean) * inv) as f32;
-                let mut g = gamma[i];
-                let mut b = beta[i];
-                if let Some(d) = dual {
-                    let l = super::row_lambda(d.lambda, d.rows_per_lambda, r);
-                    g = l.mul_add(d.gamma1[i] - g, g);
-                    b = l.mul_add(d.beta1[i] - b, b);
-                }
-                yr[i] = nrm.mul_add(g, b);
+        .for_each(|(task, ys)| {
+            let (mut g, mut b) = (Vec::new(), Vec::new());
+            for (i, yr) in ys.chunks_mut(s.y_stride).enumerate() {
+                let r = task * ROWS_PER_TASK + i;
+                let xr = &x[r * s.x_stride..][..w];
+                let (mean, inv) = vmath::row_stats(level, xr, s.eps);
+                let (gr, br) = match dual {
+                    None => (gamma, beta),
+                    Some(d) => {
+                        let l = super::row_lambda(d.lambda, d.rows_per_lambda, r);
+                        g.clear();
+                        g.extend_from_slice(&gamma[..w]);
+                        vmath::lerp_in_place(level, &mut g, &d.gamma1[..w], l);
+                        b.clear();
+                        b.extend_from_slice(&beta[..w]);
+                        vmath::lerp_in_place(level, &mut b, &d.beta1[..w], l);
+                        (&g[..], &b[..])
+                    }
+                };
+                vmath::normalize(level, xr, &mut yr[..w], mean, inv, &gr[..w], &br[..w]);
             }
         });
 }

@@ -17,9 +17,12 @@ pub fn scalar(x: f32) -> f32 {
     x / (1.0 + (-1.702 * x).exp())
 }
 
+/// CPU reference: the vectorised form of `crate::simd::vmath` (its exp's
+/// relative error is below 3e-7), chunks over threads.
 pub fn cpu(x: &mut [f32]) {
-    x.par_chunks_mut(4096)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = scalar(*v)));
+    let level = crate::simd::active();
+    x.par_chunks_mut(1 << 14)
+        .for_each(|c| crate::simd::vmath::quick_gelu(level, c));
 }
 
 impl OpDef for QuickGelu {

@@ -1,0 +1,273 @@
+//! Flash-style attention on the CPU: for each (sample, head), query blocks
+//! of [`QB`] rows sweep key blocks of [`KB`]; `Q·Kᵀ` and `P·V` run on the
+//! gemm micro-kernel (K and V packed once per head into B panels; Q read
+//! in place from `qkv` and P from the score block, as strided A operands),
+//! with the online softmax in between: a running max and sum per row, the
+//! partial output rescaled when the max grows. Nothing of size [T,T] is
+//! stored: a block needs QB·KB floats.
+
+use super::gemm::{ARef, Kernel, kernel};
+use super::{Simd, vmath};
+use crate::ops::attention::AttentionShape;
+use rayon::prelude::*;
+
+/// Most query rows per block (blocks are equalised and rounded up to
+/// the micro-kernel's MR).
+const QB: usize = 48;
+/// Keys per block (a multiple of every micro-kernel's NR).
+const KB: usize = 64;
+
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `out = softmax(Q·Kᵀ/√d)·V` per (sample, head) of the fused `qkv`
+/// (layout as `crate::ops::attention`).
+pub fn attention(level: Simd, qkv: &[f32], out: &mut [f32], s: AttentionShape) {
+    let (t, w) = (s.tokens, s.width());
+    assert!(qkv.len() >= s.batch * t * 3 * w && out.len() >= s.batch * t * w);
+    if t == 0 || s.head_dim == 0 {
+        return;
+    }
+    let op = OutPtr(out.as_mut_ptr());
+    // Equal query blocks of at most QB rows (no short last block).
+    let mr = kernel(level).mr;
+    let qb = t.div_ceil(t.div_ceil(QB)).div_ceil(mr) * mr;
+    let work = (0..s.batch * s.heads).into_par_iter();
+    work.for_each_init(Scratch::default, |scratch, bh| {
+        let op = &op;
+        let head = Head::pack(qkv, s, bh, level, scratch);
+        for i0 in (0..t).step_by(qb) {
+            // SAFETY: rows i0.. of head bh are this task's alone.
+            unsafe { head.query_block(i0, qb.min(t - i0), scratch, op.0) };
+        }
+        head.give_back(scratch);
+    });
+}
+
+/// One (sample, head): where its queries are, and its packed K and V.
+struct Head<'a> {
+    s: AttentionShape,
+    level: Simd,
+    kern: Kernel,
+    qkv: &'a [f32],
+    /// Sample and head.
+    b: usize,
+    h: usize,
+    /// Head dim padded to the kernel's NR.
+    dp: usize,
+    /// Keys padded to NR.
+    tp: usize,
+    /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep.
+    k_panels: Vec<f32>,
+    /// P·V's B operand: NR output dims per panel, `tp` keys deep.
+    v_panels: Vec<f32>,
+}
+
+/// A query block's working memory, reused across blocks.
+#[derive(Default)]
+struct Scratch {
+    o: Vec<f32>,
+    row_max: Vec<f32>,
+    row_sum: Vec<f32>,
+    scores: Vec<f32>,
+    /// A packed copy of a partial panel of rows.
+    tail: Vec<f32>,
+    /// The last head's panels, kept for their memory.
+    k_panels: Vec<f32>,
+    v_panels: Vec<f32>,
+}
+
+impl<'a> Head<'a> {
+    fn pack(
+        qkv: &'a [f32],
+        s: AttentionShape,
+        bh: usize,
+        level: Simd,
+        sc: &mut Scratch,
+    ) -> Head<'a> {
+        let kern = kernel(level);
+        let (t, d, w) = (s.tokens, s.head_dim, s.width());
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let nr = kern.nr;
+        let (dp, tp) = (d.div_ceil(nr) * nr, t.div_ceil(nr) * nr);
+        let row = |which: usize, j: usize| &qkv[(b * t + j) * 3 * w + which * w + h * d..][..d];
+        let mut k_panels = std::mem::take(&mut sc.k_panels);
+        k_panels.clear();
+        k_panels.resize(tp * d, 0.0);
+        for (q, panel) in k_panels.chunks_exact_mut(d * nr).enumerate() {
+            for jj in 0..nr.min(t - q * nr) {
+                for (p, &x) in row(1, q * nr + jj).iter().enumerate() {
+                    panel[p * nr + jj] = x;
+                }
+            }
+        }
+        let mut v_panels = std::mem::take(&mut sc.v_panels);
+        v_panels.clear();
+        v_panels.resize(dp * tp, 0.0);
+        for (c, panel) in v_panels.chunks_exact_mut(tp * nr).enumerate() {
+            let cols = nr.min(d - c * nr);
+            for j in 0..t {
+                panel[j * nr..][..cols].copy_from_slice(&row(2, j)[c * nr..][..cols]);
+            }
+        }
+        Head {
+            s,
+            level,
+            kern,
+            qkv,
+            b,
+            h,
+            dp,
+            tp,
+            k_panels,
+            v_panels,
+        }
+    }
+
+    /// Returns the panels' memory to the scratch for the next head.
+    fn give_back(self, sc: &mut Scratch) {
+        sc.k_panels = self.k_panels;
+        sc.v_panels = self.v_panels;
+    }
+
+    /// Query rows `i0..i0+qn` over every key block they see.
+    ///
+    /// # Safety
+    /// `out` is the op's output; rows i0.. of this head are written by
+    /// this call only.
+    unsafe fn query_block(&self, i0: usize, qn: usize, sc: &mut Scratch, out: *mut f32) {
+        let (t, d, w) = (self.s.tokens, self.s.head_dim, self.s.width());
+        let Kernel { mr, nr, .. } = self.kern;
+        let key_end = if self.s.causal { i0 + qn } else { t };
+        let scale = 1.0 / (d as f32).sqrt();
+        sc.o.clear();
+        sc.o.resize(qn.div_ceil(mr) * mr * self.dp, 0.0);
+        sc.row_max.clear();
+        sc.row_max.resize(qn, f32::NEG_INFINITY);
+        sc.row_sum.clear();
+        sc.row_sum.resize(qn, 0.0);
+        sc.scores.resize(qn.div_ceil(mr) * mr * KB, 0.0);
+        let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
+        for j0 in (0..key_end).step_by(KB) {
+            let kbp = KB.min(key_end - j0).div_ceil(nr) * nr;
+            for ip in (0..qn).step_by(mr) {
+                let a = rows_of(
+                    self.kern,
+                    self.qkv,
+                    q_row(ip),
+                    qn - ip,
+                    3 * w,
+                    d,
+                    &mut sc.tail,
+                );
+                for jp in 0..kbp / nr {
+                    let b = &self.k_panels[(j0 / nr + jp) * d * nr..][..d * nr];
+                    // SAFETY: full mr×nr tiles inside `scores` (row stride
+                    // KB); `a` reads rows of this head's queries.
+                    unsafe {
+                        let c = sc.scores.as_mut_ptr().add(ip * KB + jp * nr);
+                        self.kern.call(d, a, b.as_ptr(), c, KB, false);
+                    }
+                }
+            }
+            for r in 0..qn {
+                let seen = self.s.keys_for(i0 + r).saturating_sub(j0).min(kbp);
+                let row = &mut sc.scores[r * KB..][..kbp];
+                let (mx, sm) = (&mut sc.row_max[r], &mut sc.row_sum[r]);
+                let alpha = online_softmax(self.level, row, seen, scale, mx, sm);
+                if alpha != 1.0 {
+                    sc.o[r * self.dp..][..self.dp]
+                        .iter_mut()
+                        .for_each(|x| *x *= alpha);
+                }
+            }
+            for ip in (0..qn).step_by(mr) {
+                let a = rows_of(
+                    self.kern,
+                    &sc.scores,
+                    ip * KB,
+                    qn - ip,
+                    KB,
+                    kbp,
+                    &mut sc.tail,
+                );
+                for c in 0..self.dp / nr {
+                    let b = &self.v_panels[c * self.tp * nr + j0 * nr..][..kbp * nr];
+                    // SAFETY: full mr×nr tiles inside `o` (row stride dp).
+                    unsafe {
+                        let dst = sc.o.as_mut_ptr().add(ip * self.dp + c * nr);
+                        self.kern.call(kbp, a, b.as_ptr(), dst, self.dp, true);
+                    }
+                }
+            }
+        }
+        for r in 0..qn {
+            let inv = 1.0 / sc.row_sum[r];
+            let at = (self.b * t + i0 + r) * w + self.h * d;
+            // SAFETY: row (b, i0+r), head h: this task's part of `out`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.add(at), d) };
+            for (x, y) in dst.iter_mut().zip(&sc.o[r * self.dp..]) {
+                *x = y * inv;
+            }
+        }
+    }
+}
+
+/// The A operand of `left` rows of `src` from index `first`, `stride`
+/// apart, `kc` deep: read in place when there are MR of them, else copied
+/// into `tail` as a packed panel with zero rows after the real ones.
+fn rows_of(
+    kern: Kernel,
+    src: &[f32],
+    first: usize,
+    left: usize,
+    stride: usize,
+    kc: usize,
+    tail: &mut Vec<f32>,
+) -> ARef {
+    let mr = kern.mr;
+    if left >= mr {
+        return ARef {
+            ptr: src[first..].as_ptr(),
+            rs: stride,
+            cs: 1,
+        };
+    }
+    tail.clear();
+    tail.resize(kc * mr, 0.0);
+    for i in 0..left {
+        for (p, &x) in src[first + i * stride..][..kc].iter().enumerate() {
+            tail[p * mr + i] = x;
+        }
+    }
+    kern.packed(tail)
+}
+
+/// One key block of a row's online softmax: the first `seen` raw scores
+/// are real (the rest masked or padding). Replaces them by their
+/// unnormalised probabilities e^(scale·x − max), updates the running max
+/// and sum, and returns the factor the row's partial output must be
+/// rescaled by.
+fn online_softmax(
+    level: Simd,
+    row: &mut [f32],
+    seen: usize,
+    scale: f32,
+    max: &mut f32,
+    sum: &mut f32,
+) -> f32 {
+    let (live, masked) = row.split_at_mut(seen);
+    masked.fill(0.0);
+    // scale > 0, so the max of the scaled scores is the scaled max.
+    let block_max = vmath::max(level, live) * scale;
+    if block_max == f32::NEG_INFINITY {
+        return 1.0;
+    }
+    let new_max = max.max(block_max);
+    let alpha = vmath::exp(*max - new_max);
+    let block_sum = vmath::exp_scaled_sum(level, live, scale, new_max);
+    *sum = *sum * alpha + block_sum;
+    *max = new_max;
+    alpha
+}

@@ -1,0 +1,412 @@
+//! Packed gemm for `C[m,n] = A[m,k] · B[n,k]ᵀ`, the layout of every linear
+//! layer, with one A and several B (the dual-weight and multi-weight gemms):
+//! each packed A panel is loaded once for all of them, and an epilogue
+//! (bias, the per-row λ mix) runs on each finished tile while it is hot.
+//!
+//! Blocking follows the usual GotoBLAS/BLIS scheme, sized for a 32 KiB L1
+//! and a ≥ 512 KiB L2 per core: a KC-deep slice of A is packed into MR-row
+//! panels (one panel, ≤ 32 KiB, stays in L1 while it sweeps the B panels),
+//! B into NR-column panels (an NC-wide block, ≤ 512 KiB, stays in L2). The
+//! micro-kernel keeps an MR×NR tile of C in registers: 8×32 in 16 zmm
+//! registers on AVX-512, 6×16 in 12 ymm on AVX2+FMA, 4×8 in plain Rust.
+//! Threads split C into as many column (or row) bands as there are
+//! threads, so each B panel is packed once.
+
+use super::Simd;
+use rayon::prelude::*;
+
+/// Depth of one packed slice of the reduction dimension.
+const KC: usize = 256;
+/// Rows of A packed at once (and reused over an NC block of B).
+const MC: usize = 96;
+/// Columns of B packed at once.
+const NC: usize = 512;
+/// Below this many multiply-adds one thread does the whole product.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// `c[i*ldc..][..nr] (+)= Σ_p a[i*rs + p*cs] · b[p*nr..][..nr]` over `kc`
+/// steps, for the `mr` rows of a tile; accumulates when `acc`. A packed A
+/// panel has strides (1, mr); a row-major one (lda, 1) needs no packing.
+type MicroKernel = unsafe fn(usize, ARef, *const f32, *mut f32, usize, bool);
+
+/// An A operand of the micro-kernel: its first element and its strides
+/// between rows and between reduction steps.
+#[derive(Clone, Copy)]
+pub struct ARef {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// A micro-kernel and its register tile.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub mr: usize,
+    pub nr: usize,
+    run: MicroKernel,
+}
+
+impl Kernel {
+    /// `c` (+)= the product of an `mr`-row A operand and an `nr`-column
+    /// packed B panel, both `kc` deep.
+    ///
+    /// # Safety
+    /// `a` addresses mr×kc floats by its strides, `b` holds kc·nr, `c` an
+    /// mr×nr tile with row stride `ldc`; the kernel's level is one the CPU
+    /// has.
+    pub unsafe fn call(
+        &self,
+        kc: usize,
+        a: ARef,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded to the caller.
+        unsafe { (self.run)(kc, a, b, c, ldc, acc) }
+    }
+
+    /// A packed A panel (as [`pack`] lays it out).
+    pub fn packed(&self, panel: &[f32]) -> ARef {
+        ARef {
+            ptr: panel.as_ptr(),
+            rs: 1,
+            cs: self.mr,
+        }
+    }
+}
+
+/// The micro-kernel of `level`.
+pub fn kernel(level: Simd) -> Kernel {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => Kernel {
+            mr: 8,
+            nr: 32,
+            run: x86::avx512,
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => Kernel {
+            mr: 6,
+            nr: 16,
+            run: x86::avx2,
+        },
+        _ => Kernel {
+            mr: 4,
+            nr: 8,
+            run: portable,
+        },
+    }
+}
+
+/// A shared raw pointer to an output; tasks write disjoint tiles of it.
+#[derive(Clone, Copy)]
+pub struct OutPtr(pub *mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Called once per finished row segment: (row, first column, the row
+/// segment of every output). Output 0 is the result the op returns.
+pub type Epilogue<'a> = dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a;
+
+/// `outs[t] = a · bs[t]ᵀ` for every t, then `epilogue` on each finished
+/// row segment. `a` is [m,k], each `bs[t]` [n,k], each `outs[t]` points to
+/// m·n writable floats that nothing else touches during the call.
+///
+/// # Safety
+/// Each `outs[t]` must be valid for m·n writes and not alias `a`, any `bs`
+/// or another output.
+pub unsafe fn multi(
+    level: Simd,
+    a: &[f32],
+    bs: &[&[f32]],
+    outs: &[OutPtr],
+    (m, n, k): (usize, usize, usize),
+    epilogue: &Epilogue,
+) {
+    assert!(a.len() >= m * k && bs.iter().all(|b| b.len() >= n * k));
+    assert_eq!(bs.len(), outs.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kern = kernel(level);
+    let threads = if m * n * k < PARALLEL_WORK {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    let bands = split(m, n, threads, kern);
+    let job = |(rows, cols): &(std::ops::Range<usize>, std::ops::Range<usize>)| {
+        let block = Block {
+            a,
+            bs,
+            outs,
+            n,
+            k,
+            kern,
+            epilogue,
+        };
+        block.run(rows.clone(), cols.clone())
+    };
+    if bands.len() == 1 {
+        job(&bands[0]);
+    } else {
+        bands.par_iter().for_each(job);
+    }
+}
+
+/// C split into `threads` bands: by columns when there are enough of them
+/// (each thread then packs only its own B), else by rows.
+fn split(
+    m: usize,
+    n: usize,
+    threads: usize,
+    kern: Kernel,
+) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    if threads == 1 {
+        return vec![(0..m, 0..n)];
+    }
+    let by_cols = n >= threads * kern.nr * 4 || m < threads * kern.mr * 2;
+    let (len, unit) = if by_cols { (n, kern.nr) } else { (m, kern.mr) };
+    let per = len.div_ceil(threads).div_ceil(unit) * unit;
+    (0..len)
+        .step_by(per.max(1))
+        .map(|s| s..(s + per).min(len))
+        .map(|r| if by_cols { (0..m, r) } else { (r, 0..n) })
+        .collect()
+}
+
+/// One thread's band of C and what it needs.
+struct Block<'a> {
+    a: &'a [f32],
+    bs: &'a [&'a [f32]],
+    outs: &'a [OutPtr],
+    n: usize,
+    k: usize,
+    kern: Kernel,
+    epilogue: &'a Epilogue<'a>,
+}
+
+impl Block<'_> {
+    fn run(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        let Kernel { mr, nr, .. } = self.kern;
+        let mut pa = Vec::new();
+        let mut pb: Vec<Vec<f32>> = vec![Vec::new(); self.bs.len()];
+        for j0 in cols.clone().step_by(NC) {
+            let jn = NC.min(cols.end - j0);
+            for p0 in (0..self.k).step_by(KC) {
+                let kc = KC.min(self.k - p0);
+                let last = p0 + kc == self.k;
+                for (b, out) in self.bs.iter().zip(pb.iter_mut()) {
+                    pack(b, self.k, j0..j0 + jn, p0..p0 + kc, nr, out);
+                }
+                for i0 in rows.clone().step_by(MC) {
+                    let im = MC.min(rows.end - i0);
+                    pack(self.a, self.k, i0..i0 + im, p0..p0 + kc, mr, &mut pa);
+                    for ip in 0..im.div_ceil(mr) {
+                        for jp in 0..jn.div_ceil(nr) {
+                            let tile = Tile {
+                                i: i0 + ip * mr,
+                                j: j0 + jp * nr,
+                                rows: mr.min(im - ip * mr),
+                                cols: nr.min(jn - jp * nr),
+                            };
+                            let a_panel = &pa[ip * kc * mr..][..kc * mr];
+                            self.tile(tile, kc, p0 > 0, a_panel, &pb, jp);
+                            if last {
+                                self.finish(tile);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One register tile of every output for one KC slice.
+    fn tile(&self, t: Tile, kc: usize, acc: bool, a: &[f32], pb: &[Vec<f32>], jp: usize) {
+        let Kernel { mr, nr, run } = self.kern;
+        let mut scratch = [0f32; 8 * 32];
+        for (out, b) in self.outs.iter().zip(pb) {
+            let b_panel = &b[jp * kc * nr..][..kc * nr];
+            // SAFETY: the tile lies inside this band of the output (rows and
+            // columns checked by the loops above); panels hold kc·mr and
+            // kc·nr floats.
+            unsafe {
+                let c = out.0.add(t.i * self.n + t.j);
+                if t.rows == mr && t.cols == nr {
+                    run(kc, self.kern.packed(a), b_panel.as_ptr(), c, self.n, acc);
+                    continue;
+                }
+                run(
+                    kc,
+                    self.kern.packed(a),
+                    b_panel.as_ptr(),
+                    scratch.as_mut_ptr(),
+                    nr,
+                    false,
+                );
+                for r in 0..t.rows {
+                    let dst = std::slice::from_raw_parts_mut(c.add(r * self.n), t.cols);
+                    let src = &scratch[r * nr..][..t.cols];
+                    if acc {
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the epilogue on each row of a finished tile.
+    fn finish(&self, t: Tile) {
+        let mut segs: Vec<&mut [f32]> = Vec::with_capacity(self.outs.len());
+        for r in t.i..t.i + t.rows {
+            segs.clear();
+            for out in self.outs {
+                // SAFETY: as in `tile`; the segments of different outputs
+                // are different allocations.
+                segs.push(unsafe {
+                    std::slice::from_raw_parts_mut(out.0.add(r * self.n + t.j), t.cols)
+                });
+            }
+            (self.epilogue)(r, t.j, &mut segs);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Tile {
+    i: usize,
+    j: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Rows `rows` × columns `ks` of a row-major [.., k] matrix, packed as
+/// panels of `w` rows, each stored k-major (`w` values per step), the last
+/// panel padded with zeros.
+pub fn pack(
+    src: &[f32],
+    k: usize,
+    rows: std::ops::Range<usize>,
+    ks: std::ops::Range<usize>,
+    w: usize,
+    out: &mut Vec<f32>,
+) {
+    let (rn, kc) = (rows.len(), ks.len());
+    let panels = rn.div_ceil(w);
+    out.clear();
+    out.resize(panels * kc * w, 0.0);
+    for (q, panel) in out.chunks_exact_mut(kc * w).enumerate() {
+        for jj in 0..w.min(rn - q * w) {
+            let r = rows.start + q * w + jj;
+            let row = &src[r * k + ks.start..][..kc];
+            for (p, &x) in row.iter().enumerate() {
+                panel[p * w + jj] = x;
+            }
+        }
+    }
+}
+
+/// The portable 4×8 micro-kernel (auto-vectorised by the compiler).
+///
+/// # Safety
+/// `a` addresses 4×kc floats, `b` holds kc·8, `c` a 4×8 tile with row
+/// stride `ldc`.
+unsafe fn portable(kc: usize, a: ARef, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    let mut t = [[0f32; 8]; 4];
+    // SAFETY: sizes as documented.
+    let b = unsafe { std::slice::from_raw_parts(b, kc * 8) };
+    for (p, bp) in b.chunks_exact(8).enumerate() {
+        // SAFETY: row i, step p of the A operand.
+        let ap = std::array::from_fn::<f32, 4, _>(|i| unsafe { *a.ptr.add(i * a.rs + p * a.cs) });
+        for (row, &x) in t.iter_mut().zip(&ap) {
+            for (v, &y) in row.iter_mut().zip(bp) {
+                // Not `mul_add`: without FMA in the build target that is a
+                // call to a software fma.
+                *v += x * y;
+            }
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        // SAFETY: row i of the tile.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), 8) };
+        for (d, v) in dst.iter_mut().zip(row) {
+            *d = if acc { *d + v } else { *v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::ARef;
+    use std::arch::x86_64::*;
+
+    /// The 8×32 AVX-512 micro-kernel: 16 zmm accumulators, two B loads and
+    /// eight broadcasts of A per step.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` addresses 8×kc floats, `b` kc·32, `c` an 8×32
+    /// tile with row stride `ldc`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(kc: usize, a: ARef, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        const MR: usize = 8;
+        // SAFETY: every pointer offset stays inside the documented sizes.
+        unsafe {
+            let mut r = [[_mm512_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                let b0 = _mm512_loadu_ps(b.add(p * 32));
+                let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+                for (i, ri) in r.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*a.ptr.add(i * a.rs + p * a.cs));
+                    ri[0] = _mm512_fmadd_ps(ai, b0, ri[0]);
+                    ri[1] = _mm512_fmadd_ps(ai, b1, ri[1]);
+                }
+            }
+            for (i, ri) in r.iter_mut().enumerate() {
+                let ci = c.add(i * ldc);
+                if acc {
+                    ri[0] = _mm512_add_ps(ri[0], _mm512_loadu_ps(ci));
+                    ri[1] = _mm512_add_ps(ri[1], _mm512_loadu_ps(ci.add(16)));
+                }
+                _mm512_storeu_ps(ci, ri[0]);
+                _mm512_storeu_ps(ci.add(16), ri[1]);
+            }
+        }
+    }
+
+    /// The 6×16 AVX2+FMA micro-kernel: 12 ymm accumulators.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` addresses 6×kc floats, `b` kc·16, `c` a
+    /// 6×16 tile with row stride `ldc`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(kc: usize, a: ARef, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        const MR: usize = 6;
+        // SAFETY: every pointer offset stays inside the documented sizes.
+        unsafe {
+            let mut r = [[_mm256_setzero_ps(); 2]; MR];
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(b.add(p * 16));
+                let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+                for (i, ri) in r.iter_mut().enumerate() {
+                    let ai = _mm256_set1_ps(*a.ptr.add(i * a.rs + p * a.cs));
+                    ri[0] = _mm256_fmadd_ps(ai, b0, ri[0]);
+                    ri[1] = _mm256_fmadd_ps(ai, b1, ri[1]);
+                }
+            }
+            for (i, ri) in r.iter_mut().enumerate() {
+                let ci = c.add(i * ldc);
+                if acc {
+                    ri[0] = _mm256_add_ps(ri[0], _mm256_loadu_ps(ci));
+                    ri[1] = _mm256_add_ps(ri[1], _mm256_loadu_ps(ci.add(8)));
+                }
+                _mm256_storeu_ps(ci, ri[0]);
+                _mm256_storeu_ps(ci.add(8), ri[1]);
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The CPU executor's fast paths: a packed, register-blocked gemm with
+//! run-time dispatch (AVX-512, AVX2+FMA, a portable fallback), vectorised
+//! transcendental functions, and the machine's measured f32 peak and memory
+//! bandwidth for `%roof`. Every op's CPU reference in `crate::ops` calls
+//! into here; the property tests check each SIMD level the machine has
+//! against the f64 references.
+
+pub mod attention;
+pub mod gemm;
+pub mod peak;
+pub mod vmath;
+
+use std::sync::OnceLock;
+
+/// An instruction-set level a kernel is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    /// Plain Rust (what the compiler vectorises for the build target).
+    Portable,
+    /// 256-bit vectors with fused multiply-add.
+    Avx2,
+    /// 512-bit vectors (AVX-512F).
+    Avx512,
+}
+
+impl Simd {
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Avx2 => "avx2+fma",
+            Simd::Avx512 => "avx512",
+        }
+    }
+
+    /// f32 lanes of one vector.
+    pub fn lanes(self) -> usize {
+        match self {
+            Simd::Portable => 4,
+            Simd::Avx2 => 8,
+            Simd::Avx512 => 16,
+        }
+    }
+}
+
+/// Every level this CPU can run, lowest first.
+pub fn available() -> Vec<Simd> {
+    let mut v = vec![Simd::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Simd::Avx2);
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(Simd::Avx512);
+        }
+    }
+    v
+}
+
+/// The level the kernels use: the highest available, or `DAWIN_CPU_SIMD`
+/// (`portable`, `avx2`, `avx512`) when set, capped at what the CPU has.
+pub fn active() -> Simd {
+    static ACTIVE: OnceLock<Simd> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let have = available();
+        let best = *have.last().expect("portable is always there");
+        match std::env::var("DAWIN_CPU_SIMD").ok().as_deref() {
+            Some("portable") => Simd::Portable,
+            Some("avx2") => best.min(Simd::Avx2),
+            Some("avx512") => best,
+            _ => best,
+        }
+    })
+}

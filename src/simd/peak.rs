@@ -1,0 +1,158 @@
+//! The CPU's f32 peak and memory bandwidth for `%roof`, measured once per
+//! process (about 0.3 s, on first use by a profile or a bench):
+//!
+//! - clock: a chain of dependent integer adds, one per cycle on every x86
+//!   core since the Pentium Pro, timed on one thread;
+//! - FMA throughput: 12 independent FMA chains per thread at the widest
+//!   level the CPU has, on every worker thread at once (so SMT siblings,
+//!   shared FPUs and all-core clocks count as they do for a real gemm);
+//!   FMAs per cycle per thread = that rate / clock;
+//! - peak = threads × lanes × FMAs/cycle × 2 × clock;
+//! - bandwidth: `a ← a + s·b` over 2 × 128 MiB on all threads (lerp's
+//!   pattern), 3 × 128 MiB moved.
+
+use super::Simd;
+use crate::profile::Peak;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// The measured peak of this CPU with the current thread pool, or `None`
+/// where there is no vector FMA probe (not x86_64, or no AVX2+FMA).
+pub fn cpu_peak() -> Option<Peak> {
+    static PEAK: OnceLock<Option<Peak>> = OnceLock::new();
+    PEAK.get_or_init(measure).clone()
+}
+
+fn measure() -> Option<Peak> {
+    let level = super::active();
+    let ghz = clock_ghz()?;
+    let threads = rayon::current_num_threads();
+    // Every worker at once; best of three per worker (the first run also
+    // wakes up the wide vector units, which start at reduced throughput).
+    let fma_per_ns: f64 = rayon::broadcast(|_| {
+        (0..3)
+            .map(|_| fma_rate(level).unwrap_or(0.0))
+            .fold(0.0, f64::max)
+    })
+    .iter()
+    .sum();
+    if fma_per_ns <= 0.0 {
+        return None;
+    }
+    let lanes = level.lanes() as f64;
+    let per_cycle = fma_per_ns / threads as f64 / ghz;
+    let flops = fma_per_ns * 1e9 * lanes * 2.0;
+    let bytes = triad_bandwidth();
+    Some(Peak {
+        flops,
+        tensor_flops: None,
+        bytes,
+        source: format!(
+            "measured: {threads} threads × {lanes:.0} lanes ({}) × {per_cycle:.2} FMA/cycle × 2 × {ghz:.2} GHz; \
+             a + s·b over 2 × 128 MiB",
+            level.name()
+        ),
+    })
+}
+
+/// The core clock in GHz: 4·10⁷ dependent adds, best of three.
+fn clock_ghz() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let adds = 10_000_000u64;
+        let best = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let mut x = 0u64;
+                for _ in 0..adds {
+                    // SAFETY: register arithmetic only.
+                    unsafe {
+                        std::arch::asm!("add {0}, 1", "add {0}, 1", "add {0}, 1", "add {0}, 1", inout(reg) x, options(nomem, nostack));
+                    }
+                }
+                std::hint::black_box(x);
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        Some(4.0 * adds as f64 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// Vector FMAs per nanosecond on this thread at `level`.
+fn fma_rate(level: Simd) -> Option<f64> {
+    let iters = 4_000_000u64;
+    let t = Instant::now();
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is one the CPU has.
+        Simd::Avx512 => std::hint::black_box(unsafe { x86::fma512(iters) }),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 => std::hint::black_box(unsafe { x86::fma256(iters) }),
+        _ => return None,
+    };
+    Some(12.0 * iters as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Bytes/s of `a ← a + s·b` over two 128 MiB arrays on all threads
+/// (the access pattern of lerp; read 2, write 1), best of four.
+fn triad_bandwidth() -> f64 {
+    let n = 32 << 20;
+    let b = vec![1f32; n];
+    let mut a = vec![2f32; n];
+    let chunk = n.div_ceil(rayon::current_num_threads().max(1));
+    let best = (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            a.par_chunks_mut(chunk)
+                .zip(b.par_chunks(chunk))
+                .for_each(|(a, b)| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += 0.5 * y);
+                });
+            std::hint::black_box(&a);
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    3.0 * (n * 4) as f64 / best
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma512(iters: u64) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(0.001));
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256(iters: u64) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999), _mm256_set1_ps(0.001));
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut out = [0f32; 8];
+        acc.iter().fold(0.0, |s, &x| {
+            // SAFETY: 8 floats into an 8-float array.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), x) };
+            s + out.iter().sum::<f32>()
+        })
+    }
+}

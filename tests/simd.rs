@@ -1,0 +1,151 @@
+//! The CPU executor's SIMD kernels at every level this machine has
+//! (portable, AVX2+FMA, AVX-512), against the f64 references, on shapes
+//! that cross the packing blocks (k > 256, n > 512, m > 96) and the
+//! threading threshold. `tests/ops.rs` covers the ops through the executor
+//! at the default level; this file makes sure no level goes untested.
+
+mod common;
+
+use common::{assert_close, data, reference as r};
+use dawin::ops::attention::AttentionShape;
+use dawin::ops::gemm::{self, GemmShape};
+use dawin::ops::gemm_dual::{self, DualRef};
+use dawin::simd::{self, vmath};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(common::proptest_config(12))]
+
+    /// gemm at each level: tolerance 1e-5 of scale (k up to 600).
+    #[test]
+    fn gemm_every_level(m in 1usize..200, n in 1usize..600, k in 1usize..600, bias in any::<bool>(), seed in any::<u64>()) {
+        let a = data(seed, m * k, 1.0);
+        let b = data(seed ^ 1, n * k, 0.5);
+        let bi = data(seed ^ 2, n, 3.0);
+        let want = r::to_f32(&r::gemm(&a, &b, bias.then_some(&bi[..]), m, n, k));
+        for level in simd::available() {
+            let mut c = vec![f32::NAN; m * n];
+            gemm::cpu_at(level, &a, &b, bias.then_some(&bi[..]), &mut c, GemmShape { m, n, k });
+            assert_close(&format!("gemm at {}", level.name()), &c, &want, 1e-5);
+        }
+    }
+
+    /// gemm_dual at each level against per-row lerped weights; 1e-5.
+    #[test]
+    fn gemm_dual_every_level(samples in 1usize..5, rows_per in 1usize..60, n in 1usize..300, k in 1usize..400, seed in any::<u64>()) {
+        let m = samples * rows_per;
+        let a = data(seed, m * k, 1.0);
+        let (b0, b1) = (data(seed ^ 1, n * k, 0.5), data(seed ^ 2, n * k, 0.5));
+        let (c0, c1) = (data(seed ^ 3, n, 1.0), data(seed ^ 4, n, 1.0));
+        let lambda: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
+        let mut want = Vec::new();
+        for i in 0..m {
+            let l = lambda[i / rows_per];
+            let (bl, cl) = (r::lerp(&b0, &b1, l), r::lerp(&c0, &c1, l));
+            want.extend(r::to_f32(&r::gemm(&a[i * k..(i + 1) * k], &bl, Some(&cl), 1, n, k)));
+        }
+        for level in simd::available() {
+            let dual = DualRef { b1: &b1, bias1: Some(&c1), lambda: &lambda, rows_per_lambda: rows_per };
+            let mut c = vec![f32::NAN; m * n];
+            gemm_dual::cpu_at(level, &a, &b0, Some(&c0), &dual, &mut c, GemmShape { m, n, k });
+            assert_close(&format!("gemm_dual at {}", level.name()), &c, &want, 1e-5);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config(12))]
+
+    /// The flash-style attention at each level, full and causal, token
+    /// counts across the query (48) and key (64) blocks; 1e-5.
+    #[test]
+    fn attention_every_level(batch in 1usize..3, tokens in 1usize..150, heads in 1usize..3, hd in prop::sample::select(vec![8usize, 13, 64, 80]), causal in any::<bool>(), seed in any::<u64>()) {
+        let w = heads * hd;
+        let qkv = data(seed, batch * tokens * 3 * w, 2.0);
+        let mut want = vec![0f32; batch * tokens * w];
+        for b in 0..batch {
+            for h in 0..heads {
+                let get = |part: usize| -> Vec<Vec<f64>> {
+                    (0..tokens).map(|t| (0..hd).map(|c| qkv[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64).collect()).collect()
+                };
+                let (q, k, v) = (get(0), get(1), get(2));
+                for t in 0..tokens {
+                    let keys = if causal { t + 1 } else { tokens };
+                    let o = r::attention_head(&q[t..=t], &k[..keys], &v[..keys]).remove(0);
+                    for (c, x) in o.iter().enumerate() {
+                        want[(b * tokens + t) * w + h * hd + c] = *x as f32;
+                    }
+                }
+            }
+        }
+        let s = AttentionShape { batch, tokens, heads, head_dim: hd, causal };
+        for level in simd::available() {
+            let mut out = vec![f32::NAN; batch * tokens * w];
+            simd::attention::attention(level, &qkv, &mut out, s);
+            assert_close(&format!("attention at {}", level.name()), &out, &want, 1e-5);
+        }
+    }
+}
+
+/// vmath's exp: relative error below 3e-7 on [−87, 88] at every level,
+/// and the stated edges (flush below −87.3, +inf above 88.72, NaN kept).
+#[test]
+fn exp_error() {
+    let xs: Vec<f32> = (0..200_001)
+        .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
+        .collect();
+    for level in simd::available() {
+        let mut y = xs.clone();
+        vmath::exp_scaled_sum(level, &mut y, 1.0, 0.0);
+        let worst = xs
+            .iter()
+            .zip(&y)
+            .map(|(&x, &v)| {
+                let e = (x as f64).exp();
+                ((v as f64 - e) / e).abs()
+            })
+            .fold(0f64, f64::max);
+        assert!(
+            worst < 3e-7,
+            "exp at {}: relative error {worst:e}",
+            level.name()
+        );
+        let mut edges = [-90.0, f32::NEG_INFINITY, 89.0, f32::INFINITY, f32::NAN, 0.0];
+        vmath::exp_scaled_sum(level, &mut edges, 1.0, 0.0);
+        let ok = edges[..4] == [0.0, 0.0, f32::INFINITY, f32::INFINITY]
+            && edges[4].is_nan()
+            && edges[5] == 1.0;
+        assert!(ok, "exp edges at {}: {edges:?}", level.name());
+    }
+}
+
+/// vmath's gelu (through erf): absolute error of erf below 4e-7, so gelu
+/// is within 2e-7·|x| of the f64 form, at every level.
+#[test]
+fn gelu_error() {
+    let xs: Vec<f32> = (0..100_001)
+        .map(|i| -12.0 + 24.0 * i as f32 / 100_000.0)
+        .collect();
+    for level in simd::available() {
+        let mut y = xs.clone();
+        vmath::gelu(level, &mut y);
+        for (&x, &v) in xs.iter().zip(&y) {
+            let want = r::erf_gelu(x);
+            let bound = 2e-7 * (x.abs() as f64).max(1.0) + 1e-7 * want.abs();
+            assert!(
+                (v as f64 - want).abs() <= bound,
+                "gelu({x}) at {}: {v} vs {want}",
+                level.name()
+            );
+        }
+    }
+}
+
+/// The levels this machine reports include the portable one, and the
+/// active level is one of them.
+#[test]
+fn levels_are_consistent() {
+    let have = simd::available();
+    assert_eq!(have[0], simd::Simd::Portable);
+    assert!(have.contains(&simd::active()));
+}
