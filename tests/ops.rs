@@ -50,12 +50,7 @@ proptest! {
         let (b0, b1) = (data(seed ^ 1, n * k, 0.5), data(seed ^ 2, n * k, 0.5));
         let (c0, c1) = (data(seed ^ 3, n, 1.0), data(seed ^ 4, n, 1.0));
         let lam: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
-        let mut want = Vec::new();
-        for i in 0..m {
-            let l = lam[i / rows_per];
-            let (bl, cl) = (r::lerp(&b0, &b1, l), r::lerp(&c0, &c1, l));
-            want.extend(r::to_f32(&r::gemm(&a[i * k..(i + 1) * k], &bl, Some(&cl), 1, n, k)));
-        }
+        let want = r::dual_gemm(&a, (&b0, &b1), (&c0, &c1), &lam, rows_per, n, k);
         for (kind, ex) in executors() {
             let up = |v: &[f32]| ex.upload(v).unwrap();
             let c = ex.alloc(m * n).unwrap();

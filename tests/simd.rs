@@ -38,12 +38,7 @@ proptest! {
         let (b0, b1) = (data(seed ^ 1, n * k, 0.5), data(seed ^ 2, n * k, 0.5));
         let (c0, c1) = (data(seed ^ 3, n, 1.0), data(seed ^ 4, n, 1.0));
         let lambda: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
-        let mut want = Vec::new();
-        for i in 0..m {
-            let l = lambda[i / rows_per];
-            let (bl, cl) = (r::lerp(&b0, &b1, l), r::lerp(&c0, &c1, l));
-            want.extend(r::to_f32(&r::gemm(&a[i * k..(i + 1) * k], &bl, Some(&cl), 1, n, k)));
-        }
+        let want = r::dual_gemm(&a, (&b0, &b1), (&c0, &c1), &lambda, rows_per, n, k);
         for level in simd::available() {
             let dual = DualRef { b1: &b1, bias1: Some(&c1), lambda: &lambda, rows_per_lambda: rows_per };
             let mut c = vec![f32::NAN; m * n];

@@ -78,3 +78,32 @@ pub fn erf_gelu(x: f32) -> f64 {
     let x = x as f64;
     0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt()))
 }
+
+/// The dual gemm as the gemm of per-row lerped weights and biases: row `i`
+/// uses λ[i / rows_per] (the oracle of both dual-gemm tests).
+#[allow(clippy::too_many_arguments, dead_code)]
+pub fn dual_gemm(
+    a: &[f32],
+    (b0, b1): (&[f32], &[f32]),
+    (c0, c1): (&[f32], &[f32]),
+    lambda: &[f32],
+    rows_per: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    let m = a.len() / k.max(1);
+    let mut want = Vec::new();
+    for i in 0..m {
+        let l = lambda[i / rows_per];
+        let (bl, cl) = (lerp(b0, b1, l), lerp(c0, c1, l));
+        want.extend(to_f32(&gemm(
+            &a[i * k..(i + 1) * k],
+            &bl,
+            Some(&cl),
+            1,
+            n,
+            k,
+        )));
+    }
+    want
+}
