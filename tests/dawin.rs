@@ -445,6 +445,7 @@ fn expertise_rules() {
         labels: &[1, 1],
         entropies: &ent,
         offset: (0.2, 2.0),
+        ..Inputs::default()
     };
     let e = lambdas(LambdaRule::Entropy, &x);
     approx::assert_relative_eq!(

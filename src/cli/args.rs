@@ -98,23 +98,39 @@ impl DataArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub common: DataArgs,
-    /// How λ is set per sample.
+    /// How λ is set per sample: DaWin's entropy rules, the official scripts'
+    /// other expertise measures (losses against labels or pseudo-labels,
+    /// confidences, max logits), or a random baseline; `--help` gives each
+    /// formula.
     #[arg(long, value_enum, default_value_t = LambdaRule::Entropy, help_heading = "Method")]
     pub expertise: LambdaRule,
+    /// Scales every rule's λ by α (the random baselines' aside), and is the
+    /// α of the merged model the pseudo-*-merged rules read (else 0.5), as
+    /// the official `--wise-alpha`.
+    #[arg(long, value_parser = parse_unit, help_heading = "Method")]
+    pub wise_alpha: Option<f32>,
+    /// Bootstrap resamples of each accuracy's 95 % interval (`ci95` in
+    /// summary.json, ± in the table); seeded by --seed.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Output")]
+    pub bootstrap: u32,
     /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
     /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
-    /// (K merged models from a Beta mixture over λ; K = 3 by default).
+    /// (K merged models from a Beta mixture over λ; K = 3 by default) or
+    /// `bmm:auto` (K in 1..8 by the lowest BIC, each fit in summary.json).
     #[arg(long, default_value = "exact", help_heading = "Method")]
     pub interp: Interp,
     /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
-    /// wise-ft:α, ensemble, ensemble-dynamic, dawin, all.
+    /// wise-ft:α, ensemble (weight 0.5), ensemble:c (constant weight c on
+    /// the fine-tuned model's probabilities), ensemble-dynamic (weight λ),
+    /// dawin, all.
     #[arg(long, default_value = "all", value_parser = Method::parse_list, help_heading = "Method")]
     pub methods: std::vec::Vec<Method>,
     /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)
     /// for the statistics entropy-offset and bmm need.
     #[arg(long, help_heading = "Method")]
     pub expertise_from: Option<PathBuf>,
-    /// Seed of the Beta-mixture k-means initialisation.
+    /// Seed of the Beta-mixture k-means initialisation, the random-λ
+    /// baselines and the bootstrap.
     #[arg(long, default_value_t = 1, help_heading = "Method")]
     pub seed: u64,
 }
@@ -127,6 +143,8 @@ impl EvalArgs {
             methods: self.methods.clone(),
             expertise_from: self.expertise_from.clone(),
             seed: self.seed,
+            wise_alpha: self.wise_alpha,
+            bootstrap: self.bootstrap as usize,
             ..self.common.options()?
         })
     }
@@ -305,6 +323,15 @@ pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
             dawin::method::label_spaces::temperature_names()
         )
     })
+}
+
+/// A number in [0, 1].
+pub fn parse_unit(s: &str) -> Result<f32, String> {
+    s.trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|a| (0.0..=1.0).contains(a))
+        .ok_or_else(|| format!("expected a number in [0, 1], got `{s}`"))
 }
 
 pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {

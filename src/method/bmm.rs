@@ -238,6 +238,20 @@ impl BetaMixture {
             .collect()
     }
 
+    /// Σ ln p(x_i) of the values under the fitted mixture (clamped as in the fit).
+    pub fn total_log_likelihood(&self, x: &[f32]) -> f64 {
+        x.iter()
+            .map(|&v| logsumexp(&self.log_probs((v as f64).clamp(CLAMP, 1.0 - CLAMP))))
+            .sum()
+    }
+
+    /// Bayesian information criterion of the fit on `x`: −2·ln L + p·ln n,
+    /// p = 3K − 1 free parameters (K α, K β, K − 1 weights).
+    pub fn bic(&self, x: &[f32]) -> f64 {
+        let p = 3 * self.weights.len() - 1;
+        -2.0 * self.total_log_likelihood(x) + p as f64 * (x.len() as f64).ln()
+    }
+
     /// Mixture density at `x` (for plots).
     pub fn pdf(&self, x: f64) -> f64 {
         let x = x.clamp(CLAMP, 1.0 - CLAMP);

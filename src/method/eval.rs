@@ -7,13 +7,14 @@ use super::bmm::BetaMixture;
 use super::engine::Engine;
 use super::entropy::{entropies, warn_nan};
 use super::expertise::Samples;
-use super::interp::{Groups, Interp, dawin_logits};
+use super::interp::{BMM_AUTO_MAX_K, Groups, Interp, dawin_logits};
 use super::lambda::{self, Entropies};
-use super::methods::{Logits, Method, predictions};
+use super::methods::{Logits, Method, argmax_rows, outcomes};
 use super::report;
 use super::samples_csv;
 use super::setup::{Setup, check_expertise_from, skipped_lines};
 use super::shard::{ExpertiseResult, read_expertise};
+use super::stats;
 use crate::error::Result;
 use crate::exec::Executor;
 use crate::tensorfile::write_atomic;
@@ -53,7 +54,8 @@ fn sample_entropies(
 }
 
 /// λ per sample, and the entropy-offset constants (b, w) it used: over
-/// the whole set when a merged expertise file is given.
+/// the whole set when a merged expertise file is given. `--wise-alpha`
+/// scales every rule's λ but the random baselines', as the official code.
 fn lambdas(
     o: &EvalOptions,
     s: &Setup,
@@ -62,30 +64,56 @@ fn lambdas(
     whole: Option<&Entropies>,
 ) -> (Vec<f32>, (f64, f64)) {
     let offset = lambda::offset_constants(whole.unwrap_or(ent));
-    let inputs = lambda::Inputs {
+    let inputs = rule_inputs(o, s, smp, ent, offset);
+    let mut l = lambda::lambdas(o.rule, &inputs);
+    if let Some(a) = o.wise_alpha.filter(|_| !o.rule.is_random()) {
+        l.iter_mut().for_each(|v| *v *= a);
+    }
+    (l, offset)
+}
+
+/// What the λ rules read, from the expertise pass's samples.
+fn rule_inputs<'a>(
+    o: &EvalOptions,
+    s: &Setup,
+    smp: &'a Samples,
+    ent: &'a Entropies,
+    offset: (f64, f64),
+) -> lambda::Inputs<'a> {
+    lambda::Inputs {
         logits_pt: &smp.pt,
         logits_ft: &smp.ft,
         classes: s.classes,
         labels: &smp.labels,
         entropies: ent,
         offset,
-    };
-    (lambda::lambdas(o.rule, &inputs), offset)
+        temperature: o.temperature,
+        raw_max: Some((&smp.raw_max.0, &smp.raw_max.1)),
+        merged: smp
+            .wise
+            .get(&Method::WiseFt(o.pseudo_alpha()).name())
+            .map(Vec::as_slice),
+        indices: &smp.indices,
+        seed: o.seed,
+    }
 }
 
-/// The Beta mixture of a `bmm` run: fitted on the whole set when a merged
-/// expertise file is given, else on the evaluated samples' λ.
-fn fit_mixture(
+/// The λ values a `bmm` run fits: the whole set's when a merged expertise
+/// file is given, else the evaluated samples'.
+fn fit_values(
     o: &EvalOptions,
-    k: usize,
     lambda: &[f32],
     whole: Option<&Entropies>,
     offset: (f64, f64),
-) -> Result<BetaMixture> {
-    let fit_on = match whole {
-        Some(full) => lambda::lambdas_of_entropies(o.rule, full, offset)?,
-        None => lambda.to_vec(),
-    };
+) -> Result<Vec<f32>> {
+    match whole {
+        Some(full) => lambda::lambdas_of_entropies(o.rule, full, offset),
+        None => Ok(lambda.to_vec()),
+    }
+}
+
+/// The Beta mixture of a `bmm:K` run.
+fn fit_mixture(o: &EvalOptions, k: usize, fit_on: &[f32]) -> Result<BetaMixture> {
     let n = fit_on.len();
     if k > n {
         return Err(crate::invalid!(
@@ -97,8 +125,32 @@ fn fit_mixture(
             "warning: bmm:{k} on {n} λ values: under 5 samples per component, the fit is loose (the official runs use K = 3)"
         );
     }
-    BetaMixture::fit(&fit_on, k, o.seed)
+    BetaMixture::fit(fit_on, k, o.seed)
         .ok_or_else(|| crate::invalid!("cannot fit a mixture to no λ values"))
+}
+
+/// `bmm:auto`: fits K = 1…8 (at most one per 5 values) and keeps the
+/// lowest BIC; each K's log-likelihood and BIC go to summary.json.
+fn fit_mixture_auto(o: &EvalOptions, fit_on: &[f32]) -> Result<(BetaMixture, Value)> {
+    let top = BMM_AUTO_MAX_K.min(fit_on.len() / 5).max(1);
+    let mut best: Option<(f64, BetaMixture)> = None;
+    let mut table = Vec::new();
+    for k in 1..=top {
+        let m = BetaMixture::fit(fit_on, k, o.seed)
+            .ok_or_else(|| crate::invalid!("cannot fit a mixture to no λ values"))?;
+        let bic = m.bic(fit_on);
+        let ll = m.total_log_likelihood(fit_on);
+        table.push(serde_json::json!({"k": k, "log_likelihood": ll, "bic": bic}));
+        if best.as_ref().is_none_or(|(b, _)| bic < *b) {
+            best = Some((bic, m));
+        }
+    }
+    let (_, m) = best.expect("K = 1 was fitted");
+    let chosen = m.weights.len();
+    Ok((
+        m,
+        serde_json::json!({"criterion": "bic", "chosen_k": chosen, "fits": table}),
+    ))
 }
 
 /// What the DaWin pass produced.
@@ -108,6 +160,8 @@ struct DawinPass {
     logits: Option<Vec<f32>>,
     bmm: Option<BetaMixture>,
     components: Option<Vec<usize>>,
+    /// Every K `bmm:auto` fitted, with its log-likelihood and BIC.
+    selection: Option<Value>,
 }
 
 fn dawin_pass(
@@ -140,6 +194,7 @@ fn dawin_pass(
         logits: Some(o.projection.apply(&raw, s.classes_raw)),
         bmm: mixture,
         components,
+        selection: None,
     })
 }
 
@@ -160,10 +215,11 @@ fn settings(
     s: &Setup,
     cache_hit: bool,
     engine: &Engine,
-    offset: (f64, f64),
+    l: &Lambdas,
 ) -> serde_json::Value {
     let mut v = serde_json::json!({
-        "expertise": format!("{:?}", o.rule).to_lowercase(),
+        "expertise": o.rule.name(),
+        "wise_alpha": o.wise_alpha,
         "interp": o.interp.to_string(),
         "precision": o.precision.to_string(),
         "temperature": [o.temperature.0, o.temperature.1],
@@ -176,7 +232,13 @@ fn settings(
     });
     // The offset constants only where the rule uses them.
     if o.rule == crate::method::lambda::LambdaRule::EntropyOffset {
-        v["offset"] = serde_json::json!({"b": offset.0, "w": offset.1});
+        v["offset"] = serde_json::json!({"b": l.offset.0, "w": l.offset.1, "over": "entropies"});
+    }
+    if let Some((b, w)) = l.loss_offset {
+        v["offset"] = serde_json::json!({"b": b, "w": w, "over": "losses"});
+    }
+    if o.rule.uses_labels() {
+        v["uses_labels"] = true.into();
     }
     v
 }
@@ -186,12 +248,39 @@ struct Lambdas {
     entropies: Entropies,
     lambda: Vec<f32>,
     offset: (f64, f64),
+    /// (b, w) over the losses, for the loss rules with an offset.
+    loss_offset: Option<(f64, f64)>,
+    /// The oracle's λ (from the labels), which the diagnostics compare with.
+    oracle: Vec<f32>,
     /// The whole set's entropies, from `--expertise-from`.
     whole: Option<Entropies>,
 }
 
+/// The loss rules with an offset need every sample's logits for their
+/// constants, which a merged expertise file (entropies only) lacks; a
+/// shard alone would give other constants than the whole set.
+fn check_set_level(o: &EvalOptions) -> Result<()> {
+    if !o.rule.loss_offset() {
+        return Ok(());
+    }
+    if o.expertise_from.is_some() {
+        return Err(crate::invalid!(
+            "--expertise {} sets its offset from every sample's losses, which --expertise-from (entropies only) does not hold: run it without --shard",
+            o.rule.name()
+        ));
+    }
+    if o.shard.is_some() {
+        eprintln!(
+            "warning: --expertise {} on a shard: its loss offset (b, w) comes from this shard's samples only, so shards differ from one whole run",
+            o.rule.name()
+        );
+    }
+    Ok(())
+}
+
 fn lambda_phase(ex: &dyn Executor, o: &EvalOptions, s: &Setup, smp: &Samples) -> Result<Lambdas> {
     let _phase = crate::exec::range(ex, "lambda");
+    check_set_level(o)?;
     let whole = match &o.expertise_from {
         Some(p) => {
             let (whole, found) = read_expertise(p, s.data.len())?;
@@ -202,10 +291,15 @@ fn lambda_phase(ex: &dyn Executor, o: &EvalOptions, s: &Setup, smp: &Samples) ->
     };
     let entropies = sample_entropies(ex, o, s, smp)?;
     let (lambda, offset) = lambdas(o, s, smp, &entropies, whole.as_ref());
+    let inputs = rule_inputs(o, s, smp, &entropies, offset);
+    let loss_offset = lambda::loss_offset_constants(o.rule, &inputs);
+    let oracle = lambda::lambdas(lambda::LambdaRule::Oracle, &inputs);
     Ok(Lambdas {
+        oracle,
         entropies,
         lambda,
         offset,
+        loss_offset,
         whole,
     })
 }
@@ -221,18 +315,28 @@ fn dawin_phase(
     if !o.methods.contains(&Method::Dawin) {
         return Ok(DawinPass::default());
     }
-    let mixture = match o.interp {
-        Interp::Bmm(k) => Some(fit_mixture(o, k, &l.lambda, l.whole.as_ref(), l.offset)?),
-        _ => None,
+    let (mixture, selection) = match o.interp {
+        Interp::Bmm(k) => {
+            let fit_on = fit_values(o, &l.lambda, l.whole.as_ref(), l.offset)?;
+            (Some(fit_mixture(o, k, &fit_on)?), None)
+        }
+        Interp::BmmAuto => {
+            let fit_on = fit_values(o, &l.lambda, l.whole.as_ref(), l.offset)?;
+            let (m, table) = fit_mixture_auto(o, &fit_on)?;
+            (Some(m), Some(table))
+        }
+        _ => (None, None),
     };
-    dawin_pass(engine, o, s, smp, &l.lambda, mixture)
+    let mut pass = dawin_pass(engine, o, s, smp, &l.lambda, mixture)?;
+    pass.selection = selection;
+    Ok(pass)
 }
 
 pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     let mut clock = Clock(BTreeMap::new(), Instant::now());
     let s = Setup::open(o)?;
     clock.lap("load");
-    let alphas = Method::wise_alphas(&o.methods);
+    let alphas = o.expertise_alphas();
     let mut engine = Engine::new(ex, &s.pt, &s.ft, o.precision)?;
     let phase = crate::exec::range(ex, "expertise pass");
     let (cache_hit, smp) = s.expertise(&mut engine, o, &alphas)?;
@@ -242,7 +346,10 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     clock.lap("lambda");
     let dawin = dawin_phase(&mut engine, o, &s, &smp, &l)?;
     clock.lap("dawin");
-    let settings = settings(o, &s, cache_hit, &engine, l.offset);
+    let mut settings = settings(o, &s, cache_hit, &engine, &l);
+    if let Some(t) = &dawin.selection {
+        settings["bmm_selection"] = t.clone();
+    }
     drop(engine);
     report_phase(o, ex, &s, smp, l, dawin, (settings, clock))
 }
@@ -265,8 +372,15 @@ fn report_phase(
         lambda: &l.lambda,
         classes: s.classes,
         temperature: o.temperature,
+        labels: &smp.labels,
     };
-    let mut predictions = predictions(&o.methods, &logits);
+    let outcomes = outcomes(&o.methods, &logits);
+    let mut scores = BTreeMap::new();
+    let mut predictions = BTreeMap::new();
+    for (name, out) in outcomes {
+        scores.insert(name.clone(), out.scores);
+        predictions.insert(name, out.pred);
+    }
     let mut order: Vec<String> = o.methods.iter().map(Method::name).collect();
     let provenance = s.provenance(o);
     let previous = carry_over(s, &provenance, &smp.indices, &mut order, &mut predictions)?;
@@ -284,7 +398,7 @@ fn report_phase(
     let title = format!(
         "DaWin λ per sample: {} ({}, {})",
         o.data.file_name().unwrap_or_default().to_string_lossy(),
-        format!("{:?}", o.rule).to_lowercase(),
+        o.rule.name(),
         o.interp
     );
     let name = |p: &std::path::Path| {
@@ -320,6 +434,10 @@ fn report_phase(
         t0: Instant::now(),
         title: &title,
         subtitle: &subtitle,
+        scores: &scores,
+        bootstrap: (o.bootstrap, o.seed),
+        diagnostics: lambda_diagnostics(s, &smp, &l),
+        oracle_lambda: Some(&l.oracle),
     })?;
     if s.data.is_folder() {
         write_atomic(
@@ -343,11 +461,33 @@ fn report_phase(
     })
 }
 
+/// How well each model's entropy tells its right answers from its wrong
+/// ones (AUROC of −H against correctness), and how close λ comes to the
+/// oracle λ (Pearson's r).
+fn lambda_diagnostics(s: &Setup, smp: &Samples, l: &Lambdas) -> Value {
+    let correct = |z: &[f32]| -> Vec<bool> {
+        let pred = argmax_rows(z, s.classes);
+        pred.iter()
+            .zip(&smp.labels)
+            .map(|(p, y)| *p as i64 == *y)
+            .collect()
+    };
+    let neg = |h: &[f64]| h.iter().map(|v| -v).collect::<Vec<_>>();
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    serde_json::json!({
+        "auroc_entropy_pt": stats::auroc(&neg(&l.entropies.pt), &correct(&smp.pt)),
+        "auroc_entropy_ft": stats::auroc(&neg(&l.entropies.ft), &correct(&smp.ft)),
+        "corr_oracle": stats::pearson(&wide(&l.lambda), &wide(&l.oracle)),
+        "oracle_mean": l.oracle.iter().map(|&v| v as f64).sum::<f64>() / l.oracle.len().max(1) as f64,
+    })
+}
+
 /// The files of one run's result set in the output folder.
-pub const OUTPUTS: [&str; 5] = [
+pub const OUTPUTS: [&str; 6] = [
     "summary.json",
     "samples.csv",
     "lambdas.svg",
+    "lambda_oracle.svg",
     "classes.txt",
     "skipped.txt",
 ];

@@ -180,6 +180,8 @@ pub struct Samples {
     pub ft: Vec<f32>,
     /// Each asked-for `wise-ft:α`'s logits, by method name.
     pub wise: HashMap<String, Vec<f32>>,
+    /// Per-sample maxima of the raw (unprojected) logits, (pt, ft).
+    pub raw_max: (Vec<f32>, Vec<f32>),
     /// Unreadable samples of the shard.
     pub skipped: usize,
     /// Those that could not be read in this run (index, reason).
@@ -202,13 +204,17 @@ impl Samples {
         if local.is_empty() {
             return Err(Error::file(&data.path, "no sample could be read"));
         }
-        let rows = |name: &str| -> Vec<f32> {
+        let raw = |name: &str| -> Vec<f32> {
             let v = &t[name];
-            let raw: Vec<f32> = local
+            local
                 .iter()
                 .flat_map(|&j| v[j * c..(j + 1) * c].iter().copied())
-                .collect();
-            projection.apply(&raw, c)
+                .collect()
+        };
+        let rows = |name: &str| projection.apply(&raw(name), c);
+        let maxima = |name: &str| -> Vec<f32> {
+            let max = |r: &[f32]| r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            raw(name).chunks(c).map(max).collect()
         };
         let indices: Vec<usize> = local.iter().map(|&j| shard.start + j).collect();
         let wise = alphas
@@ -219,6 +225,7 @@ impl Samples {
             labels: indices.iter().map(|&i| data.labels[i]).collect(),
             pt: rows("logits_pt"),
             ft: rows("logits_ft"),
+            raw_max: (maxima("logits_pt"), maxima("logits_ft")),
             wise,
             skipped: shard.len() - local.len(),
             failed: e.failed.clone(),

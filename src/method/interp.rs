@@ -18,7 +18,12 @@ pub enum Interp {
     Materialize,
     /// K merged models from a Beta mixture fitted to λ.
     Bmm(usize),
+    /// The same with K ∈ 1..=8 chosen by the lowest BIC.
+    BmmAuto,
 }
+
+/// The largest K `bmm:auto` tries.
+pub const BMM_AUTO_MAX_K: usize = 8;
 
 impl std::str::FromStr for Interp {
     type Err = String;
@@ -27,10 +32,11 @@ impl std::str::FromStr for Interp {
             "exact" => Ok(Interp::Exact),
             "materialize" => Ok(Interp::Materialize),
             "bmm" => Ok(Interp::Bmm(3)),
+            "bmm:auto" => Ok(Interp::BmmAuto),
             _ => match s.strip_prefix("bmm:").map(|k| k.parse::<usize>()) {
                 Some(Ok(k)) if k >= 1 => Ok(Interp::Bmm(k)),
                 _ => Err(format!(
-                    "unknown interpolation `{s}` (exact, materialize, bmm or bmm:K with K ≥ 1)"
+                    "unknown interpolation `{s}` (exact, materialize, bmm, bmm:K with K ≥ 1, or bmm:auto)"
                 )),
             },
         }
@@ -43,6 +49,7 @@ impl std::fmt::Display for Interp {
             Interp::Exact => f.write_str("exact"),
             Interp::Materialize => f.write_str("materialize"),
             Interp::Bmm(k) => write!(f, "bmm:{k}"),
+            Interp::BmmAuto => f.write_str("bmm:auto"),
         }
     }
 }
@@ -115,7 +122,7 @@ pub fn dawin_logits(
                 engine.merged_logits(&b.pixels, 1)
             })?
         }
-        Interp::Bmm(_) => {
+        Interp::Bmm(_) | Interp::BmmAuto => {
             let g = groups.ok_or_else(|| crate::invalid!("bmm needs the mixture's groups"))?;
             for (k, &mean) in g.means.iter().enumerate() {
                 let members: Vec<usize> = (0..indices.len())

@@ -1,23 +1,131 @@
 //! The λ rules: how much each sample leans on the fine-tuned model, from
-//! the two models' expertise on it (entropies, logits, or the label for the
-//! oracle). Every rule returns λ ∈ [0, 1], the weight on the fine-tuned
-//! model. Plain Rust over host vectors: no device involved.
+//! the two models' expertise on it (entropies, losses, confidences, logits,
+//! or chance for the random baselines). Every rule returns λ ∈ [0, 1], the
+//! weight on the fine-tuned model. Plain Rust over host vectors: no device
+//! involved. The official scripts' names are given beside each rule.
 
-use crate::ops::softmax_entropy;
+use super::probs::{self, Target};
+use crate::rng::SplitMix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LambdaRule {
-    /// λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)), H the entropy of softmax(z/T).
+    /// λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)), H the entropy of softmax(z/T)
+    /// (official `negexp_ent_ratio`).
     Entropy,
-    /// The official scripts' default: entropy with a dataset-level offset
-    /// b and weight w (docs/design.md §2), with per-model temperatures.
+    /// Entropy with the set-level offset: (e^(−H_ft) + b/w) / (e^(−H_pt) +
+    /// e^(−H_ft) + b), b = (σ/μ of H_pt + σ/μ of H_ft)/2, w = (μ_pt + μ_ft)/μ_pt
+    /// (official `negexp_ent_ratio --offset-adjustment`, their default).
     EntropyOffset,
-    /// Uses the labels: λ = p_ft(y) / (p_pt(y) + p_ft(y)) (an upper bound).
+    /// Uses the labels: λ = e^(−L_ft) / (e^(−L_pt) + e^(−L_ft)), L the
+    /// cross-entropy of softmax(z) with the label, = p_ft(y)/(p_pt(y)+p_ft(y))
+    /// (official `negexp_loss_ratio`; an upper bound, not a method).
     Oracle,
-    /// λ = max z_ft / (max z_pt + max z_ft), clamped to [0, 1].
+    /// The oracle with the loss-based offset (b, w as entropy-offset's, over
+    /// the losses).
+    OracleOffset,
+    /// λ = max z_ft / (max z_pt + max z_ft) on the projected logits, clamped
+    /// to [0, 1].
     MaxLogit,
-    /// The lower-entropy model wins outright: λ ∈ {0, 1}.
+    /// max-logit on the raw (unprojected) logits, as the official
+    /// `maxlogit_ratio` computes it.
+    MaxLogitRaw,
+    /// λ = e^(c_ft) / (e^(c_pt) + e^(c_ft)), c the top softmax(z/T) probability
+    /// of each model (official `expconf_ratio`, whose code takes the
+    /// fine-tuned value from the zero-shot logits; here each model's own).
+    Expconf,
+    /// expconf with c the gap between the top two probabilities (official
+    /// `expconfdiff_ratio`, same fix).
+    Expconfdiff,
+    /// The lower-entropy model wins outright: λ ∈ {0, 1} (`selective_entropy`).
     Selective,
+    /// The lower-loss model wins outright; uses the labels (`selective_loss`).
+    SelectiveLoss,
+    /// Loss ratio with the loss offset against a soft pseudo-label, the mean of
+    /// both models' softmax(z/T) (official `--pseudo_label 1`).
+    #[value(alias = "pseudo:1")]
+    PseudoSoftEnsemble,
+    /// ... against softmax(z) of the weight-averaged model (α = --wise-alpha,
+    /// else 0.5; `--pseudo_label 2`).
+    #[value(alias = "pseudo:2")]
+    PseudoSoftMerged,
+    /// ... against the ensemble's top class (`--pseudo_label 3`).
+    #[value(alias = "pseudo:3")]
+    PseudoHardEnsemble,
+    /// ... against the weight-averaged model's top class (`--pseudo_label 4`).
+    #[value(alias = "pseudo:4")]
+    PseudoHardMerged,
+    /// Baseline: λ ~ U[0, 1), seeded by --seed and the sample's index
+    /// (official `--baseline uniform`).
+    #[value(name = "random:uniform")]
+    RandomUniform,
+    /// Baseline: λ ~ N(0.5, 0.2) clipped to [0.01, 0.99] (`--baseline gaussian`).
+    #[value(name = "random:gaussian")]
+    RandomGaussian,
+    /// Baseline: λ ~ N(0.8, 0.1) clipped to [0.01, 0.99] (`--baseline wise_gaussian`).
+    #[value(name = "random:wise-gaussian")]
+    RandomWiseGaussian,
+}
+
+impl LambdaRule {
+    /// The command-line name (`entropy-offset`, `random:uniform`, …).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Reads the weight-averaged model's logits (the pseudo-label rules).
+    pub fn needs_merged(self) -> bool {
+        matches!(
+            self,
+            LambdaRule::PseudoSoftMerged | LambdaRule::PseudoHardMerged
+        )
+    }
+
+    /// Reads the labels: not a method one can deploy.
+    pub fn uses_labels(self) -> bool {
+        matches!(
+            self,
+            LambdaRule::Oracle | LambdaRule::OracleOffset | LambdaRule::SelectiveLoss
+        )
+    }
+
+    /// Draws λ at random instead of reading the models.
+    pub fn is_random(self) -> bool {
+        matches!(
+            self,
+            LambdaRule::RandomUniform | LambdaRule::RandomGaussian | LambdaRule::RandomWiseGaussian
+        )
+    }
+
+    /// Uses set-level offset constants over per-sample losses.
+    pub fn loss_offset(self) -> bool {
+        self.loss_target().is_some()
+            && !matches!(self, LambdaRule::Oracle | LambdaRule::SelectiveLoss)
+    }
+
+    /// Which target the rule's losses are measured against, for loss rules.
+    fn loss_target(self) -> Option<TargetKind> {
+        use LambdaRule::*;
+        Some(match self {
+            Oracle | OracleOffset | SelectiveLoss => TargetKind::Label,
+            PseudoSoftEnsemble => TargetKind::SoftEnsemble,
+            PseudoSoftMerged => TargetKind::SoftMerged,
+            PseudoHardEnsemble => TargetKind::HardEnsemble,
+            PseudoHardMerged => TargetKind::HardMerged,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum TargetKind {
+    Label,
+    SoftEnsemble,
+    SoftMerged,
+    HardEnsemble,
+    HardMerged,
 }
 
 /// Per-sample entropies (nats), after NaN handling.
@@ -42,7 +150,8 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// The entropy-offset constants b and w over the evaluated set.
+/// The offset constants b and w over the evaluated set, from per-sample
+/// entropies (entropy-offset) or losses (the loss rules with an offset).
 pub fn offset_constants(e: &Entropies) -> (f64, f64) {
     let (mp, sp) = mean_std(&e.pt);
     let (mf, sf) = mean_std(&e.ft);
@@ -51,7 +160,13 @@ pub fn offset_constants(e: &Entropies) -> (f64, f64) {
     (b, w)
 }
 
-/// Inputs the rules may need, all already projected to the evaluated label space.
+static NO_ENTROPIES: Entropies = Entropies {
+    pt: Vec::new(),
+    ft: Vec::new(),
+};
+
+/// Inputs the rules may need, all already projected to the evaluated label
+/// space unless named raw.
 pub struct Inputs<'a> {
     pub logits_pt: &'a [f32],
     pub logits_ft: &'a [f32],
@@ -61,50 +176,177 @@ pub struct Inputs<'a> {
     /// (b, w) for `entropy-offset`; computed over the whole evaluated set,
     /// possibly by a shared pass over all shards.
     pub offset: (f64, f64),
+    /// (T_pt, T_ft) of the entropies and confidences.
+    pub temperature: (f32, f32),
+    /// Per-sample maxima of the raw logits (pt, ft), for `max-logit-raw`.
+    pub raw_max: Option<(&'a [f32], &'a [f32])>,
+    /// The weight-averaged model's logits, for the `pseudo-*-merged` rules.
+    pub merged: Option<&'a [f32]>,
+    /// Dataset index of each sample: random λ depends on it and the seed
+    /// only, so shards draw what one run would.
+    pub indices: &'a [usize],
+    pub seed: u64,
 }
 
-/// λ for every sample under `rule`.
+impl Default for Inputs<'_> {
+    fn default() -> Self {
+        Inputs {
+            logits_pt: &[],
+            logits_ft: &[],
+            classes: 0,
+            labels: &[],
+            entropies: &NO_ENTROPIES,
+            offset: (0.0, 1.0),
+            temperature: (1.0, 1.0),
+            raw_max: None,
+            merged: None,
+            indices: &[],
+            seed: 1,
+        }
+    }
+}
+
+impl Inputs<'_> {
+    fn row<'b>(&self, z: &'b [f32], i: usize) -> &'b [f32] {
+        &z[i * self.classes..(i + 1) * self.classes]
+    }
+
+    fn samples(&self) -> usize {
+        self.labels.len().max(self.entropies.pt.len())
+    }
+}
+
+/// λ for every sample under `rule`; a λ that comes out non-finite (a 0/0
+/// of two certain models, a NaN logit) is 0.5.
 pub fn lambdas(rule: LambdaRule, x: &Inputs) -> Vec<f32> {
-    let n = x.labels.len();
-    let c = x.classes;
-    (0..n)
-        .map(|i| {
-            let (hp, hf) = (x.entropies.pt[i], x.entropies.ft[i]);
-            let l = match rule {
-                LambdaRule::Entropy => return lambda_from_entropies(hp, hf),
-                LambdaRule::EntropyOffset => {
-                    let (b, w) = x.offset;
-                    ratio((-hf).exp(), (-hp).exp(), b, w)
-                }
-                LambdaRule::Oracle => {
-                    let y = x.labels[i] as usize;
-                    let p = |z: &[f32]| {
-                        let s = softmax_entropy::row(z, 1.0);
-                        ((z[y] - s.logsumexp) as f64).exp()
-                    };
-                    let (pp, pf) = (
-                        p(&x.logits_pt[i * c..(i + 1) * c]),
-                        p(&x.logits_ft[i * c..(i + 1) * c]),
-                    );
-                    ratio(pf, pp, 0.0, 1.0)
-                }
-                LambdaRule::MaxLogit => {
-                    let mx = |z: &[f32]| z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-                    let (mp, mf) = (
-                        mx(&x.logits_pt[i * c..(i + 1) * c]),
-                        mx(&x.logits_ft[i * c..(i + 1) * c]),
-                    );
-                    (mf / (mp + mf)).clamp(0.0, 1.0)
-                }
-                LambdaRule::Selective => {
-                    if hp > hf {
-                        1.0
-                    } else {
-                        0.0
-                    }
+    let raw: Vec<f64> = if let Some(kind) = rule.loss_target() {
+        from_losses(rule, kind, x)
+    } else if rule.is_random() {
+        random(rule, x)
+    } else {
+        (0..x.samples()).map(|i| pointwise(rule, x, i)).collect()
+    };
+    raw.into_iter()
+        .map(|l| if l.is_finite() { l as f32 } else { 0.5 })
+        .collect()
+}
+
+/// The rules that read one sample at a time.
+fn pointwise(rule: LambdaRule, x: &Inputs, i: usize) -> f64 {
+    let (hp, hf) = (x.entropies.pt[i], x.entropies.ft[i]);
+    let max = |z: &[f32]| z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    match rule {
+        LambdaRule::Entropy => ratio((-hf).exp(), (-hp).exp(), 0.0, 1.0),
+        LambdaRule::EntropyOffset => {
+            let (b, w) = x.offset;
+            ratio((-hf).exp(), (-hp).exp(), b, w)
+        }
+        LambdaRule::Selective => (hp > hf) as u8 as f64,
+        LambdaRule::MaxLogit => {
+            let (mp, mf) = (max(x.row(x.logits_pt, i)), max(x.row(x.logits_ft, i)));
+            (mf / (mp + mf)).clamp(0.0, 1.0)
+        }
+        LambdaRule::MaxLogitRaw => {
+            let (p, f) = x.raw_max.expect("max-logit-raw reads the raw maxima");
+            let (mp, mf) = (p[i] as f64, f[i] as f64);
+            (mf / (mp + mf)).clamp(0.0, 1.0)
+        }
+        LambdaRule::Expconf | LambdaRule::Expconfdiff => {
+            let conf = |z: &[f32], t: f32| {
+                let (a, b) = probs::top_two(&probs::softmax(z, t));
+                if rule == LambdaRule::Expconf {
+                    a
+                } else {
+                    a - b
                 }
             };
-            if l.is_finite() { l as f32 } else { 0.5 }
+            let cp = conf(x.row(x.logits_pt, i), x.temperature.0);
+            let cf = conf(x.row(x.logits_ft, i), x.temperature.1);
+            ratio(cf.exp(), cp.exp(), 0.0, 1.0)
+        }
+        _ => unreachable!("{rule:?} is not a per-sample rule"),
+    }
+}
+
+/// The loss rules: each model's cross-entropy against the rule's target,
+/// then the loss ratio (with the loss offset where the rule has one), or
+/// the lower-loss model outright.
+fn from_losses(rule: LambdaRule, kind: TargetKind, x: &Inputs) -> Vec<f64> {
+    let losses = losses(kind, x);
+    if rule == LambdaRule::SelectiveLoss {
+        return losses
+            .pt
+            .iter()
+            .zip(&losses.ft)
+            .map(|(p, f)| (p > f) as u8 as f64)
+            .collect();
+    }
+    let (b, w) = if rule.loss_offset() {
+        offset_constants(&losses)
+    } else {
+        (0.0, 1.0)
+    };
+    (losses.pt.iter().zip(&losses.ft))
+        .map(|(lp, lf)| ratio((-lf).exp(), (-lp).exp(), b, w))
+        .collect()
+}
+
+/// Per-sample cross-entropies (T = 1, as the official code) of both models
+/// against the target `kind` names, in an [`Entropies`] pair.
+fn losses(kind: TargetKind, x: &Inputs) -> Entropies {
+    let (pt, ft): (Vec<f64>, Vec<f64>) = (0..x.samples())
+        .map(|i| {
+            let (zp, zf) = (x.row(x.logits_pt, i), x.row(x.logits_ft, i));
+            let q = target(kind, x, i);
+            (probs::cross_entropy(zp, &q), probs::cross_entropy(zf, &q))
+        })
+        .unzip();
+    Entropies { pt, ft }
+}
+
+/// The loss constants (b, w) a loss rule with an offset used.
+pub fn loss_offset_constants(rule: LambdaRule, x: &Inputs) -> Option<(f64, f64)> {
+    let kind = rule.loss_target().filter(|_| rule.loss_offset())?;
+    Some(offset_constants(&losses(kind, x)))
+}
+
+/// Sample `i`'s target: its label, or a pseudo-label from the unlabeled
+/// models (the output ensemble at the temperatures, or the merged model at T = 1).
+fn target(kind: TargetKind, x: &Inputs, i: usize) -> Target {
+    let ensemble = || -> Vec<f64> {
+        let p = probs::softmax(x.row(x.logits_pt, i), x.temperature.0);
+        let f = probs::softmax(x.row(x.logits_ft, i), x.temperature.1);
+        p.iter().zip(&f).map(|(a, b)| (a + b) / 2.0).collect()
+    };
+    let merged = || {
+        x.row(
+            x.merged.expect("pseudo-*-merged reads the merged logits"),
+            i,
+        )
+    };
+    match kind {
+        TargetKind::Label => Target::Hard(x.labels[i] as usize),
+        TargetKind::SoftEnsemble => Target::Soft(ensemble()),
+        TargetKind::HardEnsemble => Target::Hard(probs::argmax(&ensemble())),
+        TargetKind::SoftMerged => Target::Soft(probs::softmax(merged(), 1.0)),
+        TargetKind::HardMerged => Target::Hard(probs::argmax(merged())),
+    }
+}
+
+/// The random baselines, one generator per (seed, dataset index).
+fn random(rule: LambdaRule, x: &Inputs) -> Vec<f64> {
+    x.indices
+        .iter()
+        .map(|&i| {
+            let mut r = SplitMix(x.seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            r.next_u64();
+            let gaussian =
+                |r: &mut SplitMix, m: f64, s: f64| (m + s * r.normal() as f64).clamp(0.01, 0.99);
+            match rule {
+                LambdaRule::RandomUniform => r.uniform() as f64,
+                LambdaRule::RandomGaussian => gaussian(&mut r, 0.5, 0.2),
+                _ => gaussian(&mut r, 0.8, 0.1),
+            }
         })
         .collect()
 }
@@ -121,16 +363,14 @@ pub fn lambdas_of_entropies(
         LambdaRule::Entropy | LambdaRule::EntropyOffset | LambdaRule::Selective
     ) {
         return Err(crate::invalid!(
-            "--expertise-from supports entropy, entropy-offset and selective"
+            "--expertise-from supports entropy, entropy-offset and selective, not {}",
+            rule.name()
         ));
     }
     let inputs = Inputs {
-        logits_pt: &[],
-        logits_ft: &[],
-        classes: 0,
-        labels: &vec![0; e.pt.len()],
         entropies: e,
         offset,
+        ..Inputs::default()
     };
     Ok(lambdas(rule, &inputs))
 }

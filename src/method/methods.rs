@@ -1,6 +1,8 @@
 //! The methods `--methods` names: DaWin and its baselines, and their
 //! predictions from the logits of the expertise and DaWin passes.
 
+use super::probs;
+use super::stats::Scores;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -9,6 +11,8 @@ pub enum Method {
     Finetuned,
     WiseFt(f32),
     Ensemble,
+    /// The output ensemble with a constant weight c on the fine-tuned model.
+    EnsembleConst(f32),
     EnsembleDynamic,
     Dawin,
 }
@@ -20,6 +24,7 @@ impl Method {
             Method::Finetuned => "finetuned".into(),
             Method::WiseFt(a) => format!("wise-ft:{a}"),
             Method::Ensemble => "ensemble".into(),
+            Method::EnsembleConst(c) => format!("ensemble:{c}"),
             Method::EnsembleDynamic => "ensemble-dynamic".into(),
             Method::Dawin => "dawin".into(),
         }
@@ -53,14 +58,7 @@ impl Method {
                 "ensemble" => vec![Method::Ensemble],
                 "ensemble-dynamic" => vec![Method::EnsembleDynamic],
                 "dawin" => vec![Method::Dawin],
-                other => match other.strip_prefix("wise-ft:").map(|a| a.parse::<f32>()) {
-                    Some(Ok(a)) if (0.0..=1.0).contains(&a) => vec![Method::WiseFt(a)],
-                    _ => {
-                        return Err(format!(
-                            "unknown method `{other}` (zeroshot, finetuned, wise-ft, wise-ft:α with α in [0,1], ensemble, ensemble-dynamic, dawin, all)"
-                        ));
-                    }
-                },
+                other => vec![parse_weighted(other)?],
             };
             for m in new {
                 if !out.contains(&m) {
@@ -75,6 +73,24 @@ impl Method {
     }
 }
 
+/// `wise-ft:α` or `ensemble:c`, the weight in [0, 1].
+fn parse_weighted(item: &str) -> std::result::Result<Method, String> {
+    let weight = |prefix: &str| {
+        item.strip_prefix(prefix)
+            .and_then(|a| a.parse::<f32>().ok())
+            .filter(|a| (0.0..=1.0).contains(a))
+    };
+    if let Some(a) = weight("wise-ft:") {
+        return Ok(Method::WiseFt(a));
+    }
+    if let Some(c) = weight("ensemble:") {
+        return Ok(Method::EnsembleConst(c));
+    }
+    Err(format!(
+        "unknown method `{item}` (zeroshot, finetuned, wise-ft, wise-ft:α, ensemble, ensemble:c, ensemble-dynamic, dawin, all; α and c in [0,1])"
+    ))
+}
+
 /// Projected logits of every model a method reads, one row per sample.
 pub struct Logits<'a> {
     pub pt: &'a [f32],
@@ -86,64 +102,84 @@ pub struct Logits<'a> {
     pub lambda: &'a [f32],
     pub classes: usize,
     pub temperature: (f32, f32),
+    pub labels: &'a [i64],
+}
+
+/// A method's predictions and what its calibration statistics average.
+pub struct Outcome {
+    pub pred: Vec<usize>,
+    pub scores: Scores,
 }
 
 /// Each method's prediction per sample, by method name.
 pub fn predictions(methods: &[Method], l: &Logits) -> BTreeMap<String, Vec<usize>> {
-    let c = l.classes;
+    outcomes(methods, l)
+        .into_iter()
+        .map(|(k, o)| (k, o.pred))
+        .collect()
+}
+
+/// Each method's predictions and scores, by method name. The zero-shot
+/// and fine-tuned models' probabilities are softmax(z/T) at their
+/// temperatures, the merged models' (wise-ft, dawin) softmax(z), the
+/// ensembles' their mixtures.
+pub fn outcomes(methods: &[Method], l: &Logits) -> BTreeMap<String, Outcome> {
+    let (t_pt, t_ft) = l.temperature;
     methods
         .iter()
         .map(|m| {
-            let pred = match m {
-                Method::Zeroshot => argmax_rows(l.pt, c),
-                Method::Finetuned => argmax_rows(l.ft, c),
-                Method::WiseFt(_) => argmax_rows(&l.wise[&m.name()], c),
-                Method::Ensemble => argmax_rows(&ensemble(l, |_| 0.5), c),
-                Method::EnsembleDynamic => argmax_rows(&ensemble(l, |i| l.lambda[i] as f64), c),
-                Method::Dawin => argmax_rows(l.dawin.expect("the DaWin pass ran"), c),
+            let out = match m {
+                Method::Zeroshot => model(l, l.pt, t_pt),
+                Method::Finetuned => model(l, l.ft, t_ft),
+                Method::WiseFt(_) => model(l, &l.wise[&m.name()], 1.0),
+                Method::Ensemble => ensemble(l, |_| 0.5),
+                Method::EnsembleConst(w) => ensemble(l, |_| *w as f64),
+                Method::EnsembleDynamic => ensemble(l, |i| l.lambda[i] as f64),
+                Method::Dawin => model(l, l.dawin.expect("the DaWin pass ran"), 1.0),
             };
-            (m.name(), pred)
+            (m.name(), out)
         })
         .collect()
 }
 
-/// The output ensemble `(1−w)·p_pt + w·p_ft` with weight `w(sample)`.
-fn ensemble(l: &Logits, weight: impl Fn(usize) -> f64) -> Vec<f64> {
+/// A single model's outcome from its logits at temperature `t`.
+fn model(l: &Logits, z: &[f32], t: f32) -> Outcome {
+    let mut scores = Scores::default();
+    let pred = z
+        .chunks(l.classes)
+        .zip(l.labels)
+        .map(|(row, &y)| {
+            let lp = probs::log_softmax(row, t);
+            let p: Vec<f64> = lp.iter().map(|v| v.exp()).collect();
+            scores.push(&p, Some(lp[y as usize]), y as usize);
+            probs::argmax(row)
+        })
+        .collect();
+    Outcome { pred, scores }
+}
+
+/// The output ensemble `(1−w)·p_pt + w·p_ft` with weight `w(sample)`, the
+/// probabilities at each model's temperature.
+fn ensemble(l: &Logits, weight: impl Fn(usize) -> f64) -> Outcome {
     let c = l.classes;
-    let (pp, pf) = (
-        softmax_rows(l.pt, c, l.temperature.0),
-        softmax_rows(l.ft, c, l.temperature.1),
-    );
-    (0..pp.len())
-        .map(|k| {
-            let w = weight(k / c);
-            (1.0 - w) * pp[k] + w * pf[k]
+    let mut scores = Scores::default();
+    let pred = (0..l.labels.len())
+        .map(|i| {
+            let pp = probs::softmax(&l.pt[i * c..(i + 1) * c], l.temperature.0);
+            let pf = probs::softmax(&l.ft[i * c..(i + 1) * c], l.temperature.1);
+            let w = weight(i);
+            let p: Vec<f64> = pp
+                .iter()
+                .zip(&pf)
+                .map(|(a, b)| (1.0 - w) * a + w * b)
+                .collect();
+            scores.push(&p, None, l.labels[i] as usize);
+            probs::argmax(&p)
         })
-        .collect()
-}
-
-/// Softmax of each row of `z/t`, in f64.
-fn softmax_rows(z: &[f32], c: usize, t: f32) -> Vec<f64> {
-    z.chunks(c)
-        .flat_map(|r| {
-            let s = crate::ops::softmax_entropy::row(r, t);
-            r.iter()
-                .map(move |&v| ((v as f64 / t as f64) - s.logsumexp as f64).exp())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+        .collect();
+    Outcome { pred, scores }
 }
 
 pub fn argmax_rows<T: Copy + PartialOrd>(v: &[T], c: usize) -> Vec<usize> {
-    v.chunks(c)
-        .map(|r| {
-            let mut best = 0;
-            for (i, x) in r.iter().enumerate() {
-                if x > &r[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
+    v.chunks(c).map(probs::argmax).collect()
 }

@@ -30,8 +30,13 @@ pub struct EvalOptions {
     /// Whole-set expertise from `dawin merge` (entropies of every sample).
     pub expertise_from: Option<PathBuf>,
     pub progress: bool,
-    /// Seed of the Beta-mixture initialisation.
+    /// Seed of the Beta-mixture initialisation and the random baselines.
     pub seed: u64,
+    /// Scales every rule's λ by α (`--wise-alpha`), and sets the merged
+    /// model the pseudo-label rules read (0.5 without it).
+    pub wise_alpha: Option<f32>,
+    /// Bootstrap resamples of each accuracy's `ci95`.
+    pub bootstrap: usize,
     /// Arithmetic of the transformer blocks.
     pub precision: Precision,
     /// How the class folders of an image folder are numbered.
@@ -66,6 +71,8 @@ impl Default for EvalOptions {
             expertise_from: None,
             progress: true,
             seed: 1,
+            wise_alpha: None,
+            bootstrap: crate::method::stats::BOOTSTRAP_RESAMPLES,
             precision: Precision::F32,
             label_order: LabelOrder::Sorted,
             keep_folders: None,
@@ -113,10 +120,26 @@ impl EvalOptions {
     /// Every setting that changes a result of `eval` (the methods aside).
     pub fn result_settings(&self) -> Value {
         let mut s = self.entropy_settings();
-        s["expertise"] = json!(format!("{:?}", self.rule).to_lowercase());
+        s["expertise"] = json!(self.rule.name());
+        s["wise_alpha"] = json!(self.wise_alpha);
         s["interp"] = json!(self.interp.to_string());
         s["seed"] = json!(self.seed);
         s
+    }
+
+    /// The α of the merged model the pseudo-label rules read.
+    pub fn pseudo_alpha(&self) -> f32 {
+        self.wise_alpha.unwrap_or(0.5)
+    }
+
+    /// The merged models the expertise pass runs: every `wise-ft:α` asked
+    /// for, and the pseudo-label rules' one.
+    pub fn expertise_alphas(&self) -> Vec<f32> {
+        let mut a = Method::wise_alphas(&self.methods);
+        if self.rule.needs_merged() && !a.contains(&self.pseudo_alpha()) {
+            a.push(self.pseudo_alpha());
+        }
+        a
     }
 
     /// How the passes over the data run.

@@ -225,6 +225,54 @@ pub fn histogram_svg(
     s
 }
 
+/// DaWin's λ against the oracle λ of the same samples, one dot each (at
+/// most 4000 drawn, evenly spaced in sample order), with the diagonal.
+pub fn lambda_scatter_svg(lambda: &[f32], oracle: &[f32], title: &str, subtitle: &str) -> String {
+    let f = Frame {
+        w: 520.0,
+        h: 520.0,
+        ml: 60.0,
+        mt: 56.0,
+        pw: 440.0,
+        ph: 404.0,
+        x: (0.0, 1.0),
+        y: (0.0, 1.0),
+    };
+    let mut s = String::new();
+    f.open(&mut s, title, &format!("n = {}{subtitle}", lambda.len()));
+    let unit = (0.0, 1.0, 0.2);
+    f.axes(
+        &mut s,
+        unit,
+        unit,
+        1.0,
+        "oracle λ (from the labels)",
+        "DaWin λ",
+    );
+    writeln!(
+        s,
+        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999" stroke-dasharray="4,3"/>"##,
+        f.px(0.0),
+        f.py(0.0),
+        f.px(1.0),
+        f.py(1.0)
+    )
+    .unwrap();
+    let step = lambda.len().div_ceil(4000).max(1);
+    for (l, o) in lambda.iter().zip(oracle).step_by(step) {
+        if l.is_finite() && o.is_finite() {
+            let (x, y) = (f.px(*o as f64), f.py(*l as f64));
+            writeln!(
+                s,
+                r##"<circle cx="{x:.1}" cy="{y:.1}" r="1.6" fill="#1f77b4" fill-opacity="0.45"/>"##
+            )
+            .unwrap();
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 /// Label boxes placed so far (x0, y0, x1, y1), for moving labels apart.
 fn overlaps(b: (f64, f64, f64, f64), placed: &[(f64, f64, f64, f64)]) -> bool {
     placed

@@ -3,6 +3,7 @@
 
 use super::bmm::BetaMixture;
 use super::lambda::{Entropies, mean_std};
+use super::stats::{self, Scores};
 use crate::error::{Error, Result};
 use crate::tensorfile::write_atomic;
 use serde_json::{Value, json};
@@ -33,6 +34,61 @@ pub struct Report<'a> {
     pub title: &'a str,
     /// What follows `n = N` under the title (models, K), starting `, `.
     pub subtitle: &'a str,
+    /// The calibration scores of the methods computed in this run (those
+    /// carried over from an earlier samples.csv have predictions only).
+    pub scores: &'a BTreeMap<String, Scores>,
+    /// Bootstrap resamples and seed of `ci95`.
+    pub bootstrap: (usize, u64),
+    /// The λ diagnostics (joined into `lambda`), and the oracle λ they
+    /// compare DaWin's with, for `lambda_oracle.svg`.
+    pub diagnostics: Value,
+    pub oracle_lambda: Option<&'a [f32]>,
+}
+
+/// Whether each prediction is its label.
+fn correctness(predictions: &[usize], labels: &[i64]) -> Vec<bool> {
+    predictions
+        .iter()
+        .zip(labels)
+        .map(|(p, y)| *p as i64 == *y)
+        .collect()
+}
+
+/// One method's entry of summary.json: accuracy, its bootstrap interval
+/// and, where this run scored it, NLL, ECE and Brier.
+fn method_entry(r: &Report, name: &str) -> Value {
+    let pred = &r.predictions[name];
+    let correct = correctness(pred, r.labels);
+    let mut v = accuracy(pred, r.labels);
+    let (resamples, seed) = r.bootstrap;
+    v["ci95"] = json!(stats::bootstrap_ci95(&correct, resamples, seed));
+    if let Some(sc) = r.scores.get(name)
+        && let (Value::Object(o), Value::Object(c)) = (&mut v, stats::calibration(sc, &correct))
+    {
+        o.extend(c);
+    }
+    v
+}
+
+/// McNemar's exact test of DaWin against every other method.
+fn paired(r: &Report) -> Value {
+    let Some(dawin) = r.predictions.get("dawin") else {
+        return Value::Null;
+    };
+    let d = correctness(dawin, r.labels);
+    let against: serde_json::Map<String, Value> = r
+        .order
+        .iter()
+        .filter(|m| m.as_str() != "dawin")
+        .map(|m| {
+            let (wins, losses, p) = stats::mcnemar(&d, &correctness(&r.predictions[m], r.labels));
+            (
+                m.clone(),
+                json!({"dawin_wins": wins, "dawin_losses": losses, "p_value": p}),
+            )
+        })
+        .collect();
+    json!({"reference": "dawin", "test": "McNemar exact (two-sided)", "against": against})
 }
 
 /// `{"accuracy", "correct", "count"}` of one method's predictions.
@@ -55,7 +111,7 @@ pub fn write_json(path: &Path, value: &Value) -> Result<()> {
 pub fn write_all(r: &Report) -> Result<Value> {
     let mut methods = serde_json::Map::new();
     for name in r.order {
-        methods.insert(name.clone(), accuracy(&r.predictions[name], r.labels));
+        methods.insert(name.clone(), method_entry(r, name));
     }
     let l: Vec<f64> = r.lambda.iter().map(|&v| v as f64).collect();
     let (mean, std) = mean_std(&l);
@@ -64,9 +120,18 @@ pub fn write_all(r: &Report) -> Result<Value> {
     let mut summary = json!({
         "methods": methods,
         "lambda": {"mean": mean, "std": std, "min": min, "max": max},
+        "paired": paired(r),
+        "statistics": {
+            "ci95": format!("percentile bootstrap, {} resamples, seed {}", r.bootstrap.0, r.bootstrap.1),
+            "ece_bins": stats::ECE_BINS,
+            "brier": "sum over classes of (p_c - [c = y])^2",
+        },
         "skipped": r.skipped,
         "device": r.device,
     });
+    if let (Value::Object(l), Value::Object(d)) = (&mut summary["lambda"], &r.diagnostics) {
+        l.extend(d.clone());
+    }
     if let Some(b) = r.bmm {
         summary["bmm"] = json!({"weights": b.weights, "alpha": b.alpha, "beta": b.beta, "means": b.means(), "converged": b.converged});
     }
@@ -81,6 +146,10 @@ pub fn write_all(r: &Report) -> Result<Value> {
         &r.out_dir.join("lambdas.svg"),
         super::plot::histogram_svg(r.lambda, r.bmm, r.title, r.subtitle).as_bytes(),
     )?;
+    if let Some(oracle) = r.oracle_lambda {
+        let svg = super::plot::lambda_scatter_svg(r.lambda, oracle, r.title, r.subtitle);
+        write_atomic(&r.out_dir.join("lambda_oracle.svg"), svg.as_bytes())?;
+    }
 
     let mut secs: BTreeMap<String, f64> = r.seconds.clone();
     secs.insert("report".into(), r.t0.elapsed().as_secs_f64());
@@ -119,24 +188,51 @@ pub fn table(order: &[String], summary: &Value) -> String {
     s
 }
 
-/// One row per method: accuracy and correct/count.
+/// One row per method: accuracy ± half its 95 % interval, correct/count
+/// and, when DaWin ran, the McNemar p-value against it.
 pub fn methods_table(order: &[String], summary: &Value) -> String {
+    let has_p = summary["paired"].is_object();
     let mut s = format!(
-        "{:<18} {:>9} {:>15}\n",
-        "method", "accuracy", "correct/count"
+        "{:<22} {:>9} {:>7} {:>15}{}\n",
+        "method",
+        "accuracy",
+        "±95%",
+        "correct/count",
+        if has_p { "  p vs dawin" } else { "" }
     );
     for name in order {
         let m = &summary["methods"][name];
+        let ci = |i: usize| m["ci95"][i].as_f64().unwrap_or(f64::NAN);
+        let half = 100.0 * (ci(1) - ci(0)) / 2.0;
+        let p = summary["paired"]["against"][name]["p_value"].as_f64();
         writeln!(
             s,
-            "{:<18} {:>8.2}% {:>15}",
+            "{:<22} {:>8.2}% {:>7} {:>15}{}",
             name,
             100.0 * m["accuracy"].as_f64().unwrap_or(0.0),
-            format!("{}/{}", m["correct"], m["count"])
+            if half.is_finite() {
+                format!("±{half:.2}")
+            } else {
+                String::new()
+            },
+            format!("{}/{}", m["correct"], m["count"]),
+            match p {
+                Some(p) if has_p => format!("  {}", p_text(p)),
+                _ => String::new(),
+            }
         )
         .unwrap();
     }
     s
+}
+
+/// A p-value as a table shows it.
+fn p_text(p: f64) -> String {
+    if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
 }
 
 /// `dawin plot-wise`: reads the summaries and writes the curve's SVG.
