@@ -511,3 +511,85 @@ fn wise_alpha_scales_lambda() {
         assert!((a * 0.5 - b).abs() < 1e-7);
     }
 }
+
+#[test]
+fn temperature_fit_recovers_the_sampling_temperature() {
+    use dawin::method::calibrate::{fit_temperature, mean_nll};
+    let (n, c, t_true) = (20000, 5, 2.5f64);
+    let mut r = dawin::rng::SplitMix(21);
+    let logits: Vec<f32> = (0..n * c).map(|_| 3.0 * r.normal()).collect();
+    // Labels drawn from softmax(z / t_true): the NLL's minimiser is near t_true.
+    let labels: Vec<i64> = logits
+        .chunks(c)
+        .map(|z| {
+            let p = softmax(z, t_true);
+            let mut u = r.uniform() as f64;
+            p.iter()
+                .position(|&q| {
+                    u -= q;
+                    u < 0.0
+                })
+                .unwrap_or(c - 1) as i64
+        })
+        .collect();
+    let t = fit_temperature(&logits, &labels, c);
+    assert!((t as f64 - t_true).abs() < 0.1, "fitted T {t}");
+    let best = mean_nll(&logits, &labels, c, t);
+    for probe in [0.5f32, 1.0, 2.0, 2.4, 2.6, 3.0, 5.0] {
+        assert!(
+            best <= mean_nll(&logits, &labels, c, probe) + 1e-12,
+            "T = {probe}"
+        );
+    }
+}
+
+#[test]
+fn calibrate_writes_what_eval_temperature_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = |n: &str| fixtures_dir().join(n);
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(common::dawin_bin())
+            .args(args)
+            .arg("--pretrained")
+            .arg(fx("dawin_pt.safetensors"))
+            .arg("--finetuned")
+            .arg(fx("dawin_ft.safetensors"))
+            .arg("--data")
+            .arg(fx("dawin_data.safetensors"))
+            .arg("--quiet")
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    let cal = d.path().join("cal");
+    let text = cli(&["calibrate", "--out-dir", cal.to_str().unwrap()]);
+    assert!(text.contains("T = "), "{text}");
+    let file = cal.join("temperature.json");
+    let t = dawin::method::calibrate::read_temperature(&file).unwrap();
+    let run = d.path().join("run");
+    cli(&[
+        "eval",
+        "--out-dir",
+        run.to_str().unwrap(),
+        "--temperature",
+        file.to_str().unwrap(),
+        "--methods",
+        "zeroshot,finetuned,dawin",
+    ]);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["temperature"][0].as_f64().unwrap() as f32, t.0);
+    assert_eq!(s["temperature"][1].as_f64().unwrap() as f32, t.1);
+    // The fitted temperature cannot have a higher NLL than T = 1 on the data it was fitted on.
+    let cal_summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for i in 0..2 {
+        assert!(
+            cal_summary["nll_fitted"][i].as_f64().unwrap()
+                <= cal_summary["nll_at_t1"][i].as_f64().unwrap() + 1e-12
+        );
+    }
+}

@@ -33,7 +33,7 @@ pub struct DataArgs {
     /// Softmax temperatures `T_pt,T_ft` for entropies and the ensembles, or
     /// a backbone's official values by name: vit-b32 (0.9576,0.9733),
     /// vit-b16 (0.96,1.0066), vit-l14 (1.0767,0.9545). summary.json records
-    /// the numbers used.
+    /// the numbers used. Or the temperature.json `dawin calibrate` wrote.
     #[arg(long, default_value = "1,1", value_parser = parse_pair, help_heading = "Method")]
     pub temperature: (f32, f32),
     /// Class indices to keep: a file (commas, spaces, `[..]`, `#` comments)
@@ -305,6 +305,9 @@ pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
     if let Some(t) = dawin::method::label_spaces::temperature(s) {
         return Ok(t);
     }
+    if s.ends_with(".json") || std::path::Path::new(s).is_file() {
+        return dawin::method::calibrate::read_temperature(std::path::Path::new(s));
+    }
     let v: Vec<&str> = s.split(',').collect();
     let p = |x: &str| {
         x.trim()
@@ -319,7 +322,7 @@ pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
     }
     .ok_or_else(|| {
         format!(
-            "expected `T`, `T_pt,T_ft` with positive numbers, or a preset ({}), got `{s}`",
+            "expected `T`, `T_pt,T_ft` with positive numbers, a preset ({}) or a temperature.json from `dawin calibrate`, got `{s}`",
             dawin::method::label_spaces::temperature_names()
         )
     })

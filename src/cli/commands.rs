@@ -68,6 +68,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
         } => encode_text(&model, &texts, &out, text, arch),
         Cmd::Eval(a) => run_eval(&a),
         Cmd::Expertise(c) => run_expertise(&c),
+        Cmd::Calibrate(c) => run_calibrate(&c),
         Cmd::EvalMtl(a) => run_mtl(&a.options(), a.run),
         Cmd::Demo {
             out_dir,
@@ -288,6 +289,26 @@ fn run_expertise(c: &DataArgs) -> Result<()> {
         "entropies of {} samples -> {}",
         r.indices.len(),
         out.display()
+    );
+    c.run.report(ex.as_ref())
+}
+
+fn run_calibrate(c: &DataArgs) -> Result<()> {
+    let opts = c.options()?;
+    let ex = c.run.open()?;
+    let r = dawin::method::calibrate::run(&opts, ex.as_ref())?;
+    let nll = |k: &str, i: usize| r.summary[k][i].as_f64().unwrap_or(f64::NAN);
+    for (i, which) in ["pretrained", "fine-tuned"].iter().enumerate() {
+        let t = [r.temperature.0, r.temperature.1][i];
+        println!(
+            "{which:<10} T = {t:.4}  (NLL {:.4} at T = 1, {:.4} at T)",
+            nll("nll_at_t1", i),
+            nll("nll_fitted", i)
+        );
+    }
+    println!(
+        "-> {} (use it with eval --temperature {0})",
+        r.file.display()
     );
     c.run.report(ex.as_ref())
 }

@@ -263,6 +263,15 @@ pub enum Cmd {
     /// indices) and caches the logits in OUT, so a later `eval` on the same
     /// shard and OUT reuses them. Merge the shards with `dawin merge`.
     Expertise(Box<DataArgs>),
+    /// Fit each model's softmax temperature on held-out labelled data.
+    ///
+    /// Minimises the mean NLL of softmax(z/T) over the labelled samples of
+    /// --data, for the pretrained and the fine-tuned model apart (T from
+    /// 0.01 to 100), and writes OUT/temperature.json with the NLL at T = 1
+    /// and at the fitted T; `eval --temperature OUT/temperature.json`
+    /// reads it. Use data held out from the evaluated sets. --temperature
+    /// is not read here.
+    Calibrate(Box<DataArgs>),
     /// Scale-out: merge shard outputs.
     ///
     /// Given expertise.safetensors files, writes one whole-set expertise file

@@ -5,6 +5,7 @@
 
 pub mod bmm;
 pub mod cache;
+pub mod calibrate;
 pub mod data;
 pub mod demo;
 pub mod engine;

@@ -1,0 +1,109 @@
+//! `dawin calibrate`: each model's softmax temperature fitted by NLL on
+//! held-out labelled data (temperature scaling), written as
+//! `temperature.json`, which `eval --temperature FILE` reads.
+//!
+//! The mean NLL of softmax(β·z) is convex in β = 1/T (a log-sum-exp of
+//! linear functions minus a linear one), so a golden-section search over
+//! β finds its one minimum.
+
+use super::engine::Engine;
+use super::eval::EvalOptions;
+use super::probs;
+use super::report::write_json;
+use super::setup::Setup;
+use crate::error::Result;
+use crate::exec::Executor;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// The range of β = 1/T searched: T from 0.01 to 100.
+const BETA_RANGE: (f64, f64) = (0.01, 100.0);
+
+/// Mean −ln softmax(z/t)[y] over the rows.
+pub fn mean_nll(logits: &[f32], labels: &[i64], c: usize, t: f32) -> f64 {
+    let total: f64 = logits
+        .chunks(c)
+        .zip(labels)
+        .map(|(z, &y)| -probs::log_softmax(z, t)[y as usize])
+        .sum();
+    total / labels.len().max(1) as f64
+}
+
+/// The temperature minimising the mean NLL of `logits` against `labels`.
+pub fn fit_temperature(logits: &[f32], labels: &[i64], c: usize) -> f32 {
+    let nll = |beta: f64| mean_nll(logits, labels, c, (1.0 / beta) as f32);
+    // Golden section in ln β, on which the convex function stays unimodal.
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (BETA_RANGE.0.ln(), BETA_RANGE.1.ln());
+    let (mut x1, mut x2) = (b - g * (b - a), a + g * (b - a));
+    let (mut f1, mut f2) = (nll(x1.exp()), nll(x2.exp()));
+    while b - a > 1e-7 {
+        if f1 <= f2 {
+            (b, x2, f2) = (x2, x1, f1);
+            x1 = b - g * (b - a);
+            f1 = nll(x1.exp());
+        } else {
+            (a, x1, f1) = (x1, x2, f2);
+            x2 = a + g * (b - a);
+            f2 = nll(x2.exp());
+        }
+    }
+    (1.0 / ((a + b) / 2.0).exp()) as f32
+}
+
+/// What `calibrate` fitted.
+pub struct Calibration {
+    pub temperature: (f32, f32),
+    pub file: PathBuf,
+    pub summary: Value,
+}
+
+/// Fits both models' temperatures on the labelled data of `o` (through
+/// the expertise pass and its cache) and writes `OUT/temperature.json`.
+pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<Calibration> {
+    let s = Setup::open(o)?;
+    let mut engine = Engine::new(ex, &s.pt, &s.ft, o.precision)?;
+    let (_, smp) = s.expertise(&mut engine, o, &[])?;
+    drop(engine);
+    let c = s.classes;
+    let fit = |z: &[f32]| {
+        let t = fit_temperature(z, &smp.labels, c);
+        let before = mean_nll(z, &smp.labels, c, 1.0);
+        (t, before, mean_nll(z, &smp.labels, c, t))
+    };
+    let (pt, ft) = (fit(&smp.pt), fit(&smp.ft));
+    let summary = json!({
+        "temperature": [pt.0, ft.0],
+        "nll_at_t1": [pt.1, ft.1],
+        "nll_fitted": [pt.2, ft.2],
+        "samples": smp.labels.len(),
+        "data": o.data.display().to_string(),
+        "provenance": s.provenance(o),
+    });
+    let file = o.out_dir.join("temperature.json");
+    write_json(&file, &summary)?;
+    Ok(Calibration {
+        temperature: (pt.0, ft.0),
+        file,
+        summary,
+    })
+}
+
+/// The (T_pt, T_ft) of a temperature.json `calibrate` wrote.
+pub fn read_temperature(path: &Path) -> std::result::Result<(f32, f32), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let t = |i: usize| {
+        v["temperature"][i]
+            .as_f64()
+            .map(|x| x as f32)
+            .filter(|x| *x > 0.0 && x.is_finite())
+    };
+    t(0).zip(t(1)).ok_or_else(|| {
+        format!(
+            "{}: expected {{\"temperature\": [T_pt, T_ft]}} with positive numbers (as `dawin calibrate` writes)",
+            path.display()
+        )
+    })
+}
