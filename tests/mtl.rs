@@ -6,6 +6,7 @@ mod common;
 
 use common::{assert_close, executors};
 use dawin::exec::cpu::Cpu;
+use dawin::method::merging::{self, TiesMerge};
 use dawin::method::mtl::{self, MtlOptions};
 use dawin::model::device::DeviceModel;
 use dawin::model::vit::forward;
@@ -91,6 +92,57 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         want_logits.extend(forward(&cpu, &dm, x, 1, None).unwrap().logits.unwrap());
         want_coef.extend(c.iter().map(|&v| v as f32));
     }
+    // The one-model merges on the host: the domain-wise model from the mean
+    // coefficients, the plain average of the task models, TIES.
+    let t_count = with_head.len();
+    let mean_c: Vec<f64> = (0..t_count)
+        .map(|t| {
+            (0..n)
+                .map(|i| want_coef[i * t_count + t] as f64)
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    let merged_with = |k: &dyn Fn(usize) -> f64| {
+        let mut m = base_h.clone();
+        for (j, v) in m.flat.iter_mut().enumerate() {
+            let b = base_h.flat[j] as f64;
+            let acc: f64 = (0..t_count)
+                .map(|t| k(t) * (with_head[t].flat[j] as f64 - b))
+                .sum();
+            *v = (b + acc) as f32;
+        }
+        m
+    };
+    let ties_model = {
+        let taus: Vec<Vec<f32>> = with_head
+            .iter()
+            .map(|m| {
+                m.flat
+                    .iter()
+                    .zip(&base_h.flat)
+                    .map(|(a, b)| a - b)
+                    .collect()
+            })
+            .collect();
+        // Over the whole flat vector: this layout has no padding.
+        let tv = merging::ties(&taus, 0.2, TiesMerge::Mean);
+        let mut m = base_h.clone();
+        m.flat.iter_mut().zip(&tv).for_each(|(v, d)| *v += d);
+        m
+    };
+    let logits_of = |m: &Model| {
+        let dm = DeviceModel::upload(&cpu, m).unwrap();
+        forward(&cpu, &dm, &px, n, None).unwrap().logits.unwrap()
+    };
+    let one_model_refs: Vec<(&str, Vec<f32>)> = vec![
+        (
+            "dawin-domain",
+            logits_of(&merged_with(&|t| 0.3 * 3.0 * mean_c[t])),
+        ),
+        ("weight-average", logits_of(&merged_with(&|_| 1.0 / 3.0))),
+        ("ties", logits_of(&ties_model)),
+    ];
     for (kind, ex) in executors() {
         let o = MtlOptions {
             base: d.path().join("base.safetensors"),
@@ -102,8 +154,13 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
             batch_size: 4,
             overrides: Overrides::default(),
             progress: false,
+            ties: (0.2, TiesMerge::Mean, 1.0),
         };
         let res = mtl::run(&o, ex.as_ref()).unwrap();
+        let statics: std::collections::HashMap<_, _> = res.static_logits.iter().cloned().collect();
+        for (name, model) in &one_model_refs {
+            assert_close(&format!("{name} on {kind}"), &statics[*name], model, 1e-4);
+        }
         let coef: Vec<f32> = res.coefficients.concat();
         assert_close(&format!("coefficients on {kind}"), &coef, &want_coef, 1e-5);
         assert_close(
@@ -112,7 +169,16 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
             &want_logits,
             1e-4,
         );
-        for name in ["dawin", "task-arithmetic", "task:0", "task:1", "task:2"] {
+        for name in [
+            "dawin",
+            "dawin-domain",
+            "task-arithmetic",
+            "weight-average",
+            "ties",
+            "task:0",
+            "task:1",
+            "task:2",
+        ] {
             assert_eq!(res.summary["methods"][name]["count"], n, "{name}");
         }
     }
@@ -127,6 +193,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         batch_size: 4,
         overrides: Overrides::default(),
         progress: false,
+        ties: (0.2, TiesMerge::Mean, 1.0),
     };
     let ex = Cpu::new();
     assert!(
@@ -146,4 +213,33 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
             .to_string()
             .contains("different architectures")
     );
+}
+
+/// TIES on a hand-worked example of three task vectors of four entries,
+/// keeping the top half of each (threshold: the 2nd smallest magnitude).
+#[test]
+fn ties_merging_by_hand() {
+    let taus = vec![
+        vec![1.0f32, -0.2, 0.5, -3.0],
+        vec![-2.0, 0.1, 0.4, 1.0],
+        vec![0.5, 0.3, -0.6, 2.5],
+    ];
+    // Trimmed: [1, 0, .5, -3], [-2, 0, .4, 1], [.5, 0, -.6, 2.5].
+    // Sums -0.5, 0, 0.3, 0.5: signs -, 0, +, +; the zero takes the
+    // majority (+). Agreeing entries: {-2}, {}, {.5, .4}, {1, 2.5}.
+    assert_eq!(merging::trim_threshold(&taus[0], 0.5), 0.5);
+    let mean = merging::ties(&taus, 0.5, TiesMerge::Mean);
+    let want = [-2.0f32, 0.0, 0.45, 1.75];
+    for (g, w) in mean.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{mean:?}");
+    }
+    let sum = merging::ties(&taus, 0.5, TiesMerge::Sum);
+    let want = [-2.0f32, 0.0, 0.9, 3.5];
+    for (g, w) in sum.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{sum:?}");
+    }
+    // A zero sum with entries on both sides: the elected majority sign (+)
+    // keeps the positive one.
+    let tie = merging::ties(&[vec![1.0, 2.0], vec![-1.0, 3.0]], 1.0, TiesMerge::Mean);
+    assert_eq!(tie, vec![1.0, 2.5]);
 }

@@ -7,6 +7,7 @@ use dawin::method::data::LabelOrder;
 use dawin::method::eval::EvalOptions;
 use dawin::method::interp::Interp;
 use dawin::method::lambda::LambdaRule;
+use dawin::method::merging::TiesMerge;
 use dawin::method::methods::Method;
 use dawin::method::mtl::MtlOptions;
 use dawin::method::projection::Projection;
@@ -370,6 +371,17 @@ pub struct EvalMtlArgs {
     /// Task-vector scale s.
     #[arg(long, default_value_t = 0.3, help_heading = "Method")]
     pub scale: f32,
+    /// TIES baseline: the fraction of each task vector's entries kept (by
+    /// magnitude) before the sign election.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_keep, help_heading = "Method")]
+    pub ties_keep: f64,
+    /// TIES baseline: how the entries agreeing with the elected sign merge.
+    #[arg(long, value_enum, default_value_t = TiesMerge::Mean, help_heading = "Method")]
+    pub ties_merge: TiesMerge,
+    /// TIES baseline: scale of the merged task vector (the TIES paper uses
+    /// 1 with mean; the official DaWin script uses 0.3 with sum).
+    #[arg(long, default_value_t = 1.0, help_heading = "Method")]
+    pub ties_scale: f32,
     /// Hide progress bars.
     #[arg(long, help_heading = "Output", short = 'q')]
     pub quiet: bool,
@@ -391,8 +403,18 @@ impl EvalMtlArgs {
             batch_size: self.run.batch_size as usize,
             overrides: self.arch.overrides(),
             progress: !self.quiet,
+            ties: (self.ties_keep, self.ties_merge, self.ties_scale),
         }
     }
+}
+
+/// A fraction in (0, 1].
+fn parse_keep(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|k| *k > 0.0 && *k <= 1.0)
+        .ok_or_else(|| format!("expected a fraction in (0, 1], got `{s}`"))
 }
 
 /// Which part of `dawin bench` runs.

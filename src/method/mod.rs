@@ -15,6 +15,7 @@ pub mod expertise;
 pub mod interp;
 pub mod label_spaces;
 pub mod lambda;
+pub mod merging;
 pub mod methods;
 pub mod mtl;
 pub mod options;

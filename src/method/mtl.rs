@@ -9,6 +9,7 @@
 
 use super::data::{Batch, Dataset};
 use super::entropy::entropies;
+use super::merging::{self, TiesMerge};
 use super::methods::argmax_rows;
 use super::outdir::OutDir;
 use super::progress::progress_bar;
@@ -37,6 +38,9 @@ pub struct MtlOptions {
     pub batch_size: usize,
     pub overrides: Overrides,
     pub progress: bool,
+    /// TIES: the fraction of each task vector kept, the aggregation and the
+    /// scale of the merged task vector.
+    pub ties: (f64, TiesMerge, f32),
 }
 
 pub struct MtlResult {
@@ -45,6 +49,9 @@ pub struct MtlResult {
     pub coefficients: Vec<Vec<f32>>,
     /// Per sample: logits of its own merged model.
     pub dawin_logits: Vec<f32>,
+    /// Each one-model merge's logits (dawin-domain, weight-average, ties),
+    /// one row per evaluated sample.
+    pub static_logits: Vec<(String, Vec<f32>)>,
     pub table: String,
 }
 
@@ -235,9 +242,24 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         Ok(())
     })?;
     super::progress::finish(&pb);
+    let mean_coef = mean_coefficients(&coefficients, &first.readable);
+    let statics = static_merges(
+        ex,
+        &resident,
+        (&base, &tasks),
+        &data,
+        &first.readable,
+        o,
+        &mean_coef,
+    )?;
     drop(resident);
 
     let idx = &first.readable;
+    let pick = |v: &[f32]| -> Vec<f32> {
+        idx.iter()
+            .flat_map(|&i| v[i * c..(i + 1) * c].to_vec())
+            .collect()
+    };
     let rows = |v: &[f32]| -> Vec<usize> {
         let picked: Vec<f32> = idx
             .iter()
@@ -247,6 +269,10 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     };
     let mut order = vec!["dawin".to_string(), "task-arithmetic".to_string()];
     let mut preds = vec![rows(&dawin), rows(&first.arithmetic)];
+    for (name, l) in &statics {
+        order.push(name.clone());
+        preds.push(rows(l));
+    }
     for (t, l) in first.tasks.iter().enumerate() {
         order.push(format!("task:{t}"));
         preds.push(rows(l));
@@ -255,13 +281,28 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let methods: serde_json::Map<String, serde_json::Value> = order
         .iter()
         .zip(&preds)
-        .map(|(name, p)| (name.clone(), accuracy(p, &labels)))
+        .map(|(name, p)| {
+            let mut v = accuracy(p, &labels);
+            let correct: Vec<bool> = p
+                .iter()
+                .zip(&labels)
+                .map(|(a, y)| *a as i64 == *y)
+                .collect();
+            v["ci95"] = json!(super::stats::bootstrap_ci95(
+                &correct,
+                super::stats::BOOTSTRAP_RESAMPLES,
+                1
+            ));
+            (name.clone(), v)
+        })
         .collect();
     let summary = json!({
         "methods": methods,
         "task_index": o.task_index,
         "tasks": o.tasks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "scale": o.scale,
+        "dawin_domain_coefficients": mean_coef,
+        "ties": {"keep": o.ties.0, "merge": format!("{:?}", o.ties.1).to_lowercase(), "scale": o.ties.2},
         "skipped": n - idx.len(),
         "device": ex.name(),
         "seconds": {"total": t0.elapsed().as_secs_f64()},
@@ -275,11 +316,105 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         table: methods_table(&order, &summary),
         summary,
         coefficients: idx.iter().map(|&i| coefficients[i].clone()).collect(),
-        dawin_logits: idx
-            .iter()
-            .flat_map(|&i| dawin[i * c..(i + 1) * c].to_vec())
-            .collect(),
+        dawin_logits: pick(&dawin),
+        static_logits: statics.iter().map(|(k, l)| (k.clone(), pick(l))).collect(),
     })
+}
+
+/// The mean coefficient vector over the evaluated samples: the domain-wise
+/// mode's one merged model (the official default, a one-component mixture).
+fn mean_coefficients(coefficients: &[Vec<f32>], readable: &[usize]) -> Vec<f32> {
+    let t_count = coefficients.first().map_or(0, Vec::len);
+    (0..t_count)
+        .map(|t| {
+            let s: f64 = readable.iter().map(|&i| coefficients[i][t] as f64).sum();
+            (s / readable.len().max(1) as f64) as f32
+        })
+        .collect()
+}
+
+/// Logits of every readable sample from each one-model merge: DaWin's
+/// domain-wise model θ0 + s·T·Σ c̄_t·τ_t, weight averaging θ0 + Σ τ_t / T,
+/// and TIES θ0 + s_ties·τ_ties.
+fn static_merges(
+    ex: &dyn Executor,
+    r: &Resident,
+    (base, tasks): (&Model, &[Model]),
+    data: &Dataset,
+    readable: &[usize],
+    o: &MtlOptions,
+    mean_coef: &[f32],
+) -> Result<Vec<(String, Vec<f32>)>> {
+    let t_count = r.tasks.len() as f32;
+    let mut out = Vec::new();
+    r.merge(ex, |t| o.scale * t_count * mean_coef[t])?;
+    out.push((
+        "dawin-domain".into(),
+        model_logits(ex, &r.work, data, readable, o, "dawin-domain")?,
+    ));
+    r.merge(ex, |_| 1.0 / t_count)?;
+    out.push((
+        "weight-average".into(),
+        model_logits(ex, &r.work, data, readable, o, "weight-average")?,
+    ));
+    let ties = ties_model(base, tasks, o.ties);
+    let resident = DeviceModel::upload(ex, &ties)?;
+    out.push((
+        "ties".into(),
+        model_logits(ex, &resident, data, readable, o, "ties")?,
+    ));
+    Ok(out)
+}
+
+/// θ0 + scale·TIES(θ_t − θ0) over the parameter ranges.
+fn ties_model(base: &Model, tasks: &[Model], (keep, merge, scale): (f64, TiesMerge, f32)) -> Model {
+    let ranges: Vec<std::ops::Range<usize>> = base
+        .params
+        .named()
+        .into_iter()
+        .map(|(_, r)| r.clone())
+        .collect();
+    let theta0 = merging::gather(&base.flat, &ranges);
+    let taus: Vec<Vec<f32>> = tasks
+        .iter()
+        .map(|m| {
+            let th = merging::gather(&m.flat, &ranges);
+            th.iter().zip(&theta0).map(|(a, b)| a - b).collect()
+        })
+        .collect();
+    let tv = merging::ties(&taus, keep, merge);
+    let merged: Vec<f32> = theta0.iter().zip(&tv).map(|(a, v)| a + scale * v).collect();
+    let mut m = base.clone();
+    merging::scatter(&mut m.flat, &ranges, &merged);
+    m
+}
+
+/// One model's logits on every readable sample (rows at dataset indices).
+fn model_logits(
+    ex: &dyn Executor,
+    m: &DeviceModel,
+    data: &Dataset,
+    readable: &[usize],
+    o: &MtlOptions,
+    label: &str,
+) -> Result<Vec<f32>> {
+    let c = m.spec.classes.unwrap_or(0);
+    let mut all = vec![0.0; data.len() * c];
+    let pb = progress_bar(readable.len(), label, o.progress);
+    data.for_each_batch(readable, o.batch_size, |b| {
+        if let Some((i, e)) = b.failed.first() {
+            return Err(crate::invalid!(
+                "{} could not be read on a second pass: {e}",
+                data.describe(*i)
+            ));
+        }
+        let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
+        scatter(&mut all, &b, &out.logits.unwrap_or_default(), c);
+        pb.inc(b.indices.len() as u64);
+        Ok(())
+    })?;
+    super::progress::finish(&pb);
+    Ok(all)
 }
 
 /// `index,label,entropy_t…,coef_t…,pred_method…`, one row per sample.
