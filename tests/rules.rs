@@ -593,3 +593,75 @@ fn calibrate_writes_what_eval_temperature_reads() {
         );
     }
 }
+
+#[test]
+fn saved_components_are_the_models_the_bmm_run_evaluated() {
+    use dawin::method::engine::Engine;
+    use dawin::model::{Model, Overrides};
+    use dawin::tensorfile::TensorFile;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("components");
+    let o = EvalOptions {
+        interp: Interp::Bmm(2),
+        save_components: Some(dir.clone()),
+        ..fixture_options(&d.path().join("out"))
+    };
+    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let r = eval::run(&o, ex.as_ref()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("components.json")).unwrap())
+            .unwrap();
+    let comps = manifest["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 2);
+    let members: u64 = comps.iter().map(|c| c["members"].as_u64().unwrap()).sum();
+    assert_eq!(members as usize, r.indices.len());
+    let pt = Model::load(&o.pretrained, Overrides::default()).unwrap();
+    let ft = Model::load(&o.finetuned, Overrides::default()).unwrap();
+    let io = TensorFile::open(&o.data).unwrap();
+    let px = io.read_f32("pixel_values").unwrap();
+    let per = px.data.len() / px.shape[0];
+    let dawin_logits = r.dawin_logits.as_ref().unwrap();
+    let c = dawin_logits.len() / r.indices.len();
+    let mut matched = vec![false; r.indices.len()];
+    for comp in comps {
+        let lambda = comp["lambda"].as_f64().unwrap() as f32;
+        let m = Model::load(
+            &dir.join(comp["file"].as_str().unwrap()),
+            Overrides::default(),
+        )
+        .unwrap();
+        // Every parameter is (1 − λ)·θ_pt + λ·θ_ft.
+        for (k, (a, b)) in pt.flat.iter().zip(&ft.flat).enumerate() {
+            let want = (1.0 - lambda as f64) * *a as f64 + lambda as f64 * *b as f64;
+            assert!((m.flat[k] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()));
+        }
+        // Its logits are the run's DaWin logits on the samples whose λ it
+        // was evaluated at (the members share one λ, the component mean).
+        let engine = Engine::new(ex.as_ref(), &m, &m, Default::default()).unwrap();
+        for (j, &i) in r.indices.iter().enumerate() {
+            let got = engine
+                .logits(&engine.pt, &px.data[i * per..(i + 1) * per], 1)
+                .unwrap();
+            if got
+                .iter()
+                .zip(&dawin_logits[j * c..(j + 1) * c])
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
+            {
+                matched[j] = true;
+            }
+        }
+    }
+    // Each sample matches the component it belongs to.
+    assert!(matched.iter().all(|&m| m), "{matched:?}");
+    // A second run into the same folder is refused before it starts.
+    let again = eval::run(&o, ex.as_ref()).err().unwrap().to_string();
+    assert!(again.contains("already holds components.json"), "{again}");
+    // And a run without a mixture cannot save components.
+    let exact = EvalOptions {
+        interp: Interp::Exact,
+        save_components: Some(d.path().join("x")),
+        ..fixture_options(&d.path().join("out2"))
+    };
+    let err = eval::run(&exact, ex.as_ref()).err().unwrap().to_string();
+    assert!(err.contains("--interp bmm"), "{err}");
+}

@@ -134,6 +134,12 @@ pub struct EvalArgs {
     /// baselines and the bootstrap.
     #[arg(long, default_value_t = 1, help_heading = "Method")]
     pub seed: u64,
+    /// Write the K merged models of a bmm run to DIR as checkpoints
+    /// (component_k.safetensors, θ = (1−λ_k)·θ_pt + λ_k·θ_ft at each
+    /// component's mean λ_k, f32) with components.json (λ, weight, Beta
+    /// parameters, members, provenance), for serving without dawin.
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub save_components: Option<PathBuf>,
 }
 
 impl EvalArgs {
@@ -146,6 +152,7 @@ impl EvalArgs {
             seed: self.seed,
             wise_alpha: self.wise_alpha,
             bootstrap: self.bootstrap as usize,
+            save_components: self.save_components.clone(),
             ..self.common.options()?
         })
     }

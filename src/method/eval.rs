@@ -4,6 +4,7 @@
 //! reports.
 
 use super::bmm::BetaMixture;
+use super::components;
 use super::engine::Engine;
 use super::entropy::{entropies, warn_nan};
 use super::expertise::Samples;
@@ -334,6 +335,7 @@ fn dawin_phase(
 
 pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     let mut clock = Clock(BTreeMap::new(), Instant::now());
+    check_save_components(o)?;
     let s = Setup::open(o)?;
     clock.lap("load");
     let alphas = o.expertise_alphas();
@@ -351,7 +353,46 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
         settings["bmm_selection"] = t.clone();
     }
     drop(engine);
+    if let Some(files) = save_components(o, &s, &dawin)? {
+        settings["components"] = files;
+        clock.lap("save_components");
+    }
     report_phase(o, ex, &s, smp, l, dawin, (settings, clock))
+}
+
+/// `--save-components` needs a mixture to save and a folder that holds no
+/// other run's components; both are checked before the passes.
+fn check_save_components(o: &EvalOptions) -> Result<()> {
+    let Some(dir) = &o.save_components else {
+        return Ok(());
+    };
+    if !matches!(o.interp, Interp::Bmm(_) | Interp::BmmAuto) {
+        return Err(crate::invalid!(
+            "--save-components saves the K merged models of a Beta mixture: use it with --interp bmm[:K] or bmm:auto (this run is {})",
+            o.interp
+        ));
+    }
+    if !o.methods.contains(&Method::Dawin) {
+        return Err(crate::invalid!(
+            "--save-components needs the dawin method in --methods"
+        ));
+    }
+    components::check_dir(dir)
+}
+
+/// Writes the mixture's merged models (`--save-components`); the folder and
+/// files for summary.json.
+fn save_components(o: &EvalOptions, s: &Setup, dawin: &DawinPass) -> Result<Option<Value>> {
+    let (Some(dir), Some(m), Some(members)) = (&o.save_components, &dawin.bmm, &dawin.components)
+    else {
+        return Ok(None);
+    };
+    let files = components::save(dir, (&s.pt, &s.ft), m, members, &s.provenance(o))?;
+    eprintln!("saved {} merged models to {}", files.len(), dir.display());
+    Ok(Some(serde_json::json!({
+        "dir": dir.display().to_string(),
+        "files": files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().to_string()).collect::<Vec<_>>(),
+    })))
 }
 
 /// Every method's predictions, the reports and the terminal table.

@@ -6,6 +6,7 @@
 pub mod bmm;
 pub mod cache;
 pub mod calibrate;
+pub mod components;
 pub mod data;
 pub mod demo;
 pub mod engine;

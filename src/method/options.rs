@@ -50,6 +50,8 @@ pub struct EvalOptions {
     /// Where the expertise pass's logits are cached (default
     /// `OUT/cache.safetensors`).
     pub cache: Option<PathBuf>,
+    /// Where a bmm run writes its K merged models (`--save-components`).
+    pub save_components: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -72,6 +74,7 @@ impl Default for EvalOptions {
             progress: true,
             seed: 1,
             wise_alpha: None,
+            save_components: None,
             bootstrap: crate::method::stats::BOOTSTRAP_RESAMPLES,
             precision: Precision::F32,
             label_order: LabelOrder::Sorted,
