@@ -532,7 +532,7 @@ fn temperature_fit_recovers_the_sampling_temperature() {
                 .unwrap_or(c - 1) as i64
         })
         .collect();
-    let t = fit_temperature(&logits, &labels, c);
+    let t = fit_temperature(&logits, &labels, c).unwrap();
     assert!((t as f64 - t_true).abs() < 0.1, "fitted T {t}");
     let best = mean_nll(&logits, &labels, c, t);
     for probe in [0.5f32, 1.0, 2.0, 2.4, 2.6, 3.0, 5.0] {
@@ -541,6 +541,25 @@ fn temperature_fit_recovers_the_sampling_temperature() {
             "T = {probe}"
         );
     }
+}
+
+#[test]
+fn temperature_fit_refuses_an_optimum_at_a_bound() {
+    use dawin::method::calibrate::fit_temperature;
+    let c = 3;
+    let logits: Vec<f32> = (0..30).map(|i| [4.0, 1.0, 0.0][i % 3]).collect();
+    // Always the top logit: the NLL falls all the way to T = 0.
+    let right = vec![0i64; 10];
+    let e = fit_temperature(&logits, &right, c).unwrap_err();
+    assert!(e.contains("below T = 0.01"), "{e}");
+    // Always the bottom logit: the NLL falls all the way to T = ∞.
+    let wrong = vec![2i64; 10];
+    let e = fit_temperature(&logits, &wrong, c).unwrap_err();
+    assert!(e.contains("above T = 100"), "{e}");
+    // One in three wrong: an interior optimum.
+    let mixed: Vec<i64> = (0..10).map(|i| if i % 3 == 0 { 1 } else { 0 }).collect();
+    let t = fit_temperature(&logits, &mixed, c).unwrap();
+    assert!(t > 0.01 && t < 100.0, "{t}");
 }
 
 #[test]

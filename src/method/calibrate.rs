@@ -11,7 +11,7 @@ use super::eval::EvalOptions;
 use super::probs;
 use super::report::write_json;
 use super::setup::Setup;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::Executor;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -29,8 +29,15 @@ pub fn mean_nll(logits: &[f32], labels: &[i64], c: usize, t: f32) -> f64 {
     total / labels.len().max(1) as f64
 }
 
-/// The temperature minimising the mean NLL of `logits` against `labels`.
-pub fn fit_temperature(logits: &[f32], labels: &[i64], c: usize) -> f32 {
+/// The temperature minimising the mean NLL of `logits` against `labels`,
+/// or why there is none inside T ∈ [0.01, 100]: a minimum at a bound means
+/// the NLL still falls beyond it (every sample right with a margin sends
+/// T → 0; no better than chance sends T → ∞), and a bound is no estimate.
+pub fn fit_temperature(
+    logits: &[f32],
+    labels: &[i64],
+    c: usize,
+) -> std::result::Result<f32, String> {
     let nll = |beta: f64| mean_nll(logits, labels, c, (1.0 / beta) as f32);
     // Golden section in ln β, on which the convex function stays unimodal.
     let g = (5f64.sqrt() - 1.0) / 2.0;
@@ -48,7 +55,26 @@ pub fn fit_temperature(logits: &[f32], labels: &[i64], c: usize) -> f32 {
             f2 = nll(x2.exp());
         }
     }
-    (1.0 / ((a + b) / 2.0).exp()) as f32
+    let ln_beta = (a + b) / 2.0;
+    // A bound as good as the optimum (to rounding: far out the f32 NLL goes
+    // flat at 0 or at its limit) means the minimum is not inside the range.
+    let best = nll(ln_beta.exp());
+    let no_better = |bound: f64| nll(bound) <= best + 1e-9 * best.abs() + 1e-12;
+    if no_better(BETA_RANGE.1) {
+        return Err(format!(
+            "the NLL keeps falling below T = {} (the model is right on every sample with a margin); \
+             temperature scaling is undefined on these data",
+            1.0 / BETA_RANGE.1
+        ));
+    }
+    if no_better(BETA_RANGE.0) {
+        return Err(format!(
+            "the NLL keeps falling above T = {} (the logits carry no more information than chance \
+             on these labels); temperature scaling is undefined on these data",
+            1.0 / BETA_RANGE.0
+        ));
+    }
+    Ok((1.0 / ln_beta.exp()) as f32)
 }
 
 /// What `calibrate` fitted.
@@ -66,12 +92,13 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<Calibration> {
     let (_, smp) = s.expertise(&mut engine, o, &[])?;
     drop(engine);
     let c = s.classes;
-    let fit = |z: &[f32]| {
-        let t = fit_temperature(z, &smp.labels, c);
+    let fit = |z: &[f32], model: &str| -> Result<(f32, f64, f64)> {
+        let t = fit_temperature(z, &smp.labels, c)
+            .map_err(|e| Error::Invalid(format!("calibrate, {model} model: {e}")))?;
         let before = mean_nll(z, &smp.labels, c, 1.0);
-        (t, before, mean_nll(z, &smp.labels, c, t))
+        Ok((t, before, mean_nll(z, &smp.labels, c, t)))
     };
-    let (pt, ft) = (fit(&smp.pt), fit(&smp.ft));
+    let (pt, ft) = (fit(&smp.pt, "pretrained")?, fit(&smp.ft, "fine-tuned")?);
     let summary = json!({
         "temperature": [pt.0, ft.0],
         "nll_at_t1": [pt.1, ft.1],
