@@ -8,11 +8,13 @@ use common::{assert_close, executors};
 use dawin::exec::cpu::Cpu;
 use dawin::method::merging::{self, TiesMerge};
 use dawin::method::mtl::{self, MtlOptions};
+use dawin::method::mtl_tasks;
 use dawin::model::device::DeviceModel;
 use dawin::model::vit::forward;
 use dawin::model::{Act, Model, ModelSpec, Overrides};
 use dawin::rng::SplitMix;
 use dawin::tensorfile::{Tensor, write_f32_with_labels};
+use std::path::{Path, PathBuf};
 
 fn spec(classes: usize) -> ModelSpec {
     common::small_spec(classes, Act::QuickGelu)
@@ -34,25 +36,28 @@ fn entropy(z: &[f32]) -> f64 {
     s.entropy as f64
 }
 
-#[test]
-fn each_sample_runs_through_its_own_multi_task_merge() {
-    let d = tempfile::tempdir().unwrap();
+/// A base and three task models (heads of 5, 7 and 4 classes) saved in
+/// `dir`: the base, the tasks and their paths.
+fn three_tasks(dir: &Path) -> (Model, [Model; 3], Vec<PathBuf>) {
     let base = Model::random(spec(3), 1);
     let tasks = [task(&base, 5, 2), task(&base, 7, 3), task(&base, 4, 4)];
     let mut paths = Vec::new();
-    base.save(&d.path().join("base.safetensors")).unwrap();
+    base.save(&dir.join("base.safetensors")).unwrap();
     for (t, m) in tasks.iter().enumerate() {
-        let p = d.path().join(format!("task{t}.safetensors"));
+        let p = dir.join(format!("task{t}.safetensors"));
         m.save(&p).unwrap();
         paths.push(p);
     }
-    let n = 6;
-    let mut r = SplitMix(9);
+    (base, tasks, paths)
+}
+
+/// n random 12×12 images with labels i mod `classes`, as `path`.
+fn write_data(path: &Path, n: usize, classes: i64, seed: u64) -> Vec<f32> {
+    let mut r = SplitMix(seed);
     let px: Vec<f32> = (0..n * 3 * 144).map(|_| r.normal()).collect();
-    let labels: Vec<i64> = (0..n as i64).map(|i| i % 7).collect();
-    let data = d.path().join("data.safetensors");
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % classes).collect();
     write_f32_with_labels(
-        &data,
+        path,
         &Tensor {
             shape: vec![n, 3, 12, 12],
             data: px.clone(),
@@ -60,6 +65,37 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         &labels,
     )
     .unwrap();
+    px
+}
+
+fn options(
+    dir: &Path,
+    tasks: &[PathBuf],
+    task_index: usize,
+    data: PathBuf,
+    out: &str,
+) -> MtlOptions {
+    MtlOptions {
+        base: dir.join("base.safetensors"),
+        tasks: tasks.to_vec(),
+        task_index,
+        data,
+        out_dir: dir.join(out),
+        scale: 0.3,
+        batch_size: 4,
+        overrides: Overrides::default(),
+        progress: false,
+        ties: (0.2, TiesMerge::Mean, 1.0),
+    }
+}
+
+#[test]
+fn each_sample_runs_through_its_own_multi_task_merge() {
+    let d = tempfile::tempdir().unwrap();
+    let (base, tasks, paths) = three_tasks(d.path());
+    let n = 6;
+    let data = d.path().join("data.safetensors");
+    let px = write_data(&data, n, 7, 9);
 
     // Host reference for task 1.
     let cpu = Cpu::new();
@@ -144,18 +180,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         ("ties", logits_of(&ties_model)),
     ];
     for (kind, ex) in executors() {
-        let o = MtlOptions {
-            base: d.path().join("base.safetensors"),
-            tasks: paths.clone(),
-            task_index: 1,
-            data: data.clone(),
-            out_dir: d.path().join(format!("out-{kind}")),
-            scale: 0.3,
-            batch_size: 4,
-            overrides: Overrides::default(),
-            progress: false,
-            ties: (0.2, TiesMerge::Mean, 1.0),
-        };
+        let o = options(d.path(), &paths, 1, data.clone(), &format!("out-{kind}"));
         let res = mtl::run(&o, ex.as_ref()).unwrap();
         let statics: std::collections::HashMap<_, _> = res.static_logits.iter().cloned().collect();
         for (name, model) in &one_model_refs {
@@ -183,18 +208,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         }
     }
     // Errors: task index out of range, mismatched architectures.
-    let mut o = MtlOptions {
-        base: d.path().join("base.safetensors"),
-        tasks: paths.clone(),
-        task_index: 3,
-        data: data.clone(),
-        out_dir: d.path().join("x"),
-        scale: 0.3,
-        batch_size: 4,
-        overrides: Overrides::default(),
-        progress: false,
-        ties: (0.2, TiesMerge::Mean, 1.0),
-    };
+    let mut o = options(d.path(), &paths, 3, data.clone(), "x");
     let ex = Cpu::new();
     assert!(
         mtl::run(&o, &ex)
@@ -213,6 +227,67 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
             .to_string()
             .contains("different architectures")
     );
+}
+
+#[test]
+fn every_task_on_its_own_data_in_one_run() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, _, paths) = three_tasks(d.path());
+    let data: Vec<PathBuf> = [5, 7, 4]
+        .iter()
+        .enumerate()
+        .map(|(t, &c)| {
+            let p = d.path().join(format!("data{t}.safetensors"));
+            write_data(&p, 5 + t, c, 20 + t as u64);
+            p
+        })
+        .collect();
+    let ex = Cpu::new();
+    let all = options(d.path(), &paths, 0, PathBuf::new(), "all");
+    let r = mtl_tasks::run(&all, &data, &ex).unwrap();
+    let acc = |v: &serde_json::Value| v.as_f64().unwrap();
+    let alone: Vec<mtl::MtlResult> = data
+        .iter()
+        .enumerate()
+        .map(|(t, p)| {
+            mtl::run(
+                &options(d.path(), &paths, t, p.clone(), &format!("one{t}")),
+                &ex,
+            )
+            .unwrap()
+        })
+        .collect();
+    for row in [
+        "dawin",
+        "dawin-domain",
+        "task-arithmetic",
+        "weight-average",
+        "ties",
+        "individual",
+    ] {
+        let mut sum = 0.0;
+        for (t, one) in alone.iter().enumerate() {
+            let name = if row == "individual" {
+                format!("task:{t}")
+            } else {
+                row.to_string()
+            };
+            let want = acc(&one.summary["methods"][&name]["accuracy"]);
+            assert_eq!(
+                acc(&r.summary["methods"][row]["accuracy"][t]),
+                want,
+                "{row} task {t}"
+            );
+            sum += want;
+        }
+        let mean = acc(&r.summary["methods"][row]["mean"]);
+        assert!((mean - sum / 3.0).abs() < 1e-12, "{row}: {mean}");
+    }
+    assert_eq!(r.runs[2].summary["methods"]["dawin"]["count"], 7);
+    assert!(d.path().join("all/task-2/summary.json").is_file());
+    assert!(d.path().join("all/tasks.json").is_file() && r.table.contains("mean"));
+    let e = mtl_tasks::run(&all, &data[..2], &ex).err().unwrap();
+    assert!(e.to_string().contains("one data set per task"), "{e}");
 }
 
 /// TIES on a hand-worked example of three task vectors of four entries,

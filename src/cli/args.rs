@@ -25,7 +25,12 @@ pub struct DataArgs {
     #[arg(long, help_heading = "Inputs")]
     pub finetuned: PathBuf,
     /// Safetensors with `pixel_values` [N,3,S,S] and `labels` [N], or an
-    /// image folder with one subfolder per class.
+    /// image folder with one subfolder per class. `eval` also takes several
+    /// sets, `name=PATH,name=PATH,...`: the first in distribution, the
+    /// others shifted; one run per set into OUT/name/, then a per-set table
+    /// with the OOD mean (OUT/sets.json, OUT/table.txt, OUT/wise-ft.svg).
+    /// A set named imagenet-a, imagenet-r, objectnet or imagenet-v2 is read
+    /// with that shipped label space (the label-space flags serve the rest).
     #[arg(long, help_heading = "Inputs")]
     pub data: PathBuf,
     /// Output folder (created if needed); also holds the logits cache.
@@ -366,10 +371,14 @@ pub struct EvalMtlArgs {
     /// Comma list of the task models θ_1..θ_T, each with its head.
     #[arg(long, value_delimiter = ',', required = true, help_heading = "Inputs")]
     pub tasks: Vec<PathBuf>,
-    /// Index (0-based) in --tasks of the task whose data and head are evaluated.
+    /// Index (0-based) in --tasks of the task whose data and head are
+    /// evaluated. Without it every task is: --data then lists one data set
+    /// per task, and the results are a per-task table with the mean.
     #[arg(long, help_heading = "Inputs")]
-    pub task_index: usize,
-    /// Labelled data of that task (safetensors or class folders).
+    pub task_index: Option<usize>,
+    /// Labelled data of that task (safetensors or class folders); without
+    /// --task-index, a comma list of every task's data in --tasks order
+    /// (task t into OUT/task-t/, then OUT/tasks.json and OUT/table.txt).
     #[arg(long, help_heading = "Inputs")]
     pub data: PathBuf,
     /// Output folder.
@@ -399,11 +408,25 @@ pub struct EvalMtlArgs {
 }
 
 impl EvalMtlArgs {
+    /// Every task's data when no --task-index picks one.
+    pub fn all_task_data(&self) -> Option<Vec<PathBuf>> {
+        if self.task_index.is_some() {
+            return None;
+        }
+        let text = self.data.to_string_lossy();
+        Some(
+            text.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| PathBuf::from(s.trim()))
+                .collect(),
+        )
+    }
+
     pub fn options(&self) -> MtlOptions {
         MtlOptions {
             base: self.base.clone(),
             tasks: self.tasks.clone(),
-            task_index: self.task_index,
+            task_index: self.task_index.unwrap_or(0),
             data: self.data.clone(),
             out_dir: self.out_dir.clone(),
             scale: self.scale,

@@ -5,7 +5,7 @@ use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags, TextFlags};
 use anyhow::{Result, bail};
 use dawin::bench::BenchOptions;
 use dawin::exec::{self, DeviceKind};
-use dawin::method::{data, demo, eval, mtl, report, shard, synth};
+use dawin::method::{data, demo, eval, mtl, multiset, report, shard, synth};
 use dawin::model::Model;
 use dawin::model::device::Precision;
 use dawin::tensorfile::{Tensor, write_atomic, write_f32_with_labels};
@@ -69,7 +69,10 @@ pub fn run(cmd: Cmd) -> Result<()> {
         Cmd::Eval(a) => run_eval(&a),
         Cmd::Expertise(c) => run_expertise(&c),
         Cmd::Calibrate(c) => run_calibrate(&c),
-        Cmd::EvalMtl(a) => run_mtl(&a.options(), a.run),
+        Cmd::EvalMtl(a) => match a.all_task_data() {
+            Some(data) => run_mtl_tasks(&a.options(), &data, a.run),
+            None => run_mtl(&a.options(), a.run),
+        },
         Cmd::Demo {
             out_dir,
             per_class,
@@ -267,6 +270,9 @@ fn encode_text(
 fn run_eval(a: &EvalArgs) -> Result<()> {
     let run = a.common.run;
     let opts = a.options()?;
+    if let Some(sets) = multiset::parse_sets(&opts.data)? {
+        return run_eval_sets(&opts, &sets, run);
+    }
     let ex = run.open()?;
     let r = eval::run(&opts, ex.as_ref())?;
     print!("{}", r.table);
@@ -279,7 +285,46 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
     run.report(ex.as_ref())
 }
 
+/// `eval --data name=PATH,...`: each set's table, then the per-set one.
+fn run_eval_sets(
+    opts: &eval::EvalOptions,
+    sets: &[multiset::DataSet],
+    run: RunFlags,
+) -> Result<()> {
+    let ex = run.open()?;
+    let r = multiset::run(opts, sets, ex.as_ref())?;
+    for (name, one) in &r.runs {
+        println!("== {name}: {} samples ==", one.indices.len());
+        print!("{}", one.table);
+    }
+    println!();
+    print!("{}", r.table);
+    let curve = r
+        .wise_svg
+        .as_ref()
+        .map_or(String::new(), |p| format!(", {}", p.display()));
+    println!(
+        "{} sets on {}; outputs in {} (sets.json, table.txt{curve}; one folder per set)",
+        r.runs.len(),
+        ex.name(),
+        opts.out_dir.display()
+    );
+    run.report(ex.as_ref())
+}
+
+/// `expertise` and `calibrate` read one data set.
+fn one_set(c: &DataArgs, command: &str) -> Result<()> {
+    if multiset::parse_sets(&c.data)?.is_some() {
+        bail!(
+            "--data {}: a list of name=PATH sets is for `dawin eval`; `dawin {command}` reads one data set",
+            c.data.display()
+        );
+    }
+    Ok(())
+}
+
 fn run_expertise(c: &DataArgs) -> Result<()> {
+    one_set(c, "expertise")?;
     let opts = c.options()?;
     let ex = c.run.open()?;
     let r = eval::run_expertise(&opts, ex.as_ref())?;
@@ -294,6 +339,7 @@ fn run_expertise(c: &DataArgs) -> Result<()> {
 }
 
 fn run_calibrate(c: &DataArgs) -> Result<()> {
+    one_set(c, "calibrate")?;
     let opts = c.options()?;
     let ex = c.run.open()?;
     let r = dawin::method::calibrate::run(&opts, ex.as_ref())?;
@@ -325,6 +371,29 @@ fn run_mtl(o: &mtl::MtlOptions, run: RunFlags) -> Result<()> {
     print!("{}", r.table);
     println!(
         "outputs in {} (summary.json, samples.csv)",
+        o.out_dir.display()
+    );
+    run.report(ex.as_ref())
+}
+
+/// `eval-mtl` without `--task-index`: every task on its own data.
+fn run_mtl_tasks(o: &mtl::MtlOptions, data: &[PathBuf], run: RunFlags) -> Result<()> {
+    if run.precision != Precision::F32 {
+        bail!(
+            "eval-mtl runs in f32 only for now (--precision {} is not supported)",
+            run.precision
+        );
+    }
+    let ex = run.open()?;
+    let r = dawin::method::mtl_tasks::run(o, data, ex.as_ref())?;
+    for (t, one) in r.runs.iter().enumerate() {
+        println!("== task {t}: {} ==", data[t].display());
+        print!("{}", one.table);
+    }
+    println!();
+    print!("{}", r.table);
+    println!(
+        "outputs in {} (tasks.json, table.txt; task-t/ per task)",
         o.out_dir.display()
     );
     run.report(ex.as_ref())

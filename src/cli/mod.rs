@@ -42,7 +42,11 @@ const EVAL_EXAMPLES: &str = "Examples:
       --interp bmm:3 --device cuda --precision bf16
   # ObjectNet: its 113 folders, the 2-pixel border crop, the pooled classes
   dawin eval --pretrained zs/ --finetuned ft/ --data objectnet-1.0/images -o runs/objectnet \\
-      --folders objectnet --crop-border 2 --class-map objectnet";
+      --folders objectnet --crop-border 2 --class-map objectnet
+  # ImageNet and its shifts in one command: one run per set in runs/in1k/NAME/,
+  # then the per-set table with the OOD mean (the named sets get their label spaces)
+  dawin eval --pretrained zs/ --finetuned ft/ -o runs/in1k --temperature vit-b32 \\
+      --data imagenet=val/,imagenet-v2=v2/,imagenet-r=r/,imagenet-a=a/,objectnet=objectnet-1.0/images";
 
 const ZEROSHOT_EXAMPLES: &str = "Examples:
   # CLIP's ImageNet classifier from an HF folder, OpenAI's 80 templates
@@ -126,7 +130,7 @@ pub enum Cmd {
     /// θ0 + Σ_t s·T·c_t·(θ_t − θ0). Baselines: task arithmetic (θ0 + s·Σ τ_t)
     /// and each task model alone. Writes summary.json and samples.csv.
     #[command(
-        after_help = "Example:\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --task-index 1 --data dtd_test/ -o runs/dtd"
+        after_help = "Examples:\n  # one task: DTD's data and head\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --task-index 1 --data dtd_test/ -o runs/dtd\n  # every task on its own data: a per-task table with the mean\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --data cars_test/,dtd_test/,eurosat_test/ -o runs/mtl"
     )]
     EvalMtl(Box<args::EvalMtlArgs>),
     /// Build a zero-shot classifier from CLIP's text tower.
@@ -269,7 +273,9 @@ pub enum Cmd {
     /// --data, for the pretrained and the fine-tuned model apart (T from
     /// 0.01 to 100), and writes OUT/temperature.json with the NLL at T = 1
     /// and at the fitted T; `eval --temperature OUT/temperature.json`
-    /// reads it. Use data held out from the evaluated sets. --temperature
+    /// reads it. A fit that lands on a bound is refused (the NLL still
+    /// falls beyond it: a model right on every sample, or no better than
+    /// chance). Use data held out from the evaluated sets. --temperature
     /// is not read here.
     Calibrate(Box<DataArgs>),
     /// Scale-out: merge shard outputs.

@@ -75,6 +75,24 @@ fn lookup(arg: &Path, table: &[(&'static str, &'static str)]) -> Named {
     }
 }
 
+/// A shipped list's text by its exact name, whatever files exist (for the
+/// multi-set presets, which name the shipped lists, not files).
+fn shipped(name: &str, table: &[(&'static str, &'static str)]) -> Option<&'static str> {
+    table.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+pub fn shipped_subset(name: &str) -> Option<&'static str> {
+    shipped(name, &SUBSETS)
+}
+
+pub fn shipped_map(name: &str) -> Option<&'static str> {
+    shipped(name, &MAPS)
+}
+
+pub fn shipped_folders(name: &str) -> Option<&'static str> {
+    shipped(name, &FOLDERS)
+}
+
 pub fn subset(arg: &Path) -> Named {
     lookup(arg, &SUBSETS)
 }

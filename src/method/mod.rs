@@ -19,6 +19,8 @@ pub mod lambda;
 pub mod merging;
 pub mod methods;
 pub mod mtl;
+pub mod mtl_tasks;
+pub mod multiset;
 pub mod options;
 pub mod outdir;
 pub mod plot;

@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[derive(Clone)]
 pub struct MtlOptions {
     pub base: PathBuf,
     pub tasks: Vec<PathBuf>,

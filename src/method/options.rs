@@ -11,6 +11,7 @@ use crate::model::device::Precision;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
+#[derive(Clone)]
 pub struct EvalOptions {
     pub pretrained: PathBuf,
     pub finetuned: PathBuf,
