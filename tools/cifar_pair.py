@@ -11,47 +11,32 @@ CPU; about 40 minutes on 2 cores).
   and corruption mixing: half of each epoch's images come from a copy of the
   train set corrupted with the TRAIN corruptions below at severities 1-5.
 * "Fine-tuned": started from it and trained on the clean train set only.
-* Test sets: 2000 test images (every 5th, all classes), clean, and with each
-  TEST corruption (disjoint from the training ones) at severities 3 and 5,
-  written as class folders of PNGs for `dawin preprocess`.
+* Test sets: written by tools/cifar_tests.py (called from here first):
+  2000 test images (every 5th, all classes), clean, and with each TEST
+  corruption (disjoint from the training ones) at severities 3 and 5.
 
 Nothing derived from CIFAR images is written inside the repository except the
-two trained models (into --out). Seeds are fixed; nothing is tuned on the
-test sets.
+two trained models (into --out). Seeds are fixed (torch's, and numpy's for
+the corruptions); nothing is tuned on the test sets. The models in cifar/
+were trained before numpy's global generator was seeded here, so a retrain
+gives close but not byte-identical weights.
 """
 import argparse
-import io
 import os
 import sys
-import tarfile
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cifar_tests import read_tar, write_test_sets  # noqa: E402
 from train_demo import save  # noqa: E402  (same checkpoint format as the demo)
 
 TRAIN_CORRUPTIONS = ["gaussian_noise", "defocus_blur", "snow", "saturate", "spatter", "speckle_noise"]
-TEST_CORRUPTIONS = ["shot_noise", "impulse_noise", "motion_blur", "contrast", "pixelate", "jpeg_compression"]
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-
-
-def read_tar(path):
-    """(images uint8 [N,32,32,3], labels, class names, raw JPEG bytes)."""
-    imgs, labels, raw = [], [], []
-    with tarfile.open(path) as t:
-        members = sorted((m for m in t.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name)
-        classes = sorted({m.name.split("/")[-2] for m in members})
-        for m in members:
-            b = t.extractfile(m).read()
-            raw.append(b)
-            imgs.append(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")))
-            labels.append(classes.index(m.name.split("/")[-2]))
-    return np.stack(imgs), np.array(labels), classes, raw
 
 
 class Net(torch.nn.Module):
@@ -113,13 +98,6 @@ def train(model, clean, corrupted, labels, epochs, lr, seed, mix):
     model.eval()
 
 
-def write_folder(root, imgs, labels, classes):
-    for c in classes:
-        os.makedirs(os.path.join(root, c), exist_ok=True)
-    for i, (im, y) in enumerate(zip(imgs, labels)):
-        Image.fromarray(im).save(os.path.join(root, classes[y], f"{i:05d}.png"))
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cifar", default="../shared/data/cifar10")
@@ -134,24 +112,19 @@ def main():
     torch.manual_seed(a.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.time()
-    xtr, ytr, classes, _ = read_tar(os.path.join(a.cifar, "train.tar"))
-    xte, yte, _, raw = read_tar(os.path.join(a.cifar, "test.tar"))
+    xtr, ytr, classes = read_tar(os.path.join(a.cifar, "train.tar"))
+    xte, yte, _ = read_tar(os.path.join(a.cifar, "test.tar"))
     print(f"read {len(xtr)} train and {len(xte)} test images ({time.time() - t0:.0f}s)", flush=True)
 
     # Test sets first (cheap), so an interrupted training still leaves them.
-    sel = np.arange(0, len(xte), a.test_every)
     tests = os.path.join(a.work, "test")
-    if not os.path.isdir(os.path.join(tests, "clean")):
-        write_folder(os.path.join(tests, "clean"), xte[sel], yte[sel], classes)
-        for c in TEST_CORRUPTIONS:
-            for s in (3, 5):
-                imgs = np.stack([corrupt(im, corruption_name=c, severity=s) for im in xte[sel]])
-                write_folder(os.path.join(tests, f"{c}-{s}"), imgs.astype(np.uint8), yte[sel], classes)
-        print(f"test sets in {tests} ({time.time() - t0:.0f}s)", flush=True)
+    write_test_sets(xte, yte, classes, tests, a.test_every, a.seed)
+    print(f"test sets in {tests} ({time.time() - t0:.0f}s)", flush=True)
 
     rng = np.random.default_rng(a.seed)
     names = rng.integers(0, len(TRAIN_CORRUPTIONS), len(xtr))
     sev = rng.integers(1, 6, len(xtr))
+    np.random.seed(a.seed)  # the noise corruptions draw from numpy's global generator
     corrupted = np.stack([corrupt(im, corruption_name=TRAIN_CORRUPTIONS[n], severity=int(s))
                           for im, n, s in zip(xtr, names, sev)]).astype(np.uint8)
     print(f"corrupted training copy ready ({time.time() - t0:.0f}s)", flush=True)
