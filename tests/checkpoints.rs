@@ -392,3 +392,25 @@ proptest! {
         let _ = pickle::load_legacy(&p, 0..p.len(), Globals::Records);
     }
 }
+
+/// A safetensors file whose header length's low bytes read as a pickle's
+/// PROTO opcode (0x80, protocol 2: a 640-byte header) is still safetensors.
+#[test]
+fn a_safetensors_header_that_starts_like_a_pickle() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("x.safetensors");
+    let body = r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"pad":""#;
+    let header = body.to_string() + &"a".repeat(640 - body.len() - 3) + r#""}}"#;
+    assert_eq!(header.len(), 640);
+    let mut bytes = (640u64).to_le_bytes().to_vec();
+    assert_eq!(
+        &bytes[..2],
+        &[0x80, 0x02],
+        "the test needs a PROTO-like start"
+    );
+    bytes.extend(header.as_bytes());
+    bytes.extend(1.5f32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let c = Checkpoint::open(&path, OpenOptions::default()).unwrap();
+    assert_eq!(c.read_f32("x").unwrap(), vec![1.5]);
+}

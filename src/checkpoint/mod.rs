@@ -138,6 +138,19 @@ pub struct OpenOptions {
     pub pickled_modules: bool,
 }
 
+/// A plain pickle starts with PROTO (0x80) and a protocol of at most 5. A
+/// safetensors file whose header length has those two low bytes (e.g. a
+/// 640-byte header: 0x80 0x02) starts the same way, so a file whose first
+/// 8 bytes are a header length that fits it, followed by `{`, is not one.
+fn looks_like_pickle(map: &[u8]) -> bool {
+    let proto = map.first() == Some(&0x80) && map.len() > 2 && map[1] <= 5;
+    let safetensors = map.len() > 8 && {
+        let n = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
+        n <= (map.len() - 8) as u64 && map[8] == b'{'
+    };
+    proto && !safetensors
+}
+
 /// A model artefact's tensors, metadata and configuration hints.
 pub struct Checkpoint {
     path: PathBuf,
@@ -200,7 +213,7 @@ impl Checkpoint {
         let (entries, desc, meta) = if map.starts_with(torch::ZIP_MAGIC) {
             let t = torch::read(path, &map, idx, globals)?;
             (t.entries, t.description, HashMap::new())
-        } else if map.first() == Some(&0x80) && map.len() > 2 && map[1] <= 5 {
+        } else if looks_like_pickle(&map) {
             // A plain pickle: WiSE-FT's pickle.dump, or torch's legacy format.
             let t = torch::read_pickle(path, &map, idx, globals)?;
             (t.entries, t.description, HashMap::new())
