@@ -13,7 +13,7 @@ use dawin::model::device::DeviceModel;
 use dawin::model::vit::forward;
 use dawin::model::{Act, Model, ModelSpec, Overrides};
 use dawin::rng::SplitMix;
-use dawin::tensorfile::{Tensor, write_f32_with_labels};
+use dawin::tensorfile::{Tensor, write_f32, write_f32_with_labels};
 use std::path::{Path, PathBuf};
 
 fn spec(classes: usize) -> ModelSpec {
@@ -86,6 +86,7 @@ fn options(
         overrides: Overrides::default(),
         progress: false,
         ties: (0.2, TiesMerge::Mean, 1.0),
+        heads: Vec::new(),
     }
 }
 
@@ -288,6 +289,153 @@ fn every_task_on_its_own_data_in_one_run() {
     assert!(d.path().join("all/tasks.json").is_file() && r.table.contains("mean"));
     let e = mtl_tasks::run(&all, &data[..2], &ex).err().unwrap();
     assert!(e.to_string().contains("one data set per task"), "{e}");
+}
+
+/// Writes `m`'s head alone as `path` (tensors `name`weight / `name`bias).
+fn save_head(m: &Model, path: &Path, name: &str, bias: bool) {
+    let (c, d) = (m.spec.classes.unwrap(), m.spec.embed_dim);
+    let w = m.flat[m.params.head_w.clone().unwrap()].to_vec();
+    let b = m.flat[m.params.head_b.clone().unwrap()].to_vec();
+    let wt = Tensor {
+        shape: vec![c, d],
+        data: w,
+    };
+    let bt = Tensor {
+        shape: vec![c],
+        data: b,
+    };
+    let (wn, bn) = (format!("{name}weight"), format!("{name}bias"));
+    let mut list = vec![(wn.as_str(), &wt)];
+    if bias {
+        list.push((bn.as_str(), &bt));
+    }
+    write_f32(path, &list, None).unwrap();
+}
+
+#[test]
+fn heads_from_their_own_files_equal_heads_in_the_models() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, tasks, paths) = three_tasks(d.path());
+    let mut bare = Vec::new();
+    let mut heads = Vec::new();
+    for (t, m) in tasks.iter().enumerate() {
+        let p = d.path().join(format!("bare{t}.safetensors"));
+        m.with_head(None, None).save(&p).unwrap();
+        bare.push(p);
+        let h = d.path().join(format!("head_{t}.safetensors"));
+        save_head(
+            m,
+            &h,
+            if t == 1 { "" } else { "classification_head." },
+            true,
+        );
+        heads.push(h);
+    }
+    let data = d.path().join("data.safetensors");
+    write_data(&data, 5, 7, 31);
+    let ex = Cpu::new();
+    let with_models = mtl::run(&options(d.path(), &paths, 1, data.clone(), "a"), &ex).unwrap();
+    let from_files = MtlOptions {
+        tasks: bare.clone(),
+        heads: heads.clone(),
+        ..options(d.path(), &[], 1, data.clone(), "b")
+    };
+    let r = mtl::run(&from_files, &ex).unwrap();
+    assert_eq!(r.dawin_logits, with_models.dawin_logits);
+    assert_eq!(r.coefficients, with_models.coefficients);
+    // A whole model file serves as a head file: its classification head.
+    let mut whole = heads.clone();
+    whole[1] = paths[1].clone();
+    let w = mtl::run(
+        &MtlOptions {
+            heads: whole,
+            ..options(d.path(), &bare, 1, data.clone(), "c")
+        },
+        &ex,
+    )
+    .unwrap();
+    assert_eq!(w.dawin_logits, with_models.dawin_logits);
+    // Without the files the bare models have no head to evaluate.
+    let e = mtl::run(
+        &MtlOptions {
+            heads: vec![],
+            ..from_files.clone()
+        },
+        &ex,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("--head-files"), "{e}");
+    // One file per task; the head must fit the embedding; one linear layer.
+    let e = mtl::run(
+        &MtlOptions {
+            heads: heads[..2].to_vec(),
+            ..from_files.clone()
+        },
+        &ex,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("one per task"), "{e}");
+    let other = Model::random(common::small_spec(4, Act::QuickGelu), 8);
+    let mut wide = other.clone();
+    wide.spec.embed_dim += 1;
+    let h = d.path().join("wide.safetensors");
+    let wt = Tensor {
+        shape: vec![4, wide.spec.embed_dim],
+        data: vec![0.1; 4 * wide.spec.embed_dim],
+    };
+    write_f32(&h, &[("weight", &wt)], None).unwrap();
+    let mut bad = heads.clone();
+    bad[1] = h.clone();
+    let e = mtl::run(
+        &MtlOptions {
+            heads: bad.clone(),
+            ..from_files.clone()
+        },
+        &ex,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("embedding has"), "{e}");
+    write_f32(&h, &[("a.weight", &wt), ("b.weight", &wt)], None).unwrap();
+    let e = mtl::run(
+        &MtlOptions {
+            heads: bad.clone(),
+            ..from_files.clone()
+        },
+        &ex,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("2 2-D weights"), "{e}");
+    let nan = Tensor {
+        shape: vec![4, other.spec.embed_dim],
+        data: vec![f32::NAN; 4 * other.spec.embed_dim],
+    };
+    write_f32(&h, &[("weight", &nan)], None).unwrap();
+    let e = mtl::run(
+        &MtlOptions {
+            heads: bad,
+            ..from_files
+        },
+        &ex,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("NaN"), "{e}");
+}
+
+/// A head without a bias gets zeros, as the model loader does.
+#[test]
+fn a_head_file_without_bias_has_zero_bias() {
+    let d = tempfile::tempdir().unwrap();
+    let m = Model::random(spec(5), 3);
+    let p = d.path().join("head.safetensors");
+    save_head(&m, &p, "", false);
+    let h = dawin::model::head_file::read(&p, m.spec.embed_dim).unwrap();
+    assert_eq!((h.classes, h.b.clone()), (5, vec![0.0; 5]));
+    assert_eq!(h.w, m.flat[m.params.head_w.clone().unwrap()].to_vec());
 }
 
 /// TIES on a hand-worked example of three task vectors of four entries,

@@ -376,6 +376,13 @@ pub struct EvalMtlArgs {
     /// per task, and the results are a per-task table with the mean.
     #[arg(long, help_heading = "Inputs")]
     pub task_index: Option<usize>,
+    /// Each task's classification head as its own file, in --tasks order
+    /// (safetensors, a state dict or a pickled head module with one 2-D
+    /// `weight` [classes, embed_dim] and an optional `bias`; applied to the
+    /// normalised embedding), for task models saved without heads, as the
+    /// official multi-task checkpoints are. Replaces the models' own heads.
+    #[arg(long, value_delimiter = ',', help_heading = "Inputs")]
+    pub head_files: Vec<PathBuf>,
     /// Labelled data of that task (safetensors or class folders); without
     /// --task-index, a comma list of every task's data in --tasks order
     /// (task t into OUT/task-t/, then OUT/tasks.json and OUT/table.txt).
@@ -434,6 +441,7 @@ impl EvalMtlArgs {
             overrides: self.arch.overrides(),
             progress: !self.quiet,
             ties: (self.ties_keep, self.ties_merge, self.ties_scale),
+            heads: self.head_files.clone(),
         }
     }
 }

@@ -331,3 +331,16 @@ pub enum Cmd {
         folders: args::FolderFlags,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every command (unique flag
+    /// names across flattened groups, valid defaults, conflicts that name
+    /// real flags), which it otherwise runs only when a command is parsed.
+    /// clap compiles them in debug builds only: `cargo test`, not
+    /// `cargo test --release`.
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::model::device::{DeviceModel, Precision};
 use crate::model::vit::forward;
-use crate::model::{Model, Overrides};
+use crate::model::{Model, Overrides, head_file};
 use crate::ops::{add_scaled_diff::AddScaledDiff, lerp::Lerp};
 use crate::tensorfile::write_atomic;
 use serde_json::json;
@@ -42,6 +42,9 @@ pub struct MtlOptions {
     /// TIES: the fraction of each task vector kept, the aggregation and the
     /// scale of the merged task vector.
     pub ties: (f64, TiesMerge, f32),
+    /// Each task's head as its own file, in `tasks` order (`--head-files`);
+    /// empty: the heads are in the task models.
+    pub heads: Vec<PathBuf>,
 }
 
 pub struct MtlResult {
@@ -76,11 +79,13 @@ fn load_models(o: &MtlOptions) -> Result<(Model, Vec<Model>, usize)> {
         ));
     }
     let eval_path = &o.tasks[o.task_index];
-    let eval_task = Model::load_warn(eval_path, o.overrides)?;
-    let classes = eval_task
-        .spec
-        .classes
-        .ok_or_else(|| Error::file(eval_path, "has no classification head"))?;
+    let eval_task = with_head_file(Model::load_warn(eval_path, o.overrides)?, o)?;
+    let classes = eval_task.spec.classes.ok_or_else(|| {
+        Error::file(
+            eval_path,
+            "has no classification head (give the heads as files with --head-files)",
+        )
+    })?;
     let base = Model::load_warn(&o.base, o.overrides)?.with_head_of(&eval_task);
     let mut tasks = Vec::with_capacity(t_count);
     for p in &o.tasks {
@@ -103,6 +108,22 @@ fn load_models(o: &MtlOptions) -> Result<(Model, Vec<Model>, usize)> {
         tasks.push(m);
     }
     Ok((base, tasks, classes))
+}
+
+/// The evaluated task's model with its head from `--head-files`, when given.
+fn with_head_file(task: Model, o: &MtlOptions) -> Result<Model> {
+    if o.heads.is_empty() {
+        return Ok(task);
+    }
+    if o.heads.len() != o.tasks.len() {
+        return Err(crate::invalid!(
+            "--head-files lists {} files for {} task models (one per task, in --tasks order)",
+            o.heads.len(),
+            o.tasks.len()
+        ));
+    }
+    let h = head_file::read(&o.heads[o.task_index], task.spec.embed_dim)?;
+    Ok(task.with_head(Some((h.w, h.b)), Some(h.classes)))
 }
 
 /// The models on the executor and the working buffer of the merges.

@@ -7,6 +7,7 @@ pub mod batch;
 mod blocks;
 pub mod convert;
 pub mod device;
+pub mod head_file;
 pub mod load;
 mod reader;
 pub mod text;
