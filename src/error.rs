@@ -30,6 +30,16 @@ impl Error {
             msg: msg.into(),
         }
     }
+    /// The error of one part of a larger run (a data set, a task), its
+    /// message prefixed with `part`; file and I/O errors already name
+    /// their path and stay as they are.
+    pub fn within(self, part: &str) -> Self {
+        match self {
+            Error::Invalid(m) => Error::Invalid(format!("{part}: {m}")),
+            Error::Device(m) => Error::Device(format!("{part}: {m}")),
+            e => e,
+        }
+    }
     pub fn io(path: &Path, err: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),

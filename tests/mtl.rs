@@ -355,75 +355,41 @@ fn heads_from_their_own_files_equal_heads_in_the_models() {
     )
     .unwrap();
     assert_eq!(w.dawin_logits, with_models.dawin_logits);
-    // Without the files the bare models have no head to evaluate.
-    let e = mtl::run(
-        &MtlOptions {
-            heads: vec![],
+    // What a run with these head files refuses, as its message.
+    let refused = |heads: Vec<PathBuf>| {
+        let o = MtlOptions {
+            heads,
             ..from_files.clone()
-        },
-        &ex,
-    )
-    .err()
-    .unwrap();
-    assert!(e.to_string().contains("--head-files"), "{e}");
-    // One file per task; the head must fit the embedding; one linear layer.
-    let e = mtl::run(
-        &MtlOptions {
-            heads: heads[..2].to_vec(),
-            ..from_files.clone()
-        },
-        &ex,
-    )
-    .err()
-    .unwrap();
-    assert!(e.to_string().contains("one per task"), "{e}");
-    let other = Model::random(common::small_spec(4, Act::QuickGelu), 8);
-    let mut wide = other.clone();
-    wide.spec.embed_dim += 1;
-    let h = d.path().join("wide.safetensors");
-    let wt = Tensor {
-        shape: vec![4, wide.spec.embed_dim],
-        data: vec![0.1; 4 * wide.spec.embed_dim],
+        };
+        mtl::run(&o, &ex).err().unwrap().to_string()
     };
-    write_f32(&h, &[("weight", &wt)], None).unwrap();
+    // Without the files the bare models have no head to evaluate.
+    let e = refused(vec![]);
+    assert!(e.contains("--head-files"), "{e}");
+    // One file per task; the head must fit the embedding; one linear layer.
+    let e = refused(heads[..2].to_vec());
+    assert!(e.contains("one per task"), "{e}");
+    let dim = tasks[0].spec.embed_dim;
+    let h = d.path().join("wide.safetensors");
     let mut bad = heads.clone();
     bad[1] = h.clone();
-    let e = mtl::run(
-        &MtlOptions {
-            heads: bad.clone(),
-            ..from_files.clone()
-        },
-        &ex,
-    )
-    .err()
-    .unwrap();
-    assert!(e.to_string().contains("embedding has"), "{e}");
+    let wt = Tensor {
+        shape: vec![4, dim + 1],
+        data: vec![0.1; 4 * (dim + 1)],
+    };
+    write_f32(&h, &[("weight", &wt)], None).unwrap();
+    let e = refused(bad.clone());
+    assert!(e.contains("embedding has"), "{e}");
     write_f32(&h, &[("a.weight", &wt), ("b.weight", &wt)], None).unwrap();
-    let e = mtl::run(
-        &MtlOptions {
-            heads: bad.clone(),
-            ..from_files.clone()
-        },
-        &ex,
-    )
-    .err()
-    .unwrap();
-    assert!(e.to_string().contains("2 2-D weights"), "{e}");
+    let e = refused(bad.clone());
+    assert!(e.contains("2 2-D weights"), "{e}");
     let nan = Tensor {
-        shape: vec![4, other.spec.embed_dim],
-        data: vec![f32::NAN; 4 * other.spec.embed_dim],
+        shape: vec![4, dim],
+        data: vec![f32::NAN; 4 * dim],
     };
     write_f32(&h, &[("weight", &nan)], None).unwrap();
-    let e = mtl::run(
-        &MtlOptions {
-            heads: bad,
-            ..from_files
-        },
-        &ex,
-    )
-    .err()
-    .unwrap();
-    assert!(e.to_string().contains("NaN"), "{e}");
+    let e = refused(bad);
+    assert!(e.contains("NaN"), "{e}");
 }
 
 /// A head without a bias gets zeros, as the model loader does.

@@ -368,7 +368,8 @@ pub struct EvalMtlArgs {
     /// The shared pretrained model θ0.
     #[arg(long, help_heading = "Inputs")]
     pub base: PathBuf,
-    /// Comma list of the task models θ_1..θ_T, each with its head.
+    /// Comma list of the task models θ_1..θ_T, each with its head (or
+    /// without one, when --head-files gives the heads).
     #[arg(long, value_delimiter = ',', required = true, help_heading = "Inputs")]
     pub tasks: Vec<PathBuf>,
     /// Index (0-based) in --tasks of the task whose data and head are

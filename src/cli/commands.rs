@@ -360,13 +360,7 @@ fn run_calibrate(c: &DataArgs) -> Result<()> {
 }
 
 fn run_mtl(o: &mtl::MtlOptions, run: RunFlags) -> Result<()> {
-    if run.precision != Precision::F32 {
-        bail!(
-            "eval-mtl runs in f32 only for now (--precision {} is not supported)",
-            run.precision
-        );
-    }
-    let ex = run.open()?;
+    let ex = open_for_mtl(run)?;
     let r = mtl::run(o, ex.as_ref())?;
     print!("{}", r.table);
     println!(
@@ -376,15 +370,20 @@ fn run_mtl(o: &mtl::MtlOptions, run: RunFlags) -> Result<()> {
     run.report(ex.as_ref())
 }
 
-/// `eval-mtl` without `--task-index`: every task on its own data.
-fn run_mtl_tasks(o: &mtl::MtlOptions, data: &[PathBuf], run: RunFlags) -> Result<()> {
+/// The executor of `eval-mtl`, which runs in f32 only.
+fn open_for_mtl(run: RunFlags) -> Result<Box<dyn dawin::exec::Executor>> {
     if run.precision != Precision::F32 {
         bail!(
             "eval-mtl runs in f32 only for now (--precision {} is not supported)",
             run.precision
         );
     }
-    let ex = run.open()?;
+    run.open()
+}
+
+/// `eval-mtl` without `--task-index`: every task on its own data.
+fn run_mtl_tasks(o: &mtl::MtlOptions, data: &[PathBuf], run: RunFlags) -> Result<()> {
+    let ex = open_for_mtl(run)?;
     let r = dawin::method::mtl_tasks::run(o, data, ex.as_ref())?;
     for (t, one) in r.runs.iter().enumerate() {
         println!("== task {t}: {} ==", data[t].display());

@@ -57,7 +57,7 @@ pub fn run(base: &MtlOptions, data: &[PathBuf], ex: &dyn Executor) -> Result<Mtl
             out_dir: base.out_dir.join(format!("task-{t}")),
             ..base.clone()
         };
-        runs.push(mtl::run(&o, ex).map_err(|e| in_task(t, e))?);
+        runs.push(mtl::run(&o, ex).map_err(|e| e.within(&format!("task {t}")))?);
     }
     let summary = combine(base, data, &runs);
     let table = table(&summary);
@@ -69,13 +69,6 @@ pub fn run(base: &MtlOptions, data: &[PathBuf], ex: &dyn Executor) -> Result<Mtl
         summary,
         table,
     })
-}
-
-fn in_task(t: usize, e: Error) -> Error {
-    match e {
-        Error::Invalid(m) => Error::Invalid(format!("task {t}: {m}")),
-        e => e,
-    }
 }
 
 /// One task's accuracy for a table row.

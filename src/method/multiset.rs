@@ -149,7 +149,7 @@ pub fn run(base: &EvalOptions, sets: &[DataSet], ex: &dyn Executor) -> Result<Mu
                 preset.map_or(String::new(), |p| format!(": {p}"))
             );
         }
-        let r = eval::run(&o, ex).map_err(|e| in_set(&set.name, e))?;
+        let r = eval::run(&o, ex).map_err(|e| e.within(&format!("set {}", set.name)))?;
         described.push(json!({
             "name": set.name,
             "data": set.path.display().to_string(),
@@ -182,15 +182,6 @@ fn set_options(base: &EvalOptions, set: &DataSet) -> EvalOptions {
     o.progress_label = format!("{}{}: ", base.progress_label, set.name);
     o.save_components = base.save_components.as_ref().map(|d| d.join(&set.name));
     o
-}
-
-/// An error of one set's run, naming the set.
-fn in_set(name: &str, e: Error) -> Error {
-    match e {
-        Error::Invalid(m) => Error::Invalid(format!("set {name}: {m}")),
-        Error::Device(m) => Error::Device(format!("set {name}: {m}")),
-        e => e,
-    }
 }
 
 /// `sets.json`: per method, the accuracy on each set (null where the
