@@ -11,7 +11,10 @@ use crate::error::Result;
 use crate::exec::{Executor, OwnedBuf};
 use crate::method::bmm::BetaMixture;
 use crate::method::engine::Engine;
+use crate::method::mtl::merge_into;
 use crate::model::device::{DeviceModel, Precision};
+use crate::model::stack::ModelStack;
+use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, ModelSpec};
 use crate::ops::attention::{Attention, AttentionShape};
 use crate::ops::attention_bf16::AttentionBf16;
@@ -37,6 +40,8 @@ pub struct BenchOptions {
     pub images: usize,
     pub kernels: bool,
     pub pipeline: bool,
+    /// Multi-task per-sample merges, batched against built per sample.
+    pub mtl: bool,
     /// Only benchmarks whose name contains this.
     pub filter: Option<String>,
     /// Arithmetic of the pipeline rows (named `… bf16` in bf16).
@@ -100,6 +105,9 @@ pub fn run(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     }
     if o.pipeline {
         rows.extend(pipeline(ex, o)?);
+    }
+    if o.mtl {
+        rows.extend(mtl(ex, o)?);
     }
     Ok(rows)
 }
@@ -542,6 +550,89 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         }
         Ok(())
     })?;
+    Ok(rows)
+}
+
+/// Multi-task DaWin's per-sample merges of T random task models (3 quick,
+/// 8 as in the paper otherwise) on the pipeline's model and images, given
+/// the coefficients: `exact` through the stacked ops a batch at a time, and
+/// `materialize`, each sample's model built and run at batch 1. f32 only.
+pub fn mtl(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
+    if o.precision != Precision::F32 {
+        return Err(crate::invalid!(
+            "the multi-task rows run in f32 only: drop --precision bf16"
+        ));
+    }
+    let spec = pipeline_spec(o.quick);
+    let base = &Model::random(spec.clone(), 1);
+    let img = spec.channels * spec.image_size * spec.image_size;
+    crate::limits::at_most("--images", o.images, crate::limits::MAX_SAMPLES)?;
+    crate::limits::check_alloc("the pipeline's images", o.images, 4 * img)?;
+    let pixels = &random(o.images * img, 7);
+    let t_count = if o.quick { 3 } else { 8 };
+    let (exact, built) = (
+        format!("pipeline mtl exact (T={t_count})"),
+        format!("pipeline mtl materialize (T={t_count})"),
+    );
+    if !o.wanted(&exact) && !o.wanted(&built) {
+        return Ok(Vec::new());
+    }
+    let tasks: Vec<Model> = (0..t_count)
+        .map(|t| Model::random(base.spec.clone(), 100 + t as u64))
+        .collect();
+    let models: Vec<&Model> = std::iter::once(base).chain(&tasks).collect();
+    let stack = ModelStack::upload(ex, &models)?;
+    let work = DeviceModel::alloc_like(ex, base, Precision::F32)?;
+    let (n, bs) = (o.images, o.batch.max(1));
+    // s·T·c_t with c a softmax-like split that differs per sample.
+    let mut r = SplitMix(3);
+    let coef: Vec<f32> = (0..n)
+        .flat_map(|_| {
+            let c: Vec<f32> = (0..t_count).map(|_| r.uniform() + 0.1).collect();
+            let z: f32 = c.iter().sum();
+            c.into_iter()
+                .map(move |v| 0.3 * t_count as f32 * v / z)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<Vec<f64>> {
+        let mut times = Vec::new();
+        for rep in 0..=o.repeats {
+            ex.synchronize()?;
+            let t = Instant::now();
+            f()?;
+            ex.synchronize()?;
+            if rep > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(times)
+    };
+    let mut rows = Vec::new();
+    if o.wanted(&exact) {
+        let ms = time(&mut || {
+            for s in (0..n).step_by(bs) {
+                let k = bs.min(n - s);
+                let c = &coef[s * t_count..(s + k) * t_count];
+                forward_stacked(ex, &stack, &pixels[s * img..(s + k) * img], k, c)?;
+            }
+            Ok(())
+        })?;
+        rows.push(Row::from_times(exact, ms, Cost::default(), Some(n)));
+    }
+    if o.wanted(&built) {
+        let ms = time(&mut || {
+            for i in 0..n {
+                merge_into(ex, &work, &stack, |t| coef[i * t_count + t])?;
+                forward(ex, &work, &pixels[i * img..(i + 1) * img], 1, None)?;
+            }
+            Ok(())
+        })?;
+        rows.push(Row::from_times(built, ms, Cost::default(), Some(n)));
+    }
+    for r in &rows {
+        o.finished(r);
+    }
     Ok(rows)
 }
 

@@ -14,15 +14,20 @@ use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::attention_bf16::AttentionBf16;
 use dawin::ops::cast_bf16::CastBf16;
 use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use dawin::ops::embed_add_multi::EmbedAddMulti;
 use dawin::ops::gather_rows::{GatherRows, GatherShape};
 use dawin::ops::gemm::{Gemm, GemmShape};
 use dawin::ops::gemm_bf16::{Activation, Epilogue, GemmBf16};
 use dawin::ops::gemm_dual::{DualGemm, GemmDual};
 use dawin::ops::gemm_dual_bf16::GemmDualBf16;
+use dawin::ops::gemm_multi::GemmMulti;
 use dawin::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
+use dawin::ops::layernorm_multi::LayerNormMulti;
 use dawin::ops::patch_embed::{PatchEmbed, PatchShape};
 use dawin::ops::softmax_entropy::SoftmaxEntropy;
-use dawin::ops::{Mix, Op, PTX_MODULES, add::Add, add_scaled_diff::AddScaledDiff, gelu::Gelu};
+use dawin::ops::{
+    Mix, MultiMix, Op, PTX_MODULES, add::Add, add_scaled_diff::AddScaledDiff, gelu::Gelu,
+};
 use dawin::ops::{
     l2_normalize::L2Normalize, lerp::Lerp, lerp_bf16::LerpBf16, quick_gelu::QuickGelu,
 };
@@ -58,6 +63,20 @@ impl<'e> Builder<'e> {
     fn lambdas(&mut self, n: usize) -> Buf {
         let v: Vec<f32> = (0..n).map(|i| (0.13 + 0.37 * i as f32).fract()).collect();
         self.keep(self.ex.upload(&v).unwrap())
+    }
+    /// Three task coefficients per sample, one negative and one above 1
+    /// (the paper's s·T·c_t can exceed 1).
+    fn multi(&mut self, samples: usize, stride: usize, rows_per_sample: usize) -> MultiMix {
+        let v: Vec<f32> = (0..samples * 3)
+            .map(|i| (0.13 + 0.37 * i as f32).fract() * 2.0 - 0.5)
+            .collect();
+        let coef = self.keep(self.ex.upload(&v).unwrap());
+        MultiMix {
+            coef,
+            sets: 3,
+            stride,
+            rows_per_sample,
+        }
     }
     fn keep(&mut self, b: OwnedBuf<'e>) -> Buf {
         let buf = *b;
@@ -385,6 +404,58 @@ fn example<'e>(name: &str, ex: &'e dyn Executor) -> (Example<'e>, f64) {
                 temperature: 0.9,
             };
             (b.done(op, out), 1e-5)
+        }
+        "gemm_multi" => {
+            let stride = n * k + 5;
+            let a = b.f32(m * k, 1, 1.0);
+            let (w, bias) = (
+                b.f32(3 * stride + n * k, 2, 0.2),
+                b.f32(3 * stride + n, 3, 0.5),
+            );
+            let (mix, c) = (b.multi(7, stride, 10), b.zeros(f, m * n));
+            let op = GemmMulti {
+                a,
+                b: w,
+                bias: Some(bias),
+                mix,
+                c,
+                shape: gemm,
+            };
+            (b.done(op, c), 1e-5)
+        }
+        "layernorm_multi" => {
+            let shape = LayerNormShape::dense(9, 200, 1e-5);
+            let x = b.f32(1800, 1, 3.0);
+            let (gamma, beta) = (b.f32(3 * 211 + 200, 2, 1.0), b.f32(3 * 211 + 200, 3, 1.0));
+            let (mix, y) = (b.multi(3, 211, 3), b.zeros(f, 1800));
+            let op = LayerNormMulti {
+                x,
+                y,
+                gamma,
+                beta,
+                mix,
+                shape,
+            };
+            (b.done(op, y), 1e-5)
+        }
+        "embed_add_multi" => {
+            let shape = EmbedShape {
+                batch: 3,
+                tokens: 10,
+                width: 24,
+            };
+            let patches = b.f32(3 * 9 * 24, 1, 1.0);
+            let (class, pos) = (b.f32(3 * 250 + 24, 2, 1.0), b.f32(3 * 250 + 240, 3, 1.0));
+            let (mix, out) = (b.multi(3, 250, 10), b.zeros(f, 720));
+            let op = EmbedAddMulti {
+                patches,
+                class,
+                pos,
+                mix,
+                out,
+                shape,
+            };
+            (b.done(op, out), 1e-6)
         }
         other => panic!("no example for op `{other}`: add one here"),
     }

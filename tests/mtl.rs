@@ -7,10 +7,11 @@ mod common;
 use common::{assert_close, executors};
 use dawin::exec::cpu::Cpu;
 use dawin::method::merging::{self, TiesMerge};
-use dawin::method::mtl::{self, MtlOptions};
+use dawin::method::mtl::{self, MtlOptions, PerSample};
 use dawin::method::mtl_tasks;
 use dawin::model::device::DeviceModel;
-use dawin::model::vit::forward;
+use dawin::model::stack::ModelStack;
+use dawin::model::vit::{forward, forward_stacked};
 use dawin::model::{Act, Model, ModelSpec, Overrides};
 use dawin::rng::SplitMix;
 use dawin::tensorfile::{Tensor, write_f32, write_f32_with_labels};
@@ -87,6 +88,7 @@ fn options(
         progress: false,
         ties: (0.2, TiesMerge::Mean, 1.0),
         heads: Vec::new(),
+        per_sample: PerSample::Exact,
     }
 }
 
@@ -180,8 +182,21 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         ("weight-average", logits_of(&merged_with(&|_| 1.0 / 3.0))),
         ("ties", logits_of(&ties_model)),
     ];
-    for (kind, ex) in executors() {
-        let o = options(d.path(), &paths, 1, data.clone(), &format!("out-{kind}"));
+    // Both ways of running each sample's own merge: batched through the
+    // stacked ops, and built per sample at batch 1.
+    for (kind, ex, mode) in executors().into_iter().flat_map(|(k, e)| {
+        let e: std::rc::Rc<dyn dawin::exec::Executor> = e.into();
+        [PerSample::Exact, PerSample::Materialize].map(move |m| (k, e.clone(), m))
+    }) {
+        let mut o = options(
+            d.path(),
+            &paths,
+            1,
+            data.clone(),
+            &format!("out-{kind}-{mode:?}"),
+        );
+        o.per_sample = mode;
+        let kind = format!("{kind} {mode:?}");
         let res = mtl::run(&o, ex.as_ref()).unwrap();
         let statics: std::collections::HashMap<_, _> = res.static_logits.iter().cloned().collect();
         for (name, model) in &one_model_refs {
@@ -431,4 +446,135 @@ fn ties_merging_by_hand() {
     // keeps the positive one.
     let tie = merging::ties(&[vec![1.0, 2.0], vec![-1.0, 3.0]], 1.0, TiesMerge::Mean);
     assert_eq!(tie, vec![1.0, 2.5]);
+}
+
+/// θ0 + Σ_t k_t·(θ_t − θ0) on the host, in f64.
+fn host_merge(base: &Model, tasks: &[Model], k: &[f32]) -> Model {
+    let mut m = base.clone();
+    for (j, v) in m.flat.iter_mut().enumerate() {
+        let b = base.flat[j] as f64;
+        let d: f64 = tasks
+            .iter()
+            .zip(k)
+            .map(|(t, &kt)| kt as f64 * (t.flat[j] as f64 - b))
+            .sum();
+        *v = (b + d) as f32;
+    }
+    m
+}
+
+#[test]
+fn stacked_forward_equals_each_samples_merged_model() {
+    // An odd width, GELU and no projection, so nothing here is a tile
+    // multiple or the fixtures' shape.
+    let spec = ModelSpec {
+        width: 36,
+        heads: 3,
+        mlp: 52,
+        embed_dim: 36,
+        has_proj: false,
+        classes: Some(6),
+        ..common::small_spec(6, Act::Gelu)
+    };
+    let base = Model::random(spec.clone(), 11);
+    let tasks: Vec<Model> = (0..3)
+        .map(|t| {
+            let mut m = base.clone();
+            let mut r = SplitMix(20 + t);
+            m.flat
+                .iter_mut()
+                .for_each(|v| *v += 0.2 * r.normal() * (0.05 + v.abs()));
+            m
+        })
+        .collect();
+    let n = 5;
+    let mut r = SplitMix(5);
+    let px: Vec<f32> = (0..n * 3 * 144).map(|_| r.normal()).collect();
+    // Per sample: mixed (one negative, sums above 1), one-hot, all zero.
+    let coef: Vec<f32> = vec![
+        0.9, -0.3, 0.6, //
+        0.1, 0.2, 0.3, //
+        0.0, 1.0, 0.0, //
+        0.0, 0.0, 0.0, //
+        1.2, 0.4, -0.5,
+    ];
+    let cpu = Cpu::new();
+    let mut want = Vec::new();
+    let mut want_embeds = Vec::new();
+    for i in 0..n {
+        let m = host_merge(&base, &tasks, &coef[i * 3..(i + 1) * 3]);
+        let dm = DeviceModel::upload(&cpu, &m).unwrap();
+        let out = forward(&cpu, &dm, &px[i * 432..(i + 1) * 432], 1, None).unwrap();
+        want.extend(out.logits.unwrap());
+        want_embeds.extend(out.embeds);
+    }
+    let models: Vec<&Model> = std::iter::once(&base).chain(&tasks).collect();
+    for (kind, ex) in executors() {
+        let stack = ModelStack::upload(ex.as_ref(), &models).unwrap();
+        let out = forward_stacked(ex.as_ref(), &stack, &px, n, &coef).unwrap();
+        assert_close(
+            &format!("stacked logits on {kind}"),
+            &out.logits.unwrap(),
+            &want,
+            1e-5,
+        );
+        assert_close(
+            &format!("stacked embeddings on {kind}"),
+            &out.embeds,
+            &want_embeds,
+            1e-5,
+        );
+        // A stack's set is the model itself.
+        let one = forward(ex.as_ref(), &stack.model(2), &px, n, None).unwrap();
+        let alone = forward(
+            ex.as_ref(),
+            &DeviceModel::upload(ex.as_ref(), &tasks[1]).unwrap(),
+            &px,
+            n,
+            None,
+        )
+        .unwrap();
+        assert_eq!(one, alone, "set 2 of the stack on {kind}");
+        let e = forward_stacked(ex.as_ref(), &stack, &px, n, &coef[..6]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("6 task coefficients for 5 samples of 3 tasks"),
+            "{e}"
+        );
+    }
+    // A model of another architecture is refused, naming what differs.
+    let other = Model::random(common::small_spec(6, Act::Gelu), 3);
+    let e = ModelStack::upload(&cpu, &[&base, &other]).err().unwrap();
+    assert!(
+        e.to_string().contains("model 1 of the stack differs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn batched_and_materialized_per_sample_merges_agree() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, _, paths) = three_tasks(d.path());
+    let data = d.path().join("data.safetensors");
+    write_data(&data, 9, 4, 3);
+    let cpu = Cpu::new();
+    let run = |mode: PerSample| {
+        let mut o = options(d.path(), &paths, 2, data.clone(), &format!("{mode:?}"));
+        o.per_sample = mode;
+        o.batch_size = 4;
+        mtl::run(&o, &cpu).unwrap()
+    };
+    let (exact, built) = (run(PerSample::Exact), run(PerSample::Materialize));
+    assert_close(
+        "exact vs materialize",
+        &exact.dawin_logits,
+        &built.dawin_logits,
+        1e-5,
+    );
+    assert_eq!(
+        exact.summary["methods"]["dawin"],
+        built.summary["methods"]["dawin"]
+    );
+    assert_eq!(exact.summary["per_sample"], "exact");
+    assert_eq!(built.summary["per_sample"], "materialize");
 }

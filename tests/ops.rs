@@ -7,14 +7,17 @@ mod common;
 use common::{assert_close, data, executors, reference as r};
 use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use dawin::ops::embed_add_multi::EmbedAddMulti;
 use dawin::ops::gather_rows::{GatherRows, GatherShape};
 use dawin::ops::gemm::{Gemm, GemmShape};
 use dawin::ops::gemm_dual::{DualGemm, GemmDual};
+use dawin::ops::gemm_multi::GemmMulti;
 use dawin::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
+use dawin::ops::layernorm_multi::LayerNormMulti;
 use dawin::ops::patch_embed::{PatchEmbed, PatchShape};
 use dawin::ops::softmax_entropy::{self, SoftmaxEntropy};
 use dawin::ops::{
-    Mix, add::Add, add_scaled_diff::AddScaledDiff, gelu::Gelu, l2_normalize::L2Normalize,
+    Mix, MultiMix, add::Add, add_scaled_diff::AddScaledDiff, gelu::Gelu, l2_normalize::L2Normalize,
     lerp::Lerp, quick_gelu::QuickGelu,
 };
 use proptest::prelude::*;
@@ -58,6 +61,86 @@ proptest! {
             let dual = DualGemm { b1: *ub1, bias1: Some(*uc1), mix: Mix { lambda: *ulam, rows_per_lambda: rows_per } };
             ex.run(GemmDual { a: *up(&a), b0: *up(&b0), bias0: Some(*up(&c0)), dual, c: *c, shape: GemmShape { m, n, k } }).unwrap();
             assert_close(&format!("gemm_dual on {kind}"), &ex.download(*c).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// gemm_multi equals the gemm of each row's merged weights
+    /// θ0 + Σ_t k_t·(θ_t − θ0) (f64), for 0..4 stacked sets with NaN in
+    /// the gaps between them; tolerance 1e-5.
+    #[test]
+    fn gemm_multi(samples in 1usize..5, rows_per in 1usize..20, n in 1usize..70, k in 1usize..130, sets in 0usize..4, gap in 0usize..9, bias in any::<bool>(), seed in any::<u64>()) {
+        let m = samples * rows_per;
+        let a = data(seed, m * k, 1.0);
+        let stride = n * k + gap;
+        let (w, wb) = (stacked(seed ^ 1, n * k, sets, stride), stacked(seed ^ 2, n, sets, stride));
+        let coef = coefficients(seed ^ 3, samples, sets);
+        let mut want = Vec::new();
+        for r in 0..m {
+            let kr = &coef[r / rows_per * sets..][..sets];
+            let (wr, br) = (merged(&w, n * k, stride, kr), merged(&wb, n, stride, kr));
+            want.extend(r::gemm(&a[r * k..(r + 1) * k], &r::to_f32(&wr), bias.then(|| r::to_f32(&br)).as_deref(), 1, n, k));
+        }
+        let want = r::to_f32(&want);
+        for (kind, ex) in executors() {
+            let up = |v: &[f32]| ex.upload(v).unwrap();
+            let (uw, ub, uc, c) = (up(&w), up(&wb), up(&coef), ex.alloc(m * n).unwrap());
+            let mix = MultiMix { coef: *uc, sets, stride, rows_per_sample: rows_per };
+            ex.run(GemmMulti { a: *up(&a), b: *uw, bias: bias.then_some(*ub), mix, c: *c, shape: GemmShape { m, n, k } }).unwrap();
+            assert_close(&format!("gemm_multi on {kind}"), &ex.download(*c).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// layernorm_multi equals layernorm with each row's merged γ/β (f64);
+    /// strided rows, 0..4 sets; tolerance 1e-5.
+    #[test]
+    fn layernorm_multi(samples in 1usize..4, rows_per in 1usize..8, width in 1usize..200, stride_extra in 0usize..3, sets in 0usize..4, gap in 0usize..5, seed in any::<u64>()) {
+        let rows = samples * rows_per;
+        let xs = width * (1 + stride_extra);
+        let x = data(seed, rows * xs, 2.0);
+        let stride = width + gap;
+        let (g, b) = (stacked(seed ^ 1, width, sets, stride), stacked(seed ^ 2, width, sets, stride));
+        let coef = coefficients(seed ^ 3, samples, sets);
+        let mut want = Vec::new();
+        for i in 0..rows {
+            let kr = &coef[i / rows_per * sets..][..sets];
+            let (gi, bi) = (r::to_f32(&merged(&g, width, stride, kr)), r::to_f32(&merged(&b, width, stride, kr)));
+            want.extend(r::to_f32(&r::layernorm(&x[i * xs..i * xs + width], &gi, &bi, 1e-5)));
+        }
+        for (kind, ex) in executors() {
+            let up = |v: &[f32]| ex.upload(v).unwrap();
+            let (uc, y) = (up(&coef), ex.alloc(rows * width).unwrap());
+            let mix = MultiMix { coef: *uc, sets, stride, rows_per_sample: rows_per };
+            let s = LayerNormShape { rows, width, x_stride: xs, y_stride: width, eps: 1e-5 };
+            ex.run(LayerNormMulti { x: *up(&x), y: *y, gamma: *up(&g), beta: *up(&b), mix, shape: s }).unwrap();
+            assert_close(&format!("layernorm_multi on {kind}"), &ex.download(*y).unwrap(), &want, 1e-5);
+        }
+    }
+
+    /// embed_add_multi equals embed_add with each sample's merged class and
+    /// position embeddings (f64); 0..4 sets; tolerance 1e-6.
+    #[test]
+    fn embed_add_multi(batch in 1usize..4, tokens in 2usize..20, width in 1usize..60, sets in 0usize..4, gap in 0usize..5, seed in any::<u64>()) {
+        let pe = data(seed, batch * (tokens - 1) * width, 1.0);
+        let stride = tokens * width + gap;
+        let (cl, pos) = (stacked(seed ^ 1, width, sets, stride), stacked(seed ^ 2, tokens * width, sets, stride));
+        let coef = coefficients(seed ^ 3, batch, sets);
+        let mut want = Vec::new();
+        for b in 0..batch {
+            let kb = &coef[b * sets..][..sets];
+            let (c, p) = (merged(&cl, width, stride, kb), merged(&pos, tokens * width, stride, kb));
+            for t in 0..tokens {
+                for i in 0..width {
+                    let base = if t == 0 { c[i] } else { pe[(b * (tokens - 1) + t - 1) * width + i] as f64 };
+                    want.push((base + p[t * width + i]) as f32);
+                }
+            }
+        }
+        for (kind, ex) in executors() {
+            let up = |v: &[f32]| ex.upload(v).unwrap();
+            let (uc, out) = (up(&coef), ex.alloc(want.len()).unwrap());
+            let mix = MultiMix { coef: *uc, sets, stride, rows_per_sample: tokens };
+            ex.run(EmbedAddMulti { patches: *up(&pe), class: *up(&cl), pos: *up(&pos), mix, out: *out, shape: EmbedShape { batch, tokens, width } }).unwrap();
+            assert_close(&format!("embed_add_multi on {kind}"), &ex.download(*out).unwrap(), &want, 1e-6);
         }
     }
 
@@ -382,4 +465,37 @@ fn softmax_entropy_edges() {
         ex.run(op).unwrap();
         assert!(ex.download(*out).unwrap()[0].is_nan(), "{kind}: NaN row");
     }
+}
+
+/// `sets + 1` random tensors of `len` stacked `stride` apart, NaN between
+/// them: a kernel that reads a gap poisons its output.
+fn stacked(seed: u64, len: usize, sets: usize, stride: usize) -> Vec<f32> {
+    let mut v = vec![f32::NAN; sets * stride + len];
+    for t in 0..=sets {
+        v[t * stride..t * stride + len].copy_from_slice(&data(seed ^ (t as u64) << 8, len, 0.5));
+    }
+    v
+}
+
+/// Per-sample task coefficients in [−0.5, 1.5): the paper's s·T·c_t can
+/// exceed 1, and negative ones test the difference form.
+fn coefficients(seed: u64, samples: usize, sets: usize) -> Vec<f32> {
+    data(seed, samples * sets, 1.0)
+        .iter()
+        .map(|v| v.abs().fract() * 2.0 - 0.5)
+        .collect()
+}
+
+/// θ0 + Σ_t k_t·(θ_t − θ0) in f64 over a stacked tensor.
+fn merged(stack: &[f32], len: usize, stride: usize, k: &[f32]) -> Vec<f64> {
+    (0..len)
+        .map(|j| {
+            let base = stack[j] as f64;
+            base + k
+                .iter()
+                .enumerate()
+                .map(|(t, &kt)| kt as f64 * (stack[(t + 1) * stride + j] as f64 - base))
+                .sum::<f64>()
+        })
+        .collect()
 }

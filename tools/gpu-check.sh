@@ -16,7 +16,8 @@
 # within 8 minutes: smoke (forward on every fixture against cpu), the
 # property and fixture tests on the device, every op on cpu/emu/device,
 # compute-sanitizer, dawin bench and tools/bench_torch.py, ncu on four
-# kernels, the end-to-end images/s at 10k images. A tool that is missing or
+# kernels, the multi-task merges (batched against built per sample, 256
+# images), the end-to-end images/s at 10k images. A tool that is missing or
 # fails is recorded in the summary, never fatal.
 #
 # $OUT gets at most 8 files: summary.md, results.json (every figure),
@@ -200,10 +201,12 @@ run_steps() {
   mkdir -p "$OUT" && : > "$LOG" && : > "$WORK/status.tsv"
   environment
   local q=() e2e=(--images 10000 --batch 256 --repeats 1) torch_e2e=(--images 1000 --batch 256 --repeats 1)
+  local mtl=(--images 256 --batch 64 --repeats 1)
   if [ "$MODE" = dry-run ]; then
     q=(--quick --repeats 1)
     e2e=(--quick --images 4 --batch 2 --repeats 1)
     torch_e2e=(--quick --images 4 --batch 2 --repeats 1)
+    mtl=(--quick --images 4 --batch 2 --repeats 1)
   fi
   step smoke 60 logged smoke "$DEV"
   for t in ops ops_bf16 forward; do step "tests: $t" 90 logged test_exe "$t" "cpu,$DEV"; done
@@ -225,9 +228,10 @@ run_steps() {
   fi
   step "end to end, f32" 60 logged "$BIN" bench --device "$DEV" --suite pipeline "${e2e[@]}" --json "$WORK/e2e-dawin.json"
   step "end to end, bf16" 45 logged "$BIN" bench --device "$DEV" --suite pipeline --precision bf16 "${e2e[@]}" --json "$WORK/e2e-dawin-bf16.json"
+  step "dawin bench (multi-task merges)" 30 logged "$BIN" bench --device "$DEV" --suite mtl "${mtl[@]}" --json "$WORK/bench-mtl.json"
   step "end to end, PyTorch" 60 logged torch_bench --device "$TORCH_DEV" --suite pipeline "${torch_e2e[@]}" --json "$WORK/e2e-torch.json"
   python3 tools/gpu-results.py summarize "$WORK" "$OUT"
-  for f in bench-dawin.json bench-torch.json devices.json; do [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"; done
+  for f in bench-dawin.json bench-torch.json bench-mtl.json devices.json; do [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"; done
   rm -f "$LOG.step"
   cat "$OUT/summary.md" | sed -n '1,40p'
   echo "-> $OUT (summary.md, results.json, logs.txt); $(($(date +%s) - START))s"

@@ -118,7 +118,7 @@ def summarize(work, out):
             steps.append(dict(step=name, status=status, seconds=float(secs or 0), note=note))
     results = dict(steps=steps, environment=load(os.path.join(work, "environment.json")))
     for key in ("bench-dawin", "bench-dawin-bf16", "bench-torch", "bench-torch-bf16",
-                "e2e-dawin", "e2e-dawin-bf16", "e2e-torch", "devices"):
+                "e2e-dawin", "e2e-dawin-bf16", "e2e-torch", "bench-mtl", "devices"):
         results[key] = load(os.path.join(work, key + ".json"))
     rows = lambda k: (results.get(k) or {}).get("rows", []) if isinstance(results.get(k), dict) else []
     results["ratios"] = (ratios(rows("bench-dawin"), rows("bench-torch"))
@@ -157,6 +157,14 @@ def markdown(res):
               f"{r['flops'] / r['min_ms'] / 1e9:.2f}" if r.get("flops") else "-",
               f"{r['bytes'] / r['min_ms'] / 1e6:.1f}" if r.get("bytes") else "-",
               f"{r['images'] / r['median_ms'] * 1e3:.1f}" if r.get("images") else "-"] for r in bench])
+    mtl = {r["name"]: r for r in (res.get("bench-mtl") or {}).get("rows", []) if r.get("images")}
+    if mtl:
+        rate = lambda r: r["images"] / r["median_ms"] * 1e3
+        built = next((r for n, r in mtl.items() if "materialize" in n), None)
+        s += "\n## Multi-task per-sample merges (against building each sample's model, same run)\n\n" + table(
+            ["row", "median ms", "images/s", "vs materialize"],
+            [[n, f"{r['median_ms']:.3f}", f"{rate(r):.1f}",
+              f"{rate(r) / rate(built):.2f}" if built else "-"] for n, r in mtl.items()])
     if res.get("ratios"):
         s += "\n## Against PyTorch, same run (above 1: dawin faster)\n\n" + table(
             ["dawin", "PyTorch", "dawin ms", "PyTorch ms", "ratio"],

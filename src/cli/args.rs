@@ -9,7 +9,7 @@ use dawin::method::interp::Interp;
 use dawin::method::lambda::LambdaRule;
 use dawin::method::merging::TiesMerge;
 use dawin::method::methods::Method;
-use dawin::method::mtl::MtlOptions;
+use dawin::method::mtl::{MtlOptions, PerSample};
 use dawin::method::projection::Projection;
 use dawin::model::device::Precision;
 use dawin::model::{Act, Overrides};
@@ -395,6 +395,14 @@ pub struct EvalMtlArgs {
     /// Task-vector scale s.
     #[arg(long, default_value_t = 0.3, help_heading = "Method")]
     pub scale: f32,
+    /// How each sample's own merged model θ0 + s·T·Σ c_t(x)·τ_t is
+    /// evaluated: `exact` (batched: θ0 and the task models stacked on the
+    /// device, every linear layer, layernorm and embedding merged per row,
+    /// no model built) or `materialize` (each sample's model built and run
+    /// at batch 1, as the official code does). Both give the same numbers
+    /// up to f32 rounding.
+    #[arg(long, value_enum, default_value_t = PerSample::Exact, help_heading = "Method")]
+    pub per_sample: PerSample,
     /// TIES baseline: the fraction of each task vector's entries kept (by
     /// magnitude) before the sign election.
     #[arg(long, default_value_t = 0.2, value_parser = parse_keep, help_heading = "Method")]
@@ -443,6 +451,7 @@ impl EvalMtlArgs {
             progress: !self.quiet,
             ties: (self.ties_keep, self.ties_merge, self.ties_scale),
             heads: self.head_files.clone(),
+            per_sample: self.per_sample,
         }
     }
 }
@@ -461,7 +470,12 @@ fn parse_keep(s: &str) -> Result<f64, String> {
 pub enum Suite {
     Kernels,
     Pipeline,
+    /// Kernels and pipeline.
     All,
+    /// Multi-task DaWin's per-sample merges of T task models (8, or 3 with
+    /// --quick): batched through the stacked ops against built per sample
+    /// at batch 1 (not part of `all`: the batch-1 route takes long).
+    Mtl,
 }
 
 #[derive(Args)]
@@ -503,8 +517,9 @@ impl BenchArgs {
             repeats: self.repeats as usize,
             batch: batch as usize,
             images: self.images.unwrap_or(batch) as usize,
-            kernels: self.suite != Suite::Pipeline,
-            pipeline: self.suite != Suite::Kernels,
+            kernels: matches!(self.suite, Suite::Kernels | Suite::All),
+            pipeline: matches!(self.suite, Suite::Pipeline | Suite::All),
+            mtl: self.suite == Suite::Mtl,
             filter: self.filter.clone(),
             precision: self.precision,
             stream: std::io::IsTerminal::is_terminal(&std::io::stderr()),

@@ -127,8 +127,11 @@ pub enum Cmd {
     ///
     /// Coefficients c = softmax_t(−H_t(x)), H_t the entropy of task model t
     /// with the evaluated task's head; each sample runs through
-    /// θ0 + Σ_t s·T·c_t·(θ_t − θ0). Baselines: task arithmetic (θ0 + s·Σ τ_t)
-    /// and each task model alone. Writes summary.json and samples.csv.
+    /// θ0 + Σ_t s·T·c_t·(θ_t − θ0), batched through the stacked ops (or
+    /// built per sample with --per-sample materialize). Also `dawin-domain`
+    /// (one model at the mean coefficients, the official default). Baselines:
+    /// task arithmetic (θ0 + s·Σ τ_t), weight averaging, TIES-merging and
+    /// each task model alone. Writes summary.json and samples.csv.
     #[command(
         after_help = "Examples:\n  # one task: DTD's data and head\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --task-index 1 --data dtd_test/ -o runs/dtd\n  # every task on its own data: a per-task table with the mean\n  dawin eval-mtl --base zs.safetensors --tasks cars.pt,dtd.pt,eurosat.pt --data cars_test/,dtd_test/,eurosat_test/ -o runs/mtl"
     )]
@@ -305,7 +308,9 @@ pub enum Cmd {
     /// flushed before each repeat; min, median, GB/s, TFLOP/s and % of the
     /// roofline. The pipeline rows time DaWin end to end on a random
     /// ViT-B/32 pair under each interpolation strategy, as images/s.
-    /// tools/bench_torch.py prints the same rows for PyTorch.
+    /// tools/bench_torch.py prints the same rows for PyTorch. `--suite mtl`
+    /// times multi-task DaWin's per-sample merges of 8 task models, batched
+    /// through the stacked ops against built per sample at batch 1.
     Bench(Box<args::BenchArgs>),
     /// Decode and CLIP-preprocess images into a safetensors file.
     ///

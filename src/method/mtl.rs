@@ -2,10 +2,15 @@
 //! vectors, c = softmax_t(−H_t(x)) where H_t is the entropy of θ0 + τ_t with
 //! the evaluated task's head, and the merged model θ = θ0 + Σ_t s·T·c_t·τ_t.
 //!
-//! Each sample's merged model is built exactly in one working buffer
-//! (a copy of θ0 plus T scaled task vectors, `add_scaled_diff`) and run at
-//! batch 1; the baselines are task arithmetic (θ0 + s·Σ τ_t) and each task
-//! model alone.
+//! Each sample's merged model is evaluated exactly, in one of two ways
+//! (`--per-sample`): `exact`, batched, where θ0 and the task models are
+//! stacked in one allocation and every parameterised op merges per row
+//! (gemm_multi, layernorm_multi, embed_add_multi: the output of an affine
+//! op under θ0 + Σ k_t τ_t is θ0's output plus Σ k_t times the difference of
+//! task t's), or `materialize`, the official way, each sample's model built
+//! in one working buffer (a copy of θ0 plus T scaled task vectors,
+//! `add_scaled_diff`) and run at batch 1. The baselines are task arithmetic
+//! (θ0 + s·Σ τ_t), the one-model merges and each task model alone.
 
 use super::data::{Batch, Dataset};
 use super::entropy::entropies;
@@ -16,8 +21,10 @@ use super::progress::progress_bar;
 use super::report::{accuracy, methods_table, write_json};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::model::batch::BatchCap;
 use crate::model::device::{DeviceModel, Precision};
-use crate::model::vit::forward;
+use crate::model::stack::ModelStack;
+use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, Overrides, head_file};
 use crate::ops::{add_scaled_diff::AddScaledDiff, lerp::Lerp};
 use crate::tensorfile::write_atomic;
@@ -45,6 +52,19 @@ pub struct MtlOptions {
     /// Each task's head as its own file, in `tasks` order (`--head-files`);
     /// empty: the heads are in the task models.
     pub heads: Vec<PathBuf>,
+    /// How each sample's own merged model is evaluated.
+    pub per_sample: PerSample,
+}
+
+/// How multi-task DaWin evaluates each sample's own merged model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PerSample {
+    /// Batched: the stacked ops merge per row, no model is built.
+    #[default]
+    Exact,
+    /// Each sample's model built in a working buffer, run at batch 1 (the
+    /// official code's way; for checking `exact`).
+    Materialize,
 }
 
 pub struct MtlResult {
@@ -126,33 +146,58 @@ fn with_head_file(task: Model, o: &MtlOptions) -> Result<Model> {
     Ok(task.with_head(Some((h.w, h.b)), Some(h.classes)))
 }
 
-/// The models on the executor and the working buffer of the merges.
+/// The base and task models stacked on the executor, and the working
+/// buffer of the one-model merges.
 struct Resident<'a> {
-    base: DeviceModel<'a>,
-    tasks: Vec<DeviceModel<'a>>,
+    stack: ModelStack<'a>,
     work: DeviceModel<'a>,
 }
 
 impl Resident<'_> {
+    fn base(&self) -> DeviceModel<'_> {
+        self.stack.model(0)
+    }
+
+    /// Task model `t` (0-based).
+    fn task(&self, t: usize) -> DeviceModel<'_> {
+        self.stack.model(t + 1)
+    }
+
+    fn tasks(&self) -> usize {
+        self.stack.sets() - 1
+    }
+
     /// `work = θ0 + Σ_t k_t·(θ_t − θ0)`.
     fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
-        let (out, w0) = (*self.work.flat, *self.base.flat);
-        ex.run(Lerp {
+        merge_into(ex, &self.work, &self.stack, k)
+    }
+}
+
+/// Builds `work = θ0 + Σ_t k_t·(θ_t − θ0)` from a stack's base and tasks:
+/// a copy of θ0, then one `add_scaled_diff` per task (the official code's
+/// per-sample merge).
+pub fn merge_into(
+    ex: &dyn Executor,
+    work: &DeviceModel,
+    stack: &ModelStack,
+    k: impl Fn(usize) -> f32,
+) -> Result<()> {
+    let (out, w0) = (*work.flat, *stack.model(0).flat);
+    ex.run(Lerp {
+        out,
+        w0,
+        w1: w0,
+        lambda: 0.0,
+    })?;
+    for t in 1..stack.sets() {
+        ex.run(AddScaledDiff {
             out,
             w0,
-            w1: w0,
-            lambda: 0.0,
+            w1: *stack.model(t).flat,
+            k: k(t - 1),
         })?;
-        for (t, d) in self.tasks.iter().enumerate() {
-            ex.run(AddScaledDiff {
-                out,
-                w0,
-                w1: *d.flat,
-                k: k(t),
-            })?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Writes each row of `logits[batch, c]` into `all` at the sample's index.
@@ -180,7 +225,7 @@ fn first_pass(
     let n = data.len();
     r.merge(ex, |_| o.scale)?;
     let mut p = FirstPass {
-        tasks: vec![vec![0.0; n * c]; r.tasks.len()],
+        tasks: vec![vec![0.0; n * c]; r.tasks()],
         arithmetic: vec![0.0; n * c],
         readable: Vec::new(),
     };
@@ -195,8 +240,8 @@ fn first_pass(
             eprintln!("warning: skipped {}: {e}", data.describe(*i));
         }
         if !b.indices.is_empty() {
-            for (t, d) in r.tasks.iter().enumerate() {
-                scatter(&mut p.tasks[t], &b, &logits(d, &b)?, c);
+            for t in 0..r.tasks() {
+                scatter(&mut p.tasks[t], &b, &logits(&r.task(t), &b)?, c);
             }
             scatter(&mut p.arithmetic, &b, &logits(&r.work, &b)?, c);
             p.readable.extend(&b.indices);
@@ -228,12 +273,9 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let out = OutDir::lock(&o.out_dir)?;
     let data = Dataset::open(&o.data, base.spec.image_size)?;
     data.check_labels(c)?;
+    let stacked: Vec<&Model> = std::iter::once(&base).chain(&tasks).collect();
     let resident = Resident {
-        base: DeviceModel::upload(ex, &base)?,
-        tasks: tasks
-            .iter()
-            .map(|m| DeviceModel::upload(ex, m))
-            .collect::<Result<_>>()?,
+        stack: ModelStack::upload(ex, &stacked)?,
         work: DeviceModel::alloc_like(ex, &base, Precision::F32)?,
     };
     let n = data.len();
@@ -247,23 +289,15 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let coefficients = coefficients(&entropies, n);
 
     // Each sample through its own merged model.
-    let mut dawin = vec![0.0; n * c];
-    let pb = progress_bar(first.readable.len(), "dawin-mtl", o.progress);
-    data.for_each_batch(&first.readable, 1, |b| {
-        let Some(&i) = b.indices.first() else {
-            let lost = b.failed.first().map_or(0, |f| f.0);
-            return Err(crate::invalid!(
-                "{} could not be read on a second pass",
-                data.describe(lost)
-            ));
-        };
-        resident.merge(ex, |t| o.scale * t_count as f32 * coefficients[i][t])?;
-        let out = forward(ex, &resident.work, &b.pixels, 1, None)?;
-        scatter(&mut dawin, &b, &out.logits.unwrap_or_default(), c);
-        pb.inc(1);
-        Ok(())
-    })?;
-    super::progress::finish(&pb);
+    let t_dawin = Instant::now();
+    let k = |i: usize, t: usize| o.scale * t_count as f32 * coefficients[i][t];
+    let dawin = match o.per_sample {
+        PerSample::Exact => per_sample_batched(ex, &resident, &data, &first.readable, o, &k)?,
+        PerSample::Materialize => {
+            per_sample_materialized(ex, &resident, &data, &first.readable, o, &k)?
+        }
+    };
+    let dawin_seconds = t_dawin.elapsed().as_secs_f64();
     let mean_coef = mean_coefficients(&coefficients, &first.readable);
     let statics = static_merges(
         ex,
@@ -327,7 +361,8 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         "ties": {"keep": o.ties.0, "merge": format!("{:?}", o.ties.1).to_lowercase(), "scale": o.ties.2},
         "skipped": n - idx.len(),
         "device": ex.name(),
-        "seconds": {"total": t0.elapsed().as_secs_f64()},
+        "per_sample": format!("{:?}", o.per_sample).to_lowercase(),
+        "seconds": {"total": t0.elapsed().as_secs_f64(), "dawin": dawin_seconds},
     });
     let csv = samples_csv(&order, &preds, idx, &labels, &entropies, &coefficients);
     let stage = out.stage()?;
@@ -341,6 +376,81 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         dawin_logits: pick(&dawin),
         static_logits: statics.iter().map(|(k, l)| (k.clone(), pick(l))).collect(),
     })
+}
+
+/// Each readable sample's logits from its own merged model θ0 + Σ_t k(i, t)·τ_t,
+/// a whole batch at a time through the stacked ops.
+fn per_sample_batched(
+    ex: &dyn Executor,
+    r: &Resident,
+    data: &Dataset,
+    readable: &[usize],
+    o: &MtlOptions,
+    k: &dyn Fn(usize, usize) -> f32,
+) -> Result<Vec<f32>> {
+    let c = r.base().spec.classes.unwrap_or(0);
+    let mut all = vec![0.0; data.len() * c];
+    let pb = progress_bar(readable.len(), "dawin-mtl", o.progress);
+    let cap = BatchCap::new(o.batch_size);
+    data.for_each_batch(readable, o.batch_size, |b| {
+        if let Some((i, e)) = b.failed.first() {
+            return Err(crate::invalid!(
+                "{} could not be read on a second pass: {e}",
+                data.describe(*i)
+            ));
+        }
+        let img = b.pixels.len() / b.indices.len().max(1);
+        let mut logits = Vec::with_capacity(b.indices.len() * c);
+        cap.run(
+            b.indices.len(),
+            |start, cnt| {
+                let rows = &b.indices[start..start + cnt];
+                let coef: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&i| (0..r.tasks()).map(move |t| k(i, t)))
+                    .collect();
+                let px = &b.pixels[start * img..(start + cnt) * img];
+                forward_stacked(ex, &r.stack, px, cnt, &coef)
+            },
+            |_, out| logits.extend(out.logits.unwrap_or_default()),
+        )?;
+        scatter(&mut all, &b, &logits, c);
+        pb.inc(b.indices.len() as u64);
+        Ok(())
+    })?;
+    super::progress::finish(&pb);
+    Ok(all)
+}
+
+/// The same logits with each sample's model built in the working buffer
+/// and run at batch 1.
+fn per_sample_materialized(
+    ex: &dyn Executor,
+    r: &Resident,
+    data: &Dataset,
+    readable: &[usize],
+    o: &MtlOptions,
+    k: &dyn Fn(usize, usize) -> f32,
+) -> Result<Vec<f32>> {
+    let c = r.base().spec.classes.unwrap_or(0);
+    let mut all = vec![0.0; data.len() * c];
+    let pb = progress_bar(readable.len(), "dawin-mtl", o.progress);
+    data.for_each_batch(readable, 1, |b| {
+        let Some(&i) = b.indices.first() else {
+            let lost = b.failed.first().map_or(0, |f| f.0);
+            return Err(crate::invalid!(
+                "{} could not be read on a second pass",
+                data.describe(lost)
+            ));
+        };
+        r.merge(ex, |t| k(i, t))?;
+        let out = forward(ex, &r.work, &b.pixels, 1, None)?;
+        scatter(&mut all, &b, &out.logits.unwrap_or_default(), c);
+        pb.inc(1);
+        Ok(())
+    })?;
+    super::progress::finish(&pb);
+    Ok(all)
 }
 
 /// The mean coefficient vector over the evaluated samples: the domain-wise
@@ -367,7 +477,7 @@ fn static_merges(
     o: &MtlOptions,
     mean_coef: &[f32],
 ) -> Result<Vec<(String, Vec<f32>)>> {
-    let t_count = r.tasks.len() as f32;
+    let t_count = r.tasks() as f32;
     let mut out = Vec::new();
     r.merge(ex, |t| o.scale * t_count * mean_coef[t])?;
     out.push((

@@ -53,10 +53,38 @@ pub struct DeviceModel<'a> {
     /// In bf16 precision this holds every tensor but the blocks' linear
     /// weights, which live only in `bf16` (their views in `params` are
     /// empty): the weights are not kept twice.
-    pub flat: OwnedBuf<'a>,
+    pub flat: Flat<'a>,
     pub params: Params<Buf>,
     /// Present in bf16 precision.
     pub bf16: Option<Bf16Linears<'a>>,
+}
+
+/// A model's f32 parameters: its own allocation, or a part of one it
+/// shares with other models (a [`super::stack::ModelStack`]'s set).
+pub enum Flat<'a> {
+    Owned(OwnedBuf<'a>),
+    /// A view of an allocation the model does not free.
+    Shared(Buf, &'a dyn Executor),
+}
+
+impl<'a> Flat<'a> {
+    /// The executor that holds the memory.
+    pub fn executor(&self) -> &'a dyn Executor {
+        match self {
+            Flat::Owned(b) => b.executor(),
+            Flat::Shared(_, ex) => *ex,
+        }
+    }
+}
+
+impl std::ops::Deref for Flat<'_> {
+    type Target = Buf;
+    fn deref(&self) -> &Buf {
+        match self {
+            Flat::Owned(b) => b,
+            Flat::Shared(b, _) => b,
+        }
+    }
 }
 
 /// The layout of a [`DeviceModel`]'s f32 buffer and its length: the
@@ -131,7 +159,7 @@ impl<'a> DeviceModel<'a> {
         let params = layout.map(|r| flat.slice(r.start, r.len()));
         Ok(DeviceModel {
             spec: model.spec.clone(),
-            flat,
+            flat: Flat::Owned(flat),
             params,
             bf16,
         })
@@ -144,9 +172,14 @@ impl<'a> DeviceModel<'a> {
         }
     }
 
-    /// Device bytes the parameters take.
+    /// Device bytes the parameters take (none for a shared set: its stack
+    /// holds them).
     pub fn resident_bytes(&self) -> usize {
-        self.flat.bytes() + self.bf16.as_ref().map_or(0, |b| b.flat.bytes())
+        let own = match &self.flat {
+            Flat::Owned(b) => b.bytes(),
+            Flat::Shared(..) => 0,
+        };
+        own + self.bf16.as_ref().map_or(0, |b| b.flat.bytes())
     }
 
     fn bf16_linears(exec: &'a dyn Executor, model: &Model, fill: bool) -> Result<Bf16Linears<'a>> {

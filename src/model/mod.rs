@@ -10,6 +10,7 @@ pub mod device;
 pub mod head_file;
 pub mod load;
 mod reader;
+pub mod stack;
 pub mod text;
 pub mod text_tower;
 pub mod vit;

@@ -104,7 +104,7 @@ pub fn encode(ex: &dyn Executor, m: &DeviceText, ids: &[i32], n: usize) -> Resul
         ln_eps: s.ln_eps,
         causal: true,
     };
-    blocks::run_f32(ex, stack, &m.params.blocks, None, *x, n)?;
+    blocks::run_f32(ex, stack, &m.params.blocks, blocks::Others::Alone, *x, n)?;
     let rows = ex.upload(&pool)?;
     let pooled = ex.alloc(n * w)?;
     ex.run(GatherRows {
@@ -121,7 +121,15 @@ pub fn encode(ex: &dyn Executor, m: &DeviceText, ids: &[i32], n: usize) -> Resul
     })?;
     let p = &m.params;
     let ln = LayerNormShape::dense(n, w, s.ln_eps);
-    blocks::norm(ex, *pooled, *pooled, (p.ln_final_g, p.ln_final_b), None, ln)?;
+    let alone = blocks::With::Alone;
+    blocks::norm(
+        ex,
+        *pooled,
+        *pooled,
+        (p.ln_final_g, p.ln_final_b),
+        alone,
+        ln,
+    )?;
     let out = match p.proj {
         Some(proj) => {
             let e = ex.alloc(n * s.embed_dim)?;
@@ -130,7 +138,7 @@ pub fn encode(ex: &dyn Executor, m: &DeviceText, ids: &[i32], n: usize) -> Resul
                 n: s.embed_dim,
                 k: w,
             };
-            blocks::linear(ex, *pooled, (proj, None), None, *e, shape)?;
+            blocks::linear(ex, *pooled, (proj, None), blocks::With::Alone, *e, shape)?;
             ex.download(*e)?
         }
         None => ex.download(*pooled)?,

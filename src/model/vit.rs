@@ -3,8 +3,9 @@
 //! parameterised op runs in its dual form: DaWin's exact per-sample
 //! interpolation in one batched pass (docs/design.md §1).
 
-use super::blocks;
+use super::blocks::{self, Others, Stacked, With};
 use super::device::{Bf16Linears, BlockLinears, DeviceModel};
+use super::stack::ModelStack;
 use super::{Act, Block, ModelSpec, Params};
 use crate::buf::{Buf, DType};
 use crate::error::Result;
@@ -13,6 +14,7 @@ use crate::ops::attention::{Attention, AttentionShape};
 use crate::ops::attention_bf16::{self, AttentionBf16};
 use crate::ops::cast_bf16::CastBf16;
 use crate::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
+use crate::ops::embed_add_multi::EmbedAddMulti;
 use crate::ops::gemm::GemmShape;
 use crate::ops::gemm_bf16::{Activation, Epilogue, GemmBf16};
 use crate::ops::gemm_dual::DualGemm;
@@ -43,30 +45,34 @@ pub struct Output {
 type PickLinear<'a> = &'a dyn Fn(&Params<Buf>) -> (Buf, Option<Buf>);
 type PickNorm<'a> = &'a dyn Fn(&Params<Buf>) -> (Buf, Buf);
 
-/// The parameterised ops of one forward, single or dual.
+/// The parameterised ops of one forward: single, dual or stacked.
 struct Layers<'e> {
     ex: &'e dyn Executor,
     p: &'e Params<Buf>,
-    /// The second parameter set and λ per sample, when interpolating.
-    dual: Option<(&'e Params<Buf>, Buf)>,
+    /// What each op combines `p` with per sample.
+    others: Others<'e, Params<Buf>>,
     spec: &'e ModelSpec,
 }
 
 impl Layers<'_> {
+    /// λ per row group of a dual forward.
     fn mix(&self, rows_per_lambda: usize) -> Option<(&Params<Buf>, Mix)> {
-        self.dual.map(|(q, lambda)| {
-            let mix = Mix {
-                lambda,
-                rows_per_lambda,
-            };
-            (q, mix)
-        })
+        match self.others {
+            Others::Dual(q, lambda) => Some((
+                q,
+                Mix {
+                    lambda,
+                    rows_per_lambda,
+                },
+            )),
+            _ => None,
+        }
     }
 
-    /// A linear layer; `pick` selects the same tensor in both sets.
+    /// A linear layer; `pick` selects the same tensor in every set.
     fn linear(&self, a: Buf, pick: PickLinear, c: Buf, shape: GemmShape, rpl: usize) -> Result<()> {
-        let other = self.mix(rpl).map(|(q, mix)| (pick(q), mix));
-        blocks::linear(self.ex, a, pick(self.p), other, c, shape)
+        let with = self.others.with(pick, rpl);
+        blocks::linear(self.ex, a, pick(self.p), with, c, shape)
     }
 
     fn norm(
@@ -77,8 +83,8 @@ impl Layers<'_> {
         shape: LayerNormShape,
         rpl: usize,
     ) -> Result<()> {
-        let other = self.mix(rpl).map(|(q, mix)| (pick(q), mix));
-        blocks::norm(self.ex, x, y, pick(self.p), other, shape)
+        let with = self.others.with(pick, rpl);
+        blocks::norm(self.ex, x, y, pick(self.p), with, shape)
     }
 
     /// A dense layernorm over the `rows` token rows.
@@ -102,6 +108,53 @@ pub fn forward(
     dual: Option<DualWeights>,
 ) -> Result<Output> {
     check_inputs(m, pixels, n, dual)?;
+    let lambda = dual.map(|d| ex.upload(d.lambda)).transpose()?;
+    let others = match (dual, &lambda) {
+        (Some(d), Some(l)) => Others::Dual(&d.other.params, **l),
+        _ => Others::Alone,
+    };
+    let other_bf16 = dual.and_then(|d| d.other.bf16.as_ref());
+    run(ex, m, pixels, n, others, other_bf16)
+}
+
+/// Forward of `n` images where sample `i` is evaluated exactly as the
+/// multi-task merge `θ0 + Σ_t coef[i, t]·(θ_t − θ0)` of the stack's base and
+/// task sets, without building it: every parameterised op runs in its
+/// stacked form (gemm_multi, layernorm_multi, embed_add_multi).
+pub fn forward_stacked(
+    ex: &dyn Executor,
+    stack: &ModelStack,
+    pixels: &[f32],
+    n: usize,
+    coef: &[f32],
+) -> Result<Output> {
+    let base = stack.model(0);
+    check_inputs(&base, pixels, n, None)?;
+    let sets = stack.sets() - 1;
+    if coef.len() != n * sets {
+        return Err(crate::invalid!(
+            "{} task coefficients for {n} samples of {sets} tasks",
+            coef.len()
+        ));
+    }
+    let coef = ex.upload(coef)?;
+    let others = Others::Stacked(Stacked {
+        coef: *coef,
+        sets,
+        stride: stack.stride(),
+    });
+    run(ex, &base, pixels, n, others, None)
+}
+
+/// The forward itself, for any combination of weight sets.
+fn run(
+    ex: &dyn Executor,
+    m: &DeviceModel,
+    pixels: &[f32],
+    n: usize,
+    others: Others<Params<Buf>>,
+    other_bf16: Option<&Bf16Linears>,
+) -> Result<Output> {
     let s = &m.spec;
     if n == 0 {
         let logits = s.classes.map(|_| vec![]);
@@ -110,17 +163,13 @@ pub fn forward(
             logits,
         });
     }
-    let lambda = dual.map(|d| ex.upload(d.lambda)).transpose()?;
     let layers = Layers {
         ex,
         p: &m.params,
-        dual: dual
-            .zip(lambda.as_ref())
-            .map(|(d, l)| (&d.other.params, **l)),
+        others,
         spec: s,
     };
     let x = embed(&layers, pixels, n)?;
-    let other_bf16 = dual.and_then(|d| d.other.bf16.as_ref());
     match &m.bf16 {
         Some(lin) => Bf16Blocks::new(&layers, lin, other_bf16, n).run(*x)?,
         None => f32_blocks(&layers, *x, n)?,
@@ -199,33 +248,45 @@ fn embed<'e>(l: &Layers<'e>, pixels: &[f32], n: usize) -> Result<OwnedBuf<'e>> {
     };
     l.linear(*cols, &|p| (p.conv, None), *pe, conv, g2)?;
     let x = ex.alloc(n * t * w)?;
-    let dual = l.mix(t).map(|(q, mix)| DualEmbed {
-        class1: q.class,
-        pos1: q.pos,
-        mix,
-    });
     let shape = EmbedShape {
         batch: n,
         tokens: t,
         width: w,
     };
     let (class, pos) = (l.p.class, l.p.pos);
-    ex.run(EmbedAdd {
-        patches: *pe,
-        class,
-        pos,
-        dual,
-        out: *x,
-        shape,
-    })?;
+    let (patches, out) = (*pe, *x);
+    match l.others.with(|q| (q.class, q.pos), t) {
+        With::Stacked(mix) => ex.run(EmbedAddMulti {
+            patches,
+            class: mix.widen(class),
+            pos: mix.widen(pos),
+            mix,
+            out,
+            shape,
+        })?,
+        with => {
+            let dual = match with {
+                With::Dual((class1, pos1), mix) => Some(DualEmbed { class1, pos1, mix }),
+                _ => None,
+            };
+            ex.run(EmbedAdd {
+                patches,
+                class,
+                pos,
+                dual,
+                out,
+                shape,
+            })?
+        }
+    }
     l.norm_tokens(*x, *x, &|p| (p.ln_pre_g, p.ln_pre_b))?;
     Ok(x)
 }
 
 /// The transformer blocks in f32, on the residual stream `x` of `n` images.
 fn f32_blocks(l: &Layers, x: Buf, n: usize) -> Result<()> {
-    let dual = l.dual.map(|(q, lambda)| (&q.blocks[..], lambda));
-    blocks::run_f32(l.ex, l.spec.stack(), &l.p.blocks, dual, x, n)
+    let others = l.others.map(|q| &q.blocks[..]);
+    blocks::run_f32(l.ex, l.spec.stack(), &l.p.blocks, others, x, n)
 }
 
 /// ln_post on each sample's class token, the projection, and the

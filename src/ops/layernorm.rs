@@ -130,23 +130,41 @@ fn span(op: &str, rows: usize, stride: usize, width: usize) -> Result<usize> {
         .ok_or_else(|| crate::invalid!("{op}: the shape overflows"))
 }
 
+/// The row views of a layernorm: `x` and `y` span their strided rows, `y`
+/// overlaps none of `params`, and `x` only when in place row for row.
+pub(super) fn check_rows(
+    op: &str,
+    x: Buf,
+    y: Buf,
+    s: LayerNormShape,
+    params: &[(&str, Option<Buf>)],
+) -> Result<()> {
+    need(
+        op,
+        "x",
+        x,
+        DType::F32,
+        span(op, s.rows, s.x_stride, s.width)?,
+    )?;
+    need(
+        op,
+        "y",
+        y,
+        DType::F32,
+        span(op, s.rows, s.y_stride, s.width)?,
+    )?;
+    disjoint(op, ("y", y), params)?;
+    // In place only row for row: each warp reads its row before writing it.
+    let in_place = x.id == y.id && x.offset == y.offset && s.x_stride == s.y_stride;
+    if in_place {
+        return Ok(());
+    }
+    disjoint(op, ("y", y), &[("x", Some(x))])
+}
+
 impl OpDef for LayerNorm {
     fn check(&self) -> Result<()> {
         let (op, s) = ("layernorm", self.shape);
-        need(
-            op,
-            "x",
-            self.x,
-            DType::F32,
-            span(op, s.rows, s.x_stride, s.width)?,
-        )?;
-        need(
-            op,
-            "y",
-            self.y,
-            DType::F32,
-            span(op, s.rows, s.y_stride, s.width)?,
-        )?;
         need(op, "gamma", self.gamma, DType::F32, s.width)?;
         need(op, "beta", self.beta, DType::F32, s.width)?;
         let mut params = vec![("gamma", Some(self.gamma)), ("beta", Some(self.beta))];
@@ -157,14 +175,7 @@ impl OpDef for LayerNorm {
             params.extend([("gamma1", Some(d.gamma1)), ("beta1", Some(d.beta1))]);
             params.push(("lambda", Some(d.mix.lambda)));
         }
-        disjoint(op, ("y", self.y), &params)?;
-        // In place only row for row: each warp reads its row before writing it.
-        let in_place =
-            self.x.id == self.y.id && self.x.offset == self.y.offset && s.x_stride == s.y_stride;
-        if in_place {
-            return Ok(());
-        }
-        disjoint(op, ("y", self.y), &[("x", Some(self.x))])
+        check_rows(op, self.x, self.y, s, &params)
     }
 
     fn cost(&self) -> crate::profile::Cost {

@@ -14,14 +14,17 @@ pub mod attention;
 pub mod attention_bf16;
 pub mod cast_bf16;
 pub mod embed_add;
+pub mod embed_add_multi;
 pub mod gather_rows;
 pub mod gelu;
 pub mod gemm;
 pub mod gemm_bf16;
 pub mod gemm_dual;
 pub mod gemm_dual_bf16;
+pub mod gemm_multi;
 pub mod l2_normalize;
 pub mod layernorm;
+pub mod layernorm_multi;
 pub mod lerp;
 pub mod lerp_bf16;
 pub mod patch_embed;
@@ -137,6 +140,105 @@ impl Mix {
 #[inline]
 pub fn row_lambda(lambda: &[f32], rows_per_lambda: usize, r: usize) -> f32 {
     lambda[r / rows_per_lambda]
+}
+
+/// Per-sample coefficients over weight sets stacked after a base set, for
+/// multi-task merging `θ0 + Σ_t k_t·(θ_t − θ0)` without building θ: set `t`
+/// (1..=`sets`) of a tensor starts `t·stride` elements after the base's (the
+/// layout of models uploaded one after another into one allocation), and
+/// row `r` weighs set `t` by `coef[(r / rows_per_sample)·sets + t − 1]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MultiMix {
+    pub coef: Buf,
+    pub sets: usize,
+    pub stride: usize,
+    pub rows_per_sample: usize,
+}
+
+impl MultiMix {
+    /// The coefficients cover `rows` rows in groups of `rows_per_sample`.
+    pub fn check(&self, op: &str, rows: usize) -> Result<()> {
+        if self.rows_per_sample == 0 {
+            return Err(crate::invalid!("{op}: rows_per_sample must be at least 1"));
+        }
+        let samples = rows.div_ceil(self.rows_per_sample);
+        need(
+            op,
+            "coef",
+            self.coef,
+            DType::F32,
+            elems(op, &[samples, self.sets])?,
+        )
+    }
+
+    /// `b` holds a tensor of `len` elements in every set: the base's at its
+    /// start, set `t`'s `t·stride` further on, the sets apart.
+    pub fn check_stacked(&self, op: &str, what: &str, b: Buf, len: usize) -> Result<()> {
+        if self.sets > 0 && self.stride < len {
+            return Err(crate::invalid!(
+                "{op}: `{what}` sets {} elements apart overlap a tensor of {len}",
+                self.stride
+            ));
+        }
+        let span = elems(op, &[self.sets, self.stride])?
+            .checked_add(len)
+            .ok_or_else(|| crate::invalid!("{op}: the stacked `{what}` overflows"))?;
+        need(op, what, b, DType::F32, span)
+    }
+
+    /// The view of every set of the tensor whose base is `base`.
+    pub fn widen(&self, base: Buf) -> Buf {
+        Buf {
+            len: base.len + self.sets * self.stride,
+            ..base
+        }
+    }
+}
+
+/// The coefficients and stacking of a [`MultiMix`] as host slices, for the
+/// CPU references.
+#[derive(Clone, Copy)]
+pub struct MultiRef<'a> {
+    pub coef: &'a [f32],
+    pub sets: usize,
+    pub stride: usize,
+    pub rows_per_sample: usize,
+}
+
+impl<'a> MultiRef<'a> {
+    pub fn new(coef: &'a [f32], m: &MultiMix) -> Self {
+        MultiRef {
+            coef,
+            sets: m.sets,
+            stride: m.stride,
+            rows_per_sample: m.rows_per_sample,
+        }
+    }
+
+    /// Row `r`'s coefficients k_1..k_sets.
+    pub fn row(&self, r: usize) -> &'a [f32] {
+        let i = r / self.rows_per_sample;
+        &self.coef[i * self.sets..(i + 1) * self.sets]
+    }
+
+    /// Set `t` (0 = the base) of a stacked tensor of `len` elements.
+    pub fn set<'s>(&self, stacked: &'s [f32], t: usize, len: usize) -> &'s [f32] {
+        &stacked[t * self.stride..t * self.stride + len]
+    }
+
+    /// Per element: `base + Σ_t k_t·(set_t − base)` over the sets of a
+    /// stacked tensor, for row `r` (the merged parameter θ0 + Σ k_t τ_t).
+    pub fn merge(&self, stacked: &[f32], len: usize, r: usize, out: &mut Vec<f32>) {
+        let base = self.set(stacked, 0, len);
+        out.clear();
+        out.extend_from_slice(base);
+        for (t, &k) in self.row(r).iter().enumerate() {
+            let s = self.set(stacked, t + 1, len);
+            for ((o, &v), &b) in out.iter_mut().zip(s).zip(base) {
+                *o += k * (v - b);
+            }
+        }
+    }
 }
 
 /// `dims` multiplied, or an error naming the op when the product overflows.
@@ -270,14 +372,17 @@ registry! {
     attention_bf16::AttentionBf16,
     cast_bf16::CastBf16,
     embed_add::EmbedAdd,
+    embed_add_multi::EmbedAddMulti,
     gather_rows::GatherRows,
     gelu::Gelu,
     gemm::Gemm,
     gemm_bf16::GemmBf16,
     gemm_dual::GemmDual,
     gemm_dual_bf16::GemmDualBf16,
+    gemm_multi::GemmMulti,
     l2_normalize::L2Normalize,
     layernorm::LayerNorm,
+    layernorm_multi::LayerNormMulti,
     lerp::Lerp,
     lerp_bf16::LerpBf16,
     patch_embed::PatchEmbed,
