@@ -389,16 +389,9 @@ fn per_sample_batched(
     k: &dyn Fn(usize, usize) -> f32,
 ) -> Result<Vec<f32>> {
     let c = r.base().spec.classes.unwrap_or(0);
-    let mut all = vec![0.0; data.len() * c];
-    let pb = progress_bar(readable.len(), "dawin-mtl", o.progress);
     let cap = BatchCap::new(o.batch_size);
-    data.for_each_batch(readable, o.batch_size, |b| {
-        if let Some((i, e)) = b.failed.first() {
-            return Err(crate::invalid!(
-                "{} could not be read on a second pass: {e}",
-                data.describe(*i)
-            ));
-        }
+    let pass = (o.batch_size, c, "dawin-mtl", o.progress);
+    second_pass(data, readable, pass, |b| {
         let img = b.pixels.len() / b.indices.len().max(1);
         let mut logits = Vec::with_capacity(b.indices.len() * c);
         cap.run(
@@ -414,12 +407,8 @@ fn per_sample_batched(
             },
             |_, out| logits.extend(out.logits.unwrap_or_default()),
         )?;
-        scatter(&mut all, &b, &logits, c);
-        pb.inc(b.indices.len() as u64);
-        Ok(())
-    })?;
-    super::progress::finish(&pb);
-    Ok(all)
+        Ok(logits)
+    })
 }
 
 /// The same logits with each sample's model built in the working buffer
@@ -433,20 +422,38 @@ fn per_sample_materialized(
     k: &dyn Fn(usize, usize) -> f32,
 ) -> Result<Vec<f32>> {
     let c = r.base().spec.classes.unwrap_or(0);
-    let mut all = vec![0.0; data.len() * c];
-    let pb = progress_bar(readable.len(), "dawin-mtl", o.progress);
-    data.for_each_batch(readable, 1, |b| {
-        let Some(&i) = b.indices.first() else {
-            let lost = b.failed.first().map_or(0, |f| f.0);
-            return Err(crate::invalid!(
-                "{} could not be read on a second pass",
-                data.describe(lost)
-            ));
-        };
+    second_pass(data, readable, (1, c, "dawin-mtl", o.progress), |b| {
+        let i = b.indices[0];
         r.merge(ex, |t| k(i, t))?;
         let out = forward(ex, &r.work, &b.pixels, 1, None)?;
-        scatter(&mut all, &b, &out.logits.unwrap_or_default(), c);
-        pb.inc(1);
+        Ok(out.logits.unwrap_or_default())
+    })
+}
+
+/// A pass over the samples the first pass read, in batches, `logits`
+/// giving each batch's `[batch, c]` rows; the result has them at the
+/// samples' dataset indices. A sample that no longer reads is an error
+/// (the first pass's coefficients would not match the data). `pass` is
+/// (batch size, classes, progress label, whether to show progress).
+fn second_pass(
+    data: &Dataset,
+    readable: &[usize],
+    (batch, c, label, progress): (usize, usize, &str, bool),
+    mut logits: impl FnMut(&Batch) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    let mut all = vec![0.0; data.len() * c];
+    let pb = progress_bar(readable.len(), label, progress);
+    data.for_each_batch(readable, batch, |b| {
+        if let Some((i, e)) = b.failed.first() {
+            return Err(crate::invalid!(
+                "{} could not be read on a second pass: {e}",
+                data.describe(*i)
+            ));
+        }
+        if !b.indices.is_empty() {
+            scatter(&mut all, &b, &logits(&b)?, c);
+        }
+        pb.inc(b.indices.len() as u64);
         Ok(())
     })?;
     super::progress::finish(&pb);
@@ -531,22 +538,10 @@ fn model_logits(
     label: &str,
 ) -> Result<Vec<f32>> {
     let c = m.spec.classes.unwrap_or(0);
-    let mut all = vec![0.0; data.len() * c];
-    let pb = progress_bar(readable.len(), label, o.progress);
-    data.for_each_batch(readable, o.batch_size, |b| {
-        if let Some((i, e)) = b.failed.first() {
-            return Err(crate::invalid!(
-                "{} could not be read on a second pass: {e}",
-                data.describe(*i)
-            ));
-        }
+    second_pass(data, readable, (o.batch_size, c, label, o.progress), |b| {
         let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
-        scatter(&mut all, &b, &out.logits.unwrap_or_default(), c);
-        pb.inc(b.indices.len() as u64);
-        Ok(())
-    })?;
-    super::progress::finish(&pb);
-    Ok(all)
+        Ok(out.logits.unwrap_or_default())
+    })
 }
 
 /// `index,label,entropy_t…,coef_t…,pred_method…`, one row per sample.
