@@ -7,9 +7,11 @@
 mod common;
 
 use common::{assert_close, data, reference as r};
+use dawin::ops::MultiRef;
 use dawin::ops::attention::AttentionShape;
 use dawin::ops::gemm::{self, GemmShape};
 use dawin::ops::gemm_dual::{self, DualRef};
+use dawin::ops::gemm_multi;
 use dawin::simd::{self, vmath};
 use proptest::prelude::*;
 
@@ -44,6 +46,37 @@ proptest! {
             let mut c = vec![f32::NAN; m * n];
             gemm_dual::cpu_at(level, &a, &b0, Some(&c0), &dual, &mut c, GemmShape { m, n, k });
             assert_close(&format!("gemm_dual at {}", level.name()), &c, &want, 1e-5);
+        }
+    }
+
+    /// gemm_multi at each level, both of its routes (rows per sample below
+    /// 8: all products mixed per row; from 8: per-sample merged weights),
+    /// against the f64 gemm of each row's merged weights; 1e-5.
+    #[test]
+    fn gemm_multi_every_level(samples in 1usize..4, rows_per in 1usize..60, n in 1usize..200, k in 1usize..300, sets in 1usize..4, seed in any::<u64>()) {
+        let m = samples * rows_per;
+        let a = data(seed, m * k, 1.0);
+        let stride = n * k + 3;
+        let w = data(seed ^ 1, sets * stride + n * k, 0.5);
+        let wb = data(seed ^ 2, sets * stride + n, 1.0);
+        let coef: Vec<f32> = data(seed ^ 3, samples * sets, 1.0).iter().map(|v| v.abs().fract() * 2.0 - 0.5).collect();
+        let merged = |stack: &[f32], len: usize, kr: &[f32]| -> Vec<f32> {
+            (0..len).map(|j| {
+                let b = stack[j] as f64;
+                (b + kr.iter().enumerate().map(|(t, &kt)| kt as f64 * (stack[(t + 1) * stride + j] as f64 - b)).sum::<f64>()) as f32
+            }).collect()
+        };
+        let mut want = Vec::new();
+        for row in 0..m {
+            let kr = &coef[row / rows_per * sets..][..sets];
+            want.extend(r::gemm(&a[row * k..(row + 1) * k], &merged(&w, n * k, kr), Some(&merged(&wb, n, kr)), 1, n, k));
+        }
+        let want = r::to_f32(&want);
+        let mix = MultiRef { coef: &coef, sets, stride, rows_per_sample: rows_per };
+        for level in simd::available() {
+            let mut c = vec![f32::NAN; m * n];
+            gemm_multi::cpu_at(level, &a, &w, Some(&wb), &mix, &mut c, GemmShape { m, n, k });
+            assert_close(&format!("gemm_multi at {} ({rows_per} rows per sample)", level.name()), &c, &want, 1e-5);
         }
     }
 }
