@@ -578,3 +578,25 @@ fn batched_and_materialized_per_sample_merges_agree() {
     assert_eq!(exact.summary["per_sample"], "exact");
     assert_eq!(built.summary["per_sample"], "materialize");
 }
+
+/// A head pickled by torch as a module, the way the official multi-task
+/// code saves `head_<task>.pt` (`torch.save` of a `ClassificationHead`, a
+/// `torch.nn.Linear` subclass): here inside the fixtures' `torch.save` of a
+/// whole WiSE-FT-style classifier, read without running its classes, equal
+/// to the head the model loader reads from the same file.
+#[test]
+fn a_torch_pickled_head_module_reads_as_a_head_file() {
+    let p = common::fixtures_dir().join("checkpoints/wiseft_module.pt");
+    let ov = Overrides {
+        heads: Some(3),
+        act: Some(Act::Gelu),
+        pickled_modules: true,
+        ..Overrides::default()
+    };
+    let m = Model::load(&p, ov).unwrap();
+    let h = dawin::model::head_file::read(&p, m.spec.embed_dim).unwrap();
+    assert_eq!(Some(h.classes), m.spec.classes);
+    assert_eq!(h.w, m.flat[m.params.head_w.clone().unwrap()].to_vec());
+    assert_eq!(h.b, m.flat[m.params.head_b.clone().unwrap()].to_vec());
+    assert!(h.w.iter().any(|v| *v != 0.0));
+}
