@@ -581,9 +581,10 @@ fn batched_and_materialized_per_sample_merges_agree() {
 
 /// A head pickled by torch as a module, the way the official multi-task
 /// code saves `head_<task>.pt` (`torch.save` of a `ClassificationHead`, a
-/// `torch.nn.Linear` subclass): here inside the fixtures' `torch.save` of a
-/// whole WiSE-FT-style classifier, read without running its classes, equal
-/// to the head the model loader reads from the same file.
+/// `torch.nn.Linear` subclass): inside the fixtures' `torch.save` of a whole
+/// WiSE-FT-style classifier, and cut out of it as the root of its own file
+/// (`tools/head_from_module.py`); both read without running their classes
+/// and equal the head the model loader reads.
 #[test]
 fn a_torch_pickled_head_module_reads_as_a_head_file() {
     let p = common::fixtures_dir().join("checkpoints/wiseft_module.pt");
@@ -599,4 +600,13 @@ fn a_torch_pickled_head_module_reads_as_a_head_file() {
     assert_eq!(h.w, m.flat[m.params.head_w.clone().unwrap()].to_vec());
     assert_eq!(h.b, m.flat[m.params.head_b.clone().unwrap()].to_vec());
     assert!(h.w.iter().any(|v| *v != 0.0));
+    // The same head saved alone, as the official multi-task code saves
+    // `head_<task>.pt`: a `src.modeling.ClassificationHead` at the root.
+    let alone = common::fixtures_dir().join("checkpoints/head_task.pt");
+    assert_eq!(
+        dawin::model::head_file::read(&alone, m.spec.embed_dim).unwrap(),
+        h
+    );
+    let e = dawin::model::head_file::read(&alone, m.spec.embed_dim + 1).unwrap_err();
+    assert!(e.to_string().contains("[5, 48]"), "{e}");
 }

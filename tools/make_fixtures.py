@@ -29,6 +29,10 @@ Checkpoints as users hold them go under tests/fixtures/checkpoints/
   open_clip_torchscript.pt the open_clip model as torch.jit.script(...).save
   wiseft_module.pt         torch.save of a whole WiSE-FT-style ImageClassifier
   wiseft_pickle.pt         the same as WiSE-FT saves it: pickle.dump(classifier)
+  head_task.pt             wiseft_module.pt's head alone as the official
+                           multi-task code saves heads (torch.save of a
+                           src.modeling.ClassificationHead), cut out by
+                           tools/head_from_module.py (no torch needed)
   dawin_ft_legacy.bin      dawin_ft.bin in torch's legacy (pre-1.6) format
   refused_namespace.pt     a state dict beside an argparse.Namespace
   malicious_os_system.pt   a pickle whose reduce calls os.system
