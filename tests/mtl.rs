@@ -535,6 +535,8 @@ fn stacked_forward_equals_each_samples_merged_model() {
         )
         .unwrap();
         assert_eq!(one, alone, "set 2 of the stack on {kind}");
+        let none = forward_stacked(ex.as_ref(), &stack, &[], 0, &[]).unwrap();
+        assert_eq!((none.embeds.len(), none.logits), (0, Some(vec![])));
         let e = forward_stacked(ex.as_ref(), &stack, &px, n, &coef[..6]).unwrap_err();
         assert!(
             e.to_string()

@@ -108,6 +108,9 @@ pub fn forward(
     dual: Option<DualWeights>,
 ) -> Result<Output> {
     check_inputs(m, pixels, n, dual)?;
+    if n == 0 {
+        return Ok(no_output(&m.spec));
+    }
     let lambda = dual.map(|d| ex.upload(d.lambda)).transpose()?;
     let others = match (dual, &lambda) {
         (Some(d), Some(l)) => Others::Dual(&d.other.params, **l),
@@ -137,6 +140,9 @@ pub fn forward_stacked(
             coef.len()
         ));
     }
+    if n == 0 {
+        return Ok(no_output(&base.spec));
+    }
     let coef = ex.upload(coef)?;
     let others = Others::Stacked(Stacked {
         coef: *coef,
@@ -146,7 +152,15 @@ pub fn forward_stacked(
     run(ex, &base, pixels, n, others, None)
 }
 
-/// The forward itself, for any combination of weight sets.
+/// The output of no images: nothing to upload or run.
+fn no_output(s: &ModelSpec) -> Output {
+    Output {
+        embeds: vec![],
+        logits: s.classes.map(|_| vec![]),
+    }
+}
+
+/// The forward itself, for any combination of weight sets, on n ≥ 1 images.
 fn run(
     ex: &dyn Executor,
     m: &DeviceModel,
@@ -156,13 +170,6 @@ fn run(
     other_bf16: Option<&Bf16Linears>,
 ) -> Result<Output> {
     let s = &m.spec;
-    if n == 0 {
-        let logits = s.classes.map(|_| vec![]);
-        return Ok(Output {
-            embeds: vec![],
-            logits,
-        });
-    }
     let layers = Layers {
         ex,
         p: &m.params,
