@@ -584,7 +584,8 @@ fn batched_and_materialized_per_sample_merges_agree() {
 /// A head pickled by torch as a module, the way the official multi-task
 /// code saves `head_<task>.pt` (`torch.save` of a `ClassificationHead`, a
 /// `torch.nn.Linear` subclass): inside the fixtures' `torch.save` of a whole
-/// WiSE-FT-style classifier, and cut out of it as the root of its own file
+/// WiSE-FT-style classifier (there a plain `Linear`), and cut out of it as a
+/// `src.modeling.ClassificationHead` at the root of its own file
 /// (`tools/head_from_module.py`); both read without running their classes
 /// and equal the head the model loader reads.
 #[test]
