@@ -73,9 +73,10 @@ proptest! {
         }
         let want = r::to_f32(&want);
         let mix = MultiRef { coef: &coef, sets, stride, rows_per_sample: rows_per };
+        let stacked = gemm_multi::StackedRef { b: &w, bias: Some(&wb), mix };
         for level in simd::available() {
             let mut c = vec![f32::NAN; m * n];
-            gemm_multi::cpu_at(level, &a, &w, Some(&wb), &mix, &mut c, GemmShape { m, n, k });
+            gemm_multi::cpu_at(level, &a, &stacked, &mut c, GemmShape { m, n, k });
             assert_close(&format!("gemm_multi at {} ({rows_per} rows per sample)", level.name()), &c, &want, 1e-5);
         }
     }

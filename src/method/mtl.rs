@@ -291,12 +291,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     // Each sample through its own merged model.
     let t_dawin = Instant::now();
     let k = |i: usize, t: usize| o.scale * t_count as f32 * coefficients[i][t];
-    let dawin = match o.per_sample {
-        PerSample::Exact => per_sample_batched(ex, &resident, &data, &first.readable, o, &k)?,
-        PerSample::Materialize => {
-            per_sample_materialized(ex, &resident, &data, &first.readable, o, &k)?
-        }
-    };
+    let dawin = per_sample_logits(ex, &resident, &data, &first.readable, o, &k)?;
     let dawin_seconds = t_dawin.elapsed().as_secs_f64();
     let mean_coef = mean_coefficients(&coefficients, &first.readable);
     let statics = static_merges(
@@ -378,9 +373,11 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     })
 }
 
-/// Each readable sample's logits from its own merged model θ0 + Σ_t k(i, t)·τ_t,
-/// a whole batch at a time through the stacked ops.
-fn per_sample_batched(
+/// Each readable sample's logits from its own merged model θ0 + Σ_t k(i, t)·τ_t:
+/// a whole batch at a time through the stacked ops (`exact`), or each
+/// sample's model built in the working buffer and run at batch 1
+/// (`materialize`).
+fn per_sample_logits(
     ex: &dyn Executor,
     r: &Resident,
     data: &Dataset,
@@ -389,6 +386,14 @@ fn per_sample_batched(
     k: &dyn Fn(usize, usize) -> f32,
 ) -> Result<Vec<f32>> {
     let c = r.base().spec.classes.unwrap_or(0);
+    if o.per_sample == PerSample::Materialize {
+        return second_pass(data, readable, (1, c, "dawin-mtl", o.progress), |b| {
+            let i = b.indices[0];
+            r.merge(ex, |t| k(i, t))?;
+            let out = forward(ex, &r.work, &b.pixels, 1, None)?;
+            Ok(out.logits.unwrap_or_default())
+        });
+    }
     let cap = BatchCap::new(o.batch_size);
     let pass = (o.batch_size, c, "dawin-mtl", o.progress);
     second_pass(data, readable, pass, |b| {
@@ -408,25 +413,6 @@ fn per_sample_batched(
             |_, out| logits.extend(out.logits.unwrap_or_default()),
         )?;
         Ok(logits)
-    })
-}
-
-/// The same logits with each sample's model built in the working buffer
-/// and run at batch 1.
-fn per_sample_materialized(
-    ex: &dyn Executor,
-    r: &Resident,
-    data: &Dataset,
-    readable: &[usize],
-    o: &MtlOptions,
-    k: &dyn Fn(usize, usize) -> f32,
-) -> Result<Vec<f32>> {
-    let c = r.base().spec.classes.unwrap_or(0);
-    second_pass(data, readable, (1, c, "dawin-mtl", o.progress), |b| {
-        let i = b.indices[0];
-        r.merge(ex, |t| k(i, t))?;
-        let out = forward(ex, &r.work, &b.pixels, 1, None)?;
-        Ok(out.logits.unwrap_or_default())
     })
 }
 

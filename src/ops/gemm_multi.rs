@@ -28,41 +28,35 @@ pub struct GemmMulti {
     pub shape: GemmShape,
 }
 
+/// The stacked operands of a CPU run: every set of the weight and bias
+/// (see [`GemmMulti::b`]) and the per-row coefficients.
+#[derive(Clone, Copy)]
+pub struct StackedRef<'a> {
+    pub b: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub mix: MultiRef<'a>,
+}
+
 /// CPU reference. For samples of many rows (token rows), each sample's
 /// merged weights `b0 + Σ_t k_t·(b_t − b0)` times its rows; otherwise all
 /// T+1 products from one pass over the packed A panels, each finished row
 /// segment mixed as `c0 + Σ_t k_t·(c_t − c0)`, biases added first.
-pub fn cpu(
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    mix: &MultiRef,
-    c: &mut [f32],
-    s: GemmShape,
-) {
-    cpu_at(crate::simd::active(), a, b, bias, mix, c, s)
+pub fn cpu(a: &[f32], w: &StackedRef, c: &mut [f32], s: GemmShape) {
+    cpu_at(crate::simd::active(), a, w, c, s)
 }
 
 /// [`cpu`] at a given SIMD level: per-sample merged weights when a sample
 /// has many rows, else all products mixed per row.
-pub fn cpu_at(
-    level: Simd,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    mix: &MultiRef,
-    c: &mut [f32],
-    s: GemmShape,
-) {
+pub fn cpu_at(level: Simd, a: &[f32], w: &StackedRef, c: &mut [f32], s: GemmShape) {
     // Merging a sample's weights costs T passes over them (memory-bound,
     // ~10 FMAs' time per element on a CPU even from cache) and saves T
     // products over the sample's rows: worth it from about that many rows
     // (a ViT's token rows), not for the one-row head and projection.
     const MERGE_FROM_ROWS: usize = 8;
-    if mix.sets > 0 && mix.rows_per_sample >= MERGE_FROM_ROWS {
-        return merged_per_sample(level, a, b, bias, mix, c, s);
+    if w.mix.sets > 0 && w.mix.rows_per_sample >= MERGE_FROM_ROWS {
+        return merged_per_sample(level, a, w, c, s);
     }
-    all_products(level, a, b, bias, mix, c, s)
+    all_products(level, a, w, c, s)
 }
 
 /// Weight panels of this many output columns are merged at once: the T+1
@@ -74,36 +68,28 @@ const PANEL: usize = 64;
 /// `c` from each sample's merged weights `b0 + Σ_t k_t·(b_t − b0)`, built
 /// panel by panel (panels over threads) and multiplied with that sample's
 /// rows.
-fn merged_per_sample(
-    level: Simd,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    mix: &MultiRef,
-    c: &mut [f32],
-    s: GemmShape,
-) {
+fn merged_per_sample(level: Simd, a: &[f32], w: &StackedRef, c: &mut [f32], s: GemmShape) {
     let GemmShape { m, n, k } = s;
-    let rps = mix.rows_per_sample;
+    let (mix, rps) = (&w.mix, w.mix.rows_per_sample);
     let starts: Vec<usize> = (0..n).step_by(PANEL).collect();
     let panels: Vec<Vec<f32>> = starts
         .par_iter()
         .map(|&j0| {
             let nb = PANEL.min(n - j0);
-            let (mut w, mut wb, mut out) = (Vec::new(), Vec::new(), vec![0f32; m * nb]);
+            let (mut wp, mut bp, mut out) = (Vec::new(), Vec::new(), vec![0f32; m * nb]);
             for r0 in (0..m).step_by(rps) {
                 let rows = rps.min(m - r0);
                 // The panel's rows j0.. of every set, merged for this sample.
-                mix.merge(&b[j0 * k..], nb * k, r0, &mut w);
-                if let Some(bi) = bias {
-                    mix.merge(&bi[j0..], nb, r0, &mut wb);
+                mix.merge(&w.b[j0 * k..], nb * k, r0, &mut wp);
+                if let Some(bi) = w.bias {
+                    mix.merge(&bi[j0..], nb, r0, &mut bp);
                 }
                 let sub = GemmShape { m: rows, n: nb, k };
                 let (x, y) = (
                     &a[r0 * k..(r0 + rows) * k],
                     &mut out[r0 * nb..(r0 + rows) * nb],
                 );
-                gemm::cpu_at(level, x, &w, bias.map(|_| &wb[..]), y, sub);
+                gemm::cpu_at(level, x, &wp, w.bias.map(|_| &bp[..]), y, sub);
             }
             out
         })
@@ -117,17 +103,9 @@ fn merged_per_sample(
 }
 
 /// `c` from all T+1 products of every row, mixed per row.
-fn all_products(
-    level: Simd,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    mix: &MultiRef,
-    c: &mut [f32],
-    s: GemmShape,
-) {
+fn all_products(level: Simd, a: &[f32], w: &StackedRef, c: &mut [f32], s: GemmShape) {
     let GemmShape { m, n, k } = s;
-    let sets = mix.sets;
+    let (mix, sets) = (&w.mix, w.mix.sets);
     assert!(c.len() >= m * n);
     // The other products' buffers are kept between calls (page faults on
     // a fresh one cost as much as the mix).
@@ -135,24 +113,22 @@ fn all_products(
     let mut rest = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()));
     rest.clear();
     rest.resize(sets * m * n, 0.0);
-    let weights: Vec<&[f32]> = (0..=sets).map(|t| mix.set(b, t, n * k)).collect();
+    let weights: Vec<&[f32]> = (0..=sets).map(|t| mix.set(w.b, t, n * k)).collect();
     let biases: Vec<Option<&[f32]>> = (0..=sets)
-        .map(|t| bias.map(|bi| mix.set(bi, t, n)))
+        .map(|t| w.bias.map(|bi| mix.set(bi, t, n)))
         .collect();
+    let bias_of = |t: usize, j: usize| biases[t].map_or(0.0, |b| b[j]);
+    // Per element: c0 + Σ_t k_t·(c_t − c0), each c with its set's bias.
     let fold = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
         let (base, others) = segs.split_at_mut(1);
-        let base = &mut *base[0];
-        if let Some(b0) = biases[0] {
-            base.iter_mut().zip(&b0[j0..]).for_each(|(x, b)| *x += b);
-        }
-        let c0 = base.to_vec();
-        for ((seg, bias), &kt) in others.iter_mut().zip(&biases[1..]).zip(mix.row(r)) {
-            if let Some(bt) = bias {
-                seg.iter_mut().zip(&bt[j0..]).for_each(|(x, b)| *x += b);
+        let ks = mix.row(r);
+        for (i, o) in base[0].iter_mut().enumerate() {
+            let c0 = *o + bias_of(0, j0 + i);
+            let mut acc = c0;
+            for (t, (seg, &kt)) in others.iter().zip(ks).enumerate() {
+                acc += kt * (seg[i] + bias_of(t + 1, j0 + i) - c0);
             }
-            for ((o, &x), &x0) in base.iter_mut().zip(seg.iter()).zip(&c0) {
-                *o += kt * (x - x0);
-            }
+            *o = acc;
         }
     };
     let mut outs = vec![OutPtr(c.as_mut_ptr())];
@@ -195,8 +171,12 @@ impl OpDef for GemmMulti {
     fn run_cpu(&self, host: &dyn Host) -> Result<()> {
         let ins = [Some(self.a), Some(self.b), self.bias, Some(self.mix.coef)];
         on_host(host, self.c, &ins, |i, c| {
-            let mix = MultiRef::new(i.f32(3), &self.mix);
-            cpu(i.f32(0), i.f32(1), i.opt_f32(2), &mix, c.f32(), self.shape)
+            let w = StackedRef {
+                b: i.f32(1),
+                bias: i.opt_f32(2),
+                mix: MultiRef::new(i.f32(3), &self.mix),
+            };
+            cpu(i.f32(0), &w, c.f32(), self.shape)
         })
     }
 
