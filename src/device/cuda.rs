@@ -22,7 +22,6 @@ const STAGED_WRITE_BYTES: usize = 1 << 16;
 type Staging = (LockedBuffer<u8>, Event);
 
 pub struct CudaGpu {
-    _ctx: Context,
     stream: Stream,
     device_name: String,
     /// Looked up once; modules are leaked so functions can be `'static`
@@ -44,6 +43,11 @@ pub struct CudaGpu {
     flush: RefCell<Option<DeviceBuffer<u8>>>,
     l2_bytes: usize,
     peak: Option<crate::profile::Peak>,
+    /// Last, because fields drop in declaration order: the stream, events,
+    /// device and pinned buffers above must be released while the context
+    /// still exists. Destroying it first left their handles dangling, and
+    /// freeing them then crashed the process at exit (seen on an H200).
+    _ctx: Context,
 }
 
 fn driver(what: &str, e: cust::error::CudaError) -> Error {
@@ -132,7 +136,6 @@ impl CudaGpu {
             functions.insert(name.to_string(), f);
         }
         Ok(CudaGpu {
-            _ctx: ctx,
             stream,
             device_name,
             functions,
@@ -145,6 +148,7 @@ impl CudaGpu {
             flush: RefCell::new(None),
             l2_bytes,
             peak,
+            _ctx: ctx,
         })
     }
 
