@@ -508,6 +508,14 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         rows.push(row);
         Ok(())
     };
+    // The host-to-device share of every row below (each uploads its images).
+    run("upload (images to the device)", &mut |_| {
+        for s in (0..n).step_by(bs) {
+            let k = bs.min(n - s);
+            drop(ex.upload(&pixels[s * img..(s + k) * img])?);
+        }
+        Ok(())
+    })?;
     run("forward (one model)", &mut |e| batched(e, &e.pt).map(drop))?;
     run("expertise (both models)", &mut |e| expertise(e).map(drop))?;
     run("dawin exact", &mut |e| {

@@ -7,9 +7,10 @@
       WORK/status.tsv (one step a line: name, status, seconds, note) and the
       JSON files beside it -> OUT/results.json (every figure) and
       OUT/summary.md (one table per step, the ratios against PyTorch).
-  gpu-results.py docs BUNDLE [--write docs/benchmarks.md]
-      the GPU sections of docs/benchmarks.md from BUNDLE/results.json; with
-      --write, replaces the part between the gpu-results markers.
+  gpu-results.py docs BUNDLE [BUNDLE...] [--write docs/benchmarks.md]
+      the GPU sections of docs/benchmarks.md from each BUNDLE/results.json
+      (one section per visit, in the order given); with --write, replaces the
+      part between the gpu-results markers.
 
 Standard library only: it runs on the GPU machine (no Rust there) and here.
 """
@@ -118,12 +119,19 @@ def summarize(work, out):
             steps.append(dict(step=name, status=status, seconds=float(secs or 0), note=note))
     results = dict(steps=steps, environment=load(os.path.join(work, "environment.json")))
     for key in ("bench-dawin", "bench-dawin-bf16", "bench-torch", "bench-torch-bf16",
-                "e2e-dawin", "e2e-dawin-bf16", "e2e-torch", "bench-mtl", "devices"):
+                "e2e-dawin", "e2e-dawin-bf16", "e2e-torch", "e2e-torch-bf16", "bench-mtl", "devices"):
         results[key] = load(os.path.join(work, key + ".json"))
     rows = lambda k: (results.get(k) or {}).get("rows", []) if isinstance(results.get(k), dict) else []
+    # The kernel suite runs as its own step; its rows lead bench-dawin's.
+    kernels = load(os.path.join(work, "bench-dawin-kernels.json"))
+    if isinstance(kernels, dict):
+        merged = dict(results.get("bench-dawin") or kernels)
+        merged["rows"] = kernels.get("rows", []) + rows("bench-dawin")
+        results["bench-dawin"] = merged
     results["ratios"] = (ratios(rows("bench-dawin"), rows("bench-torch"))
                          + ratios(rows("bench-dawin-bf16"), rows("bench-torch-bf16"))
-                         + ratios(rows("e2e-dawin") + rows("e2e-dawin-bf16"), rows("e2e-torch")))
+                         + ratios(rows("e2e-dawin"), rows("e2e-torch"))
+                         + ratios(rows("e2e-dawin-bf16"), rows("e2e-torch-bf16")))
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(out, "summary.md"), "w") as f:
@@ -173,11 +181,15 @@ def markdown(res):
     return s
 
 
-def docs(bundle, write):
-    res = load(os.path.join(bundle, "results.json"))
-    if res is None:
-        sys.exit(f"{bundle}/results.json is missing or not JSON")
-    body = markdown(res).replace("# GPU check", "## GPU: measured by tools/gpu-check.sh", 1)
+def docs(bundles, write):
+    body = ""
+    for bundle in bundles:
+        res = load(os.path.join(bundle, "results.json"))
+        if res is None:
+            sys.exit(f"{bundle}/results.json is missing or not JSON")
+        # Each visit's own section; its tables one level below.
+        section = markdown(res).replace("\n## ", "\n### ")
+        body += section.replace("# GPU check", f"## GPU: {bundle}", 1) + "\n"
     block = f"{BEGIN}\n{body}{END}"
     if not write:
         print(block)
@@ -204,7 +216,7 @@ def main():
     s.add_argument("work")
     s.add_argument("out")
     d = sub.add_parser("docs")
-    d.add_argument("bundle")
+    d.add_argument("bundle", nargs="+")
     d.add_argument("--write", default=None)
     a = ap.parse_args()
     if a.cmd == "compare":
