@@ -38,5 +38,5 @@ if [ $have_toolkit = 0 ]; then
   echo "no CUDA toolkit: linking the stub $stub/lib64/libcuda.so" >&2
 fi
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,--enable-new-dtags -C link-arg=-Wl,-rpath,\$ORIGIN/../stub/lib64"
-cargo build --release --features cuda "$@"
+cargo build --release --features cuda -p dawin "$@"
 echo "$target/release/dawin"

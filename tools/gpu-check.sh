@@ -8,8 +8,10 @@
 #   tools/gpu-check.sh --run      on the GPU machine, from the repository
 #                                 root with that folder carried: every step
 #                                 below, results into $OUT
-#   tools/gpu-check.sh --dry-run  here, no GPU: the same steps with emu
-#                                 standing in for cuda and small shapes,
+#   tools/gpu-check.sh --dry-run  here, no GPU: the same steps with the
+#                                 cuda binary on the emulated driver
+#                                 (tools/build-emu-driver.sh), the test
+#                                 executables on cpu and emu, small shapes,
 #                                 into $OUT (default target/gpu-check/dry-run)
 #
 # Steps, each in its own time box, going on after a failure, the whole run
@@ -32,7 +34,7 @@ TESTS="ops ops_bf16 forward devices cli dawin"
 # with the binary).
 carried() { [ "$1" = dawin ] && echo dawin-tests || echo "$1"; }
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 # Copies the test executables named in cargo's JSON messages ($1) and the
 # binary ($2) into the carry folder $3, stripped when $4 is "strip".
@@ -67,18 +69,26 @@ PY
 build_carry() {
   local messages=$ROOT/target/gpu-check/build.jsonl
   mkdir -p "$ROOT/target/gpu-check"
-  tools/build-cuda.sh >/dev/null || return 1
+  local bin
+  bin=$(tools/build-cuda.sh | tail -1) || return 1
   tools/build-cuda.sh --tests --message-format=json > "$messages" || return 1
-  collect "$messages" "$ROOT/target/cuda/release/dawin" "$CARRY" strip || return 1
+  collect "$messages" "$bin" "$CARRY" strip || return 1
   echo "carry folder $CARRY: $(du -sh --apparent-size "$CARRY" | cut -f1) (repository: $(git ls-files | xargs du -cb 2>/dev/null | tail -1 | cut -f1) bytes)"
 }
 
+# The dry run's binary is the cuda build on the emulated driver, so the
+# command lines that will run on a GPU run here through cust and the driver
+# ABI; its test executables are the ordinary (cpu, emu) test build. Every
+# path comes from the build scripts or cargo's messages, so CARGO_TARGET_DIR
+# may be set, relative or absolute.
 build_dry() {
-  local messages=$ROOT/target/gpu-check/dry-build.jsonl
+  local messages=$ROOT/target/gpu-check/dry-build.jsonl bin lib
   mkdir -p "$ROOT/target/gpu-check"
-  cargo build --quiet || return 1
+  bin=$(tools/build-cuda.sh 2>/dev/null | tail -1) || return 1
+  lib=$(tools/build-emu-driver.sh 2>/dev/null | tail -1) || return 1
+  export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   cargo test --no-run --message-format=json > "$messages" 2>/dev/null || return 1
-  collect "$messages" "$ROOT/target/debug/dawin" "$ROOT/target/gpu-check/dry-carry" link
+  collect "$messages" "$bin" "$ROOT/target/gpu-check/dry-carry" link
 }
 
 # ---------------------------------------------------------------- the run
@@ -198,7 +208,7 @@ run_steps() {
   WORK=$(mktemp -d)
   LOG=$OUT/logs.txt
   # The steps run under timeout in a child bash: it needs these.
-  export WORK LOG BIN DEV CARRYDIR ROOT MODE
+  export WORK LOG BIN DEV TEST_DEV CARRYDIR ROOT MODE
   export -f logged need smoke test_exe unique carried sanitizer torch_bench ncu_kernels
   mkdir -p "$OUT" && : > "$LOG" && : > "$WORK/status.tsv"
   environment
@@ -216,9 +226,9 @@ run_steps() {
     mtl=(--quick --images 4 --batch 2 --repeats 1)
   fi
   step smoke 60 logged smoke "$DEV"
-  for t in ops ops_bf16 forward; do step "tests: $t" 90 logged test_exe "$t" "cpu,$DEV"; done
-  step "tests: devices (every op on $(unique "cpu,emu,$DEV"))" 30 logged test_exe devices "cpu,emu,$DEV"
-  for t in cli dawin; do step "tests: $t" 60 logged test_exe "$t" "cpu,$DEV"; done
+  for t in ops ops_bf16 forward; do step "tests: $t" 90 logged test_exe "$t" "cpu,$TEST_DEV"; done
+  step "tests: devices (every op on $(unique "cpu,emu,$TEST_DEV"))" 30 logged test_exe devices "cpu,emu,$TEST_DEV"
+  for t in cli dawin; do step "tests: $t" 60 logged test_exe "$t" "cpu,$TEST_DEV"; done
   if [ "$MODE" = dry-run ]; then
     printf 'compute-sanitizer\tskip\t0\tdry run (no GPU)\n' >> "$WORK/status.tsv"
   else
@@ -250,11 +260,11 @@ run_steps() {
 case "${1:-}" in
   --build) build_carry ;;
   --run)
-    MODE=run DEV=cuda TORCH_DEV=cuda CARRYDIR=$CARRY BIN=$CARRY/dawin OUT=${OUT:-$ROOT/target/gpu-check/out}
+    MODE=run DEV=cuda TEST_DEV=cuda TORCH_DEV=cuda CARRYDIR=$CARRY BIN=$CARRY/dawin OUT=${OUT:-$ROOT/target/gpu-check/out}
     [ -x "$BIN" ] || { echo "no $BIN: run tools/gpu-check.sh --build here and carry target/gpu-check/carry"; exit 1; }
     run_steps ;;
   --dry-run)
-    MODE=dry-run DEV=emu TORCH_DEV=cpu CARRYDIR=$ROOT/target/gpu-check/dry-carry BIN=$CARRYDIR/dawin
+    MODE=dry-run DEV=cuda TEST_DEV=emu TORCH_DEV=cpu CARRYDIR=$ROOT/target/gpu-check/dry-carry BIN=$CARRYDIR/dawin
     OUT=${OUT:-$ROOT/target/gpu-check/dry-run}
     build_dry || { echo "the dry-run build failed"; exit 1; }
     run_steps ;;

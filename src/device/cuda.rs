@@ -122,6 +122,10 @@ impl CudaGpu {
         let l2_bytes = device
             .get_attribute(DeviceAttribute::L2CacheSize)
             .map_or(64 << 20, |v| v.max(0) as usize);
+        // cust 0.3 drops NON_BLOCKING (Stream::new removes it), so this is a
+        // blocking stream: the synchronous copies and memsets of the legacy
+        // default stream (`write`, `read`, a new `DeviceBuffer::zeroed`) wait
+        // for the work queued on it. The emulated driver models that.
         let stream =
             Stream::new(StreamFlags::NON_BLOCKING, None).map_err(|e| driver("create stream", e))?;
         let mut functions = HashMap::new();

@@ -137,6 +137,18 @@ impl Emu {
         })
     }
 
+    /// Parses and loads one more module (a driver's `cuModuleLoadData`);
+    /// returns the names of its kernels. A kernel of the same name as one
+    /// loaded before replaces it.
+    pub fn load(&mut self, file: &str, src: &str) -> Result<Vec<String>> {
+        let m = load_module(file, src)?;
+        let names = m.kernels.iter().map(|k| k.name.clone()).collect();
+        for k in m.kernels {
+            self.kernels.insert(k.name.clone(), Arc::new(k));
+        }
+        Ok(names)
+    }
+
     /// Thread-instructions executed so far (for speed figures).
     pub fn instructions(&self) -> u64 {
         self.instructions.get()

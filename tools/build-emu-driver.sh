@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the emulated CUDA driver (tools/emu-driver: libcuda.so.1 backed by
+# dawin's PTX emulator) and prints, last, the folder that holds libcuda.so.1.
+#
+#   LD_LIBRARY_PATH=$(tools/build-emu-driver.sh | tail -1) \
+#     "$(tools/build-cuda.sh | tail -1)" forward ... --device cuda
+#
+# runs the cuda build of dawin on the emulator, through cust and the driver
+# ABI. DAWIN_EMU_DRIVER_MEMORY (bytes, default 8 GiB) sizes its device
+# memory; DAWIN_EMU_SHUFFLE=SEED shuffles block order as for --device emu.
+#
+# Usage: tools/build-emu-driver.sh [extra cargo args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/emu-driver}
+case $CARGO_TARGET_DIR in
+  /*) target=$CARGO_TARGET_DIR ;;
+  *) target=$PWD/$CARGO_TARGET_DIR ;;
+esac
+# build.rs reads cust_raw's declarations from the registry: fetch them.
+cargo fetch --quiet
+cargo build --release -p dawin-emu-driver "$@"
+lib=$target/emu-driver-lib
+mkdir -p "$lib"
+cp -f "$target/release/libdawin_emu_driver.so" "$lib/libcuda.so.1"
+ln -sf libcuda.so.1 "$lib/libcuda.so"
+echo "$lib"
