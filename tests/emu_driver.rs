@@ -137,21 +137,21 @@ fn forwards_on_cuda_match_emu_and_transformers() {
     }
 }
 
-/// An eval's samples.csv (every λ and logit-derived column) and summary.
-fn eval(
-    device: &str,
-    out: &Path,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> (String, serde_json::Value, String) {
+/// The DaWin fixture pair and its data: (pretrained, fine-tuned, data).
+fn fixture_pair() -> (String, String, String) {
     let fx = |f: &str| fixtures_dir().join(f).to_str().unwrap().to_string();
-    let (pt, ft, data) = (
+    (
         fx("dawin_pt.safetensors"),
         fx("dawin_ft.safetensors"),
         fx("dawin_data.safetensors"),
-    );
-    let args = [
-        "eval",
+    )
+}
+
+/// `COMMAND --pretrained PT --finetuned FT --data D --out-dir OUT` on the pair.
+fn pair_command(command: &str, out: &Path) -> Vec<String> {
+    let (pt, ft, data) = fixture_pair();
+    [
+        command,
         "--pretrained",
         &pt,
         "--finetuned",
@@ -160,12 +160,25 @@ fn eval(
         &data,
         "--out-dir",
         s(out),
-        // The methods that run models; the other rules and baselines are
-        // arithmetic on the same logits.
-        "--methods",
-        "zeroshot,finetuned,wise-ft:0.5,dawin",
-    ];
-    let t = ok(device, &[&args[..], extra].concat(), env);
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// An eval's samples.csv (every λ and logit-derived column) and summary.
+fn eval(
+    device: &str,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (String, serde_json::Value, String) {
+    let mut args = pair_command("eval", out);
+    // The methods that run models; the other rules and baselines are
+    // arithmetic on the same logits.
+    args.extend(["--methods", "zeroshot,finetuned,wise-ft:0.5,dawin"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = ok(device, &args, env);
     let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
     let summary =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
@@ -279,27 +292,12 @@ fn text_tower_and_expertise_commands_run_on_cuda_as_on_emu() {
             }
         }
     }
-    let fx = |f: &str| fixtures_dir().join(f).to_str().unwrap().to_string();
-    let (pt, ft, data) = (
-        fx("dawin_pt.safetensors"),
-        fx("dawin_ft.safetensors"),
-        fx("dawin_data.safetensors"),
-    );
+    let (pt, ft, data) = fixture_pair();
     for dev in ["cuda", "emu"] {
-        let out = d.path().join(format!("exp.{dev}"));
+        let args = pair_command("expertise", &d.path().join(format!("exp.{dev}")));
         ok(
             dev,
-            &[
-                "expertise",
-                "--pretrained",
-                &pt,
-                "--finetuned",
-                &ft,
-                "--data",
-                &data,
-                "--out-dir",
-                s(&out),
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
             &[],
         );
         let mtl = d.path().join(format!("mtl.{dev}"));

@@ -7,7 +7,7 @@
 
 use crate::codes::*;
 use crate::device::check_device;
-use crate::state::{CURRENT, call, current_ctx, set_current, use_after_free};
+use crate::state::{CURRENT, call, current_ctx, set_current};
 use std::ffi::{c_int, c_uint};
 
 #[unsafe(no_mangle)]
@@ -83,16 +83,11 @@ pub(crate) extern "C" fn cuCtxCreate_v2(out: *mut u64, _flags: c_uint, dev: c_in
 pub(crate) extern "C" fn cuCtxDestroy_v2(ctx: u64) -> CuResult {
     let entry = "cuCtxDestroy_v2";
     call(entry, |d| {
-        match d.contexts.get(&ctx) {
-            None => return Err(quiet(CUDA_ERROR_INVALID_CONTEXT)),
-            Some(c) if !c.alive => use_after_free(entry, "a context"),
-            Some(c) if c.primary => {
-                return Err(fail(
-                    CUDA_ERROR_INVALID_CONTEXT,
-                    "the primary context is released with cuDevicePrimaryCtxRelease, not destroyed",
-                ));
-            }
-            Some(_) => {}
+        if d.live_context(entry, ctx)?.primary {
+            return Err(fail(
+                CUDA_ERROR_INVALID_CONTEXT,
+                "the primary context is released with cuDevicePrimaryCtxRelease, not destroyed",
+            ));
         }
         CURRENT.with(|c| c.borrow_mut().retain(|&x| x != ctx));
         d.destroy_context(ctx)
@@ -104,11 +99,7 @@ pub(crate) extern "C" fn cuCtxSetCurrent(ctx: u64) -> CuResult {
     let entry = "cuCtxSetCurrent";
     call(entry, |d| {
         if ctx != 0 {
-            match d.contexts.get(&ctx) {
-                None => return Err(quiet(CUDA_ERROR_INVALID_CONTEXT)),
-                Some(c) if !c.alive => use_after_free(entry, "a context"),
-                Some(_) => {}
-            }
+            d.live_context(entry, ctx)?;
         }
         set_current(ctx);
         Ok(())
@@ -124,11 +115,7 @@ pub(crate) extern "C" fn cuCtxGetCurrent(out: *mut u64) -> CuResult {
 pub(crate) extern "C" fn cuCtxPushCurrent_v2(ctx: u64) -> CuResult {
     let entry = "cuCtxPushCurrent_v2";
     call(entry, |d| {
-        match d.contexts.get(&ctx) {
-            None => return Err(quiet(CUDA_ERROR_INVALID_CONTEXT)),
-            Some(c) if !c.alive => use_after_free(entry, "a context"),
-            Some(_) => {}
-        }
+        d.live_context(entry, ctx)?;
         CURRENT.with(|c| c.borrow_mut().push(ctx));
         Ok(())
     })

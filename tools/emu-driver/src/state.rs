@@ -188,10 +188,16 @@ impl Driver {
     /// The calling thread's current context, alive.
     pub fn current(&mut self, entry: &str) -> Res<u64> {
         let h = current_ctx();
+        self.live_context(entry, h)?;
+        Ok(h)
+    }
+
+    /// Context `h`, which must exist and be alive.
+    pub fn live_context(&self, entry: &str, h: u64) -> Res<&Ctx> {
         match self.contexts.get(&h) {
             None => Err(quiet(CUDA_ERROR_INVALID_CONTEXT)),
-            Some(c) if !c.alive => use_after_free(entry, "the current context"),
-            Some(_) => Ok(h),
+            Some(c) if !c.alive => use_after_free(entry, "a context"),
+            Some(c) => Ok(c),
         }
     }
 
