@@ -2,6 +2,7 @@
 //! strings, and how a failed call reports itself.
 
 use std::ffi::{c_char, c_int};
+use std::io::Write;
 
 pub type CuResult = c_int;
 
@@ -56,13 +57,20 @@ pub fn put<T>(p: *mut T, v: T) -> Res {
     Ok(())
 }
 
+/// Says one line on stderr, the driver's only voice. Written straight to the
+/// stream rather than through `eprintln!`, which a test harness may capture
+/// and which an abort right after would lose.
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "dawin emulated driver: {line}");
+}
+
 /// Turns a call's outcome into its code, saying the message on stderr.
 pub fn answer(entry: &str, r: Res) -> CuResult {
     match r {
         Ok(()) => CUDA_SUCCESS,
         Err(Fail { code, msg }) => {
             if let Some(m) = msg {
-                eprintln!("dawin emulated driver: {entry}: {m}");
+                say(&format!("{entry}: {m}"));
             }
             code
         }
@@ -148,21 +156,21 @@ const NAMES: &[(CuResult, &str, &str)] = &[
     ),
 ];
 
-fn lookup(code: CuResult, string: bool, out: *mut *const c_char) -> CuResult {
+fn lookup(entry: &str, code: CuResult, string: bool, out: *mut *const c_char) -> CuResult {
     let Some(&(_, name, text)) = NAMES.iter().find(|e| e.0 == code) else {
         let _ = put(out, std::ptr::null());
         return CUDA_ERROR_INVALID_VALUE;
     };
     let s = if string { text } else { name };
-    answer("cuGetErrorString", put(out, s.as_ptr().cast()))
+    answer(entry, put(out, s.as_ptr().cast()))
 }
 
 #[unsafe(no_mangle)]
 pub(crate) extern "C" fn cuGetErrorString(code: CuResult, out: *mut *const c_char) -> CuResult {
-    lookup(code, true, out)
+    lookup("cuGetErrorString", code, true, out)
 }
 
 #[unsafe(no_mangle)]
 pub(crate) extern "C" fn cuGetErrorName(code: CuResult, out: *mut *const c_char) -> CuResult {
-    lookup(code, false, out)
+    lookup("cuGetErrorName", code, false, out)
 }

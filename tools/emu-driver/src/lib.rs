@@ -29,6 +29,7 @@ mod module;
 mod state;
 mod stream;
 mod unsupported;
+mod work;
 
 #[cfg(test)]
 mod tests;

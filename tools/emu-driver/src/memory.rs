@@ -8,7 +8,7 @@
 
 use crate::codes::*;
 use crate::state::{Driver, Pinned, call, use_after_free};
-use crate::stream::Work;
+use crate::work::Work;
 use dawin::device::Gpu;
 use dawin::error::Error;
 use std::alloc::Layout;
@@ -18,16 +18,18 @@ use std::ffi::c_void;
 const PAGE: usize = 4096;
 
 impl Driver {
-    /// The live pinned buffer holding `[addr, addr + len)`, if any.
-    fn pinned_range(&self, entry: &str, addr: usize, len: usize) -> Option<u64> {
-        let (&base, p) = self.pinned.range(..=addr).next_back()?;
+    /// Whether `[addr, addr + len)` lies in a live pinned buffer.
+    fn is_pinned(&self, entry: &str, addr: usize, len: usize) -> bool {
+        let Some((&base, p)) = self.pinned.range(..=addr).next_back() else {
+            return false;
+        };
         if addr + len > base + p.len {
-            return None;
+            return false;
         }
         if !self.contexts.get(&p.ctx).is_some_and(|c| c.alive) {
             use_after_free(entry, "a pinned host buffer of a destroyed context");
         }
-        Some(p.ctx)
+        true
     }
 
     fn check_device_range(&self, ctx: u64, addr: u64, len: usize) -> Res {
@@ -50,7 +52,7 @@ impl Driver {
     fn copy_to_device(&mut self, entry: &str, dst: u64, src: usize, len: usize, s: u64) -> Res {
         let ctx = self.current(entry)?;
         self.check_device_range(ctx, dst, len)?;
-        let pinned = self.pinned_range(entry, src, len).is_some();
+        let pinned = self.is_pinned(entry, src, len);
         // SAFETY: the caller promised `len` readable bytes at `src`.
         let snapshot = unsafe { std::slice::from_raw_parts(src as *const u8, len).to_vec() };
         let w = Work::ToDevice {

@@ -9,7 +9,7 @@
 use crate::codes::*;
 use crate::device::{MAX_SHARED_DEFAULT, MAX_SHARED_OPTIN};
 use crate::state::{Driver, Func, Module, call};
-use crate::stream::Work;
+use crate::work::Work;
 use dawin::device::emu::parse::{Kernel, Ty};
 use dawin::device::{Arg, Dims};
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
@@ -142,7 +142,6 @@ pub(crate) extern "C" fn cuModuleGetFunction(
         let static_shared = k.shared.iter().filter_map(|v| v.size).sum::<usize>() as u32;
         let h = d.new_handle();
         let f = Func {
-            ctx,
             module: m,
             kernel: name,
             static_shared,
@@ -392,10 +391,11 @@ pub(crate) extern "C" fn cuLaunchKernel(
     call(entry, |d| {
         let ctx = d.current(entry)?;
         let func = d.func(entry, f)?;
-        if func.ctx != ctx {
+        let (module, name) = (func.module, func.kernel.clone());
+        if d.modules[&module].ctx != ctx {
             return Err(fail(
                 CUDA_ERROR_INVALID_HANDLE,
-                format!("kernel `{}` was loaded in another context", func.kernel),
+                format!("kernel `{name}` was loaded in another context"),
             ));
         }
         let dims = Dims {
@@ -403,8 +403,7 @@ pub(crate) extern "C" fn cuLaunchKernel(
             block: [bx, by, bz],
             shared_bytes: shared,
         };
-        check_shape(&func.kernel.clone(), &dims, func)?;
-        let name = func.kernel.clone();
+        check_shape(&name, &dims, &d.funcs[&f])?;
         let k = d.kernel(ctx, &name);
         let args = decode_args(&k, params, extra)?;
         let w = Work::Launch {

@@ -6,11 +6,10 @@
 //! later use is recognised as a use after free rather than as garbage.
 
 use crate::codes::*;
-use crate::stream::Work;
+use crate::work::Work;
 use dawin::device::emu::{Emu, EmuOptions};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -61,7 +60,7 @@ pub struct Module {
 }
 
 pub struct Func {
-    pub ctx: u64,
+    /// Its context is the module's.
     pub module: u64,
     pub kernel: String,
     /// Bytes of `.shared` the kernel declares.
@@ -104,7 +103,7 @@ thread_local! {
 pub fn call(entry: &str, body: impl FnOnce(&mut Driver) -> Res) -> CuResult {
     let mut d = lock();
     if d.trace {
-        eprintln!("dawin emulated driver: {entry}");
+        say(entry);
     }
     if d.options.is_none() {
         return CUDA_ERROR_NOT_INITIALIZED;
@@ -121,12 +120,9 @@ pub fn lock() -> MutexGuard<'static, Driver> {
 /// Ends the process on a use of a destroyed object: the real driver's
 /// behaviour there is undefined (a crash at best), so no answer is right.
 pub fn use_after_free(entry: &str, what: &str) -> ! {
-    // Straight to the stream (not through eprintln!, which a test harness
-    // may be capturing): the abort would lose a captured line.
-    let _ = writeln!(
-        std::io::stderr(),
-        "dawin emulated driver: {entry}: {what} was used after it was destroyed (on a GPU this may crash or corrupt memory); aborting"
-    );
+    say(&format!(
+        "{entry}: {what} was used after it was destroyed (on a GPU this may crash or corrupt memory); aborting"
+    ));
     std::process::abort()
 }
 

@@ -7,53 +7,13 @@
 
 use crate::codes::*;
 use crate::state::{Driver, Event, Stream, call};
-use dawin::device::{Arg, Dims, Gpu};
+use crate::work::Work;
+use dawin::device::Gpu;
 use std::ffi::{c_float, c_uint};
 use std::time::Instant;
 
 const CU_STREAM_NON_BLOCKING: c_uint = 0x1;
 const CU_EVENT_DISABLE_TIMING: c_uint = 0x2;
-
-/// One queued operation.
-pub enum Work {
-    Launch {
-        kernel: String,
-        dims: Dims,
-        args: Vec<Arg>,
-    },
-    /// `snapshot` holds the source bytes as they were when the copy was
-    /// queued; from pinned memory (`pinned`), the copy reads the buffer when
-    /// it runs, and a buffer changed in between is reported.
-    ToDevice {
-        dst: u64,
-        src: usize,
-        snapshot: Vec<u8>,
-        pinned: bool,
-    },
-    ToHost {
-        dst: usize,
-        src: u64,
-        len: usize,
-    },
-    DeviceToDevice {
-        dst: u64,
-        src: u64,
-        len: usize,
-    },
-    Memset {
-        dst: u64,
-        value: u8,
-        len: usize,
-    },
-    Record {
-        event: u64,
-        nth: u64,
-    },
-    Wait {
-        event: u64,
-        nth: u64,
-    },
-}
 
 impl Driver {
     /// Queues `w` on stream `s` (0: the legacy default stream, which runs

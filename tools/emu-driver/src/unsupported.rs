@@ -4,10 +4,12 @@
 //! silently. The arguments are ignored, which the C calling convention
 //! allows.
 
-use crate::codes::{CUDA_ERROR_NOT_SUPPORTED, CuResult};
+use crate::codes::{CUDA_ERROR_NOT_SUPPORTED, CuResult, say};
 
 fn unsupported(entry: &str) -> CuResult {
-    eprintln!("dawin emulated driver: {entry} is not implemented (CUDA_ERROR_NOT_SUPPORTED)");
+    say(&format!(
+        "{entry} is not implemented (CUDA_ERROR_NOT_SUPPORTED)"
+    ));
     CUDA_ERROR_NOT_SUPPORTED
 }
 
