@@ -6,7 +6,8 @@
 //! on `emu`, which runs the same PTX directly.
 //!
 //! The two builds are made (or found up to date) by the scripts on first
-//! use; CI builds them before `cargo test`.
+//! use; CI builds them before `cargo test`. The op-level property tests on
+//! cuda through the same driver: tools/emu-driver-tests.sh.
 
 mod common;
 
