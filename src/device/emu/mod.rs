@@ -119,22 +119,19 @@ pub struct Emu {
 impl Emu {
     /// Parses and loads every kernel of the given modules.
     pub fn new(modules: &[(&str, &str)], options: EmuOptions) -> Result<Self> {
-        let mut kernels = HashMap::new();
-        for (file, src) in modules {
-            let m = load_module(file, src)?;
-            for k in m.kernels {
-                kernels.insert(k.name.clone(), Arc::new(k));
-            }
-        }
-        Ok(Emu {
-            kernels,
+        let mut emu = Emu {
+            kernels: HashMap::new(),
             mem: RefCell::new(GlobalMem::default()),
             options,
             instructions: Cell::new(0),
             ldmatrix_conflicts: Cell::new(0),
             shared_conflicts: Cell::new(0),
             marks: Default::default(),
-        })
+        };
+        for (file, src) in modules {
+            emu.load(file, src)?;
+        }
+        Ok(emu)
     }
 
     /// Parses and loads one more module (a driver's `cuModuleLoadData`);
