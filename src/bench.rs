@@ -12,6 +12,7 @@ use crate::exec::{Executor, OwnedBuf};
 use crate::method::bmm::BetaMixture;
 use crate::method::engine::Engine;
 use crate::method::mtl::merge_into;
+use crate::model::batch::BatchCap;
 use crate::model::device::{DeviceModel, Precision};
 use crate::model::stack::ModelStack;
 use crate::model::vit::{forward, forward_stacked};
@@ -470,14 +471,10 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         Precision::Bf16 => " bf16",
     };
     let bs = o.batch.max(1);
-    let batched = |e: &Engine, m: &DeviceModel| -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(n * c);
-        for s in (0..n).step_by(bs) {
-            let k = bs.min(n - s);
-            out.extend(e.logits(m, &pixels[s * img..(s + k) * img], k)?);
-        }
-        Ok(out)
-    };
+    // The engine splits the images into batches itself, so that each next
+    // batch is staged on the device during the current one's forward.
+    engine.cap = BatchCap::new(bs);
+    let batched = |e: &Engine, m: &DeviceModel| e.logits(m, &pixels, n);
     // λ from the expertise pass, as eval sets it (entropy rule, T = 1).
     let expertise = |e: &Engine| -> Result<Vec<f32>> {
         let lp = batched(e, &e.pt)?;
@@ -520,11 +517,7 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     run("expertise (both models)", &mut |e| expertise(e).map(drop))?;
     run("dawin exact", &mut |e| {
         let lam = expertise(e)?;
-        for s in (0..n).step_by(bs) {
-            let k = bs.min(n - s);
-            e.dual_logits(&pixels[s * img..(s + k) * img], k, &lam[s..s + k])?;
-        }
-        Ok(())
+        e.dual_logits(&pixels, n, &lam).map(drop)
     })?;
     run("dawin bmm:3", &mut |e| {
         let lam = expertise(e)?;
@@ -540,13 +533,11 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
                 continue;
             }
             e.set_merged(*mean as f32)?;
-            for chunk in members.chunks(bs) {
-                let px: Vec<f32> = chunk
-                    .iter()
-                    .flat_map(|&i| pixels[i * img..(i + 1) * img].iter().copied())
-                    .collect();
-                e.merged_logits(&px, chunk.len())?;
-            }
+            let px: Vec<f32> = members
+                .iter()
+                .flat_map(|&i| pixels[i * img..(i + 1) * img].iter().copied())
+                .collect();
+            e.merged_logits(&px, members.len())?;
         }
         Ok(())
     })?;

@@ -514,3 +514,142 @@ fn every_op_agrees_across_executors() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// An executor that counts what crosses to the device: staged uploads and
+/// plain writes, by element count.
+struct Counting<'e> {
+    inner: &'e dyn Executor,
+    staged: std::cell::RefCell<Vec<usize>>,
+    written: std::cell::RefCell<Vec<usize>>,
+}
+
+impl Executor for Counting<'_> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn alloc_raw(&self, dtype: DType, len: usize) -> dawin::error::Result<Buf> {
+        self.inner.alloc_raw(dtype, len)
+    }
+    fn free(&self, buf: Buf) {
+        self.inner.free(buf)
+    }
+    fn write_bytes(&self, dst: Buf, bytes: &[u8]) -> dawin::error::Result<()> {
+        self.written.borrow_mut().push(dst.len);
+        self.inner.write_bytes(dst, bytes)
+    }
+    fn read_bytes(&self, src: Buf, out: &mut [u8]) -> dawin::error::Result<()> {
+        self.inner.read_bytes(src, out)
+    }
+    fn upload_ahead_bytes(&self, dtype: DType, len: usize, b: &[u8]) -> dawin::error::Result<Buf> {
+        self.staged.borrow_mut().push(len);
+        self.inner.upload_ahead_bytes(dtype, len, b)
+    }
+    fn run_op(&self, op: &Op) -> dawin::error::Result<()> {
+        self.inner.run_op(op)
+    }
+    fn synchronize(&self) -> dawin::error::Result<()> {
+        self.inner.synchronize()
+    }
+    fn mark(&self) -> dawin::error::Result<usize> {
+        self.inner.mark()
+    }
+    fn elapsed_ms(&self, start: usize, end: usize) -> dawin::error::Result<f64> {
+        self.inner.elapsed_ms(start, end)
+    }
+    fn reset_marks(&self) {
+        self.inner.reset_marks()
+    }
+}
+
+impl Counting<'_> {
+    /// Staged uploads and plain writes of whole images since the last take,
+    /// as image counts.
+    fn take_images(&self, img: usize) -> (Vec<usize>, Vec<usize>) {
+        let images = |v: &mut Vec<usize>| -> Vec<usize> {
+            let all = std::mem::take(v);
+            all.into_iter()
+                .filter(|l| l % img == 0)
+                .map(|l| l / img)
+                .collect()
+        };
+        (
+            images(&mut self.staged.borrow_mut()),
+            images(&mut self.written.borrow_mut()),
+        )
+    }
+}
+
+/// The batch a loader would hand over next.
+struct Next<'p>(dawin::model::batch::Images<'p>);
+
+impl dawin::model::batch::Lookahead for Next<'_> {
+    fn peek(&mut self) -> Option<dawin::model::batch::Images<'_>> {
+        Some(self.0)
+    }
+}
+
+/// Each next chunk's images are staged during the current chunk's forward
+/// (on cuda, a second stream's copy the compute stream waits for) and used
+/// instead of a second upload; a stage for another batch is not. Logits
+/// are the same as without staging, bit for bit.
+#[test]
+fn next_batches_are_staged_during_the_forward_and_used_once() {
+    use dawin::method::engine::Engine;
+    use dawin::model::batch::{BatchCap, Images};
+    use dawin::model::{Act, Model, device::Precision};
+    for (kind, ex) in executors() {
+        let counting = Counting {
+            inner: ex.as_ref(),
+            staged: Default::default(),
+            written: Default::default(),
+        };
+        let spec = common::small_spec(5, Act::QuickGelu);
+        let img = spec.channels * spec.image_size * spec.image_size;
+        let (pt, ft) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
+        let mut engine = Engine::new(&counting, &pt, &ft, Precision::F32).unwrap();
+        engine.cap = BatchCap::new(3);
+        let (a, b) = (data(5, 7 * img, 1.0), data(6, 4 * img, 1.0));
+        let (la, lb) = (data(7, 7, 0.3), data(8, 4, 0.3));
+        let want_a = engine.dual_logits(&a, 7, &la).unwrap();
+        let want_b = engine.dual_logits(&b, 4, &lb).unwrap();
+        counting.take_images(img);
+
+        let images = |pixels, n, serial| Images {
+            pixels,
+            n,
+            serial: Some(serial),
+        };
+        let mut next = Next(images(&b, 4, 2));
+        let got_a = engine
+            .dual_logits_ahead(images(&a, 7, 1), &la, Some(&mut next))
+            .unwrap();
+        // Chunks of 3, 3 and 1: the first uploaded, the other two staged,
+        // then the next batch's first chunk of 3.
+        assert_eq!(
+            counting.take_images(img),
+            (vec![3, 1, 3], vec![3]),
+            "{kind}"
+        );
+        let got_b = engine
+            .dual_logits_ahead(images(&b, 4, 2), &lb, None)
+            .unwrap();
+        assert_eq!(
+            counting.take_images(img),
+            (vec![1], vec![]),
+            "{kind}: stage unused"
+        );
+        assert_eq!((got_a, got_b), (want_a, want_b.clone()), "{kind}");
+
+        // A stage made for batch 3 is not used by batch 4's call.
+        let mut next = Next(images(&a, 7, 3));
+        engine
+            .dual_logits_ahead(images(&b, 4, 2), &lb, Some(&mut next))
+            .unwrap();
+        counting.take_images(img);
+        let got = engine
+            .dual_logits_ahead(images(&b, 4, 4), &lb, None)
+            .unwrap();
+        assert_eq!(counting.take_images(img), (vec![1], vec![3]), "{kind}");
+        assert_eq!(got, want_b, "{kind}");
+    }
+}

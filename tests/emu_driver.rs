@@ -188,11 +188,12 @@ fn eval(
 
 /// exact, materialize and bmm:2 at one precision: samples.csv (every λ and
 /// prediction) equal between cuda and emu, and the summary names the
-/// emulated device.
+/// emulated device. Batches of 5 of the 16 samples: each next batch's
+/// images are staged on the copy stream during the current forward.
 fn eval_modes_agree(precision: &str) {
     let d = tempfile::tempdir().unwrap();
     for interp in ["exact", "materialize", "bmm:2"] {
-        let extra = ["--interp", interp, "--precision", precision];
+        let extra = ["--interp", interp, "--precision", precision, "-b", "5"];
         let (cuda, summary, _) = eval("cuda", &d.path().join(format!("c-{interp}")), &extra, &[]);
         let (emu, _, _) = eval("emu", &d.path().join(format!("e-{interp}")), &extra, &[]);
         assert_eq!(

@@ -19,10 +19,90 @@ use std::ffi::c_void;
 const STAGED_WRITE_BYTES: usize = 1 << 16;
 
 /// A pinned host buffer and the event of the last copy out of it.
-type Staging = (LockedBuffer<u8>, Event);
+type Staging = (LockedBuffer<u8>, RawEvent);
+
+/// A freed allocation kept for reuse, with the synchronisation count at the
+/// time it was freed: once the compute stream has synchronised after that,
+/// no queued work can still use it.
+struct Pooled {
+    buf: DeviceBuffer<u8>,
+    freed_at: u64,
+}
+
+/// An event of our own. cust 0.3's `Event` hides its handle and
+/// `Stream::wait_event` consumes the event, so the staging events (recorded
+/// on either stream, waited for by the compute stream) are raw.
+struct RawEvent(cust::sys::CUevent);
+
+impl RawEvent {
+    fn new() -> Result<Self> {
+        let mut e = std::ptr::null_mut();
+        let flags = cust::sys::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32;
+        // SAFETY: an out-pointer to a local.
+        check(
+            unsafe { cust::sys::cuEventCreate(&mut e, flags) },
+            "create event",
+        )?;
+        Ok(RawEvent(e))
+    }
+
+    fn record(&self, stream: cust::sys::CUstream) -> Result<()> {
+        // SAFETY: both handles are live (owned by the executor).
+        check(
+            unsafe { cust::sys::cuEventRecord(self.0, stream) },
+            "record an event",
+        )
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        // SAFETY: a live event.
+        check(
+            unsafe { cust::sys::cuEventSynchronize(self.0) },
+            "wait for a staged copy",
+        )
+    }
+}
+
+impl Drop for RawEvent {
+    fn drop(&mut self) {
+        // SAFETY: a live event, destroyed once.
+        unsafe { cust::sys::cuEventDestroy_v2(self.0) };
+    }
+}
+
+/// The stream that copies the next batch's images while the compute stream
+/// runs the current one. Created raw because cust 0.3 drops NON_BLOCKING:
+/// a non-blocking stream does not make the compute stream's synchronous
+/// reads wait for its copies.
+struct CopyStream(cust::sys::CUstream);
+
+impl CopyStream {
+    fn new() -> Result<Self> {
+        let mut s = std::ptr::null_mut();
+        let flags = cust::sys::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32;
+        // SAFETY: an out-pointer to a local.
+        check(
+            unsafe { cust::sys::cuStreamCreate(&mut s, flags) },
+            "create the copy stream",
+        )?;
+        Ok(CopyStream(s))
+    }
+}
+
+impl Drop for CopyStream {
+    fn drop(&mut self) {
+        // SAFETY: a live stream, drained (the copies may read pinned memory
+        // that is released after it), then destroyed once.
+        unsafe {
+            cust::sys::cuStreamSynchronize(self.0);
+            cust::sys::cuStreamDestroy_v2(self.0);
+        }
+    }
+}
 
 pub struct CudaGpu {
     stream: Stream,
+    copy_stream: CopyStream,
     device_name: String,
     /// Looked up once; modules are leaked so functions can be `'static`
     /// (one executor lives for the whole process).
@@ -31,7 +111,9 @@ pub struct CudaGpu {
     /// Freed allocations by size, reused before asking the driver again
     /// (cuMemFree/cuMemAlloc synchronise the device; forwards allocate
     /// the same scratch sizes batch after batch).
-    pool: RefCell<HashMap<usize, Vec<DeviceBuffer<u8>>>>,
+    pool: RefCell<HashMap<usize, Vec<Pooled>>>,
+    /// Completed synchronisations of the compute stream (see [`Pooled`]).
+    syncs: Cell<u64>,
     /// Two pinned staging buffers, each with the event of its last copy:
     /// batch i+1 is staged while batch i's copy may still be in flight.
     staging: RefCell<[Option<Staging>; 2]>,
@@ -43,7 +125,7 @@ pub struct CudaGpu {
     flush: RefCell<Option<DeviceBuffer<u8>>>,
     l2_bytes: usize,
     peak: Option<crate::profile::Peak>,
-    /// Last, because fields drop in declaration order: the stream, events,
+    /// Last, because fields drop in declaration order: the streams, events,
     /// device and pinned buffers above must be released while the context
     /// still exists. Destroying it first left their handles dangling, and
     /// freeing them then crashed the process at exit (seen on an H200).
@@ -128,6 +210,7 @@ impl CudaGpu {
         // for the work queued on it. The emulated driver models that.
         let stream =
             Stream::new(StreamFlags::NON_BLOCKING, None).map_err(|e| driver("create stream", e))?;
+        let copy_stream = CopyStream::new()?;
         let mut functions = HashMap::new();
         for (file, src) in modules {
             let module: &'static Module = Box::leak(Box::new(
@@ -141,10 +224,12 @@ impl CudaGpu {
         }
         Ok(CudaGpu {
             stream,
+            copy_stream,
             device_name,
             functions,
             allocs: RefCell::new(HashMap::new()),
             pool: RefCell::new(HashMap::new()),
+            syncs: Cell::new(0),
             staging: RefCell::new([None, None]),
             next_staging: Cell::new(0),
             marks: RefCell::new(Vec::new()),
@@ -156,15 +241,22 @@ impl CudaGpu {
         })
     }
 
-    /// Queues a host-to-device copy from a pinned staging buffer. The host
-    /// only waits for the copy that last used the same buffer (two back).
-    fn write_staged(&self, addr: u64, data: &[u8]) -> Result<()> {
+    /// Queues a host-to-device copy from a pinned staging buffer on
+    /// `stream` and records its event there; with `then` the compute stream
+    /// waits for that event before the work queued on it afterwards. The
+    /// host only waits for the copy that last used the same buffer (two back).
+    fn write_staged(
+        &self,
+        addr: u64,
+        data: &[u8],
+        stream: cust::sys::CUstream,
+        compute_waits: bool,
+    ) -> Result<()> {
         let slot = self.next_staging.get();
         self.next_staging.set(1 - slot);
         let mut staging = self.staging.borrow_mut();
         if let Some((_, done)) = &staging[slot] {
-            done.synchronize()
-                .map_err(|e| driver("wait for a staged copy", e))?;
+            done.synchronize()?;
         }
         if staging[slot]
             .as_ref()
@@ -172,31 +264,42 @@ impl CudaGpu {
         {
             // SAFETY: the buffer is fully overwritten up to `data.len()`
             // before any copy reads it.
-            let buf = unsafe { LockedBuffer::<u8>::uninitialized(data.len()) }
+            let buf = unsafe { LockedBuffer::<u8>::uninitialized(data.len().max(1)) }
                 .map_err(|e| driver(&format!("pin {} host bytes", data.len()), e))?;
-            let ev =
-                Event::new(EventFlags::DISABLE_TIMING).map_err(|e| driver("create event", e))?;
-            staging[slot] = Some((buf, ev));
+            staging[slot] = Some((buf, RawEvent::new()?));
         }
         let (buf, done) = staging[slot].as_mut().expect("set above");
         buf.as_mut_slice()[..data.len()].copy_from_slice(data);
         // SAFETY: the pinned buffer stays alive and untouched until `done`
-        // has fired (checked before its next use above and in Drop order:
-        // the stream is synchronised before buffers are released).
+        // has fired (checked before its next use above, and both streams
+        // are drained before buffers are released).
         let r = unsafe {
             cust::sys::cuMemcpyHtoDAsync_v2(
                 addr,
                 buf.as_slice().as_ptr() as *const c_void,
                 data.len(),
-                self.stream.as_inner(),
+                stream,
             )
         };
         check(
             r,
             &format!("queue a copy of {} bytes to the device", data.len()),
         )?;
-        done.record(&self.stream)
-            .map_err(|e| driver("record a copy event", e))
+        done.record(stream)?;
+        if compute_waits {
+            // SAFETY: live stream and event.
+            let r = unsafe { cust::sys::cuStreamWaitEvent(self.stream.as_inner(), done.0, 0) };
+            check(r, "order the compute stream after a copy")?;
+        }
+        Ok(())
+    }
+
+    /// A pooled allocation of `bytes` that no queued work can still use.
+    fn take_idle(&self, bytes: usize) -> Option<DeviceBuffer<u8>> {
+        let mut pool = self.pool.borrow_mut();
+        let list = pool.get_mut(&bytes)?;
+        let i = list.iter().position(|p| p.freed_at < self.syncs.get())?;
+        Some(list.swap_remove(i).buf)
     }
 }
 
@@ -215,7 +318,7 @@ impl Gpu for CudaGpu {
     fn alloc(&self, bytes: usize) -> Result<u64> {
         let bytes = bytes.max(1);
         let reused = self.pool.borrow_mut().get_mut(&bytes).and_then(Vec::pop);
-        let b = match reused {
+        let b = match reused.map(|p| p.buf) {
             Some(b) => {
                 // Zero-filled like a fresh allocation, in stream order.
                 // SAFETY: `b` is a live allocation of `bytes` bytes.
@@ -250,14 +353,41 @@ impl Gpu for CudaGpu {
     fn free(&self, addr: u64) {
         // Kept for reuse: work queued on the stream may still use it, and a
         // later allocation of it is ordered after that work on the same stream.
-        if let Some(b) = self.allocs.borrow_mut().remove(&addr) {
-            self.pool.borrow_mut().entry(b.len()).or_default().push(b);
+        if let Some(buf) = self.allocs.borrow_mut().remove(&addr) {
+            let freed_at = self.syncs.get();
+            let entry = Pooled { buf, freed_at };
+            self.pool
+                .borrow_mut()
+                .entry(entry.buf.len())
+                .or_default()
+                .push(entry);
         }
+    }
+
+    fn upload_ahead(&self, data: &[u8]) -> Result<u64> {
+        let bytes = data.len().max(1);
+        // Not a buffer the queued work may still read or write, and no
+        // zero-fill on the compute stream: the copy, on the other stream,
+        // would not be ordered after it.
+        let buf = match self.take_idle(bytes) {
+            Some(b) => b,
+            // SAFETY: fully written by the copy below before any kernel
+            // (ordered after it) reads it.
+            None => unsafe { DeviceBuffer::<u8>::uninitialized(bytes) }
+                .map_err(|e| driver(&format!("allocate {bytes} bytes"), e))?,
+        };
+        let addr = buf.as_device_ptr().as_raw();
+        self.allocs.borrow_mut().insert(addr, buf);
+        let copy = self.write_staged(addr, data, self.copy_stream.0, true);
+        if copy.is_err() {
+            self.free(addr);
+        }
+        copy.map(|()| addr)
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
         if data.len() >= STAGED_WRITE_BYTES {
-            return self.write_staged(addr, data);
+            return self.write_staged(addr, data, self.stream.as_inner(), false);
         }
         self.synchronize()?;
         // SAFETY: `addr` lies inside an allocation of ours (checked by the
@@ -324,7 +454,9 @@ impl Gpu for CudaGpu {
     fn synchronize(&self) -> Result<()> {
         self.stream
             .synchronize()
-            .map_err(|e| driver("synchronize (an earlier kernel failed)", e))
+            .map_err(|e| driver("synchronize (an earlier kernel failed)", e))?;
+        self.syncs.set(self.syncs.get() + 1);
+        Ok(())
     }
 
     fn mark(&self) -> Result<usize> {

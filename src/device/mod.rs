@@ -25,6 +25,14 @@ pub trait Gpu {
     fn free(&self, addr: u64);
     fn write(&self, addr: u64, data: &[u8]) -> Result<()>;
     fn read(&self, addr: u64, out: &mut [u8]) -> Result<()>;
+    /// A new allocation holding `data`, copied while the work queued so far
+    /// runs (on `cuda`, on a second stream); work queued after it waits for
+    /// the copy. Forwards stage batch i+1's images this way during batch i.
+    fn upload_ahead(&self, data: &[u8]) -> Result<u64> {
+        let addr = self.alloc(data.len())?;
+        self.write(addr, data)?;
+        Ok(addr)
+    }
     /// Launches `kernel` (queued on asynchronous devices).
     fn launch(&self, kernel: &str, dims: Dims, args: &[Arg]) -> Result<()>;
     fn synchronize(&self) -> Result<()> {

@@ -127,6 +127,16 @@ pub trait Executor {
     fn write_bytes(&self, dst: Buf, bytes: &[u8]) -> Result<()>;
     /// Copies the view into `out` (exactly `src.bytes()` long).
     fn read_bytes(&self, src: Buf, out: &mut [u8]) -> Result<()>;
+    /// A new allocation of `len` `dtype` values holding `bytes`, copied while
+    /// the work queued so far runs ([`crate::device::Gpu::upload_ahead`]).
+    fn upload_ahead_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<Buf> {
+        let b = self.alloc_raw(dtype, len)?;
+        if let Err(e) = self.write_bytes(b, bytes) {
+            self.free(b);
+            return Err(e);
+        }
+        Ok(b)
+    }
     /// Runs one op: checks it ([`Op::check`]), then runs or queues it.
     fn run_op(&self, op: &Op) -> Result<()>;
     /// Waits for queued work; asynchronous executors report late errors here.
@@ -185,6 +195,14 @@ impl dyn Executor + '_ {
         let b = self.alloc_as(T::DTYPE, data.len())?;
         self.write(*b, data)?;
         Ok(b)
+    }
+
+    /// A new buffer holding `data`, copied to the device while the work
+    /// queued so far runs; freed when dropped.
+    pub fn upload_ahead<T: Element>(&self, data: &[T]) -> Result<OwnedBuf<'_>> {
+        let bytes = bytemuck::cast_slice(data);
+        let buf = self.upload_ahead_bytes(T::DTYPE, data.len(), bytes)?;
+        Ok(OwnedBuf { ex: self, buf })
     }
 
     /// Overwrites the view with `data` (same dtype and length).

@@ -100,6 +100,10 @@ impl Executor for Profiled {
     fn read_bytes(&self, src: Buf, out: &mut [u8]) -> Result<()> {
         self.inner.read_bytes(src, out)
     }
+    fn upload_ahead_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<Buf> {
+        self.inner.upload_ahead_bytes(dtype, len, bytes)
+    }
+
     fn run_op(&self, op: &Op) -> Result<()> {
         self.inner.range_push(op.name());
         let r = if self.on.get() {

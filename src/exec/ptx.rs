@@ -34,6 +34,14 @@ impl<G: Gpu> PtxExec<G> {
         }
     }
 
+    /// A handle for a new allocation (ids are never reused).
+    fn register(&self, a: Allocation) -> Buf {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        self.allocs.borrow_mut().insert(id, a);
+        Buf::whole(id, a.len, a.dtype)
+    }
+
     /// Device address of a view, checked against its allocation.
     fn addr(&self, b: Buf) -> Result<u64> {
         let a = *self.allocs.borrow().get(&b.id).ok_or_else(|| freed(b))?;
@@ -51,21 +59,26 @@ impl<G: Gpu> PtxExec<G> {
     }
 }
 
+/// Bytes of `len` values of `dtype`, or an error if that overflows.
+fn byte_size(dtype: DType, len: usize) -> Result<usize> {
+    len.checked_mul(dtype.size())
+        .ok_or_else(|| crate::invalid!("an allocation of {len} {dtype} values overflows"))
+}
+
 impl<G: Gpu> Executor for PtxExec<G> {
     fn name(&self) -> String {
         self.gpu.name()
     }
 
     fn alloc_raw(&self, dtype: DType, len: usize) -> Result<Buf> {
-        let bytes = len
-            .checked_mul(dtype.size())
-            .ok_or_else(|| crate::invalid!("an allocation of {len} {dtype} values overflows"))?;
-        let addr = self.gpu.alloc(bytes)?;
-        let id = self.next_id.get();
-        self.next_id.set(id.wrapping_add(1));
-        let a = Allocation { addr, len, dtype };
-        self.allocs.borrow_mut().insert(id, a);
-        Ok(Buf::whole(id, len, dtype))
+        let addr = self.gpu.alloc(byte_size(dtype, len)?)?;
+        Ok(self.register(Allocation { addr, len, dtype }))
+    }
+
+    fn upload_ahead_bytes(&self, dtype: DType, len: usize, bytes: &[u8]) -> Result<Buf> {
+        check_copy("write", byte_size(dtype, len)?, bytes.len())?;
+        let addr = self.gpu.upload_ahead(bytes)?;
+        Ok(self.register(Allocation { addr, len, dtype }))
     }
 
     fn free(&self, buf: Buf) {

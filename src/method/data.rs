@@ -7,6 +7,7 @@
 
 use super::preprocess;
 use crate::error::{Error, Result};
+use crate::model::batch::{Images, Lookahead};
 use crate::tensorfile::{TensorFile, f32_values};
 use rayon::prelude::*;
 use safetensors::Dtype;
@@ -74,6 +75,47 @@ pub struct Batch {
     pub indices: Vec<usize>,
     pub pixels: Vec<f32>,
     pub failed: Vec<(usize, String)>,
+    /// Unique in the process: names the batch whose images an engine staged
+    /// on the device during the previous batch's forward.
+    pub serial: u64,
+}
+
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Batch {
+    fn new(indices: Vec<usize>, pixels: Vec<f32>) -> Batch {
+        Batch {
+            indices,
+            pixels,
+            failed: vec![],
+            serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The batch's images, named by its serial.
+    pub fn images(&self) -> Images<'_> {
+        Images {
+            pixels: &self.pixels,
+            n: self.indices.len(),
+            serial: Some(self.serial),
+        }
+    }
+}
+
+/// The batches still to come, for a [`Dataset::for_each_batch_ahead`]
+/// callback: peeking waits for the loader's next batch and keeps it.
+pub struct Upcoming<'r> {
+    rx: &'r std::sync::mpsc::Receiver<Batch>,
+    held: Option<Batch>,
+}
+
+impl Lookahead for Upcoming<'_> {
+    fn peek(&mut self) -> Option<Images<'_>> {
+        if self.held.is_none() {
+            self.held = self.rx.recv().ok();
+        }
+        self.held.as_ref().map(Batch::images)
+    }
 }
 
 /// Whether the `image` crate of this build decodes files with this
@@ -324,11 +366,7 @@ impl Dataset {
                     let b = &bytes[i * img * el..(i + 1) * img * el];
                     pixels.extend(f32_values(*dtype, b).expect("a float dtype, checked in open"));
                 }
-                Batch {
-                    indices: indices.to_vec(),
-                    pixels,
-                    failed: vec![],
-                }
+                Batch::new(indices.to_vec(), pixels)
             }
             Source::Folder { paths } => {
                 let decoded: Vec<(usize, Result<Vec<f32>>)> = indices
@@ -339,11 +377,7 @@ impl Dataset {
                         (i, img)
                     })
                     .collect();
-                let mut b = Batch {
-                    indices: vec![],
-                    pixels: Vec::with_capacity(indices.len() * img),
-                    failed: vec![],
-                };
+                let mut b = Batch::new(vec![], Vec::with_capacity(indices.len() * img));
                 for (i, r) in decoded {
                     match r {
                         Ok(p) => {
@@ -366,6 +400,17 @@ impl Dataset {
         batch_size: usize,
         mut f: impl FnMut(Batch) -> Result<()>,
     ) -> Result<()> {
+        self.for_each_batch_ahead(indices, batch_size, |b, _| f(b))
+    }
+
+    /// [`Dataset::for_each_batch`], where `f` may also peek at the next
+    /// batch (to stage its upload during this one's forward).
+    pub fn for_each_batch_ahead(
+        &self,
+        indices: &[usize],
+        batch_size: usize,
+        mut f: impl FnMut(Batch, &mut Upcoming) -> Result<()>,
+    ) -> Result<()> {
         let chunks: Vec<&[usize]> = indices.chunks(batch_size.max(1)).collect();
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
@@ -376,13 +421,18 @@ impl Dataset {
                     }
                 }
             });
+            let mut upcoming = Upcoming {
+                rx: &rx,
+                held: None,
+            };
             let mut result = Ok(());
-            for b in rx.iter() {
-                if let Err(e) = f(b) {
+            while let Some(b) = upcoming.held.take().or_else(|| rx.recv().ok()) {
+                if let Err(e) = f(b, &mut upcoming) {
                     result = Err(e);
                     break;
                 }
             }
+            drop(upcoming);
             drop(rx);
             let _ = producer.join();
             result

@@ -3,9 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::exec::Executor;
-use crate::model::batch::BatchCap;
+use crate::model::batch::{BatchCap, ChunkForward, Images, Lookahead, Stager};
 use crate::model::device::{DeviceModel, Precision};
-use crate::model::vit::{DualWeights, Output, forward};
+use crate::model::vit::{DualWeights, forward_with};
 use crate::model::{Model, Overrides};
 use std::path::Path;
 
@@ -62,6 +62,8 @@ pub struct Engine<'a> {
     pub lerps_skipped: usize,
     /// Batches are split further when the device runs out of memory.
     pub cap: BatchCap,
+    /// Stages each next chunk of images during the current forward.
+    stager: Stager<'a>,
 }
 
 impl<'a> Engine<'a> {
@@ -82,6 +84,7 @@ impl<'a> Engine<'a> {
             lerps: 0,
             lerps_skipped: 0,
             cap: BatchCap::new(usize::MAX),
+            stager: Stager::new(ex),
         })
     }
 
@@ -111,43 +114,75 @@ impl<'a> Engine<'a> {
 
     /// Logits of the working (merged) model.
     pub fn merged_logits(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.merged_logits_ahead(Images::host(pixels, n), None)
+    }
+
+    /// [`Engine::merged_logits`], staging the next call's images during
+    /// the last forward.
+    pub fn merged_logits_ahead(
+        &self,
+        images: Images,
+        next: Option<&mut dyn Lookahead>,
+    ) -> Result<Vec<f32>> {
         let w = self
             .work
             .as_ref()
             .ok_or_else(|| crate::invalid!("no merged model yet: set_merged first"))?;
-        self.logits(w, pixels, n)
-    }
-
-    /// Logits of `n` images, in chunks that fit in device memory.
-    fn chunked(
-        &self,
-        pixels: &[f32],
-        n: usize,
-        f: impl Fn(&[f32], usize, usize) -> Result<Output>,
-    ) -> Result<Vec<f32>> {
-        let img = pixels.len() / n.max(1);
-        let mut out = Vec::new();
-        self.cap.run(
-            n,
-            |start, k| f(&pixels[start * img..(start + k) * img], start, k),
-            |_, o| out.extend(o.logits.unwrap_or_default()),
-        )?;
-        Ok(out)
+        self.logits_ahead(w, images, next)
     }
 
     pub fn logits(&self, m: &DeviceModel, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.chunked(pixels, n, |px, _, k| forward(self.ex, m, px, k, None))
+        self.logits_ahead(m, Images::host(pixels, n), None)
+    }
+
+    /// [`Engine::logits`], staging the next call's images during the last
+    /// forward.
+    pub fn logits_ahead(
+        &self,
+        m: &DeviceModel,
+        images: Images,
+        next: Option<&mut dyn Lookahead>,
+    ) -> Result<Vec<f32>> {
+        self.chunked(images, next, &|px, _, k, between| {
+            forward_with(self.ex, m, px, k, None, between)
+        })
     }
 
     /// Each sample's own merged model, exactly, through the dual-weight ops.
     pub fn dual_logits(&self, pixels: &[f32], n: usize, lambda: &[f32]) -> Result<Vec<f32>> {
-        self.chunked(pixels, n, |px, start, k| {
+        self.dual_logits_ahead(Images::host(pixels, n), lambda, None)
+    }
+
+    /// [`Engine::dual_logits`], staging the next call's images during the
+    /// last forward.
+    pub fn dual_logits_ahead(
+        &self,
+        images: Images,
+        lambda: &[f32],
+        next: Option<&mut dyn Lookahead>,
+    ) -> Result<Vec<f32>> {
+        self.chunked(images, next, &|px, start, k, between| {
             let dual = DualWeights {
                 other: &self.ft,
                 lambda: &lambda[start..start + k],
             };
-            forward(self.ex, &self.pt, px, k, Some(dual))
+            forward_with(self.ex, &self.pt, px, k, Some(dual), between)
         })
+    }
+
+    /// Logits of `n` images, in chunks that fit in device memory, each
+    /// next chunk staged during the current one's forward.
+    fn chunked(
+        &self,
+        images: Images,
+        next: Option<&mut dyn Lookahead>,
+        f: &ChunkForward<'_, 'a>,
+    ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.stager.run(&self.cap, images, next, f, |_, o| {
+            out.extend(o.logits.unwrap_or_default())
+        })?;
+        Ok(out)
     }
 
     /// Device bytes held by both models and the working (merged) one.

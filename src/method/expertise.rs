@@ -10,6 +10,7 @@ use super::methods::Method;
 use super::progress::progress_bar;
 use super::projection::Projection;
 use crate::error::{Error, Result};
+use crate::model::batch::Lookahead;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -117,6 +118,14 @@ struct Needed<'a> {
 /// Runs `run` over the samples `indices` of `shard`, writing their rows
 /// into the cache's tensors (created NaN-filled where absent); returns the
 /// samples that could not be read.
+/// One forward of the expertise pass.
+enum Forward {
+    Pretrained,
+    Finetuned,
+    /// The WiSE-FT model at this α.
+    Wise(f32),
+}
+
 fn compute(
     engine: &mut Engine,
     data: &Dataset,
@@ -137,7 +146,12 @@ fn compute(
         &format!("{}expertise", pass.label),
         pass.progress,
     );
-    data.for_each_batch(indices, pass.batch_size, |b| {
+    let mut forwards = Vec::new();
+    if run.statics {
+        forwards.extend([Forward::Pretrained, Forward::Finetuned]);
+    }
+    forwards.extend(run.alphas.iter().map(|&a| Forward::Wise(a)));
+    data.for_each_batch_ahead(indices, pass.batch_size, |b, upcoming| {
         let n = b.indices.len();
         failed.extend(b.failed.iter().cloned());
         let mut put = |name: String, logits: Vec<f32>| {
@@ -148,13 +162,25 @@ fn compute(
             }
         };
         if n > 0 {
-            if run.statics {
-                put("logits_pt".into(), engine.logits(&engine.pt, &b.pixels, n)?);
-                put("logits_ft".into(), engine.logits(&engine.ft, &b.pixels, n)?);
-            }
-            for &a in run.alphas {
-                engine.set_merged(a)?;
-                put(wise_key(a), engine.merged_logits(&b.pixels, n)?);
+            for (k, f) in forwards.iter().enumerate() {
+                // The batch's last forward stages the next batch's images.
+                let next = (k + 1 == forwards.len()).then_some(upcoming as &mut dyn Lookahead);
+                let images = b.images();
+                let (name, logits) = match *f {
+                    Forward::Pretrained => (
+                        "logits_pt".into(),
+                        engine.logits_ahead(&engine.pt, images, next)?,
+                    ),
+                    Forward::Finetuned => (
+                        "logits_ft".into(),
+                        engine.logits_ahead(&engine.ft, images, next)?,
+                    ),
+                    Forward::Wise(a) => {
+                        engine.set_merged(a)?;
+                        (wise_key(a), engine.merged_logits_ahead(images, next)?)
+                    }
+                };
+                put(name, logits);
             }
             if run.statics {
                 let valid = bufs.get_mut("valid").expect("created above");

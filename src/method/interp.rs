@@ -5,6 +5,7 @@ use super::data::{Batch, Dataset};
 use super::engine::Engine;
 use super::progress::progress_bar;
 use crate::error::Result;
+use crate::model::batch::Lookahead;
 use std::collections::HashMap;
 
 /// How DaWin's per-sample models are evaluated.
@@ -97,29 +98,29 @@ pub fn dawin_logits(
         }
         pb.inc(b.indices.len() as u64);
     };
-    // Runs `f` on every batch of `members` and places its logits.
-    let mut each =
-        |members: &[usize], batch: usize, f: &mut dyn FnMut(&Batch) -> Result<Vec<f32>>| {
-            data.for_each_batch(members, batch, |b| {
-                lost_on_second_pass(data, &b)?;
-                let logits = f(&b)?;
-                place(&b, &logits);
-                Ok(())
-            })
-        };
+    // Runs `f` on every batch of `members` and places its logits; `f` may
+    // stage the next batch's images during its forward.
+    let mut each = |members: &[usize], batch: usize, f: &mut BatchForward| {
+        data.for_each_batch_ahead(members, batch, |b, upcoming| {
+            lost_on_second_pass(data, &b)?;
+            let logits = f(&b, upcoming)?;
+            place(&b, &logits);
+            Ok(())
+        })
+    };
     match interp {
-        Interp::Exact => each(indices, pass.batch_size, &mut |b| {
+        Interp::Exact => each(indices, pass.batch_size, &mut |b, next| {
             let l: Vec<f32> = b.indices.iter().map(|i| lambda[pos[i]]).collect();
-            engine.dual_logits(&b.pixels, b.indices.len(), &l)
+            engine.dual_logits_ahead(b.images(), &l, Some(next))
         })?,
         Interp::Materialize => {
             // λ order makes equal λs adjacent, so their lerps are skipped.
             let mut order: Vec<usize> = (0..indices.len()).collect();
             order.sort_by(|&a, &b| lambda[a].total_cmp(&lambda[b]));
             let ordered: Vec<usize> = order.iter().map(|&j| indices[j]).collect();
-            each(&ordered, 1, &mut |b| {
+            each(&ordered, 1, &mut |b, next| {
                 engine.set_merged(lambda[pos[&b.indices[0]]])?;
-                engine.merged_logits(&b.pixels, 1)
+                engine.merged_logits_ahead(b.images(), Some(next))
             })?
         }
         Interp::Bmm(_) | Interp::BmmAuto => {
@@ -133,8 +134,8 @@ pub fn dawin_logits(
                     continue;
                 }
                 engine.set_merged(mean)?;
-                each(&members, pass.batch_size, &mut |b| {
-                    engine.merged_logits(&b.pixels, b.indices.len())
+                each(&members, pass.batch_size, &mut |b, next| {
+                    engine.merged_logits_ahead(b.images(), Some(next))
                 })?;
             }
         }
@@ -142,6 +143,9 @@ pub fn dawin_logits(
     super::progress::finish(&pb);
     Ok(out)
 }
+
+/// One batch's forward, given the batches still to come.
+type BatchForward<'f> = dyn FnMut(&Batch, &mut dyn Lookahead) -> Result<Vec<f32>> + 'f;
 
 /// A sample read in the expertise pass that fails now cannot be skipped
 /// quietly: its row would be missing from every method.

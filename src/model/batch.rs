@@ -2,10 +2,37 @@
 //! halved when the device runs out of memory, and the work goes on.
 
 use super::device::DeviceModel;
-use super::vit::{Output, forward};
+use super::vit::{Output, Pixels, forward_with, stage};
 use crate::error::{Error, Result};
-use crate::exec::Executor;
-use std::cell::Cell;
+use crate::exec::{Executor, OwnedBuf};
+use std::cell::{Cell, RefCell};
+
+/// Images for a forward: `n` of them, and the serial that names their batch
+/// (unique in the process; a data loader's), which lets a call use the
+/// upload the previous call staged for it.
+#[derive(Clone, Copy)]
+pub struct Images<'p> {
+    pub pixels: &'p [f32],
+    pub n: usize,
+    pub serial: Option<u64>,
+}
+
+impl<'p> Images<'p> {
+    /// Images that no earlier call staged.
+    pub fn host(pixels: &'p [f32], n: usize) -> Self {
+        Images {
+            pixels,
+            n,
+            serial: None,
+        }
+    }
+}
+
+/// What the next call will run on, so its first upload overlaps this
+/// call's last forward (on `cuda`; elsewhere it is only a copy).
+pub trait Lookahead {
+    fn peek(&mut self) -> Option<Images<'_>>;
+}
 
 /// The largest batch to try on the device. When a forward runs out of
 /// device memory, the batch is halved and the work goes on (and says so);
@@ -52,40 +79,114 @@ impl BatchCap {
     }
 }
 
+/// A chunk's images already on the device: batch `serial`, images
+/// `start..start + count`.
+struct Staged<'e> {
+    key: (Option<u64>, usize, usize),
+    pixels: OwnedBuf<'e>,
+}
+
+/// One chunk's forward: its images, the index of its first image and its
+/// count, and the hook to call once its kernels are queued.
+pub type ChunkForward<'f, 'e> =
+    dyn Fn(Pixels<'_, 'e>, usize, usize, &mut dyn FnMut()) -> Result<Output> + 'f;
+
+/// Runs forwards chunk by chunk, staging each next chunk's images on the
+/// device while the current chunk's forward runs (on `cuda` the copy
+/// overlaps the kernels; elsewhere it is the same copy, earlier). The stage
+/// made during a call's last forward waits here for the call that names it.
+pub struct Stager<'e> {
+    ex: &'e dyn Executor,
+    ahead: RefCell<Option<Staged<'e>>>,
+}
+
+impl<'e> Stager<'e> {
+    pub fn new(ex: &'e dyn Executor) -> Self {
+        Stager {
+            ex,
+            ahead: RefCell::new(None),
+        }
+    }
+
+    /// Runs `f` over `images` in chunks of at most the cap (halved when the
+    /// device runs out of memory); `sink` gets each chunk's output in order.
+    /// After the last chunk's kernels, the first chunk of `next`'s images
+    /// is staged.
+    pub fn run(
+        &self,
+        cap: &BatchCap,
+        images: Images,
+        next: Option<&mut dyn Lookahead>,
+        f: &ChunkForward<'_, 'e>,
+        sink: impl FnMut(usize, Output),
+    ) -> Result<()> {
+        let Images { pixels, n, serial } = images;
+        let img = pixels.len() / n.max(1);
+        // Taken now, so a stage this call does not use is dropped.
+        let staged = RefCell::new(self.ahead.take());
+        let next = RefCell::new(next);
+        let chunk = |start: usize, k: usize| {
+            let px = match staged.take() {
+                // A stage of an earlier call has a serial, so a call without
+                // one matches only its own.
+                Some(s) if s.key == (serial, start, k) => Pixels::Staged(s.pixels),
+                _ => Pixels::Host(&pixels[start * img..(start + k) * img]),
+            };
+            let mut between = || {
+                let after = start + k;
+                if after < n {
+                    let k2 = cap.get().min(n - after);
+                    let px = &pixels[after * img..(after + k2) * img];
+                    *staged.borrow_mut() = self.stage((serial, after, k2), px);
+                } else if let Some(la) = next.borrow_mut().as_mut()
+                    && let Some(im) = la.peek()
+                    && im.serial.is_some()
+                    && im.n > 0
+                {
+                    let k2 = cap.get().min(im.n);
+                    let px = &im.pixels[..k2 * (im.pixels.len() / im.n)];
+                    *self.ahead.borrow_mut() = self.stage((im.serial, 0, k2), px);
+                }
+            };
+            f(px, start, k, &mut between)
+        };
+        cap.run(n, chunk, sink)
+    }
+
+    /// Images on the device ahead of their forward, or none: a stage that
+    /// fails (out of memory) leaves the upload to the forward itself.
+    fn stage(&self, key: (Option<u64>, usize, usize), px: &[f32]) -> Option<Staged<'e>> {
+        let pixels = stage(self.ex, px).ok()?;
+        Some(Staged { key, pixels })
+    }
+}
+
 /// Runs `forward` in batches of at most `batch_size` images, concatenating;
 /// batches that do not fit in device memory are halved.
-pub fn forward_batched(
-    exec: &dyn Executor,
+pub fn forward_batched<'e>(
+    exec: &'e dyn Executor,
     m: &DeviceModel,
     pixels: &[f32],
     n: usize,
     batch_size: usize,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Output> {
-    let img = m.spec.channels * m.spec.image_size * m.spec.image_size;
     let mut out = Output {
         embeds: Vec::with_capacity(n * m.spec.embed_dim),
         logits: m.spec.classes.map(|c| Vec::with_capacity(n * c)),
     };
-    BatchCap::new(batch_size).run(
-        n,
-        |start, cnt| {
-            forward(
-                exec,
-                m,
-                &pixels[start * img..(start + cnt) * img],
-                cnt,
-                None,
-            )
-        },
-        |cnt, o| {
-            out.embeds.extend(o.embeds);
-            if let (Some(all), Some(l)) = (out.logits.as_mut(), o.logits) {
-                all.extend(l);
-            }
-            on_batch(cnt);
-        },
-    )?;
+    let f = |px: Pixels<'_, 'e>, _, cnt, between: &mut dyn FnMut()| {
+        forward_with(exec, m, px, cnt, None, between)
+    };
+    let images = Images::host(pixels, n);
+    let cap = BatchCap::new(batch_size);
+    Stager::new(exec).run(&cap, images, None, &f, |cnt, o| {
+        out.embeds.extend(o.embeds);
+        if let (Some(all), Some(l)) = (out.logits.as_mut(), o.logits) {
+            all.extend(l);
+        }
+        on_batch(cnt);
+    })?;
     Ok(out)
 }
 

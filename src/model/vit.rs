@@ -96,6 +96,28 @@ impl Layers<'_> {
     }
 }
 
+/// A forward's images `[n, c, s, s]` (already preprocessed): on the host,
+/// or staged on the device ([`stage`]) while an earlier forward ran.
+pub enum Pixels<'p, 'e> {
+    Host(&'p [f32]),
+    Staged(OwnedBuf<'e>),
+}
+
+impl Pixels<'_, '_> {
+    fn len(&self) -> usize {
+        match self {
+            Pixels::Host(p) => p.len(),
+            Pixels::Staged(b) => b.len,
+        }
+    }
+}
+
+/// Copies images to the device while the work queued so far runs (on
+/// `cuda`, on a second stream), for a later [`forward_with`].
+pub fn stage<'e>(ex: &'e dyn Executor, pixels: &[f32]) -> Result<OwnedBuf<'e>> {
+    ex.upload_ahead(pixels)
+}
+
 /// Forward of `n` images `pixels[n, c, s, s]` (already preprocessed).
 ///
 /// With `dual`, sample `i` is evaluated exactly as the merged model
@@ -107,7 +129,21 @@ pub fn forward(
     n: usize,
     dual: Option<DualWeights>,
 ) -> Result<Output> {
-    check_inputs(m, pixels, n, dual)?;
+    forward_with(ex, m, Pixels::Host(pixels), n, dual, &mut || {})
+}
+
+/// [`forward`] of host or staged images; `between` runs once every kernel
+/// is queued and before the results are read, so that what it queues (the
+/// next batch's [`stage`]) overlaps this forward on an asynchronous device.
+pub fn forward_with(
+    ex: &dyn Executor,
+    m: &DeviceModel,
+    pixels: Pixels,
+    n: usize,
+    dual: Option<DualWeights>,
+    between: &mut dyn FnMut(),
+) -> Result<Output> {
+    check_inputs(m, pixels.len(), n, dual)?;
     if n == 0 {
         return Ok(no_output(&m.spec));
     }
@@ -117,7 +153,11 @@ pub fn forward(
         _ => Others::Alone,
     };
     let other_bf16 = dual.and_then(|d| d.other.bf16.as_ref());
-    run(ex, m, pixels, n, others, other_bf16)
+    let out = run(ex, m, pixels, n, others, other_bf16)?;
+    between();
+    let out = out.read(ex)?;
+    ex.synchronize()?;
+    Ok(out)
 }
 
 /// Forward of `n` images where sample `i` is evaluated exactly as the
@@ -132,7 +172,7 @@ pub fn forward_stacked(
     coef: &[f32],
 ) -> Result<Output> {
     let base = stack.model(0);
-    check_inputs(&base, pixels, n, None)?;
+    check_inputs(&base, pixels.len(), n, None)?;
     let sets = stack.sets() - 1;
     if coef.len() != n * sets {
         return Err(crate::invalid!(
@@ -149,7 +189,9 @@ pub fn forward_stacked(
         sets,
         stride: stack.stride(),
     });
-    run(ex, &base, pixels, n, others, None)
+    let out = run(ex, &base, Pixels::Host(pixels), n, others, None)?.read(ex)?;
+    ex.synchronize()?;
+    Ok(out)
 }
 
 /// The output of no images: nothing to upload or run.
@@ -160,15 +202,16 @@ fn no_output(s: &ModelSpec) -> Output {
     }
 }
 
-/// The forward itself, for any combination of weight sets, on n ≥ 1 images.
-fn run(
-    ex: &dyn Executor,
+/// The forward itself, for any combination of weight sets, on n ≥ 1 images:
+/// every kernel queued, the results still on the device.
+fn run<'e>(
+    ex: &'e dyn Executor,
     m: &DeviceModel,
-    pixels: &[f32],
+    pixels: Pixels<'_, 'e>,
     n: usize,
     others: Others<Params<Buf>>,
     other_bf16: Option<&Bf16Linears>,
-) -> Result<Output> {
+) -> Result<Results<'e>> {
     let s = &m.spec;
     let layers = Layers {
         ex,
@@ -181,25 +224,22 @@ fn run(
         Some(lin) => Bf16Blocks::new(&layers, lin, other_bf16, n).run(*x)?,
         None => f32_blocks(&layers, *x, n)?,
     }
-    let out = head(&layers, *x, n)?;
-    ex.synchronize()?;
-    Ok(out)
+    head(ex, &layers, *x, n)
 }
 
 /// The requests `forward` refuses: pixel counts that do not match, a second
 /// model of another architecture or precision, λ of the wrong length.
 fn check_inputs(
     m: &DeviceModel,
-    pixels: &[f32],
+    pixel_count: usize,
     n: usize,
     dual: Option<DualWeights>,
 ) -> Result<()> {
     let s = &m.spec;
     let img = s.channels * s.image_size * s.image_size;
-    if pixels.len() != n * img {
+    if pixel_count != n * img {
         return Err(crate::invalid!(
-            "forward got {} pixel values for {n} images of {}×{}×{}",
-            pixels.len(),
+            "forward got {pixel_count} pixel values for {n} images of {}×{}×{}",
             s.channels,
             s.image_size,
             s.image_size
@@ -231,7 +271,7 @@ fn check_inputs(
 
 /// Patch conv as im2col + gemm, then class/position embeddings, ln_pre:
 /// the token rows `x[n·tokens, width]`.
-fn embed<'e>(l: &Layers<'e>, pixels: &[f32], n: usize) -> Result<OwnedBuf<'e>> {
+fn embed<'e>(l: &Layers<'e>, pixels: Pixels<'_, 'e>, n: usize) -> Result<OwnedBuf<'e>> {
     let (ex, s) = (l.ex, l.spec);
     let (w, t, g2) = (s.width, s.tokens(), s.grid() * s.grid());
     let ps = PatchShape {
@@ -240,7 +280,10 @@ fn embed<'e>(l: &Layers<'e>, pixels: &[f32], n: usize) -> Result<OwnedBuf<'e>> {
         image: s.image_size,
         patch: s.patch,
     };
-    let px = ex.upload(pixels)?;
+    let px = match pixels {
+        Pixels::Host(p) => ex.upload(p)?,
+        Pixels::Staged(b) => b,
+    };
     let cols = ex.alloc(ps.rows() * ps.cols())?;
     ex.run(PatchEmbed {
         pixels: *px,
@@ -298,8 +341,8 @@ fn f32_blocks(l: &Layers, x: Buf, n: usize) -> Result<()> {
 
 /// ln_post on each sample's class token, the projection, and the
 /// classifier `normalize(embedding) · Wᵀ + b`.
-fn head(l: &Layers, x: Buf, n: usize) -> Result<Output> {
-    let (ex, s) = (l.ex, l.spec);
+fn head<'e>(ex: &'e dyn Executor, l: &Layers, x: Buf, n: usize) -> Result<Results<'e>> {
+    let s = l.spec;
     let (w, d) = (s.width, s.embed_dim);
     // ln_post reads only each sample's class token (stride tokens·width).
     let cls = ex.alloc(n * w)?;
@@ -311,21 +354,20 @@ fn head(l: &Layers, x: Buf, n: usize) -> Result<Output> {
         eps: s.ln_eps,
     };
     l.norm(x, *cls, &|p| (p.ln_post_g, p.ln_post_b), post, 1)?;
-    let projected = match l.p.proj {
+    let embeds = match l.p.proj {
         Some(_) => {
             let e = ex.alloc(n * d)?;
             let sh = GemmShape { m: n, n: d, k: w };
             l.linear(*cls, &|p| (p.proj.expect("has_proj"), None), *e, sh, 1)?;
-            Some(e)
+            e
         }
-        None => None,
+        None => cls,
     };
-    let emb = projected.as_ref().map_or(*cls, |e| **e);
     let logits = match s.classes {
         Some(c) => {
             let en = ex.alloc(n * d)?;
             ex.run(L2Normalize {
-                x: emb,
+                x: *embeds,
                 y: *en,
                 rows: n,
                 width: d,
@@ -333,12 +375,25 @@ fn head(l: &Layers, x: Buf, n: usize) -> Result<Output> {
             let lg = ex.alloc(n * c)?;
             let sh = GemmShape { m: n, n: c, k: d };
             l.linear(*en, &|p| (p.head_w.expect("head"), p.head_b), *lg, sh, 1)?;
-            Some(ex.download(*lg)?)
+            Some(lg)
         }
         None => None,
     };
-    let embeds = ex.download(emb)?;
-    Ok(Output { embeds, logits })
+    Ok(Results { embeds, logits })
+}
+
+/// A forward's results while still on the device.
+struct Results<'e> {
+    embeds: OwnedBuf<'e>,
+    logits: Option<OwnedBuf<'e>>,
+}
+
+impl Results<'_> {
+    fn read(&self, ex: &dyn Executor) -> Result<Output> {
+        let logits = self.logits.as_ref().map(|l| ex.download(**l)).transpose()?;
+        let embeds = ex.download(*self.embeds)?;
+        Ok(Output { embeds, logits })
+    }
 }
 
 /// The transformer blocks in bf16: f32 residual stream `x`, layernorm in
