@@ -10,13 +10,21 @@
 //! - [`checkpoint`]: reading model artefacts (safetensors, PyTorch zip
 //!   files by a restricted unpickler, HF and open_clip folders);
 //! - [`model`]: the model spec, the weight layouts and the ViT forward;
-//! - [`method`]: DaWin itself, its baselines, data and reports;
 //! - [`simd`]: the CPU executor's packed gemm, vector maths and peak;
-//! - [`bench`]: `dawin bench`.
+//! - [`progress`]: progress bars of the passes over the data;
+//! - [`data`]: data sets, image folders, preprocessing, label spaces and
+//!   the demo's synthetic images;
+//! - [`method`]: DaWin's maths: the λ rules, the Beta mixture, the
+//!   interpolation and its engine, the baselines, merging and statistics;
+//! - [`report`]: what a run leaves behind: summary, samples.csv, plots,
+//!   provenance and the output folder;
+//! - [`pipelines`]: the commands' pipelines (eval, expertise, calibrate,
+//!   multi-set, multi-task, zero-shot, demo, bench), each a chain of the
+//!   rooms below.
 
-pub mod bench;
 pub mod buf;
 pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod exec;
@@ -24,7 +32,10 @@ pub mod limits;
 pub mod method;
 pub mod model;
 pub mod ops;
+pub mod pipelines;
 pub mod profile;
+pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod simd;
 pub mod tensorfile;

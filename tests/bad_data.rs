@@ -550,7 +550,7 @@ fn output_folders_never_mix_runs() {
     let out = d.path().join("out");
     // Held by another run: a clear error at once.
     {
-        let held = dawin::method::outdir::OutDir::lock(&out).unwrap();
+        let held = dawin::report::outdir::OutDir::lock(&out).unwrap();
         let a = eval_args(&fx("dawin_data.safetensors"), &out, &[]);
         fails(
             &a.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -240,7 +240,7 @@ fn scale_out_files() -> &'static (PathBuf, PathBuf, PathBuf, PathBuf) {
     static FILES: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf, PathBuf)> =
         std::sync::OnceLock::new();
     FILES.get_or_init(|| {
-        use dawin::method::{eval, shard};
+        use dawin::pipelines::{eval, shard};
         let dir = tempfile::tempdir().unwrap().keep();
         let o = eval::EvalOptions {
             pretrained: fixtures_dir().join("dawin_pt.safetensors"),
@@ -296,7 +296,7 @@ proptest! {
     /// a cache, a reason to recompute), never a panic, from every reader.
     #[test]
     fn damaged_scale_out_files_never_panic(pos in 0usize..100_000, byte in any::<u8>(), count in 1usize..6, cut in any::<bool>()) {
-        use dawin::method::{cache::Cache, shard};
+        use dawin::pipelines::{cache::Cache, shard};
         let (cache, expertise, summary, other) = scale_out_files();
         let d = tempfile::tempdir().unwrap();
         let bad = d.path().join("bad");

@@ -6,13 +6,13 @@
 mod common;
 
 use common::{assert_close, executors, fixtures_dir};
+use dawin::data::projection::Projection;
 use dawin::method::bmm::BetaMixture;
-use dawin::method::eval::{self, EvalOptions};
 use dawin::method::interp::Interp;
 use dawin::method::lambda::LambdaRule;
 use dawin::method::methods::Method;
-use dawin::method::projection::Projection;
 use dawin::model::Overrides;
+use dawin::pipelines::eval::{self, EvalOptions};
 use dawin::rng::SplitMix;
 use dawin::tensorfile::{Tensor, TensorFile, write_f32_with_labels};
 use std::path::{Path, PathBuf};
@@ -612,7 +612,7 @@ fn wise_curve_plot_from_summaries() {
     o.methods = Method::parse_list("all").unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
     let svg =
-        dawin::method::report::wise_curve_svg(&r.summary, std::slice::from_ref(&r.summary), "t")
+        dawin::report::summary::wise_curve_svg(&r.summary, std::slice::from_ref(&r.summary), "t")
             .unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("DaWin"),
@@ -621,6 +621,6 @@ fn wise_curve_plot_from_summaries() {
     // Summaries without the curve's methods are refused, not drawn empty.
     let mut bare = r.summary.clone();
     bare["methods"] = serde_json::json!({"dawin": r.summary["methods"]["dawin"]});
-    let e = dawin::method::report::wise_curve_svg(&bare, std::slice::from_ref(&bare), "t");
+    let e = dawin::report::summary::wise_curve_svg(&bare, std::slice::from_ref(&bare), "t");
     assert!(e.unwrap_err().to_string().contains("too few"));
 }

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{dawin_bin, fixtures_dir};
-use dawin::method::data::{Dataset, FolderOptions, LabelOrder};
-use dawin::method::preprocess::{Rgb8, crop_border, load_image, load_image_cropped};
-use dawin::method::projection::Projection;
+use dawin::data::dataset::{Dataset, FolderOptions, LabelOrder};
+use dawin::data::preprocess::{Rgb8, crop_border, load_image, load_image_cropped};
+use dawin::data::projection::Projection;
 use std::path::Path;
 use std::process::Command;
 
@@ -145,7 +145,7 @@ fn border_crop_is_pil_crop_then_the_clip_transform() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("x.png");
     image(&p, 23, 19);
-    let img = dawin::method::preprocess::decode(&p).unwrap();
+    let img = dawin::data::preprocess::decode(&p).unwrap();
     let c = crop_border(&img, 2).unwrap();
     assert_eq!((c.width, c.height), (19, 15));
     // Pixel (x, y) of the crop is pixel (x + 2, y + 2) of the image.
@@ -157,7 +157,7 @@ fn border_crop_is_pil_crop_then_the_clip_transform() {
             );
         }
     }
-    let want = dawin::method::preprocess::clip_preprocess(&c, 16);
+    let want = dawin::data::preprocess::clip_preprocess(&c, 16);
     assert_eq!(load_image_cropped(&p, 16, 2).unwrap(), want);
     assert_eq!(
         load_image_cropped(&p, 16, 0).unwrap(),

@@ -5,11 +5,11 @@
 mod common;
 
 use common::fixtures_dir;
-use dawin::method::data::LabelOrder;
-use dawin::method::eval::{self, EvalOptions};
+use dawin::data::dataset::LabelOrder;
+use dawin::data::projection::Projection;
 use dawin::method::methods::Method;
-use dawin::method::multiset::{self, DataSet};
-use dawin::method::projection::Projection;
+use dawin::pipelines::eval::{self, EvalOptions};
+use dawin::pipelines::multiset::{self, DataSet};
 use dawin::tensorfile::{Tensor, TensorFile, write_f32_with_labels};
 use std::path::{Path, PathBuf};
 

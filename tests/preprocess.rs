@@ -2,7 +2,7 @@
 //! ../shared/data/clip-preprocess (PIL bicubic + center crop + normalise).
 //! Skipped with a message when that folder is absent.
 
-use dawin::method::preprocess::{Rgb8, load_image, resize_bicubic};
+use dawin::data::preprocess::{Rgb8, load_image, resize_bicubic};
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {

@@ -6,11 +6,11 @@
 mod common;
 
 use common::fixtures_dir;
-use dawin::method::eval::{self, EvalOptions};
 use dawin::method::interp::Interp;
 use dawin::method::lambda::{Entropies, Inputs, LambdaRule, lambdas};
 use dawin::method::methods::Method;
 use dawin::method::stats;
+use dawin::pipelines::eval::{self, EvalOptions};
 
 // ---- references (f64, written out with no dawin code) ----
 
@@ -514,7 +514,7 @@ fn wise_alpha_scales_lambda() {
 
 #[test]
 fn temperature_fit_recovers_the_sampling_temperature() {
-    use dawin::method::calibrate::{fit_temperature, mean_nll};
+    use dawin::pipelines::calibrate::{fit_temperature, mean_nll};
     let (n, c, t_true) = (20000, 5, 2.5f64);
     let mut r = dawin::rng::SplitMix(21);
     let logits: Vec<f32> = (0..n * c).map(|_| 3.0 * r.normal()).collect();
@@ -545,7 +545,7 @@ fn temperature_fit_recovers_the_sampling_temperature() {
 
 #[test]
 fn temperature_fit_refuses_an_optimum_at_a_bound() {
-    use dawin::method::calibrate::fit_temperature;
+    use dawin::pipelines::calibrate::fit_temperature;
     let c = 3;
     let logits: Vec<f32> = (0..30).map(|i| [4.0, 1.0, 0.0][i % 3]).collect();
     // Always the top logit: the NLL falls all the way to T = 0.
@@ -587,7 +587,7 @@ fn calibrate_writes_what_eval_temperature_reads() {
     let text = cli(&["calibrate", "--out-dir", cal.to_str().unwrap()]);
     assert!(text.contains("T = "), "{text}");
     let file = cal.join("temperature.json");
-    let t = dawin::method::calibrate::read_temperature(&file).unwrap();
+    let t = dawin::pipelines::calibrate::read_temperature(&file).unwrap();
     let run = d.path().join("run");
     cli(&[
         "eval",

@@ -285,10 +285,10 @@ fn bad_inputs_are_clear_errors() {
 
 #[test]
 fn shipped_sets_have_their_sizes() {
-    use dawin::method::zeroshot::{classes, templates};
+    use dawin::pipelines::zeroshot::{classes, templates};
     let imagenet = classes(Path::new("imagenet")).unwrap().1;
     assert_eq!(imagenet.len(), 1000);
-    assert_eq!(dawin::method::zeroshot::repeated(&imagenet).len(), 2);
+    assert_eq!(dawin::pipelines::zeroshot::repeated(&imagenet).len(), 2);
     assert_eq!(templates(Path::new("openai-imagenet")).unwrap().1.len(), 80);
     assert_eq!(
         templates(Path::new("simple")).unwrap().1,

@@ -1,18 +1,18 @@
 //! Flag groups shared by several commands, and the parsers of flag values.
 
 use clap::Args;
-use dawin::bench::BenchOptions;
+use dawin::data::dataset::LabelOrder;
+use dawin::data::projection::Projection;
 use dawin::exec::{self, DeviceKind, Executor};
-use dawin::method::data::LabelOrder;
-use dawin::method::eval::EvalOptions;
 use dawin::method::interp::Interp;
 use dawin::method::lambda::LambdaRule;
 use dawin::method::merging::TiesMerge;
 use dawin::method::methods::Method;
-use dawin::method::mtl::{MtlOptions, PerSample};
-use dawin::method::projection::Projection;
 use dawin::model::device::Precision;
 use dawin::model::{Act, Overrides};
+use dawin::pipelines::bench::BenchOptions;
+use dawin::pipelines::eval::EvalOptions;
+use dawin::pipelines::mtl::{MtlOptions, PerSample};
 use std::path::PathBuf;
 
 /// Models, data and output shared by `eval` and `expertise`.
@@ -180,7 +180,7 @@ pub struct FolderFlags {
 
 impl FolderFlags {
     pub fn keep(&self) -> anyhow::Result<Option<Vec<String>>> {
-        use dawin::method::label_spaces::{self, Named};
+        use dawin::data::label_spaces::{self, Named};
         let Some(p) = &self.folders else {
             return Ok(None);
         };
@@ -198,9 +198,9 @@ impl FolderFlags {
 
     pub fn options(
         &self,
-        order: dawin::method::data::LabelOrder,
-    ) -> anyhow::Result<dawin::method::data::FolderOptions> {
-        Ok(dawin::method::data::FolderOptions {
+        order: dawin::data::dataset::LabelOrder,
+    ) -> anyhow::Result<dawin::data::dataset::FolderOptions> {
+        Ok(dawin::data::dataset::FolderOptions {
             order,
             keep: self.keep()?,
             crop_border: self.crop_border,
@@ -315,11 +315,11 @@ impl TextFlags {
 }
 
 pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
-    if let Some(t) = dawin::method::label_spaces::temperature(s) {
+    if let Some(t) = dawin::data::label_spaces::temperature(s) {
         return Ok(t);
     }
     if s.ends_with(".json") || std::path::Path::new(s).is_file() {
-        return dawin::method::calibrate::read_temperature(std::path::Path::new(s));
+        return dawin::pipelines::calibrate::read_temperature(std::path::Path::new(s));
     }
     let v: Vec<&str> = s.split(',').collect();
     let p = |x: &str| {
@@ -336,7 +336,7 @@ pub fn parse_pair(s: &str) -> Result<(f32, f32), String> {
     .ok_or_else(|| {
         format!(
             "expected `T`, `T_pt,T_ft` with positive numbers, a preset ({}) or a temperature.json from `dawin calibrate`, got `{s}`",
-            dawin::method::label_spaces::temperature_names()
+            dawin::data::label_spaces::temperature_names()
         )
     })
 }

@@ -3,11 +3,13 @@
 use super::Cmd;
 use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags, TextFlags};
 use anyhow::{Result, bail};
-use dawin::bench::BenchOptions;
+use dawin::data::{dataset, synth};
 use dawin::exec::{self, DeviceKind};
-use dawin::method::{data, demo, eval, mtl, multiset, report, shard, synth};
 use dawin::model::Model;
 use dawin::model::device::Precision;
+use dawin::pipelines::bench::BenchOptions;
+use dawin::pipelines::{demo, eval, mtl, multiset, shard};
+use dawin::report::summary;
 use dawin::tensorfile::{Tensor, write_atomic, write_f32_with_labels};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -46,7 +48,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
             text,
             arch,
         } => {
-            let o = dawin::method::zeroshot::ZeroShotOptions {
+            let o = dawin::pipelines::zeroshot::ZeroShotOptions {
                 model,
                 classes,
                 templates,
@@ -86,7 +88,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
             title,
         } => {
             dawin::tensorfile::check_output(&out)?;
-            report::plot_wise(&id, &ood, &title, &out)?;
+            summary::plot_wise(&id, &ood, &title, &out)?;
             println!("-> {}", out.display());
             Ok(())
         }
@@ -190,10 +192,10 @@ fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlag
     run.report(ex.as_ref())
 }
 
-fn run_zeroshot(o: &dawin::method::zeroshot::ZeroShotOptions, text: TextFlags) -> Result<()> {
+fn run_zeroshot(o: &dawin::pipelines::zeroshot::ZeroShotOptions, text: TextFlags) -> Result<()> {
     let run = text.run_flags();
     let ex = run.open()?;
-    let r = dawin::method::zeroshot::run(o, ex.as_ref())?;
+    let r = dawin::pipelines::zeroshot::run(o, ex.as_ref())?;
     for n in &r.notes {
         eprintln!("warning: {}: {n}", o.model.display());
     }
@@ -228,7 +230,7 @@ fn encode_text(
     let ex = run.open()?;
     let start = Instant::now();
     let (batch, visible) = (text.batch_size as usize, !text.quiet);
-    let e = dawin::method::zeroshot::encode_file(
+    let e = dawin::pipelines::zeroshot::encode_file(
         ex.as_ref(),
         model,
         texts,
@@ -342,7 +344,7 @@ fn run_calibrate(c: &DataArgs) -> Result<()> {
     one_set(c, "calibrate")?;
     let opts = c.options()?;
     let ex = c.run.open()?;
-    let r = dawin::method::calibrate::run(&opts, ex.as_ref())?;
+    let r = dawin::pipelines::calibrate::run(&opts, ex.as_ref())?;
     let nll = |k: &str, i: usize| r.summary[k][i].as_f64().unwrap_or(f64::NAN);
     for (i, which) in ["pretrained", "fine-tuned"].iter().enumerate() {
         let t = [r.temperature.0, r.temperature.1][i];
@@ -384,7 +386,7 @@ fn open_for_mtl(run: RunFlags) -> Result<Box<dyn dawin::exec::Executor>> {
 /// `eval-mtl` without `--task-index`: every task on its own data.
 fn run_mtl_tasks(o: &mtl::MtlOptions, data: &[PathBuf], run: RunFlags) -> Result<()> {
     let ex = open_for_mtl(run)?;
-    let r = dawin::method::mtl_tasks::run(o, data, ex.as_ref())?;
+    let r = dawin::pipelines::mtl_tasks::run(o, data, ex.as_ref())?;
     for (t, one) in r.runs.iter().enumerate() {
         println!("== task {t}: {} ==", data[t].display());
         print!("{}", one.table);
@@ -409,7 +411,7 @@ fn run_merge(inputs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<()> 
             .as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
-        print!("{}", report::table(&order, &m));
+        print!("{}", summary::table(&order, &m));
     } else {
         let readable = shard::merge_expertise(&refs, out, allow_partial)?;
         println!("merged expertise of {readable} readable samples");
@@ -422,10 +424,10 @@ fn run_preprocess(
     paths: &[PathBuf],
     size: usize,
     out: &Path,
-    opt: &data::FolderOptions,
+    opt: &dataset::FolderOptions,
 ) -> Result<()> {
     dawin::tensorfile::check_output(out)?;
-    let p = data::preprocess_paths(paths, size, opt, true)?;
+    let p = dataset::preprocess_paths(paths, size, opt, true)?;
     let n = p.labels.len();
     let px = Tensor {
         shape: vec![n, 3, size, size],
@@ -443,13 +445,13 @@ fn run_bench(device: DeviceKind, o: &BenchOptions, json: Option<PathBuf>) -> Res
     let ex = exec::open(device)?;
     let quick = if o.quick { " (quick shapes)" } else { "" };
     eprintln!("benchmarking {}{quick}", ex.name());
-    let rows = dawin::bench::run(ex.as_ref(), o)?;
+    let rows = dawin::pipelines::bench::run(ex.as_ref(), o)?;
     if rows.is_empty() {
         bail!("no benchmark matched the filter");
     }
     print!(
         "{}",
-        dawin::bench::table(&rows, ex.peak().as_ref(), &ex.name())
+        dawin::pipelines::bench::table(&rows, ex.peak().as_ref(), &ex.name())
     );
     if let Some(path) = json {
         let v = serde_json::json!({

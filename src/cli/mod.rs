@@ -6,8 +6,8 @@ pub mod commands;
 
 use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
 use clap::{Parser, Subcommand};
+use dawin::data::dataset::LabelOrder;
 use dawin::exec::DeviceKind;
-use dawin::method::data::LabelOrder;
 use std::path::PathBuf;
 
 #[derive(Parser)]

@@ -1,7 +1,7 @@
 //! Softmax entropies of logits on the executor (`softmax_entropy`), with NaN
 //! rows reported and taken as maximal.
 
-use super::data::Dataset;
+use crate::data::dataset::Dataset;
 use crate::error::Result;
 use crate::exec::Executor;
 use crate::ops::softmax_entropy::{OUT_COLS, SoftmaxEntropy};

@@ -1,11 +1,11 @@
 //! How DaWin's per-sample models are evaluated (`--interp`), and the DaWin
 //! pass that runs them.
 
-use super::data::{Batch, Dataset};
-use super::engine::Engine;
-use super::progress::progress_bar;
+use crate::data::dataset::{Batch, Dataset};
 use crate::error::Result;
+use crate::method::engine::Engine;
 use crate::model::batch::Lookahead;
+use crate::progress::progress_bar;
 use std::collections::HashMap;
 
 /// How DaWin's per-sample models are evaluated.
@@ -140,7 +140,7 @@ pub fn dawin_logits(
             }
         }
     }
-    super::progress::finish(&pb);
+    crate::progress::finish(&pb);
     Ok(out)
 }
 

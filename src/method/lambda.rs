@@ -4,7 +4,7 @@
 //! weight on the fine-tuned model. Plain Rust over host vectors: no device
 //! involved. The official scripts' names are given beside each rule.
 
-use super::probs::{self, Target};
+use crate::method::probs::{self, Target};
 use crate::rng::SplitMix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

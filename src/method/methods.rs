@@ -1,8 +1,8 @@
 //! The methods `--methods` names: DaWin and its baselines, and their
 //! predictions from the logits of the expertise and DaWin passes.
 
-use super::probs;
-use super::stats::Scores;
+use crate::method::probs;
+use crate::method::stats::Scores;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, PartialEq)]

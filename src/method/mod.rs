@@ -1,38 +1,15 @@
-//! DaWin itself: data input, the expertise pass, the λ rules, the Beta
-//! mixture, the interpolation strategies, baselines and reports.
-//! Everything here but the forward passes is plain Rust over logits and λ
-//! vectors.
+//! DaWin's maths: the λ rules and the entropies they read, the Beta
+//! mixture, the interpolation strategies and the engine that runs them on
+//! an executor, the baselines' predictions, static multi-task merges and
+//! the statistics of every summary. Data input lives in [`crate::data`],
+//! outputs in [`crate::report`], the commands in [`crate::pipelines`].
 
 pub mod bmm;
-pub mod cache;
-pub mod calibrate;
-pub mod components;
-pub mod data;
-pub mod demo;
 pub mod engine;
 pub mod entropy;
-pub mod eval;
-pub mod expertise;
 pub mod interp;
-pub mod label_spaces;
 pub mod lambda;
 pub mod merging;
 pub mod methods;
-pub mod mtl;
-pub mod mtl_tasks;
-pub mod multiset;
-pub mod options;
-pub mod outdir;
-pub mod plot;
-pub mod preprocess;
 pub mod probs;
-pub mod progress;
-pub mod projection;
-pub mod provenance;
-pub mod report;
-pub mod samples_csv;
-pub mod setup;
-pub mod shard;
 pub mod stats;
-pub mod synth;
-pub mod zeroshot;

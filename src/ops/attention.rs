@@ -11,30 +11,9 @@ use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub batch: usize,
-    pub tokens: usize,
-    pub heads: usize,
-    pub head_dim: usize,
-    /// Row `i` sees keys `0..=i` only.
-    pub causal: bool,
-}
-
-impl AttentionShape {
-    pub fn width(&self) -> usize {
-        self.heads * self.head_dim
-    }
-
-    /// How many keys query row `i` sees.
-    pub fn keys_for(&self, i: usize) -> usize {
-        if self.causal {
-            (i + 1).min(self.tokens)
-        } else {
-            self.tokens
-        }
-    }
-}
+// Defined with the CPU kernel that also reads it, so that simd, a floor
+// below ops, imports nothing from ops.
+pub use crate::simd::attention::AttentionShape;
 
 /// CPU reference: the flash-style kernel of `crate::simd::attention` at
 /// the machine's SIMD level.

@@ -8,8 +8,34 @@
 
 use super::gemm::{ARef, Kernel, kernel};
 use super::{Simd, vmath};
-use crate::ops::attention::AttentionShape;
 use rayon::prelude::*;
+
+/// The layout of an attention (op `attention` and its kernels): `batch`
+/// samples of `tokens` rows, `heads` heads of `head_dim` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Row `i` sees keys `0..=i` only.
+    pub causal: bool,
+}
+
+impl AttentionShape {
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// How many keys query row `i` sees.
+    pub fn keys_for(&self, i: usize) -> usize {
+        if self.causal {
+            (i + 1).min(self.tokens)
+        } else {
+            self.tokens
+        }
+    }
+}
 
 /// Most query rows per block (blocks are equalised and rounded up to
 /// the micro-kernel's MR).

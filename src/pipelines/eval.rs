@@ -3,28 +3,29 @@
 //! pass under one interpolation, the baselines' predictions and the
 //! reports.
 
-use super::bmm::BetaMixture;
-use super::components;
-use super::engine::Engine;
-use super::entropy::{entropies, warn_nan};
-use super::expertise::Samples;
-use super::interp::{BMM_AUTO_MAX_K, Groups, Interp, dawin_logits};
-use super::lambda::{self, Entropies};
-use super::methods::{Logits, Method, argmax_rows, outcomes};
-use super::report;
-use super::samples_csv;
-use super::setup::{Setup, check_expertise_from, skipped_lines};
-use super::shard::{ExpertiseResult, read_expertise};
-use super::stats;
 use crate::error::Result;
 use crate::exec::Executor;
+use crate::method::bmm::BetaMixture;
+use crate::method::engine::Engine;
+use crate::method::entropy::{entropies, warn_nan};
+use crate::method::interp::{BMM_AUTO_MAX_K, Groups, Interp, dawin_logits};
+use crate::method::lambda::{self, Entropies};
+use crate::method::methods::{Logits, Method, argmax_rows, outcomes};
+use crate::method::stats;
+use crate::pipelines::expertise::Samples;
+use crate::pipelines::setup::{Setup, check_expertise_from, skipped_lines};
+use crate::pipelines::shard::{ExpertiseResult, read_expertise};
+use crate::report::components;
+use crate::report::results::Report;
+use crate::report::samples_csv;
+use crate::report::summary;
 use crate::tensorfile::write_atomic;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub use super::options::EvalOptions;
+pub use crate::pipelines::options::EvalOptions;
 
 /// Everything `eval` computed, also written to the output folder.
 pub struct EvalResult {
@@ -457,7 +458,7 @@ fn report_phase(
             .as_ref()
             .map_or(String::new(), |b| format!(", K = {}", b.weights.len()))
     );
-    let summary = report::write_all(&report::Report {
+    let summary = summary::write_all(&Report {
         out_dir: &stage.dir,
         order: &order,
         predictions: &predictions,
@@ -492,7 +493,7 @@ fn report_phase(
     }
     stage.commit(&s.out, "summary.json")?;
     Ok(EvalResult {
-        table: report::table(&order, &summary),
+        table: summary::table(&order, &summary),
         summary,
         indices: smp.indices,
         lambdas: l.lambda,

@@ -7,8 +7,8 @@
 //! on the host from the loaded checkpoints, whatever `--precision` the run
 //! used, with the same lerp as the device (`ops::lerp::cpu`).
 
-use super::bmm::BetaMixture;
 use crate::error::{Error, Result};
+use crate::method::bmm::BetaMixture;
 use crate::model::Model;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -79,7 +79,7 @@ pub fn save(
         "components": entries,
         "provenance": provenance,
     });
-    super::report::write_json(&dir.join(MANIFEST), &manifest)?;
+    crate::report::summary::write_json(&dir.join(MANIFEST), &manifest)?;
     Ok(written)
 }
 

@@ -4,9 +4,9 @@
 //! `OUT/task-t/`; this adds the per-task table with the average over tasks,
 //! as the multi-task papers report it, and `tasks.json`.
 
-use super::mtl::{self, MtlOptions, MtlResult};
-use super::report::write_json;
 use crate::exec::Executor;
+use crate::pipelines::mtl::{self, MtlOptions, MtlResult};
+use crate::report::summary::write_json;
 use crate::tensorfile::write_atomic;
 use crate::{Error, Result};
 use serde_json::{Map, Value, json};

@@ -5,13 +5,13 @@
 //! The result is the image tower with that head (`[C, D]`, bias zero), a
 //! classifier every dawin command takes as the pretrained model.
 
-use super::label_spaces::{self, Named};
-use super::progress::{self, Unit};
+use crate::data::label_spaces::{self, Named};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::model::text::TextModel;
 use crate::model::text_tower::{DeviceText, encode};
 use crate::model::{Model, Overrides};
+use crate::progress::{self, Unit};
 use crate::tokenizer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

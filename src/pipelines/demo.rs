@@ -3,12 +3,12 @@
 //! in distribution and under five shifts; no network, no file outside the
 //! repository (the models are embedded in the binary).
 
-use super::eval::{self, EvalOptions};
-use super::interp::Interp;
-use super::methods::Method;
-use super::synth::{DOMAINS, SIZE, generate};
+use crate::data::synth::{DOMAINS, SIZE, generate};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::method::interp::Interp;
+use crate::method::methods::Method;
+use crate::pipelines::eval::{self, EvalOptions};
 use crate::tensorfile::{Tensor, write_atomic, write_f32_with_labels};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

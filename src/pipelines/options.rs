@@ -1,11 +1,11 @@
 //! The options of `dawin eval` and `dawin expertise`, and which of them
 //! change which results (for the cache, the provenance and merges).
 
-use super::data::LabelOrder;
-use super::interp::{Interp, Pass};
-use super::lambda::LambdaRule;
-use super::methods::Method;
-use super::projection::Projection;
+use crate::data::dataset::LabelOrder;
+use crate::data::projection::Projection;
+use crate::method::interp::{Interp, Pass};
+use crate::method::lambda::LambdaRule;
+use crate::method::methods::Method;
 use crate::model::Overrides;
 use crate::model::device::Precision;
 use serde_json::{Value, json};
@@ -105,8 +105,8 @@ impl EvalOptions {
     }
 
     /// How an image folder given as `data` is read.
-    pub fn folder_options(&self) -> crate::method::data::FolderOptions {
-        crate::method::data::FolderOptions {
+    pub fn folder_options(&self) -> crate::data::dataset::FolderOptions {
+        crate::data::dataset::FolderOptions {
             order: self.label_order,
             keep: self.keep_folders.clone(),
             crop_border: self.crop_border,

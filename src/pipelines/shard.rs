@@ -4,11 +4,11 @@
 //! `dawin expertise --shard i/n` → `dawin merge` → `dawin eval --shard i/n
 //! --expertise-from MERGED` → `dawin merge` of the summaries.
 
-use super::lambda::Entropies;
-use super::outdir::OutDir;
-use super::report::write_json;
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::method::lambda::Entropies;
+use crate::report::outdir::OutDir;
+use crate::report::summary::write_json;
 use crate::tensorfile::TensorFile;
 use safetensors::{Dtype, tensor::TensorView};
 use serde_json::{Value, json};
@@ -231,7 +231,7 @@ pub fn merge_expertise(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
         .iter()
         .zip(&files)
         .map(|(p, f)| {
-            let key = super::provenance::key_of(&f.provenance)
+            let key = crate::report::provenance::key_of(&f.provenance)
                 .unwrap_or("")
                 .to_string();
             Ok(Part {
@@ -338,7 +338,9 @@ pub fn merge_summaries(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
             ));
         }
         let prov = &s["provenance"];
-        let key = super::provenance::key_of(prov).unwrap_or("").to_string();
+        let key = crate::report::provenance::key_of(prov)
+            .unwrap_or("")
+            .to_string();
         parts.push(Part {
             path: p,
             key,
@@ -370,7 +372,7 @@ fn read_summary(p: &Path) -> Result<Value> {
     if !s["methods"].is_object() {
         return Err(Error::file(p, "not a dawin summary.json (no methods)"));
     }
-    if super::provenance::key_of(&s["provenance"]).is_none() {
+    if crate::report::provenance::key_of(&s["provenance"]).is_none() {
         return Err(Error::file(
             p,
             "has no provenance (made by an older dawin?): rerun its eval",

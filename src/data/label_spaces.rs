@@ -156,11 +156,11 @@ mod tests {
     fn shipped_lists_have_their_sizes() {
         for (name, text) in SUBSETS {
             let p =
-                crate::method::projection::Projection::subset_text(Path::new(name), text).unwrap();
+                crate::data::projection::Projection::subset_text(Path::new(name), text).unwrap();
             assert_eq!(p.out_classes(1000), 200, "{name}");
             p.check(1000).unwrap();
         }
-        let m = crate::method::projection::Projection::map_text(Path::new("objectnet"), MAPS[0].1)
+        let m = crate::data::projection::Projection::map_text(Path::new("objectnet"), MAPS[0].1)
             .unwrap();
         assert_eq!(m.out_classes(1000), 113);
         m.check(1000).unwrap();

@@ -3,7 +3,7 @@
 //! final `path`), written with real CSV quoting. Numbers are written as the
 //! shortest decimal that reads back as the same f32.
 
-use super::report::Report;
+use super::results::Report;
 use crate::error::{Error, Result};
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! ones. One source of truth: `dawin synth` writes it for training
 //! (tools/train_demo.py) and `dawin demo` regenerates it for evaluation.
 
-use super::preprocess::{CLIP_MEAN, CLIP_STD};
+use crate::data::preprocess::{CLIP_MEAN, CLIP_STD};
 use crate::rng::SplitMix;
 
 pub const SIZE: usize = 32;

@@ -12,21 +12,21 @@
 //! `add_scaled_diff`) and run at batch 1. The baselines are task arithmetic
 //! (θ0 + s·Σ τ_t), the one-model merges and each task model alone.
 
-use super::data::{Batch, Dataset};
-use super::entropy::entropies;
-use super::merging::{self, TiesMerge};
-use super::methods::argmax_rows;
-use super::outdir::OutDir;
-use super::progress::progress_bar;
-use super::report::{accuracy, methods_table, write_json};
+use crate::data::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::method::entropy::entropies;
+use crate::method::merging::{self, TiesMerge};
+use crate::method::methods::argmax_rows;
 use crate::model::batch::BatchCap;
 use crate::model::device::{DeviceModel, Precision};
 use crate::model::stack::ModelStack;
 use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, Overrides, head_file};
 use crate::ops::{add_scaled_diff::AddScaledDiff, lerp::Lerp};
+use crate::progress::progress_bar;
+use crate::report::outdir::OutDir;
+use crate::report::summary::{accuracy, methods_table, write_json};
 use crate::tensorfile::write_atomic;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -249,7 +249,7 @@ fn first_pass(
         pb.inc((b.indices.len() + b.failed.len()) as u64);
         Ok(())
     })?;
-    super::progress::finish(&pb);
+    crate::progress::finish(&pb);
     p.readable.sort_unstable();
     Ok(p)
 }
@@ -339,9 +339,9 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
                 .zip(&labels)
                 .map(|(a, y)| *a as i64 == *y)
                 .collect();
-            v["ci95"] = json!(super::stats::bootstrap_ci95(
+            v["ci95"] = json!(crate::method::stats::bootstrap_ci95(
                 &correct,
-                super::stats::BOOTSTRAP_RESAMPLES,
+                crate::method::stats::BOOTSTRAP_RESAMPLES,
                 1
             ));
             (name.clone(), v)
@@ -442,7 +442,7 @@ fn second_pass(
         pb.inc(b.indices.len() as u64);
         Ok(())
     })?;
-    super::progress::finish(&pb);
+    crate::progress::finish(&pb);
     Ok(all)
 }
 

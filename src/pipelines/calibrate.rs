@@ -6,13 +6,13 @@
 //! linear functions minus a linear one), so a golden-section search over
 //! β finds its one minimum.
 
-use super::engine::Engine;
-use super::eval::EvalOptions;
-use super::probs;
-use super::report::write_json;
-use super::setup::Setup;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::method::engine::Engine;
+use crate::method::probs;
+use crate::pipelines::eval::EvalOptions;
+use crate::pipelines::setup::Setup;
+use crate::report::summary::write_json;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 

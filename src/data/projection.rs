@@ -1,7 +1,7 @@
 //! Logit projection to the evaluated label space (ImageNet-A/-R's class
 //! subsets, ObjectNet's pooled groups), applied before softmax and accuracy.
 
-use super::label_spaces::{self, Named};
+use crate::data::label_spaces::{self, Named};
 use crate::error::{Error, Result};
 use std::path::Path;
 

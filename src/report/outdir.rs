@@ -53,7 +53,7 @@ impl OutDir {
         let holder = format!(
             "pid {} ({}), since {}",
             std::process::id(),
-            super::provenance::command_line(),
+            crate::report::provenance::command_line(),
             humantime_now()
         );
         let _ = f

@@ -2,16 +2,16 @@
 //! (locked), both models, the data with what is odd about it, the shard,
 //! the label space, and the provenance of the run.
 
-use super::cache::{self, KeyInputs};
-use super::data::Dataset;
-use super::engine::{Engine, load_pair};
-use super::expertise::{Samples, expertise_pass};
-use super::options::EvalOptions;
-use super::outdir::OutDir;
-use super::provenance::{self, Input, file_hash};
-use super::shard;
+use crate::data::dataset::Dataset;
 use crate::error::{Error, Result};
+use crate::method::engine::{Engine, load_pair};
 use crate::model::Model;
+use crate::pipelines::cache::{self, KeyInputs};
+use crate::pipelines::expertise::{Samples, expertise_pass};
+use crate::pipelines::options::EvalOptions;
+use crate::pipelines::shard;
+use crate::report::outdir::OutDir;
+use crate::report::provenance::{self, Input, file_hash};
 use serde_json::Value;
 use std::ops::Range;
 use std::path::Path;

@@ -1,16 +1,16 @@
 //! The expertise pass: the raw logits of both models (and of each WiSE-FT
 //! α asked for) on every sample of a shard, from which the λ rules read
-//! each model's expertise. Cached in the output folder ([`super::cache`]).
+//! each model's expertise. Cached in the output folder ([`crate::pipelines::cache`]).
 
-use super::cache::Cache;
-use super::data::Dataset;
-use super::engine::Engine;
-use super::interp::Pass;
-use super::methods::Method;
-use super::progress::progress_bar;
-use super::projection::Projection;
+use crate::data::dataset::Dataset;
+use crate::data::projection::Projection;
 use crate::error::{Error, Result};
+use crate::method::engine::Engine;
+use crate::method::interp::Pass;
+use crate::method::methods::Method;
 use crate::model::batch::Lookahead;
+use crate::pipelines::cache::Cache;
+use crate::progress::progress_bar;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -192,7 +192,7 @@ fn compute(
         pb.inc((n + b.failed.len()) as u64);
         Ok(())
     })?;
-    super::progress::finish(&pb);
+    crate::progress::finish(&pb);
     Ok(failed)
 }
 

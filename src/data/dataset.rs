@@ -5,7 +5,7 @@
 //! extensions matched case-insensitively), streamed in batches with
 //! decoding on a background thread so it overlaps compute.
 
-use super::preprocess;
+use crate::data::preprocess;
 use crate::error::{Error, Result};
 use crate::model::batch::{Images, Lookahead};
 use crate::tensorfile::{TensorFile, f32_values};
@@ -578,7 +578,7 @@ pub fn preprocess_paths(
         }
         crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;
         let all: Vec<usize> = (0..d.len()).collect();
-        let pb = super::progress::progress_bar(all.len(), "preprocess", progress);
+        let pb = crate::progress::progress_bar(all.len(), "preprocess", progress);
         d.for_each_batch(&all, 64, |b| {
             for (i, e) in &b.failed {
                 eprintln!("warning: skipped {}: {e}", d.describe(*i));
@@ -589,7 +589,7 @@ pub fn preprocess_paths(
             pb.inc((b.indices.len() + b.failed.len()) as u64);
             Ok(())
         })?;
-        super::progress::finish(&pb);
+        crate::progress::finish(&pb);
     }
     if out.labels.is_empty() {
         return Err(crate::invalid!(

@@ -1,49 +1,15 @@
 //! Outputs of `dawin eval`: summary.json, samples.csv, lambdas.svg and the
 //! table printed to the terminal.
 
-use super::bmm::BetaMixture;
-use super::lambda::{Entropies, mean_std};
-use super::stats::{self, Scores};
+use super::results::Report;
 use crate::error::{Error, Result};
+use crate::method::lambda::mean_std;
+use crate::method::stats;
 use crate::tensorfile::write_atomic;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-pub struct Report<'a> {
-    pub out_dir: &'a Path,
-    /// Method names in the order asked for.
-    pub order: &'a [String],
-    pub predictions: &'a BTreeMap<String, Vec<usize>>,
-    pub labels: &'a [i64],
-    pub indices: &'a [usize],
-    pub entropies: &'a Entropies,
-    pub lambda: &'a [f32],
-    pub components: Option<&'a [usize]>,
-    /// Each sample's file, for image folders.
-    pub paths: Option<&'a [String]>,
-    pub bmm: Option<&'a BetaMixture>,
-    pub skipped: usize,
-    pub device: &'a str,
-    pub seconds: &'a mut BTreeMap<String, f64>,
-    pub extra: Value,
-    pub t0: Instant,
-    /// Title of lambdas.svg.
-    pub title: &'a str,
-    /// What follows `n = N` under the title (models, K), starting `, `.
-    pub subtitle: &'a str,
-    /// The calibration scores of the methods computed in this run (those
-    /// carried over from an earlier samples.csv have predictions only).
-    pub scores: &'a BTreeMap<String, Scores>,
-    /// Bootstrap resamples and seed of `ci95`.
-    pub bootstrap: (usize, u64),
-    /// The λ diagnostics (joined into `lambda`), and the oracle λ they
-    /// compare DaWin's with, for `lambda_oracle.svg`.
-    pub diagnostics: Value,
-    pub oracle_lambda: Option<&'a [f32]>,
-}
 
 /// Whether each prediction is its label.
 fn correctness(predictions: &[usize], labels: &[i64]) -> Vec<bool> {
@@ -141,13 +107,13 @@ pub fn write_all(r: &Report) -> Result<Value> {
         }
     }
 
-    super::samples_csv::write(&r.out_dir.join("samples.csv"), r)?;
+    crate::report::samples_csv::write(&r.out_dir.join("samples.csv"), r)?;
     write_atomic(
         &r.out_dir.join("lambdas.svg"),
-        super::plot::histogram_svg(r.lambda, r.bmm, r.title, r.subtitle).as_bytes(),
+        crate::report::plot::histogram_svg(r.lambda, r.bmm, r.title, r.subtitle).as_bytes(),
     )?;
     if let Some(oracle) = r.oracle_lambda {
-        let svg = super::plot::lambda_scatter_svg(r.lambda, oracle, r.title, r.subtitle);
+        let svg = crate::report::plot::lambda_scatter_svg(r.lambda, oracle, r.title, r.subtitle);
         write_atomic(&r.out_dir.join("lambda_oracle.svg"), svg.as_bytes())?;
     }
 
@@ -300,7 +266,7 @@ pub fn wise_curve_svg(id: &Value, ood: &[Value], title: &str) -> Result<String> 
         ood.len(),
         curve.len()
     );
-    Ok(super::plot::wise_curve_svg(
+    Ok(crate::report::plot::wise_curve_svg(
         &curve, &others, title, &subtitle,
     ))
 }

@@ -2,7 +2,7 @@
 //! and the WiSE-FT curve (`plot-wise`). Axes are fitted to the data with
 //! round ticks, never past what a quantity can be; every text is escaped.
 
-use super::bmm::BetaMixture;
+use crate::method::bmm::BetaMixture;
 use std::fmt::Write as _;
 
 /// Text for an SVG text node or attribute.

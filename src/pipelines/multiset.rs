@@ -10,12 +10,12 @@
 //! `objectnet`, `imagenet-v2`) is read with it, so one command covers the
 //! paper's ImageNet table; the other sets use the label-space flags given.
 
-use super::data::LabelOrder;
-use super::eval::{self, EvalOptions, EvalResult};
-use super::label_spaces;
-use super::projection::Projection;
-use super::report::{wise_curve_svg, write_json};
+use crate::data::dataset::LabelOrder;
+use crate::data::label_spaces;
+use crate::data::projection::Projection;
 use crate::exec::Executor;
+use crate::pipelines::eval::{self, EvalOptions, EvalResult};
+use crate::report::summary::{wise_curve_svg, write_json};
 use crate::tensorfile::write_atomic;
 use crate::{Error, Result};
 use serde_json::{Map, Value, json};
