@@ -22,11 +22,6 @@ pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
     log_softmax(z, t).into_iter().map(f64::exp).collect()
 }
 
-/// softmax(z / t) of every row of `c` columns, concatenated.
-pub fn softmax_rows(z: &[f32], c: usize, t: f32) -> Vec<f64> {
-    z.chunks(c).flat_map(|r| softmax(r, t)).collect()
-}
-
 /// Cross-entropy −Σ_c q_c · log softmax(z)_c of one row against a target
 /// distribution `q` (a one-hot target gives −log p(y)).
 pub fn cross_entropy(z: &[f32], q: &Target) -> f64 {

@@ -140,19 +140,19 @@ pub(super) fn norm(
     with: With<(Buf, Buf)>,
     shape: LayerNormShape,
 ) -> Result<()> {
-    if let With::Stacked(mix) = with {
-        return ex.run(LayerNormMulti {
-            x,
-            y,
-            gamma: mix.widen(gamma),
-            beta: mix.widen(beta),
-            mix,
-            shape,
-        });
-    }
     let dual = match with {
+        With::Alone => None,
         With::Dual((gamma1, beta1), mix) => Some(DualNorm { gamma1, beta1, mix }),
-        _ => None,
+        With::Stacked(mix) => {
+            return ex.run(LayerNormMulti {
+                x,
+                y,
+                gamma: mix.widen(gamma),
+                beta: mix.widen(beta),
+                mix,
+                shape,
+            });
+        }
     };
     ex.run(LayerNorm {
         x,

@@ -55,20 +55,6 @@ struct Layers<'e> {
 }
 
 impl Layers<'_> {
-    /// λ per row group of a dual forward.
-    fn mix(&self, rows_per_lambda: usize) -> Option<(&Params<Buf>, Mix)> {
-        match self.others {
-            Others::Dual(q, lambda) => Some((
-                q,
-                Mix {
-                    lambda,
-                    rows_per_lambda,
-                },
-            )),
-            _ => None,
-        }
-    }
-
     /// A linear layer; `pick` selects the same tensor in every set.
     fn linear(&self, a: Buf, pick: PickLinear, c: Buf, shape: GemmShape, rpl: usize) -> Result<()> {
         let with = self.others.with(pick, rpl);
@@ -305,30 +291,34 @@ fn embed<'e>(l: &Layers<'e>, pixels: Pixels<'_, 'e>, n: usize) -> Result<OwnedBu
     };
     let (class, pos) = (l.p.class, l.p.pos);
     let (patches, out) = (*pe, *x);
-    match l.others.with(|q| (q.class, q.pos), t) {
-        With::Stacked(mix) => ex.run(EmbedAddMulti {
-            patches,
-            class: mix.widen(class),
-            pos: mix.widen(pos),
-            mix,
-            out,
-            shape,
-        })?,
-        with => {
-            let dual = match with {
-                With::Dual((class1, pos1), mix) => Some(DualEmbed { class1, pos1, mix }),
-                _ => None,
-            };
-            ex.run(EmbedAdd {
+    let dual = match l.others.with(|q| (q.class, q.pos), t) {
+        With::Alone => None,
+        With::Dual((class1, pos1), mix) => Some(DualEmbed { class1, pos1, mix }),
+        With::Stacked(mix) => {
+            ex.run(EmbedAddMulti {
                 patches,
-                class,
-                pos,
-                dual,
+                class: mix.widen(class),
+                pos: mix.widen(pos),
+                mix,
                 out,
                 shape,
-            })?
+            })?;
+            return norm_pre(l, x);
         }
-    }
+    };
+    ex.run(EmbedAdd {
+        patches,
+        class,
+        pos,
+        dual,
+        out,
+        shape,
+    })?;
+    norm_pre(l, x)
+}
+
+/// ln_pre over the token rows, in place.
+fn norm_pre<'e>(l: &Layers<'e>, x: OwnedBuf<'e>) -> Result<OwnedBuf<'e>> {
     l.norm_tokens(*x, *x, &|p| (p.ln_pre_g, p.ln_pre_b))?;
     Ok(x)
 }
@@ -474,11 +464,15 @@ impl<'l, 'e> Bf16Blocks<'l, 'e> {
         let l = self.layers;
         let bias = Some(layer.bias(&l.p.blocks[i]));
         let b = layer.weight(&self.lin.blocks[i]);
-        let rpl = self.attention.tokens;
-        match (self.other, l.mix(rpl)) {
-            (Some(other), Some((q, mix))) => {
+        let rows_per_lambda = self.attention.tokens;
+        match (self.other, l.others) {
+            (Some(other), Others::Dual(q, lambda)) => {
                 let b1 = layer.weight(&other.blocks[i]);
                 let bias1 = Some(layer.bias(&q.blocks[i]));
+                let mix = Mix {
+                    lambda,
+                    rows_per_lambda,
+                };
                 let dual = DualGemm { b1, bias1, mix };
                 let (b0, bias0, epilogue) = (b, bias, ep);
                 l.ex.run(GemmDualBf16 {
@@ -491,7 +485,7 @@ impl<'l, 'e> Bf16Blocks<'l, 'e> {
                     epilogue,
                 })
             }
-            _ => l.ex.run(GemmBf16 {
+            (None, Others::Alone) => l.ex.run(GemmBf16 {
                 a,
                 b,
                 bias,
@@ -499,6 +493,14 @@ impl<'l, 'e> Bf16Blocks<'l, 'e> {
                 shape,
                 epilogue: ep,
             }),
+            // Neither is built by a caller today; refused, never run as
+            // the single model.
+            (_, Others::Stacked(_)) => Err(crate::invalid!(
+                "stacked (multi-task) weights have no bf16 forward: use f32"
+            )),
+            (Some(_), Others::Alone) | (None, Others::Dual(..)) => Err(crate::invalid!(
+                "a dual bf16 forward needs the second model's bf16 weights and λ together"
+            )),
         }
     }
 

@@ -64,19 +64,6 @@ pub fn cpu_at(
     }
 }
 
-/// The plain triple loop, kept as the oracle for the tiled version above.
-pub fn naive(a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32], s: GemmShape) {
-    for i in 0..s.m {
-        for j in 0..s.n {
-            let mut acc = 0f64;
-            for p in 0..s.k {
-                acc += a[i * s.k + p] as f64 * b[j * s.k + p] as f64;
-            }
-            c[i * s.n + j] = (acc + bias.map_or(0.0, |b| b[j] as f64)) as f32;
-        }
-    }
-}
-
 /// Block tile: 64×64 outputs, 16-deep k slices, 256 threads of 4×4.
 pub const TILE: usize = 64;
 
