@@ -19,7 +19,7 @@
 //!    longer prompts keep their first `context − 1` tokens and end with
 //!    `<|endoftext|>` (open_clip's and `clip.tokenize(truncate=True)`'s rule).
 //!
-//! `tests/tokenizer.rs` checks the ids against open_clip's tokenizer.
+//! `tests/models/tokenizer.rs` checks the ids against open_clip's tokenizer.
 
 use crate::model::text::EOT;
 use instant_clip_tokenizer::Tokenizer;

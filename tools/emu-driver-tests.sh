@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The property tests (ops, ops_bf16) and the every-op comparison (devices) on
-# cpu, emu and cuda, where cuda is the cuda build on the emulated driver:
+# The property tests (ops, ops_bf16) and the every-op comparison (devices),
+# the test binary `numerics`, on cpu, emu and cuda, where cuda is the cuda
+# build on the emulated driver:
 # the launchers and cust's driver calls of every op run through the driver
 # ABI on every CI run. (The fixture forwards and commands on cuda run in
 # tests/emu_driver.rs.)
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 lib=$(tools/build-emu-driver.sh 2>/dev/null | tail -1)
 messages=$(mktemp)
 trap 'rm -f "$messages"' EXIT
-tools/build-cuda.sh --test ops --test ops_bf16 --test devices --message-format=json > "$messages" 2>/dev/null
+tools/build-cuda.sh --test numerics --message-format=json > "$messages" 2>/dev/null
 python3 - "$messages" <<'PY' | while read -r name exe; do
 import json, sys
 for line in open(sys.argv[1]):

@@ -29,10 +29,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CARRY=$ROOT/target/gpu-check/carry
-TESTS="ops ops_bf16 forward devices cli dawin"
-# The carried name of each test executable (the `dawin` tests would clash
-# with the binary).
-carried() { [ "$1" = dawin ] && echo dawin-tests || echo "$1"; }
+# The test binaries carried, and the one that holds each subject (a module
+# of it: its tests are `SUBJECT::name`).
+TESTS="numerics models pipelines cli"
+binary_of() {
+  case $1 in
+    ops|ops_bf16|devices) echo numerics ;;
+    forward) echo models ;;
+    dawin) echo pipelines ;;
+    cli) echo cli ;;
+  esac
+}
 
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -60,7 +67,6 @@ with open(os.path.join(dest, "tests.txt"), "w") as f:
         f.write(f"{w}\t{found[w]}\n")
 PY
   while IFS=$'\t' read -r name path; do
-    name=$(carried "$name")
     if [ "$mode" = strip ]; then strip -o "$dest/$name" "$path"; else ln -sf "$path" "$dest/$name"; fi
   done < "$dest/tests.txt"
   if [ "$mode" = strip ]; then strip -o "$dest/dawin" "$bin"; else ln -sf "$bin" "$dest/dawin"; fi
@@ -142,16 +148,16 @@ unique() { echo "$1" | tr , '\n' | awk '!seen[$0]++' | paste -sd,; }
 # plumbing (the suite itself runs in `cargo test`), runs one test of each
 # long executable.
 test_exe() {
-  local name=$1 filter=()
+  local name=$1 filter=("$1::")
   if [ "$MODE" = dry-run ]; then
     case $name in
-      forward) filter=(fixtures_match_hf_on_every_executor) ;;
-      cli) filter=(inspect_reports_each_layout) ;;
-      dawin) filter=(exact_and_materialize) ;;
+      forward) filter=(forward::fixtures_match_hf_on_every_executor) ;;
+      cli) filter=(cli::inspect_reports_each_layout) ;;
+      dawin) filter=(dawin::exact_and_materialize) ;;
     esac
   fi
   DAWIN_TEST_DEVICES=$(unique "$2") PROPTEST_CASES=${PROPTEST_CASES:-8} DAWIN_REPO=$ROOT DAWIN_BIN=$BIN \
-    DAWIN_DEVICE_TABLE=$WORK/devices.json "$CARRYDIR/$(carried "$name")" --test-threads "$(nproc)" "${filter[@]}"
+    DAWIN_DEVICE_TABLE=$WORK/devices.json "$CARRYDIR/$(binary_of "$name")" --test-threads "$(nproc)" "${filter[@]}"
 }
 
 sanitizer() {
@@ -209,7 +215,7 @@ run_steps() {
   LOG=$OUT/logs.txt
   # The steps run under timeout in a child bash: it needs these.
   export WORK LOG BIN DEV TEST_DEV CARRYDIR ROOT MODE
-  export -f logged need smoke test_exe unique carried sanitizer torch_bench ncu_kernels
+  export -f logged need smoke test_exe unique binary_of sanitizer torch_bench ncu_kernels
   mkdir -p "$OUT" && : > "$LOG" && : > "$WORK/status.tsv"
   environment
   # Sizes from the first visit (2026-12-04, H200): the kernel suite took

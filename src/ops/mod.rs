@@ -1,8 +1,8 @@
 //! Every op of the engine, one file each. `src/ops/<op>.rs` holds the op's
 //! argument type, its shape check, its cost, its CPU reference (the
 //! numerical ground truth for every executor) and its PTX launcher; the
-//! kernel is `ptx/<op>.ptx`; the property test is `<op>` in `tests/ops.rs`
-//! (`tests/ops_bf16.rs` for the bf16 ones).
+//! kernel is `ptx/<op>.ptx`; the property test is `<op>` in `tests/numerics/ops.rs`
+//! (`tests/numerics/ops_bf16.rs` for the bf16 ones).
 //!
 //! The registry at the bottom of this file is the one list of ops: the
 //! [`Op`] enum every executor runs, the dispatch of checks, costs, CPU runs

@@ -5,7 +5,7 @@
 //! `exp`: range reduction `x = n·ln2 + r`, |r| ≤ ln2/2, with ln2 split in
 //! two parts, a degree-6 polynomial for e^r, and 2^n put into the exponent
 //! bits. Measured max relative error against f64 `exp` over [−87, 88]:
-//! below 3e-7, about 2 ulp (`tests/simd.rs::exp_error`; 2.4e-7 seen); inputs below −87.3 give 0
+//! below 3e-7, about 2 ulp (`tests/models/simd.rs::exp_error`; 2.4e-7 seen); inputs below −87.3 give 0
 //! (e^x under f32's normal range, flushed), −inf gives 0, above 88.72 +inf,
 //! NaN stays NaN.
 
@@ -50,7 +50,7 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in exact
-/// arithmetic; with f32 rounding and [`exp`], ≤ 4e-7, `tests/simd.rs`).
+/// arithmetic; with f32 rounding and [`exp`], ≤ 4e-7, `tests/models/simd.rs`).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let a = x.abs();

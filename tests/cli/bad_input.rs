@@ -1,9 +1,7 @@
 //! Bad files and inputs get clear errors naming the file and the problem,
 //! never a panic.
 
-mod common;
-
-use common::fixtures_dir;
+use crate::common::fixtures_dir;
 use dawin::model::{Model, Overrides};
 use proptest::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};

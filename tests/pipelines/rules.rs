@@ -3,9 +3,7 @@
 //! statistics of summary.json against hand-computed cases, and an eval of
 //! the DaWin fixture pair under every rule.
 
-mod common;
-
-use common::fixtures_dir;
+use crate::common::fixtures_dir;
 use dawin::method::interp::Interp;
 use dawin::method::lambda::{Entropies, Inputs, LambdaRule, lambdas};
 use dawin::method::methods::Method;
@@ -567,7 +565,7 @@ fn calibrate_writes_what_eval_temperature_reads() {
     let d = tempfile::tempdir().unwrap();
     let fx = |n: &str| fixtures_dir().join(n);
     let cli = |args: &[&str]| {
-        let o = std::process::Command::new(common::dawin_bin())
+        let o = std::process::Command::new(crate::common::dawin_bin())
             .args(args)
             .arg("--pretrained")
             .arg(fx("dawin_pt.safetensors"))

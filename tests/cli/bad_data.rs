@@ -4,9 +4,7 @@
 //! read wrongly, image folders, caches, provenance, merges, output folders,
 //! non-finite values, sizes, messages.
 
-mod common;
-
-use common::{dawin_bin, fixtures_dir};
+use crate::common::{dawin_bin, fixtures_dir};
 use dawin::tensorfile::{Tensor, TensorFile, write_f32, write_f32_with_labels};
 use safetensors::{Dtype, tensor::TensorView};
 use serde_json::Value;

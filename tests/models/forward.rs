@@ -2,9 +2,7 @@
 //! (tools/make_fixtures.py), and DaWin's exact dual forward against
 //! forwarding each sample through explicitly lerped weights.
 
-mod common;
-
-use common::{assert_close, executors, fixtures_dir, manifest};
+use crate::common::{assert_close, executors, fixtures_dir, manifest};
 use dawin::model::device::{DeviceModel, Precision};
 use dawin::model::vit::{DualWeights, forward};
 use dawin::model::{Act, Layout, Model, ModelSpec, Overrides};
@@ -78,7 +76,7 @@ fn fixtures_match_hf_on_every_executor() {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
         let m = fixture_model(name);
-        let (io, px) = common::fixture_io(name);
+        let (io, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
         for (kind, ex) in executors() {
             let dm = DeviceModel::upload(ex.as_ref(), &m).unwrap();
@@ -175,7 +173,7 @@ fn dual_forward_equals_explicitly_lerped_models_on_fixtures() {
         let name = f["name"].as_str().unwrap();
         let m0 = fixture_model(name);
         let m1 = perturbed(&m0, 7);
-        let (_, px) = common::fixture_io(name);
+        let (_, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
         let lambdas: Vec<f32> = (0..n).map(|i| [0.0, 1.0, 0.25, 0.8, 0.5][i % 5]).collect();
         check_dual(&m0, &m1, &px.data, n, &lambdas, name);
@@ -184,9 +182,9 @@ fn dual_forward_equals_explicitly_lerped_models_on_fixtures() {
 
 #[test]
 fn dual_forward_at_lambda_0_and_1_is_each_model() {
-    let spec = common::small_spec(6, Act::Gelu);
+    let spec = crate::common::small_spec(6, Act::Gelu);
     let (m0, m1) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
-    let px = common::data(3, 2 * 3 * 12 * 12, 1.0);
+    let px = crate::common::data(3, 2 * 3 * 12 * 12, 1.0);
     for (_, ex) in executors() {
         let (d0, d1) = (
             DeviceModel::upload(ex.as_ref(), &m0).unwrap(),
@@ -209,7 +207,7 @@ fn dual_forward_at_lambda_0_and_1_is_each_model() {
         assert_close("λ=0", &lm[..6], &la[..6], 1e-6);
         assert_close("λ=1", &lm[6..], &lb[6..], 1e-6);
         // And the two models really differ, or the test proves nothing.
-        assert!(common::rel_err(&la, &lb) > 0.1);
+        assert!(crate::common::rel_err(&la, &lb) > 0.1);
     }
 }
 
@@ -233,7 +231,7 @@ fn bf16_vs_f32(m: &Model, pixels: &[f32], n: usize, ex: &dyn dawin::exec::Execut
     let agree = (0..n)
         .filter(|&i| argmax(&w[i * c..(i + 1) * c]) == argmax(&g[i * c..(i + 1) * c]))
         .count();
-    (agree as f64 / n as f64, common::rel_err(&g, &w))
+    (agree as f64 / n as f64, crate::common::rel_err(&g, &w))
 }
 
 /// bf16 on tensor cores against f32, on every fixture with a head and 200
@@ -250,7 +248,7 @@ fn bf16_forward_agrees_with_f32_on_the_fixtures() {
             }
             let s = &m.spec;
             let n = 200;
-            let px = common::data(7, n * s.channels * s.image_size * s.image_size, 1.0);
+            let px = crate::common::data(7, n * s.channels * s.image_size * s.image_size, 1.0);
             let (agree, err) = bf16_vs_f32(&m, &px, n, ex.as_ref());
             eprintln!("{name} bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
             assert!(agree >= 0.99, "{name} on {kind}: top-1 agreement {agree}");
@@ -269,7 +267,7 @@ fn bf16_forward_on_cpu_agrees_with_emu() {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
         let m = fixture_model(name);
-        let (_, px) = common::fixture_io(name);
+        let (_, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
         let mut outs = Vec::new();
         for kind in [dawin::exec::DeviceKind::Cpu, dawin::exec::DeviceKind::Emu] {
@@ -279,10 +277,10 @@ fn bf16_forward_on_cpu_agrees_with_emu() {
         }
         let what = format!("{name} bf16, cpu vs emu");
         let logit_err = match (&outs[0].logits, &outs[1].logits) {
-            (Some(a), Some(b)) => common::rel_err(a, b),
+            (Some(a), Some(b)) => crate::common::rel_err(a, b),
             _ => f64::NAN,
         };
-        let embed_err = common::rel_err(&outs[0].embeds, &outs[1].embeds);
+        let embed_err = crate::common::rel_err(&outs[0].embeds, &outs[1].embeds);
         eprintln!("{what}: embeds error {embed_err:.2e}, logits error {logit_err:.2e}");
         assert_close(
             &format!("{what}: embeds"),
@@ -304,7 +302,7 @@ fn bf16_dual_forward_agrees_with_f32() {
     let m1 = perturbed(&m0, 3);
     let s = &m0.spec;
     let n = 200;
-    let px = common::data(11, n * s.channels * s.image_size * s.image_size, 1.0);
+    let px = crate::common::data(11, n * s.channels * s.image_size * s.image_size, 1.0);
     let lam: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).fract()).collect();
     let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
     let (c0, c1) = (
@@ -332,7 +330,7 @@ fn bf16_dual_forward_agrees_with_f32() {
             .filter(|&i| top(&want[i * c..(i + 1) * c]) == top(&got[i * c..(i + 1) * c]))
             .count() as f64
             / n as f64;
-        let err = common::rel_err(&got, &want);
+        let err = crate::common::rel_err(&got, &want);
         eprintln!("dual bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
         assert!(
             agree >= 0.99 && err <= 2.5e-2,
@@ -406,7 +404,7 @@ fn bf16_covers_other_head_dims_and_explains_what_it_cannot_run() {
     (s.image_size, s.patch, s.embed_dim) = (32, 8, 32);
     let m = Model::random(s.clone(), 5);
     let n = 100;
-    let px = common::data(3, n * s.channels * s.image_size * s.image_size, 1.0);
+    let px = crate::common::data(3, n * s.channels * s.image_size * s.image_size, 1.0);
     for (kind, ex) in executors() {
         let (agree, err) = bf16_vs_f32(&m, &px, n, ex.as_ref());
         eprintln!("head dim 96 bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");

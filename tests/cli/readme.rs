@@ -3,8 +3,6 @@
 //! (`tests/` and an empty `target/`), and exits 0: the README cannot drift
 //! from the command line.
 
-mod common;
-
 use std::process::Command;
 
 /// The `dawin` lines of every ```sh block, in order.
@@ -26,7 +24,7 @@ fn readme_commands(readme: &str) -> Vec<String> {
 
 #[test]
 fn every_readme_command_runs() {
-    let root = common::repo_root();
+    let root = crate::common::repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let commands = readme_commands(&readme);
     assert!(commands.len() >= 8, "too few examples found: {commands:?}");
@@ -35,7 +33,7 @@ fn every_readme_command_runs() {
     std::fs::create_dir(d.path().join("target")).unwrap();
     for line in &commands {
         let words = shlex::split(line).unwrap_or_else(|| panic!("unbalanced quotes: {line}"));
-        let o = Command::new(common::dawin_bin())
+        let o = Command::new(crate::common::dawin_bin())
             .args(&words[1..])
             .current_dir(d.path())
             .output()

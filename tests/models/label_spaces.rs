@@ -2,9 +2,7 @@
 //! files with comments and Python list syntax, `--folders` and
 //! `--crop-border` on image folders.
 
-mod common;
-
-use common::{dawin_bin, fixtures_dir};
+use crate::common::{dawin_bin, fixtures_dir};
 use dawin::data::dataset::{Dataset, FolderOptions, LabelOrder};
 use dawin::data::preprocess::{Rgb8, crop_border, load_image, load_image_cropped};
 use dawin::data::projection::Projection;

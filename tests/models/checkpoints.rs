@@ -4,9 +4,7 @@
 //! library computed; the restricted unpickler refuses what it must; the
 //! zip and pickle readers turn damaged files into errors, never panics.
 
-mod common;
-
-use common::{assert_close, dawin_bin, fixtures_dir};
+use crate::common::{assert_close, dawin_bin, fixtures_dir};
 use dawin::checkpoint::{Checkpoint, Globals, OpenOptions, pickle};
 use dawin::tensorfile::TensorFile;
 use proptest::prelude::*;
@@ -356,7 +354,7 @@ fn data_pkl(zip_bytes: &[u8]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config(48))]
+    #![proptest_config(crate::common::proptest_config(48))]
 
     #[test]
     fn damaged_torch_files_are_errors_not_panics(

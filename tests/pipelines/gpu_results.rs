@@ -3,14 +3,12 @@
 //! pairing of dawin rows with PyTorch rows and the ratios are checked on a
 //! hand-made bundle; `compare` on real forward outputs.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
 fn py(args: &[&str]) -> std::process::Output {
     Command::new("python3")
-        .arg(common::repo_root().join("tools/gpu-results.py"))
+        .arg(crate::common::repo_root().join("tools/gpu-results.py"))
         .args(args)
         .output()
         .expect("python3 runs")
@@ -92,7 +90,7 @@ fn summaries_pair_rows_and_state_ratios() {
 
 #[test]
 fn compare_reads_safetensors_outputs() {
-    let io = common::fixtures_dir().join("hf_quickgelu.io.safetensors");
+    let io = crate::common::fixtures_dir().join("hf_quickgelu.io.safetensors");
     let o = py(&[
         "compare",
         io.to_str().unwrap(),
@@ -102,7 +100,7 @@ fn compare_reads_safetensors_outputs() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stdout).contains("logits: max difference 0.00e+00"));
-    let other = common::fixtures_dir().join("soups_quickgelu.io.safetensors");
+    let other = crate::common::fixtures_dir().join("soups_quickgelu.io.safetensors");
     let o = py(&["compare", io.to_str().unwrap(), other.to_str().unwrap()]);
     assert!(
         !o.status.success(),

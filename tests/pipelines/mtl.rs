@@ -2,9 +2,7 @@
 //! task model's entropy under the evaluated task's head, and each sample's
 //! merged weights built on the host in f64, then run through the CPU forward.
 
-mod common;
-
-use common::{assert_close, executors};
+use crate::common::{assert_close, executors};
 use dawin::exec::cpu::Cpu;
 use dawin::method::merging::{self, TiesMerge};
 use dawin::model::device::DeviceModel;
@@ -18,7 +16,7 @@ use dawin::tensorfile::{Tensor, write_f32, write_f32_with_labels};
 use std::path::{Path, PathBuf};
 
 fn spec(classes: usize) -> ModelSpec {
-    common::small_spec(classes, Act::QuickGelu)
+    crate::common::small_spec(classes, Act::QuickGelu)
 }
 
 fn task(base: &Model, classes: usize, seed: u64) -> Model {
@@ -235,7 +233,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
     );
     o.task_index = 0;
     o.tasks
-        .push(common::fixtures_dir().join("dawin_pt.safetensors"));
+        .push(crate::common::fixtures_dir().join("dawin_pt.safetensors"));
     assert!(
         mtl::run(&o, &ex)
             .err()
@@ -474,7 +472,7 @@ fn stacked_forward_equals_each_samples_merged_model() {
         embed_dim: 36,
         has_proj: false,
         classes: Some(6),
-        ..common::small_spec(6, Act::Gelu)
+        ..crate::common::small_spec(6, Act::Gelu)
     };
     let base = Model::random(spec.clone(), 11);
     let tasks: Vec<Model> = (0..3)
@@ -545,7 +543,7 @@ fn stacked_forward_equals_each_samples_merged_model() {
         );
     }
     // A model of another architecture is refused, naming what differs.
-    let other = Model::random(common::small_spec(6, Act::Gelu), 3);
+    let other = Model::random(crate::common::small_spec(6, Act::Gelu), 3);
     let e = ModelStack::upload(&cpu, &[&base, &other]).err().unwrap();
     assert!(
         e.to_string().contains("model 1 of the stack differs"),
@@ -590,7 +588,7 @@ fn batched_and_materialized_per_sample_merges_agree() {
 /// and equal the head the model loader reads.
 #[test]
 fn a_torch_pickled_head_module_reads_as_a_head_file() {
-    let p = common::fixtures_dir().join("checkpoints/wiseft_module.pt");
+    let p = crate::common::fixtures_dir().join("checkpoints/wiseft_module.pt");
     let ov = Overrides {
         heads: Some(3),
         act: Some(Act::Gelu),
@@ -605,7 +603,7 @@ fn a_torch_pickled_head_module_reads_as_a_head_file() {
     assert!(h.w.iter().any(|v| *v != 0.0));
     // The same head saved alone, as the official multi-task code saves
     // `head_<task>.pt`: a `src.modeling.ClassificationHead` at the root.
-    let alone = common::fixtures_dir().join("checkpoints/head_task.pt");
+    let alone = crate::common::fixtures_dir().join("checkpoints/head_task.pt");
     assert_eq!(
         dawin::model::head_file::read(&alone, m.spec.embed_dim).unwrap(),
         h

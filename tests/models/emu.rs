@@ -3,13 +3,11 @@
 //! operations must follow the PTX rules, including the tensor-core fragment
 //! layouts (checked on hand-computed cases) and cp.async visibility.
 
-mod common;
-
 use dawin::device::emu::{Arg, Emu, EmuOptions, parse};
 use dawin::device::{Dims, Gpu};
 
 fn emu_with(file: &str) -> Emu {
-    let path = common::repo_root().join("tests/kernels").join(file);
+    let path = crate::common::repo_root().join("tests/kernels").join(file);
     let src = std::fs::read_to_string(&path).unwrap();
     Emu::new(&[(file, src.as_str())], EmuOptions::default()).unwrap()
 }
@@ -39,8 +37,8 @@ fn fault(emu: &Emu, kernel: &str, block: [u32; 3], args: &[Arg]) -> String {
 
 /// Line number of the first line of `file` containing `needle`.
 fn line_of(file: &str, needle: &str) -> usize {
-    let src =
-        std::fs::read_to_string(common::repo_root().join("tests/kernels").join(file)).unwrap();
+    let src = std::fs::read_to_string(crate::common::repo_root().join("tests/kernels").join(file))
+        .unwrap();
     src.lines()
         .position(|l| l.trim_start().starts_with(needle))
         .unwrap()
@@ -253,8 +251,8 @@ fn results_do_not_depend_on_block_order() {
     use dawin::exec::{Executor, PtxExec};
     use dawin::ops::gemm::{Gemm, GemmShape};
     let (m, n, k) = (130, 70, 37);
-    let a = common::data(1, m * k, 1.0);
-    let b = common::data(2, n * k, 1.0);
+    let a = crate::common::data(1, m * k, 1.0);
+    let b = crate::common::data(2, n * k, 1.0);
     let run = |seed: Option<u64>| {
         let ex = PtxExec::new(
             Emu::new(
@@ -655,7 +653,10 @@ fn cvt_to_bf16_rounds_to_nearest_even_from_f32() {
 /// byte offsets `offs` (`shared_banks.ptx`).
 fn shared_load_conflicts(width: u32, offs: &[u32; 32]) -> u64 {
     let emu = Emu::new(
-        &[("shared_banks.ptx", include_str!("kernels/shared_banks.ptx"))],
+        &[(
+            "shared_banks.ptx",
+            include_str!("../kernels/shared_banks.ptx"),
+        )],
         EmuOptions {
             bank_conflicts: true,
             ..EmuOptions::default()

@@ -3,9 +3,7 @@
 //! by `tools/make_fixtures.py --text`): text embeddings of the token ids
 //! open_clip gives the prompts, within 1e-4 of their scale.
 
-mod common;
-
-use common::{assert_close, executors, repo_root};
+use crate::common::{assert_close, executors, repo_root};
 use dawin::model::Overrides;
 use dawin::model::text::TextModel;
 use dawin::model::text_tower::{DeviceText, encode};

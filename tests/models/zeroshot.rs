@@ -5,9 +5,7 @@
 //! executor; the zero-shot model evaluated by `dawin eval` beside a
 //! fine-tuned one; bad inputs as clear errors.
 
-mod common;
-
-use common::{assert_close, dawin_bin, fixtures_dir};
+use crate::common::{assert_close, dawin_bin, fixtures_dir};
 use dawin::tensorfile::TensorFile;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -5,9 +5,7 @@
 //! so a bug is located in one kernel on one executor. With
 //! `DAWIN_DEVICE_TABLE=FILE` the table is also written there as JSON.
 
-mod common;
-
-use common::{data, executors, rel_err};
+use crate::common::{data, executors, rel_err};
 use dawin::buf::{Buf, DType};
 use dawin::exec::{DeviceKind, Executor, OwnedBuf};
 use dawin::ops::attention::{Attention, AttentionShape};
@@ -603,7 +601,7 @@ fn next_batches_are_staged_during_the_forward_and_used_once() {
             staged: Default::default(),
             written: Default::default(),
         };
-        let spec = common::small_spec(5, Act::QuickGelu);
+        let spec = crate::common::small_spec(5, Act::QuickGelu);
         let img = spec.channels * spec.image_size * spec.image_size;
         let (pt, ft) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
         let mut engine = Engine::new(&counting, &pt, &ft, Precision::F32).unwrap();

@@ -2,9 +2,7 @@
 //! titles with `& < >` included, and its axes show only possible values.
 //! The PNGs land in target/svg-render/ for a person to look at.
 
-mod common;
-
-use common::{dawin_bin, fixtures_dir};
+use crate::common::{dawin_bin, fixtures_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +22,7 @@ fn render(svg: &Path) -> PathBuf {
         resvg::tiny_skia::Transform::default(),
         &mut pixmap.as_mut(),
     );
-    let out = common::repo_root().join("target/svg-render");
+    let out = crate::common::repo_root().join("target/svg-render");
     std::fs::create_dir_all(&out).unwrap();
     let name = svg
         .parent()

@@ -2,9 +2,7 @@
 //! `common/reference.rs`, on random shapes that are not tile multiples.
 //! Each test states its tolerance (relative to the output's scale).
 
-mod common;
-
-use common::{assert_close, data, executors, reference as r};
+use crate::common::{assert_close, data, executors, reference as r};
 use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
 use dawin::ops::embed_add_multi::EmbedAddMulti;
@@ -24,7 +22,7 @@ use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
     // CI uses 24 cases.
-    common::proptest_config(24)
+    crate::common::proptest_config(24)
 }
 
 proptest! {

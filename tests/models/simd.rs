@@ -1,12 +1,10 @@
 //! The CPU executor's SIMD kernels at every level this machine has
 //! (portable, AVX2+FMA, AVX-512), against the f64 references, on shapes
 //! that cross the packing blocks (k > 256, n > 512, m > 96) and the
-//! threading threshold. `tests/ops.rs` covers the ops through the executor
+//! threading threshold. `tests/numerics/ops.rs` covers the ops through the executor
 //! at the default level; this file makes sure no level goes untested.
 
-mod common;
-
-use common::{assert_close, data, reference as r};
+use crate::common::{assert_close, data, reference as r};
 use dawin::ops::MultiRef;
 use dawin::ops::attention::AttentionShape;
 use dawin::ops::gemm::{self, GemmShape};
@@ -16,7 +14,7 @@ use dawin::simd::{self, vmath};
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(common::proptest_config(12))]
+    #![proptest_config(crate::common::proptest_config(12))]
 
     /// gemm at each level: tolerance 1e-5 of scale (k up to 600).
     #[test]
@@ -83,7 +81,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config(12))]
+    #![proptest_config(crate::common::proptest_config(12))]
 
     /// The flash-style attention at each level, full and causal, token
     /// counts across the query (48) and key (64) blocks; 1e-5.

@@ -3,9 +3,7 @@
 //! `exact` and `materialize` agree, the Beta mixture recovers known
 //! mixtures, and bad inputs are explained.
 
-mod common;
-
-use common::{assert_close, executors, fixtures_dir};
+use crate::common::{assert_close, executors, fixtures_dir};
 use dawin::data::projection::Projection;
 use dawin::method::bmm::BetaMixture;
 use dawin::method::interp::Interp;
@@ -128,8 +126,8 @@ fn bf16_eval_follows_the_f32_results() {
                 .count();
             eprintln!(
                 "{what}: λ error {:.2e}, logit error {:.2e}, {same} of {} predictions equal",
-                common::rel_err(&r.lambdas, &want_lambda),
-                common::rel_err(&got, &want_logits),
+                crate::common::rel_err(&r.lambdas, &want_lambda),
+                crate::common::rel_err(&got, &want_logits),
                 want_pred.len()
             );
             assert!(
@@ -157,7 +155,7 @@ fn cli_eval_writes_the_reports_and_reuses_its_cache() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let run = |interp: &str, methods: &str| {
-        let o = Command::new(common::dawin_bin())
+        let o = Command::new(crate::common::dawin_bin())
             .args(["eval", "--pretrained"])
             .arg(fx("dawin_pt.safetensors"))
             .arg("--finetuned")
@@ -492,7 +490,7 @@ fn methods_parse() {
 }
 
 fn dawin_cli(args: &[&str]) -> String {
-    let o = Command::new(common::dawin_bin())
+    let o = Command::new(crate::common::dawin_bin())
         .args(args)
         .output()
         .unwrap();

@@ -2,14 +2,12 @@
 //! has every row and domain, the bundled pair shows the robust fine-tuning
 //! trade-off, and the reports are written.
 
-mod common;
-
 use std::process::Command;
 
 #[test]
 fn demo_runs_and_shows_the_trade_off() {
     let d = tempfile::tempdir().unwrap();
-    let o = Command::new(common::dawin_bin())
+    let o = Command::new(crate::common::dawin_bin())
         .args([
             "demo",
             "--per-class",

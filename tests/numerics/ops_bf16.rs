@@ -2,9 +2,7 @@
 //! `DAWIN_TEST_DEVICES` names it) against CPU references computed in f32
 //! from the same bf16-rounded inputs. Shapes are not tile multiples.
 
-mod common;
-
-use common::{assert_close, data, executors};
+use crate::common::{assert_close, data, executors};
 use dawin::buf::{Buf, DType};
 use dawin::exec::{Executor, OwnedBuf, PtxExec};
 use dawin::ops::attention::AttentionShape;
@@ -21,7 +19,7 @@ use proptest::prelude::*;
 
 fn cfg() -> ProptestConfig {
     // CI uses 16 cases.
-    common::proptest_config(16)
+    crate::common::proptest_config(16)
 }
 
 fn to_bf16(v: &[f32]) -> Vec<bf16> {

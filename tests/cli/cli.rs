@@ -1,14 +1,12 @@
 //! The `dawin` binary as a user runs it: inspect, forward on every fixture,
 //! and clear errors (exit status 1, no panic) for bad requests.
 
-mod common;
-
-use common::{assert_close, fixtures_dir, manifest};
+use crate::common::{assert_close, fixtures_dir, manifest};
 use dawin::tensorfile::{Tensor, TensorFile, write_f32};
 use std::process::{Command, Output};
 
 fn dawin(args: &[&str]) -> Output {
-    Command::new(common::dawin_bin())
+    Command::new(crate::common::dawin_bin())
         .args(args)
         .output()
         .unwrap()
@@ -329,7 +327,7 @@ fn every_kernel_of_an_eval_is_free_of_bank_conflicts() {
         ),
     ] {
         let out = dir.path().join(precision).display().to_string();
-        let o = Command::new(common::dawin_bin())
+        let o = Command::new(crate::common::dawin_bin())
             .args(["eval", "--pretrained", &fixture("dawin_pt", ".safetensors")])
             .args(["--finetuned", &fixture("dawin_ft", ".safetensors")])
             .args(["--data", &fixture("dawin_data", ".safetensors")])
@@ -370,7 +368,7 @@ fn every_kernel_of_an_eval_is_free_of_bank_conflicts() {
 fn out_of_device_memory_halves_the_batch_and_keeps_results() {
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &str, mem: Option<&str>| {
-        let mut c = Command::new(common::dawin_bin());
+        let mut c = Command::new(crate::common::dawin_bin());
         c.args(dawin_pair_args(
             out,
             &["--device", "emu", "--batch-size", "16"],

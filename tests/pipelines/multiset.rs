@@ -2,9 +2,7 @@
 //! label-space presets, and a three-set run whose per-set results must be
 //! those of three separate evals (and whose OOD mean is their mean).
 
-mod common;
-
-use common::fixtures_dir;
+use crate::common::fixtures_dir;
 use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
 use dawin::method::methods::Method;
