@@ -11,7 +11,8 @@
 //!   files by a restricted unpickler, HF and open_clip folders);
 //! - [`model`]: the model spec, the weight layouts and the ViT forward;
 //! - [`simd`]: the CPU executor's packed gemm, vector maths and peak;
-//! - [`progress`]: progress bars of the passes over the data;
+//! - [`reporter`]: how the library reports (warnings, notes, progress)
+//!   through the interface the program installs; it never prints;
 //! - [`data`]: data sets, image folders, preprocessing, label spaces and
 //!   the demo's synthetic images;
 //! - [`method`]: DaWin's maths: the λ rules, the Beta mixture, the
@@ -24,6 +25,7 @@
 
 pub mod buf;
 pub mod checkpoint;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -34,8 +36,8 @@ pub mod model;
 pub mod ops;
 pub mod pipelines;
 pub mod profile;
-pub mod progress;
 pub mod report;
+pub mod reporter;
 pub mod rng;
 pub mod simd;
 pub mod tensorfile;

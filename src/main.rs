@@ -7,6 +7,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    // The library reports through this; it never prints.
+    dawin::reporter::install(std::sync::Arc::new(cli::terminal::Terminal));
     if let Some(n) = args.threads {
         // The global pool is built once, here, before anything runs.
         if let Err(e) = rayon::ThreadPoolBuilder::new()

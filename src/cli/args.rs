@@ -1,5 +1,6 @@
 //! Flag groups shared by several commands, and the parsers of flag values.
 
+use super::choice::choice;
 use clap::Args;
 use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
@@ -58,7 +59,7 @@ pub struct DataArgs {
     /// How the class folders of an image folder are numbered: by sorted
     /// name (torchvision's ImageFolder) or by the number each is named
     /// (ImageNetV2's 0…999).
-    #[arg(long, value_enum, default_value_t = LabelOrder::Sorted, help_heading = "Inputs")]
+    #[arg(long, value_parser = choice::<LabelOrder>(), default_value_t = LabelOrder::Sorted, help_heading = "Inputs")]
     pub label_order: LabelOrder,
     #[command(flatten)]
     pub folders: FolderFlags,
@@ -108,7 +109,7 @@ pub struct EvalArgs {
     /// other expertise measures (losses against labels or pseudo-labels,
     /// confidences, max logits), or a random baseline; `--help` gives each
     /// formula.
-    #[arg(long, value_enum, default_value_t = LambdaRule::Entropy, help_heading = "Method")]
+    #[arg(long, value_parser = choice::<LambdaRule>(), default_value_t = LambdaRule::Entropy, help_heading = "Method")]
     pub expertise: LambdaRule,
     /// Scales every rule's λ by α (the random baselines' aside), and is the
     /// α of the merged model the pseudo-*-merged rules read (else 0.5), as
@@ -219,7 +220,7 @@ pub struct ArchFlags {
     pub heads: Option<usize>,
     /// MLP activation (default: the file's metadata or config, else
     /// quick_gelu, with a warning).
-    #[arg(long, value_enum, help_heading = "Model")]
+    #[arg(long, value_parser = choice::<Act>(), help_heading = "Model")]
     pub act: Option<Act>,
     /// Read PyTorch files that pickle a whole model object (WiSE-FT's and
     /// DaWin's `torch.save(model)`): its classes are kept as inert records
@@ -246,7 +247,7 @@ impl ArchFlags {
 #[derive(Args, Clone, Copy)]
 pub struct RunFlags {
     /// Executor that runs the ops.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
+    #[arg(long, value_parser = choice::<DeviceKind>(), default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
     pub device: DeviceKind,
     /// Images per forward pass.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
@@ -259,7 +260,7 @@ pub struct RunFlags {
     /// Arithmetic of the transformer blocks: f32, or bf16 operands for the
     /// linear layers and attention (tensor cores on a GPU, f32
     /// accumulation; layernorm, residual stream and logits stay f32).
-    #[arg(long, value_enum, default_value_t = Precision::F32, help_heading = "Performance")]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32, help_heading = "Performance")]
     pub precision: Precision,
 }
 
@@ -290,7 +291,7 @@ pub struct TextFlags {
     #[arg(long, help_heading = "Model")]
     pub text_heads: Option<usize>,
     /// Executor that runs the text tower.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
+    #[arg(long, value_parser = choice::<DeviceKind>(), default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
     pub device: DeviceKind,
     /// Prompts per text forward pass.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
@@ -401,14 +402,14 @@ pub struct EvalMtlArgs {
     /// no model built) or `materialize` (each sample's model built and run
     /// at batch 1, as the official code does). Both give the same numbers
     /// up to f32 rounding.
-    #[arg(long, value_enum, default_value_t = PerSample::Exact, help_heading = "Method")]
+    #[arg(long, value_parser = choice::<PerSample>(), default_value_t = PerSample::Exact, help_heading = "Method")]
     pub per_sample: PerSample,
     /// TIES baseline: the fraction of each task vector's entries kept (by
     /// magnitude) before the sign election.
     #[arg(long, default_value_t = 0.2, value_parser = parse_keep, help_heading = "Method")]
     pub ties_keep: f64,
     /// TIES baseline: how the entries agreeing with the elected sign merge.
-    #[arg(long, value_enum, default_value_t = TiesMerge::Mean, help_heading = "Method")]
+    #[arg(long, value_parser = choice::<TiesMerge>(), default_value_t = TiesMerge::Mean, help_heading = "Method")]
     pub ties_merge: TiesMerge,
     /// TIES baseline: scale of the merged task vector (the TIES paper uses
     /// 1 with mean; the official DaWin script uses 0.3 with sum).
@@ -481,7 +482,7 @@ pub enum Suite {
 #[derive(Args)]
 pub struct BenchArgs {
     /// Executor to benchmark.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_parser = choice::<DeviceKind>(), default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
     /// Small shapes and a small model (for cpu/emu or a smoke test).
     #[arg(long)]
@@ -505,7 +506,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Arithmetic of the pipeline rows (the kernel rows cover both).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32)]
     pub precision: Precision,
 }
 

@@ -2,9 +2,12 @@
 //! calls the library and prints (see `commands.rs`).
 
 pub mod args;
+pub mod choice;
 pub mod commands;
+pub mod terminal;
 
 use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
+use choice::choice;
 use clap::{Parser, Subcommand};
 use dawin::data::dataset::LabelOrder;
 use dawin::exec::DeviceKind;
@@ -86,7 +89,7 @@ pub enum Cmd {
         /// The safetensors file to write (written atomically).
         output: PathBuf,
         /// Which tensor names the output keeps.
-        #[arg(long, value_enum, default_value_t = dawin::model::convert::Names::Canonical)]
+        #[arg(long, value_parser = choice::<dawin::model::convert::Names>(), default_value_t = dawin::model::convert::Names::Canonical)]
         names: dawin::model::convert::Names,
         #[command(flatten)]
         arch: ArchFlags,
@@ -211,7 +214,7 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_class: u32,
         /// Executor (default: cuda if available, else cpu).
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = choice::<DeviceKind>())]
         device: Option<DeviceKind>,
         /// Hide progress bars.
         #[arg(long)]
@@ -330,7 +333,7 @@ pub enum Cmd {
         out: PathBuf,
         /// How class folders are numbered: by sorted name (torchvision's
         /// ImageFolder) or by the number each folder is named (ImageNetV2).
-        #[arg(long, value_enum, default_value_t = LabelOrder::Sorted)]
+        #[arg(long, value_parser = choice::<LabelOrder>(), default_value_t = LabelOrder::Sorted)]
         label_order: LabelOrder,
         #[command(flatten)]
         folders: args::FolderFlags,

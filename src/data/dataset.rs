@@ -5,6 +5,7 @@
 //! extensions matched case-insensitively), streamed in batches with
 //! decoding on a background thread so it overlaps compute.
 
+use crate::choice::{Choice, Named};
 use crate::data::preprocess;
 use crate::error::{Error, Result};
 use crate::model::batch::{Images, Lookahead};
@@ -15,14 +16,30 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// How the class folders of an image folder are numbered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Each value's meaning is its help in [`LabelOrder::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LabelOrder {
-    /// By sorted folder name, as torchvision's `ImageFolder`.
     #[default]
     Sorted,
-    /// Each folder is named by its class index (ImageNetV2's `0`…`999`).
     Numeric,
 }
+
+impl Choice for LabelOrder {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            LabelOrder::Sorted,
+            "sorted",
+            "By sorted folder name, as torchvision's ImageFolder",
+        ),
+        Named::new(
+            LabelOrder::Numeric,
+            "numeric",
+            "Each folder is named by its class index (ImageNetV2's 0…999)",
+        ),
+    ];
+}
+
+crate::display_choice!(LabelOrder);
 
 /// How an image folder is read: the class numbering, which class folders
 /// are kept, and a border trimmed from every image before preprocessing.
@@ -562,7 +579,7 @@ pub fn preprocess_paths(
                     out.labels.push(-1);
                 }
                 Err(e) => {
-                    eprintln!("warning: skipped {e}");
+                    crate::reporter::warn(&format!("skipped {e}"));
                     out.skipped += 1;
                 }
             }
@@ -570,18 +587,18 @@ pub fn preprocess_paths(
         }
         let d = Dataset::open_with(p, size, opt)?;
         for w in &d.warnings {
-            eprintln!("warning: {}: {w}", p.display());
+            crate::reporter::warn(&format!("{}: {w}", p.display()));
         }
         for (f, why) in &d.skipped_files {
-            eprintln!("warning: skipped {}: {why}", f.display());
+            crate::reporter::warn(&format!("skipped {}: {why}", f.display()));
             out.skipped += 1;
         }
         crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;
         let all: Vec<usize> = (0..d.len()).collect();
-        let pb = crate::progress::progress_bar(all.len(), "preprocess", progress);
+        let pb = crate::reporter::progress(all.len(), "preprocess", progress);
         d.for_each_batch(&all, 64, |b| {
             for (i, e) in &b.failed {
-                eprintln!("warning: skipped {}: {e}", d.describe(*i));
+                crate::reporter::warn(&format!("skipped {}: {e}", d.describe(*i)));
                 out.skipped += 1;
             }
             out.labels.extend(b.indices.iter().map(|&i| d.labels[i]));
@@ -589,7 +606,7 @@ pub fn preprocess_paths(
             pb.inc((b.indices.len() + b.failed.len()) as u64);
             Ok(())
         })?;
-        crate::progress::finish(&pb);
+        pb.finish();
     }
     if out.labels.is_empty() {
         return Err(crate::invalid!(

@@ -15,40 +15,50 @@ pub mod ptx;
 pub use ptx::PtxExec;
 
 use crate::buf::{Buf, DType, Element};
+use crate::choice::{Choice, Named};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use std::ops::Deref;
 
 /// Which executor a user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Each value's meaning is its help in [`DeviceKind::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
-    /// Native Rust reference implementation (multi-threaded).
     Cpu,
-    /// The project's PTX kernels run by the in-crate PTX interpreter.
     Emu,
-    /// The same PTX on an NVIDIA GPU (needs a build with `--features cuda`).
     Cuda,
 }
 
-impl std::fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Emu => "emu",
-            DeviceKind::Cuda => "cuda",
-        })
-    }
+impl Choice for DeviceKind {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            DeviceKind::Cpu,
+            "cpu",
+            "Native Rust reference implementation (multi-threaded)",
+        ),
+        Named::new(
+            DeviceKind::Emu,
+            "emu",
+            "The project's PTX kernels run by the in-crate PTX interpreter",
+        ),
+        Named::new(
+            DeviceKind::Cuda,
+            "cuda",
+            "The same PTX on an NVIDIA GPU (needs a build with `--features cuda`)",
+        ),
+    ];
 }
+
+crate::display_choice!(DeviceKind);
 
 /// The executors this build can run, for tests that check every one. The
 /// `DAWIN_TEST_DEVICES` variable (comma list, e.g. `cpu,cuda`) narrows or
 /// extends it on a machine that has more.
 pub fn available() -> Vec<DeviceKind> {
     if let Ok(v) = std::env::var("DAWIN_TEST_DEVICES") {
-        use clap::ValueEnum;
         return v
             .split(',')
-            .filter_map(|s| DeviceKind::from_str(s.trim(), true).ok())
+            .filter_map(|s| DeviceKind::from_name(&s.trim().to_ascii_lowercase()))
             .collect();
     }
     vec![DeviceKind::Cpu, DeviceKind::Emu]

@@ -47,15 +47,15 @@ pub fn entropies(
 /// logits from the `which` model held a NaN.
 pub fn warn_nan(data: &Dataset, indices: &[usize], which: &str, nans: &[usize]) {
     for &j in nans.iter().take(5) {
-        eprintln!(
-            "warning: {} has a NaN logit from the {which} model; its entropy is taken as maximal",
+        crate::reporter::warn(&format!(
+            "{} has a NaN logit from the {which} model; its entropy is taken as maximal",
             data.describe(indices[j])
-        );
+        ));
     }
     if nans.len() > 5 {
-        eprintln!(
-            "warning: ... {} samples in all with NaN logits from the {which} model",
+        crate::reporter::warn(&format!(
+            "... {} samples in all with NaN logits from the {which} model",
             nans.len()
-        );
+        ));
     }
 }

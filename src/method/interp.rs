@@ -5,7 +5,7 @@ use crate::data::dataset::{Batch, Dataset};
 use crate::error::Result;
 use crate::method::engine::Engine;
 use crate::model::batch::Lookahead;
-use crate::progress::progress_bar;
+use crate::reporter;
 use std::collections::HashMap;
 
 /// How DaWin's per-sample models are evaluated.
@@ -86,7 +86,7 @@ pub fn dawin_logits(
     let c = engine.classes();
     let mut out = vec![0f32; indices.len() * c];
     let pos: HashMap<usize, usize> = indices.iter().enumerate().map(|(j, &i)| (i, j)).collect();
-    let pb = progress_bar(
+    let pb = reporter::progress(
         indices.len(),
         &format!("{}dawin", pass.label),
         pass.progress,
@@ -140,7 +140,7 @@ pub fn dawin_logits(
             }
         }
     }
-    crate::progress::finish(&pb);
+    pb.finish();
     Ok(out)
 }
 

@@ -4,77 +4,130 @@
 //! weight on the fine-tuned model. Plain Rust over host vectors: no device
 //! involved. The official scripts' names are given beside each rule.
 
+use crate::choice::{Choice, Named};
 use crate::method::probs::{self, Target};
 use crate::rng::SplitMix;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How λ is computed from the two models' expertise on a sample; each
+/// rule's meaning is its help in [`LambdaRule::ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LambdaRule {
-    /// λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)), H the entropy of softmax(z/T)
-    /// (official `negexp_ent_ratio`).
     Entropy,
-    /// Entropy with the set-level offset: (e^(−H_ft) + b/w) / (e^(−H_pt) +
-    /// e^(−H_ft) + b), b = (σ/μ of H_pt + σ/μ of H_ft)/2, w = (μ_pt + μ_ft)/μ_pt
-    /// (official `negexp_ent_ratio --offset-adjustment`, their default).
     EntropyOffset,
-    /// Uses the labels: λ = e^(−L_ft) / (e^(−L_pt) + e^(−L_ft)), L the
-    /// cross-entropy of softmax(z) with the label, = p_ft(y)/(p_pt(y)+p_ft(y))
-    /// (official `negexp_loss_ratio`; an upper bound, not a method).
     Oracle,
-    /// The oracle with the loss-based offset (b, w as entropy-offset's, over
-    /// the losses).
     OracleOffset,
-    /// λ = max z_ft / (max z_pt + max z_ft) on the projected logits, clamped
-    /// to [0, 1].
     MaxLogit,
-    /// max-logit on the raw (unprojected) logits, as the official
-    /// `maxlogit_ratio` computes it.
     MaxLogitRaw,
-    /// λ = e^(c_ft) / (e^(c_pt) + e^(c_ft)), c the top softmax(z/T) probability
-    /// of each model (official `expconf_ratio`, whose code takes the
-    /// fine-tuned value from the zero-shot logits; here each model's own).
     Expconf,
-    /// expconf with c the gap between the top two probabilities (official
-    /// `expconfdiff_ratio`, same fix).
     Expconfdiff,
-    /// The lower-entropy model wins outright: λ ∈ {0, 1} (`selective_entropy`).
     Selective,
-    /// The lower-loss model wins outright; uses the labels (`selective_loss`).
     SelectiveLoss,
-    /// Loss ratio with the loss offset against a soft pseudo-label, the mean of
-    /// both models' softmax(z/T) (official `--pseudo_label 1`).
-    #[value(alias = "pseudo:1")]
     PseudoSoftEnsemble,
-    /// ... against softmax(z) of the weight-averaged model (α = --wise-alpha,
-    /// else 0.5; `--pseudo_label 2`).
-    #[value(alias = "pseudo:2")]
     PseudoSoftMerged,
-    /// ... against the ensemble's top class (`--pseudo_label 3`).
-    #[value(alias = "pseudo:3")]
     PseudoHardEnsemble,
-    /// ... against the weight-averaged model's top class (`--pseudo_label 4`).
-    #[value(alias = "pseudo:4")]
     PseudoHardMerged,
-    /// Baseline: λ ~ U[0, 1), seeded by --seed and the sample's index
-    /// (official `--baseline uniform`).
-    #[value(name = "random:uniform")]
     RandomUniform,
-    /// Baseline: λ ~ N(0.5, 0.2) clipped to [0.01, 0.99] (`--baseline gaussian`).
-    #[value(name = "random:gaussian")]
     RandomGaussian,
-    /// Baseline: λ ~ N(0.8, 0.1) clipped to [0.01, 0.99] (`--baseline wise_gaussian`).
-    #[value(name = "random:wise-gaussian")]
     RandomWiseGaussian,
 }
 
-impl LambdaRule {
-    /// The command-line name (`entropy-offset`, `random:uniform`, …).
-    pub fn name(self) -> String {
-        use clap::ValueEnum;
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
-    }
+impl Choice for LambdaRule {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            LambdaRule::Entropy,
+            "entropy",
+            "λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)), H the entropy of softmax(z/T) (official negexp_ent_ratio)",
+        ),
+        Named::new(
+            LambdaRule::EntropyOffset,
+            "entropy-offset",
+            "Entropy with the set-level offset: (e^(−H_ft) + b/w) / (e^(−H_pt) + e^(−H_ft) + b), b = (σ/μ of H_pt + σ/μ of H_ft)/2, w = (μ_pt + μ_ft)/μ_pt (official negexp_ent_ratio --offset-adjustment, their default)",
+        ),
+        Named::new(
+            LambdaRule::Oracle,
+            "oracle",
+            "Uses the labels: λ = e^(−L_ft) / (e^(−L_pt) + e^(−L_ft)), L the cross-entropy of softmax(z) with the label, = p_ft(y)/(p_pt(y)+p_ft(y)) (official negexp_loss_ratio; an upper bound, not a method)",
+        ),
+        Named::new(
+            LambdaRule::OracleOffset,
+            "oracle-offset",
+            "The oracle with the loss-based offset (b, w as entropy-offset's, over the losses)",
+        ),
+        Named::new(
+            LambdaRule::MaxLogit,
+            "max-logit",
+            "λ = max z_ft / (max z_pt + max z_ft) on the projected logits, clamped to [0, 1]",
+        ),
+        Named::new(
+            LambdaRule::MaxLogitRaw,
+            "max-logit-raw",
+            "max-logit on the raw (unprojected) logits, as the official maxlogit_ratio computes it",
+        ),
+        Named::new(
+            LambdaRule::Expconf,
+            "expconf",
+            "λ = e^(c_ft) / (e^(c_pt) + e^(c_ft)), c the top softmax(z/T) probability of each model (official expconf_ratio, whose code takes the fine-tuned value from the zero-shot logits; here each model's own)",
+        ),
+        Named::new(
+            LambdaRule::Expconfdiff,
+            "expconfdiff",
+            "expconf with c the gap between the top two probabilities (official expconfdiff_ratio, same fix)",
+        ),
+        Named::new(
+            LambdaRule::Selective,
+            "selective",
+            "The lower-entropy model wins outright: λ ∈ {0, 1} (selective_entropy)",
+        ),
+        Named::new(
+            LambdaRule::SelectiveLoss,
+            "selective-loss",
+            "The lower-loss model wins outright; uses the labels (selective_loss)",
+        ),
+        Named::new(
+            LambdaRule::PseudoSoftEnsemble,
+            "pseudo-soft-ensemble",
+            "Loss ratio with the loss offset against a soft pseudo-label, the mean of both models' softmax(z/T) (official --pseudo_label 1)",
+        )
+        .alias(&["pseudo:1"]),
+        Named::new(
+            LambdaRule::PseudoSoftMerged,
+            "pseudo-soft-merged",
+            "... against softmax(z) of the weight-averaged model (α = --wise-alpha, else 0.5; --pseudo_label 2)",
+        )
+        .alias(&["pseudo:2"]),
+        Named::new(
+            LambdaRule::PseudoHardEnsemble,
+            "pseudo-hard-ensemble",
+            "... against the ensemble's top class (--pseudo_label 3)",
+        )
+        .alias(&["pseudo:3"]),
+        Named::new(
+            LambdaRule::PseudoHardMerged,
+            "pseudo-hard-merged",
+            "... against the weight-averaged model's top class (--pseudo_label 4)",
+        )
+        .alias(&["pseudo:4"]),
+        Named::new(
+            LambdaRule::RandomUniform,
+            "random:uniform",
+            "Baseline: λ ~ U[0, 1), seeded by --seed and the sample's index (official --baseline uniform)",
+        ),
+        Named::new(
+            LambdaRule::RandomGaussian,
+            "random:gaussian",
+            "Baseline: λ ~ N(0.5, 0.2) clipped to [0.01, 0.99] (--baseline gaussian)",
+        ),
+        Named::new(
+            LambdaRule::RandomWiseGaussian,
+            "random:wise-gaussian",
+            "Baseline: λ ~ N(0.8, 0.1) clipped to [0.01, 0.99] (--baseline wise_gaussian)",
+        ),
+    ];
+}
 
+crate::display_choice!(LambdaRule);
+
+impl LambdaRule {
     /// Reads the weight-averaged model's logits (the pseudo-label rules).
     pub fn needs_merged(self) -> bool {
         matches!(

@@ -6,16 +6,33 @@
 //! Task vectors are taken over the model's parameter ranges only (never
 //! the layout's padding), as the official code flattens the state dict.
 
+use crate::choice::{Choice, Named};
 use std::ops::Range;
 
 /// How TIES aggregates the entries that agree with the elected sign.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Each value's meaning is its help in [`TiesMerge::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TiesMerge {
-    /// Their mean (the TIES paper's "disjoint mean").
     Mean,
-    /// Their sum (the official DaWin script's `dis-sum`).
     Sum,
 }
+
+impl Choice for TiesMerge {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            TiesMerge::Mean,
+            "mean",
+            "Their mean (the TIES paper's \"disjoint mean\")",
+        ),
+        Named::new(
+            TiesMerge::Sum,
+            "sum",
+            "Their sum (the official DaWin script's dis-sum)",
+        ),
+    ];
+}
+
+crate::display_choice!(TiesMerge);
 
 /// The magnitude threshold that keeps the top `keep` fraction of `tau`,
 /// as the official `topk_values_mask`: with d entries, the (d − ⌊d·keep⌋)-th

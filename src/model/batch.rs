@@ -66,10 +66,10 @@ impl BatchCap {
                 }
                 Err(Error::OutOfMemory(msg)) if k > 1 => {
                     let half = k / 2;
-                    eprintln!(
-                        "warning: out of device memory with a batch of {k} ({msg}); \
+                    crate::reporter::warn(&format!(
+                        "out of device memory with a batch of {k} ({msg}); \
                          going on with batches of {half}"
-                    );
+                    ));
                     self.0.set(half);
                 }
                 Err(e) => return Err(e),

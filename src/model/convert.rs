@@ -4,21 +4,36 @@
 use super::load::Loader;
 use super::{Model, Overrides};
 use crate::checkpoint::{Checkpoint, OpenOptions};
+use crate::choice::{Choice, Named};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// Which tensor names the output keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+/// Each value's meaning is its help in [`Names::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Names {
-    /// dawin's canonical OpenAI layout: the image tower and head only,
-    /// f32 (`visual.*`, `classification_head.*`).
     #[default]
     Canonical,
-    /// Every tensor of the input under its own name and dtype (text tower
-    /// included).
     Keep,
 }
+
+impl Choice for Names {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            Names::Canonical,
+            "canonical",
+            "dawin's canonical OpenAI layout: the image tower and head only, f32 (visual.*, classification_head.*)",
+        ),
+        Named::new(
+            Names::Keep,
+            "keep",
+            "Every tensor of the input under its own name and dtype (text tower included)",
+        ),
+    ];
+}
+
+crate::display_choice!(Names);
 
 /// What a conversion wrote.
 pub struct Converted {

@@ -13,15 +13,23 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 /// Arithmetic of the transformer blocks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Each value's meaning is its help in [`Precision::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// f32 everywhere (the reference).
     #[default]
     F32,
-    /// bf16 operands for the blocks' linear layers and attention (tensor
-    /// cores on a GPU, f32 accumulation); layernorm, residual stream, patch
-    /// embedding, head and logits stay f32.
     Bf16,
+}
+
+impl crate::choice::Choice for Precision {
+    const ALL: &'static [crate::choice::Named<Self>] = &[
+        crate::choice::Named::new(Precision::F32, "f32", "f32 everywhere (the reference)"),
+        crate::choice::Named::new(
+            Precision::Bf16,
+            "bf16",
+            "bf16 operands for the blocks' linear layers and attention (tensor cores on a GPU, f32 accumulation); layernorm, residual stream, patch embedding, head and logits stay f32",
+        ),
+    ];
 }
 
 impl std::fmt::Display for Precision {

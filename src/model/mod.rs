@@ -18,20 +18,34 @@ pub mod vit;
 pub use load::Layout;
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
+use crate::choice::{Choice, Named};
 use crate::error::Result;
 use crate::rng::SplitMix;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Each value's meaning is its help in [`Act::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
-    /// `x·σ(1.702x)`: OpenAI CLIP and HF's default (also spelled
-    /// `quick_gelu`, as HF configs and the metadata write it).
-    #[value(alias = "quick_gelu")]
     QuickGelu,
-    /// Exact erf gelu: most open_clip models trained by LAION/DataComp.
     Gelu,
+}
+
+impl Choice for Act {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            Act::QuickGelu,
+            "quick-gelu",
+            "x·σ(1.702x): OpenAI CLIP and HF's default (also spelled quick_gelu)",
+        )
+        .alias(&["quick_gelu"]),
+        Named::new(
+            Act::Gelu,
+            "gelu",
+            "Exact erf gelu: most open_clip models trained by LAION/DataComp",
+        ),
+    ];
 }
 
 impl std::fmt::Display for Act {
@@ -388,7 +402,7 @@ impl Model {
     pub fn load_warn(path: &Path, overrides: Overrides) -> Result<Model> {
         let m = Model::load(path, overrides)?;
         for note in &m.notes {
-            eprintln!("warning: {}: {note}", path.display());
+            crate::reporter::warn(&format!("{}: {note}", path.display()));
         }
         Ok(m)
     }

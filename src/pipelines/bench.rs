@@ -47,18 +47,19 @@ pub struct BenchOptions {
     pub filter: Option<String>,
     /// Arithmetic of the pipeline rows (named `… bf16` in bf16).
     pub precision: Precision,
-    /// Print each row to stderr as it finishes (the table follows at the end).
+    /// Report each row as it finishes (a status line; the table follows at
+    /// the end).
     pub stream: bool,
 }
 
 impl BenchOptions {
-    /// Says a finished row on stderr, when streaming.
+    /// Reports a finished row, when streaming.
     fn finished(&self, r: &Row) {
         if self.stream {
-            eprintln!(
+            crate::reporter::status(&format!(
                 "  {:<44} min {:>9.3} ms  median {:>9.3} ms",
                 r.name, r.min_ms, r.median_ms
-            );
+            ));
         }
     }
 

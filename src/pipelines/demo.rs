@@ -51,13 +51,13 @@ pub fn run(out: &Path, per_class: usize, ex: &dyn Executor, progress: bool) -> R
     for (col, d) in DOMAINS.iter().enumerate() {
         if tell {
             // Where the whole run stands, above each domain's phase bars.
-            eprintln!(
+            crate::reporter::status(&format!(
                 "domain {}/{}: {} ({:.1}s so far)",
                 col + 1,
                 DOMAINS.len(),
                 d.name(),
                 t0.elapsed().as_secs_f64()
-            );
+            ));
         }
         let dir = out.join(d.name());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

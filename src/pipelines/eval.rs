@@ -3,6 +3,7 @@
 //! pass under one interpolation, the baselines' predictions and the
 //! reports.
 
+use crate::choice::Choice;
 use crate::error::Result;
 use crate::exec::Executor;
 use crate::method::bmm::BetaMixture;
@@ -123,9 +124,9 @@ fn fit_mixture(o: &EvalOptions, k: usize, fit_on: &[f32]) -> Result<BetaMixture>
         ));
     }
     if n < 5 * k {
-        eprintln!(
-            "warning: bmm:{k} on {n} λ values: under 5 samples per component, the fit is loose (the official runs use K = 3)"
-        );
+        crate::reporter::warn(&format!(
+            "bmm:{k} on {n} λ values: under 5 samples per component, the fit is loose (the official runs use K = 3)"
+        ));
     }
     BetaMixture::fit(fit_on, k, o.seed)
         .ok_or_else(|| crate::invalid!("cannot fit a mixture to no λ values"))
@@ -272,10 +273,10 @@ fn check_set_level(o: &EvalOptions) -> Result<()> {
         ));
     }
     if o.shard.is_some() {
-        eprintln!(
-            "warning: --expertise {} on a shard: its loss offset (b, w) comes from this shard's samples only, so shards differ from one whole run",
+        crate::reporter::warn(&format!(
+            "--expertise {} on a shard: its loss offset (b, w) comes from this shard's samples only, so shards differ from one whole run",
             o.rule.name()
-        );
+        ));
     }
     Ok(())
 }
@@ -389,7 +390,11 @@ fn save_components(o: &EvalOptions, s: &Setup, dawin: &DawinPass) -> Result<Opti
         return Ok(None);
     };
     let files = components::save(dir, (&s.pt, &s.ft), m, members, &s.provenance(o))?;
-    eprintln!("saved {} merged models to {}", files.len(), dir.display());
+    crate::reporter::note(&format!(
+        "saved {} merged models to {}",
+        files.len(),
+        dir.display()
+    ));
     Ok(Some(serde_json::json!({
         "dir": dir.display().to_string(),
         "files": files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().to_string()).collect::<Vec<_>>(),
@@ -567,8 +572,8 @@ fn carry_over(
         return Ok(None);
     }
     let moved = s.out.move_aside(&OUTPUTS)?;
-    eprintln!(
-        "note: {} held the results of {}; moved them to {}",
+    crate::reporter::note(&format!(
+        "{} held the results of {}; moved them to {}",
         s.out.path.display(),
         if same {
             "the same inputs and settings on other samples"
@@ -576,7 +581,7 @@ fn carry_over(
             "another run (other inputs or settings)"
         },
         moved.display()
-    );
+    ));
     Ok(Some(moved))
 }
 

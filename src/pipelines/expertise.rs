@@ -10,7 +10,7 @@ use crate::method::interp::Pass;
 use crate::method::methods::Method;
 use crate::model::batch::Lookahead;
 use crate::pipelines::cache::Cache;
-use crate::progress::progress_bar;
+use crate::reporter;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -47,7 +47,7 @@ pub fn expertise_pass(
         Ok(Some(cache)) => cache,
         Ok(None) => Cache::new(key),
         Err(why) => {
-            eprintln!("note: {}: {why}; recomputing it", cache_path.display());
+            reporter::note(&format!("{}: {why}; recomputing it", cache_path.display()));
             Cache::new(key)
         }
     };
@@ -141,7 +141,7 @@ fn compute(
     if run.statics {
         bufs.entry("valid".into()).or_insert_with(|| vec![0f32; ns]);
     }
-    let pb = progress_bar(
+    let pb = reporter::progress(
         indices.len(),
         &format!("{}expertise", pass.label),
         pass.progress,
@@ -192,7 +192,7 @@ fn compute(
         pb.inc((n + b.failed.len()) as u64);
         Ok(())
     })?;
-    crate::progress::finish(&pb);
+    pb.finish();
     Ok(failed)
 }
 

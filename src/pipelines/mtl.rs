@@ -12,6 +12,7 @@
 //! `add_scaled_diff`) and run at batch 1. The baselines are task arithmetic
 //! (θ0 + s·Σ τ_t), the one-model merges and each task model alone.
 
+use crate::choice::{Choice, Named};
 use crate::data::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
@@ -24,9 +25,9 @@ use crate::model::stack::ModelStack;
 use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, Overrides, head_file};
 use crate::ops::{add_scaled_diff::AddScaledDiff, lerp::Lerp};
-use crate::progress::progress_bar;
 use crate::report::outdir::OutDir;
 use crate::report::summary::{accuracy, methods_table, write_json};
+use crate::reporter;
 use crate::tensorfile::write_atomic;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -57,15 +58,30 @@ pub struct MtlOptions {
 }
 
 /// How multi-task DaWin evaluates each sample's own merged model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Each value's meaning is its help in [`PerSample::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PerSample {
-    /// Batched: the stacked ops merge per row, no model is built.
     #[default]
     Exact,
-    /// Each sample's model built in a working buffer, run at batch 1 (the
-    /// official code's way; for checking `exact`).
     Materialize,
 }
+
+impl Choice for PerSample {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            PerSample::Exact,
+            "exact",
+            "Batched: the stacked ops merge per row, no model is built",
+        ),
+        Named::new(
+            PerSample::Materialize,
+            "materialize",
+            "Each sample's model built in a working buffer, run at batch 1 (the official code's way; for checking exact)",
+        ),
+    ];
+}
+
+crate::display_choice!(PerSample);
 
 pub struct MtlResult {
     pub summary: serde_json::Value,
@@ -230,14 +246,14 @@ fn first_pass(
         readable: Vec::new(),
     };
     let all: Vec<usize> = (0..n).collect();
-    let pb = progress_bar(n, "tasks", o.progress);
+    let pb = reporter::progress(n, "tasks", o.progress);
     let logits = |m: &DeviceModel, b: &Batch| -> Result<Vec<f32>> {
         let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
         Ok(out.logits.unwrap_or_default())
     };
     data.for_each_batch(&all, o.batch_size, |b| {
         for (i, e) in &b.failed {
-            eprintln!("warning: skipped {}: {e}", data.describe(*i));
+            reporter::warn(&format!("skipped {}: {e}", data.describe(*i)));
         }
         if !b.indices.is_empty() {
             for t in 0..r.tasks() {
@@ -249,7 +265,7 @@ fn first_pass(
         pb.inc((b.indices.len() + b.failed.len()) as u64);
         Ok(())
     })?;
-    crate::progress::finish(&pb);
+    pb.finish();
     p.readable.sort_unstable();
     Ok(p)
 }
@@ -428,7 +444,7 @@ fn second_pass(
     mut logits: impl FnMut(&Batch) -> Result<Vec<f32>>,
 ) -> Result<Vec<f32>> {
     let mut all = vec![0.0; data.len() * c];
-    let pb = progress_bar(readable.len(), label, progress);
+    let pb = reporter::progress(readable.len(), label, progress);
     data.for_each_batch(readable, batch, |b| {
         if let Some((i, e)) = b.failed.first() {
             return Err(crate::invalid!(
@@ -442,7 +458,7 @@ fn second_pass(
         pb.inc(b.indices.len() as u64);
         Ok(())
     })?;
-    crate::progress::finish(&pb);
+    pb.finish();
     Ok(all)
 }
 

@@ -43,13 +43,13 @@ pub fn run(base: &MtlOptions, data: &[PathBuf], ex: &dyn Executor) -> Result<Mtl
     let mut runs = Vec::new();
     for (t, d) in data.iter().enumerate() {
         if base.progress {
-            eprintln!(
+            crate::reporter::status(&format!(
                 "[task {}/{}] {} on {}",
                 t + 1,
                 data.len(),
                 base.tasks[t].display(),
                 d.display()
-            );
+            ));
         }
         let o = MtlOptions {
             task_index: t,

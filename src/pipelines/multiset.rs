@@ -140,14 +140,14 @@ pub fn run(base: &EvalOptions, sets: &[DataSet], ex: &dyn Executor) -> Result<Mu
         let mut o = set_options(base, set);
         let preset = apply_preset(&set.name, &mut o)?;
         if base.progress {
-            eprintln!(
+            crate::reporter::status(&format!(
                 "[{}/{}] {} ({}){}",
                 i + 1,
                 sets.len(),
                 set.name,
                 set.path.display(),
                 preset.map_or(String::new(), |p| format!(": {p}"))
-            );
+            ));
         }
         let r = eval::run(&o, ex).map_err(|e| e.within(&format!("set {}", set.name)))?;
         described.push(json!({

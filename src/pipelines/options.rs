@@ -1,6 +1,7 @@
 //! The options of `dawin eval` and `dawin expertise`, and which of them
 //! change which results (for the cache, the provenance and merges).
 
+use crate::choice::Choice;
 use crate::data::dataset::LabelOrder;
 use crate::data::projection::Projection;
 use crate::method::interp::{Interp, Pass};

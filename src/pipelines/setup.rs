@@ -148,14 +148,14 @@ fn path_of<'a>(o: &'a EvalOptions, role: &str) -> &'a Path {
 /// class count other than the head's, files that are not images.
 fn report_data(data: &Dataset, classes: usize) {
     for w in &data.warnings {
-        eprintln!("warning: {}: {w}", data.path.display());
+        crate::reporter::warn(&format!("{}: {w}", data.path.display()));
     }
     if data.is_folder() && data.classes.len() != classes {
-        eprintln!(
-            "warning: {} has {} class folders but the head (after any projection) has {classes} classes: label i is the i-th folder",
+        crate::reporter::warn(&format!(
+            "{} has {} class folders but the head (after any projection) has {classes} classes: label i is the i-th folder",
             data.path.display(),
             data.classes.len()
-        );
+        ));
     }
     let skipped: Vec<(String, String)> = data
         .skipped_files
@@ -178,16 +178,14 @@ fn report_skipped(what: &str, v: &[(String, String)]) {
     if v.is_empty() {
         return;
     }
-    eprintln!(
-        "warning: skipped {} {what} (all listed in skipped.txt):",
-        v.len()
-    );
+    let mut text = format!("skipped {} {what} (all listed in skipped.txt):", v.len());
     for (p, why) in v.iter().take(SHOWN) {
-        eprintln!("  {p}: {why}");
+        text.push_str(&format!("\n  {p}: {why}"));
     }
     if v.len() > SHOWN {
-        eprintln!("  … and {} more", v.len() - SHOWN);
+        text.push_str(&format!("\n  … and {} more", v.len() - SHOWN));
     }
+    crate::reporter::warn(&text);
 }
 
 /// The lines of skipped.txt: every file not evaluated, with its reason.

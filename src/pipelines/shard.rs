@@ -444,11 +444,11 @@ pub fn read_expertise(path: &Path, n: usize) -> Result<(Entropies, Option<Value>
     if let Some(p) = &provenance
         && p["partial"] == json!(true)
     {
-        eprintln!(
-            "note: {} merges only the shards {}: whole-set statistics come from those",
+        crate::reporter::note(&format!(
+            "{} merges only the shards {}: whole-set statistics come from those",
             path.display(),
             p["shards"]
-        );
+        ));
     }
     let pt = f.read_f32("entropy_pt")?;
     let ft = f.read_f32("entropy_ft")?;

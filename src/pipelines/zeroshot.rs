@@ -11,7 +11,7 @@ use crate::exec::Executor;
 use crate::model::text::TextModel;
 use crate::model::text_tower::{DeviceText, encode};
 use crate::model::{Model, Overrides};
-use crate::progress::{self, Unit};
+use crate::reporter::{self, Unit};
 use crate::tokenizer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -247,13 +247,13 @@ pub fn run(o: &ZeroShotOptions, ex: &dyn Executor) -> Result<ZeroShot> {
         .collect();
     let (ids, truncated) = tokenize_for(&text, &prompts)?;
     let dev = DeviceText::upload(ex, &text)?;
-    let pb = progress::progress_bar_of(names.len(), "zero-shot head", CLASSES, o.progress);
+    let pb = reporter::progress_of(names.len(), "zero-shot head", CLASSES, o.progress);
     let mut done = 0;
     let emb = encode_batched(ex, &dev, &ids, o.batch, |n| {
         done += n;
         pb.set_position((done / temps.len()) as u64);
     })?;
-    progress::finish_of(&pb, CLASSES);
+    pb.finish();
     let head = head_from(&emb, names.len(), temps.len(), d, scale);
     let mut meta = HashMap::from([
         ("logit_scale".to_string(), scale.ln().to_string()),
@@ -319,9 +319,9 @@ pub fn encode_file(
     let text = TextModel::load(model, ov, text_heads)?;
     let (ids, truncated) = tokenize_for(&text, &prompts)?;
     let dev = DeviceText::upload(ex, &text)?;
-    let pb = progress::progress_bar_of(prompts.len(), "text embeddings", PROMPTS, visible);
+    let pb = reporter::progress_of(prompts.len(), "text embeddings", PROMPTS, visible);
     let embeds = encode_batched(ex, &dev, &ids, batch, |n| pb.inc(n as u64))?;
-    progress::finish_of(&pb, PROMPTS);
+    pb.finish();
     Ok(EncodedText {
         ids,
         embeds,

@@ -4,6 +4,7 @@
 //! the DaWin fixture pair under every rule.
 
 use crate::common::fixtures_dir;
+use dawin::choice::Choice;
 use dawin::method::interp::Interp;
 use dawin::method::lambda::{Entropies, Inputs, LambdaRule, lambdas};
 use dawin::method::methods::Method;
@@ -208,7 +209,7 @@ fn every_rule_matches_its_reference() {
         }),
     ];
     for (rule, want) in &cases {
-        close(&run(*rule, &k, &ent, &raw_max), want, &rule.name());
+        close(&run(*rule, &k, &ent, &raw_max), want, rule.name());
     }
     // Confidence ratios, each model from its own logits (the official code
     // reads the zero-shot logits for both: a bug not reproduced).
@@ -228,7 +229,7 @@ fn every_rule_matches_its_reference() {
                 cf / (cp + cf)
             })
             .collect();
-        close(&run(rule, &k, &ent, &raw_max), &want, &rule.name());
+        close(&run(rule, &k, &ent, &raw_max), &want, rule.name());
     }
     let maxlogit = |mp: f64, mf: f64| (mf / (mp + mf)).clamp(0.0, 1.0);
     let want: Vec<f64> = (0..n)
@@ -407,12 +408,11 @@ fn fixture_options(out: &std::path::Path) -> EvalOptions {
 
 #[test]
 fn the_fixture_pair_under_every_rule() {
-    use clap::ValueEnum;
     let d = tempfile::tempdir().unwrap();
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
-    for rule in LambdaRule::value_variants() {
+    for rule in LambdaRule::ALL.iter().map(|n| n.value) {
         let o = EvalOptions {
-            rule: *rule,
+            rule,
             cache: Some(d.path().join("cache.safetensors")),
             ..fixture_options(&d.path().join(rule.name().replace(':', "_")))
         };
