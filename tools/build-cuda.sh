@@ -13,12 +13,7 @@
 # Usage: tools/build-cuda.sh [extra cargo args, e.g. --tests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
-# Absolute paths from here on: CARGO_TARGET_DIR may be either kind.
-case $CARGO_TARGET_DIR in
-  /*) target=$CARGO_TARGET_DIR ;;
-  *) target=$PWD/$CARGO_TARGET_DIR ;;
-esac
+. tools/release-target.sh
 stub=$target/stub
 have_toolkit=0
 for root in "${CUDA_PATH:-}" /usr/local/cuda /opt/cuda; do
@@ -37,6 +32,5 @@ if [ $have_toolkit = 0 ]; then
   export CUDA_LIBRARY_PATH=$stub
   echo "no CUDA toolkit: linking the stub $stub/lib64/libcuda.so" >&2
 fi
-export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,--enable-new-dtags -C link-arg=-Wl,-rpath,\$ORIGIN/../stub/lib64"
 cargo build --release --features cuda -p dawin "$@"
 echo "$target/release/dawin"

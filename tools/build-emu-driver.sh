@@ -12,11 +12,9 @@
 # Usage: tools/build-emu-driver.sh [extra cargo args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/emu-driver}
-case $CARGO_TARGET_DIR in
-  /*) target=$CARGO_TARGET_DIR ;;
-  *) target=$PWD/$CARGO_TARGET_DIR ;;
-esac
+# The same release folder and flags as tools/build-cuda.sh: the
+# dependencies are compiled once for both.
+. tools/release-target.sh
 # build.rs reads cust_raw's declarations from the registry: fetch them.
 cargo fetch --quiet
 cargo build --release -p dawin-emu-driver "$@"

@@ -224,10 +224,13 @@ run_steps() {
   # a timed pass; the mtl suite's 64 images took 29 s (mostly building the
   # nine random models). PyTorch's e2e runs the same images and rows.
   local q=() reps=(--repeats 3) e2e=(--images 5120 --batch 256 --repeats 1)
-  local mtl=(--images 64 --batch 64 --repeats 1)
+  local mtl=(--images 64 --batch 64 --repeats 1) kern=() pipe=()
   if [ "$MODE" = dry-run ]; then
     q=(--quick)
     reps=(--repeats 1)
+    # One row of each suite: the plumbing, not the figures.
+    kern=(--filter lerp)
+    pipe=(--filter "forward (one model)")
     e2e=(--quick --images 4 --batch 2 --repeats 1)
     mtl=(--quick --images 4 --batch 2 --repeats 1)
   fi
@@ -240,9 +243,9 @@ run_steps() {
   else
     step compute-sanitizer 90 logged sanitizer
   fi
-  step "dawin bench (f32 and bf16 kernels)" 90 logged "$BIN" bench --device "$DEV" --suite kernels "${q[@]}" "${reps[@]}" --json "$WORK/bench-dawin-kernels.json"
-  step "dawin bench (f32 pipeline)" 60 logged "$BIN" bench --device "$DEV" --suite pipeline "${q[@]}" "${reps[@]}" --json "$WORK/bench-dawin.json"
-  step "dawin bench (bf16 pipeline)" 45 logged "$BIN" bench --device "$DEV" --suite pipeline --precision bf16 "${q[@]}" "${reps[@]}" --json "$WORK/bench-dawin-bf16.json"
+  step "dawin bench (f32 and bf16 kernels)" 90 logged "$BIN" bench --device "$DEV" --suite kernels "${q[@]}" "${reps[@]}" "${kern[@]}" --json "$WORK/bench-dawin-kernels.json"
+  step "dawin bench (f32 pipeline)" 60 logged "$BIN" bench --device "$DEV" --suite pipeline "${q[@]}" "${reps[@]}" "${pipe[@]}" --json "$WORK/bench-dawin.json"
+  step "dawin bench (bf16 pipeline)" 45 logged "$BIN" bench --device "$DEV" --suite pipeline --precision bf16 "${q[@]}" "${reps[@]}" "${pipe[@]}" --json "$WORK/bench-dawin-bf16.json"
   step "bench_torch.py" 90 logged torch_bench --device "$TORCH_DEV" "${q[@]}" "${reps[@]}" --json "$WORK/bench-torch.json"
   step "bench_torch.py (bf16 pipeline)" 45 logged torch_bench --device "$TORCH_DEV" --suite pipeline --precision bf16 "${q[@]}" "${reps[@]}" --json "$WORK/bench-torch-bf16.json"
   if [ "$MODE" = dry-run ]; then

@@ -1,0 +1,255 @@
+//! The report phase of `eval`: every method's predictions, the results
+//! kept from an earlier run in the same folder, the reports and the
+//! terminal table; the merged models `--save-components` writes.
+
+use crate::choice::Choice;
+use crate::error::Result;
+use crate::exec::Executor;
+use crate::method::interp::Interp;
+use crate::method::lambda::Entropies;
+use crate::method::methods::{Logits, Method, outcomes};
+use crate::pipelines::expertise::Samples;
+use crate::pipelines::setup::{Setup, skipped_lines};
+use crate::report::components;
+use crate::report::results::Report;
+use crate::report::samples_csv;
+use crate::report::summary;
+use crate::tensorfile::write_atomic;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::dawin_phase::DawinPass;
+use super::lambda_phase::{Lambdas, lambda_diagnostics};
+use crate::pipelines::options::EvalOptions;
+
+/// Everything `eval` computed, also written to the output folder.
+pub struct EvalResult {
+    pub summary: serde_json::Value,
+    /// Dataset indices of the evaluated (readable) samples.
+    pub indices: Vec<usize>,
+    pub lambdas: Vec<f32>,
+    pub entropies: Entropies,
+    /// Projected DaWin logits, one row per evaluated sample.
+    pub dawin_logits: Option<Vec<f32>>,
+    pub predictions: BTreeMap<String, Vec<usize>>,
+    pub table: String,
+}
+
+/// Wall-clock seconds per phase, for summary.json.
+pub(super) struct Clock(pub(super) BTreeMap<String, f64>, pub(super) Instant);
+
+impl Clock {
+    /// Records the time since the last lap under `phase`.
+    pub(super) fn lap(&mut self, phase: &str) {
+        self.0.insert(phase.into(), self.1.elapsed().as_secs_f64());
+        self.1 = Instant::now();
+    }
+}
+
+/// `--save-components` needs a mixture to save and a folder that holds no
+/// other run's components; both are checked before the passes.
+pub(super) fn check_save_components(o: &EvalOptions) -> Result<()> {
+    let Some(dir) = &o.save_components else {
+        return Ok(());
+    };
+    if !matches!(o.interp, Interp::Bmm(_) | Interp::BmmAuto) {
+        return Err(crate::invalid!(
+            "--save-components saves the K merged models of a Beta mixture: use it with --interp bmm[:K] or bmm:auto (this run is {})",
+            o.interp
+        ));
+    }
+    if !o.methods.contains(&Method::Dawin) {
+        return Err(crate::invalid!(
+            "--save-components needs the dawin method in --methods"
+        ));
+    }
+    components::check_dir(dir)
+}
+
+/// Writes the mixture's merged models (`--save-components`); the folder and
+/// files for summary.json.
+pub(super) fn save_components(
+    o: &EvalOptions,
+    s: &Setup,
+    dawin: &DawinPass,
+) -> Result<Option<Value>> {
+    let (Some(dir), Some(m), Some(members)) = (&o.save_components, &dawin.bmm, &dawin.components)
+    else {
+        return Ok(None);
+    };
+    let files = components::save(dir, (&s.pt, &s.ft), m, members, &s.provenance(o))?;
+    crate::reporter::note(&format!(
+        "saved {} merged models to {}",
+        files.len(),
+        dir.display()
+    ));
+    Ok(Some(serde_json::json!({
+        "dir": dir.display().to_string(),
+        "files": files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().to_string()).collect::<Vec<_>>(),
+    })))
+}
+
+/// Every method's predictions, the reports and the terminal table.
+pub(super) fn report_phase(
+    o: &EvalOptions,
+    ex: &dyn Executor,
+    s: &Setup,
+    smp: Samples,
+    l: Lambdas,
+    dawin: DawinPass,
+    (settings, mut clock): (serde_json::Value, Clock),
+) -> Result<EvalResult> {
+    let logits = Logits {
+        pt: &smp.pt,
+        ft: &smp.ft,
+        wise: &smp.wise,
+        dawin: dawin.logits.as_deref(),
+        lambda: &l.lambda,
+        classes: s.classes,
+        temperature: o.temperature,
+        labels: &smp.labels,
+    };
+    let outcomes = outcomes(&o.methods, &logits);
+    let mut scores = BTreeMap::new();
+    let mut predictions = BTreeMap::new();
+    for (name, out) in outcomes {
+        scores.insert(name.clone(), out.scores);
+        predictions.insert(name, out.pred);
+    }
+    let mut order: Vec<String> = o.methods.iter().map(Method::name).collect();
+    let provenance = s.provenance(o);
+    let previous = carry_over(s, &provenance, &smp.indices, &mut order, &mut predictions)?;
+    let mut settings = settings;
+    settings["provenance"] = provenance;
+    settings["previous"] = previous.map_or(Value::Null, |p| p.display().to_string().into());
+    let paths: Option<Vec<String>> = s.data.is_folder().then(|| {
+        let path = |i: usize| s.data.sample_path(i).map(|p| p.display().to_string());
+        smp.indices
+            .iter()
+            .map(|&i| path(i).unwrap_or_default())
+            .collect()
+    });
+    let stage = s.out.stage()?;
+    let title = format!(
+        "DaWin λ per sample: {} ({}, {})",
+        o.data.file_name().unwrap_or_default().to_string_lossy(),
+        o.rule.name(),
+        o.interp
+    );
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string()
+    };
+    let subtitle = format!(
+        ", pretrained {}, fine-tuned {}{}",
+        name(&o.pretrained),
+        name(&o.finetuned),
+        dawin
+            .bmm
+            .as_ref()
+            .map_or(String::new(), |b| format!(", K = {}", b.weights.len()))
+    );
+    let summary = summary::write_all(&Report {
+        out_dir: &stage.dir,
+        order: &order,
+        predictions: &predictions,
+        labels: &smp.labels,
+        indices: &smp.indices,
+        entropies: &l.entropies,
+        lambda: &l.lambda,
+        components: dawin.components.as_deref(),
+        bmm: dawin.bmm.as_ref(),
+        paths: paths.as_deref(),
+        skipped: smp.skipped,
+        device: &ex.name(),
+        seconds: &mut clock.0,
+        extra: settings,
+        t0: Instant::now(),
+        title: &title,
+        subtitle: &subtitle,
+        scores: &scores,
+        bootstrap: (o.bootstrap, o.seed),
+        diagnostics: lambda_diagnostics(s, &smp, &l),
+        oracle_lambda: Some(&l.oracle),
+    })?;
+    if s.data.is_folder() {
+        write_atomic(
+            &stage.dir.join("classes.txt"),
+            (s.data.classes.join("\n") + "\n").as_bytes(),
+        )?;
+    }
+    let skipped = skipped_lines(&s.data, &smp.failed);
+    if !skipped.is_empty() {
+        write_atomic(&stage.dir.join("skipped.txt"), skipped.as_bytes())?;
+    }
+    stage.commit(&s.out, "summary.json")?;
+    Ok(EvalResult {
+        table: summary::table(&order, &summary),
+        summary,
+        indices: smp.indices,
+        lambdas: l.lambda,
+        entropies: l.entropies,
+        dawin_logits: dawin.logits,
+        predictions,
+    })
+}
+
+/// The files of one run's result set in the output folder.
+pub const OUTPUTS: [&str; 6] = [
+    "summary.json",
+    "samples.csv",
+    "lambdas.svg",
+    "lambda_oracle.svg",
+    "classes.txt",
+    "skipped.txt",
+];
+
+/// Keeps what an earlier run left in the output folder: with the same
+/// inputs, settings and samples, the methods this run did not rerun join
+/// its results; otherwise the earlier set moves to `previous/` (returned).
+pub(super) fn carry_over(
+    s: &Setup,
+    provenance: &Value,
+    indices: &[usize],
+    order: &mut Vec<String>,
+    predictions: &mut BTreeMap<String, Vec<usize>>,
+) -> Result<Option<PathBuf>> {
+    let summary = s.out.path.join("summary.json");
+    if !summary.exists() {
+        return Ok(None);
+    }
+    let before: Option<Value> = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let prov = before.as_ref().map(|b| &b["provenance"]);
+    let same = prov.is_some_and(|p| {
+        p["set_key"] == provenance["set_key"] && p["shard"] == provenance["shard"]
+    });
+    if same
+        && let Some(old) = samples_csv::read_predictions(&s.out.path.join("samples.csv"), indices)
+    {
+        for (m, p) in old {
+            if let std::collections::btree_map::Entry::Vacant(e) = predictions.entry(m.clone()) {
+                order.push(m);
+                e.insert(p);
+            }
+        }
+        return Ok(None);
+    }
+    let moved = s.out.move_aside(&OUTPUTS)?;
+    crate::reporter::note(&format!(
+        "{} held the results of {}; moved them to {}",
+        s.out.path.display(),
+        if same {
+            "the same inputs and settings on other samples"
+        } else {
+            "another run (other inputs or settings)"
+        },
+        moved.display()
+    ));
+    Ok(Some(moved))
+}
