@@ -484,236 +484,312 @@ impl<'a> Machine<'a> {
     fn run(&mut self) -> R<Value> {
         loop {
             let op = self.u8()?;
-            match op {
-                0x80 => {
-                    let p = self.u8()?;
-                    if p > 5 {
-                        return self.bad(format!("pickle protocol {p} is newer than 5"));
-                    }
-                }
-                0x95 => {
-                    self.take(8)?;
-                }
-                b'.' => return self.pop(),
-                b'(' => self.stack.push(Item::Mark),
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let v = self.top()?.clone();
-                    self.push(v);
-                }
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
-                b'J' => {
-                    let v = i32::from_le_bytes(self.le()?);
-                    self.push(Value::Int(v as i64))
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v as i64))
-                }
-                b'M' => {
-                    let v = u16::from_le_bytes(self.le()?);
-                    self.push(Value::Int(v as i64))
-                }
-                0x8a | 0x8b => {
-                    let n = if op == 0x8a {
-                        self.u8()? as usize
-                    } else {
-                        self.len(4)?
-                    };
-                    let v = self.long(n)?;
-                    self.push(v)
-                }
-                b'I' | b'L' => {
-                    let l = self.line()?.trim_end_matches('L');
-                    let v = match l {
-                        "00" => Value::Bool(false),
-                        "01" => Value::Bool(true),
-                        _ => match l.parse::<i64>() {
-                            Ok(i) => Value::Int(i),
-                            Err(_) => return self.bad(format!("bad integer {l:?}")),
-                        },
-                    };
-                    self.push(v)
-                }
-                b'G' => {
-                    let v = f64::from_be_bytes(self.le()?);
-                    self.push(Value::Float(v))
-                }
-                b'F' => {
-                    let l = self.line()?;
-                    match l.parse::<f64>() {
-                        Ok(f) => self.push(Value::Float(f)),
-                        Err(_) => return self.bad(format!("bad float {l:?}")),
-                    }
-                }
-                b'X' => {
-                    let n = self.len(4)?;
-                    let v = self.text(n)?;
-                    self.push(v)
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let v = self.text(n)?;
-                    self.push(v)
-                }
-                0x8d => {
-                    let n = self.len(8)?;
-                    let v = self.text(n)?;
-                    self.push(v)
-                }
-                b'T' | b'U' | b'B' | b'C' | 0x8e | 0x96 => {
-                    let n = match op {
-                        b'U' | b'C' => self.u8()? as usize,
-                        0x8e => self.len(8)?,
-                        _ => self.len(4)?,
-                    };
-                    let start = self.pos;
-                    let b = self.take(n)?;
-                    let v = match std::str::from_utf8(b) {
-                        // BINSTRING is Python 2's str: text when it decodes.
-                        Ok(s) if matches!(op, b'T' | b'U') => Value::Str(s.into()),
-                        _ => Value::Bytes(self.base + start..self.base + start + n),
-                    };
-                    self.push(v)
-                }
-                b')' => self.push(Value::Tuple(Rc::from(Vec::new()))),
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items.into()))
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
-                    }
-                    items.reverse();
-                    self.push(Value::Tuple(items.into()))
-                }
-                b']' => self.push(Value::List(Default::default())),
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(Rc::new(RefCell::new(items))))
-                }
-                b'}' => self.push(Value::Dict(Default::default())),
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let d = self.pairs(items)?;
-                    self.push(Value::Dict(Rc::new(RefCell::new(d))))
-                }
-                0x8f => self.push(Value::List(Default::default())), // EMPTY_SET as a list
-                0x90 => {
-                    let items = self.pop_mark()?;
-                    self.extend_list(items)?
-                }
-                0x91 => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items.into()))
-                }
-                b'a' => {
-                    let v = self.pop()?;
-                    self.extend_list(vec![v])?
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    self.extend_list(items)?
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![k, v])?
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    self.set_items(items)?
-                }
-                b'p' => {
-                    let l = self.line()?;
-                    match l.parse::<u32>() {
-                        Ok(k) => self.memo_put(k)?,
-                        Err(_) => return self.bad(format!("bad memo key {l:?}")),
-                    }
-                }
-                b'q' => {
-                    let k = self.u8()? as u32;
-                    self.memo_put(k)?
-                }
-                b'r' => {
-                    let k = u32::from_le_bytes(self.le()?);
-                    self.memo_put(k)?
-                }
-                0x94 => {
-                    let k = self.memo.len() as u32;
-                    self.memo_put(k)?
-                }
-                b'g' => {
-                    let l = self.line()?;
-                    match l.parse::<u32>() {
-                        Ok(k) => self.memo_get(k)?,
-                        Err(_) => return self.bad(format!("bad memo key {l:?}")),
-                    }
-                }
-                b'h' => {
-                    let k = self.u8()? as u32;
-                    self.memo_get(k)?
-                }
-                b'j' => {
-                    let k = u32::from_le_bytes(self.le()?);
-                    self.memo_get(k)?
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    let g = self.global(module, name)?;
-                    self.push(g)
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Some(m), Some(n)) = (module.as_str(), name.as_str()) else {
-                        return self.bad("STACK_GLOBAL needs two strings");
-                    };
-                    let g = self.global(m, n)?;
-                    self.push(g)
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let f = self.pop()?;
-                    let v = self.call(f, args)?;
-                    self.push(v)
-                }
-                0x81 => {
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let v = self.call(cls, args)?;
-                    self.push(v)
-                }
-                0x92 => {
-                    let _kwargs = self.pop()?;
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let v = self.call(cls, args)?;
-                    self.push(v)
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    self.build(state)?
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let v = self.persistent(pid)?;
-                    self.push(v)
-                }
-                _ => return self.bad(format!("unsupported opcode 0x{op:02x}")),
+            if op == b'.' {
+                return self.pop();
             }
+            self.step(op)?;
         }
+    }
+
+    /// One opcode other than STOP, by family.
+    fn step(&mut self, op: u8) -> R<()> {
+        match op {
+            0x80 | 0x95 | b'(' | b'0' | b'1' | b'2' => self.framing_op(op),
+            b'N' | 0x88 | 0x89 | b'J' | b'K' | b'M' | 0x8a | 0x8b | b'I' | b'L' | b'G' | b'F' => {
+                self.number_op(op)
+            }
+            b'X' | 0x8c | 0x8d | b'T' | b'U' | b'B' | b'C' | 0x8e | 0x96 => self.string_op(op),
+            b')'
+            | b't'
+            | 0x85..=0x87
+            | b']'
+            | b'l'
+            | b'}'
+            | b'd'
+            | 0x8f
+            | 0x90
+            | 0x91
+            | b'a'
+            | b'e'
+            | b's'
+            | b'u' => self.collection_op(op),
+            b'p' | b'q' | b'r' | 0x94 | b'g' | b'h' | b'j' => self.memo_op(op),
+            b'c' | 0x93 | b'R' | 0x81 | 0x92 | b'b' | b'Q' => self.object_op(op),
+            _ => self.bad(format!("unsupported opcode 0x{op:02x}")),
+        }
+    }
+
+    /// The protocol header, frames, marks and stack shuffles.
+    fn framing_op(&mut self, op: u8) -> R<()> {
+        match op {
+            0x80 => {
+                let p = self.u8()?;
+                if p > 5 {
+                    return self.bad(format!("pickle protocol {p} is newer than 5"));
+                }
+            }
+            0x95 => {
+                self.take(8)?;
+            }
+            b'(' => self.stack.push(Item::Mark),
+            b'0' => {
+                self.pop()?;
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let v = self.top()?.clone();
+                self.push(v);
+            }
+            _ => return self.bad(format!("opcode 0x{op:02x} is not one of this family")),
+        }
+        Ok(())
+    }
+
+    /// None, booleans, integers and floats.
+    fn number_op(&mut self, op: u8) -> R<()> {
+        match op {
+            b'N' => self.push(Value::None),
+            0x88 => self.push(Value::Bool(true)),
+            0x89 => self.push(Value::Bool(false)),
+            b'J' => {
+                let v = i32::from_le_bytes(self.le()?);
+                self.push(Value::Int(v as i64))
+            }
+            b'K' => {
+                let v = self.u8()?;
+                self.push(Value::Int(v as i64))
+            }
+            b'M' => {
+                let v = u16::from_le_bytes(self.le()?);
+                self.push(Value::Int(v as i64))
+            }
+            0x8a | 0x8b => {
+                let n = if op == 0x8a {
+                    self.u8()? as usize
+                } else {
+                    self.len(4)?
+                };
+                let v = self.long(n)?;
+                self.push(v)
+            }
+            b'I' | b'L' => {
+                let l = self.line()?.trim_end_matches('L');
+                let v = match l {
+                    "00" => Value::Bool(false),
+                    "01" => Value::Bool(true),
+                    _ => match l.parse::<i64>() {
+                        Ok(i) => Value::Int(i),
+                        Err(_) => return self.bad(format!("bad integer {l:?}")),
+                    },
+                };
+                self.push(v)
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(self.le()?);
+                self.push(Value::Float(v))
+            }
+            b'F' => {
+                let l = self.line()?;
+                match l.parse::<f64>() {
+                    Ok(f) => self.push(Value::Float(f)),
+                    Err(_) => return self.bad(format!("bad float {l:?}")),
+                }
+            }
+            _ => return self.bad(format!("opcode 0x{op:02x} is not one of this family")),
+        }
+        Ok(())
+    }
+
+    /// Text and byte strings.
+    fn string_op(&mut self, op: u8) -> R<()> {
+        match op {
+            b'X' => {
+                let n = self.len(4)?;
+                let v = self.text(n)?;
+                self.push(v)
+            }
+            0x8c => {
+                let n = self.u8()? as usize;
+                let v = self.text(n)?;
+                self.push(v)
+            }
+            0x8d => {
+                let n = self.len(8)?;
+                let v = self.text(n)?;
+                self.push(v)
+            }
+            b'T' | b'U' | b'B' | b'C' | 0x8e | 0x96 => {
+                let n = match op {
+                    b'U' | b'C' => self.u8()? as usize,
+                    0x8e => self.len(8)?,
+                    _ => self.len(4)?,
+                };
+                let start = self.pos;
+                let b = self.take(n)?;
+                let v = match std::str::from_utf8(b) {
+                    // BINSTRING is Python 2's str: text when it decodes.
+                    Ok(s) if matches!(op, b'T' | b'U') => Value::Str(s.into()),
+                    _ => Value::Bytes(self.base + start..self.base + start + n),
+                };
+                self.push(v)
+            }
+            _ => return self.bad(format!("opcode 0x{op:02x} is not one of this family")),
+        }
+        Ok(())
+    }
+
+    /// Tuples, lists, sets and dicts, and adding to them.
+    fn collection_op(&mut self, op: u8) -> R<()> {
+        match op {
+            b')' => self.push(Value::Tuple(Rc::from(Vec::new()))),
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(items.into()))
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                self.push(Value::Tuple(items.into()))
+            }
+            b']' => self.push(Value::List(Default::default())),
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(Rc::new(RefCell::new(items))))
+            }
+            b'}' => self.push(Value::Dict(Default::default())),
+            b'd' => {
+                let items = self.pop_mark()?;
+                let d = self.pairs(items)?;
+                self.push(Value::Dict(Rc::new(RefCell::new(d))))
+            }
+            0x8f => self.push(Value::List(Default::default())), // EMPTY_SET as a list
+            0x90 => {
+                let items = self.pop_mark()?;
+                self.extend_list(items)?
+            }
+            0x91 => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(items.into()))
+            }
+            b'a' => {
+                let v = self.pop()?;
+                self.extend_list(vec![v])?
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                self.extend_list(items)?
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.set_items(vec![k, v])?
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                self.set_items(items)?
+            }
+            _ => return self.bad(format!("opcode 0x{op:02x} is not one of this family")),
+        }
+        Ok(())
+    }
+
+    /// The memo: storing and fetching earlier values.
+    fn memo_op(&mut self, op: u8) -> R<()> {
+        match op {
+            b'p' => {
+                let l = self.line()?;
+                match l.parse::<u32>() {
+                    Ok(k) => self.memo_put(k)?,
+                    Err(_) => return self.bad(format!("bad memo key {l:?}")),
+                }
+            }
+            b'q' => {
+                let k = self.u8()? as u32;
+                self.memo_put(k)?
+            }
+            b'r' => {
+                let k = u32::from_le_bytes(self.le()?);
+                self.memo_put(k)?
+            }
+            0x94 => {
+                let k = self.memo.len() as u32;
+                self.memo_put(k)?
+            }
+            b'g' => {
+                let l = self.line()?;
+                match l.parse::<u32>() {
+                    Ok(k) => self.memo_get(k)?,
+                    Err(_) => return self.bad(format!("bad memo key {l:?}")),
+                }
+            }
+            b'h' => {
+                let k = self.u8()? as u32;
+                self.memo_get(k)?
+            }
+            b'j' => {
+                let k = u32::from_le_bytes(self.le()?);
+                self.memo_get(k)?
+            }
+            _ => return self.bad(format!("opcode 0x{op:02x} is not one of this family")),
+        }
+        Ok(())
+    }
+
+    /// Globals (from the allow-list), calls, BUILD and persistent ids.
+    fn object_op(&mut self, op: u8) -> R<()> {
+        match op {
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                let g = self.global(module, name)?;
+                self.push(g)
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Some(m), Some(n)) = (module.as_str(), name.as_str()) else {
+                    return self.bad("STACK_GLOBAL needs two strings");
+                };
+                let g = self.global(m, n)?;
+                self.push(g)
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let f = self.pop()?;
+                let v = self.call(f, args)?;
+                self.push(v)
+            }
+            0x81 => {
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let v = self.call(cls, args)?;
+                self.push(v)
+            }
+            0x92 => {
+                let _kwargs = self.pop()?;
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let v = self.call(cls, args)?;
+                self.push(v)
+            }
+            b'b' => {
+                let state = self.pop()?;
+                self.build(state)?
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let v = self.persistent(pid)?;
+                self.push(v)
+            }
+            _ => return self.bad(format!("opcode 0x{op:02x} is not one of this family")),
+        }
+        Ok(())
     }
 
     fn long(&mut self, n: usize) -> R<Value> {

@@ -6,6 +6,7 @@ use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
 use dawin::exec::{self, DeviceKind, Executor};
 use dawin::method::interp::Interp;
+use dawin::method::interp::PerSample;
 use dawin::method::lambda::LambdaRule;
 use dawin::method::merging::TiesMerge;
 use dawin::method::methods::Method;
@@ -13,7 +14,7 @@ use dawin::model::device::Precision;
 use dawin::model::{Act, Overrides};
 use dawin::pipelines::bench::BenchOptions;
 use dawin::pipelines::eval::EvalOptions;
-use dawin::pipelines::mtl::{MtlOptions, PerSample};
+use dawin::pipelines::mtl::MtlOptions;
 use std::path::PathBuf;
 
 /// Models, data and output shared by `eval` and `expertise`.

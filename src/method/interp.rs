@@ -1,6 +1,7 @@
 //! How DaWin's per-sample models are evaluated (`--interp`), and the DaWin
 //! pass that runs them.
 
+use crate::choice::{Choice, Named};
 use crate::data::dataset::{Batch, Dataset};
 use crate::error::Result;
 use crate::method::engine::Engine;
@@ -8,15 +9,41 @@ use crate::model::batch::Lookahead;
 use crate::reporter;
 use std::collections::HashMap;
 
+/// How each sample's own merged model is evaluated (DaWin's `--interp`
+/// exact/materialize, multi-task DaWin's `--per-sample`).
+/// Each value's meaning is its help in [`PerSample::ALL`](crate::choice::Choice::ALL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PerSample {
+    #[default]
+    Exact,
+    Materialize,
+}
+
+impl Choice for PerSample {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            PerSample::Exact,
+            "exact",
+            "Batched: the stacked ops merge per row, no model is built",
+        ),
+        Named::new(
+            PerSample::Materialize,
+            "materialize",
+            "Each sample's model built in a working buffer, run at batch 1 (the official code's way; for checking exact)",
+        ),
+    ];
+}
+
+crate::display_choice!(PerSample);
+
 /// How DaWin's per-sample models are evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interp {
-    /// One batched pass through the dual-weight ops: each sample's own merged
-    /// model, exactly, with no merged weights built.
-    Exact,
-    /// One working weight buffer lerped in place per sample (in λ order,
+    /// Each sample's own merged model: `exact`, one batched pass through
+    /// the dual-weight ops with no merged weights built, or `materialize`,
+    /// one working weight buffer lerped in place per sample (in λ order,
     /// skipping repeats), then a batch-1 forward.
-    Materialize,
+    PerSample(PerSample),
     /// K merged models from a Beta mixture fitted to λ.
     Bmm(usize),
     /// The same with K ∈ 1..=8 chosen by the lowest BIC.
@@ -30,10 +57,11 @@ impl std::str::FromStr for Interp {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "exact" => Ok(Interp::Exact),
-            "materialize" => Ok(Interp::Materialize),
             "bmm" => Ok(Interp::Bmm(3)),
             "bmm:auto" => Ok(Interp::BmmAuto),
+            _ if PerSample::from_name(s).is_some() => {
+                Ok(Interp::PerSample(PerSample::from_name(s).expect("checked")))
+            }
             _ => match s.strip_prefix("bmm:").map(|k| k.parse::<usize>()) {
                 Some(Ok(k)) if k >= 1 => Ok(Interp::Bmm(k)),
                 _ => Err(format!(
@@ -47,8 +75,7 @@ impl std::str::FromStr for Interp {
 impl std::fmt::Display for Interp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Interp::Exact => f.write_str("exact"),
-            Interp::Materialize => f.write_str("materialize"),
+            Interp::PerSample(p) => write!(f, "{p}"),
             Interp::Bmm(k) => write!(f, "bmm:{k}"),
             Interp::BmmAuto => f.write_str("bmm:auto"),
         }
@@ -109,11 +136,11 @@ pub fn dawin_logits(
         })
     };
     match interp {
-        Interp::Exact => each(indices, pass.batch_size, &mut |b, next| {
+        Interp::PerSample(PerSample::Exact) => each(indices, pass.batch_size, &mut |b, next| {
             let l: Vec<f32> = b.indices.iter().map(|i| lambda[pos[i]]).collect();
             engine.dual_logits_ahead(b.images(), &l, Some(next))
         })?,
-        Interp::Materialize => {
+        Interp::PerSample(PerSample::Materialize) => {
             // λ order makes equal λs adjacent, so their lerps are skipped.
             let mut order: Vec<usize> = (0..indices.len()).collect();
             order.sort_by(|&a, &b| lambda[a].total_cmp(&lambda[b]));

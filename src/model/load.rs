@@ -6,6 +6,7 @@ use super::reader::{Flat, Reader, closest, transpose};
 use super::{Act, Model, ModelSpec, Overrides, Params};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use std::ops::Range;
 use std::path::Path;
 
 /// The key conventions recognised (docs/design.md §3).
@@ -183,27 +184,81 @@ impl<'a> Loader<'a> {
     }
 
     pub(super) fn load(&self, ov: Overrides) -> Result<Model> {
+        let names = self.tower_names();
+        let g = self.geometry(&names)?;
+        let (embed_dim, classes) = self.head_dims(g.width)?;
+        let mut notes = self.r.file.notes.clone();
+        let (heads, act, ln_eps) = self.settings(ov, g.width, &mut notes)?;
+        self.check_geometry(g.grid * g.patch, g.patch)?;
+        let spec = ModelSpec {
+            width: g.width,
+            layers: g.layers,
+            heads,
+            patch: g.patch,
+            channels: g.channels,
+            image_size: g.grid * g.patch,
+            mlp: g.mlp,
+            embed_dim,
+            has_proj: self.keys.proj.is_some(),
+            classes,
+            act,
+            ln_eps,
+        };
+        let (flat, params) = self.read_params(&names, &g, embed_dim, classes)?;
+        self.check_all_used()?;
+        let settings_from = match &self.r.file.hint_source {
+            Some(s) if self.r.file.hint("heads").is_some() => format!("; heads/act from {s}"),
+            _ => "; heads/act not in the file (flags or defaults)".into(),
+        };
+        Ok(Model {
+            origin: format!("{}{settings_from}", self.r.file.description),
+            layout: self.keys.layout,
+            spec,
+            flat: flat.0,
+            params,
+            notes: notes.into_iter().chain(self.r.non_finite_notes()).collect(),
+        })
+    }
+
+    /// The image tower's tensor names in this layout.
+    fn tower_names(&self) -> TowerNames {
         let hf = matches!(self.keys.layout, Layout::Hf | Layout::HfBare);
         let t = &self.keys.tower;
         let k = |s: &str| format!("{t}{s}");
-        let (conv_key, class_key, pos_key, pre, post) = if hf {
+        let (conv, class, pos, pre, post, blocks) = if hf {
             (
-                k("embeddings.patch_embedding.weight"),
-                k("embeddings.class_embedding"),
-                k("embeddings.position_embedding.weight"),
-                k("pre_layrnorm."),
-                k("post_layernorm."),
+                "embeddings.patch_embedding.weight",
+                "embeddings.class_embedding",
+                "embeddings.position_embedding.weight",
+                "pre_layrnorm.",
+                "post_layernorm.",
+                "encoder.layers.",
             )
         } else {
             (
-                k("conv1.weight"),
-                k("class_embedding"),
-                k("positional_embedding"),
-                k("ln_pre."),
-                k("ln_post."),
+                "conv1.weight",
+                "class_embedding",
+                "positional_embedding",
+                "ln_pre.",
+                "ln_post.",
+                "transformer.resblocks.",
             )
         };
-        let [width, channels, patch, patch2] = self.r.dims::<4>(&conv_key)?;
+        TowerNames {
+            hf,
+            conv: k(conv),
+            class: k(class),
+            pos: k(pos),
+            pre: k(pre),
+            post: k(post),
+            blocks: k(blocks),
+        }
+    }
+
+    /// The tower's sizes from its tensors' shapes, each checked.
+    fn geometry(&self, n: &TowerNames) -> Result<Geometry> {
+        let conv_key = &n.conv;
+        let [width, channels, patch, patch2] = self.r.dims::<4>(conv_key)?;
         if width == 0 || channels == 0 || patch == 0 {
             return Err(self.r.err(format!(
                 "`{conv_key}` has an empty dimension: {:?}",
@@ -215,7 +270,8 @@ impl<'a> Loader<'a> {
                 "`{conv_key}` has a non-square {patch}×{patch2} patch"
             )));
         }
-        let [tokens, pos_w] = self.r.dims::<2>(&pos_key)?;
+        let pos_key = &n.pos;
+        let [tokens, pos_w] = self.r.dims::<2>(pos_key)?;
         if pos_w != width {
             return Err(self.r.err(format!(
                 "`{pos_key}` has width {pos_w}, but the patch conv has {width}"
@@ -227,30 +283,23 @@ impl<'a> Loader<'a> {
                 "`{pos_key}` has {tokens} positions, which is not a square grid plus a class token"
             )));
         }
-        let block_key = |i: usize| {
-            if hf {
-                k(&format!("encoder.layers.{i}.layer_norm1.weight"))
-            } else {
-                k(&format!("transformer.resblocks.{i}.ln_1.weight"))
-            }
-        };
-        let layers = (0..).take_while(|&i| self.r.has(&block_key(i))).count();
-        if layers == 0 {
-            return Err(self
-                .r
-                .err(format!("no transformer blocks: missing `{}`", block_key(0))));
-        }
-        let mlp_key = if hf {
-            k("encoder.layers.0.mlp.fc1.weight")
-        } else {
-            k("transformer.resblocks.0.mlp.c_fc.weight")
-        };
-        let [mlp, _] = self.r.dims::<2>(&mlp_key)?;
-        if mlp == 0 {
-            return Err(self.r.err(format!("`{mlp_key}` has no rows")));
-        }
+        let (layers, mlp) = self.r.blocks(&n.blocks, n.hf)?;
+        Ok(Geometry {
+            width,
+            channels,
+            patch,
+            tokens,
+            grid,
+            layers,
+            mlp,
+        })
+    }
 
-        let (embed_dim, proj_t) = match &self.keys.proj {
+    /// The embedding width after the projection (if any) and the head's
+    /// class count (if any), checked against the tower's width.
+    fn head_dims(&self, width: usize) -> Result<(usize, Option<usize>)> {
+        let hf = matches!(self.keys.layout, Layout::Hf | Layout::HfBare);
+        let embed_dim = match &self.keys.proj {
             Some(p) => {
                 let s = self.r.dims::<2>(p)?;
                 // OpenAI stores [width, embed]; HF stores [embed, width].
@@ -260,9 +309,9 @@ impl<'a> Loader<'a> {
                         "projection `{p}` has shape {s:?}, which does not fit width {width}"
                     )));
                 }
-                (e, true)
+                e
             }
-            None => (width, false),
+            None => width,
         };
         let classes = match &self.keys.head {
             Some(h) => {
@@ -276,45 +325,33 @@ impl<'a> Loader<'a> {
             }
             None => None,
         };
+        Ok((embed_dim, classes))
+    }
 
-        let mut notes = self.r.file.notes.clone();
-        let (heads, act, ln_eps) = self.settings(ov, width, &mut notes)?;
-        self.check_geometry(grid * patch, patch)?;
-        let spec = ModelSpec {
-            width,
-            layers,
-            heads,
-            patch,
-            channels,
-            image_size: grid * patch,
-            mlp,
-            embed_dim,
-            has_proj: proj_t,
-            classes,
-            act,
-            ln_eps,
-        };
-
+    /// Every parameter, read into one flat buffer in the canonical layout.
+    fn read_params(
+        &self,
+        n: &TowerNames,
+        g: &Geometry,
+        embed_dim: usize,
+        classes: Option<usize>,
+    ) -> Result<(Flat, Params<Range<usize>>)> {
         let mut flat = Flat::default();
-        let w = width;
-        let conv = flat.push(self.r.read(&conv_key, &[w, channels, patch, patch])?);
-        let class = flat.push(self.r.read(&class_key, &[w])?);
-        let pos = flat.push(self.r.read(&pos_key, &[tokens, w])?);
-        let (g, b) = self.r.ln(&pre, w)?;
-        let (ln_pre_g, ln_pre_b) = (flat.push(g), flat.push(b));
-        let mut blocks = Vec::with_capacity(layers);
-        for i in 0..layers {
-            let p = if hf {
-                k(&format!("encoder.layers.{i}."))
-            } else {
-                k(&format!("transformer.resblocks.{i}."))
-            };
-            blocks.push(self.r.block(&mut flat, hf, &p, w, mlp)?);
+        let w = g.width;
+        let conv = flat.push(self.r.read(&n.conv, &[w, g.channels, g.patch, g.patch])?);
+        let class = flat.push(self.r.read(&n.class, &[w])?);
+        let pos = flat.push(self.r.read(&n.pos, &[g.tokens, w])?);
+        let (gm, b) = self.r.ln(&n.pre, w)?;
+        let (ln_pre_g, ln_pre_b) = (flat.push(gm), flat.push(b));
+        let mut blocks = Vec::with_capacity(g.layers);
+        for i in 0..g.layers {
+            let prefix = format!("{}{i}.", n.blocks);
+            blocks.push(self.r.block(&mut flat, n.hf, &prefix, w, g.mlp)?);
         }
-        let (g, b) = self.r.ln(&post, w)?;
-        let (ln_post_g, ln_post_b) = (flat.push(g), flat.push(b));
+        let (gm, b) = self.r.ln(&n.post, w)?;
+        let (ln_post_g, ln_post_b) = (flat.push(gm), flat.push(b));
         let proj = match &self.keys.proj {
-            Some(p) if hf => Some(flat.push(self.r.read(p, &[embed_dim, w])?)),
+            Some(p) if n.hf => Some(flat.push(self.r.read(p, &[embed_dim, w])?)),
             Some(p) => {
                 let v = self.r.read(p, &[w, embed_dim])?;
                 Some(flat.push(transpose(&v, w, embed_dim)))
@@ -334,7 +371,6 @@ impl<'a> Loader<'a> {
             }
             _ => (None, None),
         };
-        self.check_all_used()?;
         let params = Params {
             conv,
             class,
@@ -348,19 +384,33 @@ impl<'a> Loader<'a> {
             head_w,
             head_b,
         };
-        let settings_from = match &self.r.file.hint_source {
-            Some(s) if self.r.file.hint("heads").is_some() => format!("; heads/act from {s}"),
-            _ => "; heads/act not in the file (flags or defaults)".into(),
-        };
-        Ok(Model {
-            origin: format!("{}{settings_from}", self.r.file.description),
-            layout: self.keys.layout,
-            spec,
-            flat: flat.0,
-            params,
-            notes: notes.into_iter().chain(self.r.non_finite_notes()).collect(),
-        })
+        Ok((flat, params))
     }
+}
+
+/// The image tower's tensor names in one layout (with its prefix);
+/// `blocks` is the prefix of block `i`'s names before `i`.
+struct TowerNames {
+    hf: bool,
+    conv: String,
+    class: String,
+    pos: String,
+    pre: String,
+    post: String,
+    blocks: String,
+}
+
+/// The image tower's sizes, read from its tensors' shapes.
+struct Geometry {
+    width: usize,
+    channels: usize,
+    patch: usize,
+    /// Positions: the grid's patches plus the class token.
+    tokens: usize,
+    /// Patches per side.
+    grid: usize,
+    layers: usize,
+    mlp: usize,
 }
 
 /// Finds the layout by its anchor keys, wherever the prefix puts them.

@@ -149,6 +149,31 @@ impl<'a> Reader<'a> {
     }
 
     /// A layernorm's weight and bias at `prefix` (`…ln_1.`).
+    /// How many transformer blocks there are under `prefix` (block `i`'s
+    /// names start `{prefix}{i}.`; HF's naming with `hf`), and their MLP
+    /// width: what both towers' loaders count.
+    pub fn blocks(&self, prefix: &str, hf: bool) -> Result<(usize, usize)> {
+        let (ln1, fc1) = if hf {
+            ("layer_norm1.weight", "mlp.fc1.weight")
+        } else {
+            ("ln_1.weight", "mlp.c_fc.weight")
+        };
+        let first_norm = |i: usize| format!("{prefix}{i}.{ln1}");
+        let layers = (0..).take_while(|&i| self.has(&first_norm(i))).count();
+        if layers == 0 {
+            return Err(self.err(format!(
+                "no transformer blocks: missing `{}`",
+                first_norm(0)
+            )));
+        }
+        let mlp_key = format!("{prefix}0.{fc1}");
+        let [mlp, _] = self.dims::<2>(&mlp_key)?;
+        if mlp == 0 {
+            return Err(self.err(format!("`{mlp_key}` has no rows")));
+        }
+        Ok((layers, mlp))
+    }
+
     pub fn ln(&self, prefix: &str, w: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         Ok((
             self.read(&format!("{prefix}weight"), &[w])?,

@@ -128,50 +128,13 @@ impl TextModel {
                 "`{pos}` is [{context}, {pw}] but the token embedding has width {width}"
             )));
         }
-        let block = |i: usize| {
-            if keys.hf {
-                t(&format!("encoder.layers.{i}."))
-            } else {
-                t(&format!("transformer.resblocks.{i}."))
-            }
-        };
-        let norm1 = if keys.hf {
-            "layer_norm1.weight"
+        let blocks_prefix = t(if keys.hf {
+            "encoder.layers."
         } else {
-            "ln_1.weight"
-        };
-        let layers = (0..)
-            .take_while(|&i| r.has(&format!("{}{norm1}", block(i))))
-            .count();
-        if layers == 0 {
-            return Err(r.err(format!(
-                "the text tower has no blocks: missing `{}{norm1}`",
-                block(0)
-            )));
-        }
-        let fc1 = if keys.hf {
-            "mlp.fc1.weight"
-        } else {
-            "mlp.c_fc.weight"
-        };
-        let [mlp, _] = r.dims::<2>(&format!("{}{fc1}", block(0)))?;
-        let embed_dim = match &keys.proj {
-            Some(p) => {
-                let s = r.dims::<2>(p)?;
-                let (d, w) = if keys.proj_transposed {
-                    (s[0], s[1])
-                } else {
-                    (s[1], s[0])
-                };
-                if w != width || d == 0 {
-                    return Err(r.err(format!(
-                        "text projection `{p}` has shape {s:?}, which does not fit width {width}"
-                    )));
-                }
-                d
-            }
-            None => width,
-        };
+            "transformer.resblocks."
+        });
+        let (layers, mlp) = r.blocks(&blocks_prefix, keys.hf)?;
+        let embed_dim = projected_width(&r, &keys, width)?;
         let mut notes = Vec::new();
         let (heads, act, ln_eps) = settings(&r, ov, text_heads, width, &mut notes)?;
         let spec = TextSpec {
@@ -185,36 +148,19 @@ impl TextModel {
             act,
             ln_eps,
         };
-        let mut flat = Flat::default();
-        let token = flat.push(r.read(&tok, &[vocab, width])?);
-        let pos = flat.push(r.read(&pos, &[context, width])?);
-        let blocks = (0..layers)
-            .map(|i| r.block(&mut flat, keys.hf, &block(i), width, mlp))
-            .collect::<Result<Vec<_>>>()?;
-        let (g, b) = r.ln(&fin, width)?;
-        let (ln_final_g, ln_final_b) = (flat.push(g), flat.push(b));
-        let proj = match &keys.proj {
-            Some(p) if keys.proj_transposed => Some(flat.push(r.read(p, &[embed_dim, width])?)),
-            Some(p) => {
-                let v = r.read(p, &[width, embed_dim])?;
-                Some(flat.push(transpose(&v, width, embed_dim)))
-            }
-            None => None,
-        };
+        let names = (
+            tok.as_str(),
+            pos.as_str(),
+            fin.as_str(),
+            blocks_prefix.as_str(),
+        );
+        let (flat, params) = read_params(&r, &keys, names, &spec)?;
         let logit_scale = match &keys.logit_scale {
             Some(k) => Some(read_scalar(&r, k)?),
             None => None,
         };
         check_all_read(&r, &keys)?;
         notes.extend(r.non_finite_notes());
-        let params = TextParams {
-            token,
-            pos,
-            blocks,
-            ln_final_g,
-            ln_final_b,
-            proj,
-        };
         let layout = match keys.hf {
             true => format!("hf ({}*)", keys.tower),
             false => format!("openai ({}token_embedding, transformer.*)", keys.tower),
@@ -228,6 +174,66 @@ impl TextModel {
             notes,
         })
     }
+}
+
+/// The text embedding's width: the projection's output, or the tower's
+/// width without one.
+fn projected_width(r: &Reader, keys: &TextKeys, width: usize) -> Result<usize> {
+    let Some(p) = &keys.proj else {
+        return Ok(width);
+    };
+    let s = r.dims::<2>(p)?;
+    let (d, w) = if keys.proj_transposed {
+        (s[0], s[1])
+    } else {
+        (s[1], s[0])
+    };
+    if w != width || d == 0 {
+        return Err(r.err(format!(
+            "text projection `{p}` has shape {s:?}, which does not fit width {width}"
+        )));
+    }
+    Ok(d)
+}
+
+/// Every text parameter, read into one flat buffer in the canonical layout;
+/// `names` are the token and position embeddings, the final layernorm's
+/// prefix and the blocks' prefix.
+fn read_params(
+    r: &Reader,
+    keys: &TextKeys,
+    (tok, pos, fin, blocks_prefix): (&str, &str, &str, &str),
+    spec: &TextSpec,
+) -> Result<(Flat, TextParams<Range<usize>>)> {
+    let (width, embed_dim) = (spec.width, spec.embed_dim);
+    let mut flat = Flat::default();
+    let token = flat.push(r.read(tok, &[spec.vocab, width])?);
+    let pos = flat.push(r.read(pos, &[spec.context, width])?);
+    let blocks = (0..spec.layers)
+        .map(|i| {
+            let prefix = format!("{blocks_prefix}{i}.");
+            r.block(&mut flat, keys.hf, &prefix, width, spec.mlp)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (g, b) = r.ln(fin, width)?;
+    let (ln_final_g, ln_final_b) = (flat.push(g), flat.push(b));
+    let proj = match &keys.proj {
+        Some(p) if keys.proj_transposed => Some(flat.push(r.read(p, &[embed_dim, width])?)),
+        Some(p) => {
+            let v = r.read(p, &[width, embed_dim])?;
+            Some(flat.push(transpose(&v, width, embed_dim)))
+        }
+        None => None,
+    };
+    let params = TextParams {
+        token,
+        pos,
+        blocks,
+        ln_final_g,
+        ln_final_b,
+        proj,
+    };
+    Ok((flat, params))
 }
 
 impl TextModel {

@@ -34,8 +34,9 @@ pub struct EmbedAdd {
     pub shape: EmbedShape,
 }
 
-/// Second embeddings and λ as host slices.
-pub struct DualRef<'a> {
+/// [`DualEmbed`] on the host: the second embeddings and λ as slices, for
+/// the CPU reference.
+pub struct DualEmbedRef<'a> {
     pub class1: &'a [f32],
     pub pos1: &'a [f32],
     pub lambda: &'a [f32],
@@ -46,7 +47,7 @@ pub fn cpu(
     patches: &[f32],
     class: &[f32],
     pos: &[f32],
-    dual: Option<&DualRef>,
+    dual: Option<&DualEmbedRef>,
     out: &mut [f32],
     s: EmbedShape,
 ) {
@@ -138,7 +139,7 @@ impl OpDef for EmbedAdd {
             ins.extend([Some(d.class1), Some(d.pos1), Some(d.mix.lambda)]);
         }
         on_host(host, self.out, &ins, |i, o| {
-            let d = self.dual.map(|d| DualRef {
+            let d = self.dual.map(|d| DualEmbedRef {
                 class1: i.f32(3),
                 pos1: i.f32(4),
                 lambda: i.f32(5),

@@ -29,9 +29,9 @@ pub struct GemmDual {
     pub shape: GemmShape,
 }
 
-/// The second weight set as host slices, for the CPU references (f32
-/// weights here, bf16 ones for gemm_dual_bf16).
-pub struct DualRef<'a, T = f32> {
+/// [`DualGemm`] on the host: the second weight set as slices, for the CPU
+/// references (f32 weights here, bf16 ones for gemm_dual_bf16).
+pub struct DualGemmRef<'a, T = f32> {
     pub b1: &'a [T],
     pub bias1: Option<&'a [f32]>,
     pub lambda: &'a [f32],
@@ -44,7 +44,7 @@ pub fn cpu(
     a: &[f32],
     b0: &[f32],
     bias0: Option<&[f32]>,
-    dual: &DualRef,
+    dual: &DualGemmRef,
     c: &mut [f32],
     s: GemmShape,
 ) {
@@ -57,7 +57,7 @@ pub fn cpu_at(
     a: &[f32],
     b0: &[f32],
     bias0: Option<&[f32]>,
-    dual: &DualRef,
+    dual: &DualGemmRef,
     c: &mut [f32],
     s: GemmShape,
 ) {
@@ -102,8 +102,8 @@ impl DualGemm {
     }
 
     /// The second weight set among those inputs, `b1` given in its dtype.
-    pub(super) fn host<'s, T>(&self, b1: &'s [T], i: Inputs<'_, 's>) -> DualRef<'s, T> {
-        DualRef {
+    pub(super) fn host<'s, T>(&self, b1: &'s [T], i: Inputs<'_, 's>) -> DualGemmRef<'s, T> {
+        DualGemmRef {
             b1,
             bias1: i.opt_f32(4),
             lambda: i.f32(5),

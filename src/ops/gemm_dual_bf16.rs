@@ -5,7 +5,7 @@
 
 use super::gemm::{GemmShape, check_operands};
 use super::gemm_bf16::{Epilogue, TILE, check_alignment, check_k, on_output};
-use super::gemm_dual::{DualGemm, DualRef, check_dual};
+use super::gemm_dual::{DualGemm, DualGemmRef, check_dual};
 use super::{Addr, Host, OpDef, on_host, opt_addr};
 use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
@@ -30,7 +30,7 @@ pub fn cpu(
     a: &[bf16],
     b0: &[bf16],
     bias0: Option<&[f32]>,
-    dual: &DualRef<bf16>,
+    dual: &DualGemmRef<bf16>,
     c: &mut [f32],
     s: GemmShape,
     ep: Epilogue,

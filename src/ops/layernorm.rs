@@ -50,8 +50,9 @@ pub struct LayerNorm {
     pub shape: LayerNormShape,
 }
 
-/// Second γ/β and λ per row as host slices.
-pub struct DualRef<'a> {
+/// [`DualNorm`] on the host: the second γ/β and λ per row as slices, for
+/// the CPU reference.
+pub struct DualNormRef<'a> {
     pub gamma1: &'a [f32],
     pub beta1: &'a [f32],
     pub lambda: &'a [f32],
@@ -66,7 +67,7 @@ pub fn cpu(
     y: &mut [f32],
     gamma: &[f32],
     beta: &[f32],
-    dual: Option<&DualRef>,
+    dual: Option<&DualNormRef>,
     s: LayerNormShape,
 ) {
     let w = s.width;
@@ -188,7 +189,7 @@ impl OpDef for LayerNorm {
             ins.extend([Some(d.gamma1), Some(d.beta1), Some(d.mix.lambda)]);
         }
         on_host(host, self.y, &ins, |i, y| {
-            let d = self.dual.map(|d| DualRef {
+            let d = self.dual.map(|d| DualNormRef {
                 gamma1: i.f32(3),
                 beta1: i.f32(4),
                 lambda: i.f32(5),

@@ -12,11 +12,11 @@
 //! `add_scaled_diff`) and run at batch 1. The baselines are task arithmetic
 //! (θ0 + s·Σ τ_t), the one-model merges and each task model alone.
 
-use crate::choice::{Choice, Named};
 use crate::data::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::method::entropy::entropies;
+use crate::method::interp::PerSample;
 use crate::method::merging::{self, TiesMerge};
 use crate::method::methods::argmax_rows;
 use crate::model::batch::BatchCap;
@@ -56,32 +56,6 @@ pub struct MtlOptions {
     /// How each sample's own merged model is evaluated.
     pub per_sample: PerSample,
 }
-
-/// How multi-task DaWin evaluates each sample's own merged model.
-/// Each value's meaning is its help in [`PerSample::ALL`](crate::choice::Choice::ALL).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PerSample {
-    #[default]
-    Exact,
-    Materialize,
-}
-
-impl Choice for PerSample {
-    const ALL: &'static [Named<Self>] = &[
-        Named::new(
-            PerSample::Exact,
-            "exact",
-            "Batched: the stacked ops merge per row, no model is built",
-        ),
-        Named::new(
-            PerSample::Materialize,
-            "materialize",
-            "Each sample's model built in a working buffer, run at batch 1 (the official code's way; for checking exact)",
-        ),
-    ];
-}
-
-crate::display_choice!(PerSample);
 
 pub struct MtlResult {
     pub summary: serde_json::Value,

@@ -4,7 +4,7 @@
 use crate::choice::Choice;
 use crate::data::dataset::LabelOrder;
 use crate::data::projection::Projection;
-use crate::method::interp::{Interp, Pass};
+use crate::method::interp::{Interp, Pass, PerSample};
 use crate::method::lambda::LambdaRule;
 use crate::method::methods::Method;
 use crate::model::Overrides;
@@ -67,7 +67,7 @@ impl Default for EvalOptions {
             batch_size: 64,
             rule: LambdaRule::Entropy,
             temperature: (1.0, 1.0),
-            interp: Interp::Exact,
+            interp: Interp::PerSample(PerSample::Exact),
             methods: Method::parse_list("all").expect("a valid list"),
             projection: Projection::None,
             overrides: Overrides::default(),

@@ -8,7 +8,7 @@ use crate::common::{assert_close, data, reference as r};
 use dawin::ops::MultiRef;
 use dawin::ops::attention::AttentionShape;
 use dawin::ops::gemm::{self, GemmShape};
-use dawin::ops::gemm_dual::{self, DualRef};
+use dawin::ops::gemm_dual::{self, DualGemmRef};
 use dawin::ops::gemm_multi;
 use dawin::simd::{self, vmath};
 use proptest::prelude::*;
@@ -40,7 +40,7 @@ proptest! {
         let lambda: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
         let want = r::dual_gemm(&a, (&b0, &b1), (&c0, &c1), &lambda, rows_per, n, k);
         for level in simd::available() {
-            let dual = DualRef { b1: &b1, bias1: Some(&c1), lambda: &lambda, rows_per_lambda: rows_per };
+            let dual = DualGemmRef { b1: &b1, bias1: Some(&c1), lambda: &lambda, rows_per_lambda: rows_per };
             let mut c = vec![f32::NAN; m * n];
             gemm_dual::cpu_at(level, &a, &b0, Some(&c0), &dual, &mut c, GemmShape { m, n, k });
             assert_close(&format!("gemm_dual at {}", level.name()), &c, &want, 1e-5);

@@ -10,7 +10,7 @@ use dawin::ops::attention_bf16::{self, AttentionBf16};
 use dawin::ops::cast_bf16::{self, CastBf16};
 use dawin::ops::gemm::GemmShape;
 use dawin::ops::gemm_bf16::{self, Activation, Epilogue, GemmBf16};
-use dawin::ops::gemm_dual::{DualGemm, DualRef};
+use dawin::ops::gemm_dual::{DualGemm, DualGemmRef};
 use dawin::ops::gemm_dual_bf16::{self, GemmDualBf16};
 use dawin::ops::lerp_bf16::{self, LerpBf16};
 use dawin::ops::{Mix, PTX_MODULES};
@@ -353,7 +353,7 @@ fn gemm_dual_bf16_reference_reduces_to_single_weights() {
     for (l, b, p) in [(0.0, &b0, &p0), (1.0, &b1, &p1)] {
         let mut dual = vec![0f32; 30];
         let lambda = [l; 2];
-        let d = DualRef {
+        let d = DualGemmRef {
             b1: &b1,
             bias1: Some(&p1),
             lambda: &lambda,

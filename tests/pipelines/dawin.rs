@@ -6,7 +6,7 @@
 use crate::common::{assert_close, executors, fixtures_dir};
 use dawin::data::projection::Projection;
 use dawin::method::bmm::BetaMixture;
-use dawin::method::interp::Interp;
+use dawin::method::interp::{Interp, PerSample};
 use dawin::method::lambda::LambdaRule;
 use dawin::method::methods::Method;
 use dawin::model::Overrides;
@@ -57,7 +57,10 @@ fn exact_and_materialize_are_each_samples_own_merged_model() {
     let want_logits = expected("dawin_logits");
     for (kind, ex) in executors() {
         let mut all = Vec::new();
-        for strategy in [Interp::Exact, Interp::Materialize] {
+        for strategy in [
+            Interp::PerSample(PerSample::Exact),
+            Interp::PerSample(PerSample::Materialize),
+        ] {
             let d = tempfile::tempdir().unwrap();
             let r = eval::run(&options(d.path(), strategy), ex.as_ref()).unwrap();
             assert_close(
@@ -110,7 +113,10 @@ fn bf16_eval_follows_the_f32_results() {
     let bf16_values: usize = linears.iter().map(|l| l.next_multiple_of(8)).sum();
     let per_model_bytes = 4 * (pt.param_count() - linears.iter().sum::<usize>()) + 2 * bf16_values;
     for (kind, ex) in executors() {
-        for strategy in [Interp::Exact, Interp::Materialize] {
+        for strategy in [
+            Interp::PerSample(PerSample::Exact),
+            Interp::PerSample(PerSample::Materialize),
+        ] {
             let d = tempfile::tempdir().unwrap();
             let mut o = options(d.path(), strategy);
             o.precision = dawin::model::device::Precision::Bf16;
@@ -307,7 +313,7 @@ fn label_projection_subset_and_map() {
     let px = io.read_f32("pixel_values").unwrap();
     let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
     write_f32_with_labels(&data, &px, &labels).unwrap();
-    let mut o = options(&d.path().join("out"), Interp::Exact);
+    let mut o = options(&d.path().join("out"), Interp::PerSample(PerSample::Exact));
     o.data = data;
     o.projection = Projection::Subset(vec![3, 5]);
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
@@ -330,7 +336,7 @@ fn bad_inputs_are_explained() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     // Architectures differ: the shapes that differ are listed.
-    let mut o = options(&out, Interp::Exact);
+    let mut o = options(&out, Interp::PerSample(PerSample::Exact));
     o.finetuned = fx("hf_quickgelu.safetensors");
     let e = eval_err(&o);
     assert!(
@@ -357,7 +363,7 @@ fn bad_inputs_are_explained() {
         Some([("heads".to_string(), "3".to_string())].into()),
     )
     .unwrap();
-    let mut o = options(&out, Interp::Exact);
+    let mut o = options(&out, Interp::PerSample(PerSample::Exact));
     o.finetuned = ft5;
     let e = eval_err(&o);
     assert!(
@@ -371,7 +377,7 @@ fn bad_inputs_are_explained() {
     let mut labels = vec![0i64; 16];
     labels[7] = 6;
     write_f32_with_labels(&bad, &px, &labels).unwrap();
-    let mut o = options(&out, Interp::Exact);
+    let mut o = options(&out, Interp::PerSample(PerSample::Exact));
     o.data = bad.clone();
     let e = eval_err(&o);
     assert!(
@@ -410,7 +416,7 @@ fn nan_logits_count_as_maximal_entropy() {
     let labels = io.read_i64("labels").unwrap().1;
     let data = d.path().join("nan.safetensors");
     write_f32_with_labels(&data, &px, &labels).unwrap();
-    let mut o = options(&d.path().join("out"), Interp::Exact);
+    let mut o = options(&d.path().join("out"), Interp::PerSample(PerSample::Exact));
     o.data = data;
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
@@ -606,7 +612,7 @@ fn scale_out_equals_a_single_run() {
 fn wise_curve_plot_from_summaries() {
     let d = tempfile::tempdir().unwrap();
     let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
-    let mut o = options(&d.path().join("a"), Interp::Exact);
+    let mut o = options(&d.path().join("a"), Interp::PerSample(PerSample::Exact));
     o.methods = Method::parse_list("all").unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
     let svg =

@@ -4,12 +4,13 @@
 
 use crate::common::{assert_close, executors};
 use dawin::exec::cpu::Cpu;
+use dawin::method::interp::PerSample;
 use dawin::method::merging::{self, TiesMerge};
 use dawin::model::device::DeviceModel;
 use dawin::model::stack::ModelStack;
 use dawin::model::vit::{forward, forward_stacked};
 use dawin::model::{Act, Model, ModelSpec, Overrides};
-use dawin::pipelines::mtl::{self, MtlOptions, PerSample};
+use dawin::pipelines::mtl::{self, MtlOptions};
 use dawin::pipelines::mtl_tasks;
 use dawin::rng::SplitMix;
 use dawin::tensorfile::{Tensor, write_f32, write_f32_with_labels};

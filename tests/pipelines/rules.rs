@@ -5,7 +5,7 @@
 
 use crate::common::fixtures_dir;
 use dawin::choice::Choice;
-use dawin::method::interp::Interp;
+use dawin::method::interp::{Interp, PerSample};
 use dawin::method::lambda::{Entropies, Inputs, LambdaRule, lambdas};
 use dawin::method::methods::Method;
 use dawin::method::stats;
@@ -675,7 +675,7 @@ fn saved_components_are_the_models_the_bmm_run_evaluated() {
     assert!(again.contains("already holds components.json"), "{again}");
     // And a run without a mixture cannot save components.
     let exact = EvalOptions {
-        interp: Interp::Exact,
+        interp: Interp::PerSample(PerSample::Exact),
         save_components: Some(d.path().join("x")),
         ..fixture_options(&d.path().join("out2"))
     };
