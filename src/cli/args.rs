@@ -4,7 +4,7 @@ use super::choice::choice;
 use clap::Args;
 use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
-use dawin::exec::{self, DeviceKind, Executor};
+use dawin::exec::{self, Executor, ExecutorKind};
 use dawin::method::interp::Interp;
 use dawin::method::interp::PerSample;
 use dawin::method::lambda::LambdaRule;
@@ -110,8 +110,8 @@ pub struct EvalArgs {
     /// other expertise measures (losses against labels or pseudo-labels,
     /// confidences, max logits), or a random baseline; `--help` gives each
     /// formula.
-    #[arg(long, value_parser = choice::<LambdaRule>(), default_value_t = LambdaRule::Entropy, help_heading = "Method")]
-    pub expertise: LambdaRule,
+    #[arg(long = "lambda-rule", visible_alias = "expertise", value_parser = choice::<LambdaRule>(), default_value_t = LambdaRule::Entropy, help_heading = "Method")]
+    pub lambda_rule: LambdaRule,
     /// Scales every rule's λ by α (the random baselines' aside), and is the
     /// α of the merged model the pseudo-*-merged rules read (else 0.5), as
     /// the official `--wise-alpha`.
@@ -152,7 +152,7 @@ pub struct EvalArgs {
 impl EvalArgs {
     pub fn options(&self) -> anyhow::Result<EvalOptions> {
         Ok(EvalOptions {
-            rule: self.expertise,
+            rule: self.lambda_rule,
             interp: self.interp,
             methods: self.methods.clone(),
             expertise_from: self.expertise_from.clone(),
@@ -248,8 +248,8 @@ impl ArchFlags {
 #[derive(Args, Clone, Copy)]
 pub struct RunFlags {
     /// Executor that runs the ops.
-    #[arg(long, value_parser = choice::<DeviceKind>(), default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
-    pub device: DeviceKind,
+    #[arg(long, value_parser = choice::<ExecutorKind>(), default_value_t = ExecutorKind::Cpu, help_heading = "Performance", short = 'd')]
+    pub device: ExecutorKind,
     /// Images per forward pass.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
     pub batch_size: u64,
@@ -292,8 +292,8 @@ pub struct TextFlags {
     #[arg(long, help_heading = "Model")]
     pub text_heads: Option<usize>,
     /// Executor that runs the text tower.
-    #[arg(long, value_parser = choice::<DeviceKind>(), default_value_t = DeviceKind::Cpu, help_heading = "Performance", short = 'd')]
-    pub device: DeviceKind,
+    #[arg(long, value_parser = choice::<ExecutorKind>(), default_value_t = ExecutorKind::Cpu, help_heading = "Performance", short = 'd')]
+    pub device: ExecutorKind,
     /// Prompts per text forward pass.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
     pub batch_size: u64,
@@ -483,8 +483,8 @@ pub enum Suite {
 #[derive(Args)]
 pub struct BenchArgs {
     /// Executor to benchmark.
-    #[arg(long, value_parser = choice::<DeviceKind>(), default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    #[arg(long, value_parser = choice::<ExecutorKind>(), default_value_t = ExecutorKind::Cpu)]
+    pub device: ExecutorKind,
     /// Small shapes and a small model (for cpu/emu or a smoke test).
     #[arg(long)]
     pub quick: bool,

@@ -4,7 +4,7 @@ use super::Cmd;
 use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags, TextFlags};
 use anyhow::{Result, bail};
 use dawin::data::{dataset, synth};
-use dawin::exec::{self, DeviceKind};
+use dawin::exec::{self, ExecutorKind};
 use dawin::model::Model;
 use dawin::model::device::Precision;
 use dawin::pipelines::bench::BenchOptions;
@@ -438,7 +438,7 @@ fn run_preprocess(
     Ok(())
 }
 
-fn run_bench(device: DeviceKind, o: &BenchOptions, json: Option<PathBuf>) -> Result<()> {
+fn run_bench(device: ExecutorKind, o: &BenchOptions, json: Option<PathBuf>) -> Result<()> {
     if let Some(p) = &json {
         dawin::tensorfile::check_output(p)?;
     }
@@ -467,13 +467,13 @@ fn run_bench(device: DeviceKind, o: &BenchOptions, json: Option<PathBuf>) -> Res
     Ok(())
 }
 
-fn run_demo(out: &Path, per_class: usize, device: Option<DeviceKind>, quiet: bool) -> Result<()> {
+fn run_demo(out: &Path, per_class: usize, device: Option<ExecutorKind>, quiet: bool) -> Result<()> {
     if per_class == 0 {
         bail!("--per-class must be positive");
     }
     let ex = match device {
         Some(d) => exec::open(d)?,
-        None => exec::open(DeviceKind::Cuda).or_else(|_| exec::open(DeviceKind::Cpu))?,
+        None => exec::open(ExecutorKind::Cuda).or_else(|_| exec::open(ExecutorKind::Cpu))?,
     };
     let t = Instant::now();
     eprintln!(

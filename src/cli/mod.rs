@@ -10,7 +10,7 @@ use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
 use choice::choice;
 use clap::{Parser, Subcommand};
 use dawin::data::dataset::LabelOrder;
-use dawin::exec::DeviceKind;
+use dawin::exec::ExecutorKind;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -214,8 +214,8 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_class: u32,
         /// Executor (default: cuda if available, else cpu).
-        #[arg(long, value_parser = choice::<DeviceKind>())]
-        device: Option<DeviceKind>,
+        #[arg(long, value_parser = choice::<ExecutorKind>())]
+        device: Option<ExecutorKind>,
         /// Hide progress bars.
         #[arg(long)]
         quiet: bool,

@@ -1,4 +1,4 @@
-//! `cpu`: the reference executor. Every op runs the CPU reference of its
+//! `cpu`: the reference executor. Every op runs the cpu implementation of its
 //! file in `crate::ops` on host memory; this file only holds that memory
 //! and resolves buffer handles to slices.
 

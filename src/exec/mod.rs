@@ -20,72 +20,73 @@ use crate::error::{Error, Result};
 use crate::ops::Op;
 use std::ops::Deref;
 
-/// Which executor a user asked for.
-/// Each value's meaning is its help in [`DeviceKind::ALL`](crate::choice::Choice::ALL).
+/// Which executor a user asked for (`--device`, a name kept for scripts:
+/// `cpu` is an executor, not a device).
+/// Each value's meaning is its help in [`ExecutorKind::ALL`](crate::choice::Choice::ALL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceKind {
+pub enum ExecutorKind {
     Cpu,
     Emu,
     Cuda,
 }
 
-impl Choice for DeviceKind {
+impl Choice for ExecutorKind {
     const ALL: &'static [Named<Self>] = &[
         Named::new(
-            DeviceKind::Cpu,
+            ExecutorKind::Cpu,
             "cpu",
             "Native Rust reference implementation (multi-threaded)",
         ),
         Named::new(
-            DeviceKind::Emu,
+            ExecutorKind::Emu,
             "emu",
             "The project's PTX kernels run by the in-crate PTX interpreter",
         ),
         Named::new(
-            DeviceKind::Cuda,
+            ExecutorKind::Cuda,
             "cuda",
             "The same PTX on an NVIDIA GPU (needs a build with `--features cuda`)",
         ),
     ];
 }
 
-crate::display_choice!(DeviceKind);
+crate::display_choice!(ExecutorKind);
 
 /// The executors this build can run, for tests that check every one. The
 /// `DAWIN_TEST_DEVICES` variable (comma list, e.g. `cpu,cuda`) narrows or
 /// extends it on a machine that has more.
-pub fn available() -> Vec<DeviceKind> {
+pub fn available() -> Vec<ExecutorKind> {
     if let Ok(v) = std::env::var("DAWIN_TEST_DEVICES") {
         return v
             .split(',')
-            .filter_map(|s| DeviceKind::from_name(&s.trim().to_ascii_lowercase()))
+            .filter_map(|s| ExecutorKind::from_name(&s.trim().to_ascii_lowercase()))
             .collect();
     }
-    vec![DeviceKind::Cpu, DeviceKind::Emu]
+    vec![ExecutorKind::Cpu, ExecutorKind::Emu]
 }
 
 /// Opens the executor a user asked for, or says clearly why it can't. Its
 /// ops can be timed ([`Executor::set_profiling`]) and show as NVTX ranges.
-pub fn open(kind: DeviceKind) -> Result<Box<dyn Executor>> {
+pub fn open(kind: ExecutorKind) -> Result<Box<dyn Executor>> {
     Ok(Box::new(profiled::Profiled::new(open_plain(kind)?)))
 }
 
 /// The executor without the profiling layer.
-fn open_plain(kind: DeviceKind) -> Result<Box<dyn Executor>> {
+fn open_plain(kind: ExecutorKind) -> Result<Box<dyn Executor>> {
     let kernels = crate::ops::PTX_MODULES;
     match kind {
-        DeviceKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
-        DeviceKind::Emu => {
+        ExecutorKind::Cpu => Ok(Box::new(cpu::Cpu::new())),
+        ExecutorKind::Emu => {
             let emu = crate::device::emu::Emu::new(kernels, emu_options())?;
             Ok(Box::new(PtxExec::new(emu)))
         }
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => {
+        ExecutorKind::Cuda => {
             let gpu = crate::device::cuda::CudaGpu::new(kernels)?;
             Ok(Box::new(PtxExec::new(gpu)))
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => Err(crate::invalid!(
+        ExecutorKind::Cuda => Err(crate::invalid!(
             "device `cuda` is not available: this binary was built without the `cuda` feature \
              (build with tools/build-cuda.sh or `cargo build --release --features cuda`)"
         )),

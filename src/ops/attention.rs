@@ -15,7 +15,7 @@ use crate::error::Result;
 // below ops, imports nothing from ops.
 pub use crate::simd::attention::AttentionShape;
 
-/// CPU reference: the flash-style kernel of `crate::simd::attention` at
+/// cpu implementation: the flash-style kernel of `crate::simd::attention` at
 /// the machine's SIMD level.
 pub fn cpu(qkv: &[f32], out: &mut [f32], s: AttentionShape) {
     crate::simd::attention::attention(crate::simd::active(), qkv, out, s)

@@ -26,7 +26,7 @@ pub fn supports(head_dim: usize) -> bool {
     head_dim > 0 && head_dim <= 80 && head_dim.is_multiple_of(8)
 }
 
-/// CPU reference: the f32 attention of the bf16 inputs, rounded to bf16.
+/// cpu implementation: the f32 attention of the bf16 inputs, rounded to bf16.
 pub fn cpu(qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
     let wide: Vec<f32> = qkv.iter().map(|x| x.to_f32()).collect();
     let mut o = vec![0f32; s.batch * s.tokens * s.width()];

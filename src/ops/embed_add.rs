@@ -35,7 +35,7 @@ pub struct EmbedAdd {
 }
 
 /// [`DualEmbed`] on the host: the second embeddings and λ as slices, for
-/// the CPU reference.
+/// the cpu implementation.
 pub struct DualEmbedRef<'a> {
     pub class1: &'a [f32],
     pub pos1: &'a [f32],

@@ -23,7 +23,7 @@ pub struct EmbedAddMulti {
     pub shape: EmbedShape,
 }
 
-/// CPU reference: per token row, the merged position row (and class) plus
+/// cpu implementation: per token row, the merged position row (and class) plus
 /// the patch row.
 pub fn cpu(
     patches: &[f32],

@@ -17,7 +17,7 @@ pub fn scalar(x: f32) -> f32 {
     (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
 }
 
-/// CPU reference: the vectorised erf of `crate::simd::vmath` (absolute
+/// cpu implementation: the vectorised erf of `crate::simd::vmath` (absolute
 /// error ≤ 4e-7), chunks over threads.
 pub fn cpu(x: &mut [f32]) {
     let level = crate::simd::active();

@@ -25,7 +25,7 @@ pub struct Gemm {
     pub shape: GemmShape,
 }
 
-/// CPU reference: the packed gemm of `crate::simd::gemm` at the machine's
+/// cpu implementation: the packed gemm of `crate::simd::gemm` at the machine's
 /// SIMD level, the bias added on each finished tile.
 pub fn cpu(a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32], s: GemmShape) {
     cpu_at(crate::simd::active(), a, b, bias, c, s)

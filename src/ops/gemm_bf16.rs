@@ -58,7 +58,7 @@ impl Epilogue {
     }
 }
 
-/// CPU reference. `c` holds the output as f32 values; with a bf16 output
+/// cpu implementation. `c` holds the output as f32 values; with a bf16 output
 /// every value written (and read, when accumulating) is bf16-representable.
 pub fn cpu(
     a: &[bf16],

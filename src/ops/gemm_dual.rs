@@ -38,7 +38,7 @@ pub struct DualGemmRef<'a, T = f32> {
     pub rows_per_lambda: usize,
 }
 
-/// CPU reference: both products from one pass over the packed A panels,
+/// cpu implementation: both products from one pass over the packed A panels,
 /// each finished tile mixed per row, `c0 + λ(c1 − c0)` with biases added.
 pub fn cpu(
     a: &[f32],

@@ -24,7 +24,7 @@ pub struct GemmDualBf16 {
     pub epilogue: Epilogue,
 }
 
-/// CPU reference: the two products in f32, mixed per row. `c` holds the
+/// cpu implementation: the two products in f32, mixed per row. `c` holds the
 /// output as f32 values (bf16-representable for a bf16 output).
 pub fn cpu(
     a: &[bf16],

@@ -37,7 +37,7 @@ pub struct StackedRef<'a> {
     pub mix: MultiRef<'a>,
 }
 
-/// CPU reference. For samples of many rows (token rows), each sample's
+/// cpu implementation. For samples of many rows (token rows), each sample's
 /// merged weights `b0 + Σ_t k_t·(b_t − b0)` times its rows; otherwise all
 /// T+1 products from one pass over the packed A panels, each finished row
 /// segment mixed as `c0 + Σ_t k_t·(c_t − c0)`, biases added first.

@@ -51,7 +51,7 @@ pub struct LayerNorm {
 }
 
 /// [`DualNorm`] on the host: the second γ/β and λ per row as slices, for
-/// the CPU reference.
+/// the cpu implementation.
 pub struct DualNormRef<'a> {
     pub gamma1: &'a [f32],
     pub beta1: &'a [f32],
@@ -59,7 +59,7 @@ pub struct DualNormRef<'a> {
     pub rows_per_lambda: usize,
 }
 
-/// CPU reference: per row, mean and variance accumulated in f64 (two
+/// cpu implementation: per row, mean and variance accumulated in f64 (two
 /// passes), then the affine map in f32; vectorised per SIMD level, blocks
 /// of rows over threads.
 pub fn cpu(

@@ -24,7 +24,7 @@ pub struct LayerNormMulti {
     pub shape: LayerNormShape,
 }
 
-/// CPU reference: layernorm's statistics per row (f64, two passes), γ/β
+/// cpu implementation: layernorm's statistics per row (f64, two passes), γ/β
 /// merged per row group, the affine map in f32.
 pub fn cpu(
     x: &[f32],

@@ -21,7 +21,7 @@ pub fn scalar(w0: f32, w1: f32, lambda: f32) -> f32 {
     lambda.mul_add(w1 - w0, w0)
 }
 
-/// CPU reference, `out` separate from `w0`.
+/// cpu implementation, `out` separate from `w0`.
 pub fn cpu(out: &mut [f32], w0: &[f32], w1: &[f32], lambda: f32) {
     assert!(w0.len() == out.len() && w1.len() == out.len());
     out.par_chunks_mut(CHUNK)

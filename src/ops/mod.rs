@@ -1,5 +1,5 @@
 //! Every op of the engine, one file each. `src/ops/<op>.rs` holds the op's
-//! argument type, its shape check, its cost, its CPU reference (the
+//! argument type, its shape check, its cost, its cpu implementation (the
 //! numerical ground truth for every executor) and its PTX launcher; the
 //! kernel is `ptx/<op>.ptx`; the property test is `<op>` in `tests/numerics/ops.rs`
 //! (`tests/numerics/ops_bf16.rs` for the bf16 ones).
@@ -48,7 +48,7 @@ pub trait OpDef {
     fn tensor_core(&self) -> bool {
         false
     }
-    /// Runs the CPU reference on host memory.
+    /// Runs the cpu implementation on host memory.
     fn run_cpu(&self, host: &dyn Host) -> Result<()>;
     /// Launches `ptx/<op>.ptx`; `at` gives a view's device address.
     fn launch(&self, gpu: &dyn Gpu, at: &Addr) -> Result<()>;
@@ -63,7 +63,7 @@ pub fn opt_addr(at: &Addr, b: Option<Buf>) -> Result<u64> {
     b.map_or(Ok(0), at)
 }
 
-/// Host memory that CPU references run on (the `cpu` executor's).
+/// Host memory that cpu implementations run on (the `cpu` executor's).
 pub trait Host {
     /// Calls `f` with the host slices of `inputs` and of `out`. An input
     /// that shares `out`'s allocation is copied first, so aliasing is safe.
@@ -196,7 +196,7 @@ impl MultiMix {
 }
 
 /// The coefficients and stacking of a [`MultiMix`] as host slices, for the
-/// CPU references.
+/// cpu implementations.
 #[derive(Clone, Copy)]
 pub struct MultiRef<'a> {
     pub coef: &'a [f32],

@@ -17,7 +17,7 @@ pub fn scalar(x: f32) -> f32 {
     x / (1.0 + (-1.702 * x).exp())
 }
 
-/// CPU reference: the vectorised form of `crate::simd::vmath` (its exp's
+/// cpu implementation: the vectorised form of `crate::simd::vmath` (its exp's
 /// relative error is below 3e-7), chunks over threads.
 pub fn cpu(x: &mut [f32]) {
     let level = crate::simd::active();

@@ -19,7 +19,7 @@ pub struct EvalOptions {
     pub data: PathBuf,
     pub out_dir: PathBuf,
     pub batch_size: usize,
-    /// How λ is set per sample (`--expertise`).
+    /// How λ is set per sample (`--lambda-rule`).
     pub rule: LambdaRule,
     pub temperature: (f32, f32),
     /// How DaWin's per-sample models are evaluated (`--interp`).

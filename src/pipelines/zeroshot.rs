@@ -156,7 +156,7 @@ pub fn encode_batched(
     Ok(out)
 }
 
-/// One row normalised, by the `l2_normalize` op's CPU reference.
+/// One row normalised, by the `l2_normalize` op's cpu implementation.
 fn normalize(v: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; v.len()];
     crate::ops::l2_normalize::cpu(v, &mut out, 1, v.len());

@@ -1,7 +1,7 @@
 //! The CPU executor's fast paths: a packed, register-blocked gemm with
 //! run-time dispatch (AVX-512, AVX2+FMA, a portable fallback), vectorised
 //! transcendental functions, and the machine's measured f32 peak and memory
-//! bandwidth for `%roof`. Every op's CPU reference in `crate::ops` calls
+//! bandwidth for `%roof`. Every op's cpu implementation in `crate::ops` calls
 //! into here; the property tests check each SIMD level the machine has
 //! against the f64 references.
 

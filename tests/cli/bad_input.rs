@@ -250,7 +250,7 @@ fn scale_out_files() -> &'static (PathBuf, PathBuf, PathBuf, PathBuf) {
             methods: dawin::method::methods::Method::parse_list("zeroshot,dawin").unwrap(),
             ..eval::EvalOptions::default()
         };
-        let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+        let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
         let r = eval::run_expertise(&o, ex.as_ref()).unwrap();
         shard::write_expertise(&o.out_dir.join("expertise.safetensors"), &r).unwrap();
         drop(r);

@@ -1,14 +1,14 @@
 //! Helpers shared by the integration tests: executors, comparison with a
-//! normalised error, fixture access and f64 reference implementations.
+//! normalised error, fixture access and f64 oracles.
 #![allow(dead_code)]
 
-pub mod reference;
+pub mod oracle;
 
-use dawin::exec::{self, DeviceKind, Executor};
+use dawin::exec::{self, Executor, ExecutorKind};
 use std::path::PathBuf;
 
 /// Every executor this build can run (see `dawin::exec::available`).
-pub fn executors() -> Vec<(DeviceKind, Box<dyn Executor>)> {
+pub fn executors() -> Vec<(ExecutorKind, Box<dyn Executor>)> {
     exec::available()
         .into_iter()
         .map(|k| (k, exec::open(k).expect("available executor must open")))

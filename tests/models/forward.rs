@@ -214,7 +214,7 @@ fn dual_forward_at_lambda_0_and_1_is_each_model() {
 /// Top-1 agreement and logit error (max |Δ| / max |logit|) of the bf16
 /// forward on `ex` against the f32 forward on the CPU, over `n` images.
 fn bf16_vs_f32(m: &Model, pixels: &[f32], n: usize, ex: &dyn dawin::exec::Executor) -> (f64, f64) {
-    let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let cpu = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let f32m = DeviceModel::upload(cpu.as_ref(), m).unwrap();
     let want = forward(cpu.as_ref(), &f32m, pixels, n, None).unwrap();
     let bm = DeviceModel::upload_as(ex, m, Precision::Bf16).unwrap();
@@ -270,7 +270,10 @@ fn bf16_forward_on_cpu_agrees_with_emu() {
         let (_, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
         let mut outs = Vec::new();
-        for kind in [dawin::exec::DeviceKind::Cpu, dawin::exec::DeviceKind::Emu] {
+        for kind in [
+            dawin::exec::ExecutorKind::Cpu,
+            dawin::exec::ExecutorKind::Emu,
+        ] {
             let ex = dawin::exec::open(kind).unwrap();
             let d = DeviceModel::upload_as(ex.as_ref(), &m, Precision::Bf16).unwrap();
             outs.push(forward(ex.as_ref(), &d, &px.data, n, None).unwrap());
@@ -304,7 +307,7 @@ fn bf16_dual_forward_agrees_with_f32() {
     let n = 200;
     let px = crate::common::data(11, n * s.channels * s.image_size * s.image_size, 1.0);
     let lam: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).fract()).collect();
-    let cpu = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let cpu = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let (c0, c1) = (
         DeviceModel::upload(cpu.as_ref(), &m0).unwrap(),
         DeviceModel::upload(cpu.as_ref(), &m1).unwrap(),

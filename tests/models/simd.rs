@@ -1,10 +1,10 @@
 //! The CPU executor's SIMD kernels at every level this machine has
-//! (portable, AVX2+FMA, AVX-512), against the f64 references, on shapes
+//! (portable, AVX2+FMA, AVX-512), against the f64 oracles, on shapes
 //! that cross the packing blocks (k > 256, n > 512, m > 96) and the
 //! threading threshold. `tests/numerics/ops.rs` covers the ops through the executor
 //! at the default level; this file makes sure no level goes untested.
 
-use crate::common::{assert_close, data, reference as r};
+use crate::common::{assert_close, data, oracle as r};
 use dawin::ops::MultiRef;
 use dawin::ops::attention::AttentionShape;
 use dawin::ops::gemm::{self, GemmShape};

@@ -7,7 +7,7 @@
 
 use crate::common::{data, executors, rel_err};
 use dawin::buf::{Buf, DType};
-use dawin::exec::{DeviceKind, Executor, OwnedBuf};
+use dawin::exec::{Executor, ExecutorKind, OwnedBuf};
 use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::attention_bf16::AttentionBf16;
 use dawin::ops::cast_bf16::CastBf16;
@@ -482,7 +482,7 @@ fn every_op_agrees_across_executors() {
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for name in &names {
-        let mut outs: Vec<(DeviceKind, Vec<f32>)> = Vec::new();
+        let mut outs: Vec<(ExecutorKind, Vec<f32>)> = Vec::new();
         let mut tol = 0.0;
         for (kind, ex) in &exs {
             let (e, t) = example(name, ex.as_ref());

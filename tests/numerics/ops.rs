@@ -1,8 +1,8 @@
-//! Every op on every executor against the f64 references in
-//! `common/reference.rs`, on random shapes that are not tile multiples.
+//! Every op on every executor against the f64 oracles in
+//! `common/oracle.rs`, on random shapes that are not tile multiples.
 //! Each test states its tolerance (relative to the output's scale).
 
-use crate::common::{assert_close, data, executors, reference as r};
+use crate::common::{assert_close, data, executors, oracle as r};
 use dawin::ops::attention::{Attention, AttentionShape};
 use dawin::ops::embed_add::{DualEmbed, EmbedAdd, EmbedShape};
 use dawin::ops::embed_add_multi::EmbedAddMulti;

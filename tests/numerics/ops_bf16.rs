@@ -419,7 +419,7 @@ fn gemm_bf16_rejects_what_it_cannot_run() {
             Err(e) => assert!(e.to_string().contains("16-byte aligned"), "{kind}: {e}"),
             Ok(()) => assert_eq!(
                 kind,
-                dawin::exec::DeviceKind::Cpu,
+                dawin::exec::ExecutorKind::Cpu,
                 "only the cpu has no alignment needs"
             ),
         }

@@ -316,7 +316,7 @@ fn label_projection_subset_and_map() {
     let mut o = options(&d.path().join("out"), Interp::PerSample(PerSample::Exact));
     o.data = data;
     o.projection = Projection::Subset(vec![3, 5]);
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
     assert!(r.predictions["dawin"].iter().all(|&p| p < 2));
     // Entropy over 2 classes is at most ln 2.
@@ -324,7 +324,7 @@ fn label_projection_subset_and_map() {
 }
 
 fn eval_err(o: &EvalOptions) -> String {
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     match eval::run(o, ex.as_ref()) {
         Ok(_) => panic!("must fail"),
         Err(e) => e.to_string(),
@@ -418,7 +418,7 @@ fn nan_logits_count_as_maximal_entropy() {
     write_f32_with_labels(&data, &px, &labels).unwrap();
     let mut o = options(&d.path().join("out"), Interp::PerSample(PerSample::Exact));
     o.data = data;
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
     assert!(
         (r.entropies.pt[2] - 6f64.ln()).abs() < 1e-9
@@ -611,7 +611,7 @@ fn scale_out_equals_a_single_run() {
 #[test]
 fn wise_curve_plot_from_summaries() {
     let d = tempfile::tempdir().unwrap();
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let mut o = options(&d.path().join("a"), Interp::PerSample(PerSample::Exact));
     o.methods = Method::parse_list("all").unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();

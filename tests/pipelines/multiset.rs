@@ -103,7 +103,7 @@ fn set_names_select_the_shipped_label_spaces() {
 #[test]
 fn a_multi_set_run_is_one_eval_per_set_and_their_ood_mean() {
     let d = tempfile::tempdir().unwrap();
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let sets = vec![
         DataSet {
             name: "clean".into(),
@@ -169,7 +169,7 @@ fn a_multi_set_run_is_one_eval_per_set_and_their_ood_mean() {
 #[test]
 fn a_multi_set_run_refuses_one_sets_expertise_file() {
     let d = tempfile::tempdir().unwrap();
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let o = EvalOptions {
         expertise_from: Some(d.path().join("expertise.safetensors")),
         ..options(PathBuf::new(), d.path())

@@ -409,7 +409,7 @@ fn fixture_options(out: &std::path::Path) -> EvalOptions {
 #[test]
 fn the_fixture_pair_under_every_rule() {
     let d = tempfile::tempdir().unwrap();
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     for rule in LambdaRule::ALL.iter().map(|n| n.value) {
         let o = EvalOptions {
             rule,
@@ -469,7 +469,7 @@ fn bmm_auto_records_every_fit() {
     };
     let r = eval::run(
         &o,
-        dawin::exec::open(dawin::exec::DeviceKind::Cpu)
+        dawin::exec::open(dawin::exec::ExecutorKind::Cpu)
             .unwrap()
             .as_ref(),
     )
@@ -498,7 +498,7 @@ fn bmm_auto_records_every_fit() {
 #[test]
 fn wise_alpha_scales_lambda() {
     let d = tempfile::tempdir().unwrap();
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let plain = eval::run(&fixture_options(&d.path().join("a")), ex.as_ref()).unwrap();
     let o = EvalOptions {
         wise_alpha: Some(0.5),
@@ -623,7 +623,7 @@ fn saved_components_are_the_models_the_bmm_run_evaluated() {
         save_components: Some(dir.clone()),
         ..fixture_options(&d.path().join("out"))
     };
-    let ex = dawin::exec::open(dawin::exec::DeviceKind::Cpu).unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
     let r = eval::run(&o, ex.as_ref()).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("components.json")).unwrap())

@@ -98,13 +98,13 @@ pub(super) fn check_set_level(o: &EvalOptions) -> Result<()> {
     }
     if o.expertise_from.is_some() {
         return Err(crate::invalid!(
-            "--expertise {} sets its offset from every sample's losses, which --expertise-from (entropies only) does not hold: run it without --shard",
+            "--lambda-rule {} sets its offset from every sample's losses, which --expertise-from (entropies only) does not hold: run it without --shard",
             o.rule.name()
         ));
     }
     if o.shard.is_some() {
         crate::reporter::warn(&format!(
-            "--expertise {} on a shard: its loss offset (b, w) comes from this shard's samples only, so shards differ from one whole run",
+            "--lambda-rule {} on a shard: its loss offset (b, w) comes from this shard's samples only, so shards differ from one whole run",
             o.rule.name()
         ));
     }

@@ -1,4 +1,4 @@
-//! Independent f64 references for the ops, written as plainly as possible.
+//! The f64 oracles: independent references for the ops, written as plainly as possible.
 //! They share no code with `dawin::ops` so that a bug there cannot hide.
 
 pub fn gemm(a: &[f32], b: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f64> {
