@@ -56,12 +56,12 @@ pub const BMM_AUTO_MAX_K: usize = 8;
 impl std::str::FromStr for Interp {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(p) = PerSample::from_name(s) {
+            return Ok(Interp::PerSample(p));
+        }
         match s {
             "bmm" => Ok(Interp::Bmm(3)),
             "bmm:auto" => Ok(Interp::BmmAuto),
-            _ if PerSample::from_name(s).is_some() => {
-                Ok(Interp::PerSample(PerSample::from_name(s).expect("checked")))
-            }
             _ => match s.strip_prefix("bmm:").map(|k| k.parse::<usize>()) {
                 Some(Ok(k)) if k >= 1 => Ok(Interp::Bmm(k)),
                 _ => Err(format!(
