@@ -276,7 +276,7 @@ impl RunFlags {
     pub fn report(self, ex: &dyn Executor) -> anyhow::Result<()> {
         if self.profile {
             let records = ex.take_profile()?;
-            let table = dawin::profile::table(&records, ex.peak().as_ref(), &ex.name());
+            let table = dawin::profile::table(&records, ex.timing().peak().as_ref(), &ex.name());
             eprint!("{table}");
         }
         Ok(())

@@ -451,7 +451,7 @@ fn run_bench(device: ExecutorKind, o: &BenchOptions, json: Option<PathBuf>) -> R
     }
     print!(
         "{}",
-        dawin::pipelines::bench::table(&rows, ex.peak().as_ref(), &ex.name())
+        dawin::pipelines::bench::table(&rows, ex.timing().peak().as_ref(), &ex.name())
     );
     if let Some(path) = json {
         let v = serde_json::json!({

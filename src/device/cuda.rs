@@ -2,7 +2,7 @@
 //! Same `Gpu` interface as the emulator, so every launcher and the whole
 //! model code are shared.
 
-use crate::device::{Arg, Dims, Gpu};
+use crate::device::{Arg, Dims, Gpu, Timing};
 use crate::error::{Error, Result};
 use cust::device::DeviceAttribute;
 use cust::event::{Event, EventFlags};
@@ -450,7 +450,9 @@ impl Gpu for CudaGpu {
                 })
         }
     }
+}
 
+impl Timing for CudaGpu {
     fn synchronize(&self) -> Result<()> {
         self.stream
             .synchronize()

@@ -18,23 +18,12 @@ pub enum Arg {
     F32(f32),
 }
 
-pub trait Gpu {
-    fn name(&self) -> String;
-    /// Device address of a new zero-filled allocation.
-    fn alloc(&self, bytes: usize) -> Result<u64>;
-    fn free(&self, addr: u64);
-    fn write(&self, addr: u64, data: &[u8]) -> Result<()>;
-    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()>;
-    /// A new allocation holding `data`, copied while the work queued so far
-    /// runs (on `cuda`, on a second stream); work queued after it waits for
-    /// the copy. Forwards stage batch i+1's images this way during batch i.
-    fn upload_ahead(&self, data: &[u8]) -> Result<u64> {
-        let addr = self.alloc(data.len())?;
-        self.write(addr, data)?;
-        Ok(addr)
-    }
-    /// Launches `kernel` (queued on asynchronous devices).
-    fn launch(&self, kernel: &str, dims: Dims, args: &[Arg]) -> Result<()>;
+/// Waiting, timestamps, timeline ranges and the facts a profile needs: what
+/// whatever runs the ops offers, a device under the PTX executor or an
+/// executor of its own (`Executor::timing` hands it out, so the PTX
+/// executor passes its device's on instead of forwarding each call).
+pub trait Timing {
+    /// Waits for queued work; asynchronous devices report late errors here.
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
@@ -43,7 +32,9 @@ pub trait Gpu {
     fn mark(&self) -> Result<usize>;
     /// Milliseconds between two marks (waits for the later one).
     fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64>;
-    /// Forgets every mark so their storage is reused.
+    /// Forgets every mark so their storage is reused. Marks belong to the
+    /// profiling layer (`exec::profiled`), which resets them once it has
+    /// read them; nothing else takes or resets marks.
     fn reset_marks(&self);
     /// Opens a named range in profiler timelines (NVTX on `cuda`).
     fn range_push(&self, _name: &str) {}
@@ -61,6 +52,27 @@ pub trait Gpu {
     fn bank_conflicts(&self) -> Option<u64> {
         None
     }
+}
+
+/// Memory and kernel launches on something that runs PTX; its timing is
+/// the [`Timing`] every executor also offers.
+pub trait Gpu: Timing {
+    fn name(&self) -> String;
+    /// Device address of a new zero-filled allocation.
+    fn alloc(&self, bytes: usize) -> Result<u64>;
+    fn free(&self, addr: u64);
+    fn write(&self, addr: u64, data: &[u8]) -> Result<()>;
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<()>;
+    /// A new allocation holding `data`, copied while the work queued so far
+    /// runs (on `cuda`, on a second stream); work queued after it waits for
+    /// the copy. Forwards stage batch i+1's images this way during batch i.
+    fn upload_ahead(&self, data: &[u8]) -> Result<u64> {
+        let addr = self.alloc(data.len())?;
+        self.write(addr, data)?;
+        Ok(addr)
+    }
+    /// Launches `kernel` (queued on asynchronous devices).
+    fn launch(&self, kernel: &str, dims: Dims, args: &[Arg]) -> Result<()>;
 }
 
 /// A launch's geometry: blocks in the grid, threads per block, and bytes

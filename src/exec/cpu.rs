@@ -208,6 +208,12 @@ impl Executor for Cpu {
         op.run_cpu(self)
     }
 
+    fn timing(&self) -> &dyn crate::device::Timing {
+        self
+    }
+}
+
+impl crate::device::Timing for Cpu {
     fn mark(&self) -> Result<usize> {
         Ok(self.marks.mark())
     }

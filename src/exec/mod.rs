@@ -16,6 +16,7 @@ pub use ptx::PtxExec;
 
 use crate::buf::{Buf, DType, Element};
 use crate::choice::{Choice, Named};
+pub use crate::device::Timing;
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use std::ops::Deref;
@@ -112,13 +113,13 @@ fn emu_options() -> crate::device::emu::EmuOptions {
 pub struct Range<'a>(&'a dyn Executor);
 
 pub fn range<'a>(ex: &'a dyn Executor, name: &str) -> Range<'a> {
-    ex.range_push(name);
+    ex.timing().range_push(name);
     Range(ex)
 }
 
 impl Drop for Range<'_> {
     fn drop(&mut self) {
-        self.0.range_pop();
+        self.0.timing().range_pop();
     }
 }
 
@@ -150,32 +151,9 @@ pub trait Executor {
     }
     /// Runs one op: checks it ([`Op::check`]), then runs or queues it.
     fn run_op(&self, op: &Op) -> Result<()>;
-    /// Waits for queued work; asynchronous executors report late errors here.
-    fn synchronize(&self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Records a timestamp after all work queued so far; returns its handle.
-    fn mark(&self) -> Result<usize>;
-    /// Milliseconds between two marks (waits for the later one).
-    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64>;
-    /// Forgets every mark so their storage is reused.
-    fn reset_marks(&self);
-    /// Opens a named range in profiler timelines (NVTX on `cuda`).
-    fn range_push(&self, _name: &str) {}
-    fn range_pop(&self) {}
-    /// Evicts caches so that a benchmark repeat starts cold.
-    fn flush_caches(&self) -> Result<()> {
-        Ok(())
-    }
-    /// Peak f32 throughput and bandwidth of the device, if known.
-    fn peak(&self) -> Option<crate::profile::Peak> {
-        None
-    }
-    /// Extra shared-memory wavefronts so far, where the device counts them.
-    fn bank_conflicts(&self) -> Option<u64> {
-        None
-    }
+    /// Waiting, timestamps and profile facts ([`Timing`]): the device's own
+    /// on the PTX executor.
+    fn timing(&self) -> &dyn Timing;
     /// Starts or stops timing every op (see [`profiled::Profiled`]).
     fn set_profiling(&self, _on: bool) {}
     /// The timed op calls since the last take.

@@ -8,7 +8,7 @@ use super::Executor;
 use crate::buf::{Buf, DType};
 use crate::error::Result;
 use crate::ops::Op;
-use crate::profile::{Cost, Peak, Record};
+use crate::profile::{Cost, Record};
 use std::cell::{Cell, RefCell};
 
 /// Timestamps resolved at once: bounds the events held on the device.
@@ -43,12 +43,17 @@ impl Profiled {
     }
 
     fn timed(&self, op: &Op) -> Result<()> {
-        let before = self.inner.bank_conflicts();
-        let start = self.inner.mark()?;
+        let before = self.inner.timing().bank_conflicts();
+        let start = self.inner.timing().mark()?;
         let r = self.inner.run_op(op);
-        let end = self.inner.mark()?;
+        let end = self.inner.timing().mark()?;
         // Counting devices run synchronously: the op is done here.
-        let bank_conflicts = self.inner.bank_conflicts().zip(before).map(|(a, b)| a - b);
+        let bank_conflicts = self
+            .inner
+            .timing()
+            .bank_conflicts()
+            .zip(before)
+            .map(|(a, b)| a - b);
         let full = {
             let mut p = self.pending.borrow_mut();
             p.push(Pending {
@@ -73,13 +78,13 @@ impl Profiled {
         for p in pending {
             records.push(Record {
                 op: p.op,
-                ms: self.inner.elapsed_ms(p.start, p.end)?,
+                ms: self.inner.timing().elapsed_ms(p.start, p.end)?,
                 cost: p.cost,
                 tensor_core: p.tensor_core,
                 bank_conflicts: p.bank_conflicts,
             });
         }
-        self.inner.reset_marks();
+        self.inner.timing().reset_marks();
         Ok(())
     }
 }
@@ -105,42 +110,19 @@ impl Executor for Profiled {
     }
 
     fn run_op(&self, op: &Op) -> Result<()> {
-        self.inner.range_push(op.name());
+        self.inner.timing().range_push(op.name());
         let r = if self.on.get() {
             self.timed(op)
         } else {
             self.inner.run_op(op)
         };
-        self.inner.range_pop();
+        self.inner.timing().range_pop();
         r
     }
-    fn synchronize(&self) -> Result<()> {
-        self.inner.synchronize()
-    }
-    fn mark(&self) -> Result<usize> {
-        self.inner.mark()
-    }
-    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
-        self.inner.elapsed_ms(start, end)
-    }
-    fn reset_marks(&self) {
-        // Pending op timestamps would be lost: turn them into records first.
-        let _ = self.resolve();
-    }
-    fn range_push(&self, name: &str) {
-        self.inner.range_push(name)
-    }
-    fn range_pop(&self) {
-        self.inner.range_pop()
-    }
-    fn flush_caches(&self) -> Result<()> {
-        self.inner.flush_caches()
-    }
-    fn peak(&self) -> Option<Peak> {
-        self.inner.peak()
-    }
-    fn bank_conflicts(&self) -> Option<u64> {
-        self.inner.bank_conflicts()
+    /// The executor's own: marks are taken and reset only here, in
+    /// `timed` and `resolve`, so handing the timing through loses nothing.
+    fn timing(&self) -> &dyn crate::device::Timing {
+        self.inner.timing()
     }
     fn set_profiling(&self, on: bool) {
         self.on.set(on);

@@ -102,39 +102,7 @@ impl<G: Gpu> Executor for PtxExec<G> {
         op.launch(&self.gpu, &|b| self.addr(b))
     }
 
-    fn synchronize(&self) -> Result<()> {
-        self.gpu.synchronize()
-    }
-
-    fn mark(&self) -> Result<usize> {
-        self.gpu.mark()
-    }
-
-    fn elapsed_ms(&self, start: usize, end: usize) -> Result<f64> {
-        self.gpu.elapsed_ms(start, end)
-    }
-
-    fn reset_marks(&self) {
-        self.gpu.reset_marks()
-    }
-
-    fn range_push(&self, name: &str) {
-        self.gpu.range_push(name)
-    }
-
-    fn range_pop(&self) {
-        self.gpu.range_pop()
-    }
-
-    fn flush_caches(&self) -> Result<()> {
-        self.gpu.flush_caches()
-    }
-
-    fn peak(&self) -> Option<crate::profile::Peak> {
-        self.gpu.peak()
-    }
-
-    fn bank_conflicts(&self) -> Option<u64> {
-        self.gpu.bank_conflicts()
+    fn timing(&self) -> &dyn crate::device::Timing {
+        &self.gpu
     }
 }

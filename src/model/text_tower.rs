@@ -143,6 +143,6 @@ pub fn encode(ex: &dyn Executor, m: &DeviceText, ids: &[i32], n: usize) -> Resul
         }
         None => ex.download(*pooled)?,
     };
-    ex.synchronize()?;
+    ex.timing().synchronize()?;
     Ok(out)
 }

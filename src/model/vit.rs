@@ -142,7 +142,7 @@ pub fn forward_with(
     let out = run(ex, m, pixels, n, others, other_bf16)?;
     between();
     let out = out.read(ex)?;
-    ex.synchronize()?;
+    ex.timing().synchronize()?;
     Ok(out)
 }
 
@@ -176,7 +176,7 @@ pub fn forward_stacked(
         stride: stack.stride(),
     });
     let out = run(ex, &base, Pixels::Host(pixels), n, others, None)?.read(ex)?;
-    ex.synchronize()?;
+    ex.timing().synchronize()?;
     Ok(out)
 }
 

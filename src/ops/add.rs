@@ -47,3 +47,12 @@ impl OpDef for Add {
         gpu.launch("add", Dims::grid_stride(n, 256), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for Add {
+    const TOLERANCE: f64 = 0.0;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (x, y) = (i.f32(1000, 1, 1.0), i.f32(1000, 2, 1.0));
+        (Add { x, y }, y)
+    }
+}

@@ -70,3 +70,24 @@ impl OpDef for AddScaledDiff {
         gpu.launch("add_scaled_diff", dims, &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for AddScaledDiff {
+    const TOLERANCE: f64 = 0.0;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (out, w0, w1) = (
+            i.f32(1000, 1, 1.0),
+            i.f32(1000, 2, 1.0),
+            i.f32(1000, 3, 1.0),
+        );
+        (
+            AddScaledDiff {
+                out,
+                w0,
+                w1,
+                k: 0.7,
+            },
+            out,
+        )
+    }
+}

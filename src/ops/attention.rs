@@ -134,3 +134,20 @@ impl OpDef for Attention {
         gpu.launch("attention", Dims::new(grid, block), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for Attention {
+    const TOLERANCE: f64 = 1e-5;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = AttentionShape {
+            batch: 2,
+            tokens: 37,
+            heads: 2,
+            head_dim: 64,
+            causal: false,
+        };
+        let qkv = i.f32(2 * 37 * 3 * 128, 1, 2.0);
+        let out = i.zeros(DType::F32, 2 * 37 * 128);
+        (Attention { qkv, out, shape }, out)
+    }
+}

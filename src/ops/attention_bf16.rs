@@ -86,3 +86,20 @@ impl OpDef for AttentionBf16 {
         gpu.launch("attention_bf16", Dims::new(grid, [128, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for AttentionBf16 {
+    const TOLERANCE: f64 = 1e-2;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = AttentionShape {
+            batch: 2,
+            tokens: 37,
+            heads: 2,
+            head_dim: 64,
+            causal: false,
+        };
+        let qkv = i.bf16(2 * 37 * 3 * 128, 1, 2.0);
+        let out = i.zeros(DType::Bf16, 2 * 37 * 128);
+        (AttentionBf16 { qkv, out, shape }, out)
+    }
+}

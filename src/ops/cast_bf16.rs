@@ -52,3 +52,12 @@ impl OpDef for CastBf16 {
         gpu.launch("cast_bf16", Dims::grid_stride(n, 256), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for CastBf16 {
+    const TOLERANCE: f64 = 0.0;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (x, y) = (i.f32(1000, 1, 3.0), i.zeros(DType::Bf16, 1000));
+        (CastBf16 { x, y }, y)
+    }
+}

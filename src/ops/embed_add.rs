@@ -186,3 +186,35 @@ impl OpDef for EmbedAdd {
         gpu.launch("embed_add", Dims::grid_stride(total, 256), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for EmbedAdd {
+    const TOLERANCE: f64 = 1e-6;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = EmbedShape {
+            batch: 3,
+            tokens: 10,
+            width: 24,
+        };
+        let patches = i.f32(3 * 9 * 24, 1, 1.0);
+        let (class, pos) = (i.f32(24, 2, 1.0), i.f32(240, 3, 1.0));
+        let mix = i.mix(3, 10);
+        let dual = Some(DualEmbed {
+            class1: i.f32(24, 4, 1.0),
+            pos1: i.f32(240, 5, 1.0),
+            mix,
+        });
+        let out = i.zeros(DType::F32, 720);
+        (
+            EmbedAdd {
+                patches,
+                class,
+                pos,
+                dual,
+                out,
+                shape,
+            },
+            out,
+        )
+    }
+}

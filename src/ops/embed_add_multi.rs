@@ -128,3 +128,30 @@ impl OpDef for EmbedAddMulti {
         gpu.launch("embed_add_multi", Dims::grid_stride(total, 256), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for EmbedAddMulti {
+    const TOLERANCE: f64 = 1e-6;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = EmbedShape {
+            batch: 3,
+            tokens: 10,
+            width: 24,
+        };
+        let patches = i.f32(3 * 9 * 24, 1, 1.0);
+        // Three task sets 250 elements apart behind the base.
+        let (class, pos) = (i.f32(3 * 250 + 24, 2, 1.0), i.f32(3 * 250 + 240, 3, 1.0));
+        let (mix, out) = (i.multi(3, 250, 10), i.zeros(DType::F32, 720));
+        (
+            EmbedAddMulti {
+                patches,
+                class,
+                pos,
+                mix,
+                out,
+                shape,
+            },
+            out,
+        )
+    }
+}

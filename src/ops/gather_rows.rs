@@ -133,3 +133,30 @@ impl OpDef for GatherRows {
         gpu.launch("gather_rows", Dims::new(grid, [128, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for GatherRows {
+    const TOLERANCE: f64 = 1e-6;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = GatherShape {
+            rows: 3 * 77,
+            width: 96,
+            table_rows: 500,
+            add_rows: 77,
+        };
+        let ids: Vec<i32> = (0..shape.rows as i32).map(|r| (r * 37) % 500).collect();
+        let ids = i.i32(&ids);
+        let (table, add) = (i.f32(500 * 96, 1, 1.0), i.f32(77 * 96, 2, 1.0));
+        let out = i.zeros(DType::F32, shape.rows * 96);
+        (
+            GatherRows {
+                table,
+                ids,
+                add: Some(add),
+                out,
+                shape,
+            },
+            out,
+        )
+    }
+}

@@ -145,3 +145,28 @@ impl OpDef for Gemm {
         gpu.launch("gemm", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for Gemm {
+    const TOLERANCE: f64 = 1e-5;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = GemmShape {
+            m: 70,
+            n: 45,
+            k: 40,
+        };
+        let a = i.f32(70 * 40, 1, 1.0);
+        let (b, bias) = (i.f32(45 * 40, 2, 0.5), i.f32(45, 3, 1.0));
+        let c = i.zeros(DType::F32, 70 * 45);
+        (
+            Gemm {
+                a,
+                b,
+                bias: Some(bias),
+                c,
+                shape,
+            },
+            c,
+        )
+    }
+}

@@ -209,3 +209,34 @@ impl OpDef for GemmBf16 {
         gpu.launch("gemm_bf16", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for GemmBf16 {
+    const TOLERANCE: f64 = 1e-2;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = GemmShape {
+            m: 70,
+            n: 45,
+            k: 40,
+        };
+        let a = i.bf16(70 * 40, 1, 1.0);
+        let (b, bias) = (i.bf16(45 * 40, 2, 0.2), i.f32(45, 3, 0.5));
+        let c = i.zeros(DType::Bf16, 70 * 45);
+        let epilogue = Epilogue {
+            activation: Activation::QuickGelu,
+            f32_out: false,
+            accumulate: false,
+        };
+        (
+            GemmBf16 {
+                a,
+                b,
+                bias: Some(bias),
+                c,
+                shape,
+                epilogue,
+            },
+            c,
+        )
+    }
+}

@@ -204,3 +204,34 @@ impl OpDef for GemmMulti {
         gpu.launch("gemm_multi", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for GemmMulti {
+    const TOLERANCE: f64 = 1e-5;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = GemmShape {
+            m: 70,
+            n: 45,
+            k: 40,
+        };
+        // Three task sets 5 elements further apart than their length.
+        let stride = 45 * 40 + 5;
+        let a = i.f32(70 * 40, 1, 1.0);
+        let (b, bias) = (
+            i.f32(3 * stride + 45 * 40, 2, 0.2),
+            i.f32(3 * stride + 45, 3, 0.5),
+        );
+        let (mix, c) = (i.multi(7, stride, 10), i.zeros(DType::F32, 70 * 45));
+        (
+            GemmMulti {
+                a,
+                b,
+                bias: Some(bias),
+                mix,
+                c,
+                shape,
+            },
+            c,
+        )
+    }
+}

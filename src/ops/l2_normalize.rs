@@ -66,3 +66,20 @@ impl OpDef for L2Normalize {
         gpu.launch("l2_normalize", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for L2Normalize {
+    const TOLERANCE: f64 = 1e-6;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (x, y) = (i.f32(7 * 300, 1, 5.0), i.zeros(DType::F32, 7 * 300));
+        (
+            L2Normalize {
+                x,
+                y,
+                rows: 7,
+                width: 300,
+            },
+            y,
+        )
+    }
+}

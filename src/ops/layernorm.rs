@@ -240,3 +240,31 @@ impl OpDef for LayerNorm {
         gpu.launch("layernorm", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for LayerNorm {
+    const TOLERANCE: f64 = 1e-5;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = LayerNormShape::dense(9, 200, 1e-5);
+        let x = i.f32(1800, 1, 3.0);
+        let (gamma, beta) = (i.f32(200, 2, 1.0), i.f32(200, 3, 1.0));
+        let mix = i.mix(3, 3);
+        let dual = Some(DualNorm {
+            gamma1: i.f32(200, 4, 1.0),
+            beta1: i.f32(200, 5, 1.0),
+            mix,
+        });
+        let y = i.zeros(DType::F32, 1800);
+        (
+            LayerNorm {
+                x,
+                y,
+                gamma,
+                beta,
+                dual,
+                shape,
+            },
+            y,
+        )
+    }
+}

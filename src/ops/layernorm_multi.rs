@@ -121,3 +121,26 @@ impl OpDef for LayerNormMulti {
         gpu.launch("layernorm_multi", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for LayerNormMulti {
+    const TOLERANCE: f64 = 1e-5;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = LayerNormShape::dense(9, 200, 1e-5);
+        let x = i.f32(1800, 1, 3.0);
+        // Three task sets 211 elements apart behind the base.
+        let (gamma, beta) = (i.f32(3 * 211 + 200, 2, 1.0), i.f32(3 * 211 + 200, 3, 1.0));
+        let (mix, y) = (i.multi(3, 211, 3), i.zeros(crate::buf::DType::F32, 1800));
+        (
+            LayerNormMulti {
+                x,
+                y,
+                gamma,
+                beta,
+                mix,
+                shape,
+            },
+            y,
+        )
+    }
+}

@@ -125,3 +125,20 @@ impl OpDef for Lerp {
         gpu.launch("lerp", dims, &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for Lerp {
+    const TOLERANCE: f64 = 0.0;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (w0, w1) = (i.f32(5000, 1, 1.0), i.f32(5000, 2, 1.0));
+        (
+            Lerp {
+                out: w0,
+                w0,
+                w1,
+                lambda: 0.3,
+            },
+            w0,
+        )
+    }
+}

@@ -67,3 +67,20 @@ impl OpDef for LerpBf16 {
         gpu.launch("lerp_bf16", dims, &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for LerpBf16 {
+    const TOLERANCE: f64 = 0.0;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (w0, w1) = (i.bf16(5000, 1, 1.0), i.bf16(5000, 2, 1.0));
+        (
+            LerpBf16 {
+                out: w0,
+                w0,
+                w1,
+                lambda: 0.3,
+            },
+            w0,
+        )
+    }
+}

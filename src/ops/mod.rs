@@ -31,6 +31,9 @@ pub mod patch_embed;
 pub mod quick_gelu;
 pub mod softmax_entropy;
 
+#[cfg(feature = "op-examples")]
+pub mod example;
+
 use crate::buf::{Buf, DType, Slice, SliceMut};
 use crate::device::Gpu;
 use crate::error::Result;
@@ -305,7 +308,8 @@ pub fn same_len(op: &str, len: usize, bufs: &[(&str, Buf)]) -> Result<()> {
 }
 
 /// Defines [`Op`] (one variant per op, holding its argument type), its
-/// dispatch, the `From` conversions and the PTX module list, from one line
+/// dispatch, the `From` conversions, the PTX module list and the list of
+/// test examples, from one line
 /// per op: `module::ArgumentType`. The module's name is the op's name and
 /// the name of its kernel file in `ptx/`.
 macro_rules! registry {
@@ -335,6 +339,12 @@ macro_rules! registry {
                     $(Op::$ty(op) => op),*
                 }
             }
+        }
+
+        /// Every op's test example, in registry order.
+        #[cfg(feature = "op-examples")]
+        pub fn examples() -> Vec<example::ExampleDef> {
+            vec![$(example::def::<$module::$ty>(stringify!($module))),*]
         }
 
         /// Every kernel module as (file name, PTX source), embedded once.

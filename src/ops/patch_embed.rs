@@ -108,3 +108,18 @@ impl OpDef for PatchEmbed {
         gpu.launch("patch_embed", Dims::grid_stride(total, 256), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for PatchEmbed {
+    const TOLERANCE: f64 = 0.0;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let shape = PatchShape {
+            batch: 2,
+            channels: 3,
+            image: 12,
+            patch: 4,
+        };
+        let (pixels, out) = (i.f32(2 * 3 * 144, 1, 1.0), i.zeros(DType::F32, 18 * 48));
+        (PatchEmbed { pixels, out, shape }, out)
+    }
+}

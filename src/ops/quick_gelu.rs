@@ -45,3 +45,12 @@ impl OpDef for QuickGelu {
         gpu.launch("quick_gelu", Dims::grid_stride(n, 256), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for QuickGelu {
+    const TOLERANCE: f64 = 1e-6;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let x = i.f32(3000, 1, 4.0);
+        (QuickGelu { x }, x)
+    }
+}

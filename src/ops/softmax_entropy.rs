@@ -154,3 +154,21 @@ impl OpDef for SoftmaxEntropy {
         gpu.launch("softmax_entropy", Dims::new(grid, [256, 1, 1]), &args)
     }
 }
+
+#[cfg(feature = "op-examples")]
+impl super::example::OpExample for SoftmaxEntropy {
+    const TOLERANCE: f64 = 1e-5;
+    fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
+        let (logits, out) = (i.f32(11 * 1000, 1, 30.0), i.zeros(DType::F32, 44));
+        (
+            SoftmaxEntropy {
+                logits,
+                out,
+                rows: 11,
+                cols: 1000,
+                temperature: 0.9,
+            },
+            out,
+        )
+    }
+}

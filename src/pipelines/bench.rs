@@ -138,7 +138,7 @@ fn time_op(ex: &dyn Executor, o: &BenchOptions, name: String, op: Op) -> Result<
     ex.set_profiling(true);
     let mut times = Vec::with_capacity(o.repeats);
     for r in 0..=o.repeats {
-        ex.flush_caches()?;
+        ex.timing().flush_caches()?;
         ex.take_profile()?;
         ex.run_op(&op)?;
         let ms: f64 = ex.take_profile()?.iter().map(|x| x.ms).sum();
@@ -492,10 +492,10 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         }
         let mut times = Vec::new();
         for r in 0..=o.repeats {
-            ex.synchronize()?;
+            ex.timing().synchronize()?;
             let t = Instant::now();
             f(&mut engine)?;
-            ex.synchronize()?;
+            ex.timing().synchronize()?;
             if r > 0 {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
@@ -598,10 +598,10 @@ pub fn mtl(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<Vec<f64>> {
         let mut times = Vec::new();
         for rep in 0..=o.repeats {
-            ex.synchronize()?;
+            ex.timing().synchronize()?;
             let t = Instant::now();
             f()?;
-            ex.synchronize()?;
+            ex.timing().synchronize()?;
             if rep > 0 {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }

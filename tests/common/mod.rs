@@ -15,6 +15,59 @@ pub fn executors() -> Vec<(ExecutorKind, Box<dyn Executor>)> {
         .collect()
 }
 
+/// Runs `f` on executor `kind` when this run tests it (see
+/// `dawin::exec::available`); otherwise says so and passes, since a build
+/// or machine without the executor has nothing to test there.
+pub fn on_executor(kind: ExecutorKind, f: impl FnOnce(ExecutorKind, &dyn Executor)) {
+    if !exec::available().contains(&kind) {
+        eprintln!("skipped: {kind} is not among this run's executors (DAWIN_TEST_DEVICES)");
+        return;
+    }
+    let ex = exec::open(kind)
+        .unwrap_or_else(|e| panic!("{kind} is to be tested but does not open: {e}"));
+    f(kind, ex.as_ref())
+}
+
+/// Tests that run once per executor, as `NAME::cpu`, `NAME::emu` and, in a
+/// cuda build, `NAME::cuda`, so one executor's failure does not hide
+/// another's (candle's `test_device!`). `fn NAME(kind, ex) { … }` is a plain
+/// test; after `per_executor!(property CONFIG;`, `fn NAME(kind, ex; a in
+/// strategy, …) { … }` is a property test.
+#[macro_export]
+macro_rules! per_executor {
+    (property $cfg:expr; $($(#[$m:meta])* fn $name:ident($kind:ident, $ex:ident; $($arg:pat in $s:expr),+ $(,)?) $body:block)*) => {
+        $($(#[$m])* mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::per_executor!(@each $kind, $ex, {
+                proptest::proptest!($cfg, |($($arg in $s),+)| $body);
+            });
+        })*
+    };
+    ($($(#[$m:meta])* fn $name:ident($kind:ident, $ex:ident) $body:block)*) => {
+        $($(#[$m])* mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::per_executor!(@each $kind, $ex, $body);
+        })*
+    };
+    (@each $kind:ident, $ex:ident, $body:block) => {
+        #[test]
+        fn cpu() {
+            $crate::common::on_executor(dawin::exec::ExecutorKind::Cpu, |$kind, $ex| $body)
+        }
+        #[test]
+        fn emu() {
+            $crate::common::on_executor(dawin::exec::ExecutorKind::Emu, |$kind, $ex| $body)
+        }
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn cuda() {
+            $crate::common::on_executor(dawin::exec::ExecutorKind::Cuda, |$kind, $ex| $body)
+        }
+    };
+}
+
 /// Max |got − want| divided by max |want| (the output's scale).
 pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");

@@ -2,7 +2,8 @@
 //! (tools/make_fixtures.py), and DaWin's exact dual forward against
 //! forwarding each sample through explicitly lerped weights.
 
-use crate::common::{assert_close, executors, fixtures_dir, manifest};
+use crate::common::{assert_close, fixtures_dir, manifest};
+use dawin::exec::Executor;
 use dawin::model::device::{DeviceModel, Precision};
 use dawin::model::vit::{DualWeights, forward};
 use dawin::model::{Act, Layout, Model, ModelSpec, Overrides};
@@ -71,39 +72,38 @@ fn fixtures_load_with_the_expected_spec() {
     }
 }
 
-#[test]
-fn fixtures_match_hf_on_every_executor() {
+crate::per_executor! {
+fn fixtures_match_hf_on_every_executor(kind, ex) {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
         let m = fixture_model(name);
         let (io, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
-        for (kind, ex) in executors() {
-            let dm = DeviceModel::upload(ex.as_ref(), &m).unwrap();
-            let out = forward(ex.as_ref(), &dm, &px.data, n, None).unwrap();
-            let want = io.read_f32("image_embeds").unwrap();
-            assert_close(
-                &format!("{name} embeds on {kind}"),
-                &out.embeds,
-                &want.data,
+        let dm = DeviceModel::upload(ex, &m).unwrap();
+        let out = forward(ex, &dm, &px.data, n, None).unwrap();
+        let want = io.read_f32("image_embeds").unwrap();
+        assert_close(
+            &format!("{name} embeds on {kind}"),
+            &out.embeds,
+            &want.data,
+            FIXTURE_TOL,
+        );
+        match (out.logits, io.read_f32("logits")) {
+            (Some(l), Ok(w)) => assert_close(
+                &format!("{name} logits on {kind}"),
+                &l,
+                &w.data,
                 FIXTURE_TOL,
-            );
-            match (out.logits, io.read_f32("logits")) {
-                (Some(l), Ok(w)) => assert_close(
-                    &format!("{name} logits on {kind}"),
-                    &l,
-                    &w.data,
-                    FIXTURE_TOL,
-                ),
-                (None, Err(_)) => {}
-                (l, w) => panic!(
-                    "{name}: logits present {} vs expected {}",
-                    l.is_some(),
-                    w.is_ok()
-                ),
-            }
+            ),
+            (None, Err(_)) => {}
+            (l, w) => panic!(
+                "{name}: logits present {} vs expected {}",
+                l.is_some(),
+                w.is_ok()
+            ),
         }
     }
+}
 }
 
 /// A second model of the same architecture: every weight moved.
@@ -125,50 +125,57 @@ fn lerped(a: &Model, b: &Model, l: f32) -> Model {
 }
 
 /// The dual forward with a λ per sample is each sample's own merged model.
-fn check_dual(m0: &Model, m1: &Model, pixels: &[f32], n: usize, lambdas: &[f32], what: &str) {
-    for (kind, ex) in executors() {
-        let (d0, d1) = (
-            DeviceModel::upload(ex.as_ref(), m0).unwrap(),
-            DeviceModel::upload(ex.as_ref(), m1).unwrap(),
+fn check_dual(
+    ex: &dyn Executor,
+    m0: &Model,
+    m1: &Model,
+    pixels: &[f32],
+    n: usize,
+    lambdas: &[f32],
+    what: &str,
+) {
+    let kind = ex.name();
+    let (d0, d1) = (
+        DeviceModel::upload(ex, m0).unwrap(),
+        DeviceModel::upload(ex, m1).unwrap(),
+    );
+    let got = forward(
+        ex,
+        &d0,
+        pixels,
+        n,
+        Some(DualWeights {
+            other: &d1,
+            lambda: lambdas,
+        }),
+    )
+    .unwrap();
+    let img = pixels.len() / n;
+    for (i, &l) in lambdas.iter().enumerate() {
+        let merged = lerped(m0, m1, l);
+        let dm = DeviceModel::upload(ex, &merged).unwrap();
+        let want = forward(ex, &dm, &pixels[i * img..(i + 1) * img], 1, None).unwrap();
+        let d = m0.spec.embed_dim;
+        assert_close(
+            &format!("{what} sample {i} λ={l} embeds on {kind}"),
+            &got.embeds[i * d..(i + 1) * d],
+            &want.embeds,
+            1e-4,
         );
-        let got = forward(
-            ex.as_ref(),
-            &d0,
-            pixels,
-            n,
-            Some(DualWeights {
-                other: &d1,
-                lambda: lambdas,
-            }),
-        )
-        .unwrap();
-        let img = pixels.len() / n;
-        for (i, &l) in lambdas.iter().enumerate() {
-            let merged = lerped(m0, m1, l);
-            let dm = DeviceModel::upload(ex.as_ref(), &merged).unwrap();
-            let want = forward(ex.as_ref(), &dm, &pixels[i * img..(i + 1) * img], 1, None).unwrap();
-            let d = m0.spec.embed_dim;
+        if let (Some(g), Some(w)) = (&got.logits, &want.logits) {
+            let c = w.len();
             assert_close(
-                &format!("{what} sample {i} λ={l} embeds on {kind}"),
-                &got.embeds[i * d..(i + 1) * d],
-                &want.embeds,
+                &format!("{what} sample {i} λ={l} logits on {kind}"),
+                &g[i * c..(i + 1) * c],
+                w,
                 1e-4,
             );
-            if let (Some(g), Some(w)) = (&got.logits, &want.logits) {
-                let c = w.len();
-                assert_close(
-                    &format!("{what} sample {i} λ={l} logits on {kind}"),
-                    &g[i * c..(i + 1) * c],
-                    w,
-                    1e-4,
-                );
-            }
         }
     }
 }
 
-#[test]
-fn dual_forward_equals_explicitly_lerped_models_on_fixtures() {
+crate::per_executor! {
+fn dual_forward_equals_explicitly_lerped_models_on_fixtures(_kind, ex) {
     for f in manifest() {
         let name = f["name"].as_str().unwrap();
         let m0 = fixture_model(name);
@@ -176,39 +183,39 @@ fn dual_forward_equals_explicitly_lerped_models_on_fixtures() {
         let (_, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
         let lambdas: Vec<f32> = (0..n).map(|i| [0.0, 1.0, 0.25, 0.8, 0.5][i % 5]).collect();
-        check_dual(&m0, &m1, &px.data, n, &lambdas, name);
+        check_dual(ex, &m0, &m1, &px.data, n, &lambdas, name);
     }
 }
+}
 
-#[test]
-fn dual_forward_at_lambda_0_and_1_is_each_model() {
+crate::per_executor! {
+fn dual_forward_at_lambda_0_and_1_is_each_model(_kind, ex) {
     let spec = crate::common::small_spec(6, Act::Gelu);
     let (m0, m1) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
     let px = crate::common::data(3, 2 * 3 * 12 * 12, 1.0);
-    for (_, ex) in executors() {
-        let (d0, d1) = (
-            DeviceModel::upload(ex.as_ref(), &m0).unwrap(),
-            DeviceModel::upload(ex.as_ref(), &m1).unwrap(),
-        );
-        let both = forward(
-            ex.as_ref(),
-            &d0,
-            &px,
-            2,
-            Some(DualWeights {
-                other: &d1,
-                lambda: &[0.0, 1.0],
-            }),
-        )
-        .unwrap();
-        let a = forward(ex.as_ref(), &d0, &px, 2, None).unwrap();
-        let b = forward(ex.as_ref(), &d1, &px, 2, None).unwrap();
-        let (la, lb, lm) = (a.logits.unwrap(), b.logits.unwrap(), both.logits.unwrap());
-        assert_close("λ=0", &lm[..6], &la[..6], 1e-6);
-        assert_close("λ=1", &lm[6..], &lb[6..], 1e-6);
-        // And the two models really differ, or the test proves nothing.
-        assert!(crate::common::rel_err(&la, &lb) > 0.1);
-    }
+    let (d0, d1) = (
+        DeviceModel::upload(ex, &m0).unwrap(),
+        DeviceModel::upload(ex, &m1).unwrap(),
+    );
+    let both = forward(
+        ex,
+        &d0,
+        &px,
+        2,
+        Some(DualWeights {
+            other: &d1,
+            lambda: &[0.0, 1.0],
+        }),
+    )
+    .unwrap();
+    let a = forward(ex, &d0, &px, 2, None).unwrap();
+    let b = forward(ex, &d1, &px, 2, None).unwrap();
+    let (la, lb, lm) = (a.logits.unwrap(), b.logits.unwrap(), both.logits.unwrap());
+    assert_close("λ=0", &lm[..6], &la[..6], 1e-6);
+    assert_close("λ=1", &lm[6..], &lb[6..], 1e-6);
+    // And the two models really differ, or the test proves nothing.
+    assert!(crate::common::rel_err(&la, &lb) > 0.1);
+}
 }
 
 /// Top-1 agreement and logit error (max |Δ| / max |logit|) of the bf16
@@ -234,12 +241,11 @@ fn bf16_vs_f32(m: &Model, pixels: &[f32], n: usize, ex: &dyn dawin::exec::Execut
     (agree as f64 / n as f64, crate::common::rel_err(&g, &w))
 }
 
-/// bf16 on tensor cores against f32, on every fixture with a head and 200
-/// random images: top-1 agreement ≥ 99% and logits within 2.5e-2 of the
-/// largest logit (bf16 keeps 8 significant bits; measured 0.6–1.2e-2).
-#[test]
-fn bf16_forward_agrees_with_f32_on_the_fixtures() {
-    for (kind, ex) in executors() {
+crate::per_executor! {
+    /// bf16 on tensor cores against f32, on every fixture with a head and 200
+    /// random images: top-1 agreement ≥ 99% and logits within 2.5e-2 of the
+    /// largest logit (bf16 keeps 8 significant bits; measured 0.6–1.2e-2).
+    fn bf16_forward_agrees_with_f32_on_the_fixtures(kind, ex) {
         for f in manifest() {
             let name = f["name"].as_str().unwrap();
             let m = fixture_model(name);
@@ -249,7 +255,7 @@ fn bf16_forward_agrees_with_f32_on_the_fixtures() {
             let s = &m.spec;
             let n = 200;
             let px = crate::common::data(7, n * s.channels * s.image_size * s.image_size, 1.0);
-            let (agree, err) = bf16_vs_f32(&m, &px, n, ex.as_ref());
+            let (agree, err) = bf16_vs_f32(&m, &px, n, ex);
             eprintln!("{name} bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
             assert!(agree >= 0.99, "{name} on {kind}: top-1 agreement {agree}");
             assert!(err <= 2.5e-2, "{name} on {kind}: logit error {err:.3e}");
@@ -297,35 +303,34 @@ fn bf16_forward_on_cpu_agrees_with_emu() {
     }
 }
 
-/// Exact per-sample DaWin in bf16 (the dual tensor-core gemm) against the
-/// f32 exact forward on the CPU: same bounds as the single-model forward.
-#[test]
-fn bf16_dual_forward_agrees_with_f32() {
-    let m0 = fixture_model("hf_quickgelu");
-    let m1 = perturbed(&m0, 3);
-    let s = &m0.spec;
-    let n = 200;
-    let px = crate::common::data(11, n * s.channels * s.image_size * s.image_size, 1.0);
-    let lam: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).fract()).collect();
-    let cpu = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
-    let (c0, c1) = (
-        DeviceModel::upload(cpu.as_ref(), &m0).unwrap(),
-        DeviceModel::upload(cpu.as_ref(), &m1).unwrap(),
-    );
-    let ip = Some(DualWeights {
-        other: &c1,
-        lambda: &lam,
-    });
-    let want = forward(cpu.as_ref(), &c0, &px, n, ip).unwrap();
-    let want = want.logits.unwrap();
-    for (kind, ex) in executors() {
-        let d0 = DeviceModel::upload_as(ex.as_ref(), &m0, Precision::Bf16).unwrap();
-        let d1 = DeviceModel::upload_as(ex.as_ref(), &m1, Precision::Bf16).unwrap();
+crate::per_executor! {
+    /// Exact per-sample DaWin in bf16 (the dual tensor-core gemm) against the
+    /// f32 exact forward on the CPU: same bounds as the single-model forward.
+    fn bf16_dual_forward_agrees_with_f32(kind, ex) {
+        let m0 = fixture_model("hf_quickgelu");
+        let m1 = perturbed(&m0, 3);
+        let s = &m0.spec;
+        let n = 200;
+        let px = crate::common::data(11, n * s.channels * s.image_size * s.image_size, 1.0);
+        let lam: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).fract()).collect();
+        let cpu = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
+        let (c0, c1) = (
+            DeviceModel::upload(cpu.as_ref(), &m0).unwrap(),
+            DeviceModel::upload(cpu.as_ref(), &m1).unwrap(),
+        );
+        let ip = Some(DualWeights {
+            other: &c1,
+            lambda: &lam,
+        });
+        let want = forward(cpu.as_ref(), &c0, &px, n, ip).unwrap();
+        let want = want.logits.unwrap();
+        let d0 = DeviceModel::upload_as(ex, &m0, Precision::Bf16).unwrap();
+        let d1 = DeviceModel::upload_as(ex, &m1, Precision::Bf16).unwrap();
         let ip = Some(DualWeights {
             other: &d1,
             lambda: &lam,
         });
-        let got = forward(ex.as_ref(), &d0, &px, n, ip).unwrap();
+        let got = forward(ex, &d0, &px, n, ip).unwrap();
         let got = got.logits.unwrap();
         let c = want.len() / n;
         let top = |v: &[f32]| (0..c).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
@@ -340,39 +345,38 @@ fn bf16_dual_forward_agrees_with_f32() {
             "agreement {agree}, error {err:.3e}"
         );
         // An f32 model cannot be mixed with a bf16 one.
-        let f = DeviceModel::upload(ex.as_ref(), &m1).unwrap();
+        let f = DeviceModel::upload(ex, &m1).unwrap();
         let ip = Some(DualWeights {
             other: &f,
             lambda: &lam[..1],
         });
-        let e = forward(ex.as_ref(), &d0, &px[..px.len() / n], 1, ip);
+        let e = forward(ex, &d0, &px[..px.len() / n], 1, ip);
         assert!(e.unwrap_err().to_string().contains("same precision"));
         let ip = Some(DualWeights {
             other: &d1,
             lambda: &lam[..1],
         });
-        let e = forward(ex.as_ref(), &f, &px[..px.len() / n], 1, ip);
+        let e = forward(ex, &f, &px[..px.len() / n], 1, ip);
         assert!(e.unwrap_err().to_string().contains("same precision"));
     }
 }
 
-/// In bf16 the blocks' linear weights are held once, in bf16: the f32
-/// buffer keeps every other tensor, bit for bit, and nothing more.
-#[test]
-fn bf16_models_hold_their_linear_weights_only_in_bf16() {
-    let m = fixture_model("hf_quickgelu");
-    let linears: usize = m
-        .params
-        .blocks
-        .iter()
-        .map(|b| b.qkv_w.len() + b.out_w.len() + b.fc1_w.len() + b.fc2_w.len())
-        .sum();
-    assert!(
-        linears > m.flat.len() / 2,
-        "the test needs a model of mostly linear weights"
-    );
-    for (kind, ex) in executors() {
-        let d = DeviceModel::upload_as(ex.as_ref(), &m, Precision::Bf16).unwrap();
+crate::per_executor! {
+    /// In bf16 the blocks' linear weights are held once, in bf16: the f32
+    /// buffer keeps every other tensor, bit for bit, and nothing more.
+    fn bf16_models_hold_their_linear_weights_only_in_bf16(kind, ex) {
+        let m = fixture_model("hf_quickgelu");
+        let linears: usize = m
+            .params
+            .blocks
+            .iter()
+            .map(|b| b.qkv_w.len() + b.out_w.len() + b.fc1_w.len() + b.fc2_w.len())
+            .sum();
+        assert!(
+            linears > m.flat.len() / 2,
+            "the test needs a model of mostly linear weights"
+        );
+        let d = DeviceModel::upload_as(ex, &m, Precision::Bf16).unwrap();
         assert_eq!(d.flat.len, m.flat.len() - linears, "{kind}");
         assert_eq!(d.precision(), Precision::Bf16);
         // Each weight is padded to 8 bf16 values at most.
@@ -397,19 +401,18 @@ fn bf16_models_hold_their_linear_weights_only_in_bf16() {
     }
 }
 
-/// Head dims beyond the flash kernel (here 96) fall back to the f32
-/// attention between the bf16 gemms; widths that are not multiples of 8
-/// are refused up front with a clear message.
-#[test]
-fn bf16_covers_other_head_dims_and_explains_what_it_cannot_run() {
-    let mut s = ModelSpec::vit_b32(Some(5));
-    (s.width, s.layers, s.heads, s.mlp) = (192, 1, 2, 256);
-    (s.image_size, s.patch, s.embed_dim) = (32, 8, 32);
-    let m = Model::random(s.clone(), 5);
-    let n = 100;
-    let px = crate::common::data(3, n * s.channels * s.image_size * s.image_size, 1.0);
-    for (kind, ex) in executors() {
-        let (agree, err) = bf16_vs_f32(&m, &px, n, ex.as_ref());
+crate::per_executor! {
+    /// Head dims beyond the flash kernel (here 96) fall back to the f32
+    /// attention between the bf16 gemms; widths that are not multiples of 8
+    /// are refused up front with a clear message.
+    fn bf16_covers_other_head_dims_and_explains_what_it_cannot_run(kind, ex) {
+        let mut s = ModelSpec::vit_b32(Some(5));
+        (s.width, s.layers, s.heads, s.mlp) = (192, 1, 2, 256);
+        (s.image_size, s.patch, s.embed_dim) = (32, 8, 32);
+        let m = Model::random(s.clone(), 5);
+        let n = 100;
+        let px = crate::common::data(3, n * s.channels * s.image_size * s.image_size, 1.0);
+        let (agree, err) = bf16_vs_f32(&m, &px, n, ex);
         eprintln!("head dim 96 bf16 on {kind}: top-1 agreement {agree:.3}, logit error {err:.2e}");
         assert!(
             agree >= 0.99 && err <= 2.5e-2,
@@ -417,7 +420,7 @@ fn bf16_covers_other_head_dims_and_explains_what_it_cannot_run() {
         );
         let mut odd = s.clone();
         (odd.width, odd.heads) = (100, 2);
-        let e = DeviceModel::upload_as(ex.as_ref(), &Model::random(odd, 1), Precision::Bf16)
+        let e = DeviceModel::upload_as(ex, &Model::random(odd, 1), Precision::Bf16)
             .err()
             .expect("width 100 is refused");
         assert!(e.to_string().contains("multiples of 8"), "{e}");

@@ -2,17 +2,17 @@
 //! `DAWIN_TEST_DEVICES` names it) against CPU references computed in f32
 //! from the same bf16-rounded inputs. Shapes are not tile multiples.
 
-use crate::common::{assert_close, data, executors};
+use crate::common::{assert_close, data};
 use dawin::buf::{Buf, DType};
-use dawin::exec::{Executor, OwnedBuf, PtxExec};
+use dawin::exec::{Executor, ExecutorKind, OwnedBuf, PtxExec};
 use dawin::ops::attention::AttentionShape;
-use dawin::ops::attention_bf16::{self, AttentionBf16};
-use dawin::ops::cast_bf16::{self, CastBf16};
+use dawin::ops::attention_bf16::AttentionBf16;
+use dawin::ops::cast_bf16::CastBf16;
 use dawin::ops::gemm::GemmShape;
-use dawin::ops::gemm_bf16::{self, Activation, Epilogue, GemmBf16};
+use dawin::ops::gemm_bf16::{Activation, Epilogue, GemmBf16};
 use dawin::ops::gemm_dual::{DualGemm, DualGemmRef};
-use dawin::ops::gemm_dual_bf16::{self, GemmDualBf16};
-use dawin::ops::lerp_bf16::{self, LerpBf16};
+use dawin::ops::gemm_dual_bf16::GemmDualBf16;
+use dawin::ops::lerp_bf16::LerpBf16;
 use dawin::ops::{Mix, PTX_MODULES};
 use half::bf16;
 use proptest::prelude::*;
@@ -73,12 +73,11 @@ fn epilogue(act: u8, f32_out: bool, accumulate: bool) -> Epilogue {
     }
 }
 
-proptest! {
-    #![proptest_config(cfg())]
+crate::per_executor! {
+    property cfg();
 
     /// gemm_bf16 over every epilogue: f32 accumulation of bf16 products.
-    #[test]
-    fn gemm_bf16(m in 1usize..260, n in 1usize..200, k8 in 1usize..40, bias in any::<bool>(),
+    fn gemm_bf16(kind, ex; m in 1usize..260, n in 1usize..200, k8 in 1usize..40, bias in any::<bool>(),
                  act in 0u8..3, f32_out in any::<bool>(), accumulate in any::<bool>(), seed in any::<u64>()) {
         let k = 8 * k8;
         let s = GemmShape { m, n, k };
@@ -88,23 +87,19 @@ proptest! {
         let bi = data(seed ^ 2, n, 0.5);
         let c0: Vec<f32> = data(seed ^ 3, m * n, 1.0).into_iter().map(|v| ep.store(v)).collect();
         let mut want = c0.clone();
-        gemm_bf16::cpu(&a, &b, bias.then_some(&bi[..]), &mut want, s, ep);
-        for (kind, ex) in executors() {
-            let ex = ex.as_ref();
-            let c = output(ex, &c0, f32_out);
-            let bi = ex.upload(&bi).unwrap();
-            let (ua, ub) = (ex.upload(&a).unwrap(), ex.upload(&b).unwrap());
-            ex.run(GemmBf16 { a: *ua, b: *ub, bias: bias.then_some(*bi), c: *c, shape: s, epilogue: ep }).unwrap();
-            let got = values(ex, *c);
-            assert_output(&format!("gemm_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
-        }
+        dawin::ops::gemm_bf16::cpu(&a, &b, bias.then_some(&bi[..]), &mut want, s, ep);
+        let c = output(ex, &c0, f32_out);
+        let bi = ex.upload(&bi).unwrap();
+        let (ua, ub) = (ex.upload(&a).unwrap(), ex.upload(&b).unwrap());
+        ex.run(GemmBf16 { a: *ua, b: *ub, bias: bias.then_some(*bi), c: *c, shape: s, epilogue: ep }).unwrap();
+        let got = values(ex, *c);
+        assert_output(&format!("gemm_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
     }
 
     /// gemm_dual_bf16 equals, row by row, the product with the bf16 weights
     /// lerped in f32 by that sample's λ (a different formulation from the
     /// CPU reference's two products), under every epilogue.
-    #[test]
-    fn gemm_dual_bf16(samples in 1usize..5, rows_per in 1usize..70, n in 1usize..150, k8 in 1usize..24,
+    fn gemm_dual_bf16(kind, ex; samples in 1usize..5, rows_per in 1usize..70, n in 1usize..150, k8 in 1usize..24,
                       biases in 0u8..4, act in 0u8..3, f32_out in any::<bool>(), accumulate in any::<bool>(),
                       seed in any::<u64>()) {
         let (m, k) = (samples * rows_per, 8 * k8);
@@ -132,77 +127,80 @@ proptest! {
                 want[i] = ep.store(if accumulate { want[i] + v } else { v });
             }
         }
-        for (kind, ex) in executors() {
-            let ex = ex.as_ref();
-            let c = output(ex, &c0, f32_out);
-            let (ub1, up0, up1, ulam) = (ex.upload(&b1).unwrap(), ex.upload(&p0).unwrap(), ex.upload(&p1).unwrap(), ex.upload(&lam).unwrap());
-            let dual = DualGemm {
-                b1: *ub1,
-                bias1: has1.then_some(*up1),
-                mix: Mix { lambda: *ulam, rows_per_lambda: rows_per },
-            };
-            let (ua, ub0) = (ex.upload(&a).unwrap(), ex.upload(&b0).unwrap());
-            let op = GemmDualBf16 { a: *ua, b0: *ub0, bias0: has0.then_some(*up0), dual, c: *c, shape: s, epilogue: ep };
-            ex.run(op).unwrap();
-            let got = values(ex, *c);
-            assert_output(&format!("gemm_dual_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
-        }
+        let c = output(ex, &c0, f32_out);
+        let (ub1, up0, up1, ulam) = (ex.upload(&b1).unwrap(), ex.upload(&p0).unwrap(), ex.upload(&p1).unwrap(), ex.upload(&lam).unwrap());
+        let dual = DualGemm {
+            b1: *ub1,
+            bias1: has1.then_some(*up1),
+            mix: Mix { lambda: *ulam, rows_per_lambda: rows_per },
+        };
+        let (ua, ub0) = (ex.upload(&a).unwrap(), ex.upload(&b0).unwrap());
+        let op = GemmDualBf16 { a: *ua, b0: *ub0, bias0: has0.then_some(*up0), dual, c: *c, shape: s, epilogue: ep };
+        ex.run(op).unwrap();
+        let got = values(ex, *c);
+        assert_output(&format!("gemm_dual_bf16 {s:?} {ep:?} on {kind}"), &got, &want, f32_out);
     }
+
+}
+
+crate::per_executor! {
+    property cfg();
 
     /// attention_bf16 at head dims that are multiples of 8 up to 80, token
     /// counts across several 64-key blocks. Per element: within one bf16
     /// ulp of the reference plus 2⁻⁸ of max|V| (P is rounded to bf16 before
     /// P·V, a relative 2⁻⁹ per probability).
-    #[test]
-    fn attention_bf16(batch in 1usize..3, tokens in 1usize..200, heads in 1usize..3,
+    fn attention_bf16(kind, ex; batch in 1usize..3, tokens in 1usize..200, heads in 1usize..3,
                       hd in prop::sample::select(vec![8usize, 16, 40, 64, 72, 80]), causal in any::<bool>(), seed in any::<u64>()) {
         let s = AttentionShape { batch, tokens, heads, head_dim: hd, causal };
-        let r = check_attention_bf16(s, seed);
+        let r = check_attention_bf16(kind, ex, s, seed);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 }
 
-/// attention_bf16 on every executor against its CPU reference, with the
-/// tolerance stated on the property test; the first mismatch, if any.
-fn check_attention_bf16(s: AttentionShape, seed: u64) -> Result<(), String> {
+/// attention_bf16 on one executor against its cpu implementation, with
+/// the tolerance stated on the property test; the first mismatch, if any.
+fn check_attention_bf16(
+    kind: ExecutorKind,
+    ex: &dyn Executor,
+    s: AttentionShape,
+    seed: u64,
+) -> Result<(), String> {
     let w = s.heads * s.head_dim;
     // Scaled so the softmax is far from uniform.
     let qkv = to_bf16(&data(seed, s.batch * s.tokens * 3 * w, 2.0));
     let mut want = vec![bf16::ZERO; s.batch * s.tokens * w];
-    attention_bf16::cpu(&qkv, &mut want, s);
+    dawin::ops::attention_bf16::cpu(&qkv, &mut want, s);
     let want: Vec<f32> = want.iter().map(|v| v.to_f32()).collect();
     let vmax = qkv
         .chunks(3 * w)
         .flat_map(|r| &r[2 * w..])
         .fold(0f32, |m, v| m.max(v.to_f32().abs()));
-    for (kind, ex) in executors() {
-        let ex = ex.as_ref();
-        let out = ex.alloc_as(DType::Bf16, want.len()).unwrap();
-        let uqkv = ex.upload(&qkv).unwrap();
-        ex.run(AttentionBf16 {
-            qkv: *uqkv,
-            out: *out,
-            shape: s,
-        })
-        .map_err(|e| e.to_string())?;
-        let got = values(ex, *out);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            let tol = 2f32.powi(-7) * w.abs() + 2f32.powi(-8) * vmax;
-            if (g - w).abs() > tol {
-                return Err(format!(
-                    "attention_bf16 {s:?} on {kind}: [{i}] got {g} want {w} (tolerance {tol:e})"
-                ));
-            }
+    let out = ex.alloc_as(DType::Bf16, want.len()).unwrap();
+    let uqkv = ex.upload(&qkv).unwrap();
+    ex.run(AttentionBf16 {
+        qkv: *uqkv,
+        out: *out,
+        shape: s,
+    })
+    .map_err(|e| e.to_string())?;
+    let got = values(ex, *out);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let tol = 2f32.powi(-7) * w.abs() + 2f32.powi(-8) * vmax;
+        if (g - w).abs() > tol {
+            return Err(format!(
+                "attention_bf16 {s:?} on {kind}: [{i}] got {g} want {w} (tolerance {tol:e})"
+            ));
         }
     }
     Ok(())
 }
 
-/// The token counts of the CLIP towers the issue names (ViT-B/32 at 224:
-/// 50, B/16: 197, L/14: 257, L/14 at 336: 577) at head dims 64 and 80,
-/// beyond the property test's random range.
-#[test]
-fn attention_bf16_at_vit_token_counts() {
+crate::per_executor! {
+    /// The token counts of the CLIP towers the issue names (ViT-B/32 at 224:
+    /// 50, B/16: 197, L/14: 257, L/14 at 336: 577) at head dims 64 and 80,
+    /// beyond the property test's random range.
+    fn attention_bf16_at_vit_token_counts(kind, ex) {
     for tokens in [50, 77, 197, 257, 577] {
         for head_dim in [64, 80] {
             for causal in [false, true] {
@@ -213,46 +211,41 @@ fn attention_bf16_at_vit_token_counts() {
                     head_dim,
                     causal,
                 };
-                check_attention_bf16(s, tokens as u64).unwrap();
+                check_attention_bf16(kind, ex, s, tokens as u64).unwrap();
             }
         }
     }
 }
+}
 
-proptest! {
-    #![proptest_config(cfg())]
+crate::per_executor! {
+    property cfg();
 
     /// cast_bf16 rounds exactly like the CPU (to nearest even): no tolerance.
-    #[test]
-    fn cast_bf16(n in 1usize..3000, seed in any::<u64>()) {
+    fn cast_bf16(kind, ex; n in 1usize..3000, seed in any::<u64>()) {
         let mut x = data(seed, n, 3.0);
         x[0] = 1.0 + 2f32.powi(-8) + 2f32.powi(-9); // rounds up, not truncated
         let mut want = vec![bf16::ZERO; n];
-        cast_bf16::cpu(&x, &mut want);
-        for (kind, ex) in executors() {
-            let y = ex.alloc_as(DType::Bf16, n).unwrap();
-            ex.run(CastBf16 { x: *ex.upload(&x).unwrap(), y: *y }).unwrap();
-            let got = ex.download_as::<bf16>(*y).unwrap();
-            prop_assert_eq!(&got, &want, "cast_bf16 on {}", kind);
-        }
+        dawin::ops::cast_bf16::cpu(&x, &mut want);
+        let y = ex.alloc_as(DType::Bf16, n).unwrap();
+        ex.run(CastBf16 { x: *ex.upload(&x).unwrap(), y: *y }).unwrap();
+        let got = ex.download_as::<bf16>(*y).unwrap();
+        prop_assert_eq!(&got, &want, "cast_bf16 on {}", kind);
     }
 
     /// lerp_bf16 (one fma, one rounding, as the CPU), odd and even lengths,
     /// separate output or in place: bit-exact, no tolerance.
-    #[test]
-    fn lerp_bf16(n in 1usize..3000, lambda in 0f32..1.0, in_place in any::<bool>(), seed in any::<u64>()) {
+    fn lerp_bf16(kind, ex; n in 1usize..3000, lambda in 0f32..1.0, in_place in any::<bool>(), seed in any::<u64>()) {
         let w0 = to_bf16(&data(seed, n, 1.0));
         let w1 = to_bf16(&data(seed ^ 1, n, 1.0));
         let mut want = vec![bf16::ZERO; n];
-        lerp_bf16::cpu(&mut want, &w0, &w1, lambda);
-        for (kind, ex) in executors() {
-            let (a, b) = (ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap());
-            let sep = ex.alloc_as(DType::Bf16, n).unwrap();
-            let out = if in_place { *a } else { *sep };
-            ex.run(LerpBf16 { out, w0: *a, w1: *b, lambda }).unwrap();
-            let got = ex.download_as::<bf16>(out).unwrap();
-            prop_assert_eq!(&got, &want, "lerp_bf16 on {}", kind);
-        }
+        dawin::ops::lerp_bf16::cpu(&mut want, &w0, &w1, lambda);
+        let (a, b) = (ex.upload(&w0).unwrap(), ex.upload(&w1).unwrap());
+        let sep = ex.alloc_as(DType::Bf16, n).unwrap();
+        let out = if in_place { *a } else { *sep };
+        ex.run(LerpBf16 { out, w0: *a, w1: *b, lambda }).unwrap();
+        let got = ex.download_as::<bf16>(out).unwrap();
+        prop_assert_eq!(&got, &want, "lerp_bf16 on {}", kind);
     }
 }
 
@@ -359,19 +352,18 @@ fn gemm_dual_bf16_reference_reduces_to_single_weights() {
             lambda: &lambda,
             rows_per_lambda: 3,
         };
-        gemm_dual_bf16::cpu(&a, &b0, Some(&p0), &d, &mut dual, s, ep);
+        dawin::ops::gemm_dual_bf16::cpu(&a, &b0, Some(&p0), &d, &mut dual, s, ep);
         let mut single = vec![0f32; 30];
-        gemm_bf16::cpu(&a, b, Some(p), &mut single, s, ep);
+        dawin::ops::gemm_bf16::cpu(&a, b, Some(p), &mut single, s, ep);
         assert_eq!(dual, single, "λ = {l}");
     }
 }
 
-/// What the ops' contract refuses, on every executor alike (k not a
-/// multiple of 8, no rows per λ), and what only the kernels need (16-byte
-/// aligned operands), on the PTX devices.
-#[test]
-fn gemm_bf16_rejects_what_it_cannot_run() {
-    for (kind, ex) in executors() {
+crate::per_executor! {
+    /// What the ops' contract refuses, on every executor alike (k not a
+    /// multiple of 8, no rows per λ), and what only the kernels need (16-byte
+    /// aligned operands), on the PTX devices.
+    fn gemm_bf16_rejects_what_it_cannot_run(kind, ex) {
         let buf = ex.alloc_as(DType::Bf16, 2048).unwrap();
         let ep = Epilogue::PLAIN_BF16;
         let (a, c) = (buf.slice(0, 1024), buf.slice(1024, 1024));

@@ -3,7 +3,7 @@
 //! `exact` and `materialize` agree, the Beta mixture recovers known
 //! mixtures, and bad inputs are explained.
 
-use crate::common::{assert_close, executors, fixtures_dir};
+use crate::common::{assert_close, fixtures_dir};
 use dawin::data::projection::Projection;
 use dawin::method::bmm::BetaMixture;
 use dawin::method::interp::{Interp, PerSample};
@@ -51,18 +51,17 @@ fn argmax(v: &[f32], c: usize) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn exact_and_materialize_are_each_samples_own_merged_model() {
-    let want_lambda = expected("lambda");
-    let want_logits = expected("dawin_logits");
-    for (kind, ex) in executors() {
+crate::per_executor! {
+    fn exact_and_materialize_are_each_samples_own_merged_model(kind, ex) {
+        let want_lambda = expected("lambda");
+        let want_logits = expected("dawin_logits");
         let mut all = Vec::new();
         for strategy in [
             Interp::PerSample(PerSample::Exact),
             Interp::PerSample(PerSample::Materialize),
         ] {
             let d = tempfile::tempdir().unwrap();
-            let r = eval::run(&options(d.path(), strategy), ex.as_ref()).unwrap();
+            let r = eval::run(&options(d.path(), strategy), ex).unwrap();
             assert_close(
                 &format!("λ on {kind} ({strategy})"),
                 &r.lambdas,
@@ -93,26 +92,25 @@ fn exact_and_materialize_are_each_samples_own_merged_model() {
     }
 }
 
-/// The whole DaWin evaluation in bf16 (tensor-core kernels) against the
-/// f32 expected values: λ within 2e-2, logits within 2.5e-2 of their scale,
-/// predictions ≥ 90% equal (the fixture has few samples), for exact and
-/// materialize (the bf16 linear weights lerped in bf16 by `lerp_bf16`).
-#[test]
-fn bf16_eval_follows_the_f32_results() {
-    let want_lambda = expected("lambda");
-    let want_logits = expected("dawin_logits");
-    let want_pred = argmax(&want_logits, 6);
-    let pt = dawin::model::Model::load(&fx("dawin_pt.safetensors"), Overrides::default()).unwrap();
-    let linears: Vec<usize> = pt
-        .params
-        .blocks
-        .iter()
-        .flat_map(|b| [&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w])
-        .map(|r| r.len())
-        .collect();
-    let bf16_values: usize = linears.iter().map(|l| l.next_multiple_of(8)).sum();
-    let per_model_bytes = 4 * (pt.param_count() - linears.iter().sum::<usize>()) + 2 * bf16_values;
-    for (kind, ex) in executors() {
+crate::per_executor! {
+    /// The whole DaWin evaluation in bf16 (tensor-core kernels) against the
+    /// f32 expected values: λ within 2e-2, logits within 2.5e-2 of their scale,
+    /// predictions ≥ 90% equal (the fixture has few samples), for exact and
+    /// materialize (the bf16 linear weights lerped in bf16 by `lerp_bf16`).
+    fn bf16_eval_follows_the_f32_results(kind, ex) {
+        let want_lambda = expected("lambda");
+        let want_logits = expected("dawin_logits");
+        let want_pred = argmax(&want_logits, 6);
+        let pt = dawin::model::Model::load(&fx("dawin_pt.safetensors"), Overrides::default()).unwrap();
+        let linears: Vec<usize> = pt
+            .params
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.qkv_w, &b.out_w, &b.fc1_w, &b.fc2_w])
+            .map(|r| r.len())
+            .collect();
+        let bf16_values: usize = linears.iter().map(|l| l.next_multiple_of(8)).sum();
+        let per_model_bytes = 4 * (pt.param_count() - linears.iter().sum::<usize>()) + 2 * bf16_values;
         for strategy in [
             Interp::PerSample(PerSample::Exact),
             Interp::PerSample(PerSample::Materialize),
@@ -120,7 +118,7 @@ fn bf16_eval_follows_the_f32_results() {
             let d = tempfile::tempdir().unwrap();
             let mut o = options(d.path(), strategy);
             o.precision = dawin::model::device::Precision::Bf16;
-            let r = eval::run(&o, ex.as_ref()).unwrap();
+            let r = eval::run(&o, ex).unwrap();
             let what = format!("bf16 on {kind} ({strategy})");
             assert_close(&format!("λ {what}"), &r.lambdas, &want_lambda, 2e-2);
             let got = r.dawin_logits.clone().unwrap();

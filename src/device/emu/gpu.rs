@@ -47,7 +47,9 @@ impl Gpu for Emu {
     fn launch(&self, kernel: &str, dims: Dims, args: &[Arg]) -> Result<()> {
         Emu::launch(self, kernel, dims, args)
     }
+}
 
+impl crate::device::Timing for Emu {
     fn mark(&self) -> Result<usize> {
         Ok(self.marks.mark())
     }
