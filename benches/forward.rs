@@ -10,7 +10,7 @@
 //! per-sample interpolation, two weight sets).
 
 use dawin::exec::{Executor, cpu::Cpu};
-use dawin::model::device::DeviceModel;
+use dawin::model::placed::PlacedModel;
 use dawin::model::vit::{DualWeights, forward};
 use dawin::model::{Model, ModelSpec};
 use std::time::Instant;
@@ -32,8 +32,8 @@ fn main() {
     let m0 = Model::random(spec.clone(), 1);
     let m1 = Model::random(spec.clone(), 2);
     let ex = Cpu::new();
-    let d0 = DeviceModel::upload(&ex, &m0).unwrap();
-    let d1 = DeviceModel::upload(&ex, &m1).unwrap();
+    let d0 = PlacedModel::upload(&ex, &m0).unwrap();
+    let d1 = PlacedModel::upload(&ex, &m1).unwrap();
     let px = dawin::model::Model::random(
         ModelSpec {
             layers: 0,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The property tests (ops, ops_bf16) and the every-op comparison (devices),
+# The property tests (ops, ops_bf16) and the every-op comparison (executors),
 # the test binary `numerics`, on cpu, emu and cuda, where cuda is the cuda
 # build on the emulated driver:
 # the launchers and cust's driver calls of every op run through the driver

@@ -3,7 +3,7 @@
 #
 #   tools/gpu-check.sh --build    here: the cuda binary and the test
 #                                 executables (ops, ops_bf16, forward,
-#                                 devices, cli, dawin), stripped, into
+#                                 executors, cli, dawin), stripped, into
 #                                 target/gpu-check/carry (prints its size)
 #   tools/gpu-check.sh --run      on the GPU machine, from the repository
 #                                 root with that folder carried: every step
@@ -34,7 +34,7 @@ CARRY=$ROOT/target/gpu-check/carry
 TESTS="numerics models pipelines cli"
 binary_of() {
   case $1 in
-    ops|ops_bf16|devices) echo numerics ;;
+    ops|ops_bf16|executors) echo numerics ;;
     forward) echo models ;;
     dawin) echo pipelines ;;
     cli) echo cli ;;
@@ -236,7 +236,7 @@ run_steps() {
   fi
   step smoke 60 logged smoke "$DEV"
   for t in ops ops_bf16 forward; do step "tests: $t" 90 logged test_exe "$t" "cpu,$TEST_DEV"; done
-  step "tests: devices (every op on $(unique "cpu,emu,$TEST_DEV"))" 30 logged test_exe devices "cpu,emu,$TEST_DEV"
+  step "tests: executors (every op on $(unique "cpu,emu,$TEST_DEV"))" 30 logged test_exe executors "cpu,emu,$TEST_DEV"
   for t in cli dawin; do step "tests: $t" 60 logged test_exe "$t" "cpu,$TEST_DEV"; done
   if [ "$MODE" = dry-run ]; then
     printf 'compute-sanitizer\tskip\t0\tdry run (no GPU)\n' >> "$WORK/status.tsv"

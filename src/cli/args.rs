@@ -10,7 +10,7 @@ use dawin::method::interp::PerSample;
 use dawin::method::lambda::LambdaRule;
 use dawin::method::merging::TiesMerge;
 use dawin::method::methods::Method;
-use dawin::model::device::Precision;
+use dawin::model::placed::Precision;
 use dawin::model::{Act, Overrides};
 use dawin::pipelines::bench::BenchOptions;
 use dawin::pipelines::eval::EvalOptions;

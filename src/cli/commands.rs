@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use dawin::data::{dataset, synth};
 use dawin::exec::{self, ExecutorKind};
 use dawin::model::Model;
-use dawin::model::device::Precision;
+use dawin::model::placed::Precision;
 use dawin::pipelines::bench::BenchOptions;
 use dawin::pipelines::{demo, eval, mtl, multiset, shard};
 use dawin::report::summary;

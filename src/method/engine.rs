@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::model::batch::{BatchCap, ChunkForward, Images, Lookahead, Stager};
-use crate::model::device::{DeviceModel, Precision};
+use crate::model::placed::{PlacedModel, Precision};
 use crate::model::vit::{DualWeights, forward_with};
 use crate::model::{Model, Overrides};
 use std::path::Path;
@@ -51,10 +51,10 @@ pub fn load_pair(pt: &Path, ft: &Path, ov: Overrides) -> Result<(Model, Model)> 
 /// memory is freed when the engine drops.
 pub struct Engine<'a> {
     pub ex: &'a dyn Executor,
-    pub pt: DeviceModel<'a>,
-    pub ft: DeviceModel<'a>,
+    pub pt: PlacedModel<'a>,
+    pub ft: PlacedModel<'a>,
     precision: Precision,
-    work: Option<DeviceModel<'a>>,
+    work: Option<PlacedModel<'a>>,
     host: &'a Model,
     /// λ the working buffer holds now, to skip repeated lerps.
     work_lambda: Option<f32>,
@@ -75,8 +75,8 @@ impl<'a> Engine<'a> {
     ) -> Result<Self> {
         Ok(Engine {
             ex,
-            pt: DeviceModel::upload_as(ex, pt, precision)?,
-            ft: DeviceModel::upload_as(ex, ft, precision)?,
+            pt: PlacedModel::upload_as(ex, pt, precision)?,
+            ft: PlacedModel::upload_as(ex, ft, precision)?,
             precision,
             work: None,
             host: pt,
@@ -102,7 +102,7 @@ impl<'a> Engine<'a> {
         }
         let work = match self.work.take() {
             Some(w) => w,
-            None => DeviceModel::alloc_like(self.ex, self.host, self.precision)?,
+            None => PlacedModel::alloc_like(self.ex, self.host, self.precision)?,
         };
         let done = work.lerp(&self.pt, &self.ft, lambda);
         self.work = Some(work);
@@ -131,7 +131,7 @@ impl<'a> Engine<'a> {
         self.logits_ahead(w, images, next)
     }
 
-    pub fn logits(&self, m: &DeviceModel, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+    pub fn logits(&self, m: &PlacedModel, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
         self.logits_ahead(m, Images::host(pixels, n), None)
     }
 
@@ -139,7 +139,7 @@ impl<'a> Engine<'a> {
     /// forward.
     pub fn logits_ahead(
         &self,
-        m: &DeviceModel,
+        m: &PlacedModel,
         images: Images,
         next: Option<&mut dyn Lookahead>,
     ) -> Result<Vec<f32>> {
@@ -190,7 +190,7 @@ impl<'a> Engine<'a> {
         [Some(&self.pt), Some(&self.ft), self.work.as_ref()]
             .into_iter()
             .flatten()
-            .map(DeviceModel::resident_bytes)
+            .map(PlacedModel::resident_bytes)
             .sum()
     }
 }

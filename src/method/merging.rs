@@ -1,7 +1,7 @@
 //! Static multi-task merges, the baselines of `eval-mtl`: TIES-merging
 //! (trim each task vector to its largest entries, elect a sign per
 //! parameter, average the entries that agree with it). Task arithmetic
-//! and weight averaging are plain weighted sums and live in `mtl`.
+//! and weight averaging are plain weighted sums and live in `multitask`.
 //!
 //! Task vectors are taken over the model's parameter ranges only (never
 //! the layout's padding), as the official code flattens the state dict.

@@ -1,6 +1,7 @@
 //! DaWin's maths: the λ rules and the entropies they read, the Beta
 //! mixture, the interpolation strategies and the engine that runs them on
-//! an executor, the baselines' predictions, static multi-task merges and
+//! an executor, the baselines' predictions, the multi-task coefficients
+//! and merges (`multitask.rs`), static merges (`merging.rs`) and
 //! the statistics of every summary. Data input lives in [`crate::data`],
 //! outputs in [`crate::report`], the commands in [`crate::pipelines`].
 
@@ -11,5 +12,6 @@ pub mod interp;
 pub mod lambda;
 pub mod merging;
 pub mod methods;
+pub mod multitask;
 pub mod probs;
 pub mod stats;

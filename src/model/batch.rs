@@ -1,7 +1,7 @@
 //! Forwards over more images than fit on the device at once: batches are
 //! halved when the device runs out of memory, and the work goes on.
 
-use super::device::DeviceModel;
+use super::placed::PlacedModel;
 use super::vit::{Output, Pixels, forward_with, stage};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, OwnedBuf};
@@ -165,7 +165,7 @@ impl<'e> Stager<'e> {
 /// batches that do not fit in device memory are halved.
 pub fn forward_batched<'e>(
     exec: &'e dyn Executor,
-    m: &DeviceModel,
+    m: &PlacedModel,
     pixels: &[f32],
     n: usize,
     batch_size: usize,
@@ -205,7 +205,7 @@ pub fn forward_file(
     model: &super::Model,
     (model_path, input, out): (&std::path::Path, &std::path::Path, &std::path::Path),
     batch_size: usize,
-    precision: super::device::Precision,
+    precision: super::placed::Precision,
 ) -> Result<ForwardReport> {
     use crate::tensorfile::{Tensor, TensorFile, write_f32};
     let s = &model.spec;
@@ -235,7 +235,7 @@ pub fn forward_file(
     }
     let non_finite_inputs = px.data.iter().filter(|v| !v.is_finite()).count();
     let t0 = std::time::Instant::now();
-    let dm = DeviceModel::upload_as(ex, model, precision)?;
+    let dm = PlacedModel::upload_as(ex, model, precision)?;
     let o = forward_batched(ex, &dm, &px.data, n, batch_size, |_| {})?;
     let seconds = t0.elapsed().as_secs_f64();
     let embeds = Tensor {

@@ -6,9 +6,9 @@
 pub mod batch;
 mod blocks;
 pub mod convert;
-pub mod device;
 pub mod head_file;
 pub mod load;
+pub mod placed;
 mod reader;
 pub mod stack;
 pub mod text;

@@ -4,7 +4,7 @@
 //! layernorm_multi, embed_add_multi) read all sets of a tensor from one
 //! view, so multi-task DaWin merges per sample for a whole batch.
 
-use super::device::{DeviceModel, Flat};
+use super::placed::{Flat, PlacedModel};
 use super::{Model, ModelSpec, Params};
 use crate::buf::Buf;
 use crate::error::Result;
@@ -78,14 +78,14 @@ impl<'a> ModelStack<'a> {
 
     /// Set `t` as a model of its own (0 = the base), sharing the stack's
     /// memory.
-    pub fn model(&self, t: usize) -> DeviceModel<'_> {
+    pub fn model(&self, t: usize) -> PlacedModel<'_> {
         assert!(t < self.sets, "set {t} of a stack of {}", self.sets);
         let shift = |b: &Buf| Buf {
             offset: b.offset + t * self.stride,
             ..*b
         };
         let flat = self.flat.slice(t * self.stride, self.stride);
-        DeviceModel {
+        PlacedModel {
             spec: self.spec.clone(),
             flat: Flat::Shared(flat, self.flat.executor()),
             params: self.params.map(shift),

@@ -4,7 +4,7 @@
 //! interpolation in one batched pass (docs/design.md §1).
 
 use super::blocks::{self, Others, Stacked, With};
-use super::device::{Bf16Linears, BlockLinears, DeviceModel};
+use super::placed::{Bf16Linears, BlockLinears, PlacedModel};
 use super::stack::ModelStack;
 use super::{Act, Block, ModelSpec, Params};
 use crate::buf::{Buf, DType};
@@ -27,7 +27,7 @@ use crate::ops::{Mix, l2_normalize::L2Normalize};
 /// sample's λ (the weight on `other`).
 #[derive(Clone, Copy)]
 pub struct DualWeights<'m, 'a> {
-    pub other: &'m DeviceModel<'a>,
+    pub other: &'m PlacedModel<'a>,
     pub lambda: &'m [f32],
 }
 
@@ -110,7 +110,7 @@ pub fn stage<'e>(ex: &'e dyn Executor, pixels: &[f32]) -> Result<OwnedBuf<'e>> {
 /// `(1−λ_i)·m + λ_i·other`, without building it.
 pub fn forward(
     ex: &dyn Executor,
-    m: &DeviceModel,
+    m: &PlacedModel,
     pixels: &[f32],
     n: usize,
     dual: Option<DualWeights>,
@@ -123,7 +123,7 @@ pub fn forward(
 /// next batch's [`stage`]) overlaps this forward on an asynchronous device.
 pub fn forward_with(
     ex: &dyn Executor,
-    m: &DeviceModel,
+    m: &PlacedModel,
     pixels: Pixels,
     n: usize,
     dual: Option<DualWeights>,
@@ -192,7 +192,7 @@ fn no_output(s: &ModelSpec) -> Output {
 /// every kernel queued, the results still on the device.
 fn run<'e>(
     ex: &'e dyn Executor,
-    m: &DeviceModel,
+    m: &PlacedModel,
     pixels: Pixels<'_, 'e>,
     n: usize,
     others: Others<Params<Buf>>,
@@ -216,7 +216,7 @@ fn run<'e>(
 /// The requests `forward` refuses: pixel counts that do not match, a second
 /// model of another architecture or precision, λ of the wrong length.
 fn check_inputs(
-    m: &DeviceModel,
+    m: &PlacedModel,
     pixel_count: usize,
     n: usize,
     dual: Option<DualWeights>,

@@ -11,8 +11,9 @@ use crate::error::Result;
 use crate::exec::{Executor, OwnedBuf};
 use crate::method::bmm::BetaMixture;
 use crate::method::engine::Engine;
+use crate::method::multitask::merge_into;
 use crate::model::batch::BatchCap;
-use crate::model::device::{DeviceModel, Precision};
+use crate::model::placed::{PlacedModel, Precision};
 use crate::model::stack::ModelStack;
 use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, ModelSpec};
@@ -24,7 +25,6 @@ use crate::ops::gemm_dual::{DualGemm, GemmDual};
 use crate::ops::gemm_dual_bf16::GemmDualBf16;
 use crate::ops::layernorm::{LayerNorm, LayerNormShape};
 use crate::ops::{Mix, Op, lerp::Lerp, quick_gelu::QuickGelu, softmax_entropy::SoftmaxEntropy};
-use crate::pipelines::mtl::merge_into;
 use crate::profile::{Cost, Peak};
 use crate::rng::SplitMix;
 use std::fmt::Write;
@@ -475,7 +475,7 @@ pub fn pipeline(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     // The engine splits the images into batches itself, so that each next
     // batch is staged on the device during the current one's forward.
     engine.cap = BatchCap::new(bs);
-    let batched = |e: &Engine, m: &DeviceModel| e.logits(m, &pixels, n);
+    let batched = |e: &Engine, m: &PlacedModel| e.logits(m, &pixels, n);
     // λ from the expertise pass, as eval sets it (entropy rule, T = 1).
     let expertise = |e: &Engine| -> Result<Vec<f32>> {
         let lp = batched(e, &e.pt)?;
@@ -582,7 +582,7 @@ pub fn mtl(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
         .collect();
     let models: Vec<&Model> = std::iter::once(base).chain(&tasks).collect();
     let stack = ModelStack::upload(ex, &models)?;
-    let work = DeviceModel::alloc_like(ex, base, Precision::F32)?;
+    let work = PlacedModel::alloc_like(ex, base, Precision::F32)?;
     let (n, bs) = (o.images, o.batch.max(1));
     // s·T·c_t with c a softmax-like split that differs per sample.
     let mut r = SplitMix(3);

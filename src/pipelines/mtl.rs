@@ -17,14 +17,14 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::method::entropy::entropies;
 use crate::method::interp::PerSample;
-use crate::method::merging::{self, TiesMerge};
+use crate::method::merging::TiesMerge;
 use crate::method::methods::argmax_rows;
+use crate::method::multitask::{coefficients, mean_coefficients, merge_into, ties_model};
 use crate::model::batch::BatchCap;
-use crate::model::device::{DeviceModel, Precision};
+use crate::model::placed::{PlacedModel, Precision};
 use crate::model::stack::ModelStack;
 use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, Overrides, head_file};
-use crate::ops::{add_scaled_diff::AddScaledDiff, lerp::Lerp};
 use crate::report::outdir::OutDir;
 use crate::report::summary::{accuracy, methods_table, write_json};
 use crate::reporter;
@@ -140,16 +140,16 @@ fn with_head_file(task: Model, o: &MtlOptions) -> Result<Model> {
 /// buffer of the one-model merges.
 struct Resident<'a> {
     stack: ModelStack<'a>,
-    work: DeviceModel<'a>,
+    work: PlacedModel<'a>,
 }
 
 impl Resident<'_> {
-    fn base(&self) -> DeviceModel<'_> {
+    fn base(&self) -> PlacedModel<'_> {
         self.stack.model(0)
     }
 
     /// Task model `t` (0-based).
-    fn task(&self, t: usize) -> DeviceModel<'_> {
+    fn task(&self, t: usize) -> PlacedModel<'_> {
         self.stack.model(t + 1)
     }
 
@@ -161,33 +161,6 @@ impl Resident<'_> {
     fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
         merge_into(ex, &self.work, &self.stack, k)
     }
-}
-
-/// Builds `work = θ0 + Σ_t k_t·(θ_t − θ0)` from a stack's base and tasks:
-/// a copy of θ0, then one `add_scaled_diff` per task (the official code's
-/// per-sample merge).
-pub fn merge_into(
-    ex: &dyn Executor,
-    work: &DeviceModel,
-    stack: &ModelStack,
-    k: impl Fn(usize) -> f32,
-) -> Result<()> {
-    let (out, w0) = (*work.flat, *stack.model(0).flat);
-    ex.run(Lerp {
-        out,
-        w0,
-        w1: w0,
-        lambda: 0.0,
-    })?;
-    for t in 1..stack.sets() {
-        ex.run(AddScaledDiff {
-            out,
-            w0,
-            w1: *stack.model(t).flat,
-            k: k(t - 1),
-        })?;
-    }
-    Ok(())
 }
 
 /// Writes each row of `logits[batch, c]` into `all` at the sample's index.
@@ -221,7 +194,7 @@ fn first_pass(
     };
     let all: Vec<usize> = (0..n).collect();
     let pb = reporter::progress(n, "tasks", o.progress);
-    let logits = |m: &DeviceModel, b: &Batch| -> Result<Vec<f32>> {
+    let logits = |m: &PlacedModel, b: &Batch| -> Result<Vec<f32>> {
         let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
         Ok(out.logits.unwrap_or_default())
     };
@@ -244,19 +217,6 @@ fn first_pass(
     Ok(p)
 }
 
-/// Softmax over tasks of −H_t per sample (a NaN entropy counts as maximal).
-fn coefficients(entropies: &[Vec<f64>], n: usize) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|i| {
-            let neg: Vec<f64> = entropies.iter().map(|h| -h[i]).collect();
-            let m = neg.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = neg.iter().map(|v| (v - m).exp()).collect();
-            let z: f64 = e.iter().sum();
-            e.iter().map(|v| (v / z) as f32).collect()
-        })
-        .collect()
-}
-
 pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let t0 = Instant::now();
     let (base, tasks, c) = load_models(o)?;
@@ -266,7 +226,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let stacked: Vec<&Model> = std::iter::once(&base).chain(&tasks).collect();
     let resident = Resident {
         stack: ModelStack::upload(ex, &stacked)?,
-        work: DeviceModel::alloc_like(ex, &base, Precision::F32)?,
+        work: PlacedModel::alloc_like(ex, &base, Precision::F32)?,
     };
     let n = data.len();
     let first = first_pass(ex, &resident, &data, o, c)?;
@@ -436,18 +396,6 @@ fn second_pass(
     Ok(all)
 }
 
-/// The mean coefficient vector over the evaluated samples: the domain-wise
-/// mode's one merged model (the official default, a one-component mixture).
-fn mean_coefficients(coefficients: &[Vec<f32>], readable: &[usize]) -> Vec<f32> {
-    let t_count = coefficients.first().map_or(0, Vec::len);
-    (0..t_count)
-        .map(|t| {
-            let s: f64 = readable.iter().map(|&i| coefficients[i][t] as f64).sum();
-            (s / readable.len().max(1) as f64) as f32
-        })
-        .collect()
-}
-
 /// Logits of every readable sample from each one-model merge: DaWin's
 /// domain-wise model θ0 + s·T·Σ c̄_t·τ_t, weight averaging θ0 + Σ τ_t / T,
 /// and TIES θ0 + s_ties·τ_ties.
@@ -473,7 +421,7 @@ fn static_merges(
         model_logits(ex, &r.work, data, readable, o, "weight-average")?,
     ));
     let ties = ties_model(base, tasks, o.ties);
-    let resident = DeviceModel::upload(ex, &ties)?;
+    let resident = PlacedModel::upload(ex, &ties)?;
     out.push((
         "ties".into(),
         model_logits(ex, &resident, data, readable, o, "ties")?,
@@ -481,33 +429,10 @@ fn static_merges(
     Ok(out)
 }
 
-/// θ0 + scale·TIES(θ_t − θ0) over the parameter ranges.
-fn ties_model(base: &Model, tasks: &[Model], (keep, merge, scale): (f64, TiesMerge, f32)) -> Model {
-    let ranges: Vec<std::ops::Range<usize>> = base
-        .params
-        .named()
-        .into_iter()
-        .map(|(_, r)| r.clone())
-        .collect();
-    let theta0 = merging::gather(&base.flat, &ranges);
-    let taus: Vec<Vec<f32>> = tasks
-        .iter()
-        .map(|m| {
-            let th = merging::gather(&m.flat, &ranges);
-            th.iter().zip(&theta0).map(|(a, b)| a - b).collect()
-        })
-        .collect();
-    let tv = merging::ties(&taus, keep, merge);
-    let merged: Vec<f32> = theta0.iter().zip(&tv).map(|(a, v)| a + scale * v).collect();
-    let mut m = base.clone();
-    merging::scatter(&mut m.flat, &ranges, &merged);
-    m
-}
-
 /// One model's logits on every readable sample (rows at dataset indices).
 fn model_logits(
     ex: &dyn Executor,
-    m: &DeviceModel,
+    m: &PlacedModel,
     data: &Dataset,
     readable: &[usize],
     o: &MtlOptions,

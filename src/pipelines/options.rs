@@ -8,7 +8,7 @@ use crate::method::interp::{Interp, Pass, PerSample};
 use crate::method::lambda::LambdaRule;
 use crate::method::methods::Method;
 use crate::model::Overrides;
-use crate::model::device::Precision;
+use crate::model::placed::Precision;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 

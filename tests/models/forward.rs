@@ -4,7 +4,7 @@
 
 use crate::common::{assert_close, fixtures_dir, manifest};
 use dawin::exec::Executor;
-use dawin::model::device::{DeviceModel, Precision};
+use dawin::model::placed::{PlacedModel, Precision};
 use dawin::model::vit::{DualWeights, forward};
 use dawin::model::{Act, Layout, Model, ModelSpec, Overrides};
 
@@ -79,7 +79,7 @@ fn fixtures_match_hf_on_every_executor(kind, ex) {
         let m = fixture_model(name);
         let (io, px) = crate::common::fixture_io(name);
         let n = px.shape[0];
-        let dm = DeviceModel::upload(ex, &m).unwrap();
+        let dm = PlacedModel::upload(ex, &m).unwrap();
         let out = forward(ex, &dm, &px.data, n, None).unwrap();
         let want = io.read_f32("image_embeds").unwrap();
         assert_close(
@@ -136,8 +136,8 @@ fn check_dual(
 ) {
     let kind = ex.name();
     let (d0, d1) = (
-        DeviceModel::upload(ex, m0).unwrap(),
-        DeviceModel::upload(ex, m1).unwrap(),
+        PlacedModel::upload(ex, m0).unwrap(),
+        PlacedModel::upload(ex, m1).unwrap(),
     );
     let got = forward(
         ex,
@@ -153,7 +153,7 @@ fn check_dual(
     let img = pixels.len() / n;
     for (i, &l) in lambdas.iter().enumerate() {
         let merged = lerped(m0, m1, l);
-        let dm = DeviceModel::upload(ex, &merged).unwrap();
+        let dm = PlacedModel::upload(ex, &merged).unwrap();
         let want = forward(ex, &dm, &pixels[i * img..(i + 1) * img], 1, None).unwrap();
         let d = m0.spec.embed_dim;
         assert_close(
@@ -194,8 +194,8 @@ fn dual_forward_at_lambda_0_and_1_is_each_model(_kind, ex) {
     let (m0, m1) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
     let px = crate::common::data(3, 2 * 3 * 12 * 12, 1.0);
     let (d0, d1) = (
-        DeviceModel::upload(ex, &m0).unwrap(),
-        DeviceModel::upload(ex, &m1).unwrap(),
+        PlacedModel::upload(ex, &m0).unwrap(),
+        PlacedModel::upload(ex, &m1).unwrap(),
     );
     let both = forward(
         ex,
@@ -222,9 +222,9 @@ fn dual_forward_at_lambda_0_and_1_is_each_model(_kind, ex) {
 /// forward on `ex` against the f32 forward on the CPU, over `n` images.
 fn bf16_vs_f32(m: &Model, pixels: &[f32], n: usize, ex: &dyn dawin::exec::Executor) -> (f64, f64) {
     let cpu = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
-    let f32m = DeviceModel::upload(cpu.as_ref(), m).unwrap();
+    let f32m = PlacedModel::upload(cpu.as_ref(), m).unwrap();
     let want = forward(cpu.as_ref(), &f32m, pixels, n, None).unwrap();
-    let bm = DeviceModel::upload_as(ex, m, Precision::Bf16).unwrap();
+    let bm = PlacedModel::upload_as(ex, m, Precision::Bf16).unwrap();
     let got = forward(ex, &bm, pixels, n, None).unwrap();
     let (w, g) = (want.logits.unwrap(), got.logits.unwrap());
     let c = w.len() / n;
@@ -281,7 +281,7 @@ fn bf16_forward_on_cpu_agrees_with_emu() {
             dawin::exec::ExecutorKind::Emu,
         ] {
             let ex = dawin::exec::open(kind).unwrap();
-            let d = DeviceModel::upload_as(ex.as_ref(), &m, Precision::Bf16).unwrap();
+            let d = PlacedModel::upload_as(ex.as_ref(), &m, Precision::Bf16).unwrap();
             outs.push(forward(ex.as_ref(), &d, &px.data, n, None).unwrap());
         }
         let what = format!("{name} bf16, cpu vs emu");
@@ -315,8 +315,8 @@ crate::per_executor! {
         let lam: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).fract()).collect();
         let cpu = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
         let (c0, c1) = (
-            DeviceModel::upload(cpu.as_ref(), &m0).unwrap(),
-            DeviceModel::upload(cpu.as_ref(), &m1).unwrap(),
+            PlacedModel::upload(cpu.as_ref(), &m0).unwrap(),
+            PlacedModel::upload(cpu.as_ref(), &m1).unwrap(),
         );
         let ip = Some(DualWeights {
             other: &c1,
@@ -324,8 +324,8 @@ crate::per_executor! {
         });
         let want = forward(cpu.as_ref(), &c0, &px, n, ip).unwrap();
         let want = want.logits.unwrap();
-        let d0 = DeviceModel::upload_as(ex, &m0, Precision::Bf16).unwrap();
-        let d1 = DeviceModel::upload_as(ex, &m1, Precision::Bf16).unwrap();
+        let d0 = PlacedModel::upload_as(ex, &m0, Precision::Bf16).unwrap();
+        let d1 = PlacedModel::upload_as(ex, &m1, Precision::Bf16).unwrap();
         let ip = Some(DualWeights {
             other: &d1,
             lambda: &lam,
@@ -345,7 +345,7 @@ crate::per_executor! {
             "agreement {agree}, error {err:.3e}"
         );
         // An f32 model cannot be mixed with a bf16 one.
-        let f = DeviceModel::upload(ex, &m1).unwrap();
+        let f = PlacedModel::upload(ex, &m1).unwrap();
         let ip = Some(DualWeights {
             other: &f,
             lambda: &lam[..1],
@@ -376,7 +376,7 @@ crate::per_executor! {
             linears > m.flat.len() / 2,
             "the test needs a model of mostly linear weights"
         );
-        let d = DeviceModel::upload_as(ex, &m, Precision::Bf16).unwrap();
+        let d = PlacedModel::upload_as(ex, &m, Precision::Bf16).unwrap();
         assert_eq!(d.flat.len, m.flat.len() - linears, "{kind}");
         assert_eq!(d.precision(), Precision::Bf16);
         // Each weight is padded to 8 bf16 values at most.
@@ -420,7 +420,7 @@ crate::per_executor! {
         );
         let mut odd = s.clone();
         (odd.width, odd.heads) = (100, 2);
-        let e = DeviceModel::upload_as(ex, &Model::random(odd, 1), Precision::Bf16)
+        let e = PlacedModel::upload_as(ex, &Model::random(odd, 1), Precision::Bf16)
             .err()
             .expect("width 100 is refused");
         assert!(e.to_string().contains("multiples of 8"), "{e}");

@@ -4,6 +4,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod devices;
+mod executors;
 mod ops;
 mod ops_bf16;

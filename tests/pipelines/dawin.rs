@@ -117,7 +117,7 @@ crate::per_executor! {
         ] {
             let d = tempfile::tempdir().unwrap();
             let mut o = options(d.path(), strategy);
-            o.precision = dawin::model::device::Precision::Bf16;
+            o.precision = dawin::model::placed::Precision::Bf16;
             let r = eval::run(&o, ex).unwrap();
             let what = format!("bf16 on {kind} ({strategy})");
             assert_close(&format!("λ {what}"), &r.lambdas, &want_lambda, 2e-2);

@@ -6,7 +6,7 @@ use crate::common::{assert_close, executors};
 use dawin::exec::cpu::Cpu;
 use dawin::method::interp::PerSample;
 use dawin::method::merging::{self, TiesMerge};
-use dawin::model::device::DeviceModel;
+use dawin::model::placed::PlacedModel;
 use dawin::model::stack::ModelStack;
 use dawin::model::vit::{forward, forward_stacked};
 use dawin::model::{Act, Model, ModelSpec, Overrides};
@@ -111,7 +111,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         let h: Vec<f64> = with_head
             .iter()
             .map(|m| {
-                let dm = DeviceModel::upload(&cpu, m).unwrap();
+                let dm = PlacedModel::upload(&cpu, m).unwrap();
                 entropy(&forward(&cpu, &dm, x, 1, None).unwrap().logits.unwrap())
             })
             .collect();
@@ -126,7 +126,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
             }
             *v = acc as f32;
         }
-        let dm = DeviceModel::upload(&cpu, &merged).unwrap();
+        let dm = PlacedModel::upload(&cpu, &merged).unwrap();
         want_logits.extend(forward(&cpu, &dm, x, 1, None).unwrap().logits.unwrap());
         want_coef.extend(c.iter().map(|&v| v as f32));
     }
@@ -170,7 +170,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         m
     };
     let logits_of = |m: &Model| {
-        let dm = DeviceModel::upload(&cpu, m).unwrap();
+        let dm = PlacedModel::upload(&cpu, m).unwrap();
         forward(&cpu, &dm, &px, n, None).unwrap().logits.unwrap()
     };
     let one_model_refs: Vec<(&str, Vec<f32>)> = vec![
@@ -502,7 +502,7 @@ fn stacked_forward_equals_each_samples_merged_model() {
     let mut want_embeds = Vec::new();
     for i in 0..n {
         let m = host_merge(&base, &tasks, &coef[i * 3..(i + 1) * 3]);
-        let dm = DeviceModel::upload(&cpu, &m).unwrap();
+        let dm = PlacedModel::upload(&cpu, &m).unwrap();
         let out = forward(&cpu, &dm, &px[i * 432..(i + 1) * 432], 1, None).unwrap();
         want.extend(out.logits.unwrap());
         want_embeds.extend(out.embeds);
@@ -527,7 +527,7 @@ fn stacked_forward_equals_each_samples_merged_model() {
         let one = forward(ex.as_ref(), &stack.model(2), &px, n, None).unwrap();
         let alone = forward(
             ex.as_ref(),
-            &DeviceModel::upload(ex.as_ref(), &tasks[1]).unwrap(),
+            &PlacedModel::upload(ex.as_ref(), &tasks[1]).unwrap(),
             &px,
             n,
             None,

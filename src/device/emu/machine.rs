@@ -1,7 +1,7 @@
 //! The interpreter proper: one launch, block by block, thread by thread.
 
 use super::parse::{
-    AddrBase, Cmp, Inst, Kernel, MulMode, Op, Operand, Round, ShflMode, Space, Special, Ty,
+    AddrBase, Cmp, Inst, Kernel, MulMode, Opcode, Operand, Round, ShflMode, Space, Special, Ty,
 };
 use super::{Arg, EmuOptions, Fault, GlobalMem};
 use std::collections::{HashMap, HashSet};
@@ -344,8 +344,8 @@ fn run_block(cx: &mut Ctx) -> Result<(), Fault> {
                         unreachable!()
                     };
                     let lane = (j - w * 32) as u32;
-                    let mode = match cx.k.insts[pc as usize].op {
-                        Op::Shfl(m) => m,
+                    let mode = match cx.k.insts[pc as usize].opcode {
+                        Opcode::Shfl(m) => m,
                         _ => unreachable!(),
                     };
                     let (src, valid) = shfl_source(mode, lane, b, c);
@@ -554,28 +554,28 @@ fn run_thread(cx: &mut Ctx, t: &mut Thread, lin: u32) -> Res<()> {
                 continue;
             }
         }
-        match &inst.op {
-            Op::Bra => {
+        match &inst.opcode {
+            Opcode::Bra => {
                 let Operand::Label(l) = inst.args[0] else {
                     unreachable!()
                 };
                 t.pc = l;
                 continue;
             }
-            Op::Ret => {
+            Opcode::Ret => {
                 check_no_copies_in_flight(t, inst.line)?;
                 t.state = State::Exited(inst.line);
                 return Ok(());
             }
-            Op::Mma { .. } | Op::Ldmatrix { .. } => {
+            Opcode::Mma { .. } | Opcode::Ldmatrix { .. } => {
                 t.state = State::Warp(t.pc);
                 return Ok(());
             }
-            Op::Bar => {
+            Opcode::Bar => {
                 t.state = State::Bar(t.pc);
                 return Ok(());
             }
-            Op::Shfl(_) => {
+            Opcode::Shfl(_) => {
                 let val = read(cx, t, lin, &inst.args[1], Ty::B32, inst.line)? as u32;
                 let b = read(cx, t, lin, &inst.args[2], Ty::B32, inst.line)? as u32;
                 let c = read(cx, t, lin, &inst.args[3], Ty::B32, inst.line)? as u32;
@@ -684,8 +684,8 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
     let l = inst.line;
     let a = &inst.args;
     let rd = |cx: &Ctx, t: &Thread, i: usize, ty: Ty| read(cx, t, lin, &a[i], ty, l);
-    match &inst.op {
-        Op::Mov => match (&a[0], &a[1]) {
+    match &inst.opcode {
+        Opcode::Mov => match (&a[0], &a[1]) {
             // `mov.b32 %r, {%lo, %hi}`: the first element is the low bits.
             (_, Operand::Vector(parts)) => {
                 let bits = ty.bytes() * 8 / parts.len();
@@ -711,61 +711,61 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
                 write(t, &a[0], ty, v, l)
             }
         },
-        Op::Cvta => {
+        Opcode::Cvta => {
             let v = rd(cx, t, 1, ty)?;
             write(t, &a[0], ty, v, l)
         }
-        Op::Add
-        | Op::Sub
-        | Op::Min
-        | Op::Max
-        | Op::And
-        | Op::Or
-        | Op::Xor
-        | Op::Div { .. }
-        | Op::Rem => {
+        Opcode::Add
+        | Opcode::Sub
+        | Opcode::Min
+        | Opcode::Max
+        | Opcode::And
+        | Opcode::Or
+        | Opcode::Xor
+        | Opcode::Div { .. }
+        | Opcode::Rem => {
             let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
             let v = if ty.is_float() {
-                match inst.op {
-                    Op::Add => float_bin(ty, x, y, |p, q| p + q, |p, q| p + q),
-                    Op::Sub => float_bin(ty, x, y, |p, q| p - q, |p, q| p - q),
+                match inst.opcode {
+                    Opcode::Add => float_bin(ty, x, y, |p, q| p + q, |p, q| p + q),
+                    Opcode::Sub => float_bin(ty, x, y, |p, q| p - q, |p, q| p - q),
                     // PTX min/max return the non-NaN operand.
-                    Op::Min => float_bin(ty, x, y, f32::min, f64::min),
-                    Op::Max => float_bin(ty, x, y, f32::max, f64::max),
-                    Op::Div { .. } => float_bin(ty, x, y, |p, q| p / q, |p, q| p / q),
-                    _ => return Err((l, format!("{:?} on a float type", inst.op))),
+                    Opcode::Min => float_bin(ty, x, y, f32::min, f64::min),
+                    Opcode::Max => float_bin(ty, x, y, f32::max, f64::max),
+                    Opcode::Div { .. } => float_bin(ty, x, y, |p, q| p / q, |p, q| p / q),
+                    _ => return Err((l, format!("{:?} on a float type", inst.opcode))),
                 }
             } else {
                 let signed = ty.is_signed();
                 let (sx, sy) = (sext(ty, x), sext(ty, y));
-                match inst.op {
-                    Op::Add => x.wrapping_add(y),
-                    Op::Sub => x.wrapping_sub(y),
-                    Op::Min if signed => sx.min(sy) as u64,
-                    Op::Max if signed => sx.max(sy) as u64,
-                    Op::Min => x.min(y),
-                    Op::Max => x.max(y),
-                    Op::And => x & y,
-                    Op::Or => x | y,
-                    Op::Xor => x ^ y,
-                    Op::Div { .. } | Op::Rem if y == 0 => {
+                match inst.opcode {
+                    Opcode::Add => x.wrapping_add(y),
+                    Opcode::Sub => x.wrapping_sub(y),
+                    Opcode::Min if signed => sx.min(sy) as u64,
+                    Opcode::Max if signed => sx.max(sy) as u64,
+                    Opcode::Min => x.min(y),
+                    Opcode::Max => x.max(y),
+                    Opcode::And => x & y,
+                    Opcode::Or => x | y,
+                    Opcode::Xor => x ^ y,
+                    Opcode::Div { .. } | Opcode::Rem if y == 0 => {
                         return Err((l, "integer division by zero".into()));
                     }
-                    Op::Div { .. } if signed => sx.wrapping_div(sy) as u64,
-                    Op::Rem if signed => sx.wrapping_rem(sy) as u64,
-                    Op::Div { .. } => x / y,
-                    Op::Rem => x % y,
+                    Opcode::Div { .. } if signed => sx.wrapping_div(sy) as u64,
+                    Opcode::Rem if signed => sx.wrapping_rem(sy) as u64,
+                    Opcode::Div { .. } => x / y,
+                    Opcode::Rem => x % y,
                     _ => unreachable!(),
                 }
             };
             write(t, &a[0], ty, v, l)
         }
-        Op::Mul(mode) => {
+        Opcode::Mul(mode) => {
             let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
             let (v, dty) = mul(ty, *mode, x, y);
             write(t, &a[0], dty, v, l)
         }
-        Op::Mad(mode) => {
+        Opcode::Mad(mode) => {
             let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
             let (p, dty) = mul(ty, *mode, x, y);
             let z = rd(cx, t, 3, dty)?;
@@ -776,7 +776,7 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             };
             write(t, &a[0], dty, v, l)
         }
-        Op::Fma => {
+        Opcode::Fma => {
             let (x, y, z) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?, rd(cx, t, 3, ty)?);
             let v = match ty {
                 Ty::F64 => f64::from_bits(x)
@@ -786,14 +786,14 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             };
             write(t, &a[0], ty, v, l)
         }
-        Op::Rcp { .. }
-        | Op::Sqrt { .. }
-        | Op::Rsqrt
-        | Op::Ex2
-        | Op::Lg2
-        | Op::Abs
-        | Op::Neg
-        | Op::Not => {
+        Opcode::Rcp { .. }
+        | Opcode::Sqrt { .. }
+        | Opcode::Rsqrt
+        | Opcode::Ex2
+        | Opcode::Lg2
+        | Opcode::Abs
+        | Opcode::Neg
+        | Opcode::Not => {
             let x = rd(cx, t, 1, ty)?;
             let v = if ty.is_float() {
                 let f = |g: fn(f64) -> f64| -> u64 {
@@ -802,32 +802,32 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
                         _ => f32b(g(f32v(x) as f64) as f32),
                     }
                 };
-                match inst.op {
-                    Op::Rcp { .. } => f(|v| 1.0 / v),
-                    Op::Sqrt { .. } => f(f64::sqrt),
-                    Op::Rsqrt => f(|v| 1.0 / v.sqrt()),
-                    Op::Ex2 => f(f64::exp2),
-                    Op::Lg2 => f(f64::log2),
-                    Op::Abs => f(f64::abs),
-                    Op::Neg => f(|v| -v),
+                match inst.opcode {
+                    Opcode::Rcp { .. } => f(|v| 1.0 / v),
+                    Opcode::Sqrt { .. } => f(f64::sqrt),
+                    Opcode::Rsqrt => f(|v| 1.0 / v.sqrt()),
+                    Opcode::Ex2 => f(f64::exp2),
+                    Opcode::Lg2 => f(f64::log2),
+                    Opcode::Abs => f(f64::abs),
+                    Opcode::Neg => f(|v| -v),
                     _ => return Err((l, "not on a float type".into())),
                 }
             } else {
-                match inst.op {
-                    Op::Abs => sext(ty, x).unsigned_abs(),
-                    Op::Neg => (sext(ty, x)).wrapping_neg() as u64,
-                    Op::Not => !x,
-                    _ => return Err((l, format!("{:?} on an integer type", inst.op))),
+                match inst.opcode {
+                    Opcode::Abs => sext(ty, x).unsigned_abs(),
+                    Opcode::Neg => (sext(ty, x)).wrapping_neg() as u64,
+                    Opcode::Not => !x,
+                    _ => return Err((l, format!("{:?} on an integer type", inst.opcode))),
                 }
             };
             write(t, &a[0], ty, v, l)
         }
-        Op::Shl | Op::Shr => {
+        Opcode::Shl | Opcode::Shr => {
             let x = rd(cx, t, 1, ty)?;
             let s = rd(cx, t, 2, Ty::U32)? as u32;
             let bits = ty.bytes() as u32 * 8;
-            let v = match inst.op {
-                Op::Shl => {
+            let v = match inst.opcode {
+                Opcode::Shl => {
                     if s >= bits {
                         0
                     } else {
@@ -845,7 +845,7 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             };
             write(t, &a[0], ty, v, l)
         }
-        Op::Setp(c) => {
+        Opcode::Setp(c) => {
             let (x, y) = (rd(cx, t, 1, ty)?, rd(cx, t, 2, ty)?);
             let v = if ty.is_float() {
                 let (p, q) = match ty {
@@ -888,7 +888,7 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             };
             write(t, &a[0], Ty::Pred, v as u64, l)
         }
-        Op::Selp => {
+        Opcode::Selp => {
             let p = rd(cx, t, 3, Ty::Pred)? != 0;
             let v = if p {
                 rd(cx, t, 1, ty)?
@@ -897,13 +897,13 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             };
             write(t, &a[0], ty, v, l)
         }
-        Op::Cvt { dst, src, rnd } => {
+        Opcode::Cvt { dst, src, rnd } => {
             let x = rd(cx, t, 1, *src)?;
             let v =
                 cvt(*dst, *src, *rnd, x).ok_or((l, format!("unsupported cvt .{dst:?}.{src:?}")))?;
             write(t, &a[0], *dst, v, l)
         }
-        Op::Ld { space, vec } => {
+        Opcode::Ld { space, vec } => {
             let n = *vec as usize;
             let size = ty.bytes();
             let addr = address(cx, t, lin, &a[1], l)?;
@@ -919,7 +919,7 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
                 o => write(t, o, ty, vals[0], l),
             }
         }
-        Op::St { space, vec } => {
+        Opcode::St { space, vec } => {
             let n = *vec as usize;
             let size = ty.bytes();
             let addr = address(cx, t, lin, &a[0], l)?;
@@ -934,7 +934,7 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             }
             store(cx, *space, addr, size, n, lin, l, &vals)
         }
-        Op::CvtPack { dst } => {
+        Opcode::CvtPack { dst } => {
             let (hi, lo) = (rd(cx, t, 1, Ty::F32)?, rd(cx, t, 2, Ty::F32)?);
             let half = |v: u64| -> u64 {
                 let x = f32v(v);
@@ -946,13 +946,13 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             };
             write(t, &a[0], Ty::B32, (half(hi) << 16) | half(lo), l)
         }
-        Op::CpAsync => cp_async(cx, t, lin, inst),
-        Op::CpAsyncCommit => {
+        Opcode::CpAsync => cp_async(cx, t, lin, inst),
+        Opcode::CpAsyncCommit => {
             let open = std::mem::take(&mut t.copies_open);
             t.copy_groups.push_back(open);
             Ok(())
         }
-        Op::CpAsyncWait { all } => {
+        Opcode::CpAsyncWait { all } => {
             let keep = if *all {
                 let open = std::mem::take(&mut t.copies_open);
                 t.copy_groups.push_back(open);
@@ -967,7 +967,12 @@ fn exec(cx: &mut Ctx, t: &mut Thread, lin: u32, inst: &Inst) -> Res<()> {
             cx.banks = banks;
             r
         }
-        Op::Bra | Op::Ret | Op::Bar | Op::Shfl(_) | Op::Mma { .. } | Op::Ldmatrix { .. } => {
+        Opcode::Bra
+        | Opcode::Ret
+        | Opcode::Bar
+        | Opcode::Shfl(_)
+        | Opcode::Mma { .. }
+        | Opcode::Ldmatrix { .. } => {
             unreachable!("handled by run_thread")
         }
     }
@@ -1501,8 +1506,8 @@ fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fa
     }
     let err = |cx: &Ctx, (j, l, m): (usize, u32, String)| fault(cx, j, l, m);
     let mut results = vec![[0u32; 4]; 32];
-    let dst = match &inst.op {
-        Op::Mma { ab } => {
+    let dst = match &inst.opcode {
+        Opcode::Mma { ab } => {
             let av = lane_regs(cx, th, base, &inst.args[1], line).map_err(|e| err(cx, e))?;
             let bv = lane_regs(cx, th, base, &inst.args[2], line).map_err(|e| err(cx, e))?;
             let cv = lane_regs(cx, th, base, &inst.args[3], line).map_err(|e| err(cx, e))?;
@@ -1547,7 +1552,7 @@ fn warp_collective(cx: &mut Ctx, th: &mut [Thread], w: usize) -> Result<bool, Fa
             }
             &inst.args[0]
         }
-        Op::Ldmatrix { num, trans } => {
+        Opcode::Ldmatrix { num, trans } => {
             // Lanes 8j..8j+7 give the row addresses of matrix j.
             let mut mats = [[[0u16; 8]; 8]; 4];
             for (j, mat) in mats.iter_mut().enumerate().take(*num as usize) {

@@ -144,7 +144,7 @@ pub enum ShflMode {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Op {
+pub enum Opcode {
     Mov,
     Add,
     Sub,
@@ -232,7 +232,7 @@ pub enum Round {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inst {
-    pub op: Op,
+    pub opcode: Opcode,
     pub ty: Ty,
     /// `@%p` / `@!%p`.
     pub guard: Option<(u16, bool)>,
@@ -871,36 +871,36 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
         }
     };
     let op = match base {
-        "mov" => Op::Mov,
-        "add" => Op::Add,
-        "sub" => Op::Sub,
-        "mul" if ty.is_float() => Op::Mul(MulMode::Lo),
-        "mul" => Op::Mul(mode()),
-        "mad" => Op::Mad(mode()),
-        "fma" => Op::Fma,
-        "div" => Op::Div {
+        "mov" => Opcode::Mov,
+        "add" => Opcode::Add,
+        "sub" => Opcode::Sub,
+        "mul" if ty.is_float() => Opcode::Mul(MulMode::Lo),
+        "mul" => Opcode::Mul(mode()),
+        "mad" => Opcode::Mad(mode()),
+        "fma" => Opcode::Fma,
+        "div" => Opcode::Div {
             approx: has("approx") || has("full"),
         },
-        "rem" => Op::Rem,
-        "rcp" => Op::Rcp {
+        "rem" => Opcode::Rem,
+        "rcp" => Opcode::Rcp {
             approx: has("approx"),
         },
-        "sqrt" => Op::Sqrt {
+        "sqrt" => Opcode::Sqrt {
             approx: has("approx"),
         },
-        "rsqrt" if has("approx") => Op::Rsqrt,
-        "ex2" if has("approx") => Op::Ex2,
-        "lg2" if has("approx") => Op::Lg2,
-        "abs" => Op::Abs,
-        "neg" => Op::Neg,
-        "min" => Op::Min,
-        "max" => Op::Max,
-        "and" => Op::And,
-        "or" => Op::Or,
-        "xor" => Op::Xor,
-        "not" => Op::Not,
-        "shl" => Op::Shl,
-        "shr" => Op::Shr,
+        "rsqrt" if has("approx") => Opcode::Rsqrt,
+        "ex2" if has("approx") => Opcode::Ex2,
+        "lg2" if has("approx") => Opcode::Lg2,
+        "abs" => Opcode::Abs,
+        "neg" => Opcode::Neg,
+        "min" => Opcode::Min,
+        "max" => Opcode::Max,
+        "and" => Opcode::And,
+        "or" => Opcode::Or,
+        "xor" => Opcode::Xor,
+        "not" => Opcode::Not,
+        "shl" => Opcode::Shl,
+        "shr" => Opcode::Shr,
         "setp" => {
             let c = mods.first().copied().unwrap_or("");
             let cmp = match c {
@@ -923,14 +923,14 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             if mods.len() != 2 {
                 return bad(": combined predicates are not supported");
             }
-            Op::Setp(cmp)
+            Opcode::Setp(cmp)
         }
-        "selp" => Op::Selp,
+        "selp" => Opcode::Selp,
         "cvt" if has("bf16x2") || has("f16x2") => {
             if !has("rn") || !has("f32") {
                 return bad(": only cvt.rn.{bf16x2,f16x2}.f32 packs");
             }
-            Op::CvtPack {
+            Opcode::CvtPack {
                 dst: if has("bf16x2") { Ty::Bf16x2 } else { Ty::F16x2 },
             }
         }
@@ -958,15 +958,15 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             } else {
                 Round::None
             };
-            Op::Cvt {
+            Opcode::Cvt {
                 dst: tys[0],
                 src: tys[1],
                 rnd,
             }
         }
-        "cvta" if has("to") && has("global") => Op::Cvta,
+        "cvta" if has("to") && has("global") => Opcode::Cvta,
         "ld" => match space() {
-            Some(sp) => Op::Ld { space: sp, vec },
+            Some(sp) => Opcode::Ld { space: sp, vec },
             None => {
                 return bad(": generic addressing is not supported; name .global/.shared/.param");
             }
@@ -975,11 +975,11 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             Some(Space::Param) | None => {
                 return bad(": stores need .global or .shared");
             }
-            Some(sp) => Op::St { space: sp, vec },
+            Some(sp) => Opcode::St { space: sp, vec },
         },
-        "bra" => Op::Bra,
-        "bar" if has("sync") || mods.is_empty() => Op::Bar,
-        "barrier" if has("sync") => Op::Bar,
+        "bra" => Opcode::Bra,
+        "bar" if has("sync") || mods.is_empty() => Opcode::Bar,
+        "barrier" if has("sync") => Opcode::Bar,
         "shfl" if has("sync") => {
             let m = if has("up") {
                 ShflMode::Up
@@ -992,9 +992,9 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             } else {
                 return bad(": unknown shuffle mode");
             };
-            Op::Shfl(m)
+            Opcode::Shfl(m)
         }
-        "ret" | "exit" => Op::Ret,
+        "ret" | "exit" => Opcode::Ret,
         "mma" => {
             let tys: Vec<Ty> = mods.iter().filter_map(|m| Ty::parse(m)).collect();
             let shape_ok =
@@ -1003,7 +1003,7 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
                 [Ty::F32, a, b, Ty::F32]
                     if shape_ok && a == b && matches!(a, Ty::Bf16 | Ty::F16) =>
                 {
-                    Op::Mma { ab: *a }
+                    Opcode::Mma { ab: *a }
                 }
                 _ => {
                     return bad(
@@ -1024,36 +1024,47 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             } else {
                 return bad(": ldmatrix needs .x1, .x2 or .x4");
             };
-            Op::Ldmatrix {
+            Opcode::Ldmatrix {
                 num,
                 trans: has("trans"),
             }
         }
-        "cp" if has("async") && has("commit_group") => Op::CpAsyncCommit,
-        "cp" if has("async") && has("wait_group") => Op::CpAsyncWait { all: false },
-        "cp" if has("async") && has("wait_all") => Op::CpAsyncWait { all: true },
+        "cp" if has("async") && has("commit_group") => Opcode::CpAsyncCommit,
+        "cp" if has("async") && has("wait_group") => Opcode::CpAsyncWait { all: false },
+        "cp" if has("async") && has("wait_all") => Opcode::CpAsyncWait { all: true },
         "cp" if has("async") && has("shared") && has("global") && (has("ca") || has("cg")) => {
-            Op::CpAsync
+            Opcode::CpAsync
         }
         _ => return bad(""),
     };
     // Arity checks, so the interpreter can index operands freely.
     let want = match &op {
-        Op::Mov | Op::Abs | Op::Neg | Op::Not | Op::Rcp { .. } | Op::Sqrt { .. } => 2,
-        Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Cvt { .. } | Op::Cvta => 2,
-        Op::Add | Op::Sub | Op::Mul(_) | Op::Div { .. } | Op::Rem | Op::Min | Op::Max => 3,
-        Op::And | Op::Or | Op::Xor | Op::Shl | Op::Shr | Op::Setp(_) => 3,
-        Op::Mad(_) | Op::Fma | Op::Selp => 4,
-        Op::Ld { .. } | Op::St { .. } => 2,
-        Op::Bra => 1,
-        Op::Bar => 1,
-        Op::Shfl(_) => 5,
-        Op::Ret | Op::CpAsyncCommit => 0,
-        Op::CvtPack { .. } => 3,
-        Op::Mma { .. } => 4,
-        Op::Ldmatrix { .. } => 2,
-        Op::CpAsync => args.len().clamp(3, 4),
-        Op::CpAsyncWait { all } => usize::from(!all),
+        Opcode::Mov
+        | Opcode::Abs
+        | Opcode::Neg
+        | Opcode::Not
+        | Opcode::Rcp { .. }
+        | Opcode::Sqrt { .. } => 2,
+        Opcode::Rsqrt | Opcode::Ex2 | Opcode::Lg2 | Opcode::Cvt { .. } | Opcode::Cvta => 2,
+        Opcode::Add
+        | Opcode::Sub
+        | Opcode::Mul(_)
+        | Opcode::Div { .. }
+        | Opcode::Rem
+        | Opcode::Min
+        | Opcode::Max => 3,
+        Opcode::And | Opcode::Or | Opcode::Xor | Opcode::Shl | Opcode::Shr | Opcode::Setp(_) => 3,
+        Opcode::Mad(_) | Opcode::Fma | Opcode::Selp => 4,
+        Opcode::Ld { .. } | Opcode::St { .. } => 2,
+        Opcode::Bra => 1,
+        Opcode::Bar => 1,
+        Opcode::Shfl(_) => 5,
+        Opcode::Ret | Opcode::CpAsyncCommit => 0,
+        Opcode::CvtPack { .. } => 3,
+        Opcode::Mma { .. } => 4,
+        Opcode::Ldmatrix { .. } => 2,
+        Opcode::CpAsync => args.len().clamp(3, 4),
+        Opcode::CpAsyncWait { all } => usize::from(!all),
     };
     if args.len() != want {
         return perr(
@@ -1061,15 +1072,19 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
             format!("`{opcode}` takes {want} operands, got {}", args.len()),
         );
     }
-    if let Op::Bra = op {
+    if let Opcode::Bra = op {
         match &args[0] {
             Operand::Label(_) => {}
             Operand::Symbol(_) | Operand::Reg(_) => return perr(line, "bra needs a label"),
             _ => return perr(line, "bra needs a label"),
         }
     }
-    if let (Op::Ld { vec, .. } | Op::St { vec, .. }, true) = (&op, vec > 1) {
-        let vi = if matches!(op, Op::Ld { .. }) { 0 } else { 1 };
+    if let (Opcode::Ld { vec, .. } | Opcode::St { vec, .. }, true) = (&op, vec > 1) {
+        let vi = if matches!(op, Opcode::Ld { .. }) {
+            0
+        } else {
+            1
+        };
         match &args[vi] {
             Operand::Vector(v) if v.len() == *vec as usize => {}
             _ => return perr(line, format!("`{opcode}` needs a {{…}} of {vec} registers")),
@@ -1081,7 +1096,7 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
         _ => 0,
     };
     match &op {
-        Op::Mma { .. } => {
+        Opcode::Mma { .. } => {
             let want = [4, 4, 2, 4];
             for (i, w) in want.iter().enumerate() {
                 if !matches!(&args[i], Operand::Vector(v) if v.len() == *w) {
@@ -1092,7 +1107,7 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
                 }
             }
         }
-        Op::Ldmatrix { num, .. }
+        Opcode::Ldmatrix { num, .. }
             if regs_of(&args[0]) != *num as usize || !matches!(args[1], Operand::Addr(..)) =>
         {
             return perr(
@@ -1100,7 +1115,7 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
                 format!("ldmatrix .x{num} needs {num} destination registers and an address"),
             );
         }
-        Op::CpAsync => {
+        Opcode::CpAsync => {
             if !matches!(args[0], Operand::Addr(..)) || !matches!(args[1], Operand::Addr(..)) {
                 return perr(line, "cp.async needs [shared], [global] addresses");
             }
@@ -1112,12 +1127,12 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
                 return perr(line, "cp.async.cg copies exactly 16 bytes");
             }
         }
-        Op::CpAsyncWait { all: false } if !matches!(args[0], Operand::Imm(_)) => {
+        Opcode::CpAsyncWait { all: false } if !matches!(args[0], Operand::Imm(_)) => {
             return perr(line, "cp.async.wait_group needs an immediate group count");
         }
         _ => {}
     }
-    if let Op::Bar = op {
+    if let Opcode::Bar = op {
         // Only barrier 0 for the whole block.
         if args[0] != Operand::Imm(0) {
             return perr(line, "only `bar.sync 0` is supported");
@@ -1125,7 +1140,7 @@ fn parse_inst(line: u32, s: &str, names: &Names) -> PResult<Inst> {
         args.clear();
     }
     Ok(Inst {
-        op,
+        opcode: op,
         ty,
         guard,
         args,

@@ -56,7 +56,7 @@ pub struct Bf16Linears<'a> {
     pub blocks: Vec<BlockLinears>,
 }
 
-pub struct DeviceModel<'a> {
+pub struct PlacedModel<'a> {
     pub spec: ModelSpec,
     /// In bf16 precision this holds every tensor but the blocks' linear
     /// weights, which live only in `bf16` (their views in `params` are
@@ -95,7 +95,7 @@ impl std::ops::Deref for Flat<'_> {
     }
 }
 
-/// The layout of a [`DeviceModel`]'s f32 buffer and its length: the
+/// The layout of a [`PlacedModel`]'s f32 buffer and its length: the
 /// model's own, or, `without_linears`, the same tensors packed with the
 /// blocks' linear weights left out (as empty ranges).
 fn f32_layout(model: &Model, without_linears: bool) -> (Params<Range<usize>>, usize) {
@@ -131,7 +131,7 @@ fn packed(model: &Model, layout: &Params<Range<usize>>, len: usize) -> Vec<f32> 
     host
 }
 
-impl<'a> DeviceModel<'a> {
+impl<'a> PlacedModel<'a> {
     /// Uploads the flat parameter buffer once; views are slices of it.
     pub fn upload(exec: &'a dyn Executor, model: &Model) -> Result<Self> {
         Self::upload_as(exec, model, Precision::F32)
@@ -146,7 +146,7 @@ impl<'a> DeviceModel<'a> {
     }
 
     /// A zero-filled working parameter buffer with `model`'s layout, to be
-    /// filled by [`DeviceModel::lerp`] (the `materialize` and `bmm`
+    /// filled by [`PlacedModel::lerp`] (the `materialize` and `bmm`
     /// strategies, multi-task merges).
     pub fn alloc_like(exec: &'a dyn Executor, model: &Model, precision: Precision) -> Result<Self> {
         Self::place(exec, model, precision, false)
@@ -165,7 +165,7 @@ impl<'a> DeviceModel<'a> {
             (true, Some(_)) => exec.upload(&packed(model, &layout, len))?,
         };
         let params = layout.map(|r| flat.slice(r.start, r.len()));
-        Ok(DeviceModel {
+        Ok(PlacedModel {
             spec: model.spec.clone(),
             flat: Flat::Owned(flat),
             params,
@@ -235,7 +235,7 @@ impl<'a> DeviceModel<'a> {
 
     /// `self = w0 + λ·(w1 − w0)`, every tensor: the f32 buffer by `lerp`,
     /// the bf16 linear weights (bf16 in and out) by `lerp_bf16`.
-    pub fn lerp(&self, w0: &DeviceModel, w1: &DeviceModel, lambda: f32) -> Result<()> {
+    pub fn lerp(&self, w0: &PlacedModel, w1: &PlacedModel, lambda: f32) -> Result<()> {
         let p = self.precision();
         if w0.precision() != p || w1.precision() != p {
             return Err(crate::invalid!(

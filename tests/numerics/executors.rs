@@ -183,7 +183,7 @@ crate::per_executor! {
     fn next_batches_are_staged_during_the_forward_and_used_once(kind, ex) {
         use dawin::method::engine::Engine;
         use dawin::model::batch::{BatchCap, Images};
-        use dawin::model::{Act, Model, device::Precision};
+        use dawin::model::{Act, Model, placed::Precision};
         let counting = Counting {
             inner: ex,
             staged: Default::default(),
