@@ -159,6 +159,18 @@ impl Value {
         }
     }
 
+    /// The identity of a container (shared by every reference to it), for
+    /// walks that must enter each one once.
+    pub fn container_id(&self) -> Option<usize> {
+        match self {
+            Value::Tuple(t) => Some(Rc::as_ptr(t) as *const u8 as usize),
+            Value::List(l) => Some(Rc::as_ptr(l) as *const u8 as usize),
+            Value::Dict(d) => Some(Rc::as_ptr(d) as *const u8 as usize),
+            Value::Record(r) => Some(Rc::as_ptr(r) as *const u8 as usize),
+            _ => None,
+        }
+    }
+
     fn as_items(&self) -> Option<Vec<Value>> {
         match self {
             Value::Tuple(t) => Some(t.to_vec()),
@@ -182,6 +194,9 @@ pub enum PickleError {
     Refused(String),
     /// A global no checkpoint has a reason to name, refused even as a record.
     Dangerous(String),
+    /// In records mode, a global that is not a class: a function that a
+    /// pickle would call, refused by name although dawin never calls it.
+    NotAClass(String),
     Malformed {
         at: usize,
         msg: String,
@@ -199,6 +214,10 @@ impl std::fmt::Display for PickleError {
                 f,
                 "the pickle names `{g}`, a function that runs code or touches the system: no checkpoint needs it, so the file is refused (dawin never runs it)"
             ),
+            PickleError::NotAClass(g) => write!(
+                f,
+                "the pickle names `{g}`, which is not a class: from pickled modules dawin reads only classes (as inert records, never run) and tensors, so the file is refused"
+            ),
             PickleError::Malformed { at, msg } => write!(f, "damaged pickle at byte {at}: {msg}"),
         }
     }
@@ -207,6 +226,11 @@ impl std::fmt::Display for PickleError {
 /// At most this many nested containers in the value being returned (a
 /// state dict is 2-5 deep; the bound keeps recursion on the data finite).
 pub const MAX_DEPTH: usize = 256;
+
+/// At most this many values built by one pickle, and visited by one walk
+/// over its result. A ViT-L checkpoint, pickled module and all, builds
+/// about 10⁵; the bound refuses a crafted file before it costs minutes.
+pub const MAX_VALUES: usize = 20_000_000;
 
 enum Item {
     Mark,
@@ -225,6 +249,8 @@ struct Machine<'a> {
     globals: Globals,
     /// Storages whose bytes are in `all` (legacy format), by key.
     storages: Storages,
+    /// Values pushed so far, against [`MAX_VALUES`].
+    built: usize,
 }
 
 /// Storage bytes found in the buffer itself, by storage key.
@@ -241,6 +267,7 @@ impl<'a> Machine<'a> {
             memo: HashMap::new(),
             globals,
             storages: Storages::new(),
+            built: 0,
         }
     }
 }
@@ -295,7 +322,7 @@ pub fn load_legacy(
         return Err(bad(at, "legacy storage key list is not a list"));
     };
     let mut sizes = HashMap::new();
-    collect_storage_sizes(&root, &mut sizes, 0);
+    collect_storage_sizes(&root, &mut sizes)?;
     for k in keys {
         let Some(k) = k.as_str().map(str::to_string) else {
             return Err(bad(at, "legacy storage key is not a string"));
@@ -318,28 +345,60 @@ pub fn load_legacy(
 }
 
 /// Element sizes of the storages a value names, by key.
-fn collect_storage_sizes(v: &Value, out: &mut HashMap<String, usize>, depth: usize) {
-    if depth > MAX_DEPTH {
-        return;
-    }
-    let mut visit = |x: &Value| collect_storage_sizes(x, out, depth + 1);
-    match v {
+fn collect_storage_sizes(
+    root: &Value,
+    out: &mut HashMap<String, usize>,
+) -> Result<(), PickleError> {
+    visit_once(root, |v| match v {
         Value::Storage(s) => {
             out.insert(s.key.clone(), storage_elem_size(&s.kind));
         }
         Value::Tensor(t) => {
             out.insert(t.storage.key.clone(), storage_elem_size(&t.storage.kind));
         }
-        Value::Tuple(t) => t.iter().for_each(visit),
-        Value::List(l) => l.borrow().iter().for_each(visit),
-        Value::Dict(d) => d.borrow().iter().for_each(|(_, x)| visit(x)),
-        Value::Record(r) => {
-            let r = r.borrow();
-            visit(&r.state);
-            visit(&r.args);
-        }
         _ => {}
+    })
+}
+
+/// Calls `f` on every value reachable from `root`, entering each container
+/// once however many times it is referenced: the memo lets a pickle share
+/// objects, so n lists each naming the previous one twice are 2ⁿ paths but
+/// n containers. Refuses past [`MAX_VALUES`] visits.
+pub fn visit_once(root: &Value, mut f: impl FnMut(&Value)) -> Result<(), PickleError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut work = vec![root.clone()];
+    let mut visits = 0usize;
+    while let Some(v) = work.pop() {
+        visits += 1;
+        if visits > MAX_VALUES {
+            return Err(PickleError::Malformed {
+                at: 0,
+                msg: format!("the pickled value has more than {MAX_VALUES} parts"),
+            });
+        }
+        f(&v);
+        let Some(id) = v.container_id() else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        match &v {
+            Value::Tuple(t) => work.extend(t.iter().cloned()),
+            Value::List(l) => work.extend(l.borrow().iter().cloned()),
+            Value::Dict(d) => d.borrow().iter().for_each(|(k, x)| {
+                work.push(k.clone());
+                work.push(x.clone());
+            }),
+            Value::Record(r) => {
+                let r = r.borrow();
+                work.push(r.args.clone());
+                work.push(r.state.clone());
+            }
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Bytes per element of a torch storage class (1 if unknown: the caller
@@ -408,6 +467,7 @@ impl<'a> Machine<'a> {
     }
 
     fn push(&mut self, v: Value) {
+        self.built += 1;
         self.stack.push(Item::V(v));
     }
 
@@ -488,6 +548,11 @@ impl<'a> Machine<'a> {
                 return self.pop();
             }
             self.step(op)?;
+            if self.built > MAX_VALUES {
+                return self.bad(format!(
+                    "the pickle builds more than {MAX_VALUES} values; no checkpoint needs that many"
+                ));
+            }
         }
     }
 
@@ -514,7 +579,7 @@ impl<'a> Machine<'a> {
             | b's'
             | b'u' => self.collection_op(op),
             b'p' | b'q' | b'r' | 0x94 | b'g' | b'h' | b'j' => self.memo_op(op),
-            b'c' | 0x93 | b'R' | 0x81 | 0x92 | b'b' | b'Q' => self.object_op(op),
+            b'c' | 0x93 | b'R' | 0x81 | 0x92 | b'b' | b'Q' | b'i' | b'o' => self.object_op(op),
             _ => self.bad(format!("unsupported opcode 0x{op:02x}")),
         }
     }
@@ -782,6 +847,25 @@ impl<'a> Machine<'a> {
                 let state = self.pop()?;
                 self.build(state)?
             }
+            // INST (module, name, then the arguments above a mark) and OBJ
+            // (the class and its arguments above a mark): a global called,
+            // which `global` refuses by name unless it is an inert class.
+            b'i' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                let g = self.global(module, name)?;
+                let args = self.pop_mark()?;
+                let v = self.call(g, Value::Tuple(args.into()))?;
+                self.push(v)
+            }
+            b'o' => {
+                let mut items = self.pop_mark()?.into_iter();
+                let Some(cls) = items.next() else {
+                    return self.bad("OBJ without a class");
+                };
+                let v = self.call(cls, Value::Tuple(items.collect::<Vec<_>>().into()))?;
+                self.push(v)
+            }
             b'Q' => {
                 let pid = self.pop()?;
                 let v = self.persistent(pid)?;
@@ -861,7 +945,10 @@ impl<'a> Machine<'a> {
             ("_codecs", "encode") => Global::CodecsEncode,
             ("torch.storage", "_load_from_bytes") => Global::LoadFromBytes,
             _ if dangerous(module, name) => return Err(PickleError::Dangerous(full)),
-            _ if self.globals == Globals::Records => Global::Class(full),
+            _ if self.globals == Globals::Records && inert_class(module, name) => {
+                Global::Class(full)
+            }
+            _ if self.globals == Globals::Records => return Err(PickleError::NotAClass(full)),
             _ => return Err(PickleError::Refused(full)),
         };
         Ok(Value::Global(g))
@@ -973,6 +1060,48 @@ impl<'a> Machine<'a> {
     }
 }
 
+/// Whether a global may stand in a pickled module as an inert record: a
+/// class by Python's naming convention (`Linear`, `OrderedDict`), or one
+/// of the few lowercase types and constants a module's state holds
+/// (`set`, `torch.device`, `torch.float32`), and TorchScript's typed-list
+/// builders (`torch.jit._pickle.build_intlist`, kept as records of their
+/// lists). Other functions (`timeit.timeit`) are not, since a pickle names
+/// them only to call them.
+fn inert_class(module: &str, name: &str) -> bool {
+    let builtin = matches!(module, "builtins" | "__builtin__");
+    name.starts_with(|c: char| c.is_ascii_uppercase())
+        || (module == "torch.jit._pickle"
+            && (name.starts_with("build_") || name == "restore_type_tag"))
+        || (builtin
+            && matches!(
+                name,
+                "set" | "frozenset" | "slice" | "complex" | "bytearray" | "range" | "object"
+            ))
+        || (module == "torch" && (name == "device" || name == "dtype" || torch_dtype(name)))
+}
+
+/// `torch.<name>` is a dtype constant (`torch.float32`, `torch.bfloat16`).
+fn torch_dtype(name: &str) -> bool {
+    matches!(
+        name,
+        "float16"
+            | "float32"
+            | "float64"
+            | "bfloat16"
+            | "half"
+            | "float"
+            | "double"
+            | "uint8"
+            | "int8"
+            | "int16"
+            | "int32"
+            | "int64"
+            | "bool"
+            | "long"
+            | "int"
+    )
+}
+
 /// Globals that run code or reach the system: refused even as records.
 fn dangerous(module: &str, name: &str) -> bool {
     let root = module.split('.').next().unwrap_or(module);
@@ -1042,6 +1171,63 @@ mod tests {
         let v = load(&p, Globals::Strict).unwrap();
         assert!(matches!(v, Value::List(_)));
         drop(v);
+    }
+
+    /// 100 lists, each holding the previous one twice: 2¹⁰⁰ paths through
+    /// 100 containers. The legacy reader's storage search enters each once.
+    #[test]
+    fn shared_lists_are_walked_as_a_graph() {
+        let mut p = b"\x80\x02]q\x00".to_vec();
+        for i in 1..100u8 {
+            p.extend_from_slice(&[b'(', b'h', i - 1, b'h', i - 1, b'l', b'q', i]);
+        }
+        p.push(b'.');
+        let v = load(&p, Globals::Strict).unwrap();
+        let mut visits = 0;
+        visit_once(&v, |_| visits += 1).unwrap();
+        assert!(visits < 300, "{visits} visits");
+        // As the legacy format's object: magic, protocol, system info, the
+        // object, then an empty storage key list.
+        let mut legacy =
+            b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.K\x01.}.".to_vec();
+        legacy.extend_from_slice(&p);
+        legacy.extend_from_slice(b"].");
+        let t = std::time::Instant::now();
+        load_legacy(&legacy, 0..legacy.len(), Globals::Strict).unwrap();
+        assert!(t.elapsed().as_secs() < 5);
+    }
+
+    /// Under records, a function is refused by name (it is not a class);
+    /// INST and OBJ name the global they would call.
+    #[test]
+    fn records_accept_classes_only() {
+        let timeit = b"ctimeit\ntimeit\n(S'x'\ntR.";
+        assert_eq!(
+            load(timeit, Globals::Records).unwrap_err(),
+            PickleError::NotAClass("timeit.timeit".into())
+        );
+        assert!(load(b"c__builtin__\nset\n(]tR.", Globals::Records).is_ok());
+        let d = load(
+            b"ctorch\ndevice\n(X\x03\x00\x00\x00cputR.",
+            Globals::Records,
+        );
+        assert!(d.is_ok(), "{d:?}");
+        let inst = b"(X\x04\x00\x00\x00trueios\nsystem\n.";
+        assert_eq!(
+            load(inst, Globals::Records).unwrap_err(),
+            PickleError::Dangerous("os.system".into())
+        );
+        let inst = b"(X\x01\x00\x00\x00xitimeit\ntimeit\n.";
+        assert_eq!(
+            load(inst, Globals::Records).unwrap_err(),
+            PickleError::NotAClass("timeit.timeit".into())
+        );
+        let obj = b"(cargparse\nNamespace\no.";
+        assert!(load(obj, Globals::Records).is_ok());
+        assert_eq!(
+            load(obj, Globals::Strict).unwrap_err(),
+            PickleError::Refused("argparse.Namespace".into())
+        );
     }
 
     #[test]

@@ -72,7 +72,13 @@ pub fn read(path: &Path, src: &Source, source: usize, globals: Globals) -> Resul
     } else {
         "PyTorch zip"
     };
-    build(path, &root, source, &lookup, kind)
+    build(
+        path,
+        (&root, &bytes[entries[&pkl].clone()]),
+        source,
+        &lookup,
+        kind,
+    )
 }
 
 /// Reads a plain pickle file: `pickle.dump(model)` as WiSE-FT writes it
@@ -97,19 +103,20 @@ pub fn read_pickle(
     }
     .map_err(|e| refused(path, e, false))?;
     let lookup = |key: &str| storages.get(key).cloned();
-    build(path, &root, source, &lookup, kind)
+    build(path, (&root, bytes), source, &lookup, kind)
 }
 
-/// The entries of every tensor of `root`, their storages found by `lookup`.
+/// The entries of every tensor of `root` (unpickled from `pickled`), their
+/// storages found by `lookup`.
 fn build(
     path: &Path,
-    root: &Value,
+    (root, pickled): (&Value, &[u8]),
     source: usize,
     lookup: &dyn Fn(&str) -> Option<std::ops::Range<usize>>,
     kind: &str,
 ) -> Result<TorchTensors> {
     let err = |m: String| Error::file(path, m);
-    let (tensors, under) = state_dict(root);
+    let (tensors, under) = state_dict(root, pickled).map_err(&err)?;
     if tensors.is_empty() {
         return Err(err(format!(
             "the checkpoint holds no tensors (its top level is a {}); dawin reads state dicts",
@@ -236,11 +243,17 @@ fn entry(
     Entry::new(source, dtype, shape, stride, offset, data)
 }
 
+/// Every tensor of a checkpoint by its dotted name.
+type Named = Vec<(String, pickle::TensorRef)>;
+
 /// The tensors to load and the nesting key they were found under. A dict
 /// of tensors is a state dict; a training checkpoint's dict is searched for
 /// the usual keys; a record (pickled module) gives its tensors by attribute
 /// path.
-fn state_dict(root: &Value) -> (Vec<(String, pickle::TensorRef)>, Option<String>) {
+fn state_dict(
+    root: &Value,
+    pickled: &[u8],
+) -> std::result::Result<(Named, Option<String>), String> {
     if let Value::Dict(d) = root {
         for key in NESTED {
             let found = d
@@ -249,35 +262,37 @@ fn state_dict(root: &Value) -> (Vec<(String, pickle::TensorRef)>, Option<String>
                 .find(|(k, _)| k.as_str() == Some(key))
                 .map(|(_, v)| v.clone());
             if let Some(v) = found {
-                let t = collect(&v);
+                let t = collect(&v, pickled)?;
                 if !t.is_empty() {
-                    return (t, Some(key.to_string()));
+                    return Ok((t, Some(key.to_string())));
                 }
             }
         }
     }
-    (collect(root), None)
+    Ok((collect(root, pickled)?, None))
 }
 
 /// Every tensor below `v`, named by its dotted path (nn.Module's
 /// `_parameters`, `_buffers` and `_modules` add no name, as in
-/// `state_dict()`). Containers seen twice are walked once.
-fn collect(v: &Value) -> Vec<(String, pickle::TensorRef)> {
+/// `state_dict()`). Containers seen twice are walked once. A key that is
+/// neither a string nor an integer (bytes, a tuple) is an error naming it:
+/// skipping it would leave a "missing tensor" that misleads.
+fn collect(v: &Value, pickled: &[u8]) -> std::result::Result<Named, String> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    walk(v, "", 0, &mut seen, &mut out);
-    out
+    walk((v, pickled), "", 0, &mut seen, &mut out)?;
+    Ok(out)
 }
 
 fn walk(
-    v: &Value,
+    (v, pickled): (&Value, &[u8]),
     prefix: &str,
     depth: usize,
     seen: &mut HashSet<usize>,
-    out: &mut Vec<(String, pickle::TensorRef)>,
-) {
+    out: &mut Named,
+) -> std::result::Result<(), String> {
     if depth > pickle::MAX_DEPTH {
-        return;
+        return Ok(());
     }
     let join = |k: &str| {
         if matches!(k, "_parameters" | "_buffers" | "_modules") {
@@ -292,30 +307,51 @@ fn walk(
         Value::Tensor(t) => out.push((prefix.trim_end_matches('.').to_string(), (**t).clone())),
         Value::Dict(d) => {
             if !seen.insert(std::rc::Rc::as_ptr(d) as *const u8 as usize) {
-                return;
+                return Ok(());
             }
             for (k, v) in d.borrow().iter() {
                 let k = match k {
                     Value::Str(s) => s.to_string(),
                     Value::Int(i) => i.to_string(),
-                    _ => continue,
+                    other => return Err(bad_key(other, prefix, pickled)),
                 };
-                walk(v, &join(&k), depth + 1, seen, out);
+                walk((v, pickled), &join(&k), depth + 1, seen, out)?;
             }
         }
         Value::Record(r) => {
             if !seen.insert(std::rc::Rc::as_ptr(r) as *const u8 as usize) {
-                return;
+                return Ok(());
             }
             let Record { state, .. } = &*r.borrow();
-            walk(state, prefix, depth + 1, seen, out);
+            walk((state, pickled), prefix, depth + 1, seen, out)?;
         }
         // Module state as (dict, slots) pairs.
         Value::Tuple(t) if t.len() == 2 && matches!(t[0], Value::Dict(_)) => {
-            walk(&t[0], prefix, depth + 1, seen, out)
+            walk((&t[0], pickled), prefix, depth + 1, seen, out)?
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// A state-dict key that is not a parameter name, named.
+fn bad_key(key: &Value, prefix: &str, pickled: &[u8]) -> String {
+    let under = match prefix.trim_end_matches('.') {
+        "" => "at the top level".to_string(),
+        p => format!("under `{p}`"),
+    };
+    let shown = match key {
+        Value::Bytes(r) => match pickled.get(r.clone()) {
+            Some(b) => format!(" b\"{}\"", b.escape_ascii()),
+            None => String::new(),
+        },
+        _ => String::new(),
+    };
+    format!(
+        "a state-dict key {under} is {}{shown}, not a string: keys must be parameter names (str); \
+         re-save with string keys",
+        key.kind()
+    )
 }
 
 fn describe_top(v: &Value) -> String {
@@ -331,5 +367,20 @@ fn describe_top(v: &Value) -> String {
         }
         Value::Record(r) => format!("`{}` object", r.borrow().class),
         other => other.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bytes key is named in the error, not skipped.
+    #[test]
+    fn a_bytes_key_is_an_error_naming_it() {
+        // {b'abc': 1, 'w': {b'x': 2}}
+        let p = b"\x80\x03}(C\x03abcK\x01X\x01\x00\x00\x00w}C\x01xK\x02su.";
+        let v = pickle::load(p, Globals::Strict).unwrap();
+        let e = collect(&v, p).unwrap_err();
+        assert!(e.contains("at the top level is bytes b\"abc\""), "{e}");
     }
 }
