@@ -15,14 +15,14 @@ fn main() -> std::process::ExitCode {
             .num_threads(n as usize)
             .build_global()
         {
-            eprintln!("error: --threads {n}: {e}");
+            crate::errln!("error: --threads {n}: {e}");
             return std::process::ExitCode::FAILURE;
         }
     }
     match cli::commands::run(args.cmd) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::errln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -277,7 +277,7 @@ impl RunFlags {
         if self.profile {
             let records = ex.take_profile()?;
             let table = dawin::profile::table(&records, ex.timing().peak().as_ref(), &ex.name());
-            eprint!("{table}");
+            crate::err!("{table}");
         }
         Ok(())
     }

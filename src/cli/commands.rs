@@ -17,13 +17,16 @@ use std::time::Instant;
 pub fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Inspect { model, arch } => {
-            print!("{}", load_model(&model, arch)?.describe(&model));
+            crate::out!("{}", load_model(&model, arch)?.describe(&model));
             inspect_text_tower(&model, arch);
             Ok(())
         }
         Cmd::Completions { shell } => {
             let mut cmd = <super::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "dawin", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "dawin", &mut script);
+            crate::out!("{}", String::from_utf8_lossy(&script));
             Ok(())
         }
         Cmd::Convert {
@@ -89,7 +92,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
         } => {
             dawin::tensorfile::check_output(&out)?;
             summary::plot_wise(&id, &ood, &title, &out)?;
-            println!("-> {}", out.display());
+            crate::outln!("-> {}", out.display());
             Ok(())
         }
         Cmd::Synth {
@@ -98,7 +101,7 @@ pub fn run(cmd: Cmd) -> Result<()> {
             seed,
         } => {
             for p in synth::write_domains(&out, per_class as usize, seed)? {
-                eprintln!("{per_class} images per class -> {}", p.display());
+                crate::errln!("{per_class} images per class -> {}", p.display());
             }
             Ok(())
         }
@@ -126,7 +129,7 @@ fn convert(
 ) -> Result<()> {
     let c = dawin::model::convert::convert(input, output, arch.overrides(), names)?;
     for n in &c.model.notes {
-        eprintln!("warning: {}: {n}", input.display());
+        crate::errln!("warning: {}: {n}", input.display());
     }
     let mut meta: Vec<String> = c
         .metadata
@@ -135,7 +138,7 @@ fn convert(
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     meta.sort();
-    println!(
+    crate::outln!(
         "wrote {} ({} tensors; read as {}); metadata: {}",
         output.display(),
         c.tensors,
@@ -151,13 +154,13 @@ fn inspect_text_tower(model: &Path, arch: ArchFlags) {
     use dawin::model::text::TextModel;
     match TextModel::load(model, arch.overrides(), None) {
         Ok(t) => {
-            print!("{}", t.describe());
+            crate::out!("{}", t.describe());
             for n in &t.notes {
-                eprintln!("warning: {}: {n}", model.display());
+                crate::errln!("warning: {}: {n}", model.display());
             }
         }
         Err(e) if e.to_string().contains("no CLIP text tower") => {}
-        Err(e) => println!("text tower  not usable: {e}"),
+        Err(e) => crate::outln!("text tower  not usable: {e}"),
     }
 }
 
@@ -175,13 +178,13 @@ fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlag
     let paths = (model, input, out);
     let r = dawin::model::batch::forward_file(ex.as_ref(), &m, paths, batch, run.precision)?;
     if r.non_finite_inputs > 0 {
-        eprintln!(
+        crate::errln!(
             "warning: {}: {} NaN/Inf values in pixel_values; their images' outputs will not be finite",
             input.display(),
             r.non_finite_inputs
         );
     }
-    eprintln!(
+    crate::errln!(
         "{} images on {} in {:.3}s ({:.1} images/s) -> {}",
         r.images,
         ex.name(),
@@ -197,16 +200,16 @@ fn run_zeroshot(o: &dawin::pipelines::zeroshot::ZeroShotOptions, text: TextFlags
     let ex = run.open()?;
     let r = dawin::pipelines::zeroshot::run(o, ex.as_ref())?;
     for n in &r.notes {
-        eprintln!("warning: {}: {n}", o.model.display());
+        crate::errln!("warning: {}: {n}", o.model.display());
     }
     if r.truncated > 0 {
-        eprintln!(
+        crate::errln!(
             "warning: {} of {} prompts were longer than the context and cut to its first 76 tokens",
             r.truncated,
             r.classes * r.templates
         );
     }
-    println!(
+    crate::outln!(
         "zero-shot head of {} classes × {} templates (scale {:.4}) on {} in {:.2}s -> {}",
         r.classes,
         r.templates,
@@ -240,12 +243,13 @@ fn encode_text(
         visible,
     )?;
     for n in &e.notes {
-        eprintln!("warning: {}: {n}", model.display());
+        crate::errln!("warning: {}: {n}", model.display());
     }
     if e.truncated > 0 {
-        eprintln!(
+        crate::errln!(
             "warning: {} of {} prompts were longer than the context and cut to its first 76 tokens",
-            e.truncated, e.prompts
+            e.truncated,
+            e.prompts
         );
     }
     let ids: Vec<i64> = e.ids.iter().map(|&t| t as i64).collect();
@@ -259,7 +263,7 @@ fn encode_text(
         &[("text_embeds", &emb)],
         None,
     )?;
-    eprintln!(
+    crate::errln!(
         "{} prompts on {} in {:.3}s -> {}",
         e.prompts,
         ex.name(),
@@ -277,8 +281,8 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
     }
     let ex = run.open()?;
     let r = eval::run(&opts, ex.as_ref())?;
-    print!("{}", r.table);
-    println!(
+    crate::out!("{}", r.table);
+    crate::outln!(
         "{} samples on {}; outputs in {} (summary.json, samples.csv, lambdas.svg)",
         r.indices.len(),
         ex.name(),
@@ -296,16 +300,16 @@ fn run_eval_sets(
     let ex = run.open()?;
     let r = multiset::run(opts, sets, ex.as_ref())?;
     for (name, one) in &r.runs {
-        println!("== {name}: {} samples ==", one.indices.len());
-        print!("{}", one.table);
+        crate::outln!("== {name}: {} samples ==", one.indices.len());
+        crate::out!("{}", one.table);
     }
-    println!();
-    print!("{}", r.table);
+    crate::outln!();
+    crate::out!("{}", r.table);
     let curve = r
         .wise_svg
         .as_ref()
         .map_or(String::new(), |p| format!(", {}", p.display()));
-    println!(
+    crate::outln!(
         "{} sets on {}; outputs in {} (sets.json, table.txt{curve}; one folder per set)",
         r.runs.len(),
         ex.name(),
@@ -332,7 +336,7 @@ fn run_expertise(c: &DataArgs) -> Result<()> {
     let r = eval::run_expertise(&opts, ex.as_ref())?;
     let out = opts.out_dir.join("expertise.safetensors");
     shard::write_expertise(&out, &r)?;
-    println!(
+    crate::outln!(
         "entropies of {} samples -> {}",
         r.indices.len(),
         out.display()
@@ -348,13 +352,13 @@ fn run_calibrate(c: &DataArgs) -> Result<()> {
     let nll = |k: &str, i: usize| r.summary[k][i].as_f64().unwrap_or(f64::NAN);
     for (i, which) in ["pretrained", "fine-tuned"].iter().enumerate() {
         let t = [r.temperature.0, r.temperature.1][i];
-        println!(
+        crate::outln!(
             "{which:<10} T = {t:.4}  (NLL {:.4} at T = 1, {:.4} at T)",
             nll("nll_at_t1", i),
             nll("nll_fitted", i)
         );
     }
-    println!(
+    crate::outln!(
         "-> {} (use it with eval --temperature {0})",
         r.file.display()
     );
@@ -364,8 +368,8 @@ fn run_calibrate(c: &DataArgs) -> Result<()> {
 fn run_mtl(o: &mtl::MtlOptions, run: RunFlags) -> Result<()> {
     let ex = open_for_mtl(run)?;
     let r = mtl::run(o, ex.as_ref())?;
-    print!("{}", r.table);
-    println!(
+    crate::out!("{}", r.table);
+    crate::outln!(
         "outputs in {} (summary.json, samples.csv)",
         o.out_dir.display()
     );
@@ -388,12 +392,12 @@ fn run_mtl_tasks(o: &mtl::MtlOptions, data: &[PathBuf], run: RunFlags) -> Result
     let ex = open_for_mtl(run)?;
     let r = dawin::pipelines::mtl_tasks::run(o, data, ex.as_ref())?;
     for (t, one) in r.runs.iter().enumerate() {
-        println!("== task {t}: {} ==", data[t].display());
-        print!("{}", one.table);
+        crate::outln!("== task {t}: {} ==", data[t].display());
+        crate::out!("{}", one.table);
     }
-    println!();
-    print!("{}", r.table);
-    println!(
+    crate::outln!();
+    crate::out!("{}", r.table);
+    crate::outln!(
         "outputs in {} (tasks.json, table.txt; task-t/ per task)",
         o.out_dir.display()
     );
@@ -411,12 +415,12 @@ fn run_merge(inputs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<()> 
             .as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
-        print!("{}", summary::table(&order, &m));
+        crate::out!("{}", summary::table(&order, &m));
     } else {
         let readable = shard::merge_expertise(&refs, out, allow_partial)?;
-        println!("merged expertise of {readable} readable samples");
+        crate::outln!("merged expertise of {readable} readable samples");
     }
-    println!("-> {}", out.display());
+    crate::outln!("-> {}", out.display());
     Ok(())
 }
 
@@ -434,7 +438,7 @@ fn run_preprocess(
         data: p.pixels,
     };
     write_f32_with_labels(out, &px, &p.labels)?;
-    eprintln!("{n} images ({} skipped) -> {}", p.skipped, out.display());
+    crate::errln!("{n} images ({} skipped) -> {}", p.skipped, out.display());
     Ok(())
 }
 
@@ -444,12 +448,12 @@ fn run_bench(device: ExecutorKind, o: &BenchOptions, json: Option<PathBuf>) -> R
     }
     let ex = exec::open(device)?;
     let quick = if o.quick { " (quick shapes)" } else { "" };
-    eprintln!("benchmarking {}{quick}", ex.name());
+    crate::errln!("benchmarking {}{quick}", ex.name());
     let rows = dawin::pipelines::bench::run(ex.as_ref(), o)?;
     if rows.is_empty() {
         bail!("no benchmark matched the filter");
     }
-    print!(
+    crate::out!(
         "{}",
         dawin::pipelines::bench::table(&rows, ex.timing().peak().as_ref(), &ex.name())
     );
@@ -462,7 +466,7 @@ fn run_bench(device: ExecutorKind, o: &BenchOptions, json: Option<PathBuf>) -> R
             "rows": rows,
         });
         write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())?;
-        eprintln!("-> {}", path.display());
+        crate::errln!("-> {}", path.display());
     }
     Ok(())
 }
@@ -476,14 +480,14 @@ fn run_demo(out: &Path, per_class: usize, device: Option<ExecutorKind>, quiet: b
         None => exec::open(ExecutorKind::Cuda).or_else(|_| exec::open(ExecutorKind::Cpu))?,
     };
     let t = Instant::now();
-    eprintln!(
+    crate::errln!(
         "DaWin demo on {}: {} images per domain",
         ex.name(),
         per_class * 10
     );
     let r = demo::run(out, per_class, ex.as_ref(), !quiet)?;
-    print!("{}", r.table);
-    println!(
+    crate::out!("{}", r.table);
+    crate::outln!(
         "λ histograms: {} (in distribution), {} (colour shift); all outputs in {} ({:.1}s)",
         r.svgs[0].display(),
         r.svgs[3].display(),

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod choice;
 pub mod commands;
+pub mod output;
 pub mod terminal;
 
 use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};

@@ -12,9 +12,9 @@ pub struct Terminal;
 impl Reporter for Terminal {
     fn message(&self, level: Level, text: &str) {
         match level {
-            Level::Warning => eprintln!("warning: {text}"),
-            Level::Note => eprintln!("note: {text}"),
-            Level::Status => eprintln!("{text}"),
+            Level::Warning => crate::errln!("warning: {text}"),
+            Level::Note => crate::errln!("note: {text}"),
+            Level::Status => crate::errln!("{text}"),
         }
     }
 

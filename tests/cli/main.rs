@@ -8,4 +8,5 @@ mod bad_data;
 mod bad_input;
 mod cli;
 mod demo;
+mod pipes;
 mod readme;
