@@ -352,11 +352,40 @@ pub fn write_f32_with_labels(path: &Path, pixels: &Tensor, labels: &[i64]) -> Re
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     check_output(path)?;
     let tmp = temp_beside(path);
-    let written = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    let written = write_synced(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .and_then(|_| sync_parent(path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Writes `bytes` to `path` and waits until they are on disk: a rename
+/// after it can then never expose an empty or partial file after a power
+/// loss (the order SQLite and git keep).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Flushes the folder holding `path`, so a rename into it is durable.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Flushes a folder's entries to disk (a no-op where folders cannot be
+/// opened as files).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(f) => f.sync_all().or(Ok(())),
+        Err(_) => Ok(()),
+    }
 }
 
 /// A temporary name beside `path`, unique to this process.

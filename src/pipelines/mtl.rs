@@ -25,7 +25,7 @@ use crate::model::placed::{PlacedModel, Precision};
 use crate::model::stack::ModelStack;
 use crate::model::vit::{forward, forward_stacked};
 use crate::model::{Model, Overrides, head_file};
-use crate::report::outdir::OutDir;
+use crate::report::outdir::{Earlier, OutDir};
 use crate::report::summary::{accuracy, methods_table, write_json};
 use crate::reporter;
 use crate::tensorfile::write_atomic;
@@ -313,7 +313,14 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let stage = out.stage()?;
     write_atomic(&stage.dir.join("samples.csv"), csv.as_bytes())?;
     write_json(&stage.dir.join("summary.json"), &summary)?;
-    stage.commit(&out, "summary.json")?;
+    // An earlier set (of eval-mtl or of another command) leaves whole.
+    let outputs = crate::pipelines::eval::OUTPUTS;
+    let earlier = if outputs.iter().any(|n| out.path.join(n).exists()) {
+        Earlier::MoveTo(out.previous_path())
+    } else {
+        Earlier::Keep
+    };
+    stage.commit(&out, &outputs, "summary.json", earlier)?;
     Ok(MtlResult {
         table: methods_table(&order, &summary),
         summary,

@@ -636,6 +636,82 @@ fn output_folders_never_mix_runs() {
     assert_eq!(summary(&demo.join("id/bmm"))["interp"], "bmm:3");
 }
 
+/// A run killed at every point of its commit (the test hook aborts the
+/// process as SIGKILL would) leaves, once the folder is next opened, one
+/// whole set: the earlier one untouched (killed before the commit record)
+/// or the new one with the earlier moved to `previous/` (after it). A rerun
+/// then finds no stage, record or scratch, and one earlier set aside.
+#[test]
+fn an_interrupted_commit_leaves_one_whole_set() {
+    let d = tempfile::tempdir().unwrap();
+    let data = fx("dawin_data.safetensors");
+    let b_flags = ["--methods", "zeroshot,dawin", "--temperature", "2"];
+    for k in 1..40 {
+        let out = d.path().join(format!("out{k}"));
+        eval(&data, &out, &["--methods", "zeroshot"]);
+        let a = std::fs::read(out.join("summary.json")).unwrap();
+        let args = eval_args(&data, &out, &b_flags);
+        let b = Command::new(dawin_bin())
+            .args(&args)
+            .env("DAWIN_TEST_ABORT_COMMIT_AT", k.to_string())
+            .output()
+            .unwrap();
+        // Opening the folder finishes or forgets the interrupted commit.
+        drop(dawin::report::outdir::OutDir::lock(&out).unwrap());
+        let top = summary(&out);
+        let methods: Vec<&String> = top["methods"].as_object().unwrap().keys().collect();
+        let header = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+        let header = header.lines().next().unwrap();
+        let previous: Vec<PathBuf> = std::fs::read_dir(out.join("previous"))
+            .map(|r| r.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if methods.len() == 1 {
+            // The earlier set, as it was.
+            assert_eq!(
+                std::fs::read(out.join("summary.json")).unwrap(),
+                a,
+                "kill point {k}"
+            );
+            assert!(!header.contains("pred_dawin"), "kill point {k}: {header}");
+            assert!(
+                previous
+                    .iter()
+                    .all(|p| std::fs::read_dir(p).unwrap().next().is_none()),
+                "kill point {k}"
+            );
+        } else {
+            assert!(header.contains("pred_dawin"), "kill point {k}: {header}");
+            assert_eq!(previous.len(), 1, "kill point {k}");
+            assert_eq!(
+                std::fs::read(previous[0].join("summary.json")).unwrap(),
+                a,
+                "kill point {k}"
+            );
+        }
+        eval(&data, &out, &b_flags);
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(".staging")
+                || n.starts_with(".replaced")
+                || n == ".dawin-commit"),
+            "kill point {k}: {names:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(out.join("previous")).unwrap().count(),
+            1,
+            "kill point {k}"
+        );
+        if b.status.success() {
+            assert!(k > 3, "the commit has more points than {k}");
+            return;
+        }
+    }
+    panic!("the commit never completed under the hook");
+}
+
 /// The fixture pretrained model with one weight set to `v`.
 fn poisoned(dir: &Path, v: f32) -> String {
     let f = TensorFile::open(&fixtures_dir().join("dawin_pt.safetensors")).unwrap();

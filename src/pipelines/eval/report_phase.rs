@@ -11,13 +11,13 @@ use crate::method::methods::{Logits, Method, outcomes};
 use crate::pipelines::expertise::Samples;
 use crate::pipelines::setup::{Setup, skipped_lines};
 use crate::report::components;
+use crate::report::outdir::Earlier;
 use crate::report::results::Report;
 use crate::report::samples_csv;
 use crate::report::summary;
 use crate::tensorfile::write_atomic;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use super::dawin_phase::DawinPass;
@@ -120,10 +120,16 @@ pub(super) fn report_phase(
     }
     let mut order: Vec<String> = o.methods.iter().map(Method::name).collect();
     let provenance = s.provenance(o);
-    let previous = carry_over(s, &provenance, &smp.indices, &mut order, &mut predictions)?;
+    let earlier = carry_over(s, &provenance, &smp.indices, &mut order, &mut predictions);
+    let previous = match &earlier {
+        Earlier::MoveTo(p) => Some(p.clone()),
+        _ => None,
+    };
     let mut settings = settings;
     settings["provenance"] = provenance;
-    settings["previous"] = previous.map_or(Value::Null, |p| p.display().to_string().into());
+    settings["previous"] = previous
+        .as_ref()
+        .map_or(Value::Null, |p| p.display().to_string().into());
     let paths: Option<Vec<String>> = s.data.is_folder().then(|| {
         let path = |i: usize| s.data.sample_path(i).map(|p| p.display().to_string());
         smp.indices
@@ -186,7 +192,14 @@ pub(super) fn report_phase(
     if !skipped.is_empty() {
         write_atomic(&stage.dir.join("skipped.txt"), skipped.as_bytes())?;
     }
-    stage.commit(&s.out, "summary.json")?;
+    stage.commit(&s.out, &OUTPUTS, "summary.json", earlier)?;
+    if let Some(p) = previous {
+        crate::reporter::note(&format!(
+            "{} held the results of another run (other inputs, settings or samples); moved them to {}",
+            s.out.path.display(),
+            p.display()
+        ));
+    }
     Ok(EvalResult {
         table: summary::table(&order, &summary),
         summary,
@@ -208,21 +221,22 @@ pub const OUTPUTS: [&str; 6] = [
     "skipped.txt",
 ];
 
-/// Keeps what an earlier run left in the output folder: with the same
-/// inputs, settings and samples, the methods this run did not rerun join
-/// its results; otherwise the earlier set moves to `previous/` (returned).
+/// What becomes of an earlier run's set in the output folder at this run's
+/// commit: with the same inputs, settings and samples, the methods this run
+/// did not rerun join its results and the earlier files are replaced;
+/// otherwise the earlier set moves to `previous/` (a set without its
+/// summary, left by an interrupted older version, too: nothing is dropped).
 pub(super) fn carry_over(
     s: &Setup,
     provenance: &Value,
     indices: &[usize],
     order: &mut Vec<String>,
     predictions: &mut BTreeMap<String, Vec<usize>>,
-) -> Result<Option<PathBuf>> {
-    let summary = s.out.path.join("summary.json");
-    if !summary.exists() {
-        return Ok(None);
+) -> Earlier {
+    if !OUTPUTS.iter().any(|n| s.out.path.join(n).exists()) {
+        return Earlier::Keep;
     }
-    let before: Option<Value> = std::fs::read_to_string(&summary)
+    let before: Option<Value> = std::fs::read_to_string(s.out.path.join("summary.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let prov = before.as_ref().map(|b| &b["provenance"]);
@@ -238,18 +252,7 @@ pub(super) fn carry_over(
                 e.insert(p);
             }
         }
-        return Ok(None);
+        return Earlier::Replace;
     }
-    let moved = s.out.move_aside(&OUTPUTS)?;
-    crate::reporter::note(&format!(
-        "{} held the results of {}; moved them to {}",
-        s.out.path.display(),
-        if same {
-            "the same inputs and settings on other samples"
-        } else {
-            "another run (other inputs or settings)"
-        },
-        moved.display()
-    ));
-    Ok(Some(moved))
+    Earlier::MoveTo(s.out.previous_path())
 }
