@@ -114,6 +114,10 @@ pub fn open_clip(path: &Path) -> Result<Hints> {
         ));
     }
     unsupported_vision_options(path, vc)?;
+    if let Some(tc) = m.get("text_cfg").filter(|x| x.is_object()) {
+        unsupported_kwargs(path, "text_cfg", tc)?;
+    }
+    unread_keys(path, vc);
     let quick = m
         .get("quick_gelu")
         .and_then(Value::as_bool)
@@ -164,6 +168,105 @@ pub fn open_clip(path: &Path) -> Result<Hints> {
     Ok(out)
 }
 
+/// `act_kwargs` and `norm_kwargs` change the activation and the layer norm
+/// (`{approximate: "tanh"}` is SigLIP's tanh GELU); only the norm's `eps`,
+/// which is read, and an exact GELU are computed, so anything else is
+/// refused by name rather than run as the plain op.
+fn unsupported_kwargs(path: &Path, tower: &str, cfg: &Value) -> Result<()> {
+    let mut found = Vec::new();
+    if let Some(Value::Object(kw)) = cfg.get("act_kwargs") {
+        for (k, v) in kw {
+            if !(k == "approximate" && v.as_str() == Some("none")) {
+                found.push(format!("{tower}.act_kwargs.{k} = {v}"));
+            }
+        }
+    }
+    if let Some(Value::Object(kw)) = cfg.get("norm_kwargs") {
+        for (k, v) in kw.iter().filter(|(k, _)| k.as_str() != "eps") {
+            found.push(format!("{tower}.norm_kwargs.{k} = {v}"));
+        }
+    }
+    for k in ["act_layer", "norm_layer"] {
+        if let Some(v) = cfg.get(k).filter(|v| !v.is_null()) {
+            found.push(format!("{tower}.{k} = {v}"));
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        format!(
+            "the config sets {}; dawin computes exact (erf) or quick GELU and a plain layer norm only, so the results would be wrong and the model is refused",
+            found.join(", ")
+        ),
+    ))
+}
+
+/// The `vision_cfg` keys dawin reads, refuses when set, or knows do not
+/// change the image tower's output (training-time dropout, output options
+/// of other towers).
+const VISION_KEYS: &[&str] = &[
+    "width",
+    "head_width",
+    "layers",
+    "image_size",
+    "patch_size",
+    "mlp_ratio",
+    "norm_kwargs",
+    "act_kwargs",
+    "timm_model_name",
+    "attentional_pool",
+    "final_ln_after_pool",
+    "no_ln_pre",
+    "ls_init_value",
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+    "global_average_pool",
+    "pool_type",
+    "pos_embed_type",
+    "block_type",
+    "act_layer",
+    "norm_layer",
+    "patch_dropout",
+    "emb_dropout",
+    "output_tokens",
+    "embed_dim",
+    "attn_pooler_queries",
+    "attn_pooler_heads",
+    "timm_model_pretrained",
+    "timm_pool",
+    "timm_proj",
+    "timm_proj_bias",
+    "timm_drop",
+    "timm_drop_path",
+    "input_patchnorm",
+    "output_dim",
+    "layers_per_stage",
+];
+
+/// Says which `vision_cfg` keys dawin does not read, so a config option it
+/// has not been taught about is seen rather than silently ignored.
+fn unread_keys(path: &Path, vc: &Value) {
+    let Some(obj) = vc.as_object() else { return };
+    let unread: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !VISION_KEYS.contains(k))
+        .collect();
+    if !unread.is_empty() {
+        crate::reporter::warn(&format!(
+            "{}: vision_cfg sets {} that dawin does not read; check that the model is a plain CLIP ViT",
+            path.display(),
+            unread.join(", ")
+        ));
+    }
+}
+
 /// open_clip vision options that change the computation beyond a plain
 /// CLIP ViT (some add no tensors, so only the config can tell).
 fn unsupported_vision_options(path: &Path, vc: &Value) -> Result<()> {
@@ -197,6 +300,7 @@ fn unsupported_vision_options(path: &Path, vc: &Value) -> Result<()> {
             found.push(format!("{k} = {v:?}"));
         }
     }
+    unsupported_kwargs(path, "vision_cfg", vc)?;
     if found.is_empty() {
         return Ok(());
     }
@@ -207,4 +311,44 @@ fn unsupported_vision_options(path: &Path, vc: &Value) -> Result<()> {
             found.join(", ")
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_clip_with(vision_extra: &str) -> Result<Hints> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("open_clip_config.json");
+        let cfg = format!(
+            r#"{{"model_cfg": {{"embed_dim": 512, "quick_gelu": false,
+                "vision_cfg": {{"width": 64, "layers": 2, "patch_size": 4, "image_size": 12{vision_extra}}},
+                "text_cfg": {{"width": 32, "heads": 2, "layers": 1}}}}}}"#
+        );
+        std::fs::write(&p, cfg).unwrap();
+        open_clip(&p)
+    }
+
+    /// Options that change the activation or the norm are refused by name;
+    /// an exact GELU and the norm's eps are read.
+    #[test]
+    fn activation_and_norm_options_are_honoured_or_refused() {
+        let e = open_clip_with(r#", "act_kwargs": {"approximate": "tanh"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("vision_cfg.act_kwargs.approximate = \"tanh\""),
+            "{e}"
+        );
+        let e = open_clip_with(r#", "norm_kwargs": {"elementwise_affine": false}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("norm_kwargs.elementwise_affine"),
+            "{e}"
+        );
+        let ok = open_clip_with(
+            r#", "act_kwargs": {"approximate": "none"}, "norm_kwargs": {"eps": 1e-6}"#,
+        )
+        .unwrap();
+        assert_eq!(ok["act"], "gelu");
+        assert_eq!(ok["ln_eps"], "0.000001");
+    }
 }
