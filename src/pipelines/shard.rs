@@ -245,6 +245,7 @@ pub fn merge_expertise(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
     let t = files[0].total;
     limits::check_alloc("the merged expertise", t, 12)?;
     let (mut hp, mut hf, mut seen) = (vec![f32::NAN; t], vec![f32::NAN; t], vec![false; t]);
+    let mut nan = 0;
     for ((f, part), p) in files.iter().zip(&parts).zip(inputs) {
         if f.total != t {
             return Err(Error::file(
@@ -264,8 +265,17 @@ pub fn merge_expertise(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
             let i = i as usize;
             seen[i] = true;
             (hp[i], hf[i]) = (f.pt[k], f.ft[k]);
+            nan += usize::from(!(hp[i].is_finite() && hf[i].is_finite()));
         }
     }
+    if nan > 0 {
+        crate::reporter::warn(&format!(
+            "{nan} evaluated samples have a NaN or infinite entropy in the shards; eval takes them as maximal, as a whole run does"
+        ));
+    }
+    // Which samples were evaluated: a NaN entropy alone cannot tell an
+    // unreadable sample from an evaluated one whose logits held a NaN.
+    let readable: Vec<f32> = seen.iter().map(|&s| f32::from(u8::from(s))).collect();
     let mut provenance = files[0].provenance.clone();
     provenance["shard"] = Value::Null;
     provenance["shards"] = json!(coverage.shards);
@@ -281,9 +291,10 @@ pub fn merge_expertise(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
             bytemuck::cast_slice::<f32, u8>(&hp),
         ),
         ("entropy_ft", Dtype::F32, bytemuck::cast_slice(&hf)),
+        ("readable", Dtype::F32, bytemuck::cast_slice(&readable)),
     ];
     write_tensors(out, &tensors, &[t], meta)?;
-    read_expertise(out, t)?;
+    read_expertise(out, t, 2)?;
     Ok(seen.iter().filter(|s| **s).count())
 }
 
@@ -435,10 +446,11 @@ fn pool(summaries: &[Value]) -> Value {
 }
 
 /// Reads a merged expertise file (`dawin merge` of `dawin expertise`
-/// shards): the entropies of every readable sample of the whole set.
-/// Also returns the file's provenance, when it has one; a partial merge is
-/// said once.
-pub fn read_expertise(path: &Path, n: usize) -> Result<(Entropies, Option<Value>)> {
+/// shards): the entropies of every evaluated sample of the whole set, a
+/// NaN one taken as maximal (ln of the `classes` count, as a whole run
+/// takes it). Also returns the file's provenance, when it has one; a
+/// partial merge is said once.
+pub fn read_expertise(path: &Path, n: usize, classes: usize) -> Result<(Entropies, Option<Value>)> {
     let f = TensorFile::open(path)?;
     let provenance = provenance_of(path, &f.metadata()).ok();
     if let Some(p) = &provenance
@@ -461,16 +473,25 @@ pub fn read_expertise(path: &Path, n: usize) -> Result<(Entropies, Option<Value>
             ),
         ));
     }
-    // Unreadable samples are NaN there; they take no part in the statistics.
-    let (p, q): (Vec<f64>, Vec<f64>) = pt
-        .data
-        .iter()
-        .zip(&ft.data)
-        .filter(|(a, b)| a.is_finite() && b.is_finite())
-        .map(|(&a, &b)| (a as f64, b as f64))
+    // Files merged before the `readable` mask mark unreadable samples by a
+    // NaN entropy alone.
+    let readable: Vec<bool> = match f.read_f32("readable") {
+        Ok(r) if r.data.len() == n => r.data.iter().map(|&v| v != 0.0).collect(),
+        _ => pt
+            .data
+            .iter()
+            .zip(&ft.data)
+            .map(|(a, b)| a.is_finite() && b.is_finite())
+            .collect(),
+    };
+    let maximal = (classes.max(1) as f64).ln();
+    let h = |v: f32| if v.is_finite() { v as f64 } else { maximal };
+    let (p, q): (Vec<f64>, Vec<f64>) = (0..n)
+        .filter(|&i| readable[i])
+        .map(|i| (h(pt.data[i]), h(ft.data[i])))
         .unzip();
     if p.is_empty() {
-        return Err(Error::file(path, "holds no finite entropies"));
+        return Err(Error::file(path, "holds no evaluated samples"));
     }
     Ok((Entropies { pt: p, ft: q }, provenance))
 }

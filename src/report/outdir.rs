@@ -57,7 +57,7 @@ impl OutDir {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
-        if let Err(e) = f.try_lock() {
+        if let Err(e) = try_lock_briefly(&f) {
             let mut holder = String::new();
             let _ = f.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -302,6 +302,23 @@ fn kill_point() {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Takes the lock, waiting up to a second for a holder that is letting go:
+/// a lock closed by its run is still held for a moment by any process that
+/// run (or a thread of the same program) was spawning then, since a child
+/// shares the open file until it starts its own program.
+fn try_lock_briefly(f: &File) -> std::result::Result<(), std::fs::TryLockError> {
+    let mut waited = 0;
+    loop {
+        match f.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if waited < 20 => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                waited += 1;
+            }
+            r => return r,
+        }
     }
 }
 

@@ -302,7 +302,7 @@ proptest! {
         let key = cache_key(cache);
         let _ = Cache::load(&bad, &key, 8, 6);
         std::fs::write(&bad, mutate(&std::fs::read(expertise).unwrap(), pos, byte, count, cut)).unwrap();
-        let _ = shard::read_expertise(&bad, 16);
+        let _ = shard::read_expertise(&bad, 16, 10);
         let _ = shard::merge_expertise(&[bad.as_path(), other.as_path()], &d.path().join("m"), false);
         let json = d.path().join("bad.json");
         std::fs::write(&json, mutate(&std::fs::read(summary).unwrap(), pos, byte, count, cut)).unwrap();

@@ -626,3 +626,65 @@ fn wise_curve_plot_from_summaries() {
     let e = dawin::report::summary::wise_curve_svg(&bare, std::slice::from_ref(&bare), "t");
     assert!(e.unwrap_err().to_string().contains("too few"));
 }
+
+/// A shard whose expertise file holds a NaN entropy for an evaluated
+/// sample merges with that sample counted, and eval takes its entropy as
+/// maximal (ln C), as a whole run takes a NaN one, instead of dropping it.
+#[test]
+fn a_nan_entropy_in_a_shard_is_taken_as_maximal() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    let fxs = |n: &str| fx(n).display().to_string();
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        dawin_cli(&[
+            "expertise",
+            "--pretrained",
+            &fxs("dawin_pt.safetensors"),
+            "--finetuned",
+            &fxs("dawin_ft.safetensors"),
+            "--data",
+            &fxs("dawin_data.safetensors"),
+            "--out-dir",
+            &p(&format!("s{i}")),
+            "--quiet",
+            "--shard",
+            &shard,
+        ]);
+    }
+    // Poison the first listed sample's pretrained entropy in shard 0.
+    let s0 = d.path().join("s0/expertise.safetensors");
+    let bytes = std::fs::read(&s0).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let first = owned.iter_mut().find(|t| t.0 == "entropy_pt").unwrap();
+    first.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, dt, sh, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, sh.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let out = safetensors::serialize(views, meta.metadata().clone()).unwrap();
+    std::fs::write(&s0, out).unwrap();
+    let merged = p("merged.safetensors");
+    let text = dawin_cli(&[
+        "merge",
+        &p("s0/expertise.safetensors"),
+        &p("s1/expertise.safetensors"),
+        "--out",
+        &merged,
+    ]);
+    assert!(text.contains("NaN or infinite entropy"), "{text}");
+    let (e, _) = dawin::pipelines::shard::read_expertise(Path::new(&merged), 16, 10).unwrap();
+    assert_eq!(e.pt.len(), 16, "the poisoned sample is still counted");
+    assert!(e.pt.contains(&(10f64).ln()), "{:?}", e.pt);
+}

@@ -121,7 +121,12 @@ pub(super) fn lambda_phase(
     check_set_level(o)?;
     let whole = match &o.expertise_from {
         Some(p) => {
-            let (whole, found) = read_expertise(p, s.data.len())?;
+            // Entropies are over the evaluated label space's classes.
+            let classes = match smp.indices.len() {
+                0 => s.pt.spec.classes.unwrap_or(1),
+                n => smp.pt.len() / n,
+            };
+            let (whole, found) = read_expertise(p, s.data.len(), classes)?;
             check_expertise_from(p, &s.expertise_provenance(o), found)?;
             Some(whole)
         }
