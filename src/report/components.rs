@@ -38,7 +38,29 @@ pub fn check_dir(dir: &Path) -> Result<()> {
             dir.display()
         ));
     }
+    // Component files without their manifest are still another run's (one
+    // stopped before writing it, or copied there): never overwritten.
+    if let Some(f) = component_files(dir).first() {
+        return Err(crate::invalid!(
+            "--save-components {}: already holds {f}, a component file not written by this run; pick an empty folder or remove it",
+            dir.display()
+        ));
+    }
     Ok(())
+}
+
+/// The `component_*.safetensors` files in `dir`, sorted.
+fn component_files(dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("component_") && n.ends_with(".safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 /// Writes DIR/component_k.safetensors for every component and the manifest
