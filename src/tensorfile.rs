@@ -30,6 +30,14 @@ impl TensorFile {
         // SAFETY: the map is read-only; a file changed underneath us while we
         // run is outside what any loader can defend against.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        if let Some(name) = duplicate_key(&map) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the header lists the tensor `{name}` twice; a safetensors file names each tensor once (the file is damaged or hand-made)"
+                ),
+            ));
+        }
         SafeTensors::deserialize(&map).map_err(|e| describe(path, &map, e))?;
         Ok(TensorFile {
             path: path.to_path_buf(),
@@ -179,6 +187,36 @@ pub(crate) fn describe(path: &Path, map: &[u8], e: safetensors::SafeTensorError)
         other => format!("invalid safetensors file: {other}"),
     };
     Error::file(path, msg)
+}
+
+/// The first key the header's JSON object lists twice: JSON parsers keep
+/// one of the two silently, so a duplicate would drop a tensor unseen.
+fn duplicate_key(map: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct FirstDuplicate;
+    impl<'de> Visitor<'de> for FirstDuplicate {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                m.next_value::<IgnoredAny>()?;
+                if !seen.insert(k.clone()) {
+                    return Ok(Some(k));
+                }
+            }
+            Ok(None)
+        }
+    }
+    let n = u64::from_le_bytes(map.get(..8)?.try_into().ok()?) as usize;
+    let header = map.get(8..8usize.checked_add(n)?)?;
+    let mut de = serde_json::Deserializer::from_slice(header);
+    de.deserialize_map(FirstDuplicate).ok().flatten()
 }
 
 /// What is wrong with a header that is JSON but not a valid safetensors
@@ -420,4 +458,24 @@ pub fn check_output(path: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tensor listed twice is named as a duplicate, not reported as a
+    /// bad offset or silently dropped.
+    #[test]
+    fn a_duplicate_tensor_key_is_named() {
+        let header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0u8; 8]);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("dup.safetensors");
+        std::fs::write(&p, bytes).unwrap();
+        let e = TensorFile::open(&p).err().unwrap().to_string();
+        assert!(e.contains("lists the tensor `a` twice"), "{e}");
+    }
 }

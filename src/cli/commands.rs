@@ -406,9 +406,14 @@ fn run_mtl_tasks(o: &mtl::MtlOptions, data: &[PathBuf], run: RunFlags) -> Result
 
 fn run_merge(inputs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<()> {
     let refs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
-    let json = inputs
-        .iter()
-        .all(|p| p.extension().is_some_and(|e| e == "json"));
+    let is_json = |p: &PathBuf| p.extension().is_some_and(|e| e == "json");
+    let json = inputs.iter().all(is_json);
+    if !json && let Some(p) = inputs.iter().find(|p| is_json(p)) {
+        anyhow::bail!(
+            "{}: is a summary, but the other inputs are expertise files; merge summaries and expertise files separately",
+            p.display()
+        );
+    }
     if json {
         let m = shard::merge_summaries(&refs, out, allow_partial)?;
         let order: Vec<String> = m["methods"]

@@ -82,6 +82,7 @@ impl<'a> Loader<'a> {
             )));
         }
         let mut assumed = Vec::new();
+        let from_file = self.r.hint_num::<usize>(&["heads"])?.is_some();
         let heads = match self.r.hint_num::<usize>(&["heads"])? {
             Some((h, _)) => {
                 if let Some(f) = ov.heads.filter(|&f| f != h) {
@@ -96,8 +97,19 @@ impl<'a> Loader<'a> {
             }),
         };
         if heads == 0 || !width.is_multiple_of(heads) {
+            let why = if !from_file {
+                "set --heads, or `heads` in the metadata".to_string()
+            } else if src == "`config.json`" {
+                format!(
+                    "{src} sets num_attention_heads = {heads}; --heads cannot override a config, so fix the config or give the weights alone"
+                )
+            } else {
+                format!(
+                    "{src} sets heads = {heads}; --heads cannot override it, so fix the metadata"
+                )
+            };
             return Err(self.r.err(format!(
-                "{heads} attention heads do not divide width {width} (set --heads, or `heads` in the metadata)"
+                "{heads} attention heads do not divide width {width} ({why})"
             )));
         }
         let act = match ["act", "hidden_act"]

@@ -71,6 +71,23 @@ pub struct MtlResult {
 
 /// The base and task models, each with the evaluated task's head (so all
 /// share one layout), and that head's class count.
+/// A task model listed twice is merged twice (its task vector counted
+/// double): legal, but rarely meant.
+fn warn_repeated_tasks(tasks: &[PathBuf]) {
+    let mut seen = std::collections::HashMap::new();
+    for (i, p) in tasks.iter().enumerate() {
+        let key = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if let Some(j) = seen.insert(key, i) {
+            crate::reporter::warn(&format!(
+                "--tasks lists {} twice (task {} and task {}): its task vector is merged twice",
+                p.display(),
+                j + 1,
+                i + 1
+            ));
+        }
+    }
+}
+
 fn load_models(o: &MtlOptions) -> Result<(Model, Vec<Model>, usize)> {
     let t_count = o.tasks.len();
     if t_count == 0 {
@@ -88,6 +105,7 @@ fn load_models(o: &MtlOptions) -> Result<(Model, Vec<Model>, usize)> {
             o.scale
         ));
     }
+    warn_repeated_tasks(&o.tasks);
     let eval_path = &o.tasks[o.task_index];
     let eval_task = with_head_file(Model::load_warn(eval_path, o.overrides)?, o)?;
     let classes = eval_task.spec.classes.ok_or_else(|| {

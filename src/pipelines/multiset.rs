@@ -134,6 +134,16 @@ pub fn run(base: &EvalOptions, sets: &[DataSet], ex: &dyn Executor) -> Result<Mu
             "--expertise-from holds one data set's expertise: run a multi-set --data without it, or evaluate that set alone"
         ));
     }
+    // Every set must be there before the first one's passes start.
+    if let Some(set) = sets.iter().find(|s| !s.path.exists()) {
+        return Err(Error::file(
+            &set.path,
+            format!(
+                "does not exist (the data set `{}` of this multi-set run); nothing was evaluated",
+                set.name
+            ),
+        ));
+    }
     let mut runs = Vec::new();
     let mut described = Vec::new();
     for (i, set) in sets.iter().enumerate() {

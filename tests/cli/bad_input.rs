@@ -318,3 +318,88 @@ fn cache_key(path: &Path) -> String {
         .metadata()["key"]
         .clone()
 }
+
+/// Messages that name the cause: a config's head count that does not
+/// divide the width names the config key; a summary among expertise files
+/// says to merge them apart; a missing set of a multi-set run is found
+/// before the first set runs.
+#[test]
+fn messages_name_the_cause() {
+    let d = tempfile::tempdir().unwrap();
+    // An HF folder whose config.json says 3 heads for width 128.
+    let src = fixtures_dir().join("checkpoints/hf_clip");
+    let folder = d.path().join("hf3");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        folder.join("model.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["vision_config"]["num_attention_heads"] = 3.into();
+    std::fs::write(folder.join("config.json"), cfg.to_string()).unwrap();
+    let e = Model::load(
+        &folder,
+        Overrides {
+            heads: Some(4),
+            ..Overrides::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("num_attention_heads = 3") && e.contains("--heads cannot override a config"),
+        "{e}"
+    );
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(crate::common::dawin_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let summary = d.path().join("summary.json");
+    std::fs::write(&summary, "{}").unwrap();
+    let shard = d.path().join("expertise.safetensors");
+    std::fs::write(&shard, b"").unwrap();
+    let out = d.path().join("merged.safetensors");
+    let e = run(&[
+        "merge",
+        &shard.display().to_string(),
+        &summary.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(
+        e.contains("is a summary") && e.contains("separately"),
+        "{e}"
+    );
+    let fx = |n: &str| fixtures_dir().join(n).display().to_string();
+    let sets = format!(
+        "a={},b={}",
+        fx("dawin_data.safetensors"),
+        d.path().join("gone.safetensors").display()
+    );
+    let e = run(&[
+        "eval",
+        "--pretrained",
+        &fx("dawin_pt.safetensors"),
+        "--finetuned",
+        &fx("dawin_ft.safetensors"),
+        "--data",
+        &sets,
+        "--out-dir",
+        &d.path().join("ms").display().to_string(),
+        "--quiet",
+    ]);
+    assert!(
+        e.contains("gone.safetensors") && e.contains("nothing was evaluated"),
+        "{e}"
+    );
+    assert!(
+        !d.path().join("ms/a/summary.json").exists(),
+        "set a ran before the missing set was found"
+    );
+}

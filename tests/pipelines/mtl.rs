@@ -612,3 +612,38 @@ fn a_torch_pickled_head_module_reads_as_a_head_file() {
     let e = dawin::model::head_file::read(&alone, m.spec.embed_dim + 1).unwrap_err();
     assert!(e.to_string().contains("[5, 48]"), "{e}");
 }
+
+/// The same task model listed twice is merged twice, with a warning naming
+/// it.
+#[test]
+fn a_task_listed_twice_is_warned_about() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, _, paths) = three_tasks(d.path());
+    let data = d.path().join("data.safetensors");
+    write_data(&data, 3, 5, 9);
+    let s = |p: &Path| p.display().to_string();
+    let tasks = format!("{},{}", s(&paths[0]), s(&paths[0]));
+    let o = std::process::Command::new(crate::common::dawin_bin())
+        .args([
+            "eval-mtl",
+            "--base",
+            &s(&d.path().join("base.safetensors")),
+            "--tasks",
+            &tasks,
+            "--data",
+            &s(&data),
+            "--task-index",
+            "0",
+            "--out-dir",
+            &s(&d.path().join("out")),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("lists") && err.contains("twice (task 1 and task 2)"),
+        "{err}"
+    );
+}

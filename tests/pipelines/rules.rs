@@ -678,8 +678,14 @@ fn saved_components_are_the_models_the_bmm_run_evaluated() {
     std::fs::remove_file(dir.join("components.json")).unwrap();
     let orphan = std::fs::read(dir.join("component_0.safetensors")).unwrap();
     let again = eval::run(&o, ex.as_ref()).err().unwrap().to_string();
-    assert!(again.contains("already holds component_0.safetensors"), "{again}");
-    assert_eq!(std::fs::read(dir.join("component_0.safetensors")).unwrap(), orphan);
+    assert!(
+        again.contains("already holds component_0.safetensors"),
+        "{again}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("component_0.safetensors")).unwrap(),
+        orphan
+    );
     // And a run without a mixture cannot save components.
     let exact = EvalOptions {
         interp: Interp::PerSample(PerSample::Exact),
