@@ -128,6 +128,7 @@ fn build(
         let e = entry(&t, lookup, source).map_err(|m| err(format!("tensor `{name}`: {m}")))?;
         out.insert(name, e);
     }
+    check_views(&out).map_err(err)?;
     let description = match under {
         Some(k) => format!("{kind}, state dict under `{k}`"),
         None => kind.to_string(),
@@ -212,6 +213,27 @@ fn storage_dtype(kind: &str) -> Option<Dtype> {
         "BoolStorage" => Dtype::BOOL,
         _ => return None,
     })
+}
+
+/// The tensors' elements against their storages', each storage counted
+/// once: views may share a storage (tied weights) but a file whose views
+/// add up to far more elements than it stores is made of broadcast
+/// (stride-0) views, which would cost memory far beyond the file's size.
+fn check_views(entries: &BTreeMap<String, Entry>) -> std::result::Result<(), String> {
+    let mut storages = HashSet::new();
+    let (mut stored, mut viewed) = (0u128, 0u128);
+    for e in entries.values() {
+        if storages.insert((e.bytes.start, e.bytes.end)) {
+            stored += e.bytes.len() as u128 / super::elem_size(e.dtype).unwrap_or(1) as u128;
+        }
+        viewed += e.numel() as u128;
+    }
+    if viewed > 4 * stored + (1 << 20) {
+        return Err(format!(
+            "its tensors view {viewed} elements of storages holding {stored}: views that repeat elements (stride 0) on this scale are not a checkpoint's, so the file is refused"
+        ));
+    }
+    Ok(())
 }
 
 fn entry(
@@ -382,5 +404,22 @@ mod tests {
         let v = pickle::load(p, Globals::Strict).unwrap();
         let e = collect(&v, p).unwrap_err();
         assert!(e.contains("at the top level is bytes b\"abc\""), "{e}");
+    }
+
+    /// A stride-0 view that would expand 4 stored bytes to 4 M elements is
+    /// refused; tied views of one storage are not.
+    #[test]
+    fn broadcast_views_are_bounded_by_what_is_stored() {
+        let view = |shape: usize, stride: usize, bytes: std::ops::Range<usize>| {
+            Entry::new(0, Dtype::F32, vec![shape], vec![stride], 0, bytes).unwrap()
+        };
+        let big = BTreeMap::from([("w".to_string(), view(1 << 22, 0, 0..4))]);
+        let e = check_views(&big).unwrap_err();
+        assert!(e.contains("stride 0"), "{e}");
+        let tied = BTreeMap::from([
+            ("a".to_string(), view(1 << 20, 1, 0..4 << 20)),
+            ("b".to_string(), view(1 << 20, 1, 0..4 << 20)),
+        ]);
+        check_views(&tied).unwrap();
     }
 }
