@@ -16,6 +16,10 @@ pub enum Error {
     /// The device ran out of memory (callers may retry with less work).
     #[error("out of device memory: {0}")]
     OutOfMemory(String),
+    /// The user stopped the run (Ctrl-C, SIGTERM) and it stopped at a safe
+    /// point, before committing any result.
+    #[error("interrupted: stopped before writing results; the output folder keeps what it held")]
+    Interrupted,
     /// The OS error is part of the message (not a `source`) so it is shown once.
     #[error("{}: {err}", path.display())]
     Io { path: PathBuf, err: std::io::Error },

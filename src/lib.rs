@@ -13,6 +13,7 @@
 //! - [`simd`]: the CPU executor's packed gemm, vector maths and peak;
 //! - [`reporter`]: how the library reports (warnings, notes, progress)
 //!   through the interface the program installs; it never prints;
+//!   [`interrupt`]: a stop the user asked for, honoured at safe points;
 //! - [`data`]: data sets, image folders, preprocessing, label spaces and
 //!   the demo's synthetic images;
 //! - [`method`]: DaWin's maths: the λ rules, the Beta mixture, the
@@ -30,6 +31,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod exec;
+pub mod interrupt;
 pub mod limits;
 pub mod method;
 pub mod model;

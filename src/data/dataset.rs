@@ -444,7 +444,8 @@ impl Dataset {
             };
             let mut result = Ok(());
             while let Some(b) = upcoming.held.take().or_else(|| rx.recv().ok()) {
-                if let Err(e) = f(b, &mut upcoming) {
+                // Between batches is a safe point to stop at.
+                if let Err(e) = crate::interrupt::check().and_then(|_| f(b, &mut upcoming)) {
                     result = Err(e);
                     break;
                 }

@@ -178,6 +178,8 @@ impl Staging {
         }
         sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         kill_point();
+        // The last point to stop at: past the record, the commit finishes.
+        crate::interrupt::check()?;
         let old: Vec<String> = match earlier {
             Earlier::Keep => Vec::new(),
             _ => outputs

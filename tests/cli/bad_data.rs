@@ -712,6 +712,82 @@ fn an_interrupted_commit_leaves_one_whole_set() {
     panic!("the commit never completed under the hook");
 }
 
+/// Ctrl-C or SIGTERM during a run stops it at the next safe point: exit
+/// 130 with "interrupted", the folder's earlier set as it was, and nothing
+/// of the stopped run left once the folder is next opened.
+#[test]
+fn a_signal_stops_the_run_at_a_safe_point() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    eval(
+        &fx("dawin_data.safetensors"),
+        &out,
+        &["--methods", "zeroshot"],
+    );
+    let earlier = std::fs::read(out.join("summary.json")).unwrap();
+    // 6,400 images, evaluated the official way (a model built per sample)
+    // on one thread: seconds of work after the models load.
+    let io = TensorFile::open(Path::new(&fx("dawin_data.safetensors"))).unwrap();
+    let px = io.read_f32("pixel_values").unwrap();
+    let (_, labels) = io.read_i64("labels").unwrap();
+    let reps = 400;
+    let mut shape = px.shape.clone();
+    shape[0] *= reps;
+    let big = Tensor {
+        shape,
+        data: px.data.repeat(reps),
+    };
+    let data = d.path().join("big.safetensors");
+    write_f32_with_labels(&data, &big, &labels.repeat(reps)).unwrap();
+    for signal in ["-INT", "-TERM"] {
+        let flags = [
+            "--methods",
+            "zeroshot,dawin",
+            "--temperature",
+            "2",
+            "--interp",
+            "materialize",
+            "--threads",
+            "1",
+            "-b",
+            "8",
+        ];
+        let mut child = Command::new(dawin_bin())
+            .args(eval_args(&p(&data), &out, &flags))
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first line on stderr (a note on the models) comes after the
+        // handler is installed.
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}: {first}{rest}");
+        assert!(rest.contains("interrupted"), "{signal}: {rest}");
+        drop(dawin::report::outdir::OutDir::lock(&out).unwrap());
+        assert_eq!(
+            std::fs::read(out.join("summary.json")).unwrap(),
+            earlier,
+            "{signal}"
+        );
+        let left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with('.') && n != ".dawin.lock")
+            .collect();
+        assert!(left.is_empty(), "{signal}: {left:?}");
+    }
+}
+
 /// The fixture pretrained model with one weight set to `v`.
 fn poisoned(dir: &Path, v: f32) -> String {
     let f = TensorFile::open(&fixtures_dir().join("dawin_pt.safetensors")).unwrap();
