@@ -96,6 +96,48 @@ fn every_printing_command_ends_quietly_when_its_reader_has_gone() {
             0,
         ),
     ];
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let prompts = text.join("prompts.txt").display().to_string();
+    let hf = text.join("hf_clip").display().to_string();
+    let more = [
+        strings(&[
+            "encode-text",
+            "--model",
+            &hf,
+            "--texts",
+            &prompts,
+            "--out",
+            &out("text.safetensors"),
+        ]),
+        strings(&[
+            "convert",
+            &fx("hf_quickgelu.safetensors"),
+            &out("converted.safetensors"),
+        ]),
+        strings(&[
+            "forward",
+            "--model",
+            &fx("hf_quickgelu.safetensors"),
+            "--input",
+            &fx("hf_quickgelu.io.safetensors"),
+            "--out",
+            &out("forward.safetensors"),
+        ]),
+        strings(&[
+            "expertise",
+            "--pretrained",
+            &pt,
+            "--finetuned",
+            &ft,
+            "--data",
+            &data,
+            "--out-dir",
+            &out("expertise"),
+        ]),
+        strings(&["synth", "--out", &out("synth"), "--per-class", "1"]),
+    ];
+    let mut commands = commands;
+    commands.extend(more.into_iter().map(|a| (a, 0)));
     for (args, want) in &commands {
         for close_stdout in [true, false] {
             let (code, seen) = with_closed(args, close_stdout);
