@@ -151,6 +151,38 @@ fn looks_like_pickle(map: &[u8]) -> bool {
     proto && !safetensors
 }
 
+/// What a file that is no model file is, by its first bytes, when they say:
+/// a wrong file given as a model is named as one, not reported as a
+/// safetensors file with a broken header.
+fn other_file_kind(map: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], &str); 9] = [
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"GIF8", "a GIF image"),
+        (b"%PDF", "a PDF document"),
+        (b"\x1f\x8b", "a gzip archive"),
+        (b"BZh", "a bzip2 archive"),
+        (b"\x7fELF", "a program"),
+        (b"\x93NUMPY", "a NumPy array"),
+        (b"\x89HDF", "an HDF5 file"),
+    ];
+    if let Some((_, kind)) = MAGIC.iter().find(|(m, _)| map.starts_with(m)) {
+        return Some(kind);
+    }
+    // A safetensors file starts with a little-endian length whose high
+    // bytes are zero; text (JSON, CSV, YAML) starts with printable bytes.
+    let head = &map[..map.len().min(8)];
+    let text = !head.is_empty()
+        && head
+            .iter()
+            .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    match (text, head.first()) {
+        (true, Some(b'{' | b'[')) => Some("a JSON text file"),
+        (true, _) => Some("a text file"),
+        _ => None,
+    }
+}
+
 /// A model artefact's tensors, metadata and configuration hints.
 pub struct Checkpoint {
     path: PathBuf,
@@ -217,6 +249,13 @@ impl Checkpoint {
             // A plain pickle: WiSE-FT's pickle.dump, or torch's legacy format.
             let t = torch::read_pickle(path, &map, idx, globals)?;
             (t.entries, t.description, HashMap::new())
+        } else if let Some(kind) = other_file_kind(&map) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "is {kind}, not a model file; dawin reads safetensors files, PyTorch checkpoints (.pt, .pth, .bin) and HF or open_clip model folders"
+                ),
+            ));
         } else {
             safetensors_entries(path, &map, idx)?
         };

@@ -1,6 +1,6 @@
 //! Flag groups shared by several commands, and the parsers of flag values.
 
-use super::choice::choice;
+use super::choice::{choice, positive};
 use clap::Args;
 use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
@@ -119,7 +119,7 @@ pub struct EvalArgs {
     pub wise_alpha: Option<f32>,
     /// Bootstrap resamples of each accuracy's 95 % interval (`ci95` in
     /// summary.json, ± in the table); seeded by --seed.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Output")]
+    #[arg(long, default_value_t = 1000, value_parser = positive::<u32>(u32::MAX as u64), allow_hyphen_values = true, help_heading = "Output")]
     pub bootstrap: u32,
     /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
     /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
@@ -217,7 +217,7 @@ impl FolderFlags {
 pub struct ArchFlags {
     /// Attention heads (default: the file's metadata or config, else
     /// width/64, with a warning).
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, help_heading = "Model", value_parser = positive::<usize>(4096), allow_hyphen_values = true)]
     pub heads: Option<usize>,
     /// MLP activation (default: the file's metadata or config, else
     /// quick_gelu, with a warning).
@@ -251,7 +251,7 @@ pub struct RunFlags {
     #[arg(long, value_parser = choice::<ExecutorKind>(), default_value_t = ExecutorKind::Cpu, help_heading = "Performance", short = 'd')]
     pub device: ExecutorKind,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
+    #[arg(long, default_value_t = 64, value_parser = positive::<u64>(u64::MAX), allow_hyphen_values = true, help_heading = "Performance", short = 'b')]
     pub batch_size: u64,
     /// Time every kernel and print a per-op table at the end: calls, total
     /// ms, mean µs, GB/s, TFLOP/s and % of the device's roofline (CUDA
@@ -289,13 +289,13 @@ pub struct TextFlags {
     /// Attention heads of the text tower (default: the config or metadata,
     /// else width/64, with a warning; CLIP's text towers often differ from
     /// the image tower's).
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, help_heading = "Model", value_parser = positive::<usize>(4096), allow_hyphen_values = true)]
     pub text_heads: Option<usize>,
     /// Executor that runs the text tower.
     #[arg(long, value_parser = choice::<ExecutorKind>(), default_value_t = ExecutorKind::Cpu, help_heading = "Performance", short = 'd')]
     pub device: ExecutorKind,
     /// Prompts per text forward pass.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Performance", short = 'b')]
+    #[arg(long, default_value_t = 256, value_parser = positive::<u64>(u64::MAX), allow_hyphen_values = true, help_heading = "Performance", short = 'b')]
     pub batch_size: u64,
     /// Time every kernel and print the per-op table at the end.
     #[arg(long, help_heading = "Performance")]
@@ -489,13 +489,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Timed repeats after one warm-up.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = positive::<u64>(u64::MAX), allow_hyphen_values = true)]
     pub repeats: u64,
     /// Images per batch at the ViT shapes (default 256, or 2 with --quick).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = positive::<u64>(u64::MAX), allow_hyphen_values = true)]
     pub batch: Option<u64>,
     /// Images through the pipeline per repeat (default: the batch).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = positive::<u64>(u64::MAX), allow_hyphen_values = true)]
     pub images: Option<u64>,
     /// Which part to run.
     #[arg(long, value_enum, default_value_t = Suite::All)]

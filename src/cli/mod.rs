@@ -8,7 +8,7 @@ pub mod output;
 pub mod terminal;
 
 use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
-use choice::choice;
+use choice::{choice, positive};
 use clap::{Parser, Subcommand};
 use dawin::data::dataset::LabelOrder;
 use dawin::exec::ExecutorKind;
@@ -33,7 +33,7 @@ pub struct Cli {
     /// Worker threads of the cpu executor (and of decoding, packing and
     /// every other parallel step). Default: RAYON_NUM_THREADS if set, else
     /// one per logical CPU.
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, global = true, value_name = "N", value_parser = positive::<u16>(u16::MAX as u64), allow_hyphen_values = true)]
     pub threads: Option<u16>,
 }
 
@@ -212,7 +212,7 @@ pub enum Cmd {
         #[arg(long, default_value = "target/dawin-demo")]
         out_dir: PathBuf,
         /// Images per class and domain.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(long, default_value_t = 100, value_parser = positive::<u32>(100_000), allow_hyphen_values = true)]
         per_class: u32,
         /// Executor (default: cuda if available, else cpu).
         #[arg(long, value_parser = choice::<ExecutorKind>())]
@@ -262,7 +262,7 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
         /// Images per class and domain.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(long, default_value_t = 100, value_parser = positive::<u32>(100_000), allow_hyphen_values = true)]
         per_class: u32,
         /// Seed (the demo evaluates on seed 1000, so train on others).
         #[arg(long, default_value_t = 0)]
@@ -327,7 +327,7 @@ pub enum Cmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Output side length (the model's input size, e.g. 224).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8192))]
+        #[arg(long, value_parser = positive::<u32>(8192), allow_hyphen_values = true)]
         size: u32,
         /// Output safetensors file.
         #[arg(long)]

@@ -73,21 +73,45 @@ impl Method {
     }
 }
 
+/// The method names `--methods` takes, for suggestions.
+const NAMES: [&str; 9] = [
+    "zeroshot",
+    "finetuned",
+    "wise-ft",
+    "wise-ft:α",
+    "ensemble",
+    "ensemble:c",
+    "ensemble-dynamic",
+    "dawin",
+    "all",
+];
+
 /// `wise-ft:α` or `ensemble:c`, the weight in [0, 1].
 fn parse_weighted(item: &str) -> std::result::Result<Method, String> {
-    let weight = |prefix: &str| {
-        item.strip_prefix(prefix)
-            .and_then(|a| a.parse::<f32>().ok())
-            .filter(|a| (0.0..=1.0).contains(a))
-    };
-    if let Some(a) = weight("wise-ft:") {
-        return Ok(Method::WiseFt(a));
+    for (prefix, what) in [("wise-ft:", "α"), ("ensemble:", "c")] {
+        let Some(text) = item.strip_prefix(prefix) else {
+            continue;
+        };
+        let w: f32 = text
+            .parse()
+            .map_err(|_| format!("`{item}`: {what} must be a number in [0, 1], got `{text}`"))?;
+        if !(0.0..=1.0).contains(&w) {
+            return Err(format!("`{item}`: {what} must be in [0, 1], got {w}"));
+        }
+        return Ok(if prefix == "wise-ft:" {
+            Method::WiseFt(w)
+        } else {
+            Method::EnsembleConst(w)
+        });
     }
-    if let Some(c) = weight("ensemble:") {
-        return Ok(Method::EnsembleConst(c));
-    }
+    let near = NAMES
+        .iter()
+        .map(|n| (strsim::damerau_levenshtein(item, n), n))
+        .min()
+        .filter(|(d, _)| *d <= 2)
+        .map_or(String::new(), |(_, n)| format!("; did you mean `{n}`?"));
     Err(format!(
-        "unknown method `{item}` (zeroshot, finetuned, wise-ft, wise-ft:α, ensemble, ensemble:c, ensemble-dynamic, dawin, all; α and c in [0,1])"
+        "unknown method `{item}`{near} (zeroshot, finetuned, wise-ft, wise-ft:α, ensemble, ensemble:c, ensemble-dynamic, dawin, all; α and c in [0,1])"
     ))
 }
 

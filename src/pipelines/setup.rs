@@ -32,8 +32,31 @@ pub struct Setup {
     pub inputs: Vec<(&'static str, String)>,
 }
 
+/// Every input path exists, named by its flag, before the output folder is
+/// taken or any model loaded.
+fn check_inputs_exist(o: &EvalOptions) -> Result<()> {
+    let mut given = vec![
+        ("--pretrained", &o.pretrained),
+        ("--finetuned", &o.finetuned),
+        ("--data", &o.data),
+    ];
+    if let Some(p) = &o.expertise_from {
+        given.push(("--expertise-from", p));
+    }
+    for (flag, path) in given {
+        if !path.exists() {
+            return Err(crate::invalid!(
+                "{flag} {}: no such file or folder",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Setup {
     pub fn open(o: &EvalOptions) -> Result<Setup> {
+        check_inputs_exist(o)?;
         let out = OutDir::lock(&o.out_dir)?;
         let (pt, ft) = load_pair(&o.pretrained, &o.finetuned, o.overrides)?;
         let classes_raw = pt.spec.classes.unwrap_or(0);
@@ -48,6 +71,13 @@ impl Setup {
             ("finetuned", file_hash(&o.finetuned)?),
             ("data", data.fingerprint()),
         ];
+        if inputs[0].1 == inputs[1].1 {
+            crate::reporter::warn(&format!(
+                "--pretrained {} and --finetuned {} hold the same weights (one content hash): every λ merges a model with itself",
+                o.pretrained.display(),
+                o.finetuned.display()
+            ));
+        }
         if let Some(p) = &o.expertise_from {
             inputs.push(("expertise_from", file_hash(p)?));
         }

@@ -39,6 +39,26 @@ pub struct OutDir {
     pub path: PathBuf,
     /// Holds the lock while alive.
     _lock: File,
+    /// The folder did not exist before this run.
+    created: bool,
+}
+
+/// A run that ends without writing anything leaves nothing behind: not
+/// its lock file, nor the folder when it made it.
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        let only_lock = std::fs::read_dir(&self.path).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .all(|e| e.file_name() == LOCK)
+        });
+        if only_lock {
+            let _ = std::fs::remove_file(self.path.join(LOCK));
+            if self.created {
+                let _ = std::fs::remove_dir(&self.path);
+            }
+        }
+    }
 }
 
 impl OutDir {
@@ -48,6 +68,7 @@ impl OutDir {
         if path.exists() && !path.is_dir() {
             return Err(Error::file(path, "is a file; --out-dir must be a folder"));
         }
+        let created = !path.exists();
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let lock_path = path.join(LOCK);
         let mut f = std::fs::OpenOptions::new()
@@ -84,6 +105,7 @@ impl OutDir {
         let out = OutDir {
             path: path.to_path_buf(),
             _lock: f,
+            created,
         };
         out.recover()?;
         Ok(out)

@@ -860,7 +860,10 @@ fn non_finite_inputs_are_named_at_the_source() {
         &a.iter().map(String::as_str).collect::<Vec<_>>(),
         &["positive numbers"],
     );
-    fails(&["eval", "--methods", "wise-ft:NaN"], &["unknown method"]);
+    fails(
+        &["eval", "--methods", "wise-ft:NaN"],
+        &["α must be in [0, 1], got NaN"],
+    );
 }
 
 #[test]

@@ -48,9 +48,14 @@ fn load_err(path: &Path) -> String {
 fn not_a_safetensors_file() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("notes.safetensors");
+    // Text (a CSV, a JSON, notes) and known formats are named as what they are.
     std::fs::write(&p, b"hello, this is not a tensor file at all").unwrap();
-    assert!(load_err(&p).contains("not a safetensors file"));
-    std::fs::write(&p, b"abc").unwrap();
+    assert!(load_err(&p).contains("is a text file, not a model file"));
+    std::fs::write(&p, b"{\"a\": 1}").unwrap();
+    assert!(load_err(&p).contains("is a JSON text file, not a model file"));
+    std::fs::write(&p, b"\x89PNG\r\n\x1a\n....").unwrap();
+    assert!(load_err(&p).contains("is a PNG image, not a model file"));
+    std::fs::write(&p, b"\x01\x02\x03").unwrap();
     assert!(load_err(&p).contains("too short"));
     std::fs::write(&p, b"").unwrap();
     load_err(&p);
@@ -402,4 +407,68 @@ fn messages_name_the_cause() {
         !d.path().join("ms/a/summary.json").exists(),
         "set a ran before the missing set was found"
     );
+}
+
+/// A newcomer's mistakes, answered in their terms: count flags that are
+/// zero or negative (`-b -4` too), a weight outside [0, 1], a misspelled
+/// method, a missing input named by its flag with nothing left behind, and
+/// the same model given twice.
+#[test]
+fn first_hour_mistakes_are_answered_in_the_users_terms() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = |n: &str| fixtures_dir().join(n).display().to_string();
+    let out = d.path().join("out");
+    let eval = |extra: &[&str], pretrained: &str| {
+        let mut a = vec![
+            "eval".to_string(),
+            "--pretrained".into(),
+            pretrained.into(),
+            "--finetuned".into(),
+            fx("dawin_ft.safetensors"),
+            "--data".into(),
+            fx("dawin_data.safetensors"),
+            "--out-dir".into(),
+            out.display().to_string(),
+            "--quiet".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let o = std::process::Command::new(crate::common::dawin_bin())
+            .args(&a)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let pt = fx("dawin_pt.safetensors");
+    for b in ["-4", "0"] {
+        let (code, e) = eval(&["-b", b], &pt);
+        assert_eq!(code, Some(2), "{e}");
+        assert!(
+            e.contains("must be a positive whole number (1 or more)"),
+            "-b {b}: {e}"
+        );
+    }
+    let (_, e) = eval(&["--methods", "wise-ft:1.5"], &pt);
+    assert!(e.contains("α must be in [0, 1], got 1.5"), "{e}");
+    let (_, e) = eval(&["--methods", "zeroshot,dawn"], &pt);
+    assert!(e.contains("did you mean `dawin`?"), "{e}");
+    let (code, e) = eval(
+        &[],
+        &d.path().join("nope.safetensors").display().to_string(),
+    );
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("--pretrained") && e.contains("no such file"),
+        "{e}"
+    );
+    assert!(
+        !out.exists(),
+        "a run that failed before writing left {}",
+        out.display()
+    );
+    let (code, e) = eval(&[], &fx("dawin_ft.safetensors"));
+    assert_eq!(code, Some(0), "{e}");
+    assert!(e.contains("hold the same weights"), "{e}");
 }
