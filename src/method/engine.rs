@@ -9,23 +9,33 @@ use crate::model::vit::{DualWeights, forward_with};
 use crate::model::{Model, Overrides};
 use std::path::Path;
 
+/// A model's configuration in one line, for comparing two.
+fn outline(m: &Model) -> String {
+    let s = &m.spec;
+    let classes = s
+        .classes
+        .map_or("no head".to_string(), |c| format!("{c} classes"));
+    format!(
+        "width {}, {} layers, patch {}, image {}, {classes}",
+        s.width, s.layers, s.patch, s.image_size
+    )
+}
+
 /// Loads both models and checks that DaWin can interpolate them.
 pub fn load_pair(pt: &Path, ft: &Path, ov: Overrides) -> Result<(Model, Model)> {
     let a = Model::load_warn(pt, ov)?;
     let b = Model::load_warn(ft, ov)?;
     let diffs = a.shape_differences(&b);
     if !diffs.is_empty() {
-        let shown: Vec<&String> = diffs.iter().take(10).collect();
+        let shown: Vec<&str> = diffs.iter().take(10).map(String::as_str).collect();
         return Err(crate::invalid!(
-            "{} and {} have different architectures ({} differences): {}{}",
+            "the models have different architectures, so they cannot be interpolated:\n  pretrained {}: {}\n  fine-tuned {}: {}\n  first differing tensors ({} in all): {}{}",
             pt.display(),
+            outline(&a),
             ft.display(),
+            outline(&b),
             diffs.len(),
-            shown
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
+            shown.join("; "),
             if diffs.len() > 10 { "; ..." } else { "" }
         ));
     }
@@ -33,7 +43,10 @@ pub fn load_pair(pt: &Path, ft: &Path, ov: Overrides) -> Result<(Model, Model)> 
         if m.spec.classes.is_none() {
             return Err(Error::file(
                 p,
-                "has no classification head (`classification_head.weight`); DaWin needs logits",
+                format!(
+                    "has no classification head (`classification_head.weight`), and DaWin needs logits. If it is a CLIP checkpoint with its text tower, give it one from your class names: `dawin zeroshot --model {} --classes classes.txt -o zeroshot.safetensors`, then pass zeroshot.safetensors in its place",
+                    p.display()
+                ),
             ));
         }
     }

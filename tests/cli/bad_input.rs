@@ -471,4 +471,33 @@ fn first_hour_mistakes_are_answered_in_the_users_terms() {
     let (code, e) = eval(&[], &fx("dawin_ft.safetensors"));
     assert_eq!(code, Some(0), "{e}");
     assert!(e.contains("hold the same weights"), "{e}");
+    // Two architectures: their configurations side by side.
+    let (_, e) = eval(&[], &fx("hf_quickgelu.safetensors"));
+    assert!(
+        e.contains("pretrained") && e.contains("width 64, 2 layers, patch 8, image 32, 10 classes"),
+        "{e}"
+    );
+    // A CLIP checkpoint without a head: the zeroshot command that gives it one.
+    let clip = fixtures_dir()
+        .join("checkpoints/hf_clip")
+        .display()
+        .to_string();
+    let o = std::process::Command::new(crate::common::dawin_bin())
+        .args([
+            "eval",
+            "--pretrained",
+            &clip,
+            "--finetuned",
+            &clip,
+            "--data",
+        ])
+        .arg(fx("dawin_data.safetensors"))
+        .args(["--out-dir", &out.display().to_string()])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(&format!("dawin zeroshot --model {clip} --classes")),
+        "{e}"
+    );
 }
