@@ -2,7 +2,7 @@
 //! (locked), both models, the data with what is odd about it, the shard,
 //! the label space, and the provenance of the run.
 
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, LabelOrder};
 use crate::error::{Error, Result};
 use crate::method::engine::{Engine, load_pair};
 use crate::model::Model;
@@ -63,7 +63,8 @@ impl Setup {
         o.projection.check(classes_raw)?;
         let classes = o.projection.out_classes(classes_raw);
         let data = Dataset::open_with(&o.data, pt.spec.image_size, &o.folder_options())?;
-        report_data(&data, classes);
+        report_data(&data);
+        check_class_count(&data, classes, o.folder_options().order)?;
         data.check_labels(classes)?;
         let shard = shard::range(o.shard, data.len())?;
         let mut inputs = vec![
@@ -176,16 +177,30 @@ fn path_of<'a>(o: &'a EvalOptions, role: &str) -> &'a Path {
 
 /// Warns about what is odd in an image folder: empty class folders, a
 /// class count other than the head's, files that are not images.
-fn report_data(data: &Dataset, classes: usize) {
+/// An image folder labelled by sorted folder name must have one folder per
+/// class of the head (after any projection): otherwise label i, the i-th
+/// folder, is not the head's class i, and every accuracy would be wrong.
+/// Refused before any image is read; folders named by class number
+/// (`--label-order numeric`) may hold a subset.
+fn check_class_count(data: &Dataset, classes: usize, order: LabelOrder) -> Result<()> {
+    if !data.is_folder() || order != LabelOrder::Sorted || data.classes.len() == classes {
+        return Ok(());
+    }
+    Err(Error::file(
+        &data.path,
+        format!(
+            "has {} class folders but the head has {classes} classes, so label i (the i-th folder) would not be the head's class i. \
+             Project the head onto the folders' classes with --class-subset or --class-map, use a head with {} classes, \
+             or, for folders named by class number, --label-order numeric",
+            data.classes.len(),
+            data.classes.len()
+        ),
+    ))
+}
+
+fn report_data(data: &Dataset) {
     for w in &data.warnings {
         crate::reporter::warn(&format!("{}: {w}", data.path.display()));
-    }
-    if data.is_folder() && data.classes.len() != classes {
-        crate::reporter::warn(&format!(
-            "{} has {} class folders but the head (after any projection) has {classes} classes: label i is the i-th folder",
-            data.path.display(),
-            data.classes.len()
-        ));
     }
     let skipped: Vec<(String, String)> = data
         .skipped_files

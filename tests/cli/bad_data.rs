@@ -198,12 +198,24 @@ fn image_folders_are_read_as_imagefolder_reads_them() {
     std::fs::write(root.join("c/notes.txt"), "not an image").unwrap();
     std::fs::create_dir_all(root.join("d-empty")).unwrap();
     let out = d.path().join("out");
-    let t = eval(&p(&root), &out, &["--methods", "zeroshot,dawin"]);
-    assert!(t.contains("`d-empty` (label 3) holds no image"), "{t}");
-    assert!(
-        t.contains("4 class folders but the head") && t.contains("6 classes"),
-        "{t}"
+    // Four folders for a 6-class head: refused before any image is read,
+    // then evaluated on the head's first four classes.
+    let a = eval_args(&p(&root), &out, &["--methods", "zeroshot,dawin"]);
+    fails(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[
+            "has 4 class folders but the head has 6 classes",
+            "--class-subset",
+        ],
     );
+    let subset = d.path().join("first-four.txt");
+    std::fs::write(&subset, "0 1 2 3").unwrap();
+    let t = eval(
+        &p(&root),
+        &out,
+        &["--methods", "zeroshot,dawin", "--class-subset", &p(&subset)],
+    );
+    assert!(t.contains("`d-empty` (label 3) holds no image"), "{t}");
     assert!(
         t.contains("skipped 1 files") && t.contains("notes.txt"),
         "{t}"
@@ -352,14 +364,17 @@ fn caches_that_fail_a_check_are_recomputed_and_fixed_samples_are_retried() {
     std::fs::create_dir_all(root.join("b")).unwrap();
     std::fs::write(root.join("b/bad.png"), b"not a png").unwrap();
     let out = d.path().join("folder-out");
-    let t = eval(&p(&root), &out, &["--methods", "zeroshot"]);
+    let subset = d.path().join("first-two.txt");
+    std::fs::write(&subset, "0 1").unwrap();
+    let flags = ["--methods", "zeroshot", "--class-subset", &p(&subset)];
+    let t = eval(&p(&root), &out, &flags);
     assert!(
         t.contains("skipped 1 unreadable images") && t.contains("bad.png"),
         "{t}"
     );
     assert_eq!(summary(&out)["skipped"], 1);
     image_file(&root.join("b/bad.png"), [1, 1, 1]);
-    eval(&p(&root), &out, &["--methods", "zeroshot"]);
+    eval(&p(&root), &out, &flags);
     assert_eq!(summary(&out)["skipped"], 0);
     assert_eq!(summary(&out)["methods"]["zeroshot"]["count"], 2);
 }
