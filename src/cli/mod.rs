@@ -57,7 +57,9 @@ const ZEROSHOT_EXAMPLES: &str = "Examples:
   dawin zeroshot --model clip-vit-base-patch32/ --classes imagenet -o zs.safetensors
   # your own classes and templates, then DaWin against a fine-tuned model
   dawin zeroshot --model open_clip_folder/ --classes classes.txt --templates templates.txt -o zs.safetensors
-  dawin eval --pretrained zs.safetensors --finetuned ft.pt --data val/ -o runs/val";
+  dawin eval --pretrained zs.safetensors --finetuned ft.pt --data val/ -o runs/val
+  # class names from the image folder itself, so labels and head rows cannot drift apart
+  dawin zeroshot --model clip-vit-base-patch32/ --classes val/ -o zs.safetensors";
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -156,7 +158,9 @@ pub enum Cmd {
         #[arg(long, help_heading = "Inputs")]
         model: PathBuf,
         /// Class names, one per line (`#` lines and blank lines skipped),
-        /// in label order, or `imagenet` (CLIP's 1000 ImageNet names).
+        /// in label order; `imagenet` (CLIP's 1000 ImageNet names); or an
+        /// image folder, whose class folders name the classes in the order
+        /// `eval` labels them (sorted, underscores read as spaces).
         #[arg(long, help_heading = "Inputs")]
         classes: PathBuf,
         /// Templates, one per line with `{}` for the class name, or a

@@ -216,20 +216,7 @@ impl Dataset {
     }
 
     fn open_folder(path: &Path, size: usize, opt: &FolderOptions) -> Result<Dataset> {
-        let mut classes: Vec<(String, PathBuf)> = read_dir(path)?
-            .into_iter()
-            .filter(|p| p.is_dir())
-            .map(|p| {
-                (
-                    p.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .to_string(),
-                    p,
-                )
-            })
-            .collect();
-        classes.sort();
+        let mut classes = class_folders(path)?;
         let mut warnings = Vec::new();
         if let Some(keep) = &opt.keep {
             classes = keep_folders(classes, keep, &mut warnings);
@@ -456,6 +443,27 @@ impl Dataset {
             result
         })
     }
+}
+
+/// An image folder's class folders in `ImageFolder`'s order (sorted by
+/// name), with their paths: the one listing `eval` labels by and
+/// `zeroshot --classes FOLDER` names the head's rows by.
+pub fn class_folders(path: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut classes: Vec<(String, PathBuf)> = read_dir(path)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            (
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string(),
+                p,
+            )
+        })
+        .collect();
+    classes.sort();
+    Ok(classes)
 }
 
 /// The entries of a folder, or an error naming it.

@@ -60,8 +60,24 @@ fn named_lines(arg: &Path, named: Named, flag: &str) -> Result<(String, Vec<Stri
     }
 }
 
-/// Class names, one per line, from a file or by name (`imagenet`).
+/// Class names, one per line, from a file or by name (`imagenet`), or an
+/// image folder's class folders in `ImageFolder`'s order, underscores read
+/// as spaces (`golden_retriever` → "golden retriever"): the head's row i
+/// is then the class `eval` labels i on that folder.
 pub fn classes(arg: &Path) -> Result<(String, Vec<String>)> {
+    if arg.is_dir() {
+        let names: Vec<String> = crate::data::dataset::class_folders(arg)?
+            .into_iter()
+            .map(|(n, _)| n.replace('_', " "))
+            .collect();
+        if names.is_empty() {
+            return Err(crate::invalid!(
+                "--classes {}: a folder without class subfolders",
+                arg.display()
+            ));
+        }
+        return Ok((format!("the class folders of {}", arg.display()), names));
+    }
     let (name, lines) = named_lines(arg, label_spaces::classes(arg), "--classes")?;
     let c = entries(&lines);
     if c.is_empty() {

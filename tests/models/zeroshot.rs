@@ -293,3 +293,50 @@ fn shipped_sets_have_their_sizes() {
         ["a photo of a {}."]
     );
 }
+
+/// `--classes FOLDER` names the head's rows by the image folder's class
+/// folders in the order eval labels them, underscores as spaces: the same
+/// head as a class file listing those names in that order.
+#[test]
+fn classes_from_an_image_folder_follow_its_label_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, t) = prompt_files(dir.path());
+    let names = ["red panda", "cat", "a dog"];
+    let folder = dir.path().join("images");
+    for n in names {
+        std::fs::create_dir_all(folder.join(n.replace(' ', "_"))).unwrap();
+    }
+    let mut sorted: Vec<String> = names.iter().map(|n| n.replace(' ', "_")).collect();
+    sorted.sort();
+    let listed = dir.path().join("listed.txt");
+    let spaced: Vec<String> = sorted.iter().map(|n| n.replace('_', " ")).collect();
+    std::fs::write(&listed, spaced.join("\n")).unwrap();
+    let m = path(&text_dir().join("hf_clip"));
+    let run = |classes: &Path, out: &Path| {
+        let (ok, text) = dawin(&[
+            "zeroshot",
+            "--model",
+            &m,
+            "--classes",
+            &path(classes),
+            "--templates",
+            &path(&t),
+            "-o",
+            &path(out),
+            "-q",
+        ]);
+        assert!(ok, "{text}");
+    };
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    run(&folder, &a);
+    run(&listed, &b);
+    let (fa, fb) = (TensorFile::open(&a).unwrap(), TensorFile::open(&b).unwrap());
+    let w = "classification_head.weight";
+    assert_eq!(fa.read_f32(w).unwrap().data, fb.read_f32(w).unwrap().data);
+    let meta = fa.metadata();
+    let got: Vec<String> = serde_json::from_str(&meta["zeroshot_classes"]).unwrap();
+    assert_eq!(got, spaced);
+}
