@@ -216,17 +216,6 @@ const VISION_KEYS: &[&str] = &[
     "norm_kwargs",
     "act_kwargs",
     "timm_model_name",
-    "attentional_pool",
-    "final_ln_after_pool",
-    "no_ln_pre",
-    "ls_init_value",
-    "qk_norm",
-    "scaled_cosine_attn",
-    "scale_heads",
-    "scale_attn_inner",
-    "scale_attn",
-    "scale_fc",
-    "global_average_pool",
     "pool_type",
     "pos_embed_type",
     "block_type",
@@ -249,6 +238,22 @@ const VISION_KEYS: &[&str] = &[
     "layers_per_stage",
 ];
 
+/// open_clip vision switches that change the computation beyond a plain
+/// CLIP ViT when set (some add no tensors, so only the config can tell).
+const REFUSED_SWITCHES: &[&str] = &[
+    "attentional_pool",
+    "final_ln_after_pool",
+    "no_ln_pre",
+    "ls_init_value",
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+    "global_average_pool",
+];
+
 /// Says which `vision_cfg` keys dawin does not read, so a config option it
 /// has not been taught about is seen rather than silently ignored.
 fn unread_keys(path: &Path, vc: &Value) {
@@ -256,7 +261,7 @@ fn unread_keys(path: &Path, vc: &Value) {
     let unread: Vec<&str> = obj
         .keys()
         .map(String::as_str)
-        .filter(|k| !VISION_KEYS.contains(k))
+        .filter(|k| !VISION_KEYS.contains(k) && !REFUSED_SWITCHES.contains(k))
         .collect();
     if !unread.is_empty() {
         crate::reporter::warn(&format!(
@@ -274,23 +279,11 @@ fn unsupported_vision_options(path: &Path, vc: &Value) -> Result<()> {
         vc.get(k)
             .is_some_and(|v| v.as_bool().unwrap_or(!v.is_null()))
     };
-    let mut found: Vec<String> = [
-        "attentional_pool",
-        "final_ln_after_pool",
-        "no_ln_pre",
-        "ls_init_value",
-        "qk_norm",
-        "scaled_cosine_attn",
-        "scale_heads",
-        "scale_attn_inner",
-        "scale_attn",
-        "scale_fc",
-        "global_average_pool",
-    ]
-    .iter()
-    .filter(|k| truthy(k))
-    .map(|k| format!("{k} = {}", vc[*k]))
-    .collect();
+    let mut found: Vec<String> = REFUSED_SWITCHES
+        .iter()
+        .filter(|k| truthy(k))
+        .map(|k| format!("{k} = {}", vc[*k]))
+        .collect();
     for (k, ok) in [
         ("pool_type", "tok"),
         ("pos_embed_type", "learnable"),

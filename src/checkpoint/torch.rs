@@ -328,7 +328,7 @@ fn walk(
     match v {
         Value::Tensor(t) => out.push((prefix.trim_end_matches('.').to_string(), (**t).clone())),
         Value::Dict(d) => {
-            if !seen.insert(std::rc::Rc::as_ptr(d) as *const u8 as usize) {
+            if v.container_id().is_some_and(|id| !seen.insert(id)) {
                 return Ok(());
             }
             for (k, v) in d.borrow().iter() {
@@ -341,7 +341,7 @@ fn walk(
             }
         }
         Value::Record(r) => {
-            if !seen.insert(std::rc::Rc::as_ptr(r) as *const u8 as usize) {
+            if v.container_id().is_some_and(|id| !seen.insert(id)) {
                 return Ok(());
             }
             let Record { state, .. } = &*r.borrow();

@@ -135,17 +135,21 @@ impl OpDef for Attention {
     }
 }
 
+/// The attention ops' example shape: 37 tokens, not a block multiple.
+#[cfg(feature = "op-examples")]
+pub(super) const EXAMPLE_SHAPE: AttentionShape = AttentionShape {
+    batch: 2,
+    tokens: 37,
+    heads: 2,
+    head_dim: 64,
+    causal: false,
+};
+
 #[cfg(feature = "op-examples")]
 impl super::example::OpExample for Attention {
     const TOLERANCE: f64 = 1e-5;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = AttentionShape {
-            batch: 2,
-            tokens: 37,
-            heads: 2,
-            head_dim: 64,
-            causal: false,
-        };
+        let shape = EXAMPLE_SHAPE;
         let qkv = i.f32(2 * 37 * 3 * 128, 1, 2.0);
         let out = i.zeros(DType::F32, 2 * 37 * 128);
         (Attention { qkv, out, shape }, out)

@@ -91,13 +91,7 @@ impl OpDef for AttentionBf16 {
 impl super::example::OpExample for AttentionBf16 {
     const TOLERANCE: f64 = 1e-2;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = AttentionShape {
-            batch: 2,
-            tokens: 37,
-            heads: 2,
-            head_dim: 64,
-            causal: false,
-        };
+        let shape = super::attention::EXAMPLE_SHAPE;
         let qkv = i.bf16(2 * 37 * 3 * 128, 1, 2.0);
         let out = i.zeros(DType::Bf16, 2 * 37 * 128);
         (AttentionBf16 { qkv, out, shape }, out)

@@ -146,15 +146,19 @@ impl OpDef for Gemm {
     }
 }
 
+/// The gemm family's example shape: no dimension a tile multiple.
+#[cfg(feature = "op-examples")]
+pub(super) const EXAMPLE_SHAPE: GemmShape = GemmShape {
+    m: 70,
+    n: 45,
+    k: 40,
+};
+
 #[cfg(feature = "op-examples")]
 impl super::example::OpExample for Gemm {
     const TOLERANCE: f64 = 1e-5;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = GemmShape {
-            m: 70,
-            n: 45,
-            k: 40,
-        };
+        let shape = super::gemm::EXAMPLE_SHAPE;
         let a = i.f32(70 * 40, 1, 1.0);
         let (b, bias) = (i.f32(45 * 40, 2, 0.5), i.f32(45, 3, 1.0));
         let c = i.zeros(DType::F32, 70 * 45);

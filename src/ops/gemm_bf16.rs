@@ -210,23 +210,23 @@ impl OpDef for GemmBf16 {
     }
 }
 
+/// The bf16 gemms' example epilogue: an activation, bf16 out.
+#[cfg(feature = "op-examples")]
+pub(super) const EXAMPLE_EPILOGUE: Epilogue = Epilogue {
+    activation: Activation::QuickGelu,
+    f32_out: false,
+    accumulate: false,
+};
+
 #[cfg(feature = "op-examples")]
 impl super::example::OpExample for GemmBf16 {
     const TOLERANCE: f64 = 1e-2;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = GemmShape {
-            m: 70,
-            n: 45,
-            k: 40,
-        };
+        let shape = super::gemm::EXAMPLE_SHAPE;
         let a = i.bf16(70 * 40, 1, 1.0);
         let (b, bias) = (i.bf16(45 * 40, 2, 0.2), i.f32(45, 3, 0.5));
         let c = i.zeros(DType::Bf16, 70 * 45);
-        let epilogue = Epilogue {
-            activation: Activation::QuickGelu,
-            f32_out: false,
-            accumulate: false,
-        };
+        let epilogue = EXAMPLE_EPILOGUE;
         (
             GemmBf16 {
                 a,

@@ -180,27 +180,33 @@ impl OpDef for GemmDual {
     }
 }
 
+/// The dual gemms' example operands in `dtype` (f32 or bf16): activations,
+/// both weight sets, their biases, λ for 7 samples of 10 rows, and `c`.
+#[cfg(feature = "op-examples")]
+pub(super) fn example_operands(
+    i: &mut super::example::ExampleInputs,
+    dtype: DType,
+) -> (Buf, Buf, Buf, DualGemm, Buf) {
+    let (a, b0, b1) = (
+        i.of(dtype, 70 * 40, 1, 1.0),
+        i.of(dtype, 45 * 40, 2, 0.2),
+        i.of(dtype, 45 * 40, 3, 0.2),
+    );
+    let (bias0, bias1) = (i.f32(45, 4, 0.5), i.f32(45, 5, 0.5));
+    let dual = DualGemm {
+        b1,
+        bias1: Some(bias1),
+        mix: i.mix(7, 10),
+    };
+    (a, b0, bias0, dual, i.zeros(dtype, 70 * 45))
+}
+
 #[cfg(feature = "op-examples")]
 impl super::example::OpExample for GemmDual {
     const TOLERANCE: f64 = 1e-5;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = GemmShape {
-            m: 70,
-            n: 45,
-            k: 40,
-        };
-        let (a, b0, b1) = (
-            i.f32(70 * 40, 1, 1.0),
-            i.f32(45 * 40, 2, 0.2),
-            i.f32(45 * 40, 3, 0.2),
-        );
-        let (bias0, bias1) = (i.f32(45, 4, 0.5), i.f32(45, 5, 0.5));
-        let dual = DualGemm {
-            b1,
-            bias1: Some(bias1),
-            mix: i.mix(7, 10),
-        };
-        let c = i.zeros(DType::F32, 70 * 45);
+        let (a, b0, bias0, dual, c) = example_operands(i, DType::F32);
+        let shape = super::gemm::EXAMPLE_SHAPE;
         (
             GemmDual {
                 a,

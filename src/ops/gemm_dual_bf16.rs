@@ -122,28 +122,7 @@ impl OpDef for GemmDualBf16 {
 impl super::example::OpExample for GemmDualBf16 {
     const TOLERANCE: f64 = 1e-2;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = GemmShape {
-            m: 70,
-            n: 45,
-            k: 40,
-        };
-        let (a, b0, b1) = (
-            i.bf16(70 * 40, 1, 1.0),
-            i.bf16(45 * 40, 2, 0.2),
-            i.bf16(45 * 40, 3, 0.2),
-        );
-        let (bias0, bias1) = (i.f32(45, 4, 0.5), i.f32(45, 5, 0.5));
-        let dual = DualGemm {
-            b1,
-            bias1: Some(bias1),
-            mix: i.mix(7, 10),
-        };
-        let c = i.zeros(DType::Bf16, 70 * 45);
-        let epilogue = Epilogue {
-            activation: super::gemm_bf16::Activation::QuickGelu,
-            f32_out: false,
-            accumulate: false,
-        };
+        let (a, b0, bias0, dual, c) = super::gemm_dual::example_operands(i, DType::Bf16);
         (
             GemmDualBf16 {
                 a,
@@ -151,8 +130,8 @@ impl super::example::OpExample for GemmDualBf16 {
                 bias0: Some(bias0),
                 dual,
                 c,
-                shape,
-                epilogue,
+                shape: super::gemm::EXAMPLE_SHAPE,
+                epilogue: super::gemm_bf16::EXAMPLE_EPILOGUE,
             },
             c,
         )

@@ -209,11 +209,7 @@ impl OpDef for GemmMulti {
 impl super::example::OpExample for GemmMulti {
     const TOLERANCE: f64 = 1e-5;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = GemmShape {
-            m: 70,
-            n: 45,
-            k: 40,
-        };
+        let shape = super::gemm::EXAMPLE_SHAPE;
         // Three task sets 5 elements further apart than their length.
         let stride = 45 * 40 + 5;
         let a = i.f32(70 * 40, 1, 1.0);

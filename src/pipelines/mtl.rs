@@ -333,7 +333,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     write_json(&stage.dir.join("summary.json"), &summary)?;
     // An earlier set (of eval-mtl or of another command) leaves whole.
     let outputs = crate::pipelines::eval::OUTPUTS;
-    let earlier = if outputs.iter().any(|n| out.path.join(n).exists()) {
+    let earlier = if out.holds_any(&outputs) {
         Earlier::MoveTo(out.previous_path())
     } else {
         Earlier::Keep

@@ -150,6 +150,11 @@ impl OutDir {
         Ok(Staging { dir })
     }
 
+    /// Whether an earlier run left any of `names` at the top level.
+    pub fn holds_any(&self, names: &[&str]) -> bool {
+        names.iter().any(|n| self.path.join(n).exists())
+    }
+
     /// Where an earlier set from other inputs or settings goes at this
     /// run's commit: `previous/<time>-<pid>/` (not created until then).
     pub fn previous_path(&self) -> PathBuf {

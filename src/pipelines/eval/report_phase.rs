@@ -233,7 +233,7 @@ pub(super) fn carry_over(
     order: &mut Vec<String>,
     predictions: &mut BTreeMap<String, Vec<usize>>,
 ) -> Earlier {
-    if !OUTPUTS.iter().any(|n| s.out.path.join(n).exists()) {
+    if !s.out.holds_any(&OUTPUTS) {
         return Earlier::Keep;
     }
     let before: Option<Value> = std::fs::read_to_string(s.out.path.join("summary.json"))
