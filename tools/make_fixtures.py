@@ -206,7 +206,7 @@ def dawin_fixture():
     `dawin eval --interp exact|materialize` is the official algorithm."""
     cfg = dict(name="dawin_pair", layout="model-soups", width=48, layers=2, heads=3, mlp=96,
                patch=8, image=24, proj=16, classes=6, act="quick_gelu", eps=1e-5, dtype="f16",
-               meta={"heads": "3"}, n=16)
+               meta={"heads": "3", "act": "quick_gelu"}, n=16)
     pt, head_pt = build(cfg, 77)
     ft, _ = build(cfg, 77)
     head_pt = (head_pt[0] * 0.4, head_pt[1])

@@ -68,6 +68,8 @@ pub fn open(dir: &Path, opt: OpenOptions) -> Result<Checkpoint> {
     c.hints = hints;
     c.hints.extend(c.metadata.clone());
     c.hint_source = Some(format!("`{config_name}`"));
+    c.config_name = Some(format!("`{config_name}`"));
+    c.drop_assumed_hints();
     Ok(c)
 }
 

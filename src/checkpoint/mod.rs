@@ -193,6 +193,8 @@ pub struct Checkpoint {
     hints: HashMap<String, String>,
     /// Where the hints came from (`metadata`, `config.json`, ...).
     pub hint_source: Option<String>,
+    /// The config file the hints not in the metadata came from.
+    pub config_name: Option<String>,
     /// The file's own safetensors metadata (for `convert`).
     pub metadata: HashMap<String, String>,
     /// What was read: format, shards, nesting.
@@ -214,6 +216,7 @@ impl Checkpoint {
             c.hints = c.metadata.clone();
             c.hint_source = Some("the file's metadata".into());
         }
+        c.drop_assumed_hints();
         Ok(c)
     }
 
@@ -224,6 +227,7 @@ impl Checkpoint {
             tensors: BTreeMap::new(),
             hints: HashMap::new(),
             hint_source: None,
+            config_name: None,
             metadata: HashMap::new(),
             description: String::new(),
             notes: Vec::new(),
@@ -294,6 +298,35 @@ impl Checkpoint {
     /// A hint (metadata or config value) by key.
     pub fn hint(&self, key: &str) -> Option<&str> {
         self.hints.get(key).map(|s| s.as_str())
+    }
+
+    /// Forgets the hints the metadata says were guessed when the file was
+    /// written (and the names they go by), so they are not taken as read.
+    pub(crate) fn drop_assumed_hints(&mut self) {
+        for key in crate::model::sources::assumed_keys(&self.metadata) {
+            let also: &[&str] = match key.as_str() {
+                "act" => &["act", "hidden_act"],
+                "ln_eps" => &["ln_eps", "layer_norm_eps"],
+                _ => &[],
+            };
+            self.hints.remove(&key);
+            for k in also {
+                self.hints.remove(*k);
+            }
+        }
+    }
+
+    /// Where the hint `key` came from: the file's metadata (which wins) or
+    /// the folder's config.
+    pub fn hint_origin(&self, key: &str) -> Option<crate::model::sources::Source> {
+        use crate::model::sources::Source;
+        if !self.hints.contains_key(key) {
+            return None;
+        }
+        match (&self.config_name, self.metadata.contains_key(key)) {
+            (Some(name), false) => Some(Source::Config(name.clone())),
+            _ => Some(Source::Metadata),
+        }
     }
 
     /// The row-major bytes of a tensor, in its stored dtype.

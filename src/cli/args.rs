@@ -102,6 +102,27 @@ impl DataArgs {
     }
 }
 
+/// `dawin expertise`: the data flags and the methods whose logits to cache.
+#[derive(Args)]
+pub struct ExpertiseArgs {
+    #[command(flatten)]
+    pub common: DataArgs,
+    /// The methods the later `eval` will run (the same list as eval's
+    /// --methods): the logits of each WiSE-FT model they name are cached
+    /// with both models', so that eval reuses them all.
+    #[arg(long, default_value = "all", value_parser = Method::parse_list, help_heading = "Method")]
+    pub methods: std::vec::Vec<Method>,
+}
+
+impl ExpertiseArgs {
+    pub fn options(&self) -> anyhow::Result<EvalOptions> {
+        Ok(EvalOptions {
+            methods: self.methods.clone(),
+            ..self.common.options()?
+        })
+    }
+}
+
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]

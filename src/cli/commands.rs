@@ -1,7 +1,7 @@
 //! One function per command: call the library, print what it did.
 
 use super::Cmd;
-use super::args::{ArchFlags, DataArgs, EvalArgs, RunFlags, TextFlags};
+use super::args::{ArchFlags, DataArgs, EvalArgs, ExpertiseArgs, RunFlags, TextFlags};
 use anyhow::{Result, bail};
 use dawin::data::{dataset, synth};
 use dawin::exec::{self, ExecutorKind};
@@ -282,13 +282,27 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
     let ex = run.open()?;
     let r = eval::run(&opts, ex.as_ref())?;
     crate::out!("{}", r.table);
-    crate::outln!(
-        "{} samples on {}; outputs in {} (summary.json, samples.csv, lambdas.svg)",
-        r.indices.len(),
-        ex.name(),
-        opts.out_dir.display()
-    );
+    crate::outln!("{}", eval_footer(&r, &ex.name(), &opts.out_dir));
     run.report(ex.as_ref())
+}
+
+/// The line under eval's table: how many samples, where, whether the
+/// logits came from the cache, what was skipped and every file written.
+fn eval_footer(r: &eval::EvalResult, device: &str, out: &Path) -> String {
+    let cache = match r.summary["cache"].as_str() {
+        Some("hit") => ", logits reused from the cache",
+        _ => "",
+    };
+    let skipped = match r.summary["skipped"].as_u64() {
+        Some(n) if n > 0 => format!("; {n} files skipped (listed in skipped.txt)"),
+        _ => String::new(),
+    };
+    format!(
+        "{} samples on {device}{cache}{skipped}; outputs in {}: {}",
+        r.indices.len(),
+        out.display(),
+        r.written.join(", ")
+    )
 }
 
 /// `eval --data name=PATH,...`: each set's table, then the per-set one.
@@ -329,9 +343,10 @@ fn one_set(c: &DataArgs, command: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_expertise(c: &DataArgs) -> Result<()> {
+fn run_expertise(e: &ExpertiseArgs) -> Result<()> {
+    let c = &e.common;
     one_set(c, "expertise")?;
-    let opts = c.options()?;
+    let opts = e.options()?;
     let ex = c.run.open()?;
     let r = eval::run_expertise(&opts, ex.as_ref())?;
     let out = opts.out_dir.join("expertise.safetensors");
@@ -421,6 +436,14 @@ fn run_merge(inputs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<()> 
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
         crate::out!("{}", summary::table(&order, &m));
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        crate::outln!(
+            "recomputed on the shards' samples.csv rows; samples.csv, lambdas.svg and lambda_oracle.svg (with classes.txt and skipped.txt when the shards had them) are in {}",
+            dir.display()
+        );
     } else {
         let readable = shard::merge_expertise(&refs, out, allow_partial)?;
         crate::outln!("merged expertise of {readable} readable samples");

@@ -7,7 +7,7 @@ pub mod commands;
 pub mod output;
 pub mod terminal;
 
-use args::{ArchFlags, DataArgs, EvalArgs, RunFlags};
+use args::{ArchFlags, DataArgs, EvalArgs, ExpertiseArgs, RunFlags};
 use choice::{choice, positive};
 use clap::{Parser, Subcommand};
 use dawin::data::dataset::LabelOrder;
@@ -276,8 +276,10 @@ pub enum Cmd {
     ///
     /// Writes OUT/expertise.safetensors (per-sample entropies at their data
     /// indices) and caches the logits in OUT, so a later `eval` on the same
-    /// shard and OUT reuses them. Merge the shards with `dawin merge`.
-    Expertise(Box<DataArgs>),
+    /// shard and OUT reuses them: both models' logits and those of the
+    /// WiSE-FT models that --methods names (by default all of eval's
+    /// default methods). Merge the shards with `dawin merge`.
+    Expertise(Box<ExpertiseArgs>),
     /// Fit each model's softmax temperature on held-out labelled data.
     ///
     /// Minimises the mean NLL of softmax(z/T) over the labelled samples of
@@ -292,13 +294,17 @@ pub enum Cmd {
     /// Scale-out: merge shard outputs.
     ///
     /// Given expertise.safetensors files, writes one whole-set expertise file
-    /// for `eval --expertise-from`. Given summary.json files, adds up the
-    /// per-method counts into one summary.
+    /// for `eval --expertise-from`. Given summary.json files (each with its
+    /// samples.csv beside it), writes the result set of one whole run: the
+    /// shards' samples.csv rows concatenated in shard order, every
+    /// statistic (accuracy, ci95, NLL, ECE, Brier, McNemar, λ diagnostics)
+    /// and plot recomputed on them, into the folder of --out.
     Merge {
         /// Shard outputs: all expertise.safetensors, or all summary.json.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Merged output file.
+        /// Merged output file: the whole-set expertise file, or the merged
+        /// summary (its samples.csv and plots are written beside it).
         #[arg(long)]
         out: PathBuf,
         /// Merge the shards given even when some of the split are missing

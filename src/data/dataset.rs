@@ -62,6 +62,24 @@ impl From<LabelOrder> for FolderOptions {
     }
 }
 
+/// A file of an image folder that is not a sample, and why.
+#[derive(Clone, Debug)]
+pub struct SkippedFile {
+    pub path: PathBuf,
+    pub why: String,
+    /// How many samples come before it in `ImageFolder`'s order: the shard
+    /// whose samples reach past it reports it.
+    pub before: usize,
+}
+
+impl SkippedFile {
+    /// Whether the shard of samples `range` (of `n`) reports this file:
+    /// each file belongs to exactly one shard of a split.
+    pub fn in_shard(&self, range: &std::ops::Range<usize>, n: usize) -> bool {
+        range.contains(&self.before) || (self.before >= n && range.end == n)
+    }
+}
+
 enum Source {
     /// The file and the dtype of its `pixel_values`.
     Tensors(TensorFile, Dtype),
@@ -78,8 +96,9 @@ pub struct Dataset {
     pub size: usize,
     /// Class names (folder names) when known, by label.
     pub classes: Vec<String>,
-    /// Files of an image folder that are not images (path, reason).
-    pub skipped_files: Vec<(PathBuf, String)>,
+    /// Files of an image folder that are not samples: not images, broken
+    /// links, link loops.
+    pub skipped_files: Vec<SkippedFile>,
     /// What the user should know about the folder (empty classes, ...).
     pub warnings: Vec<String>,
     /// Pixels trimmed from each side of each image before preprocessing.
@@ -243,8 +262,10 @@ impl Dataset {
         };
         let mut paths = Vec::new();
         for ((name, dir), id) in classes.iter().zip(&ids) {
-            let mut files = Vec::new();
-            walk(dir, &mut HashSet::new(), &mut files)?;
+            let (mut files, mut odd) = (Vec::new(), Vec::new());
+            walk(dir, &mut HashSet::new(), &mut files, &mut odd)?;
+            let not_image = "not an image file this build decodes (by its extension)";
+            files.extend(odd.iter().map(|(d, f, _)| (d.clone(), f.clone())));
             // ImageFolder's order: sorted by folder path, then file name, as strings.
             files.sort_by_cached_key(|(dir, f)| {
                 let name = f
@@ -254,20 +275,29 @@ impl Dataset {
                     .to_string();
                 (dir.to_string_lossy().to_string(), name)
             });
-            let (images, other): (Vec<_>, Vec<_>) =
-                files.into_iter().partition(|(_, f)| is_image(f));
-            d.skipped_files.extend(other.into_iter().map(|(_, f)| {
-                (
-                    f,
-                    "not an image file this build decodes (by its extension)".to_string(),
-                )
-            }));
+            let mut images = Vec::new();
+            for (_, f) in files {
+                let why = match odd.iter().find(|(_, o, _)| *o == f) {
+                    Some((_, _, why)) => why.clone(),
+                    None if is_image(&f) => {
+                        images.push(f);
+                        continue;
+                    }
+                    None => not_image.to_string(),
+                };
+                let before = paths.len() + images.len();
+                d.skipped_files.push(SkippedFile {
+                    path: f,
+                    why,
+                    before,
+                });
+            }
             if images.is_empty() {
                 d.warnings
                     .push(format!("class folder `{name}` (label {id}) holds no image"));
             }
             d.labels.extend(std::iter::repeat_n(*id, images.len()));
-            paths.extend(images.into_iter().map(|(_, f)| f));
+            paths.extend(images);
         }
         let n_classes = ids.iter().max().map_or(0, |m| *m as usize + 1);
         d.classes = vec![String::new(); n_classes];
@@ -474,20 +504,52 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Every file below `dir`, following links as `ImageFolder` does (a folder
 /// reached twice, a link loop, is walked once), each with its folder for
-/// `ImageFolder`'s order: by folder, then by name.
-fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<(PathBuf, PathBuf)>) -> Result<()> {
+/// `ImageFolder`'s order: by folder, then by name. What is neither a file
+/// nor a folder to follow (a broken link, a link loop, a socket) goes to
+/// `odd` with the reason.
+fn walk(
+    dir: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<(PathBuf, PathBuf)>,
+    odd: &mut Vec<(PathBuf, PathBuf, String)>,
+) -> Result<()> {
     let real = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
     if !seen.insert(real) {
+        odd.push((
+            dir.to_path_buf(),
+            dir.to_path_buf(),
+            "a link to a folder already read (a loop, or a second link to it); not read again"
+                .into(),
+        ));
         return Ok(());
     }
     for p in read_dir(dir)? {
         if p.is_dir() {
-            walk(&p, seen, out)?;
+            walk(&p, seen, out, odd)?;
         } else if p.is_file() {
             out.push((dir.to_path_buf(), p));
+        } else {
+            let why = not_a_file(&p);
+            odd.push((dir.to_path_buf(), p, why));
         }
     }
     Ok(())
+}
+
+/// Why an entry that is neither a file nor a folder is not read.
+fn not_a_file(p: &Path) -> String {
+    let is_link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    match std::fs::metadata(p) {
+        Err(e) if is_link && e.kind() == std::io::ErrorKind::NotFound => {
+            let target = std::fs::read_link(p)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            format!("a broken symbolic link (its target {target} does not exist)")
+        }
+        Err(e) if is_link => format!("a symbolic link that cannot be followed ({e}; a loop?)"),
+        Err(e) => format!("cannot be read ({e})"),
+        Ok(_) => "not a regular file (a socket, pipe or device)".into(),
+    }
 }
 
 /// The label of each class folder (`classes` sorted by name).
@@ -598,8 +660,8 @@ pub fn preprocess_paths(
         for w in &d.warnings {
             crate::reporter::warn(&format!("{}: {w}", p.display()));
         }
-        for (f, why) in &d.skipped_files {
-            crate::reporter::warn(&format!("skipped {}: {why}", f.display()));
+        for f in &d.skipped_files {
+            crate::reporter::warn(&format!("skipped {}: {}", f.path.display(), f.why));
             out.skipped += 1;
         }
         crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;

@@ -3,6 +3,7 @@
 //! tensor copied into the canonical flat f32 buffer.
 
 use super::reader::{Flat, Reader, closest, transpose};
+use super::sources::{SettingSources, Source};
 use super::{Act, Model, ModelSpec, Overrides, Params};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -32,6 +33,34 @@ impl std::fmt::Display for Layout {
         })
     }
 }
+
+/// What a model's settings assumed, as the warning that says so, or
+/// `None` when nothing was guessed.
+pub(super) fn assumption_note(layout: Layout, heads: usize, s: &SettingSources) -> Option<String> {
+    let mut assumed = Vec::new();
+    if s.heads == Source::Assumed {
+        assumed.push(format!("{heads} heads (width/64)"));
+    }
+    if s.act == Source::Assumed {
+        assumed.push("quick_gelu".to_string());
+    }
+    if assumed.is_empty() {
+        return None;
+    }
+    let why = match layout {
+        Layout::OpenAi | Layout::ModelSoups => {
+            " (an OpenAI/open_clip state dict's tensor names cannot tell quick_gelu from gelu)"
+        }
+        _ => "",
+    };
+    Some(format!(
+        "{ASSUMING}{}: no metadata or config.json says{why}; pass --heads/--act to be sure",
+        assumed.join(" and ")
+    ))
+}
+
+/// How the note of [`assumption_note`] starts.
+pub(super) const ASSUMING: &str = "assuming ";
 
 /// Key names of one layout, relative to the detected prefix.
 struct Keys {
@@ -64,15 +93,18 @@ impl<'a> Loader<'a> {
         Ok(Loader { r, keys })
     }
 
-    /// Heads, activation and layernorm eps: the file's metadata or config,
-    /// then flags, then OpenAI's defaults (said in a note). A flag that
-    /// contradicts the file is noted.
+    /// Heads, activation and layernorm eps, each with its source: the
+    /// file's metadata or config, then flags, then OpenAI's defaults (heads
+    /// and act said in a note, as guesses). A flag that contradicts the
+    /// file is noted.
     fn settings(
         &self,
         ov: Overrides,
         width: usize,
         notes: &mut Vec<String>,
-    ) -> Result<(usize, Act, f32)> {
+    ) -> Result<((usize, Act, f32), SettingSources)> {
+        let origin = |key: &str| self.r.file.hint_origin(key).unwrap_or(Source::Metadata);
+        let flag_or_assumed = |flag: bool| if flag { Source::Flag } else { Source::Assumed };
         let src = self.r.hint_source().to_string();
         if let Some((w, _)) = self.r.hint_num::<usize>(&["width"])?
             && w != width
@@ -81,8 +113,11 @@ impl<'a> Loader<'a> {
                 "{src} describes an image tower of width {w}, but the weights have width {width}: the config belongs to another model"
             )));
         }
-        let mut assumed = Vec::new();
         let from_file = self.r.hint_num::<usize>(&["heads"])?.is_some();
+        let heads_source = match self.r.hint_num::<usize>(&["heads"])? {
+            Some((_, key)) => origin(key),
+            None => flag_or_assumed(ov.heads.is_some()),
+        };
         let heads = match self.r.hint_num::<usize>(&["heads"])? {
             Some((h, _)) => {
                 if let Some(f) = ov.heads.filter(|&f| f != h) {
@@ -90,11 +125,7 @@ impl<'a> Loader<'a> {
                 }
                 h
             }
-            None => ov.heads.unwrap_or_else(|| {
-                let h = (width / 64).max(1);
-                assumed.push(format!("{h} heads (width/64)"));
-                h
-            }),
+            None => ov.heads.unwrap_or((width / 64).max(1)),
         };
         if heads == 0 || !width.is_multiple_of(heads) {
             let why = if !from_file {
@@ -112,10 +143,11 @@ impl<'a> Loader<'a> {
                 "{heads} attention heads do not divide width {width} ({why})"
             )));
         }
-        let act = match ["act", "hidden_act"]
-            .iter()
-            .find_map(|k| self.r.file.hint(k))
-        {
+        let act_key = ["act", "hidden_act"]
+            .into_iter()
+            .find(|k| self.r.file.hint(k).is_some());
+        let act_source = act_key.map_or(flag_or_assumed(ov.act.is_some()), origin);
+        let act = match act_key.and_then(|k| self.r.file.hint(k)) {
             Some(v) => {
                 let a: Act = v
                     .parse()
@@ -125,33 +157,23 @@ impl<'a> Loader<'a> {
                 }
                 a
             }
-            None => ov.act.unwrap_or_else(|| {
-                assumed.push("quick_gelu".into());
-                Act::QuickGelu
-            }),
+            None => ov.act.unwrap_or(Act::QuickGelu),
         };
-        if !assumed.is_empty() {
-            let why = match self.keys.layout {
-                Layout::OpenAi | Layout::ModelSoups => {
-                    " (an OpenAI/open_clip state dict's tensor names cannot tell quick_gelu from gelu)"
-                }
-                _ => "",
-            };
-            notes.push(format!(
-                "assuming {}: no metadata or config.json says{why}; pass --heads/--act to be sure",
-                assumed.join(" and ")
-            ));
-        }
-        let ln_eps = match self.r.hint_num::<f32>(&["ln_eps", "layer_norm_eps"])? {
-            Some((e, _)) if e > 0.0 && e.is_finite() => e,
+        let (ln_eps, eps_source) = match self.r.hint_num::<f32>(&["ln_eps", "layer_norm_eps"])? {
+            Some((e, key)) if e > 0.0 && e.is_finite() => (e, origin(key)),
             Some((e, key)) => {
                 return Err(self.r.err(format!(
                     "{src} says {key} = {e}, which is not a positive number"
                 )));
             }
-            None => 1e-5,
+            None => (1e-5, Source::Default),
         };
-        Ok((heads, act, ln_eps))
+        let sources = SettingSources {
+            heads: heads_source,
+            act: act_source,
+            ln_eps: eps_source,
+        };
+        Ok(((heads, act, ln_eps), sources))
     }
 
     /// Every tensor under the image tower's prefix was read: one that was
@@ -200,7 +222,8 @@ impl<'a> Loader<'a> {
         let g = self.geometry(&names)?;
         let (embed_dim, classes) = self.head_dims(g.width)?;
         let mut notes = self.r.file.notes.clone();
-        let (heads, act, ln_eps) = self.settings(ov, g.width, &mut notes)?;
+        let ((heads, act, ln_eps), sources) = self.settings(ov, g.width, &mut notes)?;
+        notes.extend(assumption_note(self.keys.layout, heads, &sources));
         self.check_geometry(g.grid * g.patch, g.patch)?;
         let spec = ModelSpec {
             width: g.width,
@@ -218,12 +241,9 @@ impl<'a> Loader<'a> {
         };
         let (flat, params) = self.read_params(&names, &g, embed_dim, classes)?;
         self.check_all_used()?;
-        let settings_from = match &self.r.file.hint_source {
-            Some(s) if self.r.file.hint("heads").is_some() => format!("; heads/act from {s}"),
-            _ => "; heads/act not in the file (flags or defaults)".into(),
-        };
         Ok(Model {
-            origin: format!("{}{settings_from}", self.r.file.description),
+            origin: self.r.file.description.clone(),
+            sources,
             layout: self.keys.layout,
             spec,
             flat: flat.0,

@@ -8,8 +8,10 @@ mod blocks;
 pub mod convert;
 pub mod head_file;
 pub mod load;
+pub mod pair;
 pub mod placed;
 mod reader;
+pub mod sources;
 pub mod stack;
 pub mod text;
 pub mod text_tower;
@@ -259,9 +261,11 @@ pub struct Model {
     pub params: Params<Range<usize>>,
     /// Things the user should know (a flag overridden by metadata, ...).
     pub notes: Vec<String>,
-    /// What was read (format, nesting, shards) and where heads/act came
-    /// from; empty for a model made in memory.
+    /// What was read (format, nesting, shards); empty for a model made in
+    /// memory.
     pub origin: String,
+    /// Where heads, act and ln_eps came from.
+    pub sources: sources::SettingSources,
 }
 
 impl Model {
@@ -334,6 +338,7 @@ impl Model {
             params,
             notes: vec![],
             origin: String::new(),
+            sources: sources::SettingSources::given(),
         }
     }
 
@@ -362,6 +367,12 @@ impl Model {
                 s.mlp,
                 s.act,
                 s.ln_eps
+            ),
+            format!(
+                "settings    heads {}, act {}, ln eps {}",
+                self.sources.heads.describe(),
+                self.sources.act.describe(),
+                self.sources.ln_eps.describe()
             ),
             format!(
                 "input       {}×{}×{}, patch {}, {} tokens",
@@ -398,13 +409,39 @@ impl Model {
     }
 
     /// [`Model::load`], printing the model's notes as warnings on stderr
-    /// (what every command does, so no note is dropped).
+    /// (what every command does, so no note is dropped), each once per
+    /// process: a model loaded again (one run per data set) says nothing new.
     pub fn load_warn(path: &Path, overrides: Overrides) -> Result<Model> {
         let m = Model::load(path, overrides)?;
-        for note in &m.notes {
-            crate::reporter::warn(&format!("{}: {note}", path.display()));
-        }
+        m.say_notes(path);
         Ok(m)
+    }
+
+    /// Says this model's notes as warnings, each once per process.
+    pub fn say_notes(&self, path: &Path) {
+        static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        for note in &self.notes {
+            let text = format!("{}: {note}", path.display());
+            if !said.contains(&text) {
+                crate::reporter::warn(&text);
+                said.push(text);
+            }
+        }
+    }
+
+    /// What summary.json records of the settings the shapes cannot tell:
+    /// each value with its source.
+    pub fn settings_record(&self) -> serde_json::Value {
+        let s = &self.spec;
+        serde_json::json!({
+            "heads": self.sources.heads.record(s.heads.into()),
+            "act": self.sources.act.record(s.act.to_string().into()),
+            // The f32's own shortest decimal (1e-5, not 9.99999974e-6).
+            "ln_eps": self.sources.ln_eps.record(
+                s.ln_eps.to_string().parse::<f64>().unwrap_or(s.ln_eps as f64).into()
+            ),
+        })
     }
 
     /// Writes the model as safetensors in the OpenAI layout (`visual.*` +
@@ -464,6 +501,8 @@ impl Model {
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut meta = extra;
         meta.extend(self.spec.metadata());
+        let sources = sources::with_image_sources(meta.get(sources::META_KEY), &self.sources);
+        meta.insert(sources::META_KEY.into(), sources);
         write_f32(path, &refs, Some(meta))
     }
 

@@ -70,6 +70,8 @@ pub struct TextModel {
     pub layout: String,
     /// What was assumed (heads, act) or noticed.
     pub notes: Vec<String>,
+    /// Where the text tower's heads came from.
+    pub heads_source: crate::model::sources::Source,
 }
 
 /// The text tower's names in one checkpoint.
@@ -137,6 +139,11 @@ impl TextModel {
         let embed_dim = projected_width(&r, &keys, width)?;
         let mut notes = Vec::new();
         let (heads, act, ln_eps) = settings(&r, ov, text_heads, width, &mut notes)?;
+        let heads_source = match r.file.hint_origin("text_heads") {
+            Some(s) => s,
+            None if text_heads.is_some() => crate::model::sources::Source::Flag,
+            None => crate::model::sources::Source::Assumed,
+        };
         let spec = TextSpec {
             width,
             layers,
@@ -172,6 +179,7 @@ impl TextModel {
             logit_scale,
             layout,
             notes,
+            heads_source,
         })
     }
 }
@@ -245,11 +253,12 @@ impl TextModel {
             None => ", no logit_scale".into(),
         };
         format!(
-            "text tower  {}: width {}, {} layers, {} heads (head dim {}), mlp {}, act {}, vocab {}, context {}, embedding {}{scale}\n",
+            "text tower  {}: width {}, {} layers, {} heads ({}; head dim {}), mlp {}, act {}, vocab {}, context {}, embedding {}{scale}\n",
             self.layout,
             s.width,
             s.layers,
             s.heads,
+            self.heads_source.describe(),
             s.width / s.heads,
             s.mlp,
             s.act,

@@ -2,7 +2,7 @@
 //! kept in the output folder and keyed by the content hashes of both models
 //! and the data, the shard and every setting that changes the logits. A
 //! rerun with other methods or strategies reuses it; a cache from other
-//! models or data is ignored. A cache with the right key is still checked
+//! models or data is replaced, with a one-line notice. A cache with the right key is still checked
 //! (every tensor's checksum, shape and values) before it is trusted; one
 //! that fails is recomputed, with a one-line notice.
 
@@ -63,8 +63,9 @@ impl Cache {
     }
 
     /// The cache at `path` if its key is `key` and every tensor is intact
-    /// for `n` samples of `classes` logits; `Err` says why one with the
-    /// right key cannot be trusted; `Ok(None)` when there is no usable one.
+    /// for `n` samples of `classes` logits; `Err` says why the file there
+    /// cannot be used (another key, a broken tensor); `Ok(None)` when there
+    /// is no readable cache file.
     pub fn load(
         path: &Path,
         key: &str,
@@ -76,7 +77,7 @@ impl Cache {
         };
         let meta = f.metadata();
         if meta.get("key").map(String::as_str) != Some(key) {
-            return Ok(None);
+            return Err("was made for other models, data, shard or logit settings".into());
         }
         let mut tensors = HashMap::new();
         for name in f.names() {

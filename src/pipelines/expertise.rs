@@ -73,19 +73,13 @@ pub fn expertise_pass(
         let (readable, unread): (Vec<usize>, Vec<usize>) =
             all.iter().partition(|&&i| valid[i - shard.start] > 0.5);
         if !missing.is_empty() {
+            note_partial_reuse(cache_path, &missing);
             let run = Needed {
                 statics: false,
                 alphas: &missing,
             };
-            compute(
-                engine,
-                data,
-                &shard,
-                &readable,
-                &run,
-                pass.clone(),
-                &mut cache,
-            )?;
+            let again = pass.clone();
+            compute(engine, data, &shard, &readable, &run, again, &mut cache)?;
             ran = true;
         }
         if !unread.is_empty() {
@@ -106,6 +100,18 @@ pub fn expertise_pass(
         cache_hit: !ran,
         failed,
     })
+}
+
+/// Says in one line that a cache was reused only in part: it lacks the
+/// logits of the WiSE-FT models at `missing`, which are computed now.
+fn note_partial_reuse(cache_path: &Path, missing: &[f32]) {
+    let list: Vec<String> = missing.iter().map(|a| a.to_string()).collect();
+    reporter::note(&format!(
+        "{}: reusing both models' logits; computing WiSE-FT α = {} it lacks \
+         (give `dawin expertise` the same --methods to cache them)",
+        cache_path.display(),
+        list.join(", ")
+    ));
 }
 
 /// What a pass computes.

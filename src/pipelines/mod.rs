@@ -15,4 +15,5 @@ pub mod multiset;
 pub mod options;
 pub mod setup;
 pub mod shard;
+mod shard_summary;
 pub mod zeroshot;

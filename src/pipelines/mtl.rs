@@ -238,6 +238,10 @@ fn first_pass(
 pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let t0 = Instant::now();
     let (base, tasks, c) = load_models(o)?;
+    let model_settings = json!({
+        "base": base.settings_record(),
+        "tasks": tasks.iter().map(Model::settings_record).collect::<Vec<_>>(),
+    });
     let out = OutDir::lock(&o.out_dir)?;
     let data = Dataset::open(&o.data, base.spec.image_size)?;
     data.check_labels(c)?;
@@ -326,6 +330,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         "device": ex.name(),
         "per_sample": format!("{:?}", o.per_sample).to_lowercase(),
         "seconds": {"total": t0.elapsed().as_secs_f64(), "dawin": dawin_seconds},
+        "model_settings": model_settings,
     });
     let csv = samples_csv(&order, &preds, idx, &labels, &entropies, &coefficients);
     let stage = out.stage()?;

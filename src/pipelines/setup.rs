@@ -2,7 +2,7 @@
 //! (locked), both models, the data with what is odd about it, the shard,
 //! the label space, and the provenance of the run.
 
-use crate::data::dataset::{Dataset, LabelOrder};
+use crate::data::dataset::{Dataset, LabelOrder, SkippedFile};
 use crate::error::{Error, Result};
 use crate::method::engine::{Engine, load_pair};
 use crate::model::Model;
@@ -63,10 +63,10 @@ impl Setup {
         o.projection.check(classes_raw)?;
         let classes = o.projection.out_classes(classes_raw);
         let data = Dataset::open_with(&o.data, pt.spec.image_size, &o.folder_options())?;
-        report_data(&data);
         check_class_count(&data, classes, o.folder_options().order)?;
         data.check_labels(classes)?;
         let shard = shard::range(o.shard, data.len())?;
+        report_data(&data, &shard);
         let mut inputs = vec![
             ("pretrained", file_hash(&o.pretrained)?),
             ("finetuned", file_hash(&o.finetuned)?),
@@ -198,23 +198,41 @@ fn check_class_count(data: &Dataset, classes: usize, order: LabelOrder) -> Resul
     ))
 }
 
-fn report_data(data: &Dataset) {
-    for w in &data.warnings {
-        crate::reporter::warn(&format!("{}: {w}", data.path.display()));
+/// The folder's warnings (said by the first shard, or a whole run) and the
+/// files that are not samples which this shard reaches: each file and
+/// warning is said by one shard of a split.
+fn report_data(data: &Dataset, shard: &Range<usize>) {
+    if shard.start == 0 {
+        for w in &data.warnings {
+            crate::reporter::warn(&format!("{}: {w}", data.path.display()));
+        }
     }
-    let skipped: Vec<(String, String)> = data
-        .skipped_files
-        .iter()
-        .map(|(p, why)| (p.display().to_string(), why.clone()))
+    let skipped: Vec<(String, String)> = shard_files(data, shard)
+        .map(|f| (f.path.display().to_string(), f.why.clone()))
         .collect();
-    report_skipped("files", &skipped);
+    report_skipped("files that are not readable images", &skipped);
+}
+
+/// The files of an image folder that are not samples and fall in `shard`.
+fn shard_files<'a>(
+    data: &'a Dataset,
+    shard: &'a Range<usize>,
+) -> impl Iterator<Item = &'a SkippedFile> {
+    let n = data.len();
+    data.skipped_files
+        .iter()
+        .filter(move |f| f.in_shard(shard, n))
 }
 
 /// Reports images that could not be read, once, with their reasons.
 fn report_failed(data: &Dataset, failed: &[(usize, String)]) {
     let v: Vec<(String, String)> = failed
         .iter()
-        .map(|(i, e)| (data.describe(*i), e.clone()))
+        .map(|(i, e)| {
+            let path = data.describe(*i);
+            let why = own_reason(&path, e).to_string();
+            (path, why)
+        })
         .collect();
     report_skipped("unreadable images", &v);
 }
@@ -233,16 +251,42 @@ fn report_skipped(what: &str, v: &[(String, String)]) {
     crate::reporter::warn(&text);
 }
 
-/// The lines of skipped.txt: every file not evaluated, with its reason.
-pub fn skipped_lines(data: &Dataset, failed: &[(usize, String)]) -> String {
+/// The lines of skipped.txt: every file of `shard` not evaluated, one per
+/// line, then a tab and its reason (control characters shown escaped, the
+/// path not repeated in the reason).
+pub fn skipped_lines(data: &Dataset, shard: &Range<usize>, failed: &[(usize, String)]) -> String {
+    let mut lines: Vec<(String, String)> = shard_files(data, shard)
+        .map(|f| (f.path.display().to_string(), f.why.clone()))
+        .collect();
+    lines.extend(failed.iter().map(|(i, e)| (data.describe(*i), e.clone())));
     let mut s = String::new();
-    for (p, why) in &data.skipped_files {
-        s.push_str(&format!("{}\t{why}\n", p.display()));
-    }
-    for (i, e) in failed {
-        s.push_str(&format!("{}\t{e}\n", data.describe(*i)));
+    for (path, why) in lines {
+        let why = own_reason(&path, &why);
+        s.push_str(&format!("{}\t{}\n", one_line(&path), one_line(why)));
     }
     s
+}
+
+/// The reason for `path` without the path that an error message starts with.
+fn own_reason<'a>(path: &str, why: &'a str) -> &'a str {
+    why.strip_prefix(path)
+        .and_then(|w| w.strip_prefix(": "))
+        .unwrap_or(why)
+}
+
+/// `t` on one line: control characters (line breaks, tabs) as escapes.
+fn one_line(t: &str) -> String {
+    t.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// How many files of `shard` were not evaluated: its lines in skipped.txt.
+pub fn skipped_count(data: &Dataset, shard: &Range<usize>, unreadable: usize) -> usize {
+    shard_files(data, shard).count() + unreadable
 }
 
 /// Checks that a merged expertise file was made from this run's models,

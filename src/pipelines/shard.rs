@@ -8,13 +8,14 @@ use crate::error::{Error, Result};
 use crate::limits;
 use crate::method::lambda::Entropies;
 use crate::report::outdir::OutDir;
-use crate::report::summary::write_json;
 use crate::tensorfile::TensorFile;
 use safetensors::{Dtype, tensor::TensorView};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+
+pub use super::shard_summary::merge_summaries;
 
 /// The samples of `shard` (i, n) of a set of `n` (`None`: all).
 pub fn range(shard: Option<(usize, usize)>, n: usize) -> Result<Range<usize>> {
@@ -68,22 +69,22 @@ pub fn write_expertise(path: &Path, r: &ExpertiseResult) -> Result<()> {
 }
 
 /// One file to merge: its provenance key and the shard it covers.
-struct Part<'a> {
-    path: &'a Path,
-    key: String,
-    shard: Option<(usize, usize)>,
+pub(super) struct Part<'a> {
+    pub(super) path: &'a Path,
+    pub(super) key: String,
+    pub(super) shard: Option<(usize, usize)>,
 }
 
 /// Which shards a merge holds, and whether that is all of them.
-struct Coverage {
-    shards: Vec<String>,
-    partial: bool,
+pub(super) struct Coverage {
+    pub(super) shards: Vec<String>,
+    pub(super) partial: bool,
 }
 
 /// Parts may be merged when they come from the same inputs and settings
 /// and cover shards `0..k` of one split exactly once (a subset only with
 /// `allow_partial`); the error names the offending file.
-fn check_parts(parts: &[Part], allow_partial: bool) -> Result<Coverage> {
+pub(super) fn check_parts(parts: &[Part], allow_partial: bool) -> Result<Coverage> {
     let first = parts
         .first()
         .ok_or_else(|| crate::invalid!("nothing to merge"))?;
@@ -155,7 +156,7 @@ fn provenance_of(path: &Path, meta: &HashMap<String, String>) -> Result<Value> {
         })
 }
 
-fn parse_shard(path: &Path, v: &Value) -> Result<Option<(usize, usize)>> {
+pub(super) fn parse_shard(path: &Path, v: &Value) -> Result<Option<(usize, usize)>> {
     let Some(s) = v.as_str() else { return Ok(None) };
     let bad = || Error::file(path, format!("has a shard `{s}` that is not i/n"));
     let (i, k) = s.split_once('/').ok_or_else(bad)?;
@@ -316,133 +317,6 @@ fn write_tensors(
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
     crate::tensorfile::write_atomic(path, &bytes)
-}
-
-/// Merges per-shard summary.json files of one split: counts add up,
-/// accuracies are recomputed, λ statistics are pooled. Refused unless every
-/// summary comes from the same inputs, settings and methods and the shards
-/// cover the set exactly once (a subset only with `allow_partial`, and
-/// then the merged summary says it is partial).
-pub fn merge_summaries(inputs: &[&Path], out: &Path, allow_partial: bool) -> Result<Value> {
-    crate::tensorfile::check_output(out)?;
-    let summaries: Vec<Value> = inputs
-        .iter()
-        .map(|p| read_summary(p))
-        .collect::<Result<_>>()?;
-    let mut parts = Vec::new();
-    for (p, s) in inputs.iter().zip(&summaries) {
-        let names: Vec<&String> = s["methods"]
-            .as_object()
-            .map(|m| m.keys().collect())
-            .unwrap_or_default();
-        let first: Vec<&String> = summaries[0]["methods"]
-            .as_object()
-            .map(|m| m.keys().collect())
-            .unwrap_or_default();
-        if names != first {
-            return Err(Error::file(
-                p,
-                format!(
-                    "has the methods {names:?}, but {} has {first:?}",
-                    inputs[0].display()
-                ),
-            ));
-        }
-        let prov = &s["provenance"];
-        let key = crate::report::provenance::key_of(prov)
-            .unwrap_or("")
-            .to_string();
-        parts.push(Part {
-            path: p,
-            key,
-            shard: parse_shard(p, &prov["shard"])?,
-        });
-    }
-    let coverage = check_parts(&parts, allow_partial)?;
-    let mut merged = pool(&summaries);
-    let mut provenance = summaries[0]["provenance"].clone();
-    provenance["shard"] = Value::Null;
-    merged["provenance"] = provenance;
-    merged["shards"] = json!(coverage.shards);
-    merged["partial"] = json!(coverage.partial);
-    merged["merged_from"] = json!(
-        inputs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-    );
-    write_json(out, &merged)?;
-    Ok(merged)
-}
-
-/// A summary.json with provenance, or an error naming the file.
-fn read_summary(p: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-    let s: Value =
-        serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not JSON: {e}")))?;
-    if !s["methods"].is_object() {
-        return Err(Error::file(p, "not a dawin summary.json (no methods)"));
-    }
-    if crate::report::provenance::key_of(&s["provenance"]).is_none() {
-        return Err(Error::file(
-            p,
-            "has no provenance (made by an older dawin?): rerun its eval",
-        ));
-    }
-    Ok(s)
-}
-
-/// The shards' counts added up and their λ statistics pooled.
-fn pool(summaries: &[Value]) -> Value {
-    let mut methods: serde_json::Map<String, Value> = serde_json::Map::new();
-    let (mut n, mut sum, mut sumsq, mut min, mut max) =
-        (0f64, 0f64, 0f64, f64::INFINITY, f64::NEG_INFINITY);
-    let mut skipped = 0u64;
-    for s in summaries {
-        let ms = s["methods"].as_object().cloned().unwrap_or_default();
-        for (name, m) in &ms {
-            let e = methods
-                .entry(name.clone())
-                .or_insert(json!({"correct": 0, "count": 0}));
-            e["correct"] =
-                json!(e["correct"].as_u64().unwrap_or(0) + m["correct"].as_u64().unwrap_or(0));
-            e["count"] = json!(e["count"].as_u64().unwrap_or(0) + m["count"].as_u64().unwrap_or(0));
-        }
-        let count = ms
-            .values()
-            .next()
-            .and_then(|m| m["count"].as_f64())
-            .unwrap_or(0.0);
-        let l = &s["lambda"];
-        let (mean, std) = (
-            l["mean"].as_f64().unwrap_or(0.0),
-            l["std"].as_f64().unwrap_or(0.0),
-        );
-        n += count;
-        sum += mean * count;
-        sumsq += std * std * (count - 1.0).max(0.0) + mean * mean * count;
-        min = min.min(l["min"].as_f64().unwrap_or(f64::INFINITY));
-        max = max.max(l["max"].as_f64().unwrap_or(f64::NEG_INFINITY));
-        skipped += s["skipped"].as_u64().unwrap_or(0);
-    }
-    for m in methods.values_mut() {
-        let (c, k) = (
-            m["correct"].as_f64().unwrap_or(0.0),
-            m["count"].as_f64().unwrap_or(0.0),
-        );
-        m["accuracy"] = json!(if k > 0.0 { c / k } else { 0.0 });
-    }
-    let mean = sum / n.max(1.0);
-    let std = if n > 1.0 {
-        ((sumsq - n * mean * mean) / (n - 1.0)).max(0.0).sqrt()
-    } else {
-        0.0
-    };
-    json!({
-        "methods": methods,
-        "lambda": {"mean": mean, "std": std, "min": min, "max": max},
-        "skipped": skipped,
-    })
 }
 
 /// Reads a merged expertise file (`dawin merge` of `dawin expertise`

@@ -8,6 +8,7 @@
 use crate::data::label_spaces::{self, Named};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::model::sources::{self, Source};
 use crate::model::text::TextModel;
 use crate::model::text_tower::{DeviceText, encode};
 use crate::model::{Model, Overrides};
@@ -284,6 +285,15 @@ pub fn run(o: &ZeroShotOptions, ex: &dyn Executor) -> Result<ZeroShot> {
         ),
     ]);
     meta.insert("text_heads".into(), s.heads.to_string());
+    let scale_source = match o.scale {
+        Some(_) => Source::Flag,
+        None => Source::Tensor,
+    };
+    let sources = serde_json::json!({
+        "text_heads": text.heads_source.key(),
+        "logit_scale": scale_source.key(),
+    });
+    meta.insert(sources::META_KEY.into(), sources.to_string());
     let c = names.len();
     image
         .with_head(Some((head, vec![0.0; c])), Some(c))

@@ -4,6 +4,7 @@
 
 use crate::method::bmm::BetaMixture;
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// Text for an SVG text node or attribute.
 pub fn esc(s: &str) -> String {
@@ -129,6 +130,31 @@ impl Frame {
         .unwrap();
         writeln!(s, r#"<text x="18" y="{0}" transform="rotate(-90 18 {0})" text-anchor="middle">{1}</text>"#, mt + ph / 2.0, esc(yl)).unwrap();
     }
+}
+
+/// The title and subtitle of a run's λ plots: the set, the λ rule and
+/// the interpolation; the models and, for a mixture, its K.
+pub fn lambda_titles(
+    set: &Path,
+    rule: &str,
+    interp: &str,
+    models: (&Path, &Path),
+    k: Option<usize>,
+) -> (String, String) {
+    let name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string()
+    };
+    let title = format!("DaWin λ per sample: {} ({rule}, {interp})", name(set));
+    let k = k.map_or(String::new(), |k| format!(", K = {k}"));
+    let subtitle = format!(
+        ", pretrained {}, fine-tuned {}{k}",
+        name(models.0),
+        name(models.1)
+    );
+    (title, subtitle)
 }
 
 /// A λ histogram (density scale) over the range the λs span, with the

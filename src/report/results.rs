@@ -37,8 +37,10 @@ pub struct Report<'a> {
     pub scores: &'a BTreeMap<String, Scores>,
     /// Bootstrap resamples and seed of `ci95`.
     pub bootstrap: (usize, u64),
-    /// The λ diagnostics (joined into `lambda`), and the oracle λ they
-    /// compare DaWin's with, for `lambda_oracle.svg`.
-    pub diagnostics: Value,
+    /// The oracle λ (the λ rule on each model's loss against the label),
+    /// which the λ diagnostics and `lambda_oracle.svg` compare DaWin's with.
     pub oracle_lambda: Option<&'a [f32]>,
+    /// Whether the pretrained and the fine-tuned model were right on each
+    /// sample: how well each model's entropy ranks its own errors.
+    pub model_correct: (&'a [bool], &'a [bool]),
 }

@@ -57,6 +57,22 @@ fn paired(r: &Report) -> Value {
     json!({"reference": "dawin", "test": "McNemar exact (two-sided)", "against": against})
 }
 
+/// How well each model's entropy ranks its own errors (AUROC of −H
+/// against being right) and how DaWin's λ follows the oracle λ.
+fn lambda_diagnostics(r: &Report) -> Value {
+    let neg = |h: &[f64]| h.iter().map(|v| -v).collect::<Vec<_>>();
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let mut d = json!({
+        "auroc_entropy_pt": stats::auroc(&neg(&r.entropies.pt), r.model_correct.0),
+        "auroc_entropy_ft": stats::auroc(&neg(&r.entropies.ft), r.model_correct.1),
+    });
+    if let Some(oracle) = r.oracle_lambda {
+        d["corr_oracle"] = json!(stats::pearson(&wide(r.lambda), &wide(oracle)));
+        d["oracle_mean"] = json!(wide(oracle).iter().sum::<f64>() / oracle.len().max(1) as f64);
+    }
+    d
+}
+
 /// `{"accuracy", "correct", "count"}` of one method's predictions.
 pub fn accuracy(predictions: &[usize], labels: &[i64]) -> Value {
     let correct = predictions
@@ -89,14 +105,15 @@ pub fn write_all(r: &Report) -> Result<Value> {
         "paired": paired(r),
         "statistics": {
             "ci95": format!("percentile bootstrap, {} resamples, seed {}", r.bootstrap.0, r.bootstrap.1),
+            "bootstrap": {"resamples": r.bootstrap.0, "seed": r.bootstrap.1},
             "ece_bins": stats::ECE_BINS,
             "brier": "sum over classes of (p_c - [c = y])^2",
         },
         "skipped": r.skipped,
         "device": r.device,
     });
-    if let (Value::Object(l), Value::Object(d)) = (&mut summary["lambda"], &r.diagnostics) {
-        l.extend(d.clone());
+    if let (Value::Object(l), Value::Object(d)) = (&mut summary["lambda"], lambda_diagnostics(r)) {
+        l.extend(d);
     }
     if let Some(b) = r.bmm {
         summary["bmm"] = json!({"weights": b.weights, "alpha": b.alpha, "beta": b.beta, "means": b.means(), "converged": b.converged});

@@ -1062,3 +1062,76 @@ fn messages_name_the_thing() {
         &["shard 0/17 of 16 samples is empty"],
     );
 }
+
+/// Every file of an image folder that is not evaluated (not an image, a
+/// broken link, a link loop, an unreadable image) is on one line of
+/// skipped.txt with its reason, counted in summary.json's `skipped` and
+/// on the terminal; a split lists each in exactly one shard, and the
+/// merged result set lists each once.
+#[cfg(unix)]
+#[test]
+fn every_file_not_evaluated_is_listed_once() {
+    use std::os::unix::fs::symlink;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("images");
+    for c in 0..6 {
+        for k in 0..2 {
+            image_file(
+                &root.join(format!("c{c}/{k}.png")),
+                [40 * c as u8, 9, 9 * k],
+            );
+        }
+    }
+    std::fs::write(root.join("c1/notes.txt"), "not an image").unwrap();
+    symlink(root.join("c2/nowhere.png"), root.join("c2/broken.png")).unwrap();
+    symlink(root.join("c3"), root.join("c3/loop")).unwrap();
+    symlink(root.join("c4/self.png"), root.join("c4/self.png")).unwrap();
+    std::fs::write(root.join("c5/bad.png"), "not a png\nat all").unwrap();
+    let names = ["notes.txt", "broken.png", "loop", "self.png", "bad.png"];
+    let lines = |out: &Path| -> Vec<String> {
+        std::fs::read_to_string(out.join("skipped.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let whole = d.path().join("whole");
+    let t = eval(&p(&root), &whole, &["--methods", "zeroshot"]);
+    let listed = lines(&whole);
+    assert_eq!(listed.len(), names.len(), "{listed:?}");
+    for n in names {
+        let line = listed
+            .iter()
+            .find(|l| l.split('\t').next().unwrap().ends_with(n));
+        let line = line.unwrap_or_else(|| panic!("{n} not in {listed:?}"));
+        let (path, why) = line.split_once('\t').unwrap();
+        assert!(!why.contains(path) && !why.is_empty(), "{line}");
+    }
+    assert_eq!(summary(&whole)["skipped"], names.len(), "summary.json");
+    assert!(t.contains(&format!("{} files skipped", names.len())), "{t}");
+    let mut merged_lines = Vec::new();
+    let mut sums = Vec::new();
+    for i in 0..3 {
+        let out = d.path().join(format!("s{i}"));
+        eval(
+            &p(&root),
+            &out,
+            &["--methods", "zeroshot", "--shard", &format!("{i}/3")],
+        );
+        merged_lines.extend(lines(&out));
+        assert_eq!(summary(&out)["skipped"], lines(&out).len(), "shard {i}");
+        sums.push(p(&out.join("summary.json")));
+    }
+    merged_lines.sort();
+    let mut all = listed.clone();
+    all.sort();
+    assert_eq!(merged_lines, all, "each file in one shard");
+    let mut m = vec!["merge"];
+    m.extend(sums.iter().map(String::as_str));
+    let total = d.path().join("merged/summary.json");
+    std::fs::create_dir_all(total.parent().unwrap()).unwrap();
+    m.extend(["--out", total.to_str().unwrap()]);
+    ok(&m);
+    assert_eq!(summary(total.parent().unwrap())["skipped"], names.len());
+    assert_eq!(lines(total.parent().unwrap()).len(), names.len());
+}

@@ -10,3 +10,4 @@ mod cli;
 mod demo;
 mod pipes;
 mod readme;
+mod slurm;

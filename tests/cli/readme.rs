@@ -46,3 +46,82 @@ fn every_readme_command_runs() {
         );
     }
 }
+
+/// The README's quickstart (its ```bash block under `## Quickstart`) runs
+/// on stand-ins for the files it names: an HF CLIP folder with its text
+/// tower, a fine-tuned `.pt` state dict of the same architecture (no
+/// metadata: `tools/make_finetuned_pt.py`) and an image folder of five
+/// classes. Nothing is assumed (the `.pt` takes heads and act from the
+/// zero-shot model, as summary.json records), and every output it points
+/// to is there.
+#[test]
+fn the_quickstart_runs() {
+    let root = crate::common::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("## Quickstart")
+        .nth(1)
+        .and_then(|rest| rest.split("```bash").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("a ```bash block under ## Quickstart");
+    let commands: Vec<&str> = block.lines().filter(|l| l.starts_with("dawin ")).collect();
+    assert_eq!(commands.len(), 2, "{block}");
+    let d = tempfile::tempdir().unwrap();
+    let fx = crate::common::fixtures_dir();
+    std::os::unix::fs::symlink(fx.join("text/hf_clip"), d.path().join("clip-vit-b-32")).unwrap();
+    std::os::unix::fs::symlink(
+        fx.join("checkpoints/finetuned_hf_clip.pt"),
+        d.path().join("finetuned.pt"),
+    )
+    .unwrap();
+    let classes = [
+        "goldfish",
+        "great_white_shark",
+        "hen",
+        "ostrich",
+        "tabby_cat",
+    ];
+    for (c, name) in classes.iter().enumerate() {
+        for k in 0..2u8 {
+            let dir = d.path().join("imagenet/val").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let px = image::Rgb([40 * c as u8, 90 * k, 200 - 30 * c as u8]);
+            image::RgbImage::from_pixel(40, 36, px)
+                .save(dir.join(format!("{k}.png")))
+                .unwrap();
+        }
+    }
+    for line in commands {
+        let words = shlex::split(line).unwrap();
+        let o = Command::new(crate::common::dawin_bin())
+            .args(&words[1..])
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "quickstart failed: {line}\n{text}");
+        assert!(!text.contains("assuming"), "{line}: {text}");
+    }
+    let results = d.path().join("results");
+    for f in [
+        "summary.json",
+        "samples.csv",
+        "lambdas.svg",
+        "lambda_oracle.svg",
+        "classes.txt",
+    ] {
+        assert!(results.join(f).exists(), "{f}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["methods"]["dawin"]["count"], 10);
+    let ft = &s["model_settings"]["finetuned"];
+    assert_eq!(ft["heads"]["source"], "other model", "{ft}");
+    assert_eq!(
+        ft["heads"]["value"], 2,
+        "the config's 2 heads, not width/64 = 1"
+    );
+    assert_eq!(ft["act"]["value"], "gelu", "{ft}");
+}

@@ -250,20 +250,32 @@ fn converted_files_run_with_no_flags_and_give_the_same_outputs() {
             b.read_f32("image_embeds").unwrap()
         );
     }
-    // A .pt without metadata, converted once with its flag, needs none after.
-    let out = d.path().join("pt.safetensors");
+    // A .pt without metadata, converted once with its flags, needs none
+    // after; a value it still guessed stays a guess (and a warning) when
+    // read back, not a fact of the converted file's metadata.
     let src = ck("dawin_pt.pt");
-    let (o, text) = dawin(&[
-        "convert".as_ref(),
-        src.as_os_str(),
-        out.as_os_str(),
-        "--heads".as_ref(),
-        "3".as_ref(),
-    ]);
-    assert!(o.status.success(), "{text}");
-    let m = dawin::model::Model::load(&out, Default::default()).unwrap();
+    let convert = |out: &Path, flags: &[&str]| {
+        let mut a: Vec<&std::ffi::OsStr> =
+            vec!["convert".as_ref(), src.as_os_str(), out.as_os_str()];
+        a.extend(flags.iter().map(std::ffi::OsStr::new));
+        let (o, text) = dawin(&a);
+        assert!(o.status.success(), "{text}");
+        dawin::model::Model::load(out, Default::default()).unwrap()
+    };
+    let m = convert(
+        &d.path().join("pt.safetensors"),
+        &["--heads", "3", "--act", "quick_gelu"],
+    );
     assert_eq!(m.spec.heads, 3);
     assert!(m.notes.is_empty(), "{:?}", m.notes);
+    assert_eq!(m.sources.heads, dawin::model::sources::Source::Metadata);
+    let m = convert(&d.path().join("pt-heads.safetensors"), &["--heads", "3"]);
+    assert_eq!(m.sources.act, dawin::model::sources::Source::Assumed);
+    assert!(
+        m.notes.iter().any(|n| n.contains("assuming quick_gelu")),
+        "{:?}",
+        m.notes
+    );
 }
 
 #[test]

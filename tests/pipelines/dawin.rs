@@ -368,6 +368,27 @@ fn bad_inputs_are_explained() {
         e.contains("classification_head.weight: 96 vs 80 elements") || e.contains("class counts"),
         "{e}"
     );
+    // Same shapes, but both files say their heads and disagree: refused,
+    // naming both values and where each came from.
+    let f = TensorFile::open(&fx("dawin_ft.safetensors")).unwrap();
+    let all: Vec<(String, Tensor)> = f
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), f.read_f32(&n).unwrap()))
+        .collect();
+    let refs: Vec<(&str, &Tensor)> = all.iter().map(|(n, x)| (n.as_str(), x)).collect();
+    let ft1 = d.path().join("ft-1-head.safetensors");
+    let meta = [("heads", "1"), ("act", "quick_gelu")].map(|(k, v)| (k.to_string(), v.to_string()));
+    dawin::tensorfile::write_f32(&ft1, &refs, Some(meta.into())).unwrap();
+    let mut o = options(&out, Interp::PerSample(PerSample::Exact));
+    o.finetuned = ft1;
+    let e = eval_err(&o);
+    assert!(
+        e.contains("disagree on heads")
+            && e.contains("heads = 3 (from the file's metadata)")
+            && e.contains("says 1"),
+        "{e}"
+    );
     // Label out of range, empty data, wrong input size.
     let io = TensorFile::open(&fx("dawin_data.safetensors")).unwrap();
     let px = io.read_f32("pixel_values").unwrap();
@@ -537,14 +558,8 @@ fn scale_out_equals_a_single_run() {
         .map(String::from)
         .collect::<Vec<_>>()
     };
-    let eval_flags = [
-        "--expertise",
-        "entropy-offset",
-        "--interp",
-        "bmm:2",
-        "--methods",
-        "zeroshot,finetuned,ensemble-dynamic,dawin",
-    ];
+    // eval's default methods: the expertise step caches what they need.
+    let eval_flags = ["--expertise", "entropy-offset", "--interp", "bmm:2"];
     let mut whole = vec!["eval".to_string()];
     whole.extend(common(&p("whole")));
     whole.extend(eval_flags.iter().map(|s| s.to_string()));
@@ -585,25 +600,27 @@ fn scale_out_equals_a_single_run() {
         serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
     };
     let (w, t) = (read(&p("whole/summary.json")), read(&total));
-    for name in ["zeroshot", "finetuned", "ensemble-dynamic", "dawin"] {
-        assert_eq!(
-            w["methods"][name]["correct"], t["methods"][name]["correct"],
-            "{name}"
-        );
-        assert_eq!(t["methods"][name]["count"], 16, "{name}");
+    assert_eq!(t["methods"]["dawin"]["count"], 16);
+    // Every statistic is recomputed on the concatenated samples.csv: equal
+    // to the whole run's (the bootstrap is seeded, the rows in one order).
+    for key in ["methods", "paired", "statistics", "skipped", "bmm"] {
+        assert_eq!(w[key], t[key], "{key}");
     }
-    approx::assert_relative_eq!(
-        w["lambda"]["mean"].as_f64().unwrap(),
-        t["lambda"]["mean"].as_f64().unwrap(),
-        max_relative = 1e-6
-    );
-    approx::assert_relative_eq!(
-        w["lambda"]["std"].as_f64().unwrap(),
-        t["lambda"]["std"].as_f64().unwrap(),
-        max_relative = 1e-5
-    );
-    // The shard eval reused the logits its expertise step cached.
-    assert_eq!(read(&p("s1/summary.json"))["cache"], "hit");
+    for (k, v) in w["lambda"].as_object().unwrap() {
+        let (a, b) = (v.as_f64().unwrap(), t["lambda"][k].as_f64().unwrap());
+        approx::assert_relative_eq!(a, b, max_relative = 1e-9);
+    }
+    let csv = |f: &str| std::fs::read_to_string(f).unwrap();
+    assert_eq!(csv(&p("whole/samples.csv")), csv(&p("samples.csv")));
+    for plot in ["lambdas.svg", "lambda_oracle.svg"] {
+        assert!(csv(&p(plot)).starts_with("<svg"), "{plot}");
+    }
+    // Each shard's eval reused every logit its expertise step cached,
+    // the WiSE-FT models' included.
+    for i in 0..3 {
+        assert_eq!(read(&p(&format!("s{i}/summary.json")))["cache"], "hit");
+    }
+    assert_eq!(t["cache"], "hit");
 }
 
 #[test]

@@ -8,11 +8,9 @@ use crate::exec::Executor;
 use crate::method::entropy::{entropies, warn_nan};
 use crate::method::lambda::{self, Entropies};
 use crate::method::methods::{Method, argmax_rows};
-use crate::method::stats;
 use crate::pipelines::expertise::Samples;
 use crate::pipelines::setup::{Setup, check_expertise_from};
 use crate::pipelines::shard::read_expertise;
-use serde_json::Value;
 
 use crate::pipelines::options::EvalOptions;
 
@@ -147,10 +145,9 @@ pub(super) fn lambda_phase(
     })
 }
 
-/// How well each model's entropy tells its right answers from its wrong
-/// ones (AUROC of −H against correctness), and how close λ comes to the
-/// oracle λ (Pearson's r).
-pub(super) fn lambda_diagnostics(s: &Setup, smp: &Samples, l: &Lambdas) -> Value {
+/// Whether the pretrained and the fine-tuned model were right on each
+/// evaluated sample (their top class on the projected logits).
+pub(super) fn model_correct(s: &Setup, smp: &Samples) -> (Vec<bool>, Vec<bool>) {
     let correct = |z: &[f32]| -> Vec<bool> {
         let pred = argmax_rows(z, s.classes);
         pred.iter()
@@ -158,12 +155,5 @@ pub(super) fn lambda_diagnostics(s: &Setup, smp: &Samples, l: &Lambdas) -> Value
             .map(|(p, y)| *p as i64 == *y)
             .collect()
     };
-    let neg = |h: &[f64]| h.iter().map(|v| -v).collect::<Vec<_>>();
-    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    serde_json::json!({
-        "auroc_entropy_pt": stats::auroc(&neg(&l.entropies.pt), &correct(&smp.pt)),
-        "auroc_entropy_ft": stats::auroc(&neg(&l.entropies.ft), &correct(&smp.ft)),
-        "corr_oracle": stats::pearson(&wide(&l.lambda), &wide(&l.oracle)),
-        "oracle_mean": l.oracle.iter().map(|&v| v as f64).sum::<f64>() / l.oracle.len().max(1) as f64,
-    })
+    (correct(&smp.pt), correct(&smp.ft))
 }

@@ -43,6 +43,11 @@ fn settings(
         "lerps": engine.lerps,
         "lerps_skipped": engine.lerps_skipped,
         "device_param_bytes": engine.resident_bytes(),
+        // What the shapes cannot tell, each with where it came from.
+        "model_settings": {
+            "pretrained": s.pt.settings_record(),
+            "finetuned": s.ft.settings_record(),
+        },
     });
     // The offset constants only where the rule uses them.
     if o.rule == crate::method::lambda::LambdaRule::EntropyOffset {
@@ -84,13 +89,14 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     report_phase(o, ex, &s, smp, l, dawin, (settings, clock))
 }
 
-/// `dawin expertise`: only the expertise pass (its logits cached in the
-/// output folder for a later `eval` of the same shard) and both models'
-/// entropies on the shard's readable samples.
+/// `dawin expertise`: only the expertise pass (its logits, with those of
+/// the WiSE-FT models `o.methods` names, cached in the output folder for a
+/// later `eval` of the same shard) and both models' entropies on the
+/// shard's readable samples.
 pub fn run_expertise(o: &EvalOptions, ex: &dyn Executor) -> Result<ExpertiseResult> {
     let s = Setup::open(o)?;
     let mut engine = Engine::new(ex, &s.pt, &s.ft, o.precision)?;
-    let (_, smp) = s.expertise(&mut engine, o, &[])?;
+    let (_, smp) = s.expertise(&mut engine, o, &o.expertise_alphas())?;
     drop(engine);
     let entropies = sample_entropies(ex, o, &s, &smp)?;
     Ok(ExpertiseResult {

@@ -8,8 +8,9 @@ use crate::exec::Executor;
 use crate::method::interp::Interp;
 use crate::method::lambda::Entropies;
 use crate::method::methods::{Logits, Method, outcomes};
+use crate::method::stats::Scores;
 use crate::pipelines::expertise::Samples;
-use crate::pipelines::setup::{Setup, skipped_lines};
+use crate::pipelines::setup::{Setup, skipped_count, skipped_lines};
 use crate::report::components;
 use crate::report::outdir::Earlier;
 use crate::report::results::Report;
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::dawin_phase::DawinPass;
-use super::lambda_phase::{Lambdas, lambda_diagnostics};
+use super::lambda_phase::{Lambdas, model_correct};
 use crate::pipelines::options::EvalOptions;
 
 /// Everything `eval` computed, also written to the output folder.
@@ -35,6 +36,8 @@ pub struct EvalResult {
     pub dawin_logits: Option<Vec<f32>>,
     pub predictions: BTreeMap<String, Vec<usize>>,
     pub table: String,
+    /// The files of the result set this run wrote, in [`OUTPUTS`]' order.
+    pub written: Vec<&'static str>,
 }
 
 /// Wall-clock seconds per phase, for summary.json.
@@ -120,7 +123,13 @@ pub(super) fn report_phase(
     }
     let mut order: Vec<String> = o.methods.iter().map(Method::name).collect();
     let provenance = s.provenance(o);
-    let earlier = carry_over(s, &provenance, &smp.indices, &mut order, &mut predictions);
+    let earlier = carry_over(
+        s,
+        &provenance,
+        &smp.indices,
+        &mut order,
+        (&mut predictions, &mut scores),
+    );
     let previous = match &earlier {
         Earlier::MoveTo(p) => Some(p.clone()),
         _ => None,
@@ -138,26 +147,13 @@ pub(super) fn report_phase(
             .collect()
     });
     let stage = s.out.stage()?;
-    let title = format!(
-        "DaWin λ per sample: {} ({}, {})",
-        o.data.file_name().unwrap_or_default().to_string_lossy(),
+    let correct = model_correct(s, &smp);
+    let (title, subtitle) = crate::report::plot::lambda_titles(
+        &o.data,
         o.rule.name(),
-        o.interp
-    );
-    let name = |p: &std::path::Path| {
-        p.file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string()
-    };
-    let subtitle = format!(
-        ", pretrained {}, fine-tuned {}{}",
-        name(&o.pretrained),
-        name(&o.finetuned),
-        dawin
-            .bmm
-            .as_ref()
-            .map_or(String::new(), |b| format!(", K = {}", b.weights.len()))
+        &o.interp.to_string(),
+        (&o.pretrained, &o.finetuned),
+        dawin.bmm.as_ref().map(|b| b.weights.len()),
     );
     let summary = summary::write_all(&Report {
         out_dir: &stage.dir,
@@ -170,7 +166,7 @@ pub(super) fn report_phase(
         components: dawin.components.as_deref(),
         bmm: dawin.bmm.as_ref(),
         paths: paths.as_deref(),
-        skipped: smp.skipped,
+        skipped: skipped_count(&s.data, &s.shard, smp.failed.len()),
         device: &ex.name(),
         seconds: &mut clock.0,
         extra: settings,
@@ -179,8 +175,8 @@ pub(super) fn report_phase(
         subtitle: &subtitle,
         scores: &scores,
         bootstrap: (o.bootstrap, o.seed),
-        diagnostics: lambda_diagnostics(s, &smp, &l),
         oracle_lambda: Some(&l.oracle),
+        model_correct: (&correct.0, &correct.1),
     })?;
     if s.data.is_folder() {
         write_atomic(
@@ -188,10 +184,14 @@ pub(super) fn report_phase(
             (s.data.classes.join("\n") + "\n").as_bytes(),
         )?;
     }
-    let skipped = skipped_lines(&s.data, &smp.failed);
+    let skipped = skipped_lines(&s.data, &s.shard, &smp.failed);
     if !skipped.is_empty() {
         write_atomic(&stage.dir.join("skipped.txt"), skipped.as_bytes())?;
     }
+    let written: Vec<&'static str> = OUTPUTS
+        .into_iter()
+        .filter(|n| stage.dir.join(n).exists())
+        .collect();
     stage.commit(&s.out, &OUTPUTS, "summary.json", earlier)?;
     if let Some(p) = previous {
         crate::reporter::note(&format!(
@@ -208,6 +208,7 @@ pub(super) fn report_phase(
         entropies: l.entropies,
         dawin_logits: dawin.logits,
         predictions,
+        written,
     })
 }
 
@@ -223,7 +224,7 @@ pub const OUTPUTS: [&str; 6] = [
 
 /// What becomes of an earlier run's set in the output folder at this run's
 /// commit: with the same inputs, settings and samples, the methods this run
-/// did not rerun join its results and the earlier files are replaced;
+/// did not rerun join its results (predictions and scores) and the earlier files are replaced;
 /// otherwise the earlier set moves to `previous/` (a set without its
 /// summary, left by an interrupted older version, too: nothing is dropped).
 pub(super) fn carry_over(
@@ -231,7 +232,10 @@ pub(super) fn carry_over(
     provenance: &Value,
     indices: &[usize],
     order: &mut Vec<String>,
-    predictions: &mut BTreeMap<String, Vec<usize>>,
+    (predictions, scores): (
+        &mut BTreeMap<String, Vec<usize>>,
+        &mut BTreeMap<String, Scores>,
+    ),
 ) -> Earlier {
     if !s.out.holds_any(&OUTPUTS) {
         return Earlier::Keep;
@@ -243,16 +247,21 @@ pub(super) fn carry_over(
     let same = prov.is_some_and(|p| {
         p["set_key"] == provenance["set_key"] && p["shard"] == provenance["shard"]
     });
-    if same
-        && let Some(old) = samples_csv::read_predictions(&s.out.path.join("samples.csv"), indices)
-    {
-        for (m, p) in old {
-            if let std::collections::btree_map::Entry::Vacant(e) = predictions.entry(m.clone()) {
-                order.push(m);
-                e.insert(p);
-            }
+    let old = samples_csv::read(&s.out.path.join("samples.csv")).ok();
+    let Some(mut old) = old.filter(|t| same && t.indices == indices) else {
+        return Earlier::MoveTo(s.out.previous_path());
+    };
+    for m in old.order {
+        if predictions.contains_key(&m) {
+            continue;
         }
-        return Earlier::Replace;
+        if let Some(p) = old.predictions.remove(&m) {
+            predictions.insert(m.clone(), p);
+        }
+        if let Some(sc) = old.scores.remove(&m) {
+            scores.insert(m.clone(), sc);
+        }
+        order.push(m);
     }
-    Earlier::MoveTo(s.out.previous_path())
+    Earlier::Replace
 }
