@@ -516,7 +516,7 @@ fn run_demo(out: &Path, per_class: usize, device: Option<ExecutorKind>, quiet: b
     let r = demo::run(out, per_class, ex.as_ref(), !quiet)?;
     crate::out!("{}", r.table);
     crate::outln!(
-        "λ histograms: {} (in distribution), {} (colour shift); all outputs in {} ({:.1}s)",
+        "λ histograms: {} (in distribution), {} (colour shift); every domain's summary.json, samples.csv and plots, and table.txt, in {} ({:.1}s)",
         r.svgs[0].display(),
         r.svgs[3].display(),
         out.display(),

@@ -212,8 +212,9 @@ pub enum Cmd {
     /// DaWin (exact and bmm), and prints accuracy per domain. Uses the GPU
     /// when built with `cuda` and one is present, else the CPU.
     Demo {
-        /// Output folder (per-domain reports, lambdas.svg, table.txt).
-        #[arg(long, default_value = "target/dawin-demo")]
+        /// Output folder (per-domain reports, lambdas.svg, table.txt),
+        /// created in the current folder by default.
+        #[arg(long, short = 'o', default_value = "dawin-demo")]
         out_dir: PathBuf,
         /// Images per class and domain.
         #[arg(long, default_value_t = 100, value_parser = positive::<u32>(100_000), allow_hyphen_values = true)]

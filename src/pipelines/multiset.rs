@@ -190,6 +190,7 @@ fn set_options(base: &EvalOptions, set: &DataSet) -> EvalOptions {
     o.data = set.path.clone();
     o.out_dir = base.out_dir.join(&set.name);
     o.progress_label = format!("{}{}: ", base.progress_label, set.name);
+    o.set_name = Some(set.name.clone());
     o.save_components = base.save_components.as_ref().map(|d| d.join(&set.name));
     o
 }

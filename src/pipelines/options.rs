@@ -49,6 +49,9 @@ pub struct EvalOptions {
     pub crop_border: usize,
     /// What progress bars say before their phase (e.g. a domain name).
     pub progress_label: String,
+    /// The data set's name in plot titles (a multi-set run's set name, the
+    /// demo's domain); else the data path's file name.
+    pub set_name: Option<String>,
     /// Where the expertise pass's logits are cached (default
     /// `OUT/cache.safetensors`).
     pub cache: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for EvalOptions {
             keep_folders: None,
             crop_border: 0,
             progress_label: String::new(),
+            set_name: None,
             cache: None,
         }
     }
@@ -130,6 +134,15 @@ impl EvalOptions {
         s["interp"] = json!(self.interp.to_string());
         s["seed"] = json!(self.seed);
         s
+    }
+
+    /// The data set's name for titles: `set_name`, else the data path's
+    /// file name.
+    pub fn set_name(&self) -> String {
+        self.set_name.clone().unwrap_or_else(|| {
+            let name = self.data.file_name().unwrap_or(self.data.as_os_str());
+            name.to_string_lossy().to_string()
+        })
     }
 
     /// The α of the merged model the pseudo-label rules read.

@@ -210,7 +210,7 @@ fn write_set(
 ) -> Result<Value> {
     let first = &shards[0].summary;
     let bmm = common_mixture(shards);
-    let (title, subtitle) = titles(first, bmm.as_ref());
+    let titles = titles(first, bmm.as_ref());
     let mut seconds = summed_seconds(shards);
     let (resamples, seed) = bootstrap_of(shards)?;
     summary::write_all(&Report {
@@ -232,8 +232,7 @@ fn write_set(
         seconds: &mut seconds,
         extra: settings(shards),
         t0,
-        title: &title,
-        subtitle: &subtitle,
+        titles: &titles,
         scores: &rows.scores,
         bootstrap: (resamples, seed),
         oracle_lambda: Some(&rows.oracle_lambda),
@@ -352,18 +351,23 @@ fn common_mixture(shards: &[ShardResults]) -> Option<BetaMixture> {
     })
 }
 
-/// The λ plots' titles, from the first shard's provenance.
-fn titles(first: &Value, bmm: Option<&BetaMixture>) -> (String, String) {
+/// The λ plots' titles, from the first shard's summary.
+fn titles(first: &Value, bmm: Option<&BetaMixture>) -> plot::LambdaTitles {
     let input = |role: &str| {
-        PathBuf::from(
-            first["provenance"]["inputs"][role]["path"]
-                .as_str()
-                .unwrap_or(""),
-        )
+        let path = first["provenance"]["inputs"][role]["path"].as_str();
+        PathBuf::from(path.unwrap_or(""))
     };
     let text = |k: &str| first[k].as_str().unwrap_or("").to_string();
+    let set = match first["set"].as_str() {
+        Some(name) => name.to_string(),
+        None => input("data")
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string(),
+    };
     plot::lambda_titles(
-        &input("data"),
+        &set,
         &text("expertise"),
         &text("interp"),
         (&input("pretrained"), &input("finetuned")),

@@ -128,33 +128,45 @@ impl Frame {
             esc(xl)
         )
         .unwrap();
-        writeln!(s, r#"<text x="18" y="{0}" transform="rotate(-90 18 {0})" text-anchor="middle">{1}</text>"#, mt + ph / 2.0, esc(yl)).unwrap();
+        let lx = (ml - 42.0).max(18.0);
+        writeln!(s, r#"<text x="{lx}" y="{0}" transform="rotate(-90 {lx} {0})" text-anchor="middle">{1}</text>"#, mt + ph / 2.0, esc(yl)).unwrap();
     }
 }
 
-/// The title and subtitle of a run's λ plots: the set, the λ rule and
-/// the interpolation; the models and, for a mixture, its K.
+/// The titles of a run's λ plots: the set, the λ rule and the
+/// interpolation; the subtitle names the models and, for a mixture, its K.
+pub struct LambdaTitles {
+    /// `lambdas.svg`'s.
+    pub histogram: String,
+    /// `lambda_oracle.svg`'s.
+    pub oracle: String,
+    /// What follows `n = N` under each title, starting `, `.
+    pub subtitle: String,
+}
+
 pub fn lambda_titles(
-    set: &Path,
+    set: &str,
     rule: &str,
     interp: &str,
     models: (&Path, &Path),
     k: Option<usize>,
-) -> (String, String) {
+) -> LambdaTitles {
     let name = |p: &Path| {
         p.file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .to_string()
     };
-    let title = format!("DaWin λ per sample: {} ({rule}, {interp})", name(set));
     let k = k.map_or(String::new(), |k| format!(", K = {k}"));
-    let subtitle = format!(
-        ", pretrained {}, fine-tuned {}{k}",
-        name(models.0),
-        name(models.1)
-    );
-    (title, subtitle)
+    LambdaTitles {
+        histogram: format!("DaWin λ per sample: {set} ({rule}, {interp})"),
+        oracle: format!("DaWin λ against the oracle λ: {set} ({rule})"),
+        subtitle: format!(
+            ", pretrained {}, fine-tuned {}{k}",
+            name(models.0),
+            name(models.1)
+        ),
+    }
 }
 
 /// A λ histogram (density scale) over the range the λs span, with the
@@ -199,11 +211,14 @@ pub fn histogram_svg(
     // up to twice the tallest bar, clipped there.
     let cmax = curve.iter().map(|p| p.1).fold(0.0, f64::max).min(2.0 * top);
     let ys = nice_axis(0.0, top.max(cmax) * 1.05, 5, 0.0, f64::INFINITY);
+    // The mixture's legend sits between the subtitle and the plot, where
+    // no bar, curve or component line can cross it.
+    let legend_h = bmm.map_or(0.0, |b| 15.0 * (b.weights.len() + 1) as f64 + 6.0);
     let f = Frame {
         w: 720.0,
-        h: 420.0,
+        h: 420.0 + legend_h,
         ml: 60.0,
-        mt: 56.0,
+        mt: 56.0 + legend_h,
         pw: 640.0,
         ph: 304.0,
         x: (xs.0, xs.1),
@@ -239,12 +254,13 @@ pub fn histogram_svg(
         let mut order: Vec<usize> = (0..b.weights.len()).collect();
         let means = b.means();
         order.sort_by(|&i, &j| means[i].total_cmp(&means[j]));
-        let lx = f.ml + 10.0;
-        writeln!(s, r##"<line x1="{lx}" x2="{}" y1="{}" y2="{1}" stroke="#d62728" stroke-width="2"/><text x="{}" y="{}">Beta mixture density (K = {})</text>"##, lx + 20.0, f.mt + 10.0, lx + 26.0, f.mt + 14.0, order.len()).unwrap();
+        let (lx, ly) = (f.ml + 10.0, f.mt - legend_h + 4.0);
+        writeln!(s, r##"<line x1="{lx}" x2="{}" y1="{}" y2="{1}" stroke="#d62728" stroke-width="2"/><text x="{}" y="{}">Beta mixture density (K = {})</text>"##, lx + 20.0, ly + 6.0, lx + 26.0, ly + 10.0, order.len()).unwrap();
         for (rank, &k) in order.iter().enumerate() {
             let (m, wt) = (means[k], b.weights[k]);
             writeln!(s, r##"<line x1="{0:.2}" x2="{0:.2}" y1="{1}" y2="{2}" stroke="#2ca02c" stroke-dasharray="5,3" stroke-width="1.5"/>"##, f.px(m), f.mt, f.mt + f.ph).unwrap();
-            writeln!(s, r##"<text x="{lx}" y="{}" fill="#2ca02c">component {rank}: mean λ {m:.3}, weight {wt:.2}</text>"##, f.mt + 30.0 + 15.0 * rank as f64).unwrap();
+            let y = ly + 25.0 + 15.0 * rank as f64;
+            writeln!(s, r##"<line x1="{lx}" x2="{}" y1="{}" y2="{1}" stroke="#2ca02c" stroke-dasharray="5,3" stroke-width="1.5"/><text x="{}" y="{y}" fill="#2ca02c">component {rank}: mean λ {m:.3}, weight {wt:.2}</text>"##, lx + 20.0, y - 4.0, lx + 26.0).unwrap();
         }
     }
     s.push_str("</svg>\n");
@@ -252,20 +268,30 @@ pub fn histogram_svg(
 }
 
 /// DaWin's λ against the oracle λ of the same samples, one dot each (at
-/// most 4000 drawn, evenly spaced in sample order), with the diagonal.
+/// most 4000 drawn, evenly spaced in sample order; larger and darker the
+/// fewer there are), with the diagonal and Pearson's r (`corr_oracle`).
 pub fn lambda_scatter_svg(lambda: &[f32], oracle: &[f32], title: &str, subtitle: &str) -> String {
+    // Wide enough for the subtitle's file names; the square plot centred.
     let f = Frame {
-        w: 520.0,
-        h: 520.0,
-        ml: 60.0,
-        mt: 56.0,
+        w: 660.0,
+        h: 540.0,
+        ml: 130.0,
+        mt: 76.0,
         pw: 440.0,
         ph: 404.0,
         x: (0.0, 1.0),
         y: (0.0, 1.0),
     };
     let mut s = String::new();
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let r = crate::method::stats::pearson(&wide(lambda), &wide(oracle));
     f.open(&mut s, title, &format!("n = {}{subtitle}", lambda.len()));
+    writeln!(
+        s,
+        r#"<text x="{}" y="60" text-anchor="middle" font-size="12">Pearson r = {r:.3} (corr_oracle: how closely λ rises and falls with the oracle λ)</text>"#,
+        f.w / 2.0
+    )
+    .unwrap();
     let unit = (0.0, 1.0, 0.2);
     f.axes(
         &mut s,
@@ -285,12 +311,17 @@ pub fn lambda_scatter_svg(lambda: &[f32], oracle: &[f32], title: &str, subtitle:
     )
     .unwrap();
     let step = lambda.len().div_ceil(4000).max(1);
+    let (radius, opacity) = match lambda.len() {
+        0..=100 => (4.0, 0.8),
+        101..=1000 => (2.8, 0.6),
+        _ => (1.6, 0.45),
+    };
     for (l, o) in lambda.iter().zip(oracle).step_by(step) {
         if l.is_finite() && o.is_finite() {
             let (x, y) = (f.px(*o as f64), f.py(*l as f64));
             writeln!(
                 s,
-                r##"<circle cx="{x:.1}" cy="{y:.1}" r="1.6" fill="#1f77b4" fill-opacity="0.45"/>"##
+                r##"<circle cx="{x:.1}" cy="{y:.1}" r="{radius}" fill="#1f77b4" fill-opacity="{opacity}"/>"##
             )
             .unwrap();
         }
@@ -330,8 +361,9 @@ pub fn wise_curve_svg(
     let (ya, yb) = pad(lo(|p| p.1), hi(|p| p.1));
     let xs = nice_axis(xa, xb, 6, 0.0, 1.0);
     let ys = nice_axis(ya, yb, 6, 0.0, 1.0);
+    // The legend goes right of the plot, where it can hide no marker.
     let f = Frame {
-        w: 660.0,
+        w: 660.0 + LEGEND_W,
         h: 480.0,
         ml: 70.0,
         mt: 56.0,
@@ -410,48 +442,60 @@ pub fn wise_curve_svg(
             .unwrap();
         }
     }
-    for (c, _, p) in others {
-        writeln!(
-            s,
-            r##"<rect x="{:.2}" y="{:.2}" width="9" height="9" fill="{c}"/>"##,
-            f.px(p.0) - 4.5,
-            f.py(p.1) - 4.5
-        )
-        .unwrap();
+    for (k, (c, _, p)) in others.iter().enumerate() {
+        s.push_str(&marker(k, c, f.px(p.0), f.py(p.1)));
     }
-    legend(&mut s, &f, others, &placed);
+    legend(&mut s, &f, others);
     s.push_str("</svg>\n");
     s
 }
 
-/// The legend, in the plot corner farthest from every marker and label.
-fn legend(
-    s: &mut String,
-    f: &Frame,
-    others: &[(&str, &str, Point)],
-    placed: &[(f64, f64, f64, f64)],
-) {
-    let lh = 16.0 * (others.len() + 1) as f64 + 8.0;
-    let lw = 260.0;
-    let corners = [
-        (f.ml + 8.0, f.mt + 8.0),
-        (f.ml + f.pw - lw, f.mt + 8.0),
-        (f.ml + 8.0, f.mt + f.ph - lh),
-        (f.ml + f.pw - lw, f.mt + f.ph - lh),
-    ];
-    let hits = |c: &(f64, f64)| {
-        placed
-            .iter()
-            .filter(|p| overlaps((c.0, c.1, c.0 + lw, c.1 + lh), &[**p]))
-            .count()
-    };
-    let (lx, ly) = corners.into_iter().min_by_key(hits).expect("four corners");
-    writeln!(s, r##"<rect x="{}" y="{}" width="{lw}" height="{lh}" fill="white" fill-opacity="0.85" stroke="#ccc"/>"##, lx - 4.0, ly - 4.0).unwrap();
-    for (k, (c, l, _)) in others.iter().enumerate() {
-        writeln!(s, r##"<rect x="{lx}" y="{}" width="9" height="9" fill="{c}"/><text x="{}" y="{}">{}</text>"##, ly + 16.0 * k as f64, lx + 14.0, ly + 8.0 + 16.0 * k as f64, esc(l)).unwrap();
+/// Width of the WiSE-FT plot's legend column.
+const LEGEND_W: f64 = 250.0;
+
+/// The k-th other method's marker at (x, y): a filled square, then hollow
+/// shapes of growing size, so that methods on one point all stay visible.
+fn marker(k: usize, colour: &str, x: f64, y: f64) -> String {
+    match k {
+        0 => format!(
+            r##"<rect x="{:.2}" y="{:.2}" width="9" height="9" fill="{colour}"/>"##,
+            x - 4.5,
+            y - 4.5
+        ),
+        1 => format!(
+            r##"<circle cx="{x:.2}" cy="{y:.2}" r="8" fill="none" stroke="{colour}" stroke-width="2"/>"##
+        ),
+        _ => {
+            // A hollow diamond, half-diagonal h.
+            let h = 7.0 + 4.0 * (k - 2) as f64;
+            format!(
+                r##"<polygon points="{x:.2},{:.2} {:.2},{y:.2} {x:.2},{:.2} {:.2},{y:.2}" fill="none" stroke="{colour}" stroke-width="1.5"/>"##,
+                y - h,
+                x + h,
+                y + h,
+                x - h
+            )
+        }
     }
-    let k = others.len() as f64;
-    writeln!(s, r##"<circle cx="{}" cy="{}" r="3.5" fill="#1f77b4"/><text x="{}" y="{}">WiSE-FT (α=0 zero-shot … α=1 fine-tuned)</text>"##, lx + 4.5, ly + 4.5 + 16.0 * k, lx + 14.0, ly + 8.0 + 16.0 * k).unwrap();
+}
+
+/// The legend, in its own column right of the plot: each marker as drawn.
+fn legend(s: &mut String, f: &Frame, others: &[(&str, &str, Point)]) {
+    let (lx, ly) = (f.ml + f.pw + 24.0, f.mt + 8.0);
+    for (k, (c, l, _)) in others.iter().enumerate() {
+        let y = ly + 22.0 * k as f64;
+        s.push_str(&marker(k, c, lx + 8.0, y));
+        writeln!(
+            s,
+            r##"<text x="{}" y="{}">{}</text>"##,
+            lx + 24.0,
+            y + 4.0,
+            esc(l)
+        )
+        .unwrap();
+    }
+    let y = ly + 22.0 * others.len() as f64;
+    writeln!(s, r##"<circle cx="{}" cy="{y}" r="3.5" fill="#1f77b4"/><text x="{}" y="{}">WiSE-FT (α=0 zero-shot …</text><text x="{1}" y="{}">α=1 fine-tuned)</text>"##, lx + 8.0, lx + 24.0, y + 4.0, y + 18.0).unwrap();
 }
 
 #[cfg(test)]

@@ -28,10 +28,8 @@ pub struct Report<'a> {
     pub seconds: &'a mut BTreeMap<String, f64>,
     pub extra: Value,
     pub t0: Instant,
-    /// Title of lambdas.svg.
-    pub title: &'a str,
-    /// What follows `n = N` under the title (models, K), starting `, `.
-    pub subtitle: &'a str,
+    /// The λ plots' titles.
+    pub titles: &'a crate::report::plot::LambdaTitles,
     /// The calibration scores of the methods computed in this run (those
     /// carried over from an earlier samples.csv have predictions only).
     pub scores: &'a BTreeMap<String, Scores>,

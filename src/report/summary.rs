@@ -127,10 +127,21 @@ pub fn write_all(r: &Report) -> Result<Value> {
     crate::report::samples_csv::write(&r.out_dir.join("samples.csv"), r)?;
     write_atomic(
         &r.out_dir.join("lambdas.svg"),
-        crate::report::plot::histogram_svg(r.lambda, r.bmm, r.title, r.subtitle).as_bytes(),
+        crate::report::plot::histogram_svg(
+            r.lambda,
+            r.bmm,
+            &r.titles.histogram,
+            &r.titles.subtitle,
+        )
+        .as_bytes(),
     )?;
     if let Some(oracle) = r.oracle_lambda {
-        let svg = crate::report::plot::lambda_scatter_svg(r.lambda, oracle, r.title, r.subtitle);
+        let svg = crate::report::plot::lambda_scatter_svg(
+            r.lambda,
+            oracle,
+            &r.titles.oracle,
+            &r.titles.subtitle,
+        );
         write_atomic(&r.out_dir.join("lambda_oracle.svg"), svg.as_bytes())?;
     }
 
@@ -171,33 +182,44 @@ pub fn table(order: &[String], summary: &Value) -> String {
     s
 }
 
-/// One row per method: accuracy ± half its 95 % interval, correct/count
+/// A 95 % interval around `acc` (fractions) as the table shows it, in
+/// percent: `±h` when it is symmetric to the shown precision, else
+/// `[lo, hi]`.
+fn interval_text(acc: f64, lo: f64, hi: f64) -> String {
+    let (below, above) = (100.0 * (acc - lo), 100.0 * (hi - acc));
+    match (
+        lo.is_finite() && hi.is_finite(),
+        (below - above).abs() < 0.005,
+    ) {
+        (false, _) => String::new(),
+        (true, true) => format!("±{:.2}", (below + above) / 2.0),
+        (true, false) => format!("[{:.2}, {:.2}]", 100.0 * lo, 100.0 * hi),
+    }
+}
+
+/// One row per method: accuracy and its 95 % interval, correct/count
 /// and, when DaWin ran, the McNemar p-value against it.
 pub fn methods_table(order: &[String], summary: &Value) -> String {
     let has_p = summary["paired"].is_object();
     let mut s = format!(
-        "{:<22} {:>9} {:>7} {:>15}{}\n",
+        "{:<22} {:>9} {:>16} {:>15}{}\n",
         "method",
         "accuracy",
-        "±95%",
+        "95% interval",
         "correct/count",
         if has_p { "  p vs dawin" } else { "" }
     );
     for name in order {
         let m = &summary["methods"][name];
         let ci = |i: usize| m["ci95"][i].as_f64().unwrap_or(f64::NAN);
-        let half = 100.0 * (ci(1) - ci(0)) / 2.0;
+        let acc = m["accuracy"].as_f64().unwrap_or(0.0);
         let p = summary["paired"]["against"][name]["p_value"].as_f64();
         writeln!(
             s,
-            "{:<22} {:>8.2}% {:>7} {:>15}{}",
+            "{:<22} {:>8.2}% {:>16} {:>15}{}",
             name,
-            100.0 * m["accuracy"].as_f64().unwrap_or(0.0),
-            if half.is_finite() {
-                format!("±{half:.2}")
-            } else {
-                String::new()
-            },
+            100.0 * acc,
+            interval_text(acc, ci(0), ci(1)),
             format!("{}/{}", m["correct"], m["count"]),
             match p {
                 Some(p) if has_p => format!("  {}", p_text(p)),
@@ -224,12 +246,46 @@ pub fn plot_wise(id: &Path, ood: &[PathBuf], title: &str, out: &Path) -> Result<
         let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
         serde_json::from_str(&t).map_err(|e| Error::file(p, format!("not JSON: {e}")))
     };
-    let ood: Vec<Value> = ood.iter().map(|p| read(p)).collect::<Result<_>>()?;
-    let svg = wise_curve_svg(&read(id)?, &ood, title).map_err(|e| match e {
+    let ood_summaries: Vec<Value> = ood.iter().map(|p| read(p)).collect::<Result<_>>()?;
+    let id_summary = read(id)?;
+    for (p, s) in ood.iter().zip(&ood_summaries) {
+        warn_other_models((id, &id_summary), (p, s));
+    }
+    let ood = ood_summaries;
+    let svg = wise_curve_svg(&id_summary, &ood, title).map_err(|e| match e {
         Error::Invalid(m) => Error::file(id, m),
         e => e,
     })?;
     write_atomic(out, svg.as_bytes())
+}
+
+/// Warns when two summaries of one curve come from other model files (by
+/// content hash): their points would not be one pair's trade-off.
+fn warn_other_models((a_path, a): (&Path, &Value), (b_path, b): (&Path, &Value)) {
+    for role in ["pretrained", "finetuned"] {
+        let hash = |s: &Value| {
+            s["provenance"]["inputs"][role]["hash"]
+                .as_str()
+                .map(String::from)
+        };
+        if let (Some(x), Some(y)) = (hash(a), hash(b))
+            && x != y
+        {
+            let path = |s: &Value| {
+                s["provenance"]["inputs"][role]["path"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            crate::reporter::warn(&format!(
+                "{} and {} come from different {role} models ({} and {}): the curve mixes two pairs",
+                a_path.display(),
+                b_path.display(),
+                path(a),
+                path(b)
+            ));
+        }
+    }
 }
 
 /// The points of the WiSE-FT plot from parsed summary.json values (one
@@ -286,4 +342,17 @@ pub fn wise_curve_svg(id: &Value, ood: &[Value], title: &str) -> Result<String> 
     Ok(crate::report::plot::wise_curve_svg(
         &curve, &others, title, &subtitle,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interval_text;
+
+    #[test]
+    fn intervals_are_shown_as_they_are() {
+        assert_eq!(interval_text(0.5, 0.4, 0.6), "±10.00");
+        // Lopsided (near 100 %): both ends, not a misleading ±.
+        assert_eq!(interval_text(0.9375, 0.8125, 1.0), "[81.25, 100.00]");
+        assert_eq!(interval_text(0.5, f64::NAN, f64::NAN), "");
+    }
 }

@@ -496,3 +496,31 @@ fn bench_quick_reports_kernels_and_pipeline() {
         text(&o)
     );
 }
+
+/// plot-wise warns when its summaries come from other model files: the
+/// points would mix two pairs' trade-offs.
+#[test]
+fn plot_wise_warns_about_summaries_of_other_models() {
+    let d = tempfile::tempdir().unwrap();
+    let out = |n: &str| d.path().join(n).display().to_string();
+    let mut a = dawin_pair_args(&out("a"), &[]);
+    let o = dawin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    // The same pair the other way round: other pretrained and fine-tuned files.
+    a = dawin_pair_args(&out("b"), &[]);
+    let (pt, ft) = (a[2].clone(), a[4].clone());
+    (a[2], a[4]) = (ft, pt);
+    let o = dawin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let (sa, sb) = (out("a/summary.json"), out("b/summary.json"));
+    let svg = out("wise.svg");
+    let o = dawin(&["plot-wise", "--id", &sa, "--ood", &sb, "--out", &svg]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("come from different pretrained models"),
+        "{}",
+        text(&o)
+    );
+    let o = dawin(&["plot-wise", "--id", &sa, "--ood", &sa, "--out", &svg]);
+    assert!(!text(&o).contains("different"), "{}", text(&o));
+}

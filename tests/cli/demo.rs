@@ -28,7 +28,15 @@ fn demo_runs_and_shows_the_trade_off() {
     );
     let rows: Vec<&str> = text.lines().collect();
     assert!(
-        rows[0].contains("id") && rows[0].contains("occlusion") && rows[0].contains("OOD mean"),
+        rows[0].contains("top-1 accuracy (%) on 200 images per domain"),
+        "{text}"
+    );
+    assert!(
+        rows[1].contains("id") && rows[1].contains("occlusion") && rows[1].contains("OOD mean"),
+        "{text}"
+    );
+    assert!(
+        text.contains("K = 3") && text.contains("Read plainly:"),
         "{text}"
     );
     let parse = |name: &str| -> Vec<f64> {

@@ -90,6 +90,33 @@ fn every_svg_renders_and_its_axes_are_possible() {
         ]);
         svgs.push(out.join("lambdas.svg"));
     }
+    // The oracle plot: its own title, Pearson's r, and dots one can see.
+    let oracle = d.path().join("eval-exact/lambda_oracle.svg");
+    let text = std::fs::read_to_string(&oracle).unwrap();
+    assert!(text.contains("DaWin λ against the oracle λ") && text.contains("Pearson r = "));
+    assert!(text.contains(r#"r="4""#), "16 samples get large dots");
+    render(&oracle);
+    // The mixture's legend lies above the plot area: no component line
+    // (drawn from the plot's top down) can cross it.
+    let text = std::fs::read_to_string(&svgs[1]).unwrap();
+    let legend_y: f64 = text
+        .split("component 1: mean")
+        .next()
+        .and_then(|before| before.rsplit("y=\"").next())
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let top: f64 = text
+        .split(r#"stroke-dasharray="5,3" stroke-width="1.5"/>"#)
+        .next()
+        .and_then(|first| first.rsplit("y1=\"").next())
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        legend_y < top,
+        "legend at y {legend_y}, component lines from {top}"
+    );
     let summary = d.path().join("eval-exact/summary.json");
     let wise = d.path().join("wise/plot.svg");
     std::fs::create_dir_all(wise.parent().unwrap()).unwrap();

@@ -32,6 +32,7 @@ fn settings(
     l: &Lambdas,
 ) -> serde_json::Value {
     let mut v = serde_json::json!({
+        "set": o.set_name(),
         "expertise": o.rule.name(),
         "wise_alpha": o.wise_alpha,
         "interp": o.interp.to_string(),

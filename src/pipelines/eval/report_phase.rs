@@ -148,8 +148,8 @@ pub(super) fn report_phase(
     });
     let stage = s.out.stage()?;
     let correct = model_correct(s, &smp);
-    let (title, subtitle) = crate::report::plot::lambda_titles(
-        &o.data,
+    let titles = crate::report::plot::lambda_titles(
+        &o.set_name(),
         o.rule.name(),
         &o.interp.to_string(),
         (&o.pretrained, &o.finetuned),
@@ -171,8 +171,7 @@ pub(super) fn report_phase(
         seconds: &mut clock.0,
         extra: settings,
         t0: Instant::now(),
-        title: &title,
-        subtitle: &subtitle,
+        titles: &titles,
         scores: &scores,
         bootstrap: (o.bootstrap, o.seed),
         oracle_lambda: Some(&l.oracle),
