@@ -243,6 +243,7 @@ impl<'a> Loader<'a> {
         self.check_all_used()?;
         Ok(Model {
             origin: self.r.file.description.clone(),
+            zeroshot: super::sources::zeroshot_record(&self.r.file.metadata),
             sources,
             layout: self.keys.layout,
             spec,

@@ -266,6 +266,9 @@ pub struct Model {
     pub origin: String,
     /// Where heads, act and ln_eps came from.
     pub sources: sources::SettingSources,
+    /// For a head `dawin zeroshot` built: its text heads and logit scale,
+    /// each with its source ([`sources::zeroshot_record`]).
+    pub zeroshot: Option<serde_json::Value>,
 }
 
 impl Model {
@@ -339,6 +342,7 @@ impl Model {
             notes: vec![],
             origin: String::new(),
             sources: sources::SettingSources::given(),
+            zeroshot: None,
         }
     }
 
@@ -441,6 +445,7 @@ impl Model {
             "ln_eps": self.sources.ln_eps.record(
                 s.ln_eps.to_string().parse::<f64>().unwrap_or(s.ln_eps as f64).into()
             ),
+            "zeroshot_head": self.zeroshot,
         })
     }
 

@@ -120,3 +120,24 @@ pub fn assumed_keys(metadata: &std::collections::HashMap<String, String>) -> Vec
         .map(|(k, _)| k)
         .collect()
 }
+
+/// What a head built by `dawin zeroshot` was built with, from the file's
+/// metadata: the text tower's heads and the logit scale, each with the
+/// source the metadata recorded; `None` for other heads.
+pub fn zeroshot_record(metadata: &std::collections::HashMap<String, String>) -> Option<Value> {
+    metadata.get("zeroshot_from")?;
+    let sources: serde_json::Map<String, Value> = metadata
+        .get(META_KEY)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    let entry = |key: &str| {
+        let value = metadata.get(key).and_then(|v| v.parse::<f64>().ok());
+        let source = sources.get(key).cloned().unwrap_or(Value::Null);
+        json!({"value": value, "source": source})
+    };
+    Some(json!({
+        "from": metadata.get("zeroshot_from"),
+        "text_heads": entry("text_heads"),
+        "logit_scale": entry("logit_scale"),
+    }))
+}

@@ -124,4 +124,9 @@ fn the_quickstart_runs() {
         "the config's 2 heads, not width/64 = 1"
     );
     assert_eq!(ft["act"]["value"], "gelu", "{ft}");
+    // The zero-shot head records what built it, and where that came from.
+    let zs = &s["model_settings"]["pretrained"]["zeroshot_head"];
+    assert_eq!(zs["text_heads"]["source"], "config", "{zs}");
+    assert_eq!(zs["text_heads"]["value"], 4.0, "{zs}");
+    assert_eq!(zs["logit_scale"]["source"], "tensor", "{zs}");
 }
