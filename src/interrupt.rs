@@ -27,3 +27,9 @@ pub fn check() -> Result<()> {
         Ok(())
     }
 }
+
+/// Forgets a stop once the run it stopped has ended: a host that runs
+/// again in the same process (the Python module) starts afresh.
+pub fn clear() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}

@@ -25,10 +25,17 @@ from ._dawin import (
     tokenize,
     zeroshot,
 )
-from .errors import DawinError, FileMissingError, InvalidInputError, OutOfDeviceMemoryError
+from .errors import (
+    DawinError,
+    DawinWarning,
+    FileMissingError,
+    InvalidInputError,
+    OutOfDeviceMemoryError,
+)
 
 __all__ = [
     "DawinError",
+    "DawinWarning",
     "FileMissingError",
     "InvalidInputError",
     "Model",

@@ -1,7 +1,7 @@
 """Type stubs of dawin's native module (python/src/lib.rs)."""
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -68,13 +68,16 @@ def evaluate(
     interp: str = "exact",
     out_dir: Optional[PathLike] = None,
     device: str = "cpu",
+    progress: Union[bool, Callable[[str, int, int], Any], None] = None,
     **flags: Any,
 ) -> Dict[str, Any]:
     """The run `dawin eval` makes: summary.json's content plus "lambdas",
     "indices" and "predictions" (method → ndarray). Flags in snake case:
     lambda_rule (alias expertise), temperature, wise_alpha, seed,
-    bootstrap, batch_size, heads, act, precision, shard, expertise_from,
-    progress."""
+    bootstrap, batch_size, heads, act, precision, shard, expertise_from.
+    progress: tqdm bars when tqdm is installed (None/True), none (False),
+    or callback(what, done, total). Ctrl-C stops the run at its next safe
+    point (KeyboardInterrupt); warnings arrive as dawin.errors.DawinWarning."""
 
 def tokenize(texts: Sequence[str], context: int = 77) -> npt.NDArray[np.int32]: ...
 def zeroshot(

@@ -17,3 +17,8 @@ class FileMissingError(DawinError, FileNotFoundError):
 
 class OutOfDeviceMemoryError(DawinError, MemoryError):
     """The executor ran out of memory."""
+
+
+class DawinWarning(UserWarning):
+    """Something odd about an input or a result (an assumed setting, a
+    skipped file): what the command line prints as `warning:`."""

@@ -56,17 +56,34 @@ fn set_flag(py: Python<'_>, o: &mut EvalOptions, key: &str, v: &Bound<'_, PyAny>
             o.shard = Some(parsed.ok_or_else(|| invalid(py, format!("shard `{s}` is not i/n")))?);
         }
         "expertise_from" => o.expertise_from = Some(v.extract()?),
-        "progress" => o.progress = v.extract()?,
         _ => {
             return Err(invalid(
                 py,
                 format!(
-                    "evaluate() has no flag `{key}` (it takes lambda_rule, temperature, wise_alpha, seed, bootstrap, batch_size, heads, act, precision, shard, expertise_from, progress)"
+                    "evaluate() has no flag `{key}` (it takes lambda_rule, temperature, wise_alpha, seed, bootstrap, batch_size, heads, act, precision, shard, expertise_from)"
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// Where `evaluate`'s progress goes: `None`/`True` tqdm bars when tqdm is
+/// installed, `False` nowhere, a callable `callback(what, done, total)`.
+/// Whether to report progress at all.
+fn set_progress(progress: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    let mut slot = crate::report::PROGRESS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *slot = None;
+    match progress {
+        None => Ok(true),
+        Some(p) if p.is_callable() => {
+            *slot = Some(p.clone().unbind());
+            Ok(true)
+        }
+        Some(p) => p.extract::<bool>(),
+    }
 }
 
 /// The same run as `dawin eval`; returns summary.json's content plus
@@ -75,7 +92,7 @@ fn set_flag(py: Python<'_>, o: &mut EvalOptions, key: &str, v: &Bound<'_, PyAny>
 // Its Python keyword arguments are its parameters.
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (pretrained, finetuned, data, *, methods=None, interp="exact", out_dir=None, device="cpu", **flags))]
+#[pyo3(signature = (pretrained, finetuned, data, *, methods=None, interp="exact", out_dir=None, device="cpu", progress=None, **flags))]
 pub fn evaluate<'py>(
     py: Python<'py>,
     pretrained: &Bound<'py, PyAny>,
@@ -85,6 +102,7 @@ pub fn evaluate<'py>(
     interp: &str,
     out_dir: Option<PathBuf>,
     device: &str,
+    progress: Option<&Bound<'py, PyAny>>,
     flags: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let scratch = match out_dir {
@@ -111,12 +129,17 @@ pub fn evaluate<'py>(
         set_flag(py, &mut o, &k.extract::<String>()?, &v)?;
     }
     let device = choice::<ExecutorKind>(py, "device", device)?;
-    let r = py
-        .detach(|| -> dawin::error::Result<eval::EvalResult> {
-            let ex = exec::open(device)?;
-            eval::run(&o, ex.as_ref())
-        })
-        .map_err(|e| py_err(py, e))?;
+    o.progress = set_progress(progress)?;
+    dawin::interrupt::clear();
+    let r = py.detach(|| -> dawin::error::Result<eval::EvalResult> {
+        let ex = exec::open(device)?;
+        eval::run(&o, ex.as_ref())
+    });
+    *crate::report::PROGRESS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
+    dawin::interrupt::clear();
+    let r = r.map_err(|e| py_err(py, e))?;
     let result = to_python(py, &r.summary)?;
     let n = r.indices.len();
     result.set_item("lambdas", ndarray(py, r.lambdas, &[n])?)?;

@@ -2,7 +2,8 @@
 //! the CLI runs. Arrays come in as anything numpy can view as float32
 //! (numpy arrays, CPU torch tensors) and go out as numpy arrays; the GIL
 //! is released while the engine computes; errors become the exceptions of
-//! `dawin.errors`, with the CLI's message.
+//! `dawin.errors`, with the CLI's message; warnings, notes and progress go
+//! through Python ([`report`]).
 
 use dawin::choice::Choice;
 use dawin::exec::{self, ExecutorKind};
@@ -19,6 +20,7 @@ use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
 
 mod evaluate;
+mod report;
 
 /// A dawin error as the `dawin.errors` exception of its kind.
 fn py_err(py: Python<'_>, e: dawin::error::Error) -> PyErr {
@@ -459,6 +461,7 @@ fn zeroshot(
 
 #[pymodule]
 fn _dawin(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    dawin::reporter::install(std::sync::Arc::new(report::PyReporter));
     m.add_class::<PyModel>()?;
     m.add_function(wrap_pyfunction!(lambdas, m)?)?;
     m.add_function(wrap_pyfunction!(interpolated_forward, m)?)?;

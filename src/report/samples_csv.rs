@@ -14,6 +14,16 @@ use crate::method::stats::Scores;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The columns every file starts with.
+const FIXED_COLUMNS: [&str; 6] = [
+    "index",
+    "label",
+    "entropy_pt",
+    "entropy_ft",
+    "lambda",
+    "component",
+];
+
 /// The per-method score columns, by prefix, in the order written.
 const SCORE_COLUMNS: [&str; 3] = ["nll_", "confidence_", "brier_"];
 
@@ -65,16 +75,7 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
 }
 
 fn header(r: &Report, scored: &[&String]) -> Vec<String> {
-    let mut h: Vec<String> = [
-        "index",
-        "label",
-        "entropy_pt",
-        "entropy_ft",
-        "lambda",
-        "component",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut h: Vec<String> = FIXED_COLUMNS.map(String::from).to_vec();
     h.extend(r.order.iter().map(|m| format!("pred_{m}")));
     h.extend(["oracle_lambda", "correct_pt", "correct_ft"].map(String::from));
     for prefix in SCORE_COLUMNS {
@@ -118,15 +119,8 @@ struct Columns {
 impl Columns {
     fn of(header: &csv::StringRecord) -> std::result::Result<Columns, String> {
         let names: Vec<&str> = header.iter().collect();
-        let fixed = [
-            "index",
-            "label",
-            "entropy_pt",
-            "entropy_ft",
-            "lambda",
-            "component",
-        ];
-        if names.len() < fixed.len() || names[..fixed.len()] != fixed {
+        let fixed = FIXED_COLUMNS.len();
+        if names.len() < fixed || names[..fixed] != FIXED_COLUMNS {
             return Err(
                 "is not a dawin samples.csv (its header does not start index,label,entropy_pt,...)"
                     .into(),

@@ -123,6 +123,25 @@ def test_evaluate_equals_dawin_eval(tmp_path):
     assert (tmp_path / "py" / "summary.json").exists() and got["expertise"] == "entropy-offset"
 
 
+def test_progress_warnings_and_ctrl_c(pair):
+    data = FX / "dawin_data.safetensors"
+    seen = []
+    dawin.evaluate(*pair, data, methods="dawin", batch_size=4, progress=lambda *a: seen.append(a))
+    assert seen and seen[-1][1] == seen[-1][2] == 16, seen
+    with pytest.warns(dawin.DawinWarning, match="same weights"):
+        dawin.evaluate(pair[0], pair[0], data, methods="dawin", progress=False)
+
+    def ctrl_c(what, done, total):
+        import signal
+
+        signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        dawin.evaluate(*pair, data, methods="dawin", batch_size=2, progress=ctrl_c)
+    # The stop was for that run only.
+    assert dawin.evaluate(*pair, data, methods="dawin", progress=False)["methods"]["dawin"]["count"] == 16
+
+
 def test_errors_are_python_exceptions(pair):
     with pytest.raises(FileNotFoundError):
         dawin.Model("/no/such/model.safetensors")
