@@ -427,7 +427,10 @@ pub struct EvalMtlArgs {
     #[arg(long, value_parser = choice::<PerSample>(), default_value_t = PerSample::Exact, help_heading = "Method")]
     pub per_sample: PerSample,
     /// TIES baseline: the fraction of each task vector's entries kept (by
-    /// magnitude) before the sign election.
+    /// magnitude) before the sign election. A task vector is the image
+    /// tower's every tensor (projection included, classification head not)
+    /// minus the base's, flattened, as the official code's
+    /// state_dict_to_vector of the image encoder.
     #[arg(long, default_value_t = 0.2, value_parser = parse_keep, help_heading = "Method")]
     pub ties_keep: f64,
     /// TIES baseline: how the entries agreeing with the elected sign merge.

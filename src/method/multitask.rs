@@ -64,7 +64,12 @@ pub fn merge_into(
     Ok(())
 }
 
-/// θ0 + scale·TIES(θ_t − θ0) over the parameter ranges.
+/// θ0 + scale·TIES(θ_t − θ0) over the image tower's parameters: each task
+/// vector is the tower's every tensor flattened (the projection included,
+/// the classification head not), as the official code's
+/// `state_dict_to_vector` of the image encoder, so the top `keep` fraction
+/// is taken over the tower alone. The head stays the base's (the evaluated
+/// task's).
 pub fn ties_model(
     base: &Model,
     tasks: &[Model],
@@ -74,6 +79,7 @@ pub fn ties_model(
         .params
         .named()
         .into_iter()
+        .filter(|(name, _)| !name.starts_with("classification_head"))
         .map(|(_, r)| r.clone())
         .collect();
     let theta0 = super::merging::gather(&base.flat, &ranges);

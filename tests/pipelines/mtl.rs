@@ -152,23 +152,7 @@ fn each_sample_runs_through_its_own_multi_task_merge() {
         }
         m
     };
-    let ties_model = {
-        let taus: Vec<Vec<f32>> = with_head
-            .iter()
-            .map(|m| {
-                m.flat
-                    .iter()
-                    .zip(&base_h.flat)
-                    .map(|(a, b)| a - b)
-                    .collect()
-            })
-            .collect();
-        // Over the whole flat vector: this layout has no padding.
-        let tv = merging::ties(&taus, 0.2, TiesMerge::Mean);
-        let mut m = base_h.clone();
-        m.flat.iter_mut().zip(&tv).for_each(|(v, d)| *v += d);
-        m
-    };
+    let ties_model = official_ties(&base_h, &with_head, 0.2);
     let logits_of = |m: &Model| {
         let dm = PlacedModel::upload(&cpu, m).unwrap();
         forward(&cpu, &dm, &px, n, None).unwrap().logits.unwrap()
@@ -646,4 +630,68 @@ fn a_task_listed_twice_is_warned_about() {
         err.contains("lists") && err.contains("twice (task 1 and task 2)"),
         "{err}"
     );
+}
+
+/// TIES as the official script computes it, written out independently:
+/// each task vector the image encoder's state dict flattened (every tower
+/// tensor, no classification head), minus the base's; trimmed with
+/// `kthvalue` (k = d − int(d·K), kept where |τ| ≥ the k-th smallest
+/// magnitude); signs elected by the sum, zeros by the majority; the
+/// agreeing entries averaged. In f64; the head stays the base's.
+fn official_ties(base: &Model, tasks: &[Model], keep: f64) -> Model {
+    let tower: Vec<std::ops::Range<usize>> = base
+        .params
+        .named()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("classification_head"))
+        .map(|(_, r)| r.clone())
+        .collect();
+    let flat = |m: &Model| -> Vec<f64> {
+        tower
+            .iter()
+            .flat_map(|r| m.flat[r.clone()].iter().map(|&v| v as f64))
+            .collect()
+    };
+    let theta0 = flat(base);
+    let d = theta0.len();
+    let trimmed: Vec<Vec<f64>> = tasks
+        .iter()
+        .map(|m| {
+            let tau: Vec<f64> = flat(m).iter().zip(&theta0).map(|(a, b)| a - b).collect();
+            let mut mags: Vec<f64> = tau.iter().map(|v| v.abs()).collect();
+            mags.sort_by(f64::total_cmp);
+            let kth = mags[d - (d as f64 * keep) as usize - 1];
+            tau.iter()
+                .map(|&v| if v.abs() >= kth { v } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let sign = |x: f64| (x > 0.0) as i32 as f64 - (x < 0.0) as i32 as f64;
+    let mut elected: Vec<f64> = (0..d)
+        .map(|j| sign(trimmed.iter().map(|t| t[j]).sum()))
+        .collect();
+    let majority = sign(elected.iter().sum());
+    elected
+        .iter_mut()
+        .filter(|s| **s == 0.0)
+        .for_each(|s| *s = majority);
+    let merged: Vec<f64> = (0..d)
+        .map(|j| {
+            let agree: Vec<f64> = trimmed
+                .iter()
+                .map(|t| t[j])
+                .filter(|&v| if elected[j] > 0.0 { v > 0.0 } else { v < 0.0 })
+                .collect();
+            theta0[j] + agree.iter().sum::<f64>() / (agree.len().max(1) as f64)
+        })
+        .collect();
+    let mut m = base.clone();
+    let mut at = 0;
+    for r in &tower {
+        for (v, x) in m.flat[r.clone()].iter_mut().zip(&merged[at..]) {
+            *v = *x as f32;
+        }
+        at += r.len();
+    }
+    m
 }
