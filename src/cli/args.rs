@@ -149,9 +149,12 @@ pub struct EvalArgs {
     #[arg(long, default_value = "exact", help_heading = "Method")]
     pub interp: Interp,
     /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),
-    /// wise-ft:α, ensemble (weight 0.5), ensemble:c (constant weight c on
-    /// the fine-tuned model's probabilities), ensemble-dynamic (weight λ),
-    /// dawin, all.
+    /// wise-ft:α, wise-ft:auto (the α in [0,1] whose merged model has the
+    /// lowest mean prediction entropy on the evaluated set, AdaWiSE-style:
+    /// golden-section search, one pass of the merged model per step; the α
+    /// found is summary.json's wise_ft_auto; not with --shard), ensemble
+    /// (weight 0.5), ensemble:c (constant weight c on the fine-tuned
+    /// model's probabilities), ensemble-dynamic (weight λ), dawin, all.
     #[arg(long, default_value = "all", value_parser = Method::parse_list, help_heading = "Method")]
     pub methods: std::vec::Vec<Method>,
     /// Whole-set expertise (from `dawin merge` of `dawin expertise` shards)

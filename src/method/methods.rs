@@ -10,6 +10,9 @@ pub enum Method {
     Zeroshot,
     Finetuned,
     WiseFt(f32),
+    /// WiSE-FT at the α of lowest mean prediction entropy on the evaluated
+    /// set (AdaWiSE-style test-time α; fit by golden-section search).
+    WiseFtAuto,
     Ensemble,
     /// The output ensemble with a constant weight c on the fine-tuned model.
     EnsembleConst(f32),
@@ -23,6 +26,7 @@ impl Method {
             Method::Zeroshot => "zeroshot".into(),
             Method::Finetuned => "finetuned".into(),
             Method::WiseFt(a) => format!("wise-ft:{a}"),
+            Method::WiseFtAuto => "wise-ft:auto".into(),
             Method::Ensemble => "ensemble".into(),
             Method::EnsembleConst(c) => format!("ensemble:{c}"),
             Method::EnsembleDynamic => "ensemble-dynamic".into(),
@@ -58,6 +62,7 @@ impl Method {
                 "ensemble" => vec![Method::Ensemble],
                 "ensemble-dynamic" => vec![Method::EnsembleDynamic],
                 "dawin" => vec![Method::Dawin],
+                "wise-ft:auto" => vec![Method::WiseFtAuto],
                 other => vec![parse_weighted(other)?],
             };
             for m in new {
@@ -74,11 +79,12 @@ impl Method {
 }
 
 /// The method names `--methods` takes, for suggestions.
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "zeroshot",
     "finetuned",
     "wise-ft",
     "wise-ft:α",
+    "wise-ft:auto",
     "ensemble",
     "ensemble:c",
     "ensemble-dynamic",
@@ -111,7 +117,7 @@ fn parse_weighted(item: &str) -> std::result::Result<Method, String> {
         .filter(|(d, _)| *d <= 2)
         .map_or(String::new(), |(_, n)| format!("; did you mean `{n}`?"));
     Err(format!(
-        "unknown method `{item}`{near} (zeroshot, finetuned, wise-ft, wise-ft:α, ensemble, ensemble:c, ensemble-dynamic, dawin, all; α and c in [0,1])"
+        "unknown method `{item}`{near} (zeroshot, finetuned, wise-ft, wise-ft:α, wise-ft:auto, ensemble, ensemble:c, ensemble-dynamic, dawin, all; α and c in [0,1])"
     ))
 }
 
@@ -119,7 +125,8 @@ fn parse_weighted(item: &str) -> std::result::Result<Method, String> {
 pub struct Logits<'a> {
     pub pt: &'a [f32],
     pub ft: &'a [f32],
-    /// Each `wise-ft:α` merged model's, by method name.
+    /// Each `wise-ft:α` merged model's (and `wise-ft:auto`'s), by method
+    /// name.
     pub wise: &'a HashMap<String, Vec<f32>>,
     /// DaWin's per-sample models', when `dawin` was evaluated.
     pub dawin: Option<&'a [f32]>,
@@ -155,7 +162,7 @@ pub fn outcomes(methods: &[Method], l: &Logits) -> BTreeMap<String, Outcome> {
             let out = match m {
                 Method::Zeroshot => model(l, l.pt, t_pt),
                 Method::Finetuned => model(l, l.ft, t_ft),
-                Method::WiseFt(_) => model(l, &l.wise[&m.name()], 1.0),
+                Method::WiseFt(_) | Method::WiseFtAuto => model(l, &l.wise[&m.name()], 1.0),
                 Method::Ensemble => ensemble(l, |_| 0.5),
                 Method::EnsembleConst(w) => ensemble(l, |_| *w as f64),
                 Method::EnsembleDynamic => ensemble(l, |i| l.lambda[i] as f64),

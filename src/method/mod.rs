@@ -14,4 +14,5 @@ pub mod merging;
 pub mod methods;
 pub mod multitask;
 pub mod probs;
+pub mod search;
 pub mod stats;

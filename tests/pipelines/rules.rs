@@ -700,3 +700,66 @@ fn saved_components_are_the_models_the_bmm_run_evaluated() {
     let err = eval::run(&exact, ex.as_ref()).err().unwrap().to_string();
     assert!(err.contains("--interp bmm"), "{err}");
 }
+
+/// `wise-ft:auto` against a reference written here: the merged models
+/// (1−α)·θ_pt + α·θ_ft built by lerping the weights in f64 and run on the
+/// CPU at every α of a 0.01 grid, each one's mean entropy of softmax(z) in
+/// f64. The α found has the lowest mean entropy of them all (within the
+/// search's width), and its predictions are its merged model's.
+#[test]
+fn wise_ft_auto_finds_the_lowest_entropy_alpha() {
+    use dawin::exec::cpu::Cpu;
+    use dawin::model::Model;
+    use dawin::model::placed::PlacedModel;
+    use dawin::model::vit::forward;
+    let d = tempfile::tempdir().unwrap();
+    let mut o = fixture_options(d.path());
+    o.methods = Method::parse_list("zeroshot,wise-ft:auto").unwrap();
+    let ex = dawin::exec::open(dawin::exec::ExecutorKind::Cpu).unwrap();
+    let r = eval::run(&o, ex.as_ref()).unwrap();
+    let found = r.summary["wise_ft_auto"]["alpha"].as_f64().unwrap();
+    let pt = Model::load(
+        &fixtures_dir().join("dawin_pt.safetensors"),
+        Default::default(),
+    )
+    .unwrap();
+    let ft = Model::load(
+        &fixtures_dir().join("dawin_ft.safetensors"),
+        Default::default(),
+    )
+    .unwrap();
+    let io = dawin::tensorfile::TensorFile::open(&fixtures_dir().join("dawin_data.safetensors"))
+        .unwrap();
+    let px = io.read_f32("pixel_values").unwrap();
+    let n = px.shape[0];
+    let cpu = Cpu::new();
+    let logits_at = |a: f64| -> Vec<f32> {
+        let mut m = pt.clone();
+        for (v, (x, y)) in m.flat.iter_mut().zip(pt.flat.iter().zip(&ft.flat)) {
+            *v = ((1.0 - a) * *x as f64 + a * *y as f64) as f32;
+        }
+        let dm = PlacedModel::upload(&cpu, &m).unwrap();
+        forward(&cpu, &dm, &px.data, n, None)
+            .unwrap()
+            .logits
+            .unwrap()
+    };
+    let mean_entropy = |z: &[f32]| z.chunks(6).map(|r| entropy(r, 1.0)).sum::<f64>() / n as f64;
+    let grid_min = (0..=100)
+        .map(|i| mean_entropy(&logits_at(i as f64 / 100.0)))
+        .fold(f64::INFINITY, f64::min);
+    let at_found = mean_entropy(&logits_at(found));
+    assert!(
+        at_found <= grid_min + 1e-6,
+        "α {found}: {at_found} > grid minimum {grid_min}"
+    );
+    let want: Vec<usize> = logits_at(found)
+        .chunks(6)
+        .map(|r| argmax(&r.iter().map(|&v| v as f64).collect::<Vec<_>>()))
+        .collect();
+    assert_eq!(r.predictions["wise-ft:auto"], want);
+    // One α for the whole set: a shard would fit its own, so it is refused.
+    o.shard = Some((0, 2));
+    let e = eval::run(&o, ex.as_ref()).err().unwrap().to_string();
+    assert!(e.contains("without --shard"), "{e}");
+}

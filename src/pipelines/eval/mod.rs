@@ -12,10 +12,12 @@ use crate::pipelines::shard::ExpertiseResult;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+mod auto_alpha_phase;
 mod dawin_phase;
 mod lambda_phase;
 mod report_phase;
 
+use auto_alpha_phase::auto_alpha_phase;
 use dawin_phase::dawin_phase;
 use lambda_phase::{Lambdas, lambda_phase, sample_entropies};
 use report_phase::{Clock, check_save_components, report_phase, save_components};
@@ -71,9 +73,13 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     let alphas = o.expertise_alphas();
     let mut engine = Engine::new(ex, &s.pt, &s.ft, o.precision)?;
     let phase = crate::exec::range(ex, "expertise pass");
-    let (cache_hit, smp) = s.expertise(&mut engine, o, &alphas)?;
+    let (cache_hit, mut smp) = s.expertise(&mut engine, o, &alphas)?;
     drop(phase);
     clock.lap("expertise");
+    let wise_auto = auto_alpha_phase(&mut engine, o, &s, &mut smp)?;
+    if wise_auto.is_some() {
+        clock.lap("wise_ft_auto");
+    }
     let l = lambda_phase(ex, o, &s, &smp)?;
     clock.lap("lambda");
     let dawin = dawin_phase(&mut engine, o, &s, &smp, &l)?;
@@ -81,6 +87,9 @@ pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     let mut settings = settings(o, &s, cache_hit, &engine, &l);
     if let Some(t) = &dawin.selection {
         settings["bmm_selection"] = t.clone();
+    }
+    if let Some(w) = wise_auto {
+        settings["wise_ft_auto"] = w;
     }
     drop(engine);
     if let Some(files) = save_components(o, &s, &dawin)? {
