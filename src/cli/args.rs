@@ -145,7 +145,10 @@ pub struct EvalArgs {
     /// Interpolated inference: `exact` (per-sample, batched, dual-weight ops),
     /// `materialize` (in-place lerp per sample, batch 1) or `bmm[:K]`
     /// (K merged models from a Beta mixture over λ; K = 3 by default) or
-    /// `bmm:auto` (K in 1..8 by the lowest BIC, each fit in summary.json).
+    /// `bmm:auto` (K in 1..8 by the lowest BIC, each fit in summary.json),
+    /// or `batchwise:B` (T³_B's batch-wise merging: one merged model per B
+    /// consecutive samples, in the data's order, at the mean of their λs;
+    /// any λ rule).
     #[arg(long, default_value = "exact", help_heading = "Method")]
     pub interp: Interp,
     /// Comma list of: zeroshot, finetuned, wise-ft (= wise-ft:0.1..0.9),

@@ -48,6 +48,10 @@ pub enum Interp {
     Bmm(usize),
     /// The same with K ∈ 1..=8 chosen by the lowest BIC.
     BmmAuto,
+    /// One merged model per batch of B consecutive evaluated samples (in
+    /// the data's order), at the mean of their λs: T³_B's batch-wise
+    /// merging, with any λ rule; between exact and bmm in cost.
+    Batchwise(usize),
 }
 
 /// The largest K `bmm:auto` tries.
@@ -59,13 +63,18 @@ impl std::str::FromStr for Interp {
         if let Some(p) = PerSample::from_name(s) {
             return Ok(Interp::PerSample(p));
         }
+        let count = |prefix: &str| match s.strip_prefix(prefix).map(|k| k.parse::<usize>()) {
+            Some(Ok(k)) if k >= 1 => Some(k),
+            _ => None,
+        };
         match s {
             "bmm" => Ok(Interp::Bmm(3)),
             "bmm:auto" => Ok(Interp::BmmAuto),
-            _ => match s.strip_prefix("bmm:").map(|k| k.parse::<usize>()) {
-                Some(Ok(k)) if k >= 1 => Ok(Interp::Bmm(k)),
+            _ => match (count("bmm:"), count("batchwise:")) {
+                (Some(k), _) => Ok(Interp::Bmm(k)),
+                (_, Some(b)) => Ok(Interp::Batchwise(b)),
                 _ => Err(format!(
-                    "unknown interpolation `{s}` (exact, materialize, bmm, bmm:K with K ≥ 1, or bmm:auto)"
+                    "unknown interpolation `{s}` (exact, materialize, bmm, bmm:K with K ≥ 1, bmm:auto, or batchwise:B with B ≥ 1)"
                 )),
             },
         }
@@ -78,6 +87,7 @@ impl std::fmt::Display for Interp {
             Interp::PerSample(p) => write!(f, "{p}"),
             Interp::Bmm(k) => write!(f, "bmm:{k}"),
             Interp::BmmAuto => f.write_str("bmm:auto"),
+            Interp::Batchwise(b) => write!(f, "batchwise:{b}"),
         }
     }
 }
@@ -149,6 +159,17 @@ pub fn dawin_logits(
                 engine.set_merged(lambda[pos[&b.indices[0]]])?;
                 engine.merged_logits_ahead(b.images(), Some(next))
             })?
+        }
+        Interp::Batchwise(size) => {
+            for (group, members) in indices.chunks(size).enumerate() {
+                let start = group * size;
+                let lam = &lambda[start..start + members.len()];
+                let mean = lam.iter().map(|&v| v as f64).sum::<f64>() / lam.len() as f64;
+                engine.set_merged(mean as f32)?;
+                each(members, pass.batch_size, &mut |b, next| {
+                    engine.merged_logits_ahead(b.images(), Some(next))
+                })?;
+            }
         }
         Interp::Bmm(_) | Interp::BmmAuto => {
             let g = groups.ok_or_else(|| crate::invalid!("bmm needs the mixture's groups"))?;

@@ -93,6 +93,38 @@ crate::per_executor! {
 }
 
 crate::per_executor! {
+    /// `--interp batchwise:B` (T³_B's batch-wise merging): each run of B
+    /// consecutive samples through one model merged at the mean of their
+    /// official λs, built here by an f64 lerp of the weights.
+    fn batchwise_runs_each_batch_through_its_mean_lambda(kind, ex) {
+        let d = tempfile::tempdir().unwrap();
+        let r = eval::run(&options(d.path(), Interp::Batchwise(6)), ex).unwrap();
+        let lam = expected("lambda");
+        let pt = dawin::model::Model::load(&fx("dawin_pt.safetensors"), Overrides::default()).unwrap();
+        let ft = dawin::model::Model::load(&fx("dawin_ft.safetensors"), Overrides::default()).unwrap();
+        let px = TensorFile::open(&fx("dawin_data.safetensors")).unwrap().read_f32("pixel_values").unwrap();
+        let per = px.data.len() / 16;
+        let cpu = dawin::exec::cpu::Cpu::new();
+        let mut want = Vec::new();
+        for (g, group) in lam.chunks(6).enumerate() {
+            let mean = group.iter().map(|&v| v as f64).sum::<f64>() / group.len() as f64;
+            let mut m = pt.clone();
+            for (v, (a, b)) in m.flat.iter_mut().zip(pt.flat.iter().zip(&ft.flat)) {
+                *v = ((1.0 - mean) * *a as f64 + mean * *b as f64) as f32;
+            }
+            let dm = dawin::model::placed::PlacedModel::upload(&cpu, &m).unwrap();
+            let images = &px.data[g * 6 * per..(g * 6 + group.len()) * per];
+            let z = dawin::model::vit::forward(&cpu, &dm, images, group.len(), None).unwrap();
+            want.extend(z.logits.unwrap());
+        }
+        assert_close(&format!("batchwise:6 on {kind}"), &r.dawin_logits.unwrap(), &want, 1e-4);
+        assert_eq!(r.summary["interp"], "batchwise:6");
+        // One merged model per batch of 6 of the 16 samples, and wise-ft:0.5's.
+        assert_eq!(r.summary["lerps"], 3 + 1);
+    }
+}
+
+crate::per_executor! {
     /// The whole DaWin evaluation in bf16 (tensor-core kernels) against the
     /// f32 expected values: λ within 2e-2, logits within 2.5e-2 of their scale,
     /// predictions ≥ 90% equal (the fixture has few samples), for exact and

@@ -135,6 +135,13 @@ pub(super) fn dawin_phase(
             let (m, table) = fit_mixture_auto(o, &fit_on)?;
             (Some(m), Some(table))
         }
+        Interp::Batchwise(b) if o.shard.is_some() && !s.shard.start.is_multiple_of(b) => {
+            crate::reporter::warn(&format!(
+                "--interp batchwise:{b} on a shard starting at sample {}: its batches start there, not where a whole run's do, so shards differ from one run (use a shard size that is a multiple of {b})",
+                s.shard.start
+            ));
+            (None, None)
+        }
         _ => (None, None),
     };
     let mut pass = dawin_pass(engine, o, s, smp, &l.lambda, mixture)?;
