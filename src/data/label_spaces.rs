@@ -31,16 +31,39 @@ const FOLDERS: [(&str, &str); 1] = [(
     include_str!("../../data/label-spaces/objectnet-folders.txt"),
 )];
 
-/// Class-name lists for `dawin zeroshot --classes` by name.
-const CLASSES: [(&str, &str); 1] = [("imagenet", include_str!("../../data/classes/imagenet.txt"))];
+/// Class-name lists for `dawin zeroshot --classes` by name: ImageNet's,
+/// and the eight-task multi-task benchmark's (tools/make_task_presets.py).
+const CLASSES: [(&str, &str); 9] = [
+    ("imagenet", include_str!("../../data/classes/imagenet.txt")),
+    ("sun397", include_str!("../../data/classes/sun397.txt")),
+    ("cars", include_str!("../../data/classes/cars.txt")),
+    ("resisc45", include_str!("../../data/classes/resisc45.txt")),
+    ("eurosat", include_str!("../../data/classes/eurosat.txt")),
+    ("svhn", include_str!("../../data/classes/svhn.txt")),
+    ("gtsrb", include_str!("../../data/classes/gtsrb.txt")),
+    ("mnist", include_str!("../../data/classes/mnist.txt")),
+    ("dtd", include_str!("../../data/classes/dtd.txt")),
+];
 
-/// Prompt template sets for `dawin zeroshot --templates` by name.
-const TEMPLATES: [(&str, &str); 2] = [
+/// Prompt template sets for `dawin zeroshot --templates` by name: OpenAI's
+/// ImageNet set, a plain one, and each benchmark task's.
+const TEMPLATES: [(&str, &str); 10] = [
     (
         "openai-imagenet",
         include_str!("../../data/templates/openai-imagenet.txt"),
     ),
     ("simple", include_str!("../../data/templates/simple.txt")),
+    ("sun397", include_str!("../../data/templates/sun397.txt")),
+    ("cars", include_str!("../../data/templates/cars.txt")),
+    (
+        "resisc45",
+        include_str!("../../data/templates/resisc45.txt"),
+    ),
+    ("eurosat", include_str!("../../data/templates/eurosat.txt")),
+    ("svhn", include_str!("../../data/templates/svhn.txt")),
+    ("gtsrb", include_str!("../../data/templates/gtsrb.txt")),
+    ("mnist", include_str!("../../data/templates/mnist.txt")),
+    ("dtd", include_str!("../../data/templates/dtd.txt")),
 ];
 
 /// The official scripts' softmax temperatures (pretrained, fine-tuned) by

@@ -168,3 +168,41 @@ fn border_crop_is_pil_crop_then_the_clip_transform() {
     };
     assert!(crop_border(&tiny, 2).is_none());
 }
+
+/// The eight-task benchmark's presets (tools/make_task_presets.py): each
+/// task's class count as its dataset has it, label 0's name as the
+/// benchmark code lists it, and templates with `{}`; `zeroshot --classes
+/// TASK --templates TASK` reads them by name.
+#[test]
+fn the_eight_task_presets_ship_in_label_order() {
+    use dawin::pipelines::zeroshot::{classes, templates};
+    let want = [
+        ("sun397", 397, "abbey"),
+        ("cars", 196, "AM General Hummer SUV 2000"),
+        ("resisc45", 45, "airplane"),
+        ("eurosat", 10, "annual crop land"),
+        ("svhn", 10, "0"),
+        ("gtsrb", 43, "red and white circle 20 kph speed limit"),
+        ("mnist", 10, "0"),
+        ("dtd", 47, "banded"),
+    ];
+    for (task, count, first) in want {
+        let (name, c) = classes(Path::new(task)).unwrap();
+        assert_eq!((name.as_str(), c.len(), c[0].as_str()), (task, count, first));
+        let (_, t) = templates(Path::new(task)).unwrap();
+        assert!(!t.is_empty() && t.iter().all(|t| t.contains("{}")), "{task}: {t:?}");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("gtsrb.safetensors");
+    let model = fixtures_dir().join("text/hf_clip");
+    let o = Command::new(dawin_bin())
+        .args(["zeroshot", "--classes", "gtsrb", "--templates", "gtsrb", "--model"])
+        .arg(&model)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = dawin::model::Model::load(&out, Default::default()).unwrap();
+    assert_eq!(m.spec.classes, Some(43));
+}
