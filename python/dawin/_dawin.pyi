@@ -74,7 +74,8 @@ def evaluate(
     """The run `dawin eval` makes: summary.json's content plus "lambdas",
     "indices" and "predictions" (method → ndarray). Flags in snake case:
     lambda_rule (alias expertise), temperature, wise_alpha, seed,
-    bootstrap, batch_size, heads, act, precision, shard, expertise_from.
+    bootstrap, batch_size, heads, act, precision, shard, expertise_from,
+    class_subset, class_map, label_order, crop_border, save_components.
     progress: tqdm bars when tqdm is installed (None/True), none (False),
     or callback(what, done, total). Ctrl-C stops the run at its next safe
     point (KeyboardInterrupt); warnings arrive as dawin.errors.DawinWarning."""

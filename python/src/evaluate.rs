@@ -2,6 +2,8 @@
 //! dict with each sample's λ, index and predictions.
 
 use super::{PyModel, choice, invalid, ndarray, py_err, to_python};
+use dawin::data::dataset::LabelOrder;
+use dawin::data::projection::Projection;
 use dawin::exec::{self, ExecutorKind};
 use dawin::method::interp::Interp;
 use dawin::method::lambda::LambdaRule;
@@ -56,11 +58,22 @@ fn set_flag(py: Python<'_>, o: &mut EvalOptions, key: &str, v: &Bound<'_, PyAny>
             o.shard = Some(parsed.ok_or_else(|| invalid(py, format!("shard `{s}` is not i/n")))?);
         }
         "expertise_from" => o.expertise_from = Some(v.extract()?),
+        "class_subset" => {
+            let p: PathBuf = v.extract()?;
+            o.projection = Projection::subset_file(&p).map_err(|e| py_err(py, e))?;
+        }
+        "class_map" => {
+            let p: PathBuf = v.extract()?;
+            o.projection = Projection::map_file(&p).map_err(|e| py_err(py, e))?;
+        }
+        "label_order" => o.label_order = choice::<LabelOrder>(py, key, &v.extract::<String>()?)?,
+        "crop_border" => o.crop_border = v.extract()?,
+        "save_components" => o.save_components = Some(v.extract()?),
         _ => {
             return Err(invalid(
                 py,
                 format!(
-                    "evaluate() has no flag `{key}` (it takes lambda_rule, temperature, wise_alpha, seed, bootstrap, batch_size, heads, act, precision, shard, expertise_from)"
+                    "evaluate() has no flag `{key}` (it takes lambda_rule, temperature, wise_alpha, seed, bootstrap, batch_size, heads, act, precision, shard, expertise_from, class_subset, class_map, label_order, crop_border, save_components)"
                 ),
             ));
         }

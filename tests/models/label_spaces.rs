@@ -188,15 +188,28 @@ fn the_eight_task_presets_ship_in_label_order() {
     ];
     for (task, count, first) in want {
         let (name, c) = classes(Path::new(task)).unwrap();
-        assert_eq!((name.as_str(), c.len(), c[0].as_str()), (task, count, first));
+        assert_eq!(
+            (name.as_str(), c.len(), c[0].as_str()),
+            (task, count, first)
+        );
         let (_, t) = templates(Path::new(task)).unwrap();
-        assert!(!t.is_empty() && t.iter().all(|t| t.contains("{}")), "{task}: {t:?}");
+        assert!(
+            !t.is_empty() && t.iter().all(|t| t.contains("{}")),
+            "{task}: {t:?}"
+        );
     }
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("gtsrb.safetensors");
     let model = fixtures_dir().join("text/hf_clip");
     let o = Command::new(dawin_bin())
-        .args(["zeroshot", "--classes", "gtsrb", "--templates", "gtsrb", "--model"])
+        .args([
+            "zeroshot",
+            "--classes",
+            "gtsrb",
+            "--templates",
+            "gtsrb",
+            "--model",
+        ])
         .arg(&model)
         .arg("-o")
         .arg(&out)
