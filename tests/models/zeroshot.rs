@@ -254,7 +254,7 @@ fn bad_inputs_are_clear_errors() {
         ),
         (
             zs(&model, &c, "no-such-set"),
-            "not a shipped name (openai-imagenet, simple)",
+            "not a shipped name (openai-imagenet, simple, sun397, cars,",
         ),
         (
             dawin(&[
