@@ -183,6 +183,35 @@ fn other_file_kind(map: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// Where a hint came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HintOrigin {
+    /// The file's own metadata.
+    Metadata,
+    /// The config file beside the weights (its name).
+    Config(String),
+}
+
+/// The metadata key under which dawin records, for a model it wrote,
+/// where each setting came from (`{"heads": "assumed", ...}`).
+pub const SETTINGS_SOURCES_KEY: &str = "settings_sources";
+
+/// The keys a file's [`SETTINGS_SOURCES_KEY`] says were assumed (or CLIP's
+/// default) when it was written: not evidence, so they are read as absent
+/// (and guessed again, alike).
+fn assumed_keys(metadata: &HashMap<String, String>) -> Vec<String> {
+    let Some(v) = metadata
+        .get(SETTINGS_SOURCES_KEY)
+        .and_then(|t| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).ok())
+    else {
+        return Vec::new();
+    };
+    v.into_iter()
+        .filter(|(_, s)| s == "assumed" || s == "default")
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// A model artefact's tensors, metadata and configuration hints.
 pub struct Checkpoint {
     path: PathBuf,
@@ -303,7 +332,7 @@ impl Checkpoint {
     /// Forgets the hints the metadata says were guessed when the file was
     /// written (and the names they go by), so they are not taken as read.
     pub(crate) fn drop_assumed_hints(&mut self) {
-        for key in crate::model::sources::assumed_keys(&self.metadata) {
+        for key in assumed_keys(&self.metadata) {
             let also: &[&str] = match key.as_str() {
                 "act" => &["act", "hidden_act"],
                 "ln_eps" => &["ln_eps", "layer_norm_eps"],
@@ -318,14 +347,13 @@ impl Checkpoint {
 
     /// Where the hint `key` came from: the file's metadata (which wins) or
     /// the folder's config.
-    pub fn hint_origin(&self, key: &str) -> Option<crate::model::sources::Source> {
-        use crate::model::sources::Source;
+    pub fn hint_origin(&self, key: &str) -> Option<HintOrigin> {
         if !self.hints.contains_key(key) {
             return None;
         }
         match (&self.config_name, self.metadata.contains_key(key)) {
-            (Some(name), false) => Some(Source::Config(name.clone())),
-            _ => Some(Source::Metadata),
+            (Some(name), false) => Some(HintOrigin::Config(name.clone())),
+            _ => Some(HintOrigin::Metadata),
         }
     }
 

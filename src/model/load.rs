@@ -103,7 +103,12 @@ impl<'a> Loader<'a> {
         width: usize,
         notes: &mut Vec<String>,
     ) -> Result<((usize, Act, f32), SettingSources)> {
-        let origin = |key: &str| self.r.file.hint_origin(key).unwrap_or(Source::Metadata);
+        let origin = |key: &str| {
+            self.r
+                .file
+                .hint_origin(key)
+                .map_or(Source::Metadata, Source::from)
+        };
         let flag_or_assumed = |flag: bool| if flag { Source::Flag } else { Source::Assumed };
         let src = self.r.hint_source().to_string();
         if let Some((w, _)) = self.r.hint_num::<usize>(&["width"])?

@@ -90,8 +90,17 @@ impl SettingSources {
 
 /// The metadata key of a written model's sources: `{"heads": "assumed",
 /// ...}`, so that a value dawin wrote as a guess is read back as one, not
-/// as metadata.
-pub const META_KEY: &str = "settings_sources";
+/// as metadata (the checkpoint reader drops such hints).
+pub const META_KEY: &str = crate::checkpoint::SETTINGS_SOURCES_KEY;
+
+impl From<crate::checkpoint::HintOrigin> for Source {
+    fn from(o: crate::checkpoint::HintOrigin) -> Source {
+        match o {
+            crate::checkpoint::HintOrigin::Metadata => Source::Metadata,
+            crate::checkpoint::HintOrigin::Config(name) => Source::Config(name),
+        }
+    }
+}
 
 /// `earlier` (a JSON object of sources, e.g. the text tower's) with the
 /// image tower's sources added.
@@ -103,22 +112,6 @@ pub fn with_image_sources(earlier: Option<&String>, s: &SettingSources) -> Strin
         v.insert(k.into(), src.key().into());
     }
     Value::Object(v).to_string()
-}
-
-/// The keys a file's [`META_KEY`] says were assumed (or CLIP's default)
-/// when it was written: not evidence, so they are read as absent (and
-/// guessed again, alike).
-pub fn assumed_keys(metadata: &std::collections::HashMap<String, String>) -> Vec<String> {
-    let Some(v) = metadata
-        .get(META_KEY)
-        .and_then(|t| serde_json::from_str::<serde_json::Map<String, Value>>(t).ok())
-    else {
-        return Vec::new();
-    };
-    v.into_iter()
-        .filter(|(_, s)| s == "assumed" || s == "default")
-        .map(|(k, _)| k)
-        .collect()
 }
 
 /// What a head built by `dawin zeroshot` was built with, from the file's

@@ -140,7 +140,7 @@ impl TextModel {
         let mut notes = Vec::new();
         let (heads, act, ln_eps) = settings(&r, ov, text_heads, width, &mut notes)?;
         let heads_source = match r.file.hint_origin("text_heads") {
-            Some(s) => s,
+            Some(o) => o.into(),
             None if text_heads.is_some() => crate::model::sources::Source::Flag,
             None => crate::model::sources::Source::Assumed,
         };

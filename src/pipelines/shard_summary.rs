@@ -20,7 +20,8 @@ use std::time::Instant;
 struct ShardResults<'a> {
     path: &'a Path,
     summary: Value,
-    shard: (usize, usize),
+    /// `(i, n)`; `None` for a whole-set summary (check_parts refuses it).
+    shard: Option<(usize, usize)>,
 }
 
 impl ShardResults<'_> {
@@ -40,7 +41,7 @@ pub fn merge_summaries(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
     crate::tensorfile::check_output(out)?;
     let mut shards = read_shards(inputs)?;
     let coverage = check_parts(&parts(&shards), allow_partial)?;
-    shards.sort_by_key(|s| s.shard.0);
+    shards.sort_by_key(|s| s.shard.map_or(0, |(i, _)| i));
     let tables = shards
         .iter()
         .map(|s| read_rows(s))
@@ -122,7 +123,7 @@ fn read_shards<'a>(inputs: &[&'a Path]) -> Result<Vec<ShardResults<'a>>> {
                 ),
             ));
         }
-        let shard = parse_shard(path, &summary["provenance"]["shard"])?.unwrap_or((0, 1));
+        let shard = parse_shard(path, &summary["provenance"]["shard"])?;
         shards.push(ShardResults {
             path,
             summary,
@@ -147,9 +148,7 @@ fn parts<'a>(shards: &[ShardResults<'a>]) -> Vec<Part<'a>> {
             key: crate::report::provenance::key_of(&s.summary["provenance"])
                 .unwrap_or("")
                 .to_string(),
-            shard: parse_shard(s.path, &s.summary["provenance"]["shard"])
-                .ok()
-                .flatten(),
+            shard: s.shard,
         })
         .collect()
 }
