@@ -44,9 +44,12 @@ def lambdas(
     temperature: Tuple[float, float] = (1.0, 1.0),
     labels: Optional[Sequence[int]] = None,
     seed: int = 1,
+    t3_gamma: float = 0.5,
+    t3_range: Tuple[float, float] = (0.0, 1.0),
 ) -> npt.NDArray[np.float32]:
     """λ per sample by one of `dawin eval`'s rules (default DaWin's
-    λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft)))."""
+    λ = e^(−H_ft) / (e^(−H_pt) + e^(−H_ft))); t3_gamma and t3_range are
+    the t3 rule's constants."""
 
 def interpolated_forward(
     pretrained: Model,
@@ -73,7 +76,8 @@ def evaluate(
 ) -> Dict[str, Any]:
     """The run `dawin eval` makes: summary.json's content plus "lambdas",
     "indices" and "predictions" (method → ndarray). Flags in snake case:
-    lambda_rule (alias expertise), temperature, wise_alpha, seed,
+    lambda_rule (alias expertise), temperature, wise_alpha, t3_gamma,
+    t3_range, seed,
     bootstrap, batch_size, heads, act, precision, shard, expertise_from,
     class_subset, class_map, label_order, crop_border, save_components.
     progress: tqdm bars when tqdm is installed (None/True), none (False),

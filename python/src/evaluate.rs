@@ -6,7 +6,7 @@ use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
 use dawin::exec::{self, ExecutorKind};
 use dawin::method::interp::Interp;
-use dawin::method::lambda::LambdaRule;
+use dawin::method::lambda::{LambdaRule, T3Shape};
 use dawin::method::methods::Method;
 use dawin::model::Act;
 use dawin::model::placed::Precision;
@@ -41,6 +41,14 @@ fn set_flag(py: Python<'_>, o: &mut EvalOptions, key: &str, v: &Bound<'_, PyAny>
         }
         "temperature" => o.temperature = v.extract::<(f32, f32)>()?,
         "wise_alpha" => o.wise_alpha = Some(v.extract::<f32>()?),
+        "t3_gamma" => {
+            let t = o.t3;
+            o.t3 = T3Shape::new(v.extract()?, t.lo, t.hi).map_err(|e| py_err(py, e))?;
+        }
+        "t3_range" => {
+            let (lo, hi) = v.extract::<(f64, f64)>()?;
+            o.t3 = T3Shape::new(o.t3.gamma, lo, hi).map_err(|e| py_err(py, e))?;
+        }
         "seed" => o.seed = v.extract()?,
         "bootstrap" => o.bootstrap = v.extract()?,
         "batch_size" => o.batch_size = v.extract::<usize>()?.max(1),
@@ -73,7 +81,7 @@ fn set_flag(py: Python<'_>, o: &mut EvalOptions, key: &str, v: &Bound<'_, PyAny>
             return Err(invalid(
                 py,
                 format!(
-                    "evaluate() has no flag `{key}` (it takes lambda_rule, temperature, wise_alpha, seed, bootstrap, batch_size, heads, act, precision, shard, expertise_from, class_subset, class_map, label_order, crop_border, save_components)"
+                    "evaluate() has no flag `{key}` (it takes lambda_rule, temperature, wise_alpha, t3_gamma, t3_range, seed, bootstrap, batch_size, heads, act, precision, shard, expertise_from, class_subset, class_map, label_order, crop_border, save_components)"
                 ),
             ));
         }

@@ -9,7 +9,7 @@ use dawin::choice::Choice;
 use dawin::exec::{self, ExecutorKind};
 use dawin::method::engine::Engine;
 use dawin::method::entropy::entropies;
-use dawin::method::lambda::{self, Entropies, Inputs, LambdaRule};
+use dawin::method::lambda::{self, Entropies, Inputs, LambdaRule, T3Shape};
 use dawin::model::batch::forward_batched;
 use dawin::model::placed::{PlacedModel, Precision};
 use dawin::model::{Act, Model, Overrides};
@@ -252,7 +252,8 @@ fn logit_pair(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyR
 /// λ per sample from both models' logits by any of eval's rules (the
 /// pseudo-*-merged ones need the merged model's logits: use `evaluate`).
 #[pyfunction]
-#[pyo3(signature = (logits_pt, logits_ft, rule="entropy", temperature=(1.0, 1.0), labels=None, seed=1))]
+#[pyo3(signature = (logits_pt, logits_ft, rule="entropy", temperature=(1.0, 1.0), labels=None, seed=1, t3_gamma=0.5, t3_range=(0.0, 1.0)))]
+#[allow(clippy::too_many_arguments)]
 fn lambdas<'py>(
     py: Python<'py>,
     logits_pt: &Bound<'py, PyAny>,
@@ -261,8 +262,11 @@ fn lambdas<'py>(
     temperature: (f32, f32),
     labels: Option<Vec<i64>>,
     seed: u64,
+    t3_gamma: f64,
+    t3_range: (f64, f64),
 ) -> PyResult<Bound<'py, PyAny>> {
     let rule = choice::<LambdaRule>(py, "rule", rule)?;
+    let t3 = T3Shape::new(t3_gamma, t3_range.0, t3_range.1).map_err(|e| py_err(py, e))?;
     if rule.needs_merged() {
         return Err(invalid(
             py,
@@ -315,6 +319,7 @@ fn lambdas<'py>(
                 merged: None,
                 indices: &indices,
                 seed,
+                t3,
             };
             Ok(lambda::lambdas(rule, &inputs))
         })

@@ -7,7 +7,7 @@ use dawin::data::projection::Projection;
 use dawin::exec::{self, Executor, ExecutorKind};
 use dawin::method::interp::Interp;
 use dawin::method::interp::PerSample;
-use dawin::method::lambda::LambdaRule;
+use dawin::method::lambda::{LambdaRule, T3Shape};
 use dawin::method::merging::TiesMerge;
 use dawin::method::methods::Method;
 use dawin::model::placed::Precision;
@@ -138,6 +138,14 @@ pub struct EvalArgs {
     /// the official `--wise-alpha`.
     #[arg(long, value_parser = parse_unit, help_heading = "Method")]
     pub wise_alpha: Option<f32>,
+    /// `--expertise t3`'s slope γ on the Jensen–Shannon divergence
+    /// (T³'s published default 0.5).
+    #[arg(long, value_name = "GAMMA", value_parser = parse_finite, help_heading = "Method")]
+    pub t3_gamma: Option<f64>,
+    /// `--expertise t3`'s range `LO,HI` of the pretrained model's weight
+    /// (0 ≤ LO ≤ HI ≤ 1; default 0,1).
+    #[arg(long, value_name = "LO,HI", value_parser = parse_range, help_heading = "Method")]
+    pub t3_range: Option<(f64, f64)>,
     /// Bootstrap resamples of each accuracy's 95 % interval (`ci95` in
     /// summary.json, ± in the table); seeded by --seed.
     #[arg(long, default_value_t = 1000, value_parser = positive::<u32>(u32::MAX as u64), allow_hyphen_values = true, help_heading = "Output")]
@@ -180,6 +188,7 @@ impl EvalArgs {
     pub fn options(&self) -> anyhow::Result<EvalOptions> {
         Ok(EvalOptions {
             rule: self.lambda_rule,
+            t3: self.t3_shape()?,
             interp: self.interp,
             methods: self.methods.clone(),
             expertise_from: self.expertise_from.clone(),
@@ -189,6 +198,23 @@ impl EvalArgs {
             save_components: self.save_components.clone(),
             ..self.common.options()?
         })
+    }
+}
+
+impl EvalArgs {
+    /// The `t3` rule's constants; refused with another rule, where they
+    /// would silently change nothing.
+    fn t3_shape(&self) -> anyhow::Result<T3Shape> {
+        let given = self.t3_gamma.is_some() || self.t3_range.is_some();
+        if given && self.lambda_rule != LambdaRule::T3 {
+            anyhow::bail!(
+                "--t3-gamma and --t3-range set the t3 rule's constants, but the rule is {}: add --expertise t3",
+                self.lambda_rule
+            );
+        }
+        let d = T3Shape::default();
+        let (lo, hi) = self.t3_range.unwrap_or((d.lo, d.hi));
+        Ok(T3Shape::new(self.t3_gamma.unwrap_or(d.gamma), lo, hi)?)
     }
 }
 
@@ -377,6 +403,29 @@ pub fn parse_unit(s: &str) -> Result<f32, String> {
         .ok()
         .filter(|a| (0.0..=1.0).contains(a))
         .ok_or_else(|| format!("expected a number in [0, 1], got `{s}`"))
+}
+
+pub fn parse_finite(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("expected a finite number, got `{s}`"))
+}
+
+/// `LO,HI` with 0 ≤ LO ≤ HI ≤ 1.
+pub fn parse_range(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("expected `LO,HI` with 0 ≤ LO ≤ HI ≤ 1, got `{s}`");
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let unit = |v: &str| {
+        let v = v.trim().parse::<f64>().map_err(|_| bad())?;
+        (0.0..=1.0).contains(&v).then_some(v).ok_or_else(bad)
+    };
+    let (lo, hi) = (unit(lo)?, unit(hi)?);
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {

@@ -22,6 +22,7 @@ pub enum LambdaRule {
     Expconfdiff,
     Selective,
     SelectiveLoss,
+    T3,
     PseudoSoftEnsemble,
     PseudoSoftMerged,
     PseudoHardEnsemble,
@@ -82,6 +83,11 @@ impl Choice for LambdaRule {
             LambdaRule::SelectiveLoss,
             "selective-loss",
             "The lower-loss model wins outright; uses the labels (selective_loss)",
+        ),
+        Named::new(
+            LambdaRule::T3,
+            "t3",
+            "T³ (Imam et al. 2025): the pretrained model's weight is λ_min + (λ_max − λ_min)·σ(γ·JS(p_pt‖p_ft)), JS the Jensen–Shannon divergence (nats) of softmax(z/T), so λ = 1 − that; γ = --t3-gamma (0.5), [λ_min, λ_max] = --t3-range (0,1)",
         ),
         Named::new(
             LambdaRule::PseudoSoftEnsemble,
@@ -239,6 +245,50 @@ pub struct Inputs<'a> {
     /// only, so shards draw what one run would.
     pub indices: &'a [usize],
     pub seed: u64,
+    /// The constants of the `t3` rule.
+    pub t3: T3Shape,
+}
+
+/// The constants of T³'s rule: the sigmoid's slope γ on the Jensen–Shannon
+/// divergence and the range [lo, hi] of the pretrained model's weight.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct T3Shape {
+    pub gamma: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Default for T3Shape {
+    /// The defaults of T³'s published description: γ = 0.5 over [0, 1].
+    fn default() -> Self {
+        T3Shape {
+            gamma: 0.5,
+            lo: 0.0,
+            hi: 1.0,
+        }
+    }
+}
+
+impl T3Shape {
+    /// Checked constants: γ finite, 0 ≤ lo ≤ hi ≤ 1.
+    pub fn new(gamma: f64, lo: f64, hi: f64) -> crate::error::Result<T3Shape> {
+        if !(gamma.is_finite() && 0.0 <= lo && lo <= hi && hi <= 1.0) {
+            return Err(crate::invalid!(
+                "t3 needs a finite γ and a range 0 ≤ lo ≤ hi ≤ 1, got γ {gamma} over [{lo}, {hi}]"
+            ));
+        }
+        Ok(T3Shape { gamma, lo, hi })
+    }
+
+    /// λ (the fine-tuned model's weight) for one sample. T³'s coefficient
+    /// grows with the models' disagreement and, as its authors describe
+    /// it, defers to the generalist under drift: so it is read as the
+    /// pretrained model's weight, and λ is its complement.
+    pub fn lambda(&self, p_pt: &[f64], p_ft: &[f64]) -> f64 {
+        let js = probs::jensen_shannon(p_pt, p_ft);
+        let sigmoid = 1.0 / (1.0 + (-self.gamma * js).exp());
+        1.0 - (self.lo + (self.hi - self.lo) * sigmoid)
+    }
 }
 
 impl Default for Inputs<'_> {
@@ -255,6 +305,7 @@ impl Default for Inputs<'_> {
             merged: None,
             indices: &[],
             seed: 1,
+            t3: T3Shape::default(),
         }
     }
 }
@@ -316,6 +367,11 @@ fn pointwise(rule: LambdaRule, x: &Inputs, i: usize) -> f64 {
             let cp = conf(x.row(x.logits_pt, i), x.temperature.0);
             let cf = conf(x.row(x.logits_ft, i), x.temperature.1);
             ratio(cf.exp(), cp.exp(), 0.0, 1.0)
+        }
+        LambdaRule::T3 => {
+            let p_pt = probs::softmax(x.row(x.logits_pt, i), x.temperature.0);
+            let p_ft = probs::softmax(x.row(x.logits_ft, i), x.temperature.1);
+            x.t3.lambda(&p_pt, &p_ft)
         }
         _ => unreachable!("{rule:?} is not a per-sample rule"),
     }

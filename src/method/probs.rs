@@ -22,6 +22,25 @@ pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
     log_softmax(z, t).into_iter().map(f64::exp).collect()
 }
 
+/// Jensen–Shannon divergence (nats) of two distributions over the same
+/// classes: the mean KL of each to their midpoint, in [0, ln 2]. Zero
+/// probabilities add nothing (0·log 0 = 0).
+pub fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
+    let kl_to_mid = |a: f64, b: f64| {
+        if a > 0.0 {
+            a * (2.0 * a / (a + b)).ln()
+        } else {
+            0.0
+        }
+    };
+    let js: f64 = p
+        .iter()
+        .zip(q)
+        .map(|(&a, &b)| kl_to_mid(a, b) + kl_to_mid(b, a))
+        .sum();
+    js / 2.0
+}
+
 /// Cross-entropy −Σ_c q_c · log softmax(z)_c of one row against a target
 /// distribution `q` (a one-hot target gives −log p(y)).
 pub fn cross_entropy(z: &[f32], q: &Target) -> f64 {

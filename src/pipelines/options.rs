@@ -5,7 +5,7 @@ use crate::choice::Choice;
 use crate::data::dataset::LabelOrder;
 use crate::data::projection::Projection;
 use crate::method::interp::{Interp, Pass, PerSample};
-use crate::method::lambda::LambdaRule;
+use crate::method::lambda::{LambdaRule, T3Shape};
 use crate::method::methods::Method;
 use crate::model::Overrides;
 use crate::model::placed::Precision;
@@ -21,6 +21,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// How λ is set per sample (`--lambda-rule`).
     pub rule: LambdaRule,
+    /// The `t3` rule's constants (`--t3-gamma`, `--t3-range`).
+    pub t3: T3Shape,
     pub temperature: (f32, f32),
     /// How DaWin's per-sample models are evaluated (`--interp`).
     pub interp: Interp,
@@ -69,6 +71,7 @@ impl Default for EvalOptions {
             out_dir: PathBuf::new(),
             batch_size: 64,
             rule: LambdaRule::Entropy,
+            t3: T3Shape::default(),
             temperature: (1.0, 1.0),
             interp: Interp::PerSample(PerSample::Exact),
             methods: Method::parse_list("all").expect("a valid list"),
@@ -130,10 +133,19 @@ impl EvalOptions {
     pub fn result_settings(&self) -> Value {
         let mut s = self.entropy_settings();
         s["expertise"] = json!(self.rule.name());
+        if self.rule == LambdaRule::T3 {
+            s["t3"] = self.t3_record();
+        }
         s["wise_alpha"] = json!(self.wise_alpha);
         s["interp"] = json!(self.interp.to_string());
         s["seed"] = json!(self.seed);
         s
+    }
+
+    /// The `t3` rule's constants, as summary.json records them.
+    pub fn t3_record(&self) -> Value {
+        let t = self.t3;
+        json!({"gamma": t.gamma, "range": [t.lo, t.hi], "weighs": "pretrained"})
     }
 
     /// The data set's name for titles: `set_name`, else the data path's

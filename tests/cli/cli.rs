@@ -524,3 +524,35 @@ fn plot_wise_warns_about_summaries_of_other_models() {
     let o = dawin(&["plot-wise", "--id", &sa, "--ood", &sa, "--out", &svg]);
     assert!(!text(&o).contains("different"), "{}", text(&o));
 }
+
+/// `--expertise t3` records its constants; its flags with another rule, or
+/// a range that is not one, are refused before any pass.
+#[test]
+fn t3_constants_are_recorded_and_misuse_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("t3").display().to_string();
+    let args = dawin_pair_args(&out, &["--expertise", "t3", "--t3-range", "0.2,0.9"]);
+    let o = dawin(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("t3/summary.json")).unwrap()).unwrap();
+    assert_eq!(s["expertise"], "t3");
+    assert_eq!(s["t3"]["gamma"], 0.5);
+    assert_eq!(s["t3"]["range"], serde_json::json!([0.2, 0.9]));
+    let refused = [
+        vec!["--t3-gamma", "2"],
+        vec!["--expertise", "t3", "--t3-range", "0.9,0.1"],
+        vec!["--expertise", "t3", "--t3-gamma", "inf"],
+    ];
+    for extra in refused {
+        let args = dawin_pair_args(&d.path().join("x").display().to_string(), &extra);
+        let o = dawin(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // 1: refused by dawin, 2: by the flag parser; never a panic (101).
+        assert!(
+            matches!(o.status.code(), Some(1 | 2)),
+            "{extra:?}: {}",
+            text(&o)
+        );
+        assert!(text(&o).contains("t3"), "{extra:?}: {}", text(&o));
+    }
+}

@@ -6,7 +6,7 @@
 use crate::common::fixtures_dir;
 use dawin::choice::Choice;
 use dawin::method::interp::{Interp, PerSample};
-use dawin::method::lambda::{Entropies, Inputs, LambdaRule, lambdas};
+use dawin::method::lambda::{Entropies, Inputs, LambdaRule, T3Shape, lambdas};
 use dawin::method::methods::Method;
 use dawin::method::stats;
 use dawin::pipelines::eval::{self, EvalOptions};
@@ -124,6 +124,16 @@ impl Case {
 }
 
 fn run(rule: LambdaRule, k: &Case, ent: &Entropies, raw_max: &(Vec<f32>, Vec<f32>)) -> Vec<f32> {
+    run_t3(rule, k, ent, raw_max, T3Shape::default())
+}
+
+fn run_t3(
+    rule: LambdaRule,
+    k: &Case,
+    ent: &Entropies,
+    raw_max: &(Vec<f32>, Vec<f32>),
+    t3: T3Shape,
+) -> Vec<f32> {
     let idx: Vec<usize> = (0..k.n()).collect();
     lambdas(
         rule,
@@ -139,8 +149,30 @@ fn run(rule: LambdaRule, k: &Case, ent: &Entropies, raw_max: &(Vec<f32>, Vec<f32
             merged: Some(&k.merged),
             indices: &idx,
             seed: 3,
+            t3,
         },
     )
+}
+
+/// T³'s λ written from its published formula: the pretrained model's
+/// weight lo + (hi − lo)·σ(γ·JS), JS as the entropy of the midpoint less
+/// the mean entropy (nats), and λ its complement.
+fn t3_reference(k: &Case, gamma: f64, lo: f64, hi: f64) -> Vec<f64> {
+    let h = |p: &[f64]| {
+        -p.iter()
+            .filter(|&&v| v > 0.0)
+            .map(|v| v * v.ln())
+            .sum::<f64>()
+    };
+    (0..k.n())
+        .map(|i| {
+            let p = softmax(k.row(&k.pt, i), k.t.0 as f64);
+            let q = softmax(k.row(&k.ft, i), k.t.1 as f64);
+            let m: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
+            let js = h(&m) - (h(&p) + h(&q)) / 2.0;
+            1.0 - (lo + (hi - lo) / (1.0 + (-gamma * js).exp()))
+        })
+        .collect()
 }
 
 fn close(got: &[f32], want: &[f64], what: &str) {
@@ -248,6 +280,21 @@ fn every_rule_matches_its_reference() {
         &run(LambdaRule::MaxLogit, &k, &ent, &raw_max),
         &want,
         "max-logit",
+    );
+    close(
+        &run(LambdaRule::T3, &k, &ent, &raw_max),
+        &t3_reference(&k, 0.5, 0.0, 1.0),
+        "t3",
+    );
+    let steep = T3Shape {
+        gamma: 8.0,
+        lo: 0.2,
+        hi: 0.9,
+    };
+    close(
+        &run_t3(LambdaRule::T3, &k, &ent, &raw_max, steep),
+        &t3_reference(&k, 8.0, 0.2, 0.9),
+        "t3 with γ 8 over [0.2, 0.9]",
     );
 }
 

@@ -100,6 +100,25 @@ def test_lambdas_are_the_papers_formula(pair, pixels):
     np.testing.assert_allclose(lam, expected["lambda"], atol=1e-6)
 
 
+def test_t3_is_its_published_formula(pair, pixels):
+    z_pt, z_ft = pair[0].forward(pixels)["logits"], pair[1].forward(pixels)["logits"]
+
+    def probs(z):
+        z = z.astype(np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        return p / p.sum(1, keepdims=True)
+
+    p, q = probs(z_pt), probs(z_ft)
+    m = (p + q) / 2
+    kl = lambda a, b: (a * np.log(a / b)).sum(1)
+    js = (kl(p, m) + kl(q, m)) / 2
+    weight_pt = 0.1 + 0.7 / (1 + np.exp(-3.0 * js))
+    lam = dawin.lambdas(z_pt, z_ft, rule="t3", t3_gamma=3.0, t3_range=(0.1, 0.8))
+    np.testing.assert_allclose(lam, 1 - weight_pt, atol=1e-6)
+    with pytest.raises(dawin.errors.InvalidInputError):
+        dawin.lambdas(z_pt, z_ft, rule="t3", t3_range=(0.8, 0.1))
+
+
 def test_interpolated_forward_is_each_samples_merged_model(pair, pixels):
     expected = read_safetensors(FX / "dawin_expected.safetensors")
     z = dawin.interpolated_forward(pair[0], pair[1], pixels, expected["lambda"], batch_size=5)

@@ -71,6 +71,7 @@ pub(super) fn rule_inputs<'a>(
             .map(Vec::as_slice),
         indices: &smp.indices,
         seed: o.seed,
+        t3: o.t3,
     }
 }
 
@@ -85,6 +86,18 @@ pub(super) struct Lambdas {
     pub(super) oracle: Vec<f32>,
     /// The whole set's entropies, from `--expertise-from`.
     pub(super) whole: Option<Entropies>,
+}
+
+/// T³'s constants set for another rule would change nothing: refused
+/// before the passes rather than ignored.
+pub(super) fn check_rule_constants(o: &EvalOptions) -> Result<()> {
+    if o.t3 != lambda::T3Shape::default() && o.rule != lambda::LambdaRule::T3 {
+        return Err(crate::invalid!(
+            "t3's constants (γ, range) are set but the λ rule is {}: they apply to the t3 rule only",
+            o.rule.name()
+        ));
+    }
+    Ok(())
 }
 
 /// The loss rules with an offset need every sample's logits for their

@@ -19,7 +19,7 @@ mod report_phase;
 
 use auto_alpha_phase::auto_alpha_phase;
 use dawin_phase::dawin_phase;
-use lambda_phase::{Lambdas, lambda_phase, sample_entropies};
+use lambda_phase::{Lambdas, check_rule_constants, lambda_phase, sample_entropies};
 use report_phase::{Clock, check_save_components, report_phase, save_components};
 
 pub use crate::pipelines::options::EvalOptions;
@@ -52,6 +52,9 @@ fn settings(
             "finetuned": s.ft.settings_record(),
         },
     });
+    if o.rule == crate::method::lambda::LambdaRule::T3 {
+        v["t3"] = o.t3_record();
+    }
     // The offset constants only where the rule uses them.
     if o.rule == crate::method::lambda::LambdaRule::EntropyOffset {
         v["offset"] = serde_json::json!({"b": l.offset.0, "w": l.offset.1, "over": "entropies"});
@@ -68,6 +71,7 @@ fn settings(
 pub fn run(o: &EvalOptions, ex: &dyn Executor) -> Result<EvalResult> {
     let mut clock = Clock(BTreeMap::new(), Instant::now());
     check_save_components(o)?;
+    check_rule_constants(o)?;
     let s = Setup::open(o)?;
     clock.lap("load");
     let alphas = o.expertise_alphas();
