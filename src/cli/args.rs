@@ -5,6 +5,7 @@ use clap::Args;
 use dawin::data::dataset::LabelOrder;
 use dawin::data::projection::Projection;
 use dawin::exec::{self, Executor, ExecutorKind};
+use dawin::method::dirichlet::DomainFit;
 use dawin::method::interp::Interp;
 use dawin::method::interp::PerSample;
 use dawin::method::lambda::{LambdaRule, T3Shape};
@@ -495,6 +496,23 @@ pub struct EvalMtlArgs {
     /// 1 with mean; the official DaWin script uses 0.3 with sum).
     #[arg(long, default_value_t = 1.0, help_heading = "Method")]
     pub ties_scale: f32,
+    /// Extra domain-wise rows from a mixture over the per-sample
+    /// coefficient vectors, comma list of `dirichlet[:K]` (a K-component
+    /// Dirichlet mixture by EM with the maximum-likelihood M-step, Minka's
+    /// fixed point) and `moments[:K]` (the official multi-task code's
+    /// estimator: EM whose M-step sets each component to its members'
+    /// weighted mean; with K = 1 it is the plain mean, `dawin-domain`).
+    /// k-means start, 5 restarts, at most 500 iterations, tolerance 1e-5
+    /// (the official settings). Each sample is classified by the model at
+    /// its most probable component's mean coefficients (K merged models);
+    /// row `dawin-domain:FIT`, fits in summary.json's dawin_domain_fits.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FIT",
+        help_heading = "Method"
+    )]
+    pub domain_fit: Vec<DomainFit>,
     /// Hide progress bars.
     #[arg(long, help_heading = "Output", short = 'q')]
     pub quiet: bool,
@@ -533,6 +551,7 @@ impl EvalMtlArgs {
             ties: (self.ties_keep, self.ties_merge, self.ties_scale),
             heads: self.head_files.clone(),
             per_sample: self.per_sample,
+            domain_fits: self.domain_fit.clone(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! M-step (variance capped at m(1−m)/4), stop when the mean log-likelihood
 //! moves less than `tol` or after `max_iter` iterations; keep the best restart.
 
-use crate::rng::SplitMix;
+use super::kmeans::kmeans;
 
 /// λ values are clamped into (0, 1) by this much before fitting, since the
 /// Beta log-density is infinite at the ends (e.g. for `selective`).
@@ -32,67 +32,6 @@ fn logsumexp(v: &[f64]) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
-/// 1-D k-means (k-means++ seeding, Lloyd iterations); returns labels.
-fn kmeans(x: &[f64], k: usize, seed: u64) -> Vec<usize> {
-    let mut r = SplitMix(seed);
-    let n = x.len();
-    let mut centers = vec![x[(r.next_u64() % n as u64) as usize]];
-    while centers.len() < k {
-        let d: Vec<f64> = x
-            .iter()
-            .map(|v| {
-                centers
-                    .iter()
-                    .map(|c| (v - c).powi(2))
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
-        let total: f64 = d.iter().sum();
-        let pick = if total > 0.0 {
-            let mut t = r.uniform() as f64 * total;
-            let mut idx = n - 1;
-            for (i, di) in d.iter().enumerate() {
-                if t < *di {
-                    idx = i;
-                    break;
-                }
-                t -= di;
-            }
-            idx
-        } else {
-            (r.next_u64() % n as u64) as usize
-        };
-        centers.push(x[pick]);
-    }
-    let mut labels = vec![0; n];
-    for _ in 0..300 {
-        let mut changed = false;
-        for (i, v) in x.iter().enumerate() {
-            let best = (0..k)
-                .min_by(|&a, &b| (v - centers[a]).abs().total_cmp(&(v - centers[b]).abs()))
-                .unwrap();
-            if labels[i] != best {
-                labels[i] = best;
-                changed = true;
-            }
-        }
-        for (c, center) in centers.iter_mut().enumerate() {
-            let (s, cnt) = x
-                .iter()
-                .zip(&labels)
-                .filter(|(_, l)| **l == c)
-                .fold((0.0, 0usize), |(s, n), (v, _)| (s + v, n + 1));
-            if cnt > 0 {
-                *center = s / cnt as f64;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    labels
-}
-
 impl BetaMixture {
     /// Fits `k` components to `x` (values in [0, 1]).
     pub fn fit(x: &[f32], k: usize, seed: u64) -> Option<BetaMixture> {
@@ -114,9 +53,10 @@ impl BetaMixture {
             .iter()
             .map(|&v| (v as f64).clamp(CLAMP, 1.0 - CLAMP))
             .collect();
+        let points: Vec<Vec<f64>> = x.iter().map(|&v| vec![v]).collect();
         let mut best: Option<BetaMixture> = None;
         for round in 0..restarts.max(1) {
-            let labels = kmeans(&x, k, seed + round as u64);
+            let labels = kmeans(&points, k, seed + round as u64);
             let mut resp: Vec<Vec<f64>> = labels
                 .iter()
                 .map(|&l| {

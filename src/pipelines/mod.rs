@@ -10,6 +10,7 @@ pub mod demo;
 pub mod eval;
 pub mod expertise;
 pub mod mtl;
+pub mod mtl_domain;
 pub mod mtl_tasks;
 pub mod multiset;
 pub mod options;

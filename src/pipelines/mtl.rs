@@ -15,6 +15,7 @@
 use crate::data::dataset::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
+use crate::method::dirichlet::DomainFit;
 use crate::method::entropy::entropies;
 use crate::method::interp::PerSample;
 use crate::method::merging::TiesMerge;
@@ -55,6 +56,9 @@ pub struct MtlOptions {
     pub heads: Vec<PathBuf>,
     /// How each sample's own merged model is evaluated.
     pub per_sample: PerSample,
+    /// Dirichlet-mixture groupings for extra domain-wise rows
+    /// (`--domain-fit`), each `dawin-domain:FIT`.
+    pub domain_fits: Vec<DomainFit>,
 }
 
 pub struct MtlResult {
@@ -156,9 +160,9 @@ fn with_head_file(task: Model, o: &MtlOptions) -> Result<Model> {
 
 /// The base and task models stacked on the executor, and the working
 /// buffer of the one-model merges.
-struct Resident<'a> {
+pub(super) struct Resident<'a> {
     stack: ModelStack<'a>,
-    work: PlacedModel<'a>,
+    pub(super) work: PlacedModel<'a>,
 }
 
 impl Resident<'_> {
@@ -171,12 +175,12 @@ impl Resident<'_> {
         self.stack.model(t + 1)
     }
 
-    fn tasks(&self) -> usize {
+    pub(super) fn tasks(&self) -> usize {
         self.stack.sets() - 1
     }
 
     /// `work = θ0 + Σ_t k_t·(θ_t − θ0)`.
-    fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
+    pub(super) fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
         merge_into(ex, &self.work, &self.stack, k)
     }
 }
@@ -266,7 +270,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let dawin = per_sample_logits(ex, &resident, &data, &first.readable, o, &k)?;
     let dawin_seconds = t_dawin.elapsed().as_secs_f64();
     let mean_coef = mean_coefficients(&coefficients, &first.readable);
-    let statics = static_merges(
+    let mut statics = static_merges(
         ex,
         &resident,
         (&base, &tasks),
@@ -275,6 +279,15 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         o,
         &mean_coef,
     )?;
+    let (fitted, fits) = crate::pipelines::mtl_domain::fitted_merges(
+        ex,
+        &resident,
+        &data,
+        &first.readable,
+        o,
+        &coefficients,
+    )?;
+    statics.extend(fitted);
     drop(resident);
 
     let idx = &first.readable;
@@ -325,6 +338,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         "tasks": o.tasks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "scale": o.scale,
         "dawin_domain_coefficients": mean_coef,
+        "dawin_domain_fits": fits,
         "ties": {"keep": o.ties.0, "merge": format!("{:?}", o.ties.1).to_lowercase(), "scale": o.ties.2},
         "skipped": n - idx.len(),
         "device": ex.name(),
@@ -460,7 +474,7 @@ fn static_merges(
 }
 
 /// One model's logits on every readable sample (rows at dataset indices).
-fn model_logits(
+pub(super) fn model_logits(
     ex: &dyn Executor,
     m: &PlacedModel,
     data: &Dataset,

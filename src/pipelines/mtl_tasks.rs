@@ -81,9 +81,16 @@ fn accuracy(r: &MtlResult, t: usize, row: &str) -> Option<f64> {
     r.summary["methods"][&name]["accuracy"].as_f64()
 }
 
+/// The table's rows: the fixed ones, then each `--domain-fit` row.
+fn rows(base: &MtlOptions) -> Vec<String> {
+    let fits = base.domain_fits.iter().map(|f| format!("dawin-domain:{f}"));
+    ROWS.iter().map(|r| r.to_string()).chain(fits).collect()
+}
+
 fn combine(base: &MtlOptions, data: &[PathBuf], runs: &[MtlResult]) -> Value {
     let mut methods = Map::new();
-    for row in ROWS {
+    let rows = rows(base);
+    for row in &rows {
         let acc: Vec<Option<f64>> = runs
             .iter()
             .enumerate()
@@ -91,9 +98,10 @@ fn combine(base: &MtlOptions, data: &[PathBuf], runs: &[MtlResult]) -> Value {
             .collect();
         let all: Option<Vec<f64>> = acc.iter().copied().collect();
         let mean = all.map(|v| v.iter().sum::<f64>() / v.len() as f64);
-        methods.insert(row.into(), json!({"accuracy": acc, "mean": mean}));
+        methods.insert(row.clone(), json!({"accuracy": acc, "mean": mean}));
     }
     json!({
+        "rows": rows,
         "tasks": base.tasks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "data": data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "out_dirs": (0..runs.len()).map(|t| base.out_dir.join(format!("task-{t}")).display().to_string()).collect::<Vec<_>>(),
@@ -104,7 +112,12 @@ fn combine(base: &MtlOptions, data: &[PathBuf], runs: &[MtlResult]) -> Value {
 /// Accuracy in % per method and task, and the mean over tasks.
 pub fn table(summary: &Value) -> String {
     let tasks = summary["tasks"].as_array().map_or(0, Vec::len);
-    let mut t = format!("{:<16}", "accuracy %");
+    let rows: Vec<&str> = summary["rows"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_else(|| ROWS.to_vec());
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(16);
+    let mut t = format!("{:<width$}", "accuracy %");
     for i in 0..tasks {
         write!(t, " {:>8}", format!("task {i}")).unwrap();
     }
@@ -113,9 +126,9 @@ pub fn table(summary: &Value) -> String {
         v.as_f64()
             .map_or("-".to_string(), |a| format!("{:.2}", 100.0 * a))
     };
-    for row in ROWS {
+    for row in rows {
         let m = &summary["methods"][row];
-        write!(t, "{row:<16}").unwrap();
+        write!(t, "{row:<width$}").unwrap();
         for i in 0..tasks {
             write!(t, " {:>8}", cell(&m["accuracy"][i])).unwrap();
         }

@@ -5,6 +5,7 @@
 mod common;
 
 mod dawin;
+mod dirichlet;
 mod gpu_results;
 mod mtl;
 mod multiset;

@@ -88,6 +88,7 @@ fn options(
         ties: (0.2, TiesMerge::Mean, 1.0),
         heads: Vec::new(),
         per_sample: PerSample::Exact,
+        domain_fits: Vec::new(),
     }
 }
 
@@ -694,4 +695,69 @@ fn official_ties(base: &Model, tasks: &[Model], keep: f64) -> Model {
         at += r.len();
     }
     m
+}
+
+/// `--domain-fit`: `moments` (one component) is the plain mean's model,
+/// `dawin-domain`; with a two-component Dirichlet mixture each sample is
+/// classified by the model merged at its component's mean (built here on
+/// the host from the means summary.json reports), and the members add up.
+#[test]
+fn domain_fits_merge_each_sample_at_its_components_mean() {
+    let d = tempfile::tempdir().unwrap();
+    let (base, tasks, paths) = three_tasks(d.path());
+    let n = 12;
+    let data = d.path().join("data.safetensors");
+    let px = write_data(&data, n, 7, 17);
+    let o = MtlOptions {
+        domain_fits: vec!["moments".parse().unwrap(), "dirichlet:2".parse().unwrap()],
+        ..options(d.path(), &paths, 1, data, "out")
+    };
+    let cpu = Cpu::new();
+    let r = mtl::run(&o, &cpu).unwrap();
+    let statics: std::collections::HashMap<_, _> = r.static_logits.iter().cloned().collect();
+    assert_close(
+        "moments with one component",
+        &statics["dawin-domain:moments"],
+        &statics["dawin-domain"],
+        1e-5,
+    );
+    let fits = r.summary["dawin_domain_fits"].as_array().unwrap();
+    assert_eq!(fits[1]["method"], "dawin-domain:dirichlet:2");
+    let base_h = base.with_head_of(&tasks[1]);
+    let with_head: Vec<Model> = tasks.iter().map(|m| m.with_head_of(&tasks[1])).collect();
+    let component_logits: Vec<Vec<f32>> = fits[1]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mean: Vec<f64> = serde_json::from_value(c["mean"].clone()).unwrap();
+            let mut m = base_h.clone();
+            for (j, v) in m.flat.iter_mut().enumerate() {
+                let b = base_h.flat[j] as f64;
+                let acc: f64 = (0..3)
+                    .map(|t| 0.3 * 3.0 * mean[t] * (with_head[t].flat[j] as f64 - b))
+                    .sum();
+                *v = (b + acc) as f32;
+            }
+            let dm = PlacedModel::upload(&cpu, &m).unwrap();
+            forward(&cpu, &dm, &px, n, None).unwrap().logits.unwrap()
+        })
+        .collect();
+    let got = &statics["dawin-domain:dirichlet:2"];
+    let c = 7;
+    let mut members = vec![0; component_logits.len()];
+    for i in 0..n {
+        let row = &got[i * c..(i + 1) * c];
+        let k = (0..component_logits.len())
+            .find(|&k| {
+                let want = &component_logits[k][i * c..(i + 1) * c];
+                row.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4)
+            })
+            .unwrap_or_else(|| panic!("sample {i}'s logits are no component's model's"));
+        members[k] += 1;
+    }
+    for (k, m) in members.iter().enumerate() {
+        assert_eq!(fits[1]["components"][k]["members"], *m, "component {k}");
+    }
+    assert_eq!(r.summary["methods"]["dawin-domain:dirichlet:2"]["count"], n);
 }
