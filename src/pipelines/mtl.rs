@@ -160,9 +160,9 @@ fn with_head_file(task: Model, o: &MtlOptions) -> Result<Model> {
 
 /// The base and task models stacked on the executor, and the working
 /// buffer of the one-model merges.
-pub(super) struct Resident<'a> {
+struct Resident<'a> {
     stack: ModelStack<'a>,
-    pub(super) work: PlacedModel<'a>,
+    work: PlacedModel<'a>,
 }
 
 impl Resident<'_> {
@@ -175,12 +175,12 @@ impl Resident<'_> {
         self.stack.model(t + 1)
     }
 
-    pub(super) fn tasks(&self) -> usize {
+    fn tasks(&self) -> usize {
         self.stack.sets() - 1
     }
 
     /// `work = θ0 + Σ_t k_t·(θ_t − θ0)`.
-    pub(super) fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
+    fn merge(&self, ex: &dyn Executor, k: impl Fn(usize) -> f32) -> Result<()> {
         merge_into(ex, &self.work, &self.stack, k)
     }
 }
@@ -279,13 +279,17 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         o,
         &mean_coef,
     )?;
+    let scale = o.scale * t_count as f32;
+    let mut eval_at = |mean: &[f64], members: &[usize], name: &str| {
+        resident.merge(ex, |t| scale * mean[t] as f32)?;
+        model_logits(ex, &resident.work, &data, members, o, name)
+    };
     let (fitted, fits) = crate::pipelines::mtl_domain::fitted_merges(
-        ex,
-        &resident,
-        &data,
+        &o.domain_fits,
         &first.readable,
-        o,
         &coefficients,
+        (n, c),
+        &mut eval_at,
     )?;
     statics.extend(fitted);
     drop(resident);
@@ -474,7 +478,7 @@ fn static_merges(
 }
 
 /// One model's logits on every readable sample (rows at dataset indices).
-pub(super) fn model_logits(
+fn model_logits(
     ex: &dyn Executor,
     m: &PlacedModel,
     data: &Dataset,
