@@ -31,6 +31,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod exec;
+pub mod hostmem;
 pub mod interrupt;
 pub mod limits;
 pub mod method;

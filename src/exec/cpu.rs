@@ -20,7 +20,7 @@ enum Storage {
 impl Storage {
     fn zeros(dtype: DType, len: usize) -> Storage {
         match dtype {
-            DType::F32 => Storage::F32(vec![0.0; len]),
+            DType::F32 => Storage::F32(crate::hostmem::advise_huge(vec![0.0; len])),
             DType::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
             DType::I32 => Storage::I32(vec![0; len]),
         }
@@ -231,13 +231,20 @@ impl crate::device::Timing for Cpu {
         crate::simd::peak::cpu_peak()
     }
 
-    /// Streams through 256 MB, more than any CPU's last-level cache.
+    /// Streams through 256 MB, more than any CPU's last-level cache, on
+    /// every worker thread: so the op timed next starts with its workers
+    /// awake, as an op in a pipeline does (and as PyTorch's threaded flush
+    /// leaves its OpenMP threads), and a short op's time is not the pool's
+    /// wake-up.
     fn flush_caches(&self) -> Result<()> {
+        use rayon::prelude::*;
         let mut v = self.flush.borrow_mut();
         v.resize(256 << 20, 0);
-        for x in v.iter_mut().step_by(64) {
-            *x = x.wrapping_add(1);
-        }
+        v.par_chunks_mut(1 << 20).for_each(|c| {
+            for x in c.iter_mut().step_by(64) {
+                *x = x.wrapping_add(1);
+            }
+        });
         std::hint::black_box(&*v);
         Ok(())
     }

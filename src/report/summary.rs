@@ -201,8 +201,15 @@ fn interval_text(acc: f64, lo: f64, hi: f64) -> String {
 /// and, when DaWin ran, the McNemar p-value against it.
 pub fn methods_table(order: &[String], summary: &Value) -> String {
     let has_p = summary["paired"].is_object();
+    // As wide as the longest name (at least 22), so the columns line up.
+    let w = order
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut s = format!(
-        "{:<22} {:>9} {:>16} {:>15}{}\n",
+        "{:<w$} {:>9} {:>16} {:>15}{}\n",
         "method",
         "accuracy",
         "95% interval",
@@ -216,7 +223,7 @@ pub fn methods_table(order: &[String], summary: &Value) -> String {
         let p = summary["paired"]["against"][name]["p_value"].as_f64();
         writeln!(
             s,
-            "{:<22} {:>8.2}% {:>16} {:>15}{}",
+            "{:<w$} {:>8.2}% {:>16} {:>15}{}",
             name,
             100.0 * acc,
             interval_text(acc, ci(0), ci(1)),
