@@ -12,7 +12,7 @@ pub fn advise_huge<T>(v: Vec<T>) -> Vec<T> {
     {
         const HUGE: usize = 2 << 20;
         let bytes = std::mem::size_of_val(v.as_slice());
-        if bytes >= 2 * HUGE {
+        if bytes >= HUGE {
             let start = v.as_ptr() as usize;
             let first = start.next_multiple_of(HUGE);
             let end = (start + bytes) / HUGE * HUGE;

@@ -66,11 +66,28 @@ def best(into, rows):
             into[name] = r
 
 
+# dawin's pipeline rows and the PyTorch way each is compared with.
+COUNTERPARTS = {
+    "pipeline dawin exact": "pipeline dawin dual batched",
+    "pipeline dawin materialize": "pipeline dawin official per-sample loop",
+}
+
+
 def pair(dawin, torch):
     """dawin row → the torch row whose name starts with it (torch adds a
-    suffix like "(torch.lerp_)"); gemm rows pair with torch's fp32 row."""
+    suffix like "(torch.lerp_)"), or its named counterpart; gemm rows pair
+    with torch's fp32 row. The upload row is left out: on the CPU the
+    PyTorch side copies nothing."""
     out = []
     for name, d in dawin.items():
+        if "upload" in name:
+            continue
+        base, bf16 = (name[:-5], " bf16") if name.endswith(" bf16") else (name, "")
+        if base in COUNTERPARTS:
+            name_t = COUNTERPARTS[base] + bf16
+            if name_t in torch:
+                out.append((f"{name} vs {name_t[len('pipeline '):]}", d, torch[name_t]))
+            continue
         cands = [t for t in torch if t == name or t.startswith(name + " ")]
         if name.startswith("gemm") and not name.endswith("bf16"):
             cands = [t for t in cands if "fp32" in t] or cands

@@ -59,16 +59,51 @@ pub fn attention(level: Simd, qkv: &[f32], out: &mut [f32], s: AttentionShape) {
     // Equal query blocks of at most QB rows (no short last block).
     let mr = kernel(level).mr;
     let qb = t.div_ceil(t.div_ceil(QB)).div_ceil(mr) * mr;
-    let work = (0..s.batch * s.heads).into_par_iter();
-    work.for_each_init(Scratch::default, |scratch, bh| {
+    // Tasks are a sample's heads in groups (whole samples when there are
+    // enough of them): a group's slices of every row are fetched first,
+    // row by row, as contiguous runs the memory system streams well;
+    // head by head they are head_dim-long pieces 3W apart, which after a
+    // cache flush (or a long layer) cost a DRAM latency and a page walk
+    // each.
+    let per_task = heads_per_task(s, rayon::current_num_threads());
+    let groups = s.heads.div_ceil(per_task);
+    let work = (0..s.batch * groups).into_par_iter();
+    work.for_each_init(Scratch::default, |scratch, task| {
         let op = &op;
-        let head = Head::pack(qkv, s, bh, level, scratch);
-        for i0 in (0..t).step_by(qb) {
-            // SAFETY: rows i0.. of head bh are this task's alone.
-            unsafe { head.query_block(i0, qb.min(t - i0), scratch, op.0) };
+        let (b, h0) = (task / groups, task % groups * per_task);
+        let hs = h0..(h0 + per_task).min(s.heads);
+        prefetch_heads(qkv, s, b, hs.clone());
+        for h in hs {
+            let head = Head::pack(qkv, s, b * s.heads + h, level, scratch);
+            for i0 in (0..t).step_by(qb) {
+                // SAFETY: rows i0.. of head (b, h) are this task's alone.
+                unsafe { head.query_block(i0, qb.min(t - i0), scratch, op.0) };
+            }
+            head.give_back(scratch);
         }
-        head.give_back(scratch);
     });
+}
+
+/// Heads per task: whole samples when the batch alone gives every thread
+/// four tasks, else as many heads as still give every thread four.
+fn heads_per_task(s: AttentionShape, threads: usize) -> usize {
+    let want = 4 * threads.max(1);
+    let groups = want.div_ceil(s.batch.max(1)).clamp(1, s.heads.max(1));
+    s.heads.div_ceil(groups).max(1)
+}
+
+/// Asks for the cache lines of heads `hs` of sample `b`: in every row, one
+/// contiguous run per query, key and value.
+fn prefetch_heads(qkv: &[f32], s: AttentionShape, b: usize, hs: std::ops::Range<usize>) {
+    let (t, d, w) = (s.tokens, s.head_dim, s.width());
+    for j in 0..t {
+        for which in 0..3 {
+            let at = (b * t + j) * 3 * w + which * w;
+            for line in qkv[at + hs.start * d..at + hs.end * d].chunks(16) {
+                super::prefetch(line.as_ptr());
+            }
+        }
+    }
 }
 
 /// One (sample, head): where its queries are, and its packed K and V.

@@ -72,3 +72,16 @@ pub fn active() -> Simd {
         }
     })
 }
+
+/// A hint to bring the cache line at `p` into the caches (no effect
+/// where the target has no prefetch instruction).
+#[inline(always)]
+pub fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
