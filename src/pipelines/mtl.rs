@@ -279,18 +279,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         o,
         &mean_coef,
     )?;
-    let scale = o.scale * t_count as f32;
-    let mut eval_at = |mean: &[f64], members: &[usize], name: &str| {
-        resident.merge(ex, |t| scale * mean[t] as f32)?;
-        model_logits(ex, &resident.work, &data, members, o, name)
-    };
-    let (fitted, fits) = crate::pipelines::mtl_domain::fitted_merges(
-        &o.domain_fits,
-        &first.readable,
-        &coefficients,
-        (n, c),
-        &mut eval_at,
-    )?;
+    let (fitted, fits) = domain_fits(ex, &resident, &data, &first.readable, o, &coefficients)?;
     statics.extend(fitted);
     drop(resident);
 
@@ -475,6 +464,31 @@ fn static_merges(
         model_logits(ex, &resident, data, readable, o, "ties")?,
     ));
     Ok(out)
+}
+
+/// `--domain-fit`'s rows (`pipelines::mtl_domain`), each component's model
+/// merged in the working buffer at its mean coefficients.
+fn domain_fits(
+    ex: &dyn Executor,
+    r: &Resident,
+    data: &Dataset,
+    readable: &[usize],
+    o: &MtlOptions,
+    coefficients: &[Vec<f32>],
+) -> Result<(crate::pipelines::mtl_domain::NamedLogits, serde_json::Value)> {
+    let scale = o.scale * r.tasks() as f32;
+    let c = r.base().spec.classes.unwrap_or(0);
+    let mut eval_at = |mean: &[f64], members: &[usize], name: &str| {
+        r.merge(ex, |t| scale * mean[t] as f32)?;
+        model_logits(ex, &r.work, data, members, o, name)
+    };
+    crate::pipelines::mtl_domain::fitted_merges(
+        &o.domain_fits,
+        readable,
+        coefficients,
+        (data.len(), c),
+        &mut eval_at,
+    )
 }
 
 /// One model's logits on every readable sample (rows at dataset indices).
