@@ -9,8 +9,8 @@
 //!   FMAs per cycle per thread = that rate / clock;
 //! - peak = threads × lanes × FMAs/cycle × 2 × clock;
 //! - bandwidth: the best of `a ← a + s·b` over 2 × 256 MiB on all threads
-//!   and the cpu executor's own in-place lerp over the same (3 × 256 MiB
-//!   moved), on huge pages as the executor's buffers are.
+//!   and an in-place lerp over the same (3 × 256 MiB moved), on huge
+//!   pages as the executor's buffers are.
 
 use super::Simd;
 use crate::profile::Peak;
@@ -103,7 +103,7 @@ fn fma_rate(level: Simd) -> Option<f64> {
 const PROBE_FLOATS: usize = 64 << 20;
 
 /// The memory bandwidth in bytes/s: the best of an in-place triad and
-/// the cpu executor's own in-place lerp, on huge pages as its buffers are.
+/// an in-place lerp, on huge pages as the cpu executor's buffers are.
 /// On a shared machine whose bandwidth moves between moments an op can
 /// still beat it; `pipelines::bench::table` then raises the roof to that
 /// op's rate and says so.
@@ -111,16 +111,20 @@ fn bandwidth() -> f64 {
     triad_bandwidth().max(lerp_bandwidth())
 }
 
-/// Bytes/s of the cpu executor's own in-place lerp over two 256 MiB
-/// arrays (3 × 256 MiB moved), best of six.
+/// Bytes/s of an in-place lerp, `a ← a + λ(b − a)` in the vector maths
+/// the cpu kernels use, over two 256 MiB arrays in the chunks the lerp op
+/// takes (3 × 256 MiB moved), best of six.
 fn lerp_bandwidth() -> f64 {
+    let level = super::active();
     let n = PROBE_FLOATS;
     let b = huge_filled(n, 1.0);
     let mut a = huge_filled(n, 2.0);
     let best = (0..6)
         .map(|_| {
             let t = Instant::now();
-            crate::ops::lerp::cpu_in_place(&mut a, &b, 0.5);
+            a.par_chunks_mut(1 << 15)
+                .zip(b.par_chunks(1 << 15))
+                .for_each(|(a, b)| super::vmath::lerp_in_place(level, a, b, 0.5));
             std::hint::black_box(&a);
             t.elapsed().as_secs_f64()
         })
