@@ -636,46 +636,40 @@ pub fn mtl(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The bench table: min and median, throughput at the min, % of roofline.
 /// The peak the %roof column divides by: the measured one, raised where a
 /// row of this run went faster (a probe runs at another moment than the
 /// rows, and a shared machine's bandwidth and clock move between
-/// moments), with a note saying which row set it.
+/// moments), with a note saying which row set each raised figure.
 fn roof_of(rows: &[Row], peak: Option<&Peak>) -> Option<(Peak, Vec<String>)> {
     let mut p = peak?.clone();
     let mut notes = Vec::new();
-    let timed = rows.iter().filter(|r| r.images.is_none() && !r.tensor_core);
-    let rate = |r: &Row, of: f64| of / (r.min_ms / 1e3).max(1e-12);
-    if let Some(r) = timed
-        .clone()
-        .max_by(|a, b| rate(a, a.cost.bytes).total_cmp(&rate(b, b.cost.bytes)))
-    {
-        let bytes = rate(r, r.cost.bytes);
-        if bytes > p.bytes {
+    let timed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.images.is_none() && !r.tensor_core)
+        .collect();
+    // Each figure: what it is, its unit, that unit's scale, decimals shown.
+    let mut raise = |limit: &mut f64, of: fn(&Cost) -> f64, figure: (&str, &str, f64, usize)| {
+        let (what, unit, scale, dp) = figure;
+        let rate = |r: &Row| of(&r.cost) / (r.min_ms / 1e3).max(1e-12);
+        let Some(best) = timed.iter().max_by(|a, b| rate(a).total_cmp(&rate(b))) else {
+            return;
+        };
+        if rate(best) > *limit {
             notes.push(format!(
-                "bandwidth raised from the probe's {:.0} GB/s to {:.0} GB/s, the rate of `{}`",
-                p.bytes / 1e9,
-                bytes / 1e9,
-                r.name
+                "{what} raised from the probe's {:.dp$} {unit} to {:.dp$} {unit}, the rate of `{}`",
+                *limit / scale,
+                rate(best) / scale,
+                best.name
             ));
-            p.bytes = bytes;
+            *limit = rate(best);
         }
-    }
-    if let Some(r) = timed.max_by(|a, b| rate(a, a.cost.flops).total_cmp(&rate(b, b.cost.flops))) {
-        let flops = rate(r, r.cost.flops);
-        if flops > p.flops {
-            notes.push(format!(
-                "f32 peak raised from the probe's {:.3} TFLOP/s to {:.3}, the rate of `{}`",
-                p.flops / 1e12,
-                flops / 1e12,
-                r.name
-            ));
-            p.flops = flops;
-        }
-    }
+    };
+    raise(&mut p.bytes, |c| c.bytes, ("bandwidth", "GB/s", 1e9, 0));
+    raise(&mut p.flops, |c| c.flops, ("f32 peak", "TFLOP/s", 1e12, 3));
     Some((p, notes))
 }
 
+/// The bench table: min and median, throughput at the min, % of roofline.
 pub fn table(rows: &[Row], peak: Option<&Peak>, device: &str) -> String {
     let roof = roof_of(rows, peak);
     let peak = roof.as_ref().map(|(p, _)| p);

@@ -102,34 +102,46 @@ fn fma_rate(level: Simd) -> Option<f64> {
 /// long enough that a sweep's start-up does not count.
 const PROBE_FLOATS: usize = 64 << 20;
 
-/// The memory bandwidth in bytes/s: the best of an in-place triad and
-/// an in-place lerp, on huge pages as the cpu executor's buffers are.
-/// On a shared machine whose bandwidth moves between moments an op can
-/// still beat it; `pipelines::bench::table` then raises the roof to that
-/// op's rate and says so.
+/// The memory bandwidth in bytes/s: the best of an in-place triad
+/// `a ← a + s·b` and an in-place lerp `a ← a + λ(b − a)` (the vector maths
+/// the cpu kernels use, in the lerp op's chunks) over the same two 256 MiB
+/// arrays on huge pages, as the cpu executor's buffers are; 3 × 256 MiB
+/// moved per sweep. On a shared machine whose bandwidth moves between
+/// moments an op can still beat it; `pipelines::bench::table` then raises
+/// the roof to that op's rate and says so.
 fn bandwidth() -> f64 {
-    triad_bandwidth().max(lerp_bandwidth())
-}
-
-/// Bytes/s of an in-place lerp, `a ← a + λ(b − a)` in the vector maths
-/// the cpu kernels use, over two 256 MiB arrays in the chunks the lerp op
-/// takes (3 × 256 MiB moved), best of six.
-fn lerp_bandwidth() -> f64 {
     let level = super::active();
     let n = PROBE_FLOATS;
     let b = huge_filled(n, 1.0);
     let mut a = huge_filled(n, 2.0);
-    let best = (0..6)
+    let per_thread = n.div_ceil(rayon::current_num_threads().max(1));
+    let triad = best_sweep(&mut a, &b, per_thread, |a, b| {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += 0.5 * y)
+    });
+    let lerp = best_sweep(&mut a, &b, 1 << 15, |a, b| {
+        super::vmath::lerp_in_place(level, a, b, 0.5)
+    });
+    3.0 * (n * 4) as f64 / triad.min(lerp)
+}
+
+/// Seconds of the fastest of six sweeps of `f` over `a` and `b` in
+/// `chunk`-sized pieces on all threads.
+fn best_sweep(
+    a: &mut [f32],
+    b: &[f32],
+    chunk: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) -> f64 {
+    (0..6)
         .map(|_| {
             let t = Instant::now();
-            a.par_chunks_mut(1 << 15)
-                .zip(b.par_chunks(1 << 15))
-                .for_each(|(a, b)| super::vmath::lerp_in_place(level, a, b, 0.5));
-            std::hint::black_box(&a);
+            a.par_chunks_mut(chunk)
+                .zip(b.par_chunks(chunk))
+                .for_each(|(a, b)| f(a, b));
+            std::hint::black_box(&*a);
             t.elapsed().as_secs_f64()
         })
-        .fold(f64::INFINITY, f64::min);
-    3.0 * (n * 4) as f64 / best
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// `n` copies of `v` on transparent huge pages where the kernel grants
@@ -138,28 +150,6 @@ fn huge_filled(n: usize, v: f32) -> Vec<f32> {
     let mut a = crate::hostmem::advise_huge(vec![0f32; n]);
     a.fill(v);
     a
-}
-
-/// Bytes/s of `a ← a + s·b` over two 256 MiB arrays on all threads
-/// (the access pattern of lerp; read 2, write 1), best of four.
-fn triad_bandwidth() -> f64 {
-    let n = PROBE_FLOATS;
-    let b = huge_filled(n, 1.0);
-    let mut a = huge_filled(n, 2.0);
-    let chunk = n.div_ceil(rayon::current_num_threads().max(1));
-    let best = (0..4)
-        .map(|_| {
-            let t = Instant::now();
-            a.par_chunks_mut(chunk)
-                .zip(b.par_chunks(chunk))
-                .for_each(|(a, b)| {
-                    a.iter_mut().zip(b).for_each(|(x, y)| *x += 0.5 * y);
-                });
-            std::hint::black_box(&a);
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min);
-    3.0 * (n * 4) as f64 / best
 }
 
 #[cfg(target_arch = "x86_64")]
