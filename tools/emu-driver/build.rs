@@ -13,8 +13,15 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("unsupported.rs");
     let implemented = implemented_names(Path::new("src"));
     let declared = match bindings() {
-        Some(path) => declared_names(&path),
+        Some(path) => {
+            println!("cargo:rerun-if-changed={}", path.display());
+            declared_names(&path)
+        }
         None => {
+            // Run again once cargo unpacks cust_raw (the cuda build does).
+            if let Some(dir) = registry_src() {
+                println!("cargo:rerun-if-changed={}", dir.display());
+            }
             println!(
                 "cargo:warning=cust_raw's bindings not found: only the implemented entry points are exported"
             );
@@ -34,11 +41,7 @@ fn bindings() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("DAWIN_CUST_RAW_BINDINGS") {
         return Some(PathBuf::from(p));
     }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .ok()?;
-    let registry = std::fs::read_dir(home.join("registry/src")).ok()?;
+    let registry = std::fs::read_dir(registry_src()?).ok()?;
     registry.flatten().find_map(|index| {
         std::fs::read_dir(index.path())
             .ok()?
@@ -49,6 +52,15 @@ fn bindings() -> Option<PathBuf> {
                 (name.starts_with("cust_raw-0.11.") && file.exists()).then_some(file)
             })
     })
+}
+
+/// The cargo registry's unpacked sources.
+fn registry_src() -> Option<PathBuf> {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .ok()?;
+    Some(home.join("registry/src"))
 }
 
 fn declared_names(path: &Path) -> BTreeSet<String> {
