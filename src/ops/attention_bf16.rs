@@ -7,6 +7,7 @@ use super::{Addr, Host, OpDef, on_host};
 use crate::buf::{Buf, DType};
 use crate::device::{Dims, Gpu};
 use crate::error::Result;
+use crate::simd::Simd;
 use half::bf16;
 
 /// Query rows per block: 4 warps of 16.
@@ -26,7 +27,8 @@ pub fn supports(head_dim: usize) -> bool {
     head_dim > 0 && head_dim <= 80 && head_dim.is_multiple_of(8)
 }
 
-/// cpu implementation: the f32 attention of the bf16 inputs, rounded to bf16.
+/// The reference: the f32 attention of the widened inputs, rounded to
+/// bf16. The executor runs [`cpu_at`].
 pub fn cpu(qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
     let wide: Vec<f32> = qkv.iter().map(|x| x.to_f32()).collect();
     let mut o = vec![0f32; s.batch * s.tokens * s.width()];
@@ -34,6 +36,13 @@ pub fn cpu(qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
     for (d, v) in out.iter_mut().zip(o) {
         *d = bf16::from_f32(v);
     }
+}
+
+/// cpu implementation: the flash-style kernel of `crate::simd::attention`
+/// reading bf16 `qkv` directly (each head's K and V widened as they are
+/// packed, Q per query block) and writing bf16; f32 arithmetic throughout.
+pub fn cpu_at(level: Simd, qkv: &[bf16], out: &mut [bf16], s: AttentionShape) {
+    crate::simd::attention::attention(level, qkv, out, s)
 }
 
 /// Work of one call: as the f32 kernel, with 2-byte elements.
@@ -67,7 +76,7 @@ impl OpDef for AttentionBf16 {
 
     fn run_cpu(&self, host: &dyn Host) -> Result<()> {
         on_host(host, self.out, &[Some(self.qkv)], |i, o| {
-            cpu(i.bf16(0), o.bf16(), self.shape)
+            cpu_at(crate::simd::active(), i.bf16(0), o.bf16(), self.shape)
         })
     }
 

@@ -14,10 +14,10 @@ pub struct CastBf16 {
     pub y: Buf,
 }
 
+/// cpu implementation: round to nearest even, vectorised
+/// (`crate::simd::vmath::to_bf16`, the rounding of `bf16::from_f32`).
 pub fn cpu(x: &[f32], y: &mut [bf16]) {
-    for (d, s) in y.iter_mut().zip(x) {
-        *d = bf16::from_f32(*s);
-    }
+    crate::simd::vmath::to_bf16(crate::simd::active(), x, y)
 }
 
 impl OpDef for CastBf16 {

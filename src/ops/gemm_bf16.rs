@@ -7,7 +7,10 @@ use super::{Addr, Host, OpDef, on_host};
 use crate::buf::{Buf, DType, SliceMut};
 use crate::device::{Arg, Dims, Gpu};
 use crate::error::Result;
+use crate::simd::gemm::OutPtr;
+use crate::simd::{self, Bf16, Simd, vmath};
 use half::bf16;
+use std::sync::Mutex;
 
 /// Activation fused into the epilogue (flags bits 0–1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +61,10 @@ impl Epilogue {
     }
 }
 
-/// cpu implementation. `c` holds the output as f32 values; with a bf16 output
-/// every value written (and read, when accumulating) is bf16-representable.
+/// The reference: the f32 gemm of the widened operands, then the epilogue
+/// element by element. `c` holds the output as f32 values; with a bf16
+/// output every value written (and read, when accumulating) is
+/// bf16-representable. The executor runs [`cpu_at`].
 pub fn cpu(
     a: &[bf16],
     b: &[bf16],
@@ -74,6 +79,129 @@ pub fn cpu(
     for (out, v) in c[..s.m * s.n].iter_mut().zip(acc) {
         let v = ep.activate(v);
         *out = ep.store(if ep.accumulate { *out + v } else { v });
+    }
+}
+
+/// cpu implementation: the packed bf16 gemm of `crate::simd::gemm_bf16`
+/// (AMX, AVX512-BF16 or widened, as `level` says) with the bias,
+/// activation, accumulation and output rounding fused per row segment,
+/// straight into the f32 or bf16 output.
+pub fn cpu_at(
+    level: Bf16,
+    a: &[bf16],
+    b: &[bf16],
+    bias: Option<&[f32]>,
+    c: SliceMut,
+    s: GemmShape,
+    ep: Epilogue,
+) {
+    let GemmShape { m, n, k } = s;
+    assert!(bias.is_none_or(|b| b.len() >= n));
+    let out = OutRows::new(c, s, ep);
+    let finish = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
+        add_bias(segs[0], bias, j0);
+        out.finish(r, j0, segs[0]);
+    };
+    with_scratch(1, m * n, |scratch| {
+        // SAFETY: the scratch outputs hold m·n floats each and alias nothing.
+        unsafe { simd::gemm_bf16::multi(level, a, &[b], scratch, (m, n, k), &finish) }
+    })
+}
+
+/// `seg += bias[j0..]` where there is a bias.
+pub(super) fn add_bias(seg: &mut [f32], bias: Option<&[f32]>, j0: usize) {
+    if let Some(b) = bias {
+        seg.iter_mut().zip(&b[j0..]).for_each(|(x, b)| *x += b);
+    }
+}
+
+/// Runs `f` on `count` f32 buffers of `len` each, kept between calls: fresh
+/// ones would cost page faults on every gemm.
+pub(super) fn with_scratch<R>(count: usize, len: usize, f: impl FnOnce(&[OutPtr]) -> R) -> R {
+    static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+    let mut bufs = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()));
+    bufs.resize_with(count.max(bufs.len()), Vec::new);
+    let ptrs: Vec<OutPtr> = bufs[..count]
+        .iter_mut()
+        .map(|b| {
+            // Every element is written by the gemm before it is read.
+            if b.len() < len {
+                b.resize(len, 0.0);
+            }
+            OutPtr(b.as_mut_ptr())
+        })
+        .collect();
+    let r = f(&ptrs);
+    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = bufs;
+    r
+}
+
+/// The op's output seen by the epilogue: each finished row segment is
+/// activated, accumulated and rounded into it.
+pub(super) struct OutRows {
+    out: OutPtrs,
+    n: usize,
+    ep: Epilogue,
+    level: Simd,
+}
+
+#[derive(Clone, Copy)]
+enum OutPtrs {
+    F32(*mut f32),
+    Bf16(*mut bf16),
+}
+
+// SAFETY: the epilogue writes disjoint row segments from each thread.
+unsafe impl Sync for OutRows {}
+
+impl OutRows {
+    /// The output of an m×n product; panics if `c` is shorter.
+    pub(super) fn new(c: SliceMut, s: GemmShape, ep: Epilogue) -> Self {
+        let len = s.m * s.n;
+        let out = match c {
+            SliceMut::F32(c) => OutPtrs::F32(c[..len].as_mut_ptr()),
+            c => OutPtrs::Bf16(c.bf16()[..len].as_mut_ptr()),
+        };
+        OutRows {
+            out,
+            n: s.n,
+            ep,
+            level: simd::active(),
+        }
+    }
+
+    /// Writes row `r`'s segment from column `j0`, given its f32 product
+    /// (bias added); `v` is scratch and is overwritten.
+    pub(super) fn finish(&self, r: usize, j0: usize, v: &mut [f32]) {
+        match self.ep.activation {
+            Activation::None => {}
+            Activation::Gelu => vmath::gelu(self.level, v),
+            Activation::QuickGelu => vmath::quick_gelu(self.level, v),
+        }
+        let at = r * self.n + j0;
+        // SAFETY: (r, j0..j0 + len) lies inside the m×n output (the gemm
+        // only finishes segments of its tiles) and is written by one thread.
+        unsafe {
+            match self.out {
+                OutPtrs::F32(p) => {
+                    let d = std::slice::from_raw_parts_mut(p.add(at), v.len());
+                    if self.ep.accumulate {
+                        d.iter_mut().zip(v.iter()).for_each(|(d, v)| *d += v);
+                    } else {
+                        d.copy_from_slice(v);
+                    }
+                }
+                OutPtrs::Bf16(p) => {
+                    let d = std::slice::from_raw_parts_mut(p.add(at), v.len());
+                    if self.ep.accumulate {
+                        v.iter_mut()
+                            .zip(d.iter())
+                            .for_each(|(v, d)| *v += d.to_f32());
+                    }
+                    vmath::to_bf16(self.level, v, d);
+                }
+            }
+        }
     }
 }
 
@@ -130,22 +258,6 @@ pub(super) fn check_alignment(op: &str, operands: &[u64], c: u64, ep: Epilogue) 
     Ok(())
 }
 
-/// Runs `f(c as f32 values)` on a bf16 or f32 output view, rounding back
-/// to bf16 where the output is bf16 (the values are bf16-representable).
-pub(super) fn on_output(c: SliceMut, f: impl FnOnce(&mut [f32])) {
-    match c {
-        SliceMut::F32(c) => f(c),
-        c => {
-            let c = c.bf16();
-            let mut wide: Vec<f32> = c.iter().map(|v| v.to_f32()).collect();
-            f(&mut wide);
-            for (d, v) in c.iter_mut().zip(wide) {
-                *d = bf16::from_f32(v);
-            }
-        }
-    }
-}
-
 /// Work of one call: 2·m·n·k FLOPs; reads bf16 A and B, writes C.
 pub fn cost(s: GemmShape, ep: Epilogue) -> crate::profile::Cost {
     let (m, n, k) = (s.m as f64, s.n as f64, s.k as f64);
@@ -178,16 +290,9 @@ impl OpDef for GemmBf16 {
             self.c,
             &[Some(self.a), Some(self.b), self.bias],
             |i, c| {
-                on_output(c, |c| {
-                    cpu(
-                        i.bf16(0),
-                        i.bf16(1),
-                        i.opt_f32(2),
-                        c,
-                        self.shape,
-                        self.epilogue,
-                    )
-                })
+                let (a, b, bias) = (i.bf16(0), i.bf16(1), i.opt_f32(2));
+                let level = simd::active_bf16();
+                cpu_at(level, a, b, bias, c, self.shape, self.epilogue)
             },
         )
     }

@@ -4,12 +4,13 @@
 //! lerped by that sample's λ, without building the lerped weights.
 
 use super::gemm::{GemmShape, check_operands};
-use super::gemm_bf16::{Epilogue, TILE, check_alignment, check_k, on_output};
+use super::gemm_bf16::{Epilogue, OutRows, TILE, add_bias, check_alignment, check_k, with_scratch};
 use super::gemm_dual::{DualGemm, DualGemmRef, check_dual};
 use super::{Addr, Host, OpDef, on_host, opt_addr};
-use crate::buf::{Buf, DType};
+use crate::buf::{Buf, DType, SliceMut};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
+use crate::simd::{self, Bf16, vmath};
 use half::bf16;
 
 /// The dual-weight gemm with bf16 `a`, `b0`, `dual.b1` and f32 biases and λ.
@@ -24,8 +25,9 @@ pub struct GemmDualBf16 {
     pub epilogue: Epilogue,
 }
 
-/// cpu implementation: the two products in f32, mixed per row. `c` holds the
-/// output as f32 values (bf16-representable for a bf16 output).
+/// The reference: the two products in f32, mixed per row. `c` holds the
+/// output as f32 values (bf16-representable for a bf16 output). The
+/// executor runs [`cpu_at`].
 pub fn cpu(
     a: &[bf16],
     b0: &[bf16],
@@ -52,6 +54,34 @@ pub fn cpu(
             c[i] = ep.store(if ep.accumulate { c[i] + v } else { v });
         }
     }
+}
+
+/// cpu implementation: both products from one pass over packed A
+/// (`crate::simd::gemm_bf16` at `level`), mixed by the row's λ and
+/// finished (activation, accumulation, rounding) per row segment.
+pub fn cpu_at(
+    level: Bf16,
+    a: &[bf16],
+    (b0, bias0): (&[bf16], Option<&[f32]>),
+    dual: &DualGemmRef<bf16>,
+    c: SliceMut,
+    s: GemmShape,
+    ep: Epilogue,
+) {
+    let GemmShape { m, n, k } = s;
+    let out = OutRows::new(c, s, ep);
+    let mix = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
+        let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
+        let (s0, s1) = segs.split_at_mut(1);
+        add_bias(s0[0], bias0, j0);
+        add_bias(s1[0], dual.bias1, j0);
+        vmath::lerp_in_place(simd::active(), s0[0], s1[0], l);
+        out.finish(r, j0, s0[0]);
+    };
+    with_scratch(2, m * n, |scratch| {
+        // SAFETY: the scratch outputs hold m·n floats each and alias nothing.
+        unsafe { simd::gemm_bf16::multi(level, a, &[b0, dual.b1], scratch, (m, n, k), &mix) }
+    })
 }
 
 /// Work of one call: two products (4·m·n·k FLOPs); reads A, B0, B1.
@@ -86,9 +116,8 @@ impl OpDef for GemmDualBf16 {
         on_host(host, self.c, &ins, |i, c| {
             let dual = d.host(i.bf16(3), i);
             let (a, b0, bias0) = (i.bf16(0), i.bf16(1), i.opt_f32(2));
-            on_output(c, |c| {
-                cpu(a, b0, bias0, &dual, c, self.shape, self.epilogue)
-            })
+            let level = simd::active_bf16();
+            cpu_at(level, a, (b0, bias0), &dual, c, self.shape, self.epilogue)
         })
     }
 

@@ -43,13 +43,47 @@ const QB: usize = 48;
 /// Keys per block (a multiple of every micro-kernel's NR).
 const KB: usize = 64;
 
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+struct OutPtr<T>(*mut T);
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+
+/// What `qkv` and the output may hold: f32, or bf16 (widened as K and V
+/// are packed and Q is copied, rounded as the output is written; all
+/// arithmetic is f32).
+pub trait Element: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    fn from_f32(v: f32) -> Self;
+    /// The slice itself where it already is f32 (Q is then read in place).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+}
+
+impl Element for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+}
+
+impl Element for half::bf16 {
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+}
 
 /// `out = softmax(Q·Kᵀ/√d)·V` per (sample, head) of the fused `qkv`
 /// (layout as `crate::ops::attention`).
-pub fn attention(level: Simd, qkv: &[f32], out: &mut [f32], s: AttentionShape) {
+pub fn attention<T: Element>(level: Simd, qkv: &[T], out: &mut [T], s: AttentionShape) {
     let (t, w) = (s.tokens, s.width());
     assert!(qkv.len() >= s.batch * t * 3 * w && out.len() >= s.batch * t * w);
     if t == 0 || s.head_dim == 0 {
@@ -94,24 +128,25 @@ fn heads_per_task(s: AttentionShape, threads: usize) -> usize {
 
 /// Asks for the cache lines of heads `hs` of sample `b`: in every row, one
 /// contiguous run per query, key and value.
-fn prefetch_heads(qkv: &[f32], s: AttentionShape, b: usize, hs: std::ops::Range<usize>) {
+fn prefetch_heads<T>(qkv: &[T], s: AttentionShape, b: usize, hs: std::ops::Range<usize>) {
     let (t, d, w) = (s.tokens, s.head_dim, s.width());
     for j in 0..t {
         for which in 0..3 {
             let at = (b * t + j) * 3 * w + which * w;
-            for line in qkv[at + hs.start * d..at + hs.end * d].chunks(16) {
-                super::prefetch(line.as_ptr());
+            let run = &qkv[at + hs.start * d..at + hs.end * d];
+            for line in run.chunks(64 / std::mem::size_of::<T>().max(1)) {
+                super::prefetch(line.as_ptr() as *const f32);
             }
         }
     }
 }
 
 /// One (sample, head): where its queries are, and its packed K and V.
-struct Head<'a> {
+struct Head<'a, T> {
     s: AttentionShape,
     level: Simd,
     kern: Kernel,
-    qkv: &'a [f32],
+    qkv: &'a [T],
     /// Sample and head.
     b: usize,
     h: usize,
@@ -134,19 +169,21 @@ struct Scratch {
     scores: Vec<f32>,
     /// A packed copy of a partial panel of rows.
     tail: Vec<f32>,
+    /// The query block widened to f32 (when `qkv` is not f32).
+    q: Vec<f32>,
     /// The last head's panels, kept for their memory.
     k_panels: Vec<f32>,
     v_panels: Vec<f32>,
 }
 
-impl<'a> Head<'a> {
+impl<'a, T: Element> Head<'a, T> {
     fn pack(
-        qkv: &'a [f32],
+        qkv: &'a [T],
         s: AttentionShape,
         bh: usize,
         level: Simd,
         sc: &mut Scratch,
-    ) -> Head<'a> {
+    ) -> Head<'a, T> {
         let kern = kernel(level);
         let (t, d, w) = (s.tokens, s.head_dim, s.width());
         let (b, h) = (bh / s.heads, bh % s.heads);
@@ -159,7 +196,7 @@ impl<'a> Head<'a> {
         for (q, panel) in k_panels.chunks_exact_mut(d * nr).enumerate() {
             for jj in 0..nr.min(t - q * nr) {
                 for (p, &x) in row(1, q * nr + jj).iter().enumerate() {
-                    panel[p * nr + jj] = x;
+                    panel[p * nr + jj] = x.to_f32();
                 }
             }
         }
@@ -169,7 +206,10 @@ impl<'a> Head<'a> {
         for (c, panel) in v_panels.chunks_exact_mut(tp * nr).enumerate() {
             let cols = nr.min(d - c * nr);
             for j in 0..t {
-                panel[j * nr..][..cols].copy_from_slice(&row(2, j)[c * nr..][..cols]);
+                let dst = &mut panel[j * nr..][..cols];
+                dst.iter_mut()
+                    .zip(&row(2, j)[c * nr..][..cols])
+                    .for_each(|(d, x)| *d = x.to_f32());
             }
         }
         Head {
@@ -197,7 +237,7 @@ impl<'a> Head<'a> {
     /// # Safety
     /// `out` is the op's output; rows i0.. of this head are written by
     /// this call only.
-    unsafe fn query_block(&self, i0: usize, qn: usize, sc: &mut Scratch, out: *mut f32) {
+    unsafe fn query_block(&self, i0: usize, qn: usize, sc: &mut Scratch, out: *mut T) {
         let (t, d, w) = (self.s.tokens, self.s.head_dim, self.s.width());
         let Kernel { mr, nr, .. } = self.kern;
         let key_end = if self.s.causal { i0 + qn } else { t };
@@ -210,15 +250,28 @@ impl<'a> Head<'a> {
         sc.row_sum.resize(qn, 0.0);
         sc.scores.resize(qn.div_ceil(mr) * mr * KB, 0.0);
         let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
+        // Q in place where qkv is f32, else this block's rows widened.
+        let (q_src, q_first, q_stride) = match T::as_f32(self.qkv) {
+            Some(q) => (q, q_row(0), 3 * w),
+            None => {
+                let mut q = std::mem::take(&mut sc.q);
+                q.clear();
+                for i in 0..qn {
+                    q.extend(self.qkv[q_row(i)..][..d].iter().map(|x| x.to_f32()));
+                }
+                sc.q = q;
+                (&sc.q[..], 0, d)
+            }
+        };
         for j0 in (0..key_end).step_by(KB) {
             let kbp = KB.min(key_end - j0).div_ceil(nr) * nr;
             for ip in (0..qn).step_by(mr) {
                 let a = rows_of(
                     self.kern,
-                    self.qkv,
-                    q_row(ip),
+                    q_src,
+                    q_first + ip * q_stride,
                     qn - ip,
-                    3 * w,
+                    q_stride,
                     d,
                     &mut sc.tail,
                 );
@@ -269,7 +322,7 @@ impl<'a> Head<'a> {
             // SAFETY: row (b, i0+r), head h: this task's part of `out`.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.add(at), d) };
             for (x, y) in dst.iter_mut().zip(&sc.o[r * self.dp..]) {
-                *x = y * inv;
+                *x = T::from_f32(y * inv);
             }
         }
     }

@@ -11,6 +11,7 @@ mod label_spaces;
 mod preprocess;
 mod ptxas;
 mod simd;
+mod simd_bf16;
 mod text;
 mod tokenizer;
 mod zeroshot;

@@ -1,0 +1,168 @@
+//! The CPU's bf16 routes (widened to f32, AVX512-BF16 `vdpbf16ps`, AMX
+//! tiles), each one this machine has, against f64 oracles of the widened
+//! operands, on shapes that cross the packing blocks, odd depths (which
+//! widen) and depths that are and are not multiples of AMX's 32.
+//! `tests/numerics/ops_bf16.rs` covers the ops through the executors at
+//! the default route; this file makes sure no route goes untested.
+
+use crate::common::{assert_close, data, oracle as r};
+use dawin::buf::SliceMut;
+use dawin::ops::attention::AttentionShape;
+use dawin::ops::gemm::GemmShape;
+use dawin::ops::gemm_bf16::{self, Activation, Epilogue};
+use dawin::ops::gemm_dual::DualGemmRef;
+use dawin::ops::gemm_dual_bf16;
+use dawin::simd::{self, Bf16, vmath};
+use half::bf16;
+use proptest::prelude::*;
+
+fn to_bf16(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+fn widen(v: &[bf16]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+const F32_OUT: Epilogue = Epilogue {
+    activation: Activation::None,
+    f32_out: true,
+    accumulate: false,
+};
+
+/// Depths: any (odd ones run widened), and multiples of 32 up to 1280,
+/// which AMX takes, crossing its 1024-deep slice.
+fn depth() -> impl Strategy<Value = usize> {
+    prop_oneof![1usize..400, (1usize..41).prop_map(|x| 32 * x)]
+}
+
+proptest! {
+    #![proptest_config(crate::common::proptest_config(12))]
+
+    /// gemm_bf16 on every route, f32 out: f32 accumulation of exact bf16
+    /// products, so 1e-5 of scale as the f32 gemm.
+    #[test]
+    fn gemm_bf16_every_route(m in 1usize..160, n in 1usize..300, k in depth(), bias in any::<bool>(), seed in any::<u64>()) {
+        let a = to_bf16(&data(seed, m * k, 1.0));
+        let b = to_bf16(&data(seed ^ 1, n * k, 0.5));
+        let bi = data(seed ^ 2, n, 3.0);
+        let want = r::to_f32(&r::gemm(&widen(&a), &widen(&b), bias.then_some(&bi[..]), m, n, k));
+        for route in simd::available_bf16() {
+            let mut c = vec![f32::NAN; m * n];
+            let s = GemmShape { m, n, k };
+            gemm_bf16::cpu_at(route, &a, &b, bias.then_some(&bi[..]), SliceMut::F32(&mut c), s, F32_OUT);
+            assert_close(&format!("gemm_bf16 {s:?} on {}", route.name()), &c, &want, 1e-5);
+        }
+    }
+
+    /// gemm_dual_bf16 on every route against per-row lerped weights; 1e-5.
+    #[test]
+    fn gemm_dual_bf16_every_route(samples in 1usize..4, rows_per in 1usize..50, n in 1usize..200, k in depth(), seed in any::<u64>()) {
+        let m = samples * rows_per;
+        let a = to_bf16(&data(seed, m * k, 1.0));
+        let (b0, b1) = (to_bf16(&data(seed ^ 1, n * k, 0.5)), to_bf16(&data(seed ^ 2, n * k, 0.5)));
+        let (c0, c1) = (data(seed ^ 3, n, 1.0), data(seed ^ 4, n, 1.0));
+        let lambda: Vec<f32> = data(seed ^ 5, samples, 1.0).iter().map(|v| v.abs().fract()).collect();
+        let want = r::dual_gemm(&widen(&a), (&widen(&b0), &widen(&b1)), (&c0, &c1), &lambda, rows_per, n, k);
+        for route in simd::available_bf16() {
+            let dual = DualGemmRef { b1: &b1[..], bias1: Some(&c1), lambda: &lambda, rows_per_lambda: rows_per };
+            let mut c = vec![f32::NAN; m * n];
+            let s = GemmShape { m, n, k };
+            gemm_dual_bf16::cpu_at(route, &a, (&b0, Some(&c0)), &dual, SliceMut::F32(&mut c), s, F32_OUT);
+            assert_close(&format!("gemm_dual_bf16 {s:?} on {}", route.name()), &c, &want, 1e-5);
+        }
+    }
+
+    /// The flash attention reading bf16 qkv and writing bf16, at each SIMD
+    /// level: within 2⁻⁸ of each value (the output's rounding, 2⁻⁹, and
+    /// the f32 arithmetic) plus 1e-5 of the scale, of the f64 attention of
+    /// the widened inputs.
+    #[test]
+    fn attention_bf16_every_level(batch in 1usize..3, tokens in 1usize..120, heads in 1usize..3, hd in prop::sample::select(vec![8usize, 13, 64]), causal in any::<bool>(), seed in any::<u64>()) {
+        let w = heads * hd;
+        let qkv = to_bf16(&data(seed, batch * tokens * 3 * w, 2.0));
+        let wide = widen(&qkv);
+        let mut want = vec![0f64; batch * tokens * w];
+        for b in 0..batch {
+            for h in 0..heads {
+                let get = |part: usize| -> Vec<Vec<f64>> {
+                    (0..tokens).map(|t| (0..hd).map(|c| wide[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64).collect()).collect()
+                };
+                let (q, k, v) = (get(0), get(1), get(2));
+                for t in 0..tokens {
+                    let keys = if causal { t + 1 } else { tokens };
+                    let o = r::attention_head(&q[t..=t], &k[..keys], &v[..keys]).remove(0);
+                    for (c, x) in o.iter().enumerate() {
+                        want[(b * tokens + t) * w + h * hd + c] = *x;
+                    }
+                }
+            }
+        }
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let s = AttentionShape { batch, tokens, heads, head_dim: hd, causal };
+        for level in simd::available() {
+            let mut out = vec![bf16::NAN; batch * tokens * w];
+            simd::attention::attention(level, &qkv, &mut out, s);
+            for (i, (g, w)) in out.iter().zip(&want).enumerate() {
+                let tol = 2f64.powi(-8) * w.abs() + 1e-5 * scale;
+                let g = g.to_f32() as f64;
+                prop_assert!((g - w).abs() <= tol, "attention bf16 {s:?} at {}: [{i}] got {g} want {w}", level.name());
+            }
+        }
+    }
+}
+
+/// vmath's to_bf16 rounds exactly as `bf16::from_f32` at every level:
+/// random bit patterns (every exponent, NaNs and infinities included) and
+/// the ties and edges.
+#[test]
+fn to_bf16_is_half_rounding() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut xs: Vec<f32> = (0..200_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            f32::from_bits((state >> 32) as u32)
+        })
+        .collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        f32::from_bits(0x3f80_8000), // a tie, rounds to even (down)
+        f32::from_bits(0x3f81_8000), // a tie, rounds to even (up)
+        f32::from_bits(0x7fff_ffff), // NaN with every payload bit
+    ]);
+    for level in simd::available() {
+        let mut got = vec![bf16::ZERO; xs.len()];
+        vmath::to_bf16(level, &xs, &mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = bf16::from_f32(*x);
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "to_bf16({x:e} = {:#x}) at {}",
+                x.to_bits(),
+                level.name()
+            );
+        }
+    }
+}
+
+/// The bf16 routes this machine reports start with widening, and the
+/// active route is one of them.
+#[test]
+fn bf16_routes_are_consistent() {
+    let have = simd::available_bf16();
+    assert_eq!(have[0], Bf16::Widen);
+    assert!(have.contains(&simd::active_bf16()));
+    eprintln!(
+        "bf16 routes here: {:?}",
+        have.iter().map(|r| r.name()).collect::<Vec<_>>()
+    );
+}
