@@ -84,17 +84,52 @@ pub fn release() {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
+/// `iters` rounds of `tdpbf16ps` into four independent accumulator
+/// tiles (operands in registers, no memory): the tile unit's peak.
+/// Returns the FLOPs done.
+pub fn probe(iters: u64) -> f64 {
+    configure();
+    // SAFETY: tiles configured above; register-only tile instructions.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            options(nostack, nomem),
+        );
+        for _ in 0..iters {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem),
+            );
+        }
+    }
+    release();
+    // 4 tiles × 16×16 outputs × 32 products × (multiply + add).
+    (iters * 4 * 16 * 16 * 32 * 2) as f64
+}
+
 /// The 32×32 micro-kernel: C in tiles 0–3 (2×2 of 16×16 f32), A rows in
 /// tiles 4–5 and the B panel in tiles 6–7, 16 pairs (32 reduction steps)
-/// per round. `a` is row-major pairs (`cs == 1`), `b` a packed panel of
-/// `kc` × 32 pairs, `kc` a multiple of 16.
+/// per round. `a`'s rows are `a.rs` pairs apart and a round starting at
+/// pair p begins at `p·a.cs` (row-major: rs = row length, cs = 1; packed
+/// tiles: rs = 16, cs = 32); `b` is a packed panel of `kc` × 32 pairs,
+/// `kc` a multiple of 16.
 ///
 /// # Safety
 /// [`configure`] ran on this thread; `a` addresses 32 rows of `kc` pairs
-/// `a.rs` apart, `b` holds kc·32 pairs, `c` a 32×32 tile with row stride
+/// as its strides say, `b` holds kc·32 pairs, `c` a 32×32 tile with row stride
 /// `ldc` floats.
 pub unsafe fn kernel(kc: usize, a: ARef<u32>, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
-    debug_assert!(a.cs == 1 && kc.is_multiple_of(16));
+    debug_assert!(kc.is_multiple_of(16));
     let (c_stride, a_stride, b_stride) = (ldc * 4, a.rs * 4, 32usize * 4);
     // SAFETY: every tile load and store stays inside the documented sizes:
     // 16 rows of 64 bytes each at the given strides.
@@ -119,7 +154,7 @@ pub unsafe fn kernel(kc: usize, a: ARef<u32>, b: *const u32, c: *mut f32, ldc: u
             );
         }
         for p in (0..kc).step_by(16) {
-            let a_hi = a.ptr.add(p);
+            let a_hi = a.ptr.add(p * a.cs);
             let b_p = b.add(p * 32);
             asm!(
                 "tileloadd tmm4, [{a0} + {sa}*1]",

@@ -54,16 +54,24 @@ pub struct Kernel<T = f32> {
     pub mr: usize,
     pub nr: usize,
     run: MicroKernel<T>,
-    /// The kernel reads its A panels row-major (AMX tile loads) rather
-    /// than step-major, so a last partial panel is packed that way.
-    a_row_major: bool,
+    /// `Some(w)`: the kernel reads A as tiles of `w` steps of its `mr`
+    /// rows (AMX tile loads), so every A panel is packed that way,
+    /// `[kc/w][mr][w]`; None: A is read in place, step-major packing only
+    /// for a last partial panel.
+    a_tiles: Option<usize>,
     /// Per-thread set-up before a band and clean-up after it (the AMX
     /// tile configuration, which is thread state).
     enter: Option<fn()>,
     leave: Option<fn()>,
     /// Cache blocking: (KC, MC, NC).
     blocks: (usize, usize, usize),
+    /// Packs B panels as [`pack`] does, faster (a vector transpose).
+    pack_b: PackFn<T>,
 }
+
+/// [`pack`]'s signature.
+pub type PackFn<T> =
+    fn(&[T], usize, std::ops::Range<usize>, std::ops::Range<usize>, usize, &mut Vec<T>);
 
 impl<T> Clone for Kernel<T> {
     fn clone(&self) -> Self {
@@ -75,7 +83,7 @@ impl<T> Copy for Kernel<T> {}
 /// The largest register tile `Block::tile` stages in its scratch.
 const MAX_TILE: usize = 32 * 32;
 
-impl<T> Kernel<T> {
+impl<T: Copy + Default> Kernel<T> {
     /// A kernel with an `mr`×`nr` tile (at most 32×32) and no set-up.
     pub fn new(mr: usize, nr: usize, run: MicroKernel<T>) -> Self {
         assert!(mr * nr <= MAX_TILE, "register tile {mr}x{nr} too large");
@@ -83,25 +91,31 @@ impl<T> Kernel<T> {
             mr,
             nr,
             run,
-            a_row_major: false,
+            a_tiles: None,
             enter: None,
             leave: None,
             blocks: (KC, MC, NC),
+            pack_b: pack::<T>,
         }
     }
 
-    /// The same kernel, reading A row-major and running `enter`/`leave`
-    /// around each thread's band.
-    pub fn with_tiles(self, enter: fn(), leave: fn()) -> Self {
+    /// The same kernel, packing B with `pack_b` (same layout as [`pack`]).
+    pub fn with_pack_b(self, pack_b: PackFn<T>) -> Self {
+        Kernel { pack_b, ..self }
+    }
+
+    /// The same kernel, reading A packed in tiles `w` steps wide and
+    /// running `enter`/`leave` around each thread's band.
+    pub fn with_tiles(self, w: usize, enter: fn(), leave: fn()) -> Self {
         Kernel {
-            a_row_major: true,
+            a_tiles: Some(w),
             enter: Some(enter),
             leave: Some(leave),
             // The tiles keep C across the whole depth of ViT-B's k = 768
-            // (384 pairs), so one slice; a narrower NC block keeps the
-            // C rows revisited between slices in L2 (measured on a 2-core
-            // Xeon with AMX: 0.75 against 0.68 TFLOP/s at 400x3072x768).
-            blocks: (512, MC, 256),
+            // (384 pairs): one slice, no C reloads. Measured on a 2-core
+            // Xeon with AMX at 400x3072x768: 0.83 TFLOP/s against 0.68 with
+            // the f32 blocks and 0.63 with 128-pair slices.
+            blocks: (512, 2 * MC, 512),
             ..self
         }
     }
@@ -273,7 +287,7 @@ impl<T: Copy + Default> Block<'_, T> {
                 let kc = kcb.min(self.k - p0);
                 let last = p0 + kc == self.k;
                 for (b, out) in self.bs.iter().zip(pb.iter_mut()) {
-                    pack(b, self.k, j0..j0 + jn, p0..p0 + kc, nr, out);
+                    (self.kern.pack_b)(b, self.k, j0..j0 + jn, p0..p0 + kc, nr, out);
                 }
                 for i0 in rows.clone().step_by(mcb) {
                     let im = mcb.min(rows.end - i0);
@@ -281,8 +295,9 @@ impl<T: Copy + Default> Block<'_, T> {
                         let (r0, live) = (i0 + ip * mr, mr.min(im - ip * mr));
                         // A is read in place (MR rows, k apart: MR streams the
                         // prefetchers follow); only a last partial panel is
-                        // packed, so no row past m is touched.
-                        let a = if live == mr {
+                        // packed, so no row past m is touched. Tile kernels
+                        // get every panel packed, contiguous per tile.
+                        let a = if live == mr && self.kern.a_tiles.is_none() {
                             ARef {
                                 ptr: self.a[r0 * self.k + p0..].as_ptr(),
                                 rs: self.k,
@@ -309,8 +324,8 @@ impl<T: Copy + Default> Block<'_, T> {
         }
     }
 
-    /// A last partial panel of A rows, zero-padded to a whole panel in the
-    /// layout the kernel reads.
+    /// A panel of A rows (a last partial one zero-padded to a whole panel)
+    /// in the layout the kernel reads.
     fn pack_a(
         &self,
         rows: std::ops::Range<usize>,
@@ -318,20 +333,33 @@ impl<T: Copy + Default> Block<'_, T> {
         pa: &mut Vec<T>,
     ) -> ARef<T> {
         let mr = self.kern.mr;
-        if !self.kern.a_row_major {
+        let Some(w) = self.kern.a_tiles else {
             pack(self.a, self.k, rows, ks, mr, pa);
             return self.kern.packed(pa);
-        }
+        };
         let kc = ks.len();
-        pa.clear();
-        pa.resize(mr * kc, T::default());
-        for (dst, r) in pa.chunks_exact_mut(kc).zip(rows) {
-            dst.copy_from_slice(&self.a[r * self.k + ks.start..][..kc]);
+        debug_assert!(kc.is_multiple_of(w));
+        let live = rows.len();
+        if pa.len() != mr * kc || live < mr {
+            // Rows past the live ones must read as zeros.
+            pa.clear();
+            pa.resize(mr * kc, T::default());
         }
+        for (i, r) in rows.enumerate() {
+            let src = &self.a[r * self.k + ks.start..][..kc];
+            for (q, piece) in src.chunks_exact(w).enumerate() {
+                // An element loop, not copy_from_slice: a memmove call per
+                // 64-byte piece cost a tenth of the AMX gemm.
+                let dst = &mut pa[(q * mr + i) * w..][..w];
+                dst.iter_mut().zip(piece).for_each(|(d, s)| *d = *s);
+            }
+        }
+        // Row i, step p at (p / w)·mr·w + i·w + p % w: a tile's rows are w
+        // apart, and a tile starts every w steps at p·mr.
         ARef {
             ptr: pa.as_ptr(),
-            rs: kc,
-            cs: 1,
+            rs: w,
+            cs: mr,
         }
     }
 

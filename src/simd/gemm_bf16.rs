@@ -63,10 +63,13 @@ fn kernel(level: Bf16, k: usize) -> Option<Kernel<u32>> {
         #[cfg(target_arch = "x86_64")]
         Bf16::Amx if k.is_multiple_of(32) => Some(
             Kernel::new(32, 32, super::amx::kernel)
-                .with_tiles(super::amx::configure, super::amx::release),
+                .with_tiles(16, super::amx::configure, super::amx::release)
+                .with_pack_b(x86::pack_transposed),
         ),
         #[cfg(target_arch = "x86_64")]
-        Bf16::Avx512Bf16 | Bf16::Amx => Some(Kernel::new(8, 32, x86::avx512bf16)),
+        Bf16::Avx512Bf16 | Bf16::Amx => {
+            Some(Kernel::new(8, 32, x86::avx512bf16).with_pack_b(x86::pack_transposed))
+        }
         #[cfg(not(target_arch = "x86_64"))]
         _ => None,
     }
@@ -87,8 +90,109 @@ fn pairs(v: &[bf16]) -> Cow<'_, [u32]> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::gemm::ARef;
+    use super::super::gemm::{ARef, pack};
     use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// [`pack`] of u32 pairs with 16×16 blocks transposed in zmm
+    /// registers (the scalar scatter was an eighth of the AMX gemm); the
+    /// edges (fewer than 16 rows or steps) are copied one by one. Called
+    /// only where the CPU has AVX-512F (the bf16 kernels need it).
+    pub fn pack_transposed(
+        src: &[u32],
+        k: usize,
+        rows: Range<usize>,
+        ks: Range<usize>,
+        w: usize,
+        out: &mut Vec<u32>,
+    ) {
+        let (rn, kc) = (rows.len(), ks.len());
+        if !w.is_multiple_of(16) || rn == 0 || kc == 0 {
+            return pack(src, k, rows, ks, w, out);
+        }
+        assert!(src.len() >= (rows.end - 1) * k + ks.end);
+        let need = rn.div_ceil(w) * kc * w;
+        if out.len() != need || !rn.is_multiple_of(w) {
+            // Padding rows must read as zeros; whole panels are overwritten.
+            out.clear();
+            out.resize(need, 0);
+        }
+        let whole = kc / 16 * 16;
+        for (q, panel) in out.chunks_exact_mut(kc * w).enumerate() {
+            let live = w.min(rn - q * w);
+            for h in (0..live).step_by(16) {
+                let first = (rows.start + q * w + h) * k + ks.start;
+                let n16 = 16.min(live - h);
+                let scalar_from = if n16 == 16 { whole } else { 0 };
+                if n16 == 16 {
+                    for p0 in (0..whole).step_by(16) {
+                        // SAFETY: rows first.. (16 of them, k apart) have
+                        // 16 steps from p0 (asserted above); the panel has
+                        // 16 steps of w from p0·w + h.
+                        unsafe {
+                            transpose16(
+                                src.as_ptr().add(first + p0),
+                                k,
+                                panel.as_mut_ptr().add(p0 * w + h),
+                                w,
+                            )
+                        };
+                    }
+                }
+                for jj in 0..n16 {
+                    for p in scalar_from..kc {
+                        panel[p * w + h + jj] = src[first + jj * k + p];
+                    }
+                }
+            }
+        }
+    }
+
+    /// `d[c·ds + r] = s[r·ss + c]` for a 16×16 block of u32.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `s` addresses 16 rows of 16 values `ss` apart,
+    /// `d` 16 rows of 16 values `ds` apart.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose16(s: *const u32, ss: usize, d: *mut u32, ds: usize) {
+        // SAFETY: loads and stores inside the documented blocks.
+        unsafe {
+            let r: [__m512i; 16] =
+                std::array::from_fn(|i| _mm512_loadu_si512(s.add(i * ss) as *const _));
+            // Per 128-bit lane: pairs of rows interleaved by 32, then by 64
+            // bits, so u[4g + j] lane L holds column 4L + j of rows 4g..4g+4.
+            let t: [__m512i; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_epi32(a, b)
+                } else {
+                    _mm512_unpackhi_epi32(a, b)
+                }
+            });
+            let u: [__m512i; 16] = std::array::from_fn(|i| {
+                let (g, j) = (i / 4, i % 4);
+                let (a, b) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
+                if j % 2 == 0 {
+                    _mm512_unpacklo_epi64(a, b)
+                } else {
+                    _mm512_unpackhi_epi64(a, b)
+                }
+            });
+            // Then the lanes: column 4L + j gathers lane L of u[j],
+            // u[4 + j], u[8 + j], u[12 + j].
+            for j in 0..4 {
+                let v0 = _mm512_shuffle_i32x4::<0x88>(u[j], u[4 + j]);
+                let v1 = _mm512_shuffle_i32x4::<0xdd>(u[j], u[4 + j]);
+                let w0 = _mm512_shuffle_i32x4::<0x88>(u[8 + j], u[12 + j]);
+                let w1 = _mm512_shuffle_i32x4::<0xdd>(u[8 + j], u[12 + j]);
+                let col = |c: usize| d.add(c * ds) as *mut _;
+                _mm512_storeu_si512(col(j), _mm512_shuffle_i32x4::<0x88>(v0, w0));
+                _mm512_storeu_si512(col(4 + j), _mm512_shuffle_i32x4::<0x88>(v1, w1));
+                _mm512_storeu_si512(col(8 + j), _mm512_shuffle_i32x4::<0xdd>(v0, w0));
+                _mm512_storeu_si512(col(12 + j), _mm512_shuffle_i32x4::<0xdd>(v1, w1));
+            }
+        }
+    }
 
     /// The 8×32 AVX512-BF16 micro-kernel: the f32 AVX-512 kernel's 16 zmm
     /// accumulators, each `vdpbf16ps` adding two reduction steps.
@@ -133,6 +237,29 @@ mod x86 {
                 _mm512_storeu_ps(ci, ri[0]);
                 _mm512_storeu_ps(ci.add(16), ri[1]);
             }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::super::gemm::pack;
+
+    /// The transposing pack lays out exactly what the scalar one does, on
+    /// edges of every kind (partial panels and halves, step tails).
+    #[test]
+    fn pack_transposed_is_pack() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512F here");
+            return;
+        }
+        let k = 77;
+        let src: Vec<u32> = (0..100 * k as u32).map(|v| v.wrapping_mul(2654435761)).collect();
+        for (rows, ks) in [(0..100, 0..77), (3..40, 5..69), (16..48, 0..32), (7..8, 1..2), (0..31, 16..77)] {
+            let (mut want, mut got) = (Vec::new(), vec![7u32; 3]);
+            pack(&src, k, rows.clone(), ks.clone(), 32, &mut want);
+            super::x86::pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);
+            assert_eq!(got, want, "rows {rows:?} steps {ks:?}");
         }
     }
 }

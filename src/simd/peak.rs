@@ -1,13 +1,17 @@
 //! The CPU's f32 peak and memory bandwidth for `%roof`, measured once per
 //! process (about 0.5 s, on first use by a profile or a bench):
 //!
-//! - clock: a chain of dependent integer adds, one per cycle on every x86
-//!   core since the Pentium Pro, timed on one thread;
+//! - clock: a chain of dependent register-to-register integer adds, one
+//!   per cycle on every x86 core since the Pentium Pro, timed on one thread
+//!   (adds of an immediate would not do: Golden Cove and later fold chains
+//!   of them at rename, several per cycle);
 //! - FMA throughput: 12 independent FMA chains per thread at the widest
 //!   level the CPU has, on every worker thread at once (so SMT siblings,
 //!   shared FPUs and all-core clocks count as they do for a real gemm);
 //!   FMAs per cycle per thread = that rate / clock;
 //! - peak = threads × lanes × FMAs/cycle × 2 × clock;
+//! - bf16: the same for the bf16 route (`super::active_bf16`): AMX's
+//!   `tdpbf16ps` on four independent tiles, or 12 `vdpbf16ps` chains;
 //! - bandwidth: the best of `a ← a + s·b` over 2 × 256 MiB on all threads
 //!   and an in-place lerp over the same (3 × 256 MiB moved), on huge
 //!   pages as the executor's buffers are.
@@ -31,30 +35,36 @@ fn measure() -> Option<Peak> {
     let threads = rayon::current_num_threads();
     // Every worker at once; best of three per worker (the first run also
     // wakes up the wide vector units, which start at reduced throughput).
-    let fma_per_ns: f64 = rayon::broadcast(|_| {
-        (0..3)
-            .map(|_| fma_rate(level).unwrap_or(0.0))
-            .fold(0.0, f64::max)
-    })
-    .iter()
-    .sum();
-    if fma_per_ns <= 0.0 {
-        return None;
-    }
+    let fma_per_ns = on_every_thread(|| fma_rate(level))?;
     let lanes = level.lanes() as f64;
     let per_cycle = fma_per_ns / threads as f64 / ghz;
     let flops = fma_per_ns * 1e9 * lanes * 2.0;
     let bytes = bandwidth();
+    let bf16 = super::active_bf16();
+    let tensor_flops = on_every_thread(|| bf16_rate(bf16)).map(|per_ns| per_ns * 1e9);
+    let tensor = match tensor_flops {
+        Some(f) => format!("; bf16 {:.2} TFLOP/s ({})", f / 1e12, bf16.name()),
+        None => String::new(),
+    };
     Some(Peak {
         flops,
-        tensor_flops: None,
+        tensor_flops,
         bytes,
         source: format!(
-            "measured: {threads} threads × {lanes:.0} lanes ({}) × {per_cycle:.2} FMA/cycle × 2 × {ghz:.2} GHz; \
+            "measured: {threads} threads × {lanes:.0} lanes ({}) × {per_cycle:.2} FMA/cycle × 2 × {ghz:.2} GHz{tensor}; \
              best of a + s·b and lerp over 2 × 256 MiB",
             level.name()
         ),
     })
+}
+
+/// Σ over the worker threads, all running at once, of each one's best of
+/// three `rate()` (the first run also wakes up the wide vector units,
+/// which start at reduced throughput); None where there is no probe.
+fn on_every_thread(rate: impl Fn() -> Option<f64> + Sync) -> Option<f64> {
+    let per_thread = rayon::broadcast(|_| (0..3).filter_map(|_| rate()).fold(0.0, f64::max));
+    let total: f64 = per_thread.iter().sum();
+    (total > 0.0).then_some(total)
 }
 
 /// The core clock in GHz: 4·10⁷ dependent adds, best of three.
@@ -62,6 +72,7 @@ fn clock_ghz() -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         let adds = 10_000_000u64;
+        let one = std::hint::black_box(1u64);
         let best = (0..3)
             .map(|_| {
                 let t = Instant::now();
@@ -69,7 +80,7 @@ fn clock_ghz() -> Option<f64> {
                 for _ in 0..adds {
                     // SAFETY: register arithmetic only.
                     unsafe {
-                        std::arch::asm!("add {0}, 1", "add {0}, 1", "add {0}, 1", "add {0}, 1", inout(reg) x, options(nomem, nostack));
+                        std::arch::asm!("add {0}, {1}", "add {0}, {1}", "add {0}, {1}", "add {0}, {1}", inout(reg) x, in(reg) one, options(nomem, nostack));
                     }
                 }
                 std::hint::black_box(x);
@@ -96,6 +107,21 @@ fn fma_rate(level: Simd) -> Option<f64> {
         _ => return None,
     };
     Some(12.0 * iters as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+/// bf16 FLOPs per nanosecond on this thread on `route` (f32 accumulation).
+fn bf16_rate(route: super::Bf16) -> Option<f64> {
+    let iters = 1_000_000u64;
+    let t = Instant::now();
+    let flops = match route {
+        #[cfg(target_arch = "x86_64")]
+        super::Bf16::Amx => super::amx::probe(iters),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the route is one the CPU has.
+        super::Bf16::Avx512Bf16 => unsafe { x86::dpbf16(iters) },
+        _ => return None,
+    };
+    Some(flops / t.elapsed().as_secs_f64() / 1e9)
 }
 
 /// Floats per probe array: 256 MiB, far beyond any last-level cache, and
@@ -168,6 +194,25 @@ mod x86 {
             }
         }
         acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+    }
+
+    /// 12 independent `vdpbf16ps` chains; returns the FLOPs done.
+    ///
+    /// # Safety
+    /// The CPU has AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dpbf16(iters: u64) -> f64 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        // SAFETY: 64 bytes of bf16 pairs as the instruction's operand type.
+        let ones: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80)) };
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_dpbf16_ps(*x, ones, ones);
+            }
+        }
+        std::hint::black_box(acc);
+        // 16 lanes × 2 products × (multiply + add) per instruction.
+        (iters * 12 * 16 * 2 * 2) as f64
     }
 
     /// # Safety
