@@ -27,3 +27,17 @@ pub fn advise_huge<T>(v: Vec<T>) -> Vec<T> {
     }
     v
 }
+
+/// Asks glibc's allocator to serve blocks up to 64 MiB from its heap and
+/// to keep freed memory, instead of a fresh mmap (page faults and zeroing
+/// on every touch) for each block over 128 KiB-32 MiB: decoding an image
+/// folder allocates and frees a few such blocks per image, and the faults
+/// were a fifth of `dawin preprocess`'s time. A no-op elsewhere.
+pub fn keep_freed_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called at start-up.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}

@@ -10,6 +10,7 @@ fn main() -> std::process::ExitCode {
     // The library reports through this; it never prints.
     dawin::reporter::install(std::sync::Arc::new(cli::terminal::Terminal));
     stop_on_signals();
+    dawin::hostmem::keep_freed_blocks();
     if let Some(n) = args.threads {
         // The global pool is built once, here, before anything runs.
         if let Err(e) = rayon::ThreadPoolBuilder::new()

@@ -311,14 +311,32 @@ fn view<'a>(path: &Path, dtype: Dtype, shape: &[usize], bytes: &'a [u8]) -> Resu
         .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))
 }
 
+/// Streams the tensors into a temporary file beside `path`, then renames
+/// it, as [`write_atomic`] does, without first building the whole file in
+/// memory (a preprocessed data set is hundreds of MB).
 fn serialize(
     path: &Path,
     views: Vec<(String, TensorView)>,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let bytes = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
-    write_atomic(path, &bytes)
+    check_output(path)?;
+    let tmp = temp_beside(path);
+    let written = safetensors::serialize_to_file(views, metadata, &tmp)
+        .map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(e) => Error::io(path, e),
+            e => Error::file(path, format!("cannot serialize: {e}")),
+        })
+        .and_then(|_| {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .and_then(|_| sync_parent(path))
+                .map_err(|e| Error::io(path, e))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes f32 tensors to a safetensors file, via a temporary file and a
@@ -361,6 +379,19 @@ pub fn write_i64_and_f32(
 
 /// Writes a data set file: `pixel_values` f32 and `labels` i64.
 pub fn write_f32_with_labels(path: &Path, pixels: &Tensor, labels: &[i64]) -> Result<()> {
+    let px = (Dtype::F32, bytemuck::cast_slice(&pixels.data));
+    write_pixels_with_labels(path, px, &pixels.shape, labels, None)
+}
+
+/// Writes a data set file: `pixel_values` of `dtype` from its
+/// little-endian bytes, `labels` i64, and metadata.
+pub fn write_pixels_with_labels(
+    path: &Path,
+    (dtype, bytes): (Dtype, &[u8]),
+    shape: &[usize],
+    labels: &[i64],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let views = vec![
         (
             "labels".to_string(),
@@ -371,17 +402,9 @@ pub fn write_f32_with_labels(path: &Path, pixels: &Tensor, labels: &[i64]) -> Re
                 bytemuck::cast_slice(labels),
             )?,
         ),
-        (
-            "pixel_values".to_string(),
-            view(
-                path,
-                Dtype::F32,
-                &pixels.shape,
-                bytemuck::cast_slice(&pixels.data),
-            )?,
-        ),
+        ("pixel_values".to_string(), view(path, dtype, shape, bytes)?),
     ];
-    serialize(path, views, None)
+    serialize(path, views, metadata)
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it and a

@@ -10,7 +10,7 @@ use dawin::model::placed::Precision;
 use dawin::pipelines::bench::BenchOptions;
 use dawin::pipelines::{demo, eval, mtl, multiset, shard};
 use dawin::report::summary;
-use dawin::tensorfile::{Tensor, write_atomic, write_f32_with_labels};
+use dawin::tensorfile::{Tensor, write_atomic, write_pixels_with_labels};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -115,8 +115,12 @@ pub fn run(cmd: Cmd) -> Result<()> {
             size,
             out,
             label_order,
+            dtype,
             folders,
-        } => run_preprocess(&paths, size as usize, &out, &folders.options(label_order)?),
+        } => {
+            let opt = folders.options(label_order)?;
+            run_preprocess(&paths, size as usize, &out, &opt, dtype)
+        }
         Cmd::Bench(a) => run_bench(a.device, &a.options(), a.json.clone()),
     }
 }
@@ -176,7 +180,9 @@ fn forward(model: &Path, input: &Path, out: &Path, run: RunFlags, arch: ArchFlag
     let ex = run.open()?;
     let batch = run.batch_size as usize;
     let paths = (model, input, out);
-    let r = dawin::model::batch::forward_file(ex.as_ref(), &m, paths, batch, run.precision)?;
+    let px = dataset::read_pixel_values(input)?;
+    let how = (batch, run.precision);
+    let r = dawin::model::batch::forward_file(ex.as_ref(), &m, paths, px, how)?;
     if r.non_finite_inputs > 0 {
         crate::errln!(
             "warning: {}: {} NaN/Inf values in pixel_values; their images' outputs will not be finite",
@@ -457,15 +463,26 @@ fn run_preprocess(
     size: usize,
     out: &Path,
     opt: &dataset::FolderOptions,
+    dtype: dataset::PixelDtype,
 ) -> Result<()> {
     dawin::tensorfile::check_output(out)?;
     let p = dataset::preprocess_paths(paths, size, opt, true)?;
     let n = p.labels.len();
-    let px = Tensor {
-        shape: vec![n, 3, size, size],
-        data: p.pixels,
-    };
-    write_f32_with_labels(out, &px, &p.labels)?;
+    let shape = [n, 3, size, size];
+    match dtype {
+        dataset::PixelDtype::U8 => {
+            let meta = [(dataset::U8_PIXELS_KEY, dataset::U8_PIXELS_MEANING)];
+            let meta = meta.map(|(k, v)| (k.to_string(), v.to_string())).into();
+            let px = (safetensors::Dtype::U8, &p.pixels[..]);
+            write_pixels_with_labels(out, px, &shape, &p.labels, Some(meta))?;
+        }
+        dataset::PixelDtype::F32 => {
+            let mut data = vec![0f32; p.pixels.len()];
+            dawin::data::preprocess::normalize(&p.pixels, &mut data, size * size);
+            let px = (safetensors::Dtype::F32, bytemuck::cast_slice(&data));
+            write_pixels_with_labels(out, px, &shape, &p.labels, None)?;
+        }
+    }
     crate::errln!("{n} images ({} skipped) -> {}", p.skipped, out.display());
     Ok(())
 }

@@ -10,7 +10,7 @@ pub mod terminal;
 use args::{ArchFlags, DataArgs, EvalArgs, ExpertiseArgs, RunFlags};
 use choice::{choice, positive};
 use clap::{Parser, Subcommand};
-use dawin::data::dataset::LabelOrder;
+use dawin::data::dataset::{LabelOrder, PixelDtype};
 use dawin::exec::ExecutorKind;
 use std::path::PathBuf;
 
@@ -331,8 +331,10 @@ pub enum Cmd {
     ///
     /// Each PATH is an image folder with one subfolder per class (labels are
     /// the sorted folder indices) or a single jpg/png (label −1). Writes
-    /// `pixel_values` f32 [N,3,S,S] and `labels` i64 [N]. Unreadable images
-    /// are reported and skipped.
+    /// `pixel_values` [N,3,S,S] (CLIP-normalised f32, or with `--dtype u8`
+    /// the u8 pixels after resize and crop, which eval, forward and
+    /// expertise normalise as they read) and `labels` i64 [N]. Unreadable
+    /// images are reported and skipped.
     Preprocess {
         /// Class folders or image files.
         #[arg(required = true)]
@@ -347,6 +349,11 @@ pub enum Cmd {
         /// ImageFolder) or by the number each folder is named (ImageNetV2).
         #[arg(long, value_parser = choice::<LabelOrder>(), default_value_t = LabelOrder::Sorted)]
         label_order: LabelOrder,
+        /// What `pixel_values` holds: normalised f32, or the u8 pixels
+        /// (4× smaller; eval, forward and expertise normalise them as they
+        /// read, to the same f32 values).
+        #[arg(long, value_parser = choice::<PixelDtype>(), default_value_t = PixelDtype::F32)]
+        dtype: PixelDtype,
         #[command(flatten)]
         folders: args::FolderFlags,
     },

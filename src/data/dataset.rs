@@ -41,6 +41,36 @@ impl Choice for LabelOrder {
 
 crate::display_choice!(LabelOrder);
 
+/// What `dawin preprocess` stores as `pixel_values`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PixelDtype {
+    #[default]
+    F32,
+    U8,
+}
+
+impl Choice for PixelDtype {
+    const ALL: &'static [Named<Self>] = &[
+        Named::new(
+            PixelDtype::F32,
+            "f32",
+            "CLIP-normalised f32, what every tool reads",
+        ),
+        Named::new(
+            PixelDtype::U8,
+            "u8",
+            "The u8 RGB pixels after resize and crop, a quarter of the size: a pixel cache that dawin normalises as it reads (bit-identical to f32)",
+        ),
+    ];
+}
+crate::display_choice!(PixelDtype);
+
+/// Metadata key of a u8 `pixel_values` written by `dawin preprocess`.
+pub const U8_PIXELS_KEY: &str = "dawin.pixel_values";
+/// Its value: what the u8 values are and how they are normalised.
+pub const U8_PIXELS_MEANING: &str =
+    "u8 RGB after resize and center crop, [N,3,S,S]; normalise with CLIP's mean and std";
+
 /// How an image folder is read: the class numbering, which class folders
 /// are kept, and a border trimmed from every image before preprocessing.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -186,12 +216,19 @@ impl Dataset {
             .tensor("pixel_values")
             .map_err(|_| Error::file(path, "missing tensor `pixel_values` (expected [N,3,S,S])"))?;
         let (dtype, shape) = (px.dtype(), px.shape().to_vec());
-        if f32_values(dtype, &[]).is_none() {
+        if dtype != Dtype::U8 && f32_values(dtype, &[]).is_none() {
             return Err(Error::file(
                 path,
                 format!(
-                    "`pixel_values` has dtype {dtype:?}: pixels must be floats (F32, F16, BF16 or F64), normalised as CLIP expects; run `dawin preprocess`"
+                    "`pixel_values` has dtype {dtype:?}: pixels must be floats (F32, F16, BF16 or F64), normalised as CLIP expects, or u8 RGB (`dawin preprocess --dtype u8`); run `dawin preprocess`"
                 ),
+            ));
+        }
+        let mut warnings = vec![];
+        let marked = f.metadata().contains_key(U8_PIXELS_KEY);
+        if dtype == Dtype::U8 && !marked {
+            warnings.push(format!(
+                "`pixel_values` is u8 without dawin's `{U8_PIXELS_KEY}` mark: read as RGB 0–255 [N,3,S,S] after resize and crop, normalised with CLIP's mean and std"
             ));
         }
         let [n, c, h, w] = shape[..] else {
@@ -229,7 +266,7 @@ impl Dataset {
             size,
             classes: vec![],
             skipped_files: vec![],
-            warnings: vec![],
+            warnings,
             crop_border: 0,
         })
     }
@@ -398,6 +435,12 @@ impl Dataset {
                 let mut pixels = Vec::with_capacity(indices.len() * img);
                 for &i in indices {
                     let b = &bytes[i * img * el..(i + 1) * img * el];
+                    if *dtype == Dtype::U8 {
+                        let at = pixels.len();
+                        pixels.resize(at + img, 0.0);
+                        preprocess::normalize(b, &mut pixels[at..], self.size * self.size);
+                        continue;
+                    }
                     pixels.extend(f32_values(*dtype, b).expect("a float dtype, checked in open"));
                 }
                 Batch::new(indices.to_vec(), pixels)
@@ -617,10 +660,36 @@ fn class_ids(root: &Path, classes: &[(String, PathBuf)], order: LabelOrder) -> R
     }
 }
 
-/// What `dawin preprocess` produced: pixels `[n,3,size,size]`, labels
-/// (−1 for single images) and how many images could not be read.
+/// The `pixel_values` of a tensor file as f32: floats as they are, a u8
+/// pixel cache (`dawin preprocess --dtype u8`, `[N,3,S,S]`) normalised as
+/// the f32 files are.
+pub fn read_pixel_values(path: &Path) -> Result<crate::tensorfile::Tensor> {
+    let f = TensorFile::open(path)?;
+    let st = f.tensors();
+    let t = st
+        .tensor("pixel_values")
+        .map_err(|_| Error::file(path, "missing tensor `pixel_values`"))?;
+    if t.dtype() != Dtype::U8 {
+        drop(st);
+        return f.read_f32("pixel_values");
+    }
+    let shape = t.shape().to_vec();
+    let [_, 3, h, w] = shape[..] else {
+        return Err(Error::file(
+            path,
+            format!("u8 `pixel_values` has shape {shape:?}, expected [N,3,S,S]"),
+        ));
+    };
+    let mut data = vec![0f32; t.data().len()];
+    preprocess::normalize(t.data(), &mut data, (h * w).max(1));
+    Ok(crate::tensorfile::Tensor { shape, data })
+}
+
+/// What `dawin preprocess` produced: pixels `[n,3,size,size]` as u8 after
+/// resize and crop (normalise with [`preprocess::normalize`]), labels (−1
+/// for single images) and how many images could not be read.
 pub struct Preprocessed {
-    pub pixels: Vec<f32>,
+    pub pixels: Vec<u8>,
     pub labels: Vec<i64>,
     pub skipped: usize,
 }
@@ -644,7 +713,7 @@ pub fn preprocess_paths(
     };
     for p in paths {
         if !p.is_dir() {
-            match preprocess::load_image_cropped(p, size, opt.crop_border) {
+            match preprocess::load_pixels_cropped(p, size, opt.crop_border) {
                 Ok(v) => {
                     out.pixels.extend(v);
                     out.labels.push(-1);
@@ -665,18 +734,34 @@ pub fn preprocess_paths(
             out.skipped += 1;
         }
         crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;
-        let all: Vec<usize> = (0..d.len()).collect();
-        let pb = crate::reporter::progress(all.len(), "preprocess", progress);
-        d.for_each_batch(&all, 64, |b| {
-            for (i, e) in &b.failed {
-                crate::reporter::warn(&format!("skipped {}: {e}", d.describe(*i)));
-                out.skipped += 1;
+        let Source::Folder { paths: files } = &d.source else {
+            unreachable!("a folder opens as a folder");
+        };
+        out.pixels.reserve(d.len() * 3 * size * size);
+        let pb = crate::reporter::progress(d.len(), "preprocess", progress);
+        for first in (0..d.len()).step_by(64) {
+            crate::interrupt::check()?;
+            let batch: Vec<(usize, Result<Vec<u8>>)> = (first..(first + 64).min(d.len()))
+                .into_par_iter()
+                .map(|i| {
+                    let px = preprocess::load_pixels_cropped(&files[i], size, opt.crop_border);
+                    (i, px)
+                })
+                .collect();
+            for (i, px) in batch {
+                match px {
+                    Ok(px) => {
+                        out.labels.push(d.labels[i]);
+                        out.pixels.extend_from_slice(&px);
+                    }
+                    Err(e) => {
+                        crate::reporter::warn(&format!("skipped {}: {e}", d.describe(i)));
+                        out.skipped += 1;
+                    }
+                }
+                pb.inc(1);
             }
-            out.labels.extend(b.indices.iter().map(|&i| d.labels[i]));
-            out.pixels.extend_from_slice(&b.pixels);
-            pb.inc((b.indices.len() + b.failed.len()) as u64);
-            Ok(())
-        })?;
+        }
         pb.finish();
     }
     if out.labels.is_empty() {

@@ -6,4 +6,5 @@ pub mod dataset;
 pub mod label_spaces;
 pub mod preprocess;
 pub mod projection;
+pub mod resample;
 pub mod synth;

@@ -198,18 +198,17 @@ pub struct ForwardReport {
     pub non_finite_inputs: usize,
 }
 
-/// `dawin forward`: `pixel_values` `[N,C,H,W]` from `input` through `model`
-/// into `out` (`image_embeds` and, with a head, `logits`).
+/// `dawin forward`: `px`, the `pixel_values` `[N,C,H,W]` read from `input`,
+/// through `model` into `out` (`image_embeds` and, with a head, `logits`).
 pub fn forward_file(
     ex: &dyn Executor,
     model: &super::Model,
     (model_path, input, out): (&std::path::Path, &std::path::Path, &std::path::Path),
-    batch_size: usize,
-    precision: super::placed::Precision,
+    px: crate::tensorfile::Tensor,
+    (batch_size, precision): (usize, super::placed::Precision),
 ) -> Result<ForwardReport> {
-    use crate::tensorfile::{Tensor, TensorFile, write_f32};
+    use crate::tensorfile::{Tensor, write_f32};
     let s = &model.spec;
-    let px = TensorFile::open(input)?.read_f32("pixel_values")?;
     let [n, c, h, w] = px.shape[..] else {
         return Err(Error::file(
             input,

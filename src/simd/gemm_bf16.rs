@@ -254,8 +254,16 @@ mod tests {
             return;
         }
         let k = 77;
-        let src: Vec<u32> = (0..100 * k as u32).map(|v| v.wrapping_mul(2654435761)).collect();
-        for (rows, ks) in [(0..100, 0..77), (3..40, 5..69), (16..48, 0..32), (7..8, 1..2), (0..31, 16..77)] {
+        let src: Vec<u32> = (0..100 * k as u32)
+            .map(|v| v.wrapping_mul(2654435761))
+            .collect();
+        for (rows, ks) in [
+            (0..100, 0..77),
+            (3..40, 5..69),
+            (16..48, 0..32),
+            (7..8, 1..2),
+            (0..31, 16..77),
+        ] {
             let (mut want, mut got) = (Vec::new(), vec![7u32; 3]);
             pack(&src, k, rows.clone(), ks.clone(), 32, &mut want);
             super::x86::pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);

@@ -1135,3 +1135,124 @@ fn every_file_not_evaluated_is_listed_once() {
     assert_eq!(summary(total.parent().unwrap())["skipped"], names.len());
     assert_eq!(lines(total.parent().unwrap()).len(), names.len());
 }
+
+/// A `w`×`h` image of seeded noise (so resampling and cropping matter).
+fn noise_image(path: &Path, w: u32, h: u32, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = (x * 7919 + y * 104_729 + seed * 31).wrapping_mul(2_654_435_761) >> 24;
+        image::Rgb([v as u8, (v * 3) as u8, (255 - v) as u8])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn the_u8_pixel_cache_gives_the_f32_results() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("images");
+    // Landscape, portrait, square, already at the model's size: one per
+    // class of the fixture head (6).
+    let sizes = [(61, 40), (33, 57), (48, 48), (24, 30), (90, 25), (24, 24)];
+    for (i, (w, h)) in sizes.iter().enumerate() {
+        noise_image(&root.join(format!("c{i}/i{i}.png")), *w, *h, i as u32);
+    }
+    let (f32s, u8s) = (
+        d.path().join("f32.safetensors"),
+        d.path().join("u8.safetensors"),
+    );
+    ok(&["preprocess", &p(&root), "--size", "24", "--out", &p(&f32s)]);
+    let t = ok(&[
+        "preprocess",
+        &p(&root),
+        "--size",
+        "24",
+        "--dtype",
+        "u8",
+        "--out",
+        &p(&u8s),
+    ]);
+    assert!(t.contains("6 images"), "{t}");
+    let f = TensorFile::open(&u8s).unwrap();
+    assert!(f.metadata().contains_key("dawin.pixel_values"));
+    assert_eq!(
+        f.tensors().tensor("pixel_values").unwrap().dtype(),
+        Dtype::U8
+    );
+    // A quarter of the bytes of f32 (plus headers).
+    let (a, b) = (
+        std::fs::metadata(&f32s).unwrap().len(),
+        std::fs::metadata(&u8s).unwrap().len(),
+    );
+    assert!(b * 3 < a, "u8 {b} bytes against f32 {a}");
+    // eval on the folder, the f32 file and the u8 cache: the same results.
+    let methods = ["--methods", "zeroshot,finetuned,dawin"];
+    let mut results = vec![];
+    for (name, data) in [("folder", &root), ("f32", &f32s), ("u8", &u8s)] {
+        let out = d.path().join(format!("eval-{name}"));
+        eval(&p(data), &out, &methods);
+        let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+        results.push((name, summary(&out)["methods"].clone(), csv));
+    }
+    for (name, methods, csv) in &results[1..] {
+        assert_eq!(methods, &results[0].1, "{name} vs the folder");
+        // Per-sample rows carry the λs and entropies: equal to the last digit
+        // once the folder's extra `path` column is set aside.
+        let rows = |c: &str| {
+            let fields = c
+                .lines()
+                .next()
+                .unwrap()
+                .split(',')
+                .take_while(|f| *f != "path")
+                .count();
+            c.lines()
+                .map(|l| l.split(',').take(fields).collect::<Vec<_>>().join(","))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows(csv), rows(&results[0].2), "{name} samples.csv");
+    }
+    // forward reads the cache too, to the same outputs.
+    let model = fx("dawin_pt.safetensors");
+    let mut outs = vec![];
+    for (name, data) in [("f32", &f32s), ("u8", &u8s)] {
+        let out = d.path().join(format!("fwd-{name}.safetensors"));
+        ok(&[
+            "forward",
+            "--model",
+            &model,
+            "--input",
+            &p(data),
+            "--out",
+            &p(&out),
+        ]);
+        outs.push(
+            TensorFile::open(&out)
+                .unwrap()
+                .read_f32("image_embeds")
+                .unwrap()
+                .data,
+        );
+    }
+    assert_eq!(outs[0], outs[1]);
+    // u8 pixels from elsewhere are read the same way, and the run says how.
+    let raw = TensorFile::open(&u8s).unwrap();
+    let st = raw.tensors();
+    let bytes = st.tensor("pixel_values").unwrap().data().to_vec();
+    let other = d.path().join("other.safetensors");
+    let labels = raw.read_i64("labels").unwrap().1;
+    let views = vec![
+        (
+            "pixel_values".to_string(),
+            TensorView::new(Dtype::U8, vec![6, 3, 24, 24], &bytes).unwrap(),
+        ),
+        (
+            "labels".to_string(),
+            TensorView::new(Dtype::I64, vec![6], bytemuck::cast_slice(&labels)).unwrap(),
+        ),
+    ];
+    std::fs::write(&other, safetensors::serialize(views, None).unwrap()).unwrap();
+    let out = d.path().join("eval-other");
+    let t = eval(&p(&other), &out, &methods);
+    assert!(t.contains("without dawin's"), "{t}");
+    assert_eq!(summary(&out)["methods"], results[0].1);
+}

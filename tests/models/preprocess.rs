@@ -84,3 +84,52 @@ fn resize_identity_and_constant_images() {
         );
     }
 }
+
+/// The crop-aware path (only the center crop resampled) equals PIL's whole
+/// resize followed by torchvision's center crop, bit for bit: down- and
+/// upscaling, landscape and portrait, an axis already at size, odd crops.
+#[test]
+fn crop_aware_resize_is_resize_then_crop() {
+    use dawin::data::preprocess::clip_pixels;
+    let mut state = 12345u32;
+    for (w, h, size) in [
+        (500, 375, 224),
+        (375, 500, 224),
+        (224, 300, 224),
+        (31, 17, 24),
+        (20, 20, 24),
+        (7, 90, 16),
+        (301, 299, 64),
+        (64, 64, 64),
+    ] {
+        let data = (0..w * h * 3)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        let img = Rgb8 {
+            width: w,
+            height: h,
+            data,
+        };
+        let (nw, nh) = if w <= h {
+            (size, (size as f64 * h as f64 / w as f64) as usize)
+        } else {
+            ((size as f64 * w as f64 / h as f64) as usize, size)
+        };
+        let top = ((nh as f64 - size as f64) / 2.0).round_ties_even() as usize;
+        let left = ((nw as f64 - size as f64) / 2.0).round_ties_even() as usize;
+        let full = resize_bicubic(&img, nw, nh);
+        let mut want = vec![0u8; 3 * size * size];
+        for c in 0..3 {
+            for y in 0..size {
+                for x in 0..size {
+                    want[(c * size + y) * size + x] =
+                        full.data[((top + y) * nw + left + x) * 3 + c];
+                }
+            }
+        }
+        assert_eq!(clip_pixels(&img, size), want, "{w}x{h} at {size}");
+    }
+}
