@@ -576,6 +576,10 @@ pub enum Suite {
     /// --quick): batched through the stacked ops against built per sample
     /// at batch 1 (not part of `all`: the batch-1 route takes long).
     Mtl,
+    /// The image path on the CPU's threads: JPEG decode, CLIP's resize and
+    /// crop, the u8 pixel cache's normalisation, as images/s (generated
+    /// ImageNet-sized JPEGs; the executor plays no part).
+    Data,
 }
 
 #[derive(Args)]
@@ -620,6 +624,7 @@ impl BenchArgs {
             kernels: matches!(self.suite, Suite::Kernels | Suite::All),
             pipeline: matches!(self.suite, Suite::Pipeline | Suite::All),
             mtl: self.suite == Suite::Mtl,
+            data: self.suite == Suite::Data,
             filter: self.filter.clone(),
             precision: self.precision,
             stream: std::io::IsTerminal::is_terminal(&std::io::stderr()),

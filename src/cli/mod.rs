@@ -326,6 +326,9 @@ pub enum Cmd {
     /// tools/bench_torch.py prints the same rows for PyTorch. `--suite mtl`
     /// times multi-task DaWin's per-sample merges of 8 task models, batched
     /// through the stacked ops against built per sample at batch 1.
+    /// `--suite data` times the image path on the CPU (JPEG decode, CLIP's
+    /// resize and crop, the u8 pixel cache's normalisation) as images/s;
+    /// tools/bench_data.py races `dawin preprocess` against torchvision.
     Bench(Box<args::BenchArgs>),
     /// Decode and CLIP-preprocess images into a safetensors file.
     ///

@@ -43,6 +43,8 @@ pub struct BenchOptions {
     pub pipeline: bool,
     /// Multi-task per-sample merges, batched against built per sample.
     pub mtl: bool,
+    /// The image path: decode, preprocessing, the pixel cache's reading.
+    pub data: bool,
     /// Only benchmarks whose name contains this.
     pub filter: Option<String>,
     /// Arithmetic of the pipeline rows (named `… bf16` in bf16).
@@ -54,7 +56,7 @@ pub struct BenchOptions {
 
 impl BenchOptions {
     /// Reports a finished row, when streaming.
-    fn finished(&self, r: &Row) {
+    pub(super) fn finished(&self, r: &Row) {
         if self.stream {
             crate::reporter::status(&format!(
                 "  {:<44} min {:>9.3} ms  median {:>9.3} ms",
@@ -86,7 +88,12 @@ pub struct Row {
 }
 
 impl Row {
-    fn from_times(name: String, mut ms: Vec<f64>, cost: Cost, images: Option<usize>) -> Row {
+    pub(super) fn from_times(
+        name: String,
+        mut ms: Vec<f64>,
+        cost: Cost,
+        images: Option<usize>,
+    ) -> Row {
         ms.sort_by(f64::total_cmp);
         Row {
             name,
@@ -110,6 +117,9 @@ pub fn run(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     }
     if o.mtl {
         rows.extend(mtl(ex, o)?);
+    }
+    if o.data {
+        rows.extend(super::bench_data::rows(o)?);
     }
     Ok(rows)
 }

@@ -4,6 +4,7 @@
 //! the demo and `bench`.
 
 pub mod bench;
+pub mod bench_data;
 pub mod cache;
 pub mod calibrate;
 pub mod demo;

@@ -556,3 +556,55 @@ fn t3_constants_are_recorded_and_misuse_refused() {
         assert!(text(&o).contains("t3"), "{extra:?}: {}", text(&o));
     }
 }
+
+#[test]
+fn bench_data_suite_times_the_image_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("data.json");
+    let before = bench_data_dirs();
+    let args = [
+        "bench",
+        "--suite",
+        "data",
+        "--quick",
+        "--repeats",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let o = dawin(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for want in [
+        "data decode jpeg",
+        "data preprocess 224 u8",
+        "data normalise u8 224",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "{want}: {names:?}"
+        );
+    }
+    for r in rows {
+        assert_eq!(r["images"].as_u64(), Some(8), "{r}");
+        assert!(r["min_ms"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Its temporary JPEGs are gone.
+    assert_eq!(bench_data_dirs(), before);
+}
+
+/// The data suite's temporary folders now in the system's temp dir.
+fn bench_data_dirs() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("dawin-bench-data-")
+        })
+        .count()
+}
