@@ -123,14 +123,12 @@ fn write_jpegs(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
 /// Smooth colour waves plus noise: compresses like a photograph.
 fn textured(w: u32, h: u32, seed: u64) -> image::RgbImage {
     let mut rng = crate::rng::SplitMix(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let f: Vec<f32> = (0..6)
-        .map(|_| 0.005 + 0.045 * rng.uniform() as f32)
-        .collect();
+    let f: Vec<f32> = (0..6).map(|_| 0.005 + 0.045 * rng.uniform()).collect();
     image::RgbImage::from_fn(w, h, |x, y| {
         let (x, y) = (x as f32, y as f32);
         image::Rgb(std::array::from_fn(|c| {
             let wave = 127.0 + 80.0 * (x * f[2 * c] + y * f[2 * c + 1] + c as f32).sin();
-            (wave + 8.0 * rng.normal() as f32).clamp(0.0, 255.0) as u8
+            (wave + 8.0 * rng.normal()).clamp(0.0, 255.0) as u8
         }))
     })
 }
