@@ -6,7 +6,9 @@ use super::{Addr, Host, OpDef, on_host};
 use crate::buf::{Buf, DType};
 use crate::device::{Dims, Gpu};
 use crate::error::Result;
+use crate::simd::{Simd, vmath};
 use half::bf16;
+use rayon::prelude::*;
 
 /// `out = w0 + λ(w1 − w0)` over bf16 views; `out` may be `w0`.
 #[derive(Clone, Copy, Debug)]
@@ -17,11 +19,37 @@ pub struct LerpBf16 {
     pub lambda: f32,
 }
 
+/// The reference: [`super::lerp::scalar`] per element, rounded by
+/// `bf16::from_f32`. The executor runs [`cpu_at`].
 pub fn cpu(out: &mut [bf16], w0: &[bf16], w1: &[bf16], lambda: f32) {
     assert!(w0.len() == out.len() && w1.len() == out.len());
     for ((o, a), b) in out.iter_mut().zip(w0).zip(w1) {
         *o = bf16::from_f32(super::lerp::scalar(a.to_f32(), b.to_f32(), lambda));
     }
+}
+
+/// cpu implementation: the same values as [`cpu`] (the same fused
+/// multiply-add, the same rounding), on every thread, in tiles widened to
+/// f32 and run through the vector maths. `w0` None: `out` is w0 too.
+pub fn cpu_at(level: Simd, out: &mut [bf16], w0: Option<&[bf16]>, w1: &[bf16], lambda: f32) {
+    const CHUNK: usize = 1 << 15;
+    const TILE: usize = 512;
+    assert!(w1.len() == out.len() && w0.is_none_or(|w| w.len() == out.len()));
+    let work = |(c, (o, b)): (usize, (&mut [bf16], &[bf16]))| {
+        let (mut x, mut y) = ([0f32; TILE], [0f32; TILE]);
+        for (t, (o, b)) in o.chunks_mut(TILE).zip(b.chunks(TILE)).enumerate() {
+            let n = o.len();
+            let a = w0.map_or(&*o, |w| &w[c * CHUNK + t * TILE..][..n]);
+            x[..n].iter_mut().zip(a).for_each(|(d, v)| *d = v.to_f32());
+            y[..n].iter_mut().zip(b).for_each(|(d, v)| *d = v.to_f32());
+            vmath::lerp_in_place(level, &mut x[..n], &y[..n], lambda);
+            vmath::to_bf16(level, &x[..n], o);
+        }
+    };
+    out.par_chunks_mut(CHUNK)
+        .zip(w1.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(work);
 }
 
 impl OpDef for LerpBf16 {
@@ -40,15 +68,14 @@ impl OpDef for LerpBf16 {
 
     fn run_cpu(&self, host: &dyn Host) -> Result<()> {
         let l = self.lambda;
+        let level = crate::simd::active();
         if self.w0 == self.out {
             on_host(host, self.out, &[Some(self.w1)], |i, o| {
-                for (o, b) in o.bf16().iter_mut().zip(i.bf16(0)) {
-                    *o = bf16::from_f32(super::lerp::scalar(o.to_f32(), b.to_f32(), l));
-                }
+                cpu_at(level, o.bf16(), None, i.bf16(0), l)
             })
         } else {
             on_host(host, self.out, &[Some(self.w0), Some(self.w1)], |i, o| {
-                cpu(o.bf16(), i.bf16(0), i.bf16(1), l)
+                cpu_at(level, o.bf16(), Some(i.bf16(0)), i.bf16(1), l)
             })
         }
     }
