@@ -494,7 +494,10 @@ fn run_bench(device: ExecutorKind, o: &BenchOptions, json: Option<PathBuf>) -> R
     let ex = exec::open(device)?;
     let quick = if o.quick { " (quick shapes)" } else { "" };
     crate::errln!("benchmarking {}{quick}", ex.name());
-    let rows = dawin::pipelines::bench::run(ex.as_ref(), o)?;
+    let mut rows = dawin::pipelines::bench::run(ex.as_ref(), o)?;
+    if o.data {
+        rows.extend(dawin::pipelines::bench_data::rows(o)?);
+    }
     if rows.is_empty() {
         bail!("no benchmark matched the filter");
     }

@@ -43,7 +43,8 @@ pub struct BenchOptions {
     pub pipeline: bool,
     /// Multi-task per-sample merges, batched against built per sample.
     pub mtl: bool,
-    /// The image path: decode, preprocessing, the pixel cache's reading.
+    /// The image path (`super::bench_data`, which the caller runs: it
+    /// needs no executor): decode, preprocessing, the pixel cache's reading.
     pub data: bool,
     /// Only benchmarks whose name contains this.
     pub filter: Option<String>,
@@ -117,9 +118,6 @@ pub fn run(ex: &dyn Executor, o: &BenchOptions) -> Result<Vec<Row>> {
     }
     if o.mtl {
         rows.extend(mtl(ex, o)?);
-    }
-    if o.data {
-        rows.extend(super::bench_data::rows(o)?);
     }
     Ok(rows)
 }

@@ -485,7 +485,7 @@ unsafe fn portable(kc: usize, a: ARef, b: *const f32, c: *mut f32, ldc: usize, a
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::ARef;
     use std::arch::x86_64::*;
 
@@ -510,6 +510,25 @@ mod x86 {
                     ri[1] = _mm512_fmadd_ps(ai, b1, ri[1]);
                 }
             }
+            store_8x32(&mut r, c, ldc, acc);
+        }
+    }
+
+    /// Writes (or, with `acc`, adds) an 8×32 register tile into `c`: the
+    /// end of both AVX-512 micro-kernels (f32 and bf16 pairs).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `c` is an 8×32 tile with row stride `ldc`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::simd) unsafe fn store_8x32(
+        r: &mut [[__m512; 2]; 8],
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: the 8 rows of 32 floats are inside the documented tile.
+        unsafe {
             for (i, ri) in r.iter_mut().enumerate() {
                 let ci = c.add(i * ldc);
                 if acc {

@@ -228,15 +228,7 @@ mod x86 {
                     ri[1] = _mm512_dpbf16_ps(ri[1], ai, b1);
                 }
             }
-            for (i, ri) in r.iter_mut().enumerate() {
-                let ci = c.add(i * ldc);
-                if acc {
-                    ri[0] = _mm512_add_ps(ri[0], _mm512_loadu_ps(ci));
-                    ri[1] = _mm512_add_ps(ri[1], _mm512_loadu_ps(ci.add(16)));
-                }
-                _mm512_storeu_ps(ci, ri[0]);
-                _mm512_storeu_ps(ci.add(16), ri[1]);
-            }
+            super::super::gemm::x86::store_8x32(&mut r, c, ldc, acc);
         }
     }
 }

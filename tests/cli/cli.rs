@@ -353,7 +353,7 @@ fn every_kernel_of_an_eval_is_free_of_bank_conflicts() {
         for op in must_have.iter().chain(&["softmax_entropy", "layernorm"]) {
             assert!(rows.iter().any(|r| r[0] == *op), "no {op} row in\n{t}");
         }
-        for r in &rows {
+        for r in rows {
             assert_eq!(
                 r.last(),
                 Some(&"0.0"),
@@ -420,13 +420,9 @@ fn bench_quick_reports_kernels_and_pipeline() {
         if let Some(f) = filter {
             args.extend(["--filter", f]);
         }
-        let o = dawin(&args);
-        assert!(o.status.success(), "{}", text(&o));
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        let rows = v["rows"].as_array().unwrap();
+        let rows = bench_rows(&args, &json);
         let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-        for r in rows {
+        for r in &rows {
             let (min, med) = (
                 r["min_ms"].as_f64().unwrap(),
                 r["median_ms"].as_f64().unwrap(),
@@ -438,7 +434,7 @@ fn bench_quick_reports_kernels_and_pipeline() {
                 // The four B/32 linear layers in f32 and on bf16 tensor cores.
                 assert_eq!(rows.len(), 8, "{names:?}");
                 assert!(names.iter().all(|n| n.contains(f)), "{names:?}");
-                for r in rows {
+                for r in &rows {
                     let bf16 = r["name"].as_str().unwrap().ends_with(" bf16");
                     assert_eq!(r["tensor_core"].as_bool(), Some(bf16), "{r}");
                 }
@@ -572,11 +568,7 @@ fn bench_data_suite_times_the_image_path() {
         "--json",
         json.to_str().unwrap(),
     ];
-    let o = dawin(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let rows = v["rows"].as_array().unwrap();
+    let rows = bench_rows(&args, &json);
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     for want in [
         "data decode jpeg",
@@ -588,12 +580,22 @@ fn bench_data_suite_times_the_image_path() {
             "{want}: {names:?}"
         );
     }
-    for r in rows {
+    for r in &rows {
         assert_eq!(r["images"].as_u64(), Some(8), "{r}");
         assert!(r["min_ms"].as_f64().unwrap() > 0.0, "{r}");
     }
     // Its temporary JPEGs are gone.
     assert_eq!(bench_data_dirs(), before);
+}
+
+/// `dawin bench ARGS` (which name `json` after `--json`) succeeds; the
+/// rows of its JSON.
+fn bench_rows(args: &[&str], json: &std::path::Path) -> Vec<serde_json::Value> {
+    let o = dawin(args);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    v["rows"].as_array().unwrap().clone()
 }
 
 /// The data suite's temporary folders now in the system's temp dir.
