@@ -114,6 +114,11 @@ impl Setup {
         let mut p = provenance::record(&self.inputs(o, &all), o.result_settings());
         p["shard"] = shard_value(o.shard);
         p["samples_total"] = self.data.len().into();
+        // What reading the data assumed (a u8 file without dawin's mark,
+        // empty class folders, ...), kept with the results it shaped.
+        if !self.data.warnings.is_empty() {
+            p["data_warnings"] = self.data.warnings.clone().into();
+        }
         p
     }
 

@@ -1254,5 +1254,8 @@ fn the_u8_pixel_cache_gives_the_f32_results() {
     let out = d.path().join("eval-other");
     let t = eval(&p(&other), &out, &methods);
     assert!(t.contains("without dawin's"), "{t}");
-    assert_eq!(summary(&out)["methods"], results[0].1);
+    let s = summary(&out);
+    assert_eq!(s["methods"], results[0].1);
+    let noted = s["provenance"]["data_warnings"].to_string();
+    assert!(noted.contains("without dawin's"), "{noted}");
 }
