@@ -105,7 +105,8 @@ def kernels(dev, a, rows, run):
         if dev.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
         for name, m, n, k in shapes:
-            if a.filter and a.filter not in name:
+            # The filter sees the row's full name, dtype tag included.
+            if a.filter and a.filter not in f"{name} {tag}":
                 continue
             x, w, bias = rnd(m, k, dtype=dt), rnd(n, k, dtype=dt), rnd(n, dtype=dt)
             el = 2 if dt == torch.bfloat16 else 4
@@ -128,16 +129,19 @@ def kernels(dev, a, rows, run):
     bb = 1 if q else b
     for t in (50, 197, 257):
         name = f"attention {t} tokens {bb}x{heads}x64"
-        if a.filter and a.filter not in name:
+        wanted = [not a.filter or a.filter in n for n in (name, name + " bf16")]
+        if not any(wanted):
             continue
         flops, nbytes = bb * heads * t * t * (4.0 * 64 + 5), 16.0 * bb * t * heads * 64
         qq, kk, vv = (rnd(bb, heads, t, 64) for _ in range(3))
-        mn, med = measure(run, lambda: F.scaled_dot_product_attention(qq, kk, vv), a.repeats)
-        rows.add(name + " (sdpa)", mn, med, flops, nbytes)
-        # bf16 SDPA (the flash kernel on a GPU): the row attention_bf16 races.
-        qb, kb, vb = (x.to(torch.bfloat16) for x in (qq, kk, vv))
-        mn, med = measure(run, lambda: F.scaled_dot_product_attention(qb, kb, vb), a.repeats)
-        rows.add(name + " bf16 (sdpa)", mn, med, flops, nbytes / 2)
+        if wanted[0]:
+            mn, med = measure(run, lambda: F.scaled_dot_product_attention(qq, kk, vv), a.repeats)
+            rows.add(name + " (sdpa)", mn, med, flops, nbytes)
+        if wanted[1]:
+            # bf16 SDPA (the flash kernel on a GPU): the row attention_bf16 races.
+            qb, kb, vb = (x.to(torch.bfloat16) for x in (qq, kk, vv))
+            mn, med = measure(run, lambda: F.scaled_dot_product_attention(qb, kb, vb), a.repeats)
+            rows.add(name + " bf16 (sdpa)", mn, med, flops, nbytes / 2)
 
     m = b * (5 if q else 50)
     name = f"layernorm {m}x{width}"
