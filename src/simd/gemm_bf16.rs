@@ -11,6 +11,9 @@ use super::gemm::{Epilogue, Kernel, OutPtr, multi_with};
 use half::bf16;
 use std::borrow::Cow;
 
+#[cfg(target_arch = "x86_64")]
+pub use x86::pack_transposed;
+
 /// `outs[t] = a · bs[t]ᵀ` in f32 from bf16 `a` [m,k] and `bs[t]` [n,k],
 /// then `epilogue` on each finished row segment, as
 /// [`super::gemm::multi`]. An odd `k` (no pairs) runs widened to f32.
@@ -229,37 +232,6 @@ mod x86 {
                 }
             }
             super::super::gemm::x86::store_8x32(&mut r, c, ldc, acc);
-        }
-    }
-}
-
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::super::gemm::pack;
-
-    /// The transposing pack lays out exactly what the scalar one does, on
-    /// edges of every kind (partial panels and halves, step tails).
-    #[test]
-    fn pack_transposed_is_pack() {
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: no AVX-512F here");
-            return;
-        }
-        let k = 77;
-        let src: Vec<u32> = (0..100 * k as u32)
-            .map(|v| v.wrapping_mul(2654435761))
-            .collect();
-        for (rows, ks) in [
-            (0..100, 0..77),
-            (3..40, 5..69),
-            (16..48, 0..32),
-            (7..8, 1..2),
-            (0..31, 16..77),
-        ] {
-            let (mut want, mut got) = (Vec::new(), vec![7u32; 3]);
-            pack(&src, k, rows.clone(), ks.clone(), 32, &mut want);
-            super::x86::pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);
-            assert_eq!(got, want, "rows {rows:?} steps {ks:?}");
         }
     }
 }

@@ -194,3 +194,32 @@ fn lerp_bf16_every_level_is_the_reference() {
         }
     }
 }
+
+/// The transposing pack of the bf16 kernels lays out exactly what the
+/// scalar `pack` does, on edges of every kind (partial panels and halves,
+/// step tails). It needs AVX-512F; elsewhere there is nothing to check.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn pack_transposed_is_pack() {
+    use dawin::simd::gemm::pack;
+    if !is_x86_feature_detected!("avx512f") {
+        eprintln!("skipped: no AVX-512F here");
+        return;
+    }
+    let k = 77;
+    let src: Vec<u32> = (0..100 * k as u32)
+        .map(|v| v.wrapping_mul(2654435761))
+        .collect();
+    for (rows, ks) in [
+        (0..100, 0..77),
+        (3..40, 5..69),
+        (16..48, 0..32),
+        (7..8, 1..2),
+        (0..31, 16..77),
+    ] {
+        let (mut want, mut got) = (Vec::new(), vec![7u32; 3]);
+        pack(&src, k, rows.clone(), ks.clone(), 32, &mut want);
+        dawin::simd::gemm_bf16::pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);
+        assert_eq!(got, want, "rows {rows:?} steps {ks:?}");
+    }
+}
