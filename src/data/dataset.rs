@@ -445,21 +445,15 @@ impl Dataset {
                 }
                 Batch::new(indices.to_vec(), pixels)
             }
-            Source::Folder { paths } => {
-                let decoded: Vec<(usize, Result<Vec<f32>>)> = indices
-                    .par_iter()
-                    .map(|&i| {
-                        let img =
-                            preprocess::load_image_cropped(&paths[i], self.size, self.crop_border);
-                        (i, img)
-                    })
-                    .collect();
+            Source::Folder { .. } => {
                 let mut b = Batch::new(vec![], Vec::with_capacity(indices.len() * img));
-                for (i, r) in decoded {
+                for (i, r) in self.decode(indices) {
                     match r {
-                        Ok(p) => {
+                        Ok(px) => {
                             b.indices.push(i);
-                            b.pixels.extend(p);
+                            let at = b.pixels.len();
+                            b.pixels.resize(at + img, 0.0);
+                            preprocess::normalize(&px, &mut b.pixels[at..], self.size * self.size);
                         }
                         Err(e) => b.failed.push((i, e.to_string())),
                     }
@@ -467,6 +461,22 @@ impl Dataset {
                 b
             }
         }
+    }
+
+    /// Decodes, trims, resizes and crops images of a folder in parallel, as
+    /// u8 `[3,S,S]` each (`preprocess::clip_pixels`), in `indices` order;
+    /// empty for a tensor file.
+    fn decode(&self, indices: &[usize]) -> Vec<(usize, Result<Vec<u8>>)> {
+        let Source::Folder { paths } = &self.source else {
+            return vec![];
+        };
+        indices
+            .par_iter()
+            .map(|&i| {
+                let px = preprocess::load_pixels_cropped(&paths[i], self.size, self.crop_border);
+                (i, px)
+            })
+            .collect()
     }
 
     /// Calls `f` on consecutive batches of `indices`, loading the next batch
@@ -734,21 +744,12 @@ pub fn preprocess_paths(
             out.skipped += 1;
         }
         crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;
-        let Source::Folder { paths: files } = &d.source else {
-            unreachable!("a folder opens as a folder");
-        };
         out.pixels.reserve(d.len() * 3 * size * size);
         let pb = crate::reporter::progress(d.len(), "preprocess", progress);
-        for first in (0..d.len()).step_by(64) {
+        let all: Vec<usize> = (0..d.len()).collect();
+        for chunk in all.chunks(64) {
             crate::interrupt::check()?;
-            let batch: Vec<(usize, Result<Vec<u8>>)> = (first..(first + 64).min(d.len()))
-                .into_par_iter()
-                .map(|i| {
-                    let px = preprocess::load_pixels_cropped(&files[i], size, opt.crop_border);
-                    (i, px)
-                })
-                .collect();
-            for (i, px) in batch {
+            for (i, px) in d.decode(chunk) {
                 match px {
                     Ok(px) => {
                         out.labels.push(d.labels[i]);

@@ -66,9 +66,12 @@ pub fn clip_pixels(img: &Rgb8, size: usize) -> Vec<u8> {
 /// CLIP's normalised f32: `(v / 255 − mean_c) / std_c`.
 pub fn normalize(px: &[u8], out: &mut [f32], plane: usize) {
     assert!(out.len() >= px.len() && plane > 0);
-    // 256 values per channel, computed by the formula once.
-    let table: [[f32; 256]; 3] = std::array::from_fn(|c| {
-        std::array::from_fn(|v| (v as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c])
+    // 256 values per channel, computed by the formula once per process.
+    static TABLE: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        std::array::from_fn(|c| {
+            std::array::from_fn(|v| (v as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c])
+        })
     });
     for (i, (o, p)) in out.chunks_mut(plane).zip(px.chunks(plane)).enumerate() {
         let t = &table[i % 3];

@@ -10,6 +10,8 @@
 //! Every output value is a function of its own taps alone, so the two
 //! agree bit for bit (a test holds them to it).
 
+use crate::simd::vmath::per_level;
+
 /// PIL's fixed-point precision for 8-bit resampling.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -155,67 +157,38 @@ fn horizontal(img: &Rgb8, w: usize, crop: Crop, rows: std::ops::Range<usize>) ->
     }
     let t = Taps::new(img.width, w, crop.x0, crop.w);
     out.resize(rows.len() * crop.w * 3, 0);
+    let level = crate::simd::active();
+    let has_avx2 = level >= crate::simd::Simd::Avx2;
     // Zero pixels past the row's end: the full-width taps may reach them.
     let mut wide = vec![[0i32; 4]; img.width + t.width];
     for (y, dst) in rows.zip(out.chunks_exact_mut(crop.w * 3)) {
         let row = &img.data[y * stride..][..stride];
-        horizontal_row(level(), row, &t, &mut wide, dst);
+        horizontal_row(level, row, &t, &mut wide, dst, has_avx2);
     }
     out
 }
 
 /// The vertical pass over `mid` (rows of `row_len` bytes, the first being
 /// input row `first`): one output row per tap set, each a sum of whole
-/// rows (a loop the compiler vectorises).
+/// rows (a loop the compiler vectorises at the CPU's level).
 fn vertical(mid: &[u8], row_len: usize, first: usize, t: &Taps) -> Vec<u8> {
     let mut out = vec![0u8; t.start.len() * row_len];
     let mut acc = vec![0i32; row_len];
+    let level = crate::simd::active();
     for (i, dst) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
         let rows = &mid[(t.start[i] - first) * row_len..];
-        vertical_row(level(), rows, t.weights(i), &mut acc, dst);
+        vertical_row(level, rows, t.weights(i), &mut acc, dst);
     }
     out
 }
 
-/// Whether the passes run compiled for AVX2 (32-bit multiplies in 8
-/// lanes; the baseline x86-64 target has no vector 32-bit multiply).
-fn level() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return crate::simd::active() >= crate::simd::Simd::Avx2;
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Defines `fn $name(avx2: bool, args…)`: one body, compiled for AVX2 and
-/// for the build target, run as `avx2` says (true only where the CPU has
-/// it).
-macro_rules! avx2_or_plain {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        fn $name(avx2: bool, $($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
-            unsafe fn with_avx2($($arg: $ty),*) { body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: `avx2` is true only where the CPU has AVX2.
-                return unsafe { with_avx2($($arg),*) };
-            }
-            let _ = avx2;
-            body($($arg),*)
-        }
-    };
-}
-
-avx2_or_plain! {
+per_level! {
     /// One row of the horizontal pass. Each pixel is widened to four i32
     /// lanes (R, G, B, unused) first, so a tap is one 4-lane multiply-add
     /// rather than three scalar ones, and two output pixels share a
     /// 256-bit register: both run the full tap width, the taps past an
     /// output's own being zero weights on the zero pixels `wide` ends with.
-    fn horizontal_row(row: &[u8], t: &Taps, wide: &mut [[i32; 4]], dst: &mut [u8]) {
+    fn horizontal_row(row: &[u8], t: &Taps, wide: &mut [[i32; 4]], dst: &mut [u8], has_avx2: bool) {
         for (d, px) in wide.iter_mut().zip(row.chunks_exact(3)) {
             *d = [px[0] as i32, px[1] as i32, px[2] as i32, 0];
         }
@@ -225,7 +198,7 @@ avx2_or_plain! {
             let (a, b) = (2 * q, 2 * q + 1);
             let (pa, pb) = (&wide[t.start[a]..][..tw], &wide[t.start[b]..][..tw]);
             let (ka, kb) = (&t.k[a * tw..][..tw], &t.k[b * tw..][..tw]);
-            let ss = pair_sums(pa, pb, ka, kb);
+            let ss = pair_sums(pa, pb, ka, kb, has_avx2);
             for (o, v) in out.iter_mut().zip([ss[0], ss[1], ss[2], ss[4], ss[5], ss[6]]) {
                 *o = clip8(v);
             }
@@ -247,14 +220,16 @@ avx2_or_plain! {
 /// The fixed-point sums of two output pixels: `Σ_j p[j]·k[j]` for `a`
 /// in lanes 0–3 and `b` in lanes 4–7 (one 256-bit multiply-add per tap
 /// with AVX2).
+/// `avx2`: the CPU has AVX2.
 #[inline(always)]
-fn pair_sums(pa: &[[i32; 4]], pb: &[[i32; 4]], ka: &[i32], kb: &[i32]) -> [i32; 8] {
+fn pair_sums(pa: &[[i32; 4]], pb: &[[i32; 4]], ka: &[i32], kb: &[i32], avx2: bool) -> [i32; 8] {
     #[cfg(target_arch = "x86_64")]
-    if cfg!(target_feature = "avx2") || std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is there (checked); the loads read pa[j], pb[j],
-        // ka[j], kb[j] for j below the shortest length.
+    if avx2 {
+        // SAFETY: the caller says AVX2 is there; the loads read pa[j],
+        // pb[j], ka[j], kb[j] for j below the shortest length.
         return unsafe { x86::pair_sums(pa, pb, ka, kb) };
     }
+    let _ = avx2;
     let mut ss = [HALF; 8];
     for j in 0..ka.len() {
         for c in 0..4 {
@@ -296,7 +271,7 @@ mod x86 {
     }
 }
 
-avx2_or_plain! {
+per_level! {
     /// One output row of the vertical pass: `dst = Σ_j k_j · rows[j]`, the
     /// rows `dst.len()` bytes apart from the first.
     fn vertical_row(rows: &[u8], k: &[i32], acc: &mut [i32], dst: &mut [u8]) {

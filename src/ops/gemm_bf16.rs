@@ -2,15 +2,13 @@
 //! (`mma.sync` m16n8k16, f32 accumulation). The epilogue fuses the
 //! activation, the output rounding (bf16 or f32) and a residual add.
 
-use super::gemm::{self, GemmShape, check_operands};
+use super::gemm::{self, GemmShape, add_bias, check_operands, with_scratch};
 use super::{Addr, Host, OpDef, on_host};
 use crate::buf::{Buf, DType, SliceMut};
 use crate::device::{Arg, Dims, Gpu};
 use crate::error::Result;
-use crate::simd::gemm::OutPtr;
 use crate::simd::{self, Bf16, Simd, vmath};
 use half::bf16;
-use std::sync::Mutex;
 
 /// Activation fused into the epilogue (flags bits 0–1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,34 +104,6 @@ pub fn cpu_at(
         // SAFETY: the scratch outputs hold m·n floats each and alias nothing.
         unsafe { simd::gemm_bf16::multi(level, a, &[b], scratch, (m, n, k), &finish) }
     })
-}
-
-/// `seg += bias[j0..]` where there is a bias.
-pub(super) fn add_bias(seg: &mut [f32], bias: Option<&[f32]>, j0: usize) {
-    if let Some(b) = bias {
-        seg.iter_mut().zip(&b[j0..]).for_each(|(x, b)| *x += b);
-    }
-}
-
-/// Runs `f` on `count` f32 buffers of `len` each, kept between calls: fresh
-/// ones would cost page faults on every gemm.
-pub(super) fn with_scratch<R>(count: usize, len: usize, f: impl FnOnce(&[OutPtr]) -> R) -> R {
-    static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-    let mut bufs = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()));
-    bufs.resize_with(count.max(bufs.len()), Vec::new);
-    let ptrs: Vec<OutPtr> = bufs[..count]
-        .iter_mut()
-        .map(|b| {
-            // Every element is written by the gemm before it is read.
-            if b.len() < len {
-                b.resize(len, 0.0);
-            }
-            OutPtr(b.as_mut_ptr())
-        })
-        .collect();
-    let r = f(&ptrs);
-    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = bufs;
-    r
 }
 
 /// The op's output seen by the epilogue: each finished row segment is

@@ -8,7 +8,6 @@ use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
 use crate::simd::Simd;
 use crate::simd::gemm::{OutPtr, multi};
-use std::sync::Mutex;
 
 /// The second weight set of a dual-weight gemm and the per-row λ.
 #[derive(Clone, Copy, Debug)]
@@ -63,29 +62,19 @@ pub fn cpu_at(
 ) {
     let GemmShape { m, n, k } = s;
     assert!(c.len() >= m * n);
-    // The second product's buffer is kept between calls: a fresh one
-    // costs page faults on every call (~10 % of a ViT-B/32 fc1 dual gemm).
-    static SCRATCH: Mutex<Vec<f32>> = Mutex::new(Vec::new());
-    let mut c1 = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()));
-    c1.clear();
-    c1.resize(m * n, 0.0);
-    let add = |seg: &mut [f32], bias: Option<&[f32]>, j0: usize| {
-        if let Some(b) = bias {
-            seg.iter_mut().zip(&b[j0..]).for_each(|(x, b)| *x += b);
-        }
-    };
     let mix = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
         let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
         let (s0, s1) = segs.split_at_mut(1);
-        add(s0[0], bias0, j0);
-        add(s1[0], dual.bias1, j0);
+        gemm::add_bias(s0[0], bias0, j0);
+        gemm::add_bias(s1[0], dual.bias1, j0);
         crate::simd::vmath::lerp_in_place(level, s0[0], s1[0], l);
     };
-    let outs = [OutPtr(c.as_mut_ptr()), OutPtr(c1.as_mut_ptr())];
-    // SAFETY: `c` (borrowed mutably) and `c1` (local) hold m·n floats each
-    // and alias nothing else.
-    unsafe { multi(level, a, &[b0, dual.b1], &outs, (m, n, k), &mix) };
-    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = c1;
+    gemm::with_scratch(1, m * n, |c1| {
+        let outs = [OutPtr(c.as_mut_ptr()), c1[0]];
+        // SAFETY: `c` (borrowed mutably) and the scratch hold m·n floats
+        // each and alias nothing else.
+        unsafe { multi(level, a, &[b0, dual.b1], &outs, (m, n, k), &mix) }
+    })
 }
 
 impl DualGemm {

@@ -3,8 +3,8 @@
 //! `λ_r = lambda[r / rows_per_lambda]`: each sample's rows see the weights
 //! lerped by that sample's λ, without building the lerped weights.
 
-use super::gemm::{GemmShape, check_operands};
-use super::gemm_bf16::{Epilogue, OutRows, TILE, add_bias, check_alignment, check_k, with_scratch};
+use super::gemm::{GemmShape, add_bias, check_operands, with_scratch};
+use super::gemm_bf16::{Epilogue, OutRows, TILE, check_alignment, check_k};
 use super::gemm_dual::{DualGemm, DualGemmRef, check_dual};
 use super::{Addr, Host, OpDef, on_host, opt_addr};
 use crate::buf::{Buf, DType, SliceMut};

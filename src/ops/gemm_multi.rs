@@ -11,7 +11,6 @@ use crate::error::Result;
 use crate::simd::Simd;
 use crate::simd::gemm::{OutPtr, multi};
 use rayon::prelude::*;
-use std::sync::Mutex;
 
 /// `c_r = Σ` over the stacked weight sets of `b` (and `bias`), mixed per
 /// row by `mix`: the base set plus each task's difference times its k.
@@ -107,12 +106,6 @@ fn all_products(level: Simd, a: &[f32], w: &StackedRef, c: &mut [f32], s: GemmSh
     let GemmShape { m, n, k } = s;
     let (mix, sets) = (&w.mix, w.mix.sets);
     assert!(c.len() >= m * n);
-    // The other products' buffers are kept between calls (page faults on
-    // a fresh one cost as much as the mix).
-    static SCRATCH: Mutex<Vec<f32>> = Mutex::new(Vec::new());
-    let mut rest = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()));
-    rest.clear();
-    rest.resize(sets * m * n, 0.0);
     let weights: Vec<&[f32]> = (0..=sets).map(|t| mix.set(w.b, t, n * k)).collect();
     let biases: Vec<Option<&[f32]>> = (0..=sets)
         .map(|t| w.bias.map(|bi| mix.set(bi, t, n)))
@@ -131,12 +124,13 @@ fn all_products(level: Simd, a: &[f32], w: &StackedRef, c: &mut [f32], s: GemmSh
             *o = acc;
         }
     };
-    let mut outs = vec![OutPtr(c.as_mut_ptr())];
-    outs.extend((0..sets).map(|t| OutPtr(rest[t * m * n..].as_mut_ptr())));
-    // SAFETY: `c` (borrowed mutably) holds m·n floats and `rest` (local)
-    // `sets` disjoint runs of m·n; none aliases an input.
-    unsafe { multi(level, a, &weights, &outs, (m, n, k), &fold) };
-    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = rest;
+    gemm::with_scratch(sets, m * n, |rest| {
+        let mut outs = vec![OutPtr(c.as_mut_ptr())];
+        outs.extend_from_slice(rest);
+        // SAFETY: `c` (borrowed mutably) and each scratch buffer hold m·n
+        // floats; none aliases an input or another.
+        unsafe { multi(level, a, &weights, &outs, (m, n, k), &fold) }
+    })
 }
 
 /// Work of one call: T+1 products and the per-row mix; reads A, every

@@ -50,14 +50,14 @@ unsafe impl<T> Sync for OutPtr<T> {}
 /// What `qkv` and the output may hold: f32, or bf16 (widened as K and V
 /// are packed and Q is copied, rounded as the output is written; all
 /// arithmetic is f32).
-pub trait Element: Copy + Send + Sync + 'static {
+pub trait FloatStorage: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
     /// The slice itself where it already is f32 (Q is then read in place).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
 }
 
-impl Element for f32 {
+impl FloatStorage for f32 {
     fn to_f32(self) -> f32 {
         self
     }
@@ -69,7 +69,7 @@ impl Element for f32 {
     }
 }
 
-impl Element for half::bf16 {
+impl FloatStorage for half::bf16 {
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
     }
@@ -83,7 +83,7 @@ impl Element for half::bf16 {
 
 /// `out = softmax(Q·Kᵀ/√d)·V` per (sample, head) of the fused `qkv`
 /// (layout as `crate::ops::attention`).
-pub fn attention<T: Element>(level: Simd, qkv: &[T], out: &mut [T], s: AttentionShape) {
+pub fn attention<T: FloatStorage>(level: Simd, qkv: &[T], out: &mut [T], s: AttentionShape) {
     let (t, w) = (s.tokens, s.width());
     assert!(qkv.len() >= s.batch * t * 3 * w && out.len() >= s.batch * t * w);
     if t == 0 || s.head_dim == 0 {
@@ -176,7 +176,7 @@ struct Scratch {
     v_panels: Vec<f32>,
 }
 
-impl<'a, T: Element> Head<'a, T> {
+impl<'a, T: FloatStorage> Head<'a, T> {
     fn pack(
         qkv: &'a [T],
         s: AttentionShape,

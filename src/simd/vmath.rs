@@ -9,8 +9,6 @@
 //! (e^x under f32's normal range, flushed), −inf gives 0, above 88.72 +inf,
 //! NaN stays NaN.
 
-use super::Simd;
-
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
@@ -68,9 +66,9 @@ pub fn erf(x: f32) -> f32 {
 /// level (`#[target_feature]` wrappers around an always-inlined body), so
 /// its loops vectorise for the instruction set the CPU has.
 macro_rules! per_level {
-    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        pub fn $name(level: Simd, $($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name(level: $crate::simd::Simd, $($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -82,15 +80,18 @@ macro_rules! per_level {
             match level {
                 // SAFETY: a level is only used when the CPU has it.
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::simd::Simd::Avx512 => unsafe { avx512($($arg),*) },
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => unsafe { avx2($($arg),*) },
+                $crate::simd::Simd::Avx2 => unsafe { avx2($($arg),*) },
                 _ => body($($arg),*),
             }
         }
     };
 }
+
+// Other rooms compile their loops per level the same way.
+pub(crate) use per_level;
 
 /// Lanes of the partial sums: enough independent chains for any level.
 const PARTS: usize = 16;
