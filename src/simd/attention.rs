@@ -1,10 +1,11 @@
 //! Flash-style attention on the CPU: for each (sample, head), query blocks
-//! of [`QB`] rows sweep key blocks of [`KB`]; `Q·Kᵀ` and `P·V` run on the
+//! of [`QB`] rows sweep key blocks of [`KB`] (all keys at once up to
+//! [`WHOLE_ROW`]); `Q·Kᵀ` and `P·V` run on the
 //! gemm micro-kernel (K and V packed once per head into B panels; Q read
 //! in place from `qkv` and P from the score block, as strided A operands),
 //! with the online softmax in between: a running max and sum per row, the
 //! partial output rescaled when the max grows. Nothing of size [T,T] is
-//! stored: a block needs QB·KB floats.
+//! stored: a block needs QB·KB floats (QB·T up to WHOLE_ROW).
 
 use super::gemm::{ARef, Kernel, kernel};
 use super::{Simd, vmath};
@@ -40,8 +41,14 @@ impl AttentionShape {
 /// Most query rows per block (blocks are equalised and rounded up to
 /// the micro-kernel's MR).
 const QB: usize = 48;
-/// Keys per block (a multiple of every micro-kernel's NR).
+/// Keys per block (a multiple of every micro-kernel's NR) of sequences
+/// longer than [`WHOLE_ROW`].
 const KB: usize = 64;
+/// Sequences up to this long take all their keys as one block: a query
+/// block's scores (48 rows of at most 512 keys, 96 KiB) stay in L2, the
+/// softmax runs once per row with nothing to rescale, and P·V runs the
+/// micro-kernel over the whole key depth instead of 64-deep slices.
+const WHOLE_ROW: usize = 512;
 
 struct OutPtr<T>(*mut T);
 unsafe impl<T> Send for OutPtr<T> {}
@@ -154,6 +161,8 @@ struct Head<'a, T> {
     dp: usize,
     /// Keys padded to NR.
     tp: usize,
+    /// Keys per block (the row stride of the score block).
+    kb: usize,
     /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep.
     k_panels: Vec<f32>,
     /// P·V's B operand: NR output dims per panel, `tp` keys deep.
@@ -221,6 +230,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             h,
             dp,
             tp,
+            kb: if t <= WHOLE_ROW { tp } else { KB },
             k_panels,
             v_panels,
         }
@@ -248,7 +258,8 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         sc.row_max.resize(qn, f32::NEG_INFINITY);
         sc.row_sum.clear();
         sc.row_sum.resize(qn, 0.0);
-        sc.scores.resize(qn.div_ceil(mr) * mr * KB, 0.0);
+        let kb = self.kb;
+        sc.scores.resize(qn.div_ceil(mr) * mr * kb, 0.0);
         let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
         // Q in place where qkv is f32, else this block's rows widened.
         let (q_src, q_first, q_stride) = match T::as_f32(self.qkv) {
@@ -263,8 +274,8 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 (&sc.q[..], 0, d)
             }
         };
-        for j0 in (0..key_end).step_by(KB) {
-            let kbp = KB.min(key_end - j0).div_ceil(nr) * nr;
+        for j0 in (0..key_end).step_by(kb) {
+            let kbp = kb.min(key_end - j0).div_ceil(nr) * nr;
             for ip in (0..qn).step_by(mr) {
                 let a = rows_of(
                     self.kern,
@@ -278,16 +289,16 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 for jp in 0..kbp / nr {
                     let b = &self.k_panels[(j0 / nr + jp) * d * nr..][..d * nr];
                     // SAFETY: full mr×nr tiles inside `scores` (row stride
-                    // KB); `a` reads rows of this head's queries.
+                    // kb); `a` reads rows of this head's queries.
                     unsafe {
-                        let c = sc.scores.as_mut_ptr().add(ip * KB + jp * nr);
-                        self.kern.call(d, a, b.as_ptr(), c, KB, false);
+                        let c = sc.scores.as_mut_ptr().add(ip * kb + jp * nr);
+                        self.kern.call(d, a, b.as_ptr(), c, kb, false);
                     }
                 }
             }
             for r in 0..qn {
                 let seen = self.s.keys_for(i0 + r).saturating_sub(j0).min(kbp);
-                let row = &mut sc.scores[r * KB..][..kbp];
+                let row = &mut sc.scores[r * kb..][..kbp];
                 let (mx, sm) = (&mut sc.row_max[r], &mut sc.row_sum[r]);
                 let alpha = online_softmax(self.level, row, seen, scale, mx, sm);
                 if alpha != 1.0 {
@@ -300,9 +311,9 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 let a = rows_of(
                     self.kern,
                     &sc.scores,
-                    ip * KB,
+                    ip * kb,
                     qn - ip,
-                    KB,
+                    kb,
                     kbp,
                     &mut sc.tail,
                 );

@@ -150,11 +150,14 @@ impl<T: Copy + Default> Kernel<T> {
     }
 }
 
+/// Rows of the AVX-512 f32 register tile.
+const AVX512_MR: usize = 12;
+
 /// The micro-kernel of `level`.
 pub fn kernel(level: Simd) -> Kernel {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => Kernel::new(8, 32, x86::avx512),
+        Simd::Avx512 => Kernel::new(AVX512_MR, 32, x86::avx512::<AVX512_MR>),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => Kernel::new(6, 16, x86::avx2),
         _ => Kernel::new(4, 8, portable),
@@ -489,15 +492,21 @@ pub(super) mod x86 {
     use super::ARef;
     use std::arch::x86_64::*;
 
-    /// The 8×32 AVX-512 micro-kernel: 16 zmm accumulators, two B loads and
-    /// eight broadcasts of A per step.
+    /// The AVX-512 micro-kernel, `MR`×32 (`2·MR` zmm accumulators, two B
+    /// loads and `MR` broadcasts of A per step).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `a` addresses 8×kc floats, `b` kc·32, `c` an 8×32
-    /// tile with row stride `ldc`.
+    /// The CPU has AVX-512F; `a` addresses MR×kc floats, `b` kc·32, `c` an
+    /// MR×32 tile with row stride `ldc`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512(kc: usize, a: ARef, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-        const MR: usize = 8;
+    pub unsafe fn avx512<const MR: usize>(
+        kc: usize,
+        a: ARef,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
         // SAFETY: every pointer offset stays inside the documented sizes.
         unsafe {
             let mut r = [[_mm512_setzero_ps(); 2]; MR];
@@ -510,24 +519,24 @@ pub(super) mod x86 {
                     ri[1] = _mm512_fmadd_ps(ai, b1, ri[1]);
                 }
             }
-            store_8x32(&mut r, c, ldc, acc);
+            store_x32(&mut r, c, ldc, acc);
         }
     }
 
-    /// Writes (or, with `acc`, adds) an 8×32 register tile into `c`: the
+    /// Writes (or, with `acc`, adds) an MR×32 register tile into `c`: the
     /// end of both AVX-512 micro-kernels (f32 and bf16 pairs).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `c` is an 8×32 tile with row stride `ldc`.
+    /// The CPU has AVX-512F; `c` is an MR×32 tile with row stride `ldc`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(in crate::simd) unsafe fn store_8x32(
-        r: &mut [[__m512; 2]; 8],
+    pub(in crate::simd) unsafe fn store_x32<const MR: usize>(
+        r: &mut [[__m512; 2]; MR],
         c: *mut f32,
         ldc: usize,
         acc: bool,
     ) {
-        // SAFETY: the 8 rows of 32 floats are inside the documented tile.
+        // SAFETY: the MR rows of 32 floats are inside the documented tile.
         unsafe {
             for (i, ri) in r.iter_mut().enumerate() {
                 let ci = c.add(i * ldc);
