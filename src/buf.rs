@@ -13,6 +13,8 @@ pub enum DType {
     Bf16,
     /// Token ids and other integers.
     I32,
+    /// Bytes: RGB pixels before normalisation.
+    U8,
 }
 
 impl DType {
@@ -21,6 +23,7 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::Bf16 => 2,
+            DType::U8 => 1,
         }
     }
 }
@@ -31,6 +34,7 @@ impl std::fmt::Display for DType {
             DType::F32 => "f32",
             DType::Bf16 => "bf16",
             DType::I32 => "i32",
+            DType::U8 => "u8",
         })
     }
 }
@@ -50,6 +54,10 @@ impl Element for bf16 {
 
 impl Element for i32 {
     const DTYPE: DType = DType::I32;
+}
+
+impl Element for u8 {
+    const DTYPE: DType = DType::U8;
 }
 
 /// A view of `len` elements of `dtype` at element `offset` inside
@@ -109,6 +117,7 @@ pub enum Slice<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
     I32(&'a [i32]),
+    U8(&'a [u8]),
 }
 
 /// Mutable host memory behind a view, typed.
@@ -117,6 +126,7 @@ pub enum SliceMut<'a> {
     F32(&'a mut [f32]),
     Bf16(&'a mut [bf16]),
     I32(&'a mut [i32]),
+    U8(&'a mut [u8]),
 }
 
 // The accessors below are reached only after an op's `check` has matched
@@ -141,6 +151,13 @@ impl<'a> Slice<'a> {
     pub fn i32(self) -> &'a [i32] {
         match self {
             Slice::I32(s) => s,
+            _ => unreachable!("{CHECKED}"),
+        }
+    }
+
+    pub fn u8(self) -> &'a [u8] {
+        match self {
+            Slice::U8(s) => s,
             _ => unreachable!("{CHECKED}"),
         }
     }

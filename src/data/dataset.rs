@@ -6,9 +6,11 @@
 //! decoding on a background thread so it overlaps compute.
 
 use crate::choice::{Choice, Named};
+use crate::data::pixel_cache::{Cached, Opened, PixelCache};
 use crate::data::preprocess;
 use crate::error::{Error, Result};
 use crate::model::batch::{Images, Lookahead};
+use crate::model::pixels::PixelBuf;
 use crate::tensorfile::{TensorFile, f32_values};
 use rayon::prelude::*;
 use safetensors::Dtype;
@@ -133,13 +135,17 @@ pub struct Dataset {
     pub warnings: Vec<String>,
     /// Pixels trimmed from each side of each image before preprocessing.
     pub crop_border: usize,
+    /// Decoded images of a folder, kept across passes and runs.
+    pixel_cache: Option<PixelCache>,
 }
 
 /// One decoded batch: the dataset indices it holds (unreadable images are
 /// left out and reported in `failed`), and their pixels.
 pub struct Batch {
     pub indices: Vec<usize>,
-    pub pixels: Vec<f32>,
+    /// u8 RGB for image folders and u8 files (normalised by the forward's
+    /// first op), f32 for float files.
+    pub pixels: PixelBuf,
     pub failed: Vec<(usize, String)>,
     /// Unique in the process: names the batch whose images an engine staged
     /// on the device during the previous batch's forward.
@@ -149,7 +155,7 @@ pub struct Batch {
 static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Batch {
-    fn new(indices: Vec<usize>, pixels: Vec<f32>) -> Batch {
+    fn new(indices: Vec<usize>, pixels: PixelBuf) -> Batch {
         Batch {
             indices,
             pixels,
@@ -158,10 +164,25 @@ impl Batch {
         }
     }
 
+    /// A batch of u8 images, with room for `bytes`.
+    fn of_bytes(bytes: usize) -> Batch {
+        let px = PixelBuf::U8(Vec::with_capacity(bytes), preprocess::CLIP_NORMALIZATION);
+        Batch::new(vec![], px)
+    }
+
+    /// Appends sample `i` from its u8 pixels (a batch of bytes).
+    fn push_bytes(&mut self, i: usize, px: &[u8]) {
+        let PixelBuf::U8(bytes, _) = &mut self.pixels else {
+            unreachable!("only batches of bytes take bytes")
+        };
+        self.indices.push(i);
+        bytes.extend_from_slice(px);
+    }
+
     /// The batch's images, named by its serial.
     pub fn images(&self) -> Images<'_> {
         Images {
-            pixels: &self.pixels,
+            pixels: self.pixels.view(),
             n: self.indices.len(),
             serial: Some(self.serial),
         }
@@ -268,6 +289,7 @@ impl Dataset {
             skipped_files: vec![],
             warnings,
             crop_border: 0,
+            pixel_cache: None,
         })
     }
 
@@ -296,6 +318,7 @@ impl Dataset {
             skipped_files: vec![],
             warnings,
             crop_border: opt.crop_border,
+            pixel_cache: None,
         };
         let mut paths = Vec::new();
         for ((name, dir), id) in classes.iter().zip(&ids) {
@@ -432,34 +455,114 @@ impl Dataset {
                 let st = f.tensors();
                 let bytes = st.tensor("pixel_values").expect("checked in open").data();
                 let el = bytes.len() / (self.len() * img).max(1);
-                let mut pixels = Vec::with_capacity(indices.len() * img);
-                for &i in indices {
-                    let b = &bytes[i * img * el..(i + 1) * img * el];
-                    if *dtype == Dtype::U8 {
-                        let at = pixels.len();
-                        pixels.resize(at + img, 0.0);
-                        preprocess::normalize(b, &mut pixels[at..], self.size * self.size);
-                        continue;
-                    }
-                    pixels.extend(f32_values(*dtype, b).expect("a float dtype, checked in open"));
-                }
+                let rows = indices
+                    .iter()
+                    .map(|&i| &bytes[i * img * el..(i + 1) * img * el]);
+                let pixels = if *dtype == Dtype::U8 {
+                    let norm = preprocess::CLIP_NORMALIZATION;
+                    PixelBuf::U8(rows.flatten().copied().collect(), norm)
+                } else {
+                    let f = |b| f32_values(*dtype, b).expect("a float dtype, checked in open");
+                    PixelBuf::F32(rows.flat_map(f).collect())
+                };
                 Batch::new(indices.to_vec(), pixels)
             }
             Source::Folder { .. } => {
-                let mut b = Batch::new(vec![], Vec::with_capacity(indices.len() * img));
-                for (i, r) in self.decode(indices) {
-                    match r {
-                        Ok(px) => {
-                            b.indices.push(i);
-                            let at = b.pixels.len();
-                            b.pixels.resize(at + img, 0.0);
-                            preprocess::normalize(&px, &mut b.pixels[at..], self.size * self.size);
-                        }
-                        Err(e) => b.failed.push((i, e.to_string())),
-                    }
-                }
-                b
+                let cache = self.pixel_cache.as_ref();
+                cache
+                    .and_then(|c| self.load_cached(c, indices))
+                    .unwrap_or_else(|| self.load_decoded(indices))
             }
+        }
+    }
+
+    /// The samples from a complete pixel cache; `None` when any of them is
+    /// not there (the entry is still filling, or failed a checksum).
+    fn load_cached(&self, cache: &PixelCache, indices: &[usize]) -> Option<Batch> {
+        let mut b = Batch::of_bytes(indices.len() * 3 * self.size * self.size);
+        for &i in indices {
+            match cache.get(i)? {
+                Cached::Pixels(px) => b.push_bytes(i, px),
+                Cached::Failed(why) => b.failed.push((i, why.to_string())),
+            }
+        }
+        Some(b)
+    }
+
+    /// The samples decoded from their files (and handed to a filling
+    /// pixel cache).
+    fn load_decoded(&self, indices: &[usize]) -> Batch {
+        let plane = self.size * self.size;
+        let decoded = self.decode(indices);
+        if let Some(c) = &self.pixel_cache {
+            let view: Vec<_> = decoded
+                .iter()
+                .map(|(i, r)| (*i, r.as_deref().map_err(|e| e.to_string())))
+                .collect();
+            c.fill(&view);
+        }
+        let mut b = Batch::of_bytes(indices.len() * 3 * plane);
+        for (i, r) in decoded {
+            match r {
+                Ok(px) => b.push_bytes(i, &px),
+                Err(e) => b.failed.push((i, e.to_string())),
+            }
+        }
+        b
+    }
+
+    /// Keeps this folder's decoded images in the pixel cache at `dir` under
+    /// `key` (the data's [`Dataset::fingerprint`]): read from a complete
+    /// entry, else filled as this run decodes when `fill` (it reads every
+    /// image). A hit whose first image no longer decodes to the cached
+    /// bytes (preprocessing changed) is refilled. Nothing for tensor files.
+    pub fn attach_pixel_cache(&mut self, dir: &Path, key: &str, fill: bool) -> Option<Opened> {
+        if !self.is_folder() || self.is_empty() {
+            return None;
+        }
+        let (cache, mut opened) = PixelCache::open(dir, key, self.len(), self.size, fill);
+        if opened == Opened::Hit && !self.agrees_with(&cache) {
+            let _ = std::fs::remove_file(cache.path().with_extension("json"));
+            let (refill, again) = PixelCache::open(dir, key, self.len(), self.size, fill);
+            self.pixel_cache = Some(refill);
+            opened = again;
+        } else {
+            self.pixel_cache = Some(cache);
+        }
+        if let (Opened::Hit, Some(c)) = (&opened, &self.pixel_cache) {
+            crate::reporter::note(&format!(
+                "reading the {} images of {} from the pixel cache {} (no decoding)",
+                self.len(),
+                self.path.display(),
+                c.path().display()
+            ));
+        }
+        Some(opened)
+    }
+
+    /// The pixel cache entry's data file, when one is attached.
+    pub fn pixel_cache_path(&self) -> Option<&Path> {
+        self.pixel_cache.as_ref().map(PixelCache::path)
+    }
+
+    /// Whether this run completed a pixel cache entry.
+    pub fn pixel_cache_filled(&self) -> bool {
+        self.pixel_cache.as_ref().is_some_and(PixelCache::filled)
+    }
+
+    /// Whether the first image the cache holds decodes, today, to its
+    /// cached bytes.
+    fn agrees_with(&self, cache: &PixelCache) -> bool {
+        let first = (0..self.len()).find_map(|i| match cache.get(i) {
+            Some(Cached::Pixels(px)) => Some((i, px)),
+            _ => None,
+        });
+        match first {
+            Some((i, px)) => self
+                .decode(&[i])
+                .pop()
+                .is_some_and(|(_, r)| r.is_ok_and(|d| d == px)),
+            None => true,
         }
     }
 

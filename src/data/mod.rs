@@ -1,9 +1,10 @@
 //! What a run reads besides the models: evaluation data (safetensors files
-//! and image folders), CLIP preprocessing, the named label spaces and the
+//! and image folders, with eval's pixel cache), CLIP preprocessing, the named label spaces and the
 //! projection of logits onto them, and the demo's procedural images.
 
 pub mod dataset;
 pub mod label_spaces;
+pub mod pixel_cache;
 pub mod preprocess;
 pub mod projection;
 pub mod resample;

@@ -11,6 +11,13 @@ pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 #[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
+/// CLIP's normalisation, for u8 images the forward normalises itself.
+pub const CLIP_NORMALIZATION: crate::model::pixels::Normalization =
+    crate::model::pixels::Normalization {
+        mean: CLIP_MEAN,
+        std: CLIP_STD,
+    };
+
 pub use super::resample::Rgb8;
 use super::resample::{Crop, resize_crop};
 

@@ -15,6 +15,7 @@ enum Storage {
     F32(Vec<f32>),
     Bf16(Vec<bf16>),
     I32(Vec<i32>),
+    U8(Vec<u8>),
 }
 
 impl Storage {
@@ -23,6 +24,7 @@ impl Storage {
             DType::F32 => Storage::F32(crate::hostmem::advise_huge(vec![0.0; len])),
             DType::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
             DType::I32 => Storage::I32(vec![0; len]),
+            DType::U8 => Storage::U8(vec![0; len]),
         }
     }
 
@@ -31,6 +33,7 @@ impl Storage {
             Storage::F32(_) => DType::F32,
             Storage::Bf16(_) => DType::Bf16,
             Storage::I32(_) => DType::I32,
+            Storage::U8(_) => DType::U8,
         }
     }
 
@@ -39,6 +42,7 @@ impl Storage {
             Storage::F32(v) => v.len(),
             Storage::Bf16(v) => v.len(),
             Storage::I32(v) => v.len(),
+            Storage::U8(v) => v.len(),
         }
     }
 
@@ -63,6 +67,7 @@ impl Storage {
             Storage::F32(v) => Slice::F32(&v[r]),
             Storage::Bf16(v) => Slice::Bf16(&v[r]),
             Storage::I32(v) => Slice::I32(&v[r]),
+            Storage::U8(v) => Slice::U8(&v[r]),
         })
     }
 
@@ -72,6 +77,7 @@ impl Storage {
             Storage::F32(v) => SliceMut::F32(&mut v[r]),
             Storage::Bf16(v) => SliceMut::Bf16(&mut v[r]),
             Storage::I32(v) => SliceMut::I32(&mut v[r]),
+            Storage::U8(v) => SliceMut::U8(&mut v[r]),
         })
     }
 
@@ -81,6 +87,7 @@ impl Storage {
             Slice::F32(s) => Storage::F32(s.to_vec()),
             Slice::Bf16(s) => Storage::Bf16(s.to_vec()),
             Slice::I32(s) => Storage::I32(s.to_vec()),
+            Slice::U8(s) => Storage::U8(s.to_vec()),
         })
     }
 
@@ -89,6 +96,7 @@ impl Storage {
             Storage::F32(v) => Slice::F32(v),
             Storage::Bf16(v) => Slice::Bf16(v),
             Storage::I32(v) => Slice::I32(v),
+            Storage::U8(v) => Slice::U8(v),
         }
     }
 
@@ -97,6 +105,7 @@ impl Storage {
             Slice::F32(s) => bytemuck::cast_slice(s),
             Slice::Bf16(s) => bytemuck::cast_slice(s),
             Slice::I32(s) => bytemuck::cast_slice(s),
+            Slice::U8(s) => s,
         })
     }
 
@@ -105,6 +114,7 @@ impl Storage {
             SliceMut::F32(s) => bytemuck::cast_slice_mut(s),
             SliceMut::Bf16(s) => bytemuck::cast_slice_mut(s),
             SliceMut::I32(s) => bytemuck::cast_slice_mut(s),
+            SliceMut::U8(s) => s,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Forwards over more images than fit on the device at once: batches are
 //! halved when the device runs out of memory, and the work goes on.
 
+use super::pixels::{HostPixels, Normalization};
 use super::placed::PlacedModel;
 use super::vit::{Output, Pixels, forward_with, stage};
 use crate::error::{Error, Result};
@@ -12,16 +13,16 @@ use std::cell::{Cell, RefCell};
 /// upload the previous call staged for it.
 #[derive(Clone, Copy)]
 pub struct Images<'p> {
-    pub pixels: &'p [f32],
+    pub pixels: HostPixels<'p>,
     pub n: usize,
     pub serial: Option<u64>,
 }
 
 impl<'p> Images<'p> {
     /// Images that no earlier call staged.
-    pub fn host(pixels: &'p [f32], n: usize) -> Self {
+    pub fn host(pixels: impl Into<HostPixels<'p>>, n: usize) -> Self {
         Images {
-            pixels,
+            pixels: pixels.into(),
             n,
             serial: None,
         }
@@ -84,6 +85,7 @@ impl BatchCap {
 struct Staged<'e> {
     key: (Option<u64>, usize, usize),
     pixels: OwnedBuf<'e>,
+    norm: Option<Normalization>,
 }
 
 /// One chunk's forward: its images, the index of its first image and its
@@ -129,14 +131,14 @@ impl<'e> Stager<'e> {
             let px = match staged.take() {
                 // A stage of an earlier call has a serial, so a call without
                 // one matches only its own.
-                Some(s) if s.key == (serial, start, k) => Pixels::Staged(s.pixels),
-                _ => Pixels::Host(&pixels[start * img..(start + k) * img]),
+                Some(s) if s.key == (serial, start, k) => Pixels::Staged(s.pixels, s.norm),
+                _ => Pixels::Host(pixels.slice(start * img..(start + k) * img)),
             };
             let mut between = || {
                 let after = start + k;
                 if after < n {
                     let k2 = cap.get().min(n - after);
-                    let px = &pixels[after * img..(after + k2) * img];
+                    let px = pixels.slice(after * img..(after + k2) * img);
                     *staged.borrow_mut() = self.stage((serial, after, k2), px);
                 } else if let Some(la) = next.borrow_mut().as_mut()
                     && let Some(im) = la.peek()
@@ -144,7 +146,7 @@ impl<'e> Stager<'e> {
                     && im.n > 0
                 {
                     let k2 = cap.get().min(im.n);
-                    let px = &im.pixels[..k2 * (im.pixels.len() / im.n)];
+                    let px = im.pixels.slice(0..k2 * (im.pixels.len() / im.n));
                     *self.ahead.borrow_mut() = self.stage((im.serial, 0, k2), px);
                 }
             };
@@ -155,9 +157,9 @@ impl<'e> Stager<'e> {
 
     /// Images on the device ahead of their forward, or none: a stage that
     /// fails (out of memory) leaves the upload to the forward itself.
-    fn stage(&self, key: (Option<u64>, usize, usize), px: &[f32]) -> Option<Staged<'e>> {
-        let pixels = stage(self.ex, px).ok()?;
-        Some(Staged { key, pixels })
+    fn stage(&self, key: (Option<u64>, usize, usize), px: HostPixels) -> Option<Staged<'e>> {
+        let (pixels, norm) = stage(self.ex, px).ok()?;
+        Some(Staged { key, pixels, norm })
     }
 }
 

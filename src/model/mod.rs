@@ -9,6 +9,7 @@ pub mod convert;
 pub mod head_file;
 pub mod load;
 pub mod pair;
+pub mod pixels;
 pub mod placed;
 mod reader;
 pub mod sources;

@@ -4,6 +4,7 @@
 //! interpolation in one batched pass (docs/design.md §1).
 
 use super::blocks::{self, Others, Stacked, With};
+use super::pixels::{HostPixels, Normalization};
 use super::placed::{Bf16Linears, BlockLinears, PlacedModel};
 use super::stack::ModelStack;
 use super::{Act, Block, ModelSpec, Params};
@@ -21,6 +22,7 @@ use crate::ops::gemm_dual::DualGemm;
 use crate::ops::gemm_dual_bf16::GemmDualBf16;
 use crate::ops::layernorm::LayerNormShape;
 use crate::ops::patch_embed::{PatchEmbed, PatchShape};
+use crate::ops::patch_embed_u8::PatchEmbedU8;
 use crate::ops::{Mix, l2_normalize::L2Normalize};
 
 /// The second weight set of an exact per-sample interpolation and each
@@ -85,23 +87,30 @@ impl Layers<'_> {
 /// A forward's images `[n, c, s, s]` (already preprocessed): on the host,
 /// or staged on the device ([`stage`]) while an earlier forward ran.
 pub enum Pixels<'p, 'e> {
-    Host(&'p [f32]),
-    Staged(OwnedBuf<'e>),
+    Host(HostPixels<'p>),
+    /// Normalised on the device when the staged values are bytes.
+    Staged(OwnedBuf<'e>, Option<Normalization>),
 }
 
 impl Pixels<'_, '_> {
     fn len(&self) -> usize {
         match self {
             Pixels::Host(p) => p.len(),
-            Pixels::Staged(b) => b.len,
+            Pixels::Staged(b, _) => b.len,
         }
     }
 }
 
 /// Copies images to the device while the work queued so far runs (on
 /// `cuda`, on a second stream), for a later [`forward_with`].
-pub fn stage<'e>(ex: &'e dyn Executor, pixels: &[f32]) -> Result<OwnedBuf<'e>> {
-    ex.upload_ahead(pixels)
+pub fn stage<'e>(
+    ex: &'e dyn Executor,
+    pixels: HostPixels,
+) -> Result<(OwnedBuf<'e>, Option<Normalization>)> {
+    match pixels {
+        HostPixels::F32(p) => Ok((ex.upload_ahead(p)?, None)),
+        HostPixels::U8(b, norm) => Ok((ex.upload_ahead(b)?, Some(norm))),
+    }
 }
 
 /// Forward of `n` images `pixels[n, c, s, s]` (already preprocessed).
@@ -112,6 +121,17 @@ pub fn forward(
     ex: &dyn Executor,
     m: &PlacedModel,
     pixels: &[f32],
+    n: usize,
+    dual: Option<DualWeights>,
+) -> Result<Output> {
+    forward_images(ex, m, pixels.into(), n, dual)
+}
+
+/// [`forward`] of f32 or u8 images.
+pub fn forward_images(
+    ex: &dyn Executor,
+    m: &PlacedModel,
+    pixels: HostPixels,
     n: usize,
     dual: Option<DualWeights>,
 ) -> Result<Output> {
@@ -154,6 +174,17 @@ pub fn forward_stacked(
     ex: &dyn Executor,
     stack: &ModelStack,
     pixels: &[f32],
+    n: usize,
+    coef: &[f32],
+) -> Result<Output> {
+    forward_stacked_images(ex, stack, pixels.into(), n, coef)
+}
+
+/// [`forward_stacked`] of f32 or u8 images.
+pub fn forward_stacked_images(
+    ex: &dyn Executor,
+    stack: &ModelStack,
+    pixels: HostPixels,
     n: usize,
     coef: &[f32],
 ) -> Result<Output> {
@@ -266,16 +297,23 @@ fn embed<'e>(l: &Layers<'e>, pixels: Pixels<'_, 'e>, n: usize) -> Result<OwnedBu
         image: s.image_size,
         patch: s.patch,
     };
-    let px = match pixels {
-        Pixels::Host(p) => ex.upload(p)?,
-        Pixels::Staged(b) => b,
+    let (px, norm) = match pixels {
+        Pixels::Host(HostPixels::F32(p)) => (ex.upload(p)?, None),
+        Pixels::Host(HostPixels::U8(b, norm)) => (ex.upload(b)?, Some(norm)),
+        Pixels::Staged(b, norm) => (b, norm),
     };
     let cols = ex.alloc(ps.rows() * ps.cols())?;
-    ex.run(PatchEmbed {
-        pixels: *px,
-        out: *cols,
-        shape: ps,
-    })?;
+    let (pixels, out, shape) = (*px, *cols, ps);
+    match norm {
+        None => ex.run(PatchEmbed { pixels, out, shape })?,
+        Some(Normalization { mean, std }) => ex.run(PatchEmbedU8 {
+            pixels,
+            out,
+            shape,
+            mean,
+            std,
+        })?,
+    }
     let pe = ex.alloc(n * g2 * w)?;
     let conv = GemmShape {
         m: n * g2,

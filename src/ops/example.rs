@@ -60,6 +60,10 @@ impl<'a> ExampleInputs<'a> {
         self.up.upload(DType::I32, bytemuck::cast_slice(v))
     }
 
+    pub fn u8(&mut self, v: &[u8]) -> Buf {
+        self.up.upload(DType::U8, v)
+    }
+
     pub fn zeros(&mut self, dtype: DType, n: usize) -> Buf {
         self.up.zeros(dtype, n)
     }

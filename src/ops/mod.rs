@@ -28,6 +28,7 @@ pub mod layernorm_multi;
 pub mod lerp;
 pub mod lerp_bf16;
 pub mod patch_embed;
+pub mod patch_embed_u8;
 pub mod quick_gelu;
 pub mod softmax_entropy;
 
@@ -91,6 +92,9 @@ impl<'s> Inputs<'_, 's> {
     }
     pub fn i32(&self, i: usize) -> &'s [i32] {
         self.get(i).i32()
+    }
+    pub fn u8(&self, i: usize) -> &'s [u8] {
+        self.get(i).u8()
     }
     pub fn opt_f32(&self, i: usize) -> Option<&'s [f32]> {
         self.0[i].map(Slice::f32)
@@ -396,6 +400,7 @@ registry! {
     lerp::Lerp,
     lerp_bf16::LerpBf16,
     patch_embed::PatchEmbed,
+    patch_embed_u8::PatchEmbedU8,
     quick_gelu::QuickGelu,
     softmax_entropy::SoftmaxEntropy,
 }

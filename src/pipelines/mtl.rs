@@ -24,7 +24,7 @@ use crate::method::multitask::{coefficients, mean_coefficients, merge_into, ties
 use crate::model::batch::BatchCap;
 use crate::model::placed::{PlacedModel, Precision};
 use crate::model::stack::ModelStack;
-use crate::model::vit::{forward, forward_stacked};
+use crate::model::vit::{forward_images, forward_stacked_images};
 use crate::model::{Model, Overrides, head_file};
 use crate::report::outdir::{Earlier, OutDir};
 use crate::report::summary::{accuracy, methods_table, write_json};
@@ -59,6 +59,9 @@ pub struct MtlOptions {
     /// Dirichlet-mixture groupings for extra domain-wise rows
     /// (`--domain-fit`), each `dawin-domain:FIT`.
     pub domain_fits: Vec<DomainFit>,
+    /// Eval's pixel cache folder for image-folder data (`--pixel-cache`);
+    /// `None` decodes every pass.
+    pub pixel_cache: Option<PathBuf>,
 }
 
 pub struct MtlResult {
@@ -217,7 +220,7 @@ fn first_pass(
     let all: Vec<usize> = (0..n).collect();
     let pb = reporter::progress(n, "tasks", o.progress);
     let logits = |m: &PlacedModel, b: &Batch| -> Result<Vec<f32>> {
-        let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
+        let out = forward_images(ex, m, b.pixels.view(), b.indices.len(), None)?;
         Ok(out.logits.unwrap_or_default())
     };
     data.for_each_batch(&all, o.batch_size, |b| {
@@ -247,8 +250,13 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         "tasks": tasks.iter().map(Model::settings_record).collect::<Vec<_>>(),
     });
     let out = OutDir::lock(&o.out_dir)?;
-    let data = Dataset::open(&o.data, base.spec.image_size)?;
+    let mut data = Dataset::open(&o.data, base.spec.image_size)?;
     data.check_labels(c)?;
+    // Every pass reads every image: a folder is decoded once.
+    if let Some(dir) = o.pixel_cache.as_deref().filter(|_| data.is_folder()) {
+        let fingerprint = data.fingerprint();
+        data.attach_pixel_cache(dir, &fingerprint, true);
+    }
     let stacked: Vec<&Model> = std::iter::once(&base).chain(&tasks).collect();
     let resident = Resident {
         stack: ModelStack::upload(ex, &stacked)?,
@@ -377,7 +385,7 @@ fn per_sample_logits(
         return second_pass(data, readable, (1, c, "dawin-mtl", o.progress), |b| {
             let i = b.indices[0];
             r.merge(ex, |t| k(i, t))?;
-            let out = forward(ex, &r.work, &b.pixels, 1, None)?;
+            let out = forward_images(ex, &r.work, b.pixels.view(), 1, None)?;
             Ok(out.logits.unwrap_or_default())
         });
     }
@@ -394,8 +402,8 @@ fn per_sample_logits(
                     .iter()
                     .flat_map(|&i| (0..r.tasks()).map(move |t| k(i, t)))
                     .collect();
-                let px = &b.pixels[start * img..(start + cnt) * img];
-                forward_stacked(ex, &r.stack, px, cnt, &coef)
+                let px = b.pixels.view().slice(start * img..(start + cnt) * img);
+                forward_stacked_images(ex, &r.stack, px, cnt, &coef)
             },
             |_, out| logits.extend(out.logits.unwrap_or_default()),
         )?;
@@ -502,7 +510,7 @@ fn model_logits(
 ) -> Result<Vec<f32>> {
     let c = m.spec.classes.unwrap_or(0);
     second_pass(data, readable, (o.batch_size, c, label, o.progress), |b| {
-        let out = forward(ex, m, &b.pixels, b.indices.len(), None)?;
+        let out = forward_images(ex, m, b.pixels.view(), b.indices.len(), None)?;
         Ok(out.logits.unwrap_or_default())
     })
 }

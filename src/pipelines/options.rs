@@ -59,6 +59,9 @@ pub struct EvalOptions {
     pub cache: Option<PathBuf>,
     /// Where a bmm run writes its K merged models (`--save-components`).
     pub save_components: Option<PathBuf>,
+    /// The pixel cache folder for image-folder data (`--pixel-cache`);
+    /// `None` decodes every time.
+    pub pixel_cache: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -91,6 +94,7 @@ impl Default for EvalOptions {
             progress_label: String::new(),
             set_name: None,
             cache: None,
+            pixel_cache: crate::data::pixel_cache::default_dir(),
         }
     }
 }

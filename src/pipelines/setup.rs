@@ -3,6 +3,7 @@
 //! the label space, and the provenance of the run.
 
 use crate::data::dataset::{Dataset, LabelOrder, SkippedFile};
+use crate::data::pixel_cache::Opened;
 use crate::error::{Error, Result};
 use crate::method::engine::{Engine, load_pair};
 use crate::model::Model;
@@ -30,6 +31,8 @@ pub struct Setup {
     pub shard: Range<usize>,
     /// Content hashes of the models and the data.
     pub inputs: Vec<(&'static str, String)>,
+    /// How the pixel cache opened, for image folders (when one is used).
+    pixel_cache: Option<Opened>,
 }
 
 /// Every input path exists, named by its flag, before the output folder is
@@ -62,15 +65,20 @@ impl Setup {
         let classes_raw = pt.spec.classes.unwrap_or(0);
         o.projection.check(classes_raw)?;
         let classes = o.projection.out_classes(classes_raw);
-        let data = Dataset::open_with(&o.data, pt.spec.image_size, &o.folder_options())?;
+        let mut data = Dataset::open_with(&o.data, pt.spec.image_size, &o.folder_options())?;
         check_class_count(&data, classes, o.folder_options().order)?;
         data.check_labels(classes)?;
         let shard = shard::range(o.shard, data.len())?;
         report_data(&data, &shard);
+        let fingerprint = data.fingerprint();
+        let pixel_cache = o.pixel_cache.as_deref().and_then(|dir| {
+            let whole = shard == (0..data.len());
+            data.attach_pixel_cache(dir, &fingerprint, whole)
+        });
         let mut inputs = vec![
             ("pretrained", file_hash(&o.pretrained)?),
             ("finetuned", file_hash(&o.finetuned)?),
-            ("data", data.fingerprint()),
+            ("data", fingerprint),
         ];
         if inputs[0].1 == inputs[1].1 {
             crate::reporter::warn(&format!(
@@ -91,6 +99,7 @@ impl Setup {
             classes,
             shard,
             inputs,
+            pixel_cache,
         })
     }
 
@@ -118,6 +127,9 @@ impl Setup {
         // empty class folders, ...), kept with the results it shaped.
         if !self.data.warnings.is_empty() {
             p["data_warnings"] = self.data.warnings.clone().into();
+        }
+        if let Some(c) = &self.pixel_cache {
+            p["pixel_cache"] = pixel_cache_record(c, self.data.pixel_cache_filled());
         }
         p
     }
@@ -164,6 +176,17 @@ impl Setup {
         let c = self.classes_raw;
         let smp = Samples::select(&e, &self.data, &self.shard, c, &o.projection, alphas)?;
         Ok((e.cache_hit, smp))
+    }
+}
+
+/// How the run read its image folder, for the provenance (the pixels, and
+/// so the results, are the same either way).
+fn pixel_cache_record(o: &Opened, filled: bool) -> Value {
+    match o {
+        Opened::Hit => "hit".into(),
+        Opened::Filling if filled => "filled by this run".into(),
+        Opened::Filling => "decoded (the entry was not completed)".into(),
+        Opened::Unused(why) => format!("unused: {why}").into(),
     }
 }
 

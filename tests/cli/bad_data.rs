@@ -1259,3 +1259,83 @@ fn the_u8_pixel_cache_gives_the_f32_results() {
     let noted = s["provenance"]["data_warnings"].to_string();
     assert!(noted.contains("without dawin's"), "{noted}");
 }
+
+/// The entries (`.json` marks a complete one) and leftovers of a pixel
+/// cache folder.
+fn cache_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn eval_keeps_an_image_folders_pixels_and_reads_them_back() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("images");
+    let sizes = [(61, 40), (33, 57), (48, 48), (24, 30), (90, 25), (24, 24)];
+    for (i, (w, h)) in sizes.iter().enumerate() {
+        noise_image(&root.join(format!("c{i}/i{i}.png")), *w, *h, i as u32);
+    }
+    std::fs::write(root.join("c0/broken.png"), b"not a png").unwrap();
+    let cache = d.path().join("pixels");
+    let run_into = |name: &str, extra: &[&str]| {
+        let out = d.path().join(name);
+        let mut flags = vec!["--methods", "zeroshot,finetuned,dawin"];
+        let cache = p(&cache);
+        if !extra.contains(&"--pixel-cache") {
+            flags.extend(["--pixel-cache", &cache]);
+        }
+        let said = eval(&p(&root), &out, &[&flags[..], extra].concat());
+        let s = summary(&out);
+        let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+        (said, s, csv)
+    };
+    // A shard does not read every image: no entry, nothing left behind.
+    let (_, s, _) = run_into("shard", &["--shard", "0/2"]);
+    let state = s["provenance"]["pixel_cache"].as_str().unwrap().to_string();
+    assert!(state.starts_with("unused"), "{state}");
+    assert!(cache_files(&cache).is_empty(), "{:?}", cache_files(&cache));
+    // The first whole run fills the entry as it decodes (and clears what a
+    // killed filler left: no process has pid 999999999).
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(".0123.u8.999999999.tmp~"), b"partial").unwrap();
+    let (said, first, csv) = run_into("first", &[]);
+    assert!(said.contains("kept the 7 decoded images"), "{said}");
+    assert!(said.contains("broken.png"), "{said}");
+    assert_eq!(first["provenance"]["pixel_cache"], "filled by this run");
+    let files = cache_files(&cache);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| !f.ends_with("tmp~")), "{files:?}");
+    // A second run reads it: no decoding, the same results, the unreadable
+    // image reported again.
+    let (said, second, csv2) = run_into("second", &[]);
+    assert!(said.contains("from the pixel cache"), "{said}");
+    assert!(said.contains("broken.png"), "{said}");
+    assert_eq!(second["provenance"]["pixel_cache"], "hit");
+    assert_eq!(second["methods"], first["methods"]);
+    assert_eq!(csv2, csv);
+    // A damaged entry is noticed, and the images decoded instead.
+    let data = cache.join(files.iter().find(|f| f.ends_with(".u8")).unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&data, bytes).unwrap();
+    let (said, third, csv3) = run_into("damaged", &[]);
+    assert!(said.contains("does not match its checksum"), "{said}");
+    assert_eq!(third["methods"], first["methods"]);
+    assert_eq!(csv3, csv);
+    // Changed files are other content: a second entry.
+    noise_image(&root.join("c3/i3.png"), 24, 30, 99);
+    let (_, fourth, _) = run_into("changed", &[]);
+    assert_eq!(fourth["provenance"]["pixel_cache"], "filled by this run");
+    assert_eq!(cache_files(&cache).len(), 4, "{:?}", cache_files(&cache));
+    // `off` neither reads nor writes it.
+    let (said, off, _) = run_into("off", &["--pixel-cache", "off"]);
+    assert!(!said.contains("pixel cache"), "{said}");
+    assert!(off["provenance"].get("pixel_cache").is_none());
+}

@@ -133,3 +133,20 @@ fn crop_aware_resize_is_resize_then_crop() {
         assert_eq!(clip_pixels(&img, size), want, "{w}x{h} at {size}");
     }
 }
+
+/// The host's normalisation of u8 pixels and the device-side one of
+/// patch_embed_u8 are one formula: every byte of every channel gives the
+/// same f32 bits.
+#[test]
+fn host_and_device_normalisation_agree_bit_for_bit() {
+    use dawin::data::preprocess::{CLIP_MEAN, CLIP_STD, normalize};
+    use dawin::ops::patch_embed_u8::normalized;
+    let bytes: Vec<u8> = (0..3).flat_map(|_| 0..=255u8).collect();
+    let mut host = vec![0f32; bytes.len()];
+    normalize(&bytes, &mut host, 256);
+    for (i, (&v, h)) in bytes.iter().zip(&host).enumerate() {
+        let c = i / 256;
+        let d = normalized(v, CLIP_MEAN[c], CLIP_STD[c]);
+        assert_eq!(h.to_bits(), d.to_bits(), "channel {c}, byte {v}");
+    }
+}

@@ -200,11 +200,13 @@ crate::per_executor! {
         let want_b = engine.dual_logits(&b, 4, &lb).unwrap();
         counting.take_images(img);
 
-        let images = |pixels, n, serial| Images {
-            pixels,
-            n,
-            serial: Some(serial),
-        };
+        fn images(pixels: &[f32], n: usize, serial: u64) -> Images<'_> {
+            Images {
+                pixels: pixels.into(),
+                n,
+                serial: Some(serial),
+            }
+        }
         let mut next = Next(images(&b, 4, 2));
         let got_a = engine
             .dual_logits_ahead(images(&a, 7, 1), &la, Some(&mut next))
@@ -237,5 +239,37 @@ crate::per_executor! {
             .unwrap();
         assert_eq!(counting.take_images(img), (vec![1], vec![3]), "{kind}");
         assert_eq!(got, want_b, "{kind}");
+    }
+
+    /// u8 images, normalised by the forward's first op (patch_embed_u8),
+    /// staged or not, give the logits of the same images normalised on the
+    /// host, bit for bit.
+    fn u8_images_give_the_logits_of_host_normalised_ones(kind, ex) {
+        use dawin::data::preprocess::{CLIP_NORMALIZATION, normalize};
+        use dawin::method::engine::Engine;
+        use dawin::model::batch::{BatchCap, Images};
+        use dawin::model::pixels::HostPixels;
+        use dawin::model::{Act, Model, placed::Precision};
+        let spec = crate::common::small_spec(5, Act::QuickGelu);
+        let plane = spec.image_size * spec.image_size;
+        let img = spec.channels * plane;
+        let (pt, ft) = (Model::random(spec.clone(), 1), Model::random(spec, 2));
+        let mut engine = Engine::new(ex, &pt, &ft, Precision::F32).unwrap();
+        engine.cap = BatchCap::new(3);
+        let bytes: Vec<u8> = (0..7 * img).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut host = vec![0f32; bytes.len()];
+        normalize(&bytes, &mut host, plane);
+        let lam = data(9, 7, 0.3);
+        let want = engine.dual_logits(&host, 7, &lam).unwrap();
+        let u8s = |serial| Images {
+            pixels: HostPixels::U8(&bytes, CLIP_NORMALIZATION),
+            n: 7,
+            serial,
+        };
+        // Chunks of 3, 3 and 1: the later two staged during the forward.
+        let got = engine.dual_logits_ahead(u8s(Some(1)), &lam, None).unwrap();
+        assert_eq!(got, want, "{kind}: u8, staged");
+        let got = engine.dual_logits_ahead(u8s(None), &lam, None).unwrap();
+        assert_eq!(got, want, "{kind}: u8");
     }
 }

@@ -13,6 +13,7 @@ use dawin::ops::gemm_multi::GemmMulti;
 use dawin::ops::layernorm::{DualNorm, LayerNorm, LayerNormShape};
 use dawin::ops::layernorm_multi::LayerNormMulti;
 use dawin::ops::patch_embed::{PatchEmbed, PatchShape};
+use dawin::ops::patch_embed_u8::PatchEmbedU8;
 use dawin::ops::softmax_entropy::SoftmaxEntropy;
 use dawin::ops::{
     Mix, MultiMix, add::Add, add_scaled_diff::AddScaledDiff, gelu::Gelu, l2_normalize::L2Normalize,
@@ -226,6 +227,38 @@ crate::per_executor! {
         let out = ex.alloc(s.rows() * s.cols()).unwrap();
         ex.run(PatchEmbed { pixels: *ex.upload(&px).unwrap(), out: *out, shape: s }).unwrap();
         assert_close(&format!("patch_embed on {kind}"), &ex.download(*out).unwrap(), &want, 0.0);
+    }
+
+    /// patch_embed_u8 (im2col of u8 RGB, normalised as placed): the f64
+    /// value of (v/255 − mean)/std within 1e-6 of the largest output, and
+    /// bit for bit the host's normalisation followed by patch_embed.
+    fn patch_embed_u8(kind, ex; batch in 1usize..3, grid in 1usize..5, patch in 1usize..9, mean in prop::array::uniform3(0.0f32..1.0), std in prop::array::uniform3(0.05f32..1.0), seed in any::<u64>()) {
+        let image = grid * patch;
+        let bytes: Vec<u8> = data(seed, batch * 3 * image * image, 1.0).iter().map(|x| ((x + 1.0) * 127.9) as u8).collect();
+        let s = PatchShape { batch, channels: 3, image, patch };
+        let mut want = Vec::new();
+        let mut host = Vec::new();
+        for nb in 0..batch {
+            for py in 0..grid {
+                for pxx in 0..grid {
+                    for c in 0..3 {
+                        for ky in 0..patch {
+                            for kx in 0..patch {
+                                let v = bytes[((nb * 3 + c) * image + py * patch + ky) * image + pxx * patch + kx];
+                                want.push(((v as f64 / 255.0 - mean[c] as f64) / std[c] as f64) as f32);
+                                host.push((v as f32 / 255.0 - mean[c]) / std[c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let out = ex.alloc(s.rows() * s.cols()).unwrap();
+        ex.run(PatchEmbedU8 { pixels: *ex.upload(&bytes).unwrap(), out: *out, shape: s, mean, std }).unwrap();
+        let got = ex.download(*out).unwrap();
+        assert_close(&format!("patch_embed_u8 on {kind}"), &got, &want, 1e-6);
+        let same = got.iter().zip(&host).all(|(g, h)| g.to_bits() == h.to_bits());
+        prop_assert!(same, "patch_embed_u8 on {kind}: not the host formula's bits");
     }
 
     /// embed_add with and without per-sample lerped embeddings; 1e-6.

@@ -89,6 +89,7 @@ fn options(
         heads: Vec::new(),
         per_sample: PerSample::Exact,
         domain_fits: Vec::new(),
+        pixel_cache: None,
     }
 }
 

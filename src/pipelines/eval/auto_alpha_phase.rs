@@ -71,7 +71,7 @@ fn merged_logits(
                 format!("{} could not be read again: {why}", s.data.describe(*i)),
             ));
         }
-        raw.extend(engine.merged_logits(&b.pixels, b.indices.len())?);
+        raw.extend(engine.merged_logits_ahead(b.images(), None)?);
         Ok(())
     })?;
     Ok(o.projection.apply(&raw, s.classes_raw))
