@@ -200,14 +200,13 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let (dp, tp) = (d.div_ceil(nr) * nr, t.div_ceil(nr) * nr);
         let row = |which: usize, j: usize| &qkv[(b * t + j) * 3 * w + which * w + h * d..][..d];
         let mut k_panels = std::mem::take(&mut sc.k_panels);
-        k_panels.clear();
-        k_panels.resize(tp * d, 0.0);
-        for (q, panel) in k_panels.chunks_exact_mut(d * nr).enumerate() {
-            for jj in 0..nr.min(t - q * nr) {
-                for (p, &x) in row(1, q * nr + jj).iter().enumerate() {
-                    panel[p * nr + jj] = x.to_f32();
-                }
-            }
+        if let Some(f) = T::as_f32(qkv) {
+            // K's rows are 3W apart in `qkv`: the gemm's B packing reads
+            // them in place.
+            let first = b * t * 3 * w + w + h * d;
+            kern.pack_b(&f[first..], 3 * w, 0..t, 0..d, &mut k_panels);
+        } else {
+            Self::pack_keys(&mut k_panels, t, d, nr, |j| row(1, j));
         }
         let mut v_panels = std::mem::take(&mut sc.v_panels);
         v_panels.clear();
@@ -233,6 +232,28 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             kb: if t <= WHOLE_ROW { tp } else { KB },
             k_panels,
             v_panels,
+        }
+    }
+
+    /// K's panels from rows `key(j)` widened to f32: NR keys per panel,
+    /// head_dim deep, zero past the last key.
+    fn pack_keys<'k>(
+        panels: &mut Vec<f32>,
+        t: usize,
+        d: usize,
+        nr: usize,
+        key: impl Fn(usize) -> &'k [T],
+    ) where
+        T: 'k,
+    {
+        panels.clear();
+        panels.resize(t.div_ceil(nr) * nr * d, 0.0);
+        for (q, panel) in panels.chunks_exact_mut(d * nr).enumerate() {
+            for jj in 0..nr.min(t - q * nr) {
+                for (p, &x) in key(q * nr + jj).iter().enumerate() {
+                    panel[p * nr + jj] = x.to_f32();
+                }
+            }
         }
     }
 

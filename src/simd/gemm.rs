@@ -140,6 +140,19 @@ impl<T: Copy + Default> Kernel<T> {
         unsafe { (self.run)(kc, a, b, c, ldc, acc) }
     }
 
+    /// Packs rows `rows` (`ld` apart) of `src`, steps `ks`, into B panels
+    /// of NR rows, as [`pack`] lays them out.
+    pub fn pack_b(
+        &self,
+        src: &[T],
+        ld: usize,
+        rows: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+        out: &mut Vec<T>,
+    ) {
+        (self.pack_b)(src, ld, rows, ks, self.nr, out)
+    }
+
     /// A packed A panel (as [`pack`] lays it out).
     pub fn packed(&self, panel: &[T]) -> ARef<T> {
         ARef {
