@@ -458,14 +458,16 @@ impl Dataset {
                 let rows = indices
                     .iter()
                     .map(|&i| &bytes[i * img * el..(i + 1) * img * el]);
-                let pixels = if *dtype == Dtype::U8 {
-                    let norm = preprocess::CLIP_NORMALIZATION;
-                    PixelBuf::U8(rows.flatten().copied().collect(), norm)
-                } else {
-                    let f = |b| f32_values(*dtype, b).expect("a float dtype, checked in open");
-                    PixelBuf::F32(rows.flat_map(f).collect())
-                };
-                Batch::new(indices.to_vec(), pixels)
+                if *dtype == Dtype::U8 {
+                    let mut b = Batch::of_bytes(indices.len() * img);
+                    indices
+                        .iter()
+                        .zip(rows)
+                        .for_each(|(&i, px)| b.push_bytes(i, px));
+                    return b;
+                }
+                let f = |b| f32_values(*dtype, b).expect("a float dtype, checked in open");
+                Batch::new(indices.to_vec(), PixelBuf::F32(rows.flat_map(f).collect()))
             }
             Source::Folder { .. } => {
                 let cache = self.pixel_cache.as_ref();
@@ -494,7 +496,7 @@ impl Dataset {
     fn load_decoded(&self, indices: &[usize]) -> Batch {
         let plane = self.size * self.size;
         let decoded = self.decode(indices);
-        if let Some(c) = &self.pixel_cache {
+        if let Some(c) = self.pixel_cache.as_ref().filter(|c| c.filling()) {
             let view: Vec<_> = decoded
                 .iter()
                 .map(|(i, r)| (*i, r.as_deref().map_err(|e| e.to_string())))
@@ -538,11 +540,6 @@ impl Dataset {
             ));
         }
         Some(opened)
-    }
-
-    /// The pixel cache entry's data file, when one is attached.
-    pub fn pixel_cache_path(&self) -> Option<&Path> {
-        self.pixel_cache.as_ref().map(PixelCache::path)
     }
 
     /// Whether this run completed a pixel cache entry.

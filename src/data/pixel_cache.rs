@@ -145,6 +145,11 @@ impl PixelCache {
         self.filled.load(Ordering::Relaxed)
     }
 
+    /// Whether decoded images are still wanted for the entry.
+    pub fn filling(&self) -> bool {
+        self.lock().is_some()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Filler>> {
         self.filler.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -162,8 +167,10 @@ impl PixelCache {
         }
         let px = &r.map[i * self.image..(i + 1) * self.image];
         if xxhash_rust::xxh3::xxh3_64(px) != r.checksums[i] {
+            // Without its mark the entry is refilled by the next whole run.
+            let _ = std::fs::remove_file(&self.sidecar);
             self.stop(&format!(
-                "image {i} does not match its checksum (the file was changed or damaged); decoding the images instead. Delete it to refill"
+                "image {i} does not match its checksum (the file was changed or damaged); decoding the images instead, and the entry is dropped for the next run to refill"
             ));
             return None;
         }

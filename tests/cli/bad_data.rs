@@ -1329,6 +1329,9 @@ fn eval_keeps_an_image_folders_pixels_and_reads_them_back() {
     assert!(said.contains("does not match its checksum"), "{said}");
     assert_eq!(third["methods"], first["methods"]);
     assert_eq!(csv3, csv);
+    // ... and refilled by the next run.
+    let (_, refilled, _) = run_into("refilled", &[]);
+    assert_eq!(refilled["provenance"]["pixel_cache"], "filled by this run");
     // Changed files are other content: a second entry.
     noise_image(&root.join("c3/i3.png"), 24, 30, 99);
     let (_, fourth, _) = run_into("changed", &[]);
