@@ -23,8 +23,12 @@ const SIZE: usize = 224;
 /// The data rows (those the filter keeps).
 pub fn rows(o: &BenchOptions) -> Result<Vec<Row>> {
     let n = if o.quick { 8 } else { o.batch.clamp(16, 256) };
-    let dir = TempDir::new()?;
-    let files = write_jpegs(&dir.0, n)?;
+    // Removed on drop, whatever happens to the rows.
+    let dir = tempfile::Builder::new()
+        .prefix("dawin-bench-data-")
+        .tempdir()
+        .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let files = write_jpegs(dir.path(), n)?;
     let bytes: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
@@ -131,25 +135,4 @@ fn textured(w: u32, h: u32, seed: u64) -> image::RgbImage {
             (wave + 8.0 * rng.normal()).clamp(0.0, 255.0) as u8
         }))
     })
-}
-
-/// A folder under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("dawin-bench-data-{}-{stamp}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
