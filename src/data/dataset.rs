@@ -773,7 +773,7 @@ fn class_ids(root: &Path, classes: &[(String, PathBuf)], order: LabelOrder) -> R
 /// The `pixel_values` of a tensor file as f32: floats as they are, a u8
 /// pixel cache (`dawin preprocess --dtype u8`, `[N,3,S,S]`) normalised as
 /// the f32 files are.
-pub fn read_pixel_values(path: &Path) -> Result<crate::tensorfile::Tensor> {
+pub fn read_pixel_values(path: &Path) -> Result<(Vec<usize>, PixelBuf)> {
     let f = TensorFile::open(path)?;
     let st = f.tensors();
     let t = st
@@ -781,18 +781,19 @@ pub fn read_pixel_values(path: &Path) -> Result<crate::tensorfile::Tensor> {
         .map_err(|_| Error::file(path, "missing tensor `pixel_values`"))?;
     if t.dtype() != Dtype::U8 {
         drop(st);
-        return f.read_f32("pixel_values");
+        let t = f.read_f32("pixel_values")?;
+        return Ok((t.shape, PixelBuf::F32(t.data)));
     }
     let shape = t.shape().to_vec();
-    let [_, 3, h, w] = shape[..] else {
+    if !matches!(shape[..], [_, 3, h, w] if h == w) {
         return Err(Error::file(
             path,
             format!("u8 `pixel_values` has shape {shape:?}, expected [N,3,S,S]"),
         ));
-    };
-    let mut data = vec![0f32; t.data().len()];
-    preprocess::normalize(t.data(), &mut data, (h * w).max(1));
-    Ok(crate::tensorfile::Tensor { shape, data })
+    }
+    // Bytes, normalised by the forward's first op.
+    let px = PixelBuf::U8(t.data().to_vec(), preprocess::CLIP_NORMALIZATION);
+    Ok((shape, px))
 }
 
 /// What `dawin preprocess` produced: pixels `[n,3,size,size]` as u8 after

@@ -165,10 +165,10 @@ impl<'e> Stager<'e> {
 
 /// Runs `forward` in batches of at most `batch_size` images, concatenating;
 /// batches that do not fit in device memory are halved.
-pub fn forward_batched<'e>(
+pub fn forward_batched<'e, 'p>(
     exec: &'e dyn Executor,
     m: &PlacedModel,
-    pixels: &[f32],
+    pixels: impl Into<HostPixels<'p>>,
     n: usize,
     batch_size: usize,
     mut on_batch: impl FnMut(usize),
@@ -206,17 +206,17 @@ pub fn forward_file(
     ex: &dyn Executor,
     model: &super::Model,
     (model_path, input, out): (&std::path::Path, &std::path::Path, &std::path::Path),
-    px: crate::tensorfile::Tensor,
+    (shape, px): (Vec<usize>, super::pixels::PixelBuf),
     (batch_size, precision): (usize, super::placed::Precision),
 ) -> Result<ForwardReport> {
     use crate::tensorfile::{Tensor, write_f32};
     let s = &model.spec;
-    let [n, c, h, w] = px.shape[..] else {
+    let [n, c, h, w] = shape[..] else {
         return Err(Error::file(
             input,
             format!(
                 "`pixel_values` has shape {:?}, expected [N, {}, {}, {}]",
-                px.shape, s.channels, s.image_size, s.image_size
+                shape, s.channels, s.image_size, s.image_size
             ),
         ));
     };
@@ -234,10 +234,13 @@ pub fn forward_file(
             ),
         ));
     }
-    let non_finite_inputs = px.data.iter().filter(|v| !v.is_finite()).count();
+    let non_finite_inputs = match &px {
+        super::pixels::PixelBuf::F32(p) => p.iter().filter(|v| !v.is_finite()).count(),
+        super::pixels::PixelBuf::U8(..) => 0,
+    };
     let t0 = std::time::Instant::now();
     let dm = PlacedModel::upload_as(ex, model, precision)?;
-    let o = forward_batched(ex, &dm, &px.data, n, batch_size, |_| {})?;
+    let o = forward_batched(ex, &dm, px.view(), n, batch_size, |_| {})?;
     let seconds = t0.elapsed().as_secs_f64();
     let embeds = Tensor {
         shape: vec![n, s.embed_dim],

@@ -50,6 +50,12 @@ impl<'p> From<&'p [f32]> for HostPixels<'p> {
     }
 }
 
+impl<'p> From<&'p Vec<f32>> for HostPixels<'p> {
+    fn from(p: &'p Vec<f32>) -> Self {
+        HostPixels::F32(p)
+    }
+}
+
 /// Images `[n, c, s, s]`, owned (a loaded batch's).
 #[derive(Clone, Debug)]
 pub enum PixelBuf {
