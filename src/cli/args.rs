@@ -58,20 +58,8 @@ pub struct DataArgs {
     /// Evaluate the i-th (0-based) of n contiguous slices, e.g. `3/8`.
     #[arg(long, value_parser = parse_shard, help_heading = "Performance")]
     pub shard: Option<(usize, usize)>,
-    /// Where the decoded pixels of an image folder are kept (u8 after
-    /// resize and crop, 3·S·S bytes an image, keyed by the files' content):
-    /// a run that reads the whole folder fills an entry; later passes and
-    /// runs on the same files read it instead of decoding, with the same
-    /// results. `auto` is $DAWIN_CACHE_DIR/pixels, else
-    /// $XDG_CACHE_HOME/dawin/pixels, else ~/.cache/dawin/pixels; `off`
-    /// decodes every time. Entries may be deleted at any time.
-    #[arg(
-        long,
-        default_value = "auto",
-        value_name = "auto|off|DIR",
-        help_heading = "Performance"
-    )]
-    pub pixel_cache: String,
+    #[command(flatten)]
+    pub pixel_cache: PixelCacheFlag,
     /// How the class folders of an image folder are numbered: by sorted
     /// name (torchvision's ImageFolder) or by the number each is named
     /// (ImageNetV2's 0…999).
@@ -112,18 +100,39 @@ impl DataArgs {
             label_order: self.label_order,
             keep_folders: self.folders.keep()?,
             crop_border: self.folders.crop_border,
-            pixel_cache: pixel_cache_dir(&self.pixel_cache),
+            pixel_cache: self.pixel_cache.dir(),
             ..EvalOptions::default()
         })
     }
 }
 
-/// The folder `--pixel-cache` names.
-fn pixel_cache_dir(flag: &str) -> Option<PathBuf> {
-    match flag {
-        "auto" => dawin::data::pixel_cache::default_dir(),
-        "off" => None,
-        dir => Some(PathBuf::from(dir)),
+/// `--pixel-cache`, shared by the commands that read image folders.
+#[derive(Args, Clone, Debug)]
+pub struct PixelCacheFlag {
+    /// Where the decoded pixels of an image folder are kept (u8 after
+    /// resize and crop, 3·S·S bytes an image, keyed by the files' content):
+    /// a run that reads the whole folder fills an entry; later passes and
+    /// runs on the same files read it instead of decoding, with the same
+    /// results. `auto` is $DAWIN_CACHE_DIR/pixels, else
+    /// $XDG_CACHE_HOME/dawin/pixels, else ~/.cache/dawin/pixels; `off`
+    /// decodes every time. Entries may be deleted at any time.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|off|DIR",
+        help_heading = "Performance"
+    )]
+    pub pixel_cache: String,
+}
+
+impl PixelCacheFlag {
+    /// The folder it names; `None` for `off`.
+    pub fn dir(&self) -> Option<PathBuf> {
+        match self.pixel_cache.as_str() {
+            "auto" => dawin::data::pixel_cache::default_dir(),
+            "off" => None,
+            dir => Some(PathBuf::from(dir)),
+        }
     }
 }
 
@@ -537,17 +546,8 @@ pub struct EvalMtlArgs {
         help_heading = "Method"
     )]
     pub domain_fit: Vec<DomainFit>,
-    /// Where an image folder's decoded pixels are kept, as eval's
-    /// --pixel-cache (`auto`, `off` or a folder): every pass after the
-    /// first, and later runs on the same files, read them instead of
-    /// decoding.
-    #[arg(
-        long,
-        default_value = "auto",
-        value_name = "auto|off|DIR",
-        help_heading = "Performance"
-    )]
-    pub pixel_cache: String,
+    #[command(flatten)]
+    pub pixel_cache: PixelCacheFlag,
     /// Hide progress bars.
     #[arg(long, help_heading = "Output", short = 'q')]
     pub quiet: bool,
@@ -587,7 +587,7 @@ impl EvalMtlArgs {
             heads: self.head_files.clone(),
             per_sample: self.per_sample,
             domain_fits: self.domain_fit.clone(),
-            pixel_cache: pixel_cache_dir(&self.pixel_cache),
+            pixel_cache: self.pixel_cache.dir(),
         }
     }
 }

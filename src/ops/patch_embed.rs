@@ -38,6 +38,17 @@ pub struct PatchEmbed {
 }
 
 pub fn cpu(pixels: &[f32], out: &mut [f32], s: PatchShape) {
+    im2col(pixels, out, s, |_, v| v)
+}
+
+/// The im2col both patch ops share: `out[r, ch·p² + ky·p + kx] =
+/// value(ch, pixels[n, ch, py·p + ky, px·p + kx])`, rows in parallel.
+pub(super) fn im2col<T: Copy + Sync>(
+    pixels: &[T],
+    out: &mut [f32],
+    s: PatchShape,
+    value: impl Fn(usize, T) -> f32 + Sync,
+) {
     let (g, p, hw) = (s.grid(), s.patch, s.image);
     let cols = s.cols();
     if cols == 0 {
@@ -52,7 +63,8 @@ pub fn cpu(pixels: &[f32], out: &mut [f32], s: PatchShape) {
                 for ky in 0..p {
                     let src = ((n * s.channels + ch) * hw + py * p + ky) * hw + px * p;
                     let dst = ch * p * p + ky * p;
-                    row[dst..dst + p].copy_from_slice(&pixels[src..src + p]);
+                    let pairs = row[dst..dst + p].iter_mut().zip(&pixels[src..src + p]);
+                    pairs.for_each(|(d, &v)| *d = value(ch, v));
                 }
             }
         });
@@ -109,16 +121,20 @@ impl OpDef for PatchEmbed {
     }
 }
 
+/// The shape of both patch ops' examples: 2 images of 3×12×12, patch 4.
+#[cfg(feature = "op-examples")]
+pub(super) const EXAMPLE_SHAPE: PatchShape = PatchShape {
+    batch: 2,
+    channels: 3,
+    image: 12,
+    patch: 4,
+};
+
 #[cfg(feature = "op-examples")]
 impl super::example::OpExample for PatchEmbed {
     const TOLERANCE: f64 = 0.0;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = PatchShape {
-            batch: 2,
-            channels: 3,
-            image: 12,
-            patch: 4,
-        };
+        let shape = EXAMPLE_SHAPE;
         let (pixels, out) = (i.f32(2 * 3 * 144, 1, 1.0), i.zeros(DType::F32, 18 * 48));
         (PatchEmbed { pixels, out, shape }, out)
     }

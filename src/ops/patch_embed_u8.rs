@@ -5,12 +5,11 @@
 //! A pixel cache's bytes then cross to the device at a quarter of the f32
 //! size, and no f32 copy of the images is ever made.
 
-use super::patch_embed::PatchShape;
+use super::patch_embed::{PatchShape, im2col};
 use super::{Addr, Host, OpDef, disjoint, elems, need, on_host};
 use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
-use rayon::prelude::*;
 
 /// `pixels[n,3,h,w]` u8 → `out[n·g², 3·p·p]` normalised f32.
 #[derive(Clone, Copy, Debug)]
@@ -30,28 +29,9 @@ pub fn normalized(v: u8, mean: f32, std: f32) -> f32 {
 }
 
 pub fn cpu(pixels: &[u8], out: &mut [f32], s: PatchShape, mean: [f32; 3], std: [f32; 3]) {
-    let (g, p, hw) = (s.grid(), s.patch, s.image);
-    let cols = s.cols();
-    if cols == 0 {
-        return;
-    }
     let table: [[f32; 256]; 3] =
         std::array::from_fn(|c| std::array::from_fn(|v| normalized(v as u8, mean[c], std[c])));
-    out[..s.rows() * cols]
-        .par_chunks_mut(cols)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let (n, py, px) = (r / (g * g), (r / g) % g, r % g);
-            for (ch, t) in table.iter().enumerate() {
-                for ky in 0..p {
-                    let src = ((n * 3 + ch) * hw + py * p + ky) * hw + px * p;
-                    let dst = ch * p * p + ky * p;
-                    for (d, &v) in row[dst..dst + p].iter_mut().zip(&pixels[src..src + p]) {
-                        *d = t[v as usize];
-                    }
-                }
-            }
-        });
+    im2col(pixels, out, s, |ch, v| table[ch][v as usize])
 }
 
 impl OpDef for PatchEmbedU8 {
@@ -129,12 +109,7 @@ impl OpDef for PatchEmbedU8 {
 impl super::example::OpExample for PatchEmbedU8 {
     const TOLERANCE: f64 = 0.0;
     fn example(i: &mut super::example::ExampleInputs) -> (Self, Buf) {
-        let shape = PatchShape {
-            batch: 2,
-            channels: 3,
-            image: 12,
-            patch: 4,
-        };
+        let shape = super::patch_embed::EXAMPLE_SHAPE;
         let bytes: Vec<u8> = (0..2 * 3 * 144).map(|j| (j * 37 % 256) as u8).collect();
         let (pixels, out) = (i.u8(&bytes), i.zeros(DType::F32, 18 * 48));
         let (mean, std) = ([0.48, 0.46, 0.41], [0.27, 0.26, 0.28]);
