@@ -57,6 +57,20 @@ pub enum Opened {
     Unused(String),
 }
 
+impl Opened {
+    /// How the run read its images, for a summary (the pixels, and so the
+    /// results, are the same either way); `filled`: the run completed the
+    /// entry it was filling.
+    pub fn record(&self, filled: bool) -> String {
+        match self {
+            Opened::Hit => "hit".into(),
+            Opened::Filling if filled => "filled by this run".into(),
+            Opened::Filling => "decoded (the entry was not completed)".into(),
+            Opened::Unused(why) => format!("unused: {why}"),
+        }
+    }
+}
+
 /// The images of one folder content in the cache.
 pub struct PixelCache {
     data: PathBuf,

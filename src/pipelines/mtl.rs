@@ -253,10 +253,11 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
     let mut data = Dataset::open(&o.data, base.spec.image_size)?;
     data.check_labels(c)?;
     // Every pass reads every image: a folder is decoded once.
-    if let Some(dir) = o.pixel_cache.as_deref().filter(|_| data.is_folder()) {
+    let folder_cache = o.pixel_cache.as_deref().filter(|_| data.is_folder());
+    let pixel_cache = folder_cache.and_then(|dir| {
         let fingerprint = data.fingerprint();
-        data.attach_pixel_cache(dir, &fingerprint, true);
-    }
+        data.attach_pixel_cache(dir, &fingerprint, true)
+    });
     let stacked: Vec<&Model> = std::iter::once(&base).chain(&tasks).collect();
     let resident = Resident {
         stack: ModelStack::upload(ex, &stacked)?,
@@ -333,7 +334,7 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
             (name.clone(), v)
         })
         .collect();
-    let summary = json!({
+    let mut summary = json!({
         "methods": methods,
         "task_index": o.task_index,
         "tasks": o.tasks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
@@ -347,6 +348,9 @@ pub fn run(o: &MtlOptions, ex: &dyn Executor) -> Result<MtlResult> {
         "seconds": {"total": t0.elapsed().as_secs_f64(), "dawin": dawin_seconds},
         "model_settings": model_settings,
     });
+    if let Some(c) = &pixel_cache {
+        summary["pixel_cache"] = c.record(data.pixel_cache_filled()).into();
+    }
     let csv = samples_csv(&order, &preds, idx, &labels, &entropies, &coefficients);
     let stage = out.stage()?;
     write_atomic(&stage.dir.join("samples.csv"), csv.as_bytes())?;

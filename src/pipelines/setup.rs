@@ -129,7 +129,7 @@ impl Setup {
             p["data_warnings"] = self.data.warnings.clone().into();
         }
         if let Some(c) = &self.pixel_cache {
-            p["pixel_cache"] = pixel_cache_record(c, self.data.pixel_cache_filled());
+            p["pixel_cache"] = c.record(self.data.pixel_cache_filled()).into();
         }
         p
     }
@@ -176,17 +176,6 @@ impl Setup {
         let c = self.classes_raw;
         let smp = Samples::select(&e, &self.data, &self.shard, c, &o.projection, alphas)?;
         Ok((e.cache_hit, smp))
-    }
-}
-
-/// How the run read its image folder, for the provenance (the pixels, and
-/// so the results, are the same either way).
-fn pixel_cache_record(o: &Opened, filled: bool) -> Value {
-    match o {
-        Opened::Hit => "hit".into(),
-        Opened::Filling if filled => "filled by this run".into(),
-        Opened::Filling => "decoded (the entry was not completed)".into(),
-        Opened::Unused(why) => format!("unused: {why}").into(),
     }
 }
 

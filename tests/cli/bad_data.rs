@@ -1342,3 +1342,45 @@ fn eval_keeps_an_image_folders_pixels_and_reads_them_back() {
     assert!(!said.contains("pixel cache"), "{said}");
     assert!(off["provenance"].get("pixel_cache").is_none());
 }
+
+/// eval-mtl's passes over an image folder decode it once, and a later run
+/// reads the entry: the same results, and the summary says which.
+#[test]
+fn eval_mtl_reads_an_image_folder_through_the_pixel_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("images");
+    for i in 0..6 {
+        noise_image(&root.join(format!("c{i}/i{i}.png")), 30 + i, 27, i);
+    }
+    let cache = d.path().join("pixels");
+    let tasks = format!(
+        "{},{}",
+        fx("dawin_ft.safetensors"),
+        fx("dawin_pt.safetensors")
+    );
+    let run_into = |name: &str| {
+        let out = d.path().join(name);
+        ok(&[
+            "eval-mtl",
+            "--base",
+            &fx("dawin_pt.safetensors"),
+            "--tasks",
+            &tasks,
+            "--task-index",
+            "0",
+            "--data",
+            &p(&root),
+            "--pixel-cache",
+            &p(&cache),
+            "-o",
+            &p(&out),
+            "-q",
+        ]);
+        summary(&out)
+    };
+    let first = run_into("first");
+    assert_eq!(first["pixel_cache"], "filled by this run");
+    let second = run_into("second");
+    assert_eq!(second["pixel_cache"], "hit");
+    assert_eq!(second["methods"], first["methods"]);
+}
