@@ -138,9 +138,9 @@ impl PixelCache {
                     *cache.lock() = Some(f);
                     Opened::Filling
                 }
-                Err(e) => Opened::Unused(e.to_string()),
+                Err(e) => unusable(e),
             },
-            Err(e) => Opened::Unused(e.to_string()),
+            Err(e) => unusable(e),
         };
         if matches!(opened, Opened::Unused(_)) {
             cache.broken.store(true, Ordering::Relaxed);
@@ -362,6 +362,16 @@ impl Filler {
         self.left -= 1;
         Ok(())
     }
+}
+
+/// The cache cannot be used (its folder cannot be written, the disk is
+/// short of space, an entry cannot be read): said once, and the images
+/// are decoded as usual.
+fn unusable(e: Error) -> Opened {
+    crate::reporter::warn(&format!(
+        "pixel cache: {e}; decoding the images as usual (--pixel-cache off to not try)"
+    ));
+    Opened::Unused(e.to_string())
 }
 
 /// Removes the partial entries of processes that are gone (killed while

@@ -1337,6 +1337,12 @@ fn eval_keeps_an_image_folders_pixels_and_reads_them_back() {
     let (_, fourth, _) = run_into("changed", &[]);
     assert_eq!(fourth["provenance"]["pixel_cache"], "filled by this run");
     assert_eq!(cache_files(&cache).len(), 4, "{:?}", cache_files(&cache));
+    // A cache folder that cannot be made is said, and the run goes on.
+    let file = d.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let (said, blocked, _) = run_into("blocked", &["--pixel-cache", &p(&file)]);
+    assert!(said.contains("pixel cache:"), "{said}");
+    assert_eq!(blocked["methods"], fourth["methods"]);
     // `off` neither reads nor writes it.
     let (said, off, _) = run_into("off", &["--pixel-cache", "off"]);
     assert!(!said.contains("pixel cache"), "{said}");
