@@ -542,9 +542,10 @@ impl Dataset {
         Some(opened)
     }
 
-    /// Whether this run completed a pixel cache entry.
+    /// Whether the attached pixel cache entry is complete (for one opened
+    /// as `Filling`: whether this run completed it).
     pub fn pixel_cache_filled(&self) -> bool {
-        self.pixel_cache.as_ref().is_some_and(PixelCache::filled)
+        self.pixel_cache.as_ref().is_some_and(PixelCache::complete)
     }
 
     /// Whether the first image the cache holds decodes, today, to its

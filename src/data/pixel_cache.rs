@@ -82,8 +82,6 @@ pub struct PixelCache {
     ready: OnceLock<Ready>,
     /// Set when a checksum failed or filling stopped: decode from then on.
     broken: AtomicBool,
-    /// Set when this process completed the entry.
-    filled: AtomicBool,
 }
 
 /// A complete entry, mapped.
@@ -123,7 +121,6 @@ impl PixelCache {
             filler: Mutex::new(None),
             ready: OnceLock::new(),
             broken: AtomicBool::new(false),
-            filled: AtomicBool::new(false),
         };
         let opened = match cache.map_entry(key) {
             Ok(Some(r)) => {
@@ -153,10 +150,10 @@ impl PixelCache {
         &self.data
     }
 
-    /// Whether this process completed the entry (it was filled as the
-    /// run decoded).
-    pub fn filled(&self) -> bool {
-        self.filled.load(Ordering::Relaxed)
+    /// Whether the entry is complete: opened so, or filled by this run
+    /// (for an entry opened as `Filling`, whether this run completed it).
+    pub fn complete(&self) -> bool {
+        self.ready.get().is_some()
     }
 
     /// Whether decoded images are still wanted for the entry.
@@ -208,7 +205,6 @@ impl PixelCache {
         match done {
             Some(Ok(r)) => {
                 let _ = self.ready.set(r);
-                self.filled.store(true, Ordering::Relaxed);
                 crate::reporter::note(&format!(
                     "kept the {} decoded images in the pixel cache {} ({}): later passes and runs on these files read them instead of decoding (--pixel-cache off to not keep them)",
                     self.samples,

@@ -55,6 +55,37 @@ pub fn attention_head(q: &[Vec<f64>], k: &[Vec<f64>], v: &[Vec<f64>]) -> Vec<Vec
         .collect()
 }
 
+/// softmax(QKᵀ/√d)V of a fused `qkv` `[batch, tokens, 3, heads, hd]`
+/// (the layout of the attention ops), `[batch, tokens, heads, hd]`; with
+/// `causal`, row t sees keys 0..=t.
+pub fn attention_fused(
+    qkv: &[f32],
+    (batch, tokens, heads, hd): (usize, usize, usize, usize),
+    causal: bool,
+) -> Vec<f64> {
+    let w = heads * hd;
+    let mut out = vec![0f64; batch * tokens * w];
+    for b in 0..batch {
+        for h in 0..heads {
+            let get = |part: usize| -> Vec<Vec<f64>> {
+                (0..tokens)
+                    .map(|t| {
+                        let at = (b * tokens + t) * 3 * w + part * w + h * hd;
+                        qkv[at..at + hd].iter().map(|&x| x as f64).collect()
+                    })
+                    .collect()
+            };
+            let (q, k, v) = (get(0), get(1), get(2));
+            for t in 0..tokens {
+                let keys = if causal { t + 1 } else { tokens };
+                let o = attention_head(&q[t..=t], &k[..keys], &v[..keys]).remove(0);
+                out[(b * tokens + t) * w + h * hd..][..hd].copy_from_slice(&o);
+            }
+        }
+    }
+    out
+}
+
 /// Entropy (nats) of softmax(z/T) computed directly from probabilities.
 pub fn entropy(z: &[f32], t: f32) -> (f64, usize, f64, f64) {
     let zs: Vec<f64> = z.iter().map(|&v| v as f64 / t as f64).collect();

@@ -120,28 +120,11 @@ fn check_attention(s: AttentionShape, seed: u64) {
     } = s;
     let w = heads * hd;
     let qkv = data(seed, batch * tokens * 3 * w, 2.0);
-    let mut want = vec![0f32; batch * tokens * w];
-    for b in 0..batch {
-        for h in 0..heads {
-            let get = |part: usize| -> Vec<Vec<f64>> {
-                (0..tokens)
-                    .map(|t| {
-                        (0..hd)
-                            .map(|c| qkv[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64)
-                            .collect()
-                    })
-                    .collect()
-            };
-            let (q, k, v) = (get(0), get(1), get(2));
-            for t in 0..tokens {
-                let keys = if causal { t + 1 } else { tokens };
-                let o = r::attention_head(&q[t..=t], &k[..keys], &v[..keys]).remove(0);
-                for (c, x) in o.iter().enumerate() {
-                    want[(b * tokens + t) * w + h * hd + c] = *x as f32;
-                }
-            }
-        }
-    }
+    let want = r::to_f32(&r::attention_fused(
+        &qkv,
+        (batch, tokens, heads, hd),
+        causal,
+    ));
     for level in simd::available() {
         let mut out = vec![f32::NAN; batch * tokens * w];
         simd::attention::attention(level, &qkv, &mut out, s);

@@ -82,22 +82,7 @@ proptest! {
         let w = heads * hd;
         let qkv = to_bf16(&data(seed, batch * tokens * 3 * w, 2.0));
         let wide = widen(&qkv);
-        let mut want = vec![0f64; batch * tokens * w];
-        for b in 0..batch {
-            for h in 0..heads {
-                let get = |part: usize| -> Vec<Vec<f64>> {
-                    (0..tokens).map(|t| (0..hd).map(|c| wide[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64).collect()).collect()
-                };
-                let (q, k, v) = (get(0), get(1), get(2));
-                for t in 0..tokens {
-                    let keys = if causal { t + 1 } else { tokens };
-                    let o = r::attention_head(&q[t..=t], &k[..keys], &v[..keys]).remove(0);
-                    for (c, x) in o.iter().enumerate() {
-                        want[(b * tokens + t) * w + h * hd + c] = *x;
-                    }
-                }
-            }
-        }
+        let want = r::attention_fused(&wide, (batch, tokens, heads, hd), causal);
         let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
         let s = AttentionShape { batch, tokens, heads, head_dim: hd, causal };
         for level in simd::available() {

@@ -134,25 +134,7 @@ crate::per_executor! {
         let w = heads * hd;
         // Scaled so the softmax is far from uniform.
         let qkv = data(seed, batch * tokens * 3 * w, 2.0);
-        let mut want = vec![0f32; batch * tokens * w];
-        for b in 0..batch {
-            for h in 0..heads {
-                let get = |part: usize| -> Vec<Vec<f64>> {
-                    (0..tokens).map(|t| (0..hd).map(|c| qkv[(b * tokens + t) * 3 * w + part * w + h * hd + c] as f64).collect()).collect()
-                };
-                let (q, k, v) = (get(0), get(1), get(2));
-                let o: Vec<Vec<f64>> = if causal {
-                    (0..tokens).map(|t| r::attention_head(&q[t..=t], &k[..=t], &v[..=t]).remove(0)).collect()
-                } else {
-                    r::attention_head(&q, &k, &v)
-                };
-                for t in 0..tokens {
-                    for c in 0..hd {
-                        want[(b * tokens + t) * w + h * hd + c] = o[t][c] as f32;
-                    }
-                }
-            }
-        }
+        let want = r::to_f32(&r::attention_fused(&qkv, (batch, tokens, heads, hd), causal));
         let out = ex.alloc(want.len()).unwrap();
         ex.run(Attention { qkv: *ex.upload(&qkv).unwrap(), out: *out, shape: AttentionShape { batch, tokens, heads, head_dim: hd, causal } }).unwrap();
         assert_close(&format!("attention on {kind}"), &ex.download(*out).unwrap(), &want, 1e-5);
