@@ -12,7 +12,7 @@ use half::bf16;
 use std::borrow::Cow;
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::pack_transposed;
+use super::gemm::pack_transposed;
 
 /// `outs[t] = a · bs[t]ᵀ` in f32 from bf16 `a` [m,k] and `bs[t]` [n,k],
 /// then `epilogue` on each finished row segment, as
@@ -67,11 +67,11 @@ fn kernel(level: Bf16, k: usize) -> Option<Kernel<u32>> {
         Bf16::Amx if k.is_multiple_of(32) => Some(
             Kernel::new(32, 32, super::amx::kernel)
                 .with_tiles(16, super::amx::configure, super::amx::release)
-                .with_pack_b(x86::pack_transposed),
+                .with_pack_b(pack_transposed),
         ),
         #[cfg(target_arch = "x86_64")]
         Bf16::Avx512Bf16 | Bf16::Amx => {
-            Some(Kernel::new(8, 32, x86::avx512bf16).with_pack_b(x86::pack_transposed))
+            Some(Kernel::new(8, 32, x86::avx512bf16).with_pack_b(pack_transposed))
         }
         #[cfg(not(target_arch = "x86_64"))]
         _ => None,
@@ -93,109 +93,8 @@ fn pairs(v: &[bf16]) -> Cow<'_, [u32]> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::gemm::{ARef, pack};
+    use super::super::gemm::ARef;
     use std::arch::x86_64::*;
-    use std::ops::Range;
-
-    /// [`pack`] of u32 pairs with 16×16 blocks transposed in zmm
-    /// registers (the scalar scatter was an eighth of the AMX gemm); the
-    /// edges (fewer than 16 rows or steps) are copied one by one. Called
-    /// only where the CPU has AVX-512F (the bf16 kernels need it).
-    pub fn pack_transposed(
-        src: &[u32],
-        k: usize,
-        rows: Range<usize>,
-        ks: Range<usize>,
-        w: usize,
-        out: &mut Vec<u32>,
-    ) {
-        let (rn, kc) = (rows.len(), ks.len());
-        if !w.is_multiple_of(16) || rn == 0 || kc == 0 {
-            return pack(src, k, rows, ks, w, out);
-        }
-        assert!(src.len() >= (rows.end - 1) * k + ks.end);
-        let need = rn.div_ceil(w) * kc * w;
-        if out.len() != need || !rn.is_multiple_of(w) {
-            // Padding rows must read as zeros; whole panels are overwritten.
-            out.clear();
-            out.resize(need, 0);
-        }
-        let whole = kc / 16 * 16;
-        for (q, panel) in out.chunks_exact_mut(kc * w).enumerate() {
-            let live = w.min(rn - q * w);
-            for h in (0..live).step_by(16) {
-                let first = (rows.start + q * w + h) * k + ks.start;
-                let n16 = 16.min(live - h);
-                let scalar_from = if n16 == 16 { whole } else { 0 };
-                if n16 == 16 {
-                    for p0 in (0..whole).step_by(16) {
-                        // SAFETY: rows first.. (16 of them, k apart) have
-                        // 16 steps from p0 (asserted above); the panel has
-                        // 16 steps of w from p0·w + h.
-                        unsafe {
-                            transpose16(
-                                src.as_ptr().add(first + p0),
-                                k,
-                                panel.as_mut_ptr().add(p0 * w + h),
-                                w,
-                            )
-                        };
-                    }
-                }
-                for jj in 0..n16 {
-                    for p in scalar_from..kc {
-                        panel[p * w + h + jj] = src[first + jj * k + p];
-                    }
-                }
-            }
-        }
-    }
-
-    /// `d[c·ds + r] = s[r·ss + c]` for a 16×16 block of u32.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `s` addresses 16 rows of 16 values `ss` apart,
-    /// `d` 16 rows of 16 values `ds` apart.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn transpose16(s: *const u32, ss: usize, d: *mut u32, ds: usize) {
-        // SAFETY: loads and stores inside the documented blocks.
-        unsafe {
-            let r: [__m512i; 16] =
-                std::array::from_fn(|i| _mm512_loadu_si512(s.add(i * ss) as *const _));
-            // Per 128-bit lane: pairs of rows interleaved by 32, then by 64
-            // bits, so u[4g + j] lane L holds column 4L + j of rows 4g..4g+4.
-            let t: [__m512i; 16] = std::array::from_fn(|i| {
-                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                if i % 2 == 0 {
-                    _mm512_unpacklo_epi32(a, b)
-                } else {
-                    _mm512_unpackhi_epi32(a, b)
-                }
-            });
-            let u: [__m512i; 16] = std::array::from_fn(|i| {
-                let (g, j) = (i / 4, i % 4);
-                let (a, b) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
-                if j % 2 == 0 {
-                    _mm512_unpacklo_epi64(a, b)
-                } else {
-                    _mm512_unpackhi_epi64(a, b)
-                }
-            });
-            // Then the lanes: column 4L + j gathers lane L of u[j],
-            // u[4 + j], u[8 + j], u[12 + j].
-            for j in 0..4 {
-                let v0 = _mm512_shuffle_i32x4::<0x88>(u[j], u[4 + j]);
-                let v1 = _mm512_shuffle_i32x4::<0xdd>(u[j], u[4 + j]);
-                let w0 = _mm512_shuffle_i32x4::<0x88>(u[8 + j], u[12 + j]);
-                let w1 = _mm512_shuffle_i32x4::<0xdd>(u[8 + j], u[12 + j]);
-                let col = |c: usize| d.add(c * ds) as *mut _;
-                _mm512_storeu_si512(col(j), _mm512_shuffle_i32x4::<0x88>(v0, w0));
-                _mm512_storeu_si512(col(4 + j), _mm512_shuffle_i32x4::<0x88>(v1, w1));
-                _mm512_storeu_si512(col(8 + j), _mm512_shuffle_i32x4::<0xdd>(v0, w0));
-                _mm512_storeu_si512(col(12 + j), _mm512_shuffle_i32x4::<0xdd>(v1, w1));
-            }
-        }
-    }
 
     /// The 8×32 AVX512-BF16 micro-kernel: the f32 AVX-512 kernel's 16 zmm
     /// accumulators, each `vdpbf16ps` adding two reduction steps.

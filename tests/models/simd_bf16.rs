@@ -180,13 +180,14 @@ fn lerp_bf16_every_level_is_the_reference() {
     }
 }
 
-/// The transposing pack of the bf16 kernels lays out exactly what the
-/// scalar `pack` does, on edges of every kind (partial panels and halves,
-/// step tails). It needs AVX-512F; elsewhere there is nothing to check.
+/// The transposing pack of the bf16 and f32 kernels lays out exactly what
+/// the scalar `pack` does, for u32 pairs and for f32, on edges of every
+/// kind (partial panels and halves, step tails). It needs AVX-512F;
+/// elsewhere there is nothing to check.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn pack_transposed_is_pack() {
-    use dawin::simd::gemm::pack;
+    use dawin::simd::gemm::{pack, pack_transposed};
     if !is_x86_feature_detected!("avx512f") {
         eprintln!("skipped: no AVX-512F here");
         return;
@@ -195,6 +196,7 @@ fn pack_transposed_is_pack() {
     let src: Vec<u32> = (0..100 * k as u32)
         .map(|v| v.wrapping_mul(2654435761))
         .collect();
+    let floats: Vec<f32> = src.iter().map(|&v| (v >> 8) as f32).collect();
     for (rows, ks) in [
         (0..100, 0..77),
         (3..40, 5..69),
@@ -204,7 +206,11 @@ fn pack_transposed_is_pack() {
     ] {
         let (mut want, mut got) = (Vec::new(), vec![7u32; 3]);
         pack(&src, k, rows.clone(), ks.clone(), 32, &mut want);
-        dawin::simd::gemm_bf16::pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);
-        assert_eq!(got, want, "rows {rows:?} steps {ks:?}");
+        pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);
+        assert_eq!(got, want, "u32: rows {rows:?} steps {ks:?}");
+        let (mut want, mut got) = (Vec::new(), vec![7f32; 5]);
+        pack(&floats, k, rows.clone(), ks.clone(), 32, &mut want);
+        pack_transposed(&floats, k, rows.clone(), ks.clone(), 32, &mut got);
+        assert_eq!(got, want, "f32: rows {rows:?} steps {ks:?}");
     }
 }
