@@ -7,7 +7,7 @@
 //! partial output rescaled when the max grows. Nothing of size [T,T] is
 //! stored: a block needs QB·KB floats (QB·T up to WHOLE_ROW).
 
-use super::gemm::{ARef, Kernel, kernel};
+use super::gemm::{ARef, Kernel, Panels, kernel};
 use super::{Simd, vmath};
 use rayon::prelude::*;
 
@@ -164,7 +164,7 @@ struct Head<'a, T> {
     /// Keys per block (the row stride of the score block).
     kb: usize,
     /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep.
-    k_panels: Vec<f32>,
+    k_panels: Panels<f32>,
     /// P·V's B operand: NR output dims per panel, `tp` keys deep.
     v_panels: Vec<f32>,
 }
@@ -177,11 +177,11 @@ struct Scratch {
     row_sum: Vec<f32>,
     scores: Vec<f32>,
     /// A packed copy of a partial panel of rows.
-    tail: Vec<f32>,
+    tail: Panels<f32>,
     /// The query block widened to f32 (when `qkv` is not f32).
     q: Vec<f32>,
     /// The last head's panels, kept for their memory.
-    k_panels: Vec<f32>,
+    k_panels: Panels<f32>,
     v_panels: Vec<f32>,
 }
 
@@ -238,7 +238,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
     /// K's panels from rows `key(j)` widened to f32: NR keys per panel,
     /// head_dim deep, zero past the last key.
     fn pack_keys<'k>(
-        panels: &mut Vec<f32>,
+        panels: &mut Panels<f32>,
         t: usize,
         d: usize,
         nr: usize,
@@ -246,8 +246,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
     ) where
         T: 'k,
     {
-        panels.clear();
-        panels.resize(t.div_ceil(nr) * nr * d, 0.0);
+        let panels = panels.prepare(t.div_ceil(nr) * nr * d, true);
         for (q, panel) in panels.chunks_exact_mut(d * nr).enumerate() {
             for jj in 0..nr.min(t - q * nr) {
                 for (p, &x) in key(q * nr + jj).iter().enumerate() {
@@ -308,7 +307,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                     &mut sc.tail,
                 );
                 for jp in 0..kbp / nr {
-                    let b = &self.k_panels[(j0 / nr + jp) * d * nr..][..d * nr];
+                    let b = &self.k_panels.as_slice()[(j0 / nr + jp) * d * nr..][..d * nr];
                     // SAFETY: full mr×nr tiles inside `scores` (row stride
                     // kb); `a` reads rows of this head's queries.
                     unsafe {
@@ -370,7 +369,7 @@ fn rows_of(
     left: usize,
     stride: usize,
     kc: usize,
-    tail: &mut Vec<f32>,
+    tail: &mut Panels<f32>,
 ) -> ARef {
     let mr = kern.mr;
     if left >= mr {
@@ -380,11 +379,10 @@ fn rows_of(
             cs: 1,
         };
     }
-    tail.clear();
-    tail.resize(kc * mr, 0.0);
+    let packed = tail.prepare(kc * mr, true);
     for i in 0..left {
         for (p, &x) in src[first + i * stride..][..kc].iter().enumerate() {
-            tail[p * mr + i] = x;
+            packed[p * mr + i] = x;
         }
     }
     kern.packed(tail)

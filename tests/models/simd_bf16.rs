@@ -187,7 +187,7 @@ fn lerp_bf16_every_level_is_the_reference() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn pack_transposed_is_pack() {
-    use dawin::simd::gemm::{pack, pack_transposed};
+    use dawin::simd::gemm::{Panels, pack, pack_transposed};
     if !is_x86_feature_detected!("avx512f") {
         eprintln!("skipped: no AVX-512F here");
         return;
@@ -204,13 +204,25 @@ fn pack_transposed_is_pack() {
         (7..8, 1..2),
         (0..31, 16..77),
     ] {
-        let (mut want, mut got) = (Vec::new(), vec![7u32; 3]);
+        // `got` holds garbage of the right length: the packer must
+        // overwrite (or zero) every element it reuses.
+        let (mut want, mut got) = (Panels::default(), Panels::default());
         pack(&src, k, rows.clone(), ks.clone(), 32, &mut want);
+        got.prepare(want.as_slice().len(), false).fill(7u32);
         pack_transposed(&src, k, rows.clone(), ks.clone(), 32, &mut got);
-        assert_eq!(got, want, "u32: rows {rows:?} steps {ks:?}");
-        let (mut want, mut got) = (Vec::new(), vec![7f32; 5]);
+        assert_eq!(
+            got.as_slice(),
+            want.as_slice(),
+            "u32: rows {rows:?} steps {ks:?}"
+        );
+        let (mut want, mut got) = (Panels::default(), Panels::default());
         pack(&floats, k, rows.clone(), ks.clone(), 32, &mut want);
+        got.prepare(want.as_slice().len(), false).fill(7f32);
         pack_transposed(&floats, k, rows.clone(), ks.clone(), 32, &mut got);
-        assert_eq!(got, want, "f32: rows {rows:?} steps {ks:?}");
+        assert_eq!(
+            got.as_slice(),
+            want.as_slice(),
+            "f32: rows {rows:?} steps {ks:?}"
+        );
     }
 }
