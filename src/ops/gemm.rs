@@ -6,7 +6,7 @@ use crate::buf::{Buf, DType};
 use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
 use crate::simd::Simd;
-use crate::simd::gemm::{OutPtr, multi};
+use crate::simd::gemm::{OutPtr, Panels, multi};
 use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,18 +180,18 @@ pub(super) fn add_bias(seg: &mut [f32], bias: Option<&[f32]>, j0: usize) {
 /// computes besides its output. They are kept between calls: fresh ones
 /// cost page faults on every call (~10 % of a ViT-B/32 fc1 dual gemm).
 /// Not zeroed: the packed gemm writes every element before it is read.
+/// They start on a 64-byte boundary, where AMX stores its C tiles.
 pub(super) fn with_scratch<R>(count: usize, len: usize, f: impl FnOnce(&[OutPtr]) -> R) -> R {
-    static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+    static SCRATCH: Mutex<Vec<Panels<f32>>> = Mutex::new(Vec::new());
     let mut bufs = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()));
-    bufs.resize_with(count.max(bufs.len()), Vec::new);
+    bufs.resize_with(count.max(bufs.len()), Panels::default);
     let ptrs: Vec<OutPtr> = bufs[..count]
         .iter_mut()
         .map(|b| {
-            // Every element is written by the gemm before it is read.
-            if b.len() < len {
-                b.resize(len, 0.0);
-            }
-            OutPtr(b.as_mut_ptr())
+            // The largest length so far: a buffer only grows, and is only
+            // zeroed (by `prepare`) when it does.
+            let keep = len.max(b.as_slice().len());
+            OutPtr(b.prepare(keep, false).as_mut_ptr())
         })
         .collect();
     let r = f(&ptrs);

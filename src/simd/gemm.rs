@@ -374,9 +374,19 @@ impl<T: Copy + Default> Block<'_, T> {
                                 cols: nr.min(jn - jp * nr),
                             };
                             self.tile(tile, kc, p0 > 0, a, &pb, jp);
-                            if last {
-                                self.finish(tile);
-                            }
+                        }
+                        if last {
+                            // The panel's rows across the whole block, still
+                            // in cache: epilogues on NR-wide pieces ran their
+                            // vector loops' scalar remainders (quick_gelu
+                            // and the bf16 rounding were a fifth of a bf16
+                            // forward).
+                            self.finish(Tile {
+                                i: r0,
+                                j: j0,
+                                rows: live,
+                                cols: jn,
+                            });
                         }
                     }
                 }
@@ -448,7 +458,7 @@ impl<T: Copy + Default> Block<'_, T> {
         }
     }
 
-    /// Runs the epilogue on each row of a finished tile.
+    /// Runs the epilogue on each row of a finished block of tiles.
     fn finish(&self, t: Tile) {
         let mut segs: Vec<&mut [f32]> = Vec::with_capacity(self.outs.len());
         for r in t.i..t.i + t.rows {
