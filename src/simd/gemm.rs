@@ -10,10 +10,11 @@
 //! L1 while they sweep the B panels), so only a last partial panel of
 //! rows is copied. Packing A as well measured slower on the ViT shapes
 //! (it was a quarter of the gemm's time at m = 400). The micro-kernel
-//! keeps an MR×NR tile of C in registers: 8×32 in 16 zmm registers on
+//! keeps an MR×NR tile of C in registers: 12×32 in 24 zmm registers on
 //! AVX-512, 6×16 in 12 ymm on AVX2+FMA, 4×8 in plain Rust. Threads split C
 //! into as many column (or row) bands as there are threads, so each B
-//! panel is packed once.
+//! panel is packed once. Packed panels start on 64 bytes ([`Panels`]), and
+//! the epilogue runs on whole rows of a finished block.
 
 use super::Simd;
 use rayon::prelude::*;
