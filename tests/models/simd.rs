@@ -137,7 +137,7 @@ fn check_attention(s: AttentionShape, seed: u64) {
 #[test]
 fn exp_error() {
     let xs: Vec<f32> = (0..200_001)
-        .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
+        .map(|i| -87.0 + 175.7 * i as f32 / 200_000.0)
         .collect();
     for level in simd::available() {
         let mut y = xs.clone();
@@ -161,6 +161,34 @@ fn exp_error() {
             && edges[4].is_nan()
             && edges[5] == 1.0;
         assert!(ok, "exp edges at {}: {edges:?}", level.name());
+    }
+}
+
+/// quick_gelu at every level, on lengths that leave vector tails and
+/// inputs whose e^(−1.702x) overflows (x below −52), against the f64
+/// form: relative error within 1e-6 plus |1.702x|·2⁻²³ (the f32 product
+/// 1.702x is rounded, and e^ turns that rounding into a relative error
+/// of its size), plus 1e-35 absolute (below x ≈ −52.1 the exponential
+/// overflows to inf and the result is 0, where the true value is under
+/// 2e-37).
+#[test]
+fn quick_gelu_error() {
+    let xs: Vec<f32> = (0..40_003)
+        .map(|i| -60.0 + 75.0 * i as f32 / 40_000.0)
+        .collect();
+    for level in simd::available() {
+        let mut y = xs.clone();
+        vmath::quick_gelu(level, &mut y);
+        for (&x, &v) in xs.iter().zip(&y) {
+            let x64 = x as f64;
+            let want = x64 / (1.0 + (-1.702 * x64).exp());
+            let err = (v as f64 - want).abs();
+            assert!(
+                err <= (1e-6 + (1.702 * x64).abs() * 2f64.powi(-23)) * want.abs() + 1e-35,
+                "quick_gelu({x}) at {}: {v} against {want}",
+                level.name()
+            );
+        }
     }
 }
 
