@@ -70,16 +70,23 @@ pub fn erf(x: f32) -> f32 {
 
 /// Defines `pub fn $name(level, args…)`: one body, compiled for each SIMD
 /// level (`#[target_feature]` wrappers around an always-inlined body), so
-/// its loops vectorise for the instruction set the CPU has.
+/// its loops vectorise for the instruction set the CPU has. A trailing
+/// `avx512: path` gives the AVX-512 level hand-written intrinsics instead
+/// (an `unsafe fn` of the same arguments).
 macro_rules! per_level {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    (@avx512 [] $body:ident ($($arg:ident),*)) => { $body($($arg),*) };
+    // SAFETY: the AVX-512 wrapper runs only where the CPU has AVX-512F.
+    (@avx512 [$fast:path] $body:ident ($($arg:ident),*)) => { unsafe { $fast($($arg),*) } };
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block $(avx512: $fast:path)?) => {
         $(#[$m])*
         $vis fn $name(level: $crate::simd::Simd, $($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                per_level!(@avx512 [$($fast)?] body ($($arg),*))
+            }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
@@ -116,29 +123,19 @@ fn sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `x ← e^(scale·x − shift)`, returning Σ of the new values (the
-/// softmax's exponentials). On AVX-512 with FMA and `vscalefps`
-/// ([`x86::exp_scaled_sum`]): the compiled scalar form is about 45 vector
-/// instructions per 16 values, and a zmm instruction issues on two ports
-/// only, which made it a fifth of the CPU attention.
-pub fn exp_scaled_sum(level: super::Simd, x: &mut [f32], scale: f32, shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if level == super::Simd::Avx512 {
-        // SAFETY: a level is only used when the CPU has it.
-        return unsafe { x86::exp_scaled_sum(x, scale, shift) };
-    }
-    exp_scaled_sum_per_level(level, x, scale, shift)
-}
-
 per_level! {
-    /// [`exp_scaled_sum`] through the scalar [`exp`], vectorised by the
-    /// compiler.
-    fn exp_scaled_sum_per_level(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    /// `x ← e^(scale·x − shift)`, returning Σ of the new values (the
+    /// softmax's exponentials). On AVX-512 through FMA and `vscalefps`
+    /// ([`x86::exp_scaled_sum`]): the compiled scalar form is about 45
+    /// vector instructions per 16 values, and a zmm instruction issues on
+    /// two ports only, which made it a fifth of the CPU attention.
+    pub fn exp_scaled_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
         for v in x.iter_mut() {
             *v = exp(*v * scale - shift);
         }
         sum(x)
     }
+    avx512: x86::exp_scaled_sum
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -171,7 +168,20 @@ mod x86 {
         _mm512_mask_mov_ps(y, tiny, _mm512_setzero_ps())
     }
 
-    /// [`super::exp_scaled_sum`] 16 lanes at a time, the tail masked.
+    /// `x ← f(x)` 16 lanes at a time, the tail masked; `f` also gets the
+    /// lanes' mask.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn map16(x: &mut [f32], mut f: impl FnMut(__m512, __mmask16) -> __m512) {
+        for chunk in x.chunks_mut(16) {
+            let mask: __mmask16 = (1u32 << chunk.len()).wrapping_sub(1) as u16;
+            let p = chunk.as_mut_ptr();
+            // SAFETY: the mask covers exactly the chunk's elements.
+            unsafe { _mm512_mask_storeu_ps(p, mask, f(_mm512_maskz_loadu_ps(mask, p), mask)) };
+        }
+    }
+
+    /// [`super::exp_scaled_sum`] on 16 lanes.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
@@ -179,36 +189,24 @@ mod x86 {
     pub unsafe fn exp_scaled_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
         let (s, sh) = (_mm512_set1_ps(scale), _mm512_set1_ps(shift));
         let mut acc = _mm512_setzero_ps();
-        for chunk in x.chunks_mut(16) {
-            let mask: __mmask16 = (1u32 << chunk.len()).wrapping_sub(1) as u16;
-            let p = chunk.as_mut_ptr();
-            // SAFETY: the mask covers exactly the chunk's elements.
-            unsafe {
-                let v = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, p), s, sh));
-                _mm512_mask_storeu_ps(p, mask, v);
-                acc = _mm512_mask_add_ps(acc, mask, acc, v);
-            }
-        }
+        map16(x, |v, mask| {
+            let e = exp16(_mm512_fmsub_ps(v, s, sh));
+            acc = _mm512_mask_add_ps(acc, mask, acc, e);
+            e
+        });
         _mm512_reduce_add_ps(acc)
     }
 
-    /// [`super::quick_gelu`] 16 lanes at a time, the tail masked.
+    /// [`super::quick_gelu`] on 16 lanes.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn quick_gelu(x: &mut [f32]) {
         let (k, one) = (_mm512_set1_ps(-1.702), _mm512_set1_ps(1.0));
-        for chunk in x.chunks_mut(16) {
-            let mask: __mmask16 = (1u32 << chunk.len()).wrapping_sub(1) as u16;
-            let p = chunk.as_mut_ptr();
-            // SAFETY: the mask covers exactly the chunk's elements.
-            unsafe {
-                let v = _mm512_maskz_loadu_ps(mask, p);
-                let e = exp16(_mm512_mul_ps(k, v));
-                _mm512_mask_storeu_ps(p, mask, _mm512_div_ps(v, _mm512_add_ps(one, e)));
-            }
-        }
+        map16(x, |v, _| {
+            _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(k, v))))
+        });
     }
 }
 
@@ -227,25 +225,15 @@ per_level! {
     }
 }
 
-/// quick_gelu in place: `x·σ(1.702x)` = x / (1 + e^(−1.702x)); on
-/// AVX-512 through the same 16-lane exp as the softmax.
-pub fn quick_gelu(level: super::Simd, x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if level == super::Simd::Avx512 {
-        // SAFETY: a level is only used when the CPU has it.
-        return unsafe { x86::quick_gelu(x) };
-    }
-    quick_gelu_per_level(level, x)
-}
-
 per_level! {
-    /// [`quick_gelu`] through the scalar [`exp`], vectorised by the
-    /// compiler.
-    fn quick_gelu_per_level(x: &mut [f32]) {
+    /// quick_gelu in place: `x·σ(1.702x)` = x / (1 + e^(−1.702x)); on
+    /// AVX-512 through the same 16-lane exp as the softmax.
+    pub fn quick_gelu(x: &mut [f32]) {
         for v in x.iter_mut() {
             *v /= 1.0 + exp(-1.702 * *v);
         }
     }
+    avx512: x86::quick_gelu
 }
 
 per_level! {
