@@ -165,8 +165,9 @@ struct Head<'a, T> {
     kb: usize,
     /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep.
     k_panels: Panels<f32>,
-    /// P·V's B operand: NR output dims per panel, `tp` keys deep.
-    v_panels: Vec<f32>,
+    /// P·V's B operand: NR output dims per panel, `tp` keys deep (P·V
+    /// reads the live keys only, so the padding keys are never read).
+    v_panels: Panels<f32>,
 }
 
 /// A query block's working memory, reused across blocks.
@@ -182,7 +183,7 @@ struct Scratch {
     q: Vec<f32>,
     /// The last head's panels, kept for their memory.
     k_panels: Panels<f32>,
-    v_panels: Vec<f32>,
+    v_panels: Panels<f32>,
 }
 
 impl<'a, T: FloatStorage> Head<'a, T> {
@@ -209,15 +210,14 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             Self::pack_keys(&mut k_panels, t, d, nr, |j| row(1, j));
         }
         let mut v_panels = std::mem::take(&mut sc.v_panels);
-        v_panels.clear();
-        v_panels.resize(dp * tp, 0.0);
-        for (c, panel) in v_panels.chunks_exact_mut(tp * nr).enumerate() {
+        // Every live key's row is overwritten. Padding keys are never read
+        // (P·V runs over the live keys only) and padding columns give
+        // output dims past d, which are dropped: neither needs zeros.
+        let panels = v_panels.prepare(dp * tp, false);
+        for (c, panel) in panels.chunks_exact_mut(tp * nr).enumerate() {
             let cols = nr.min(d - c * nr);
             for j in 0..t {
-                let dst = &mut panel[j * nr..][..cols];
-                dst.iter_mut()
-                    .zip(&row(2, j)[c * nr..][..cols])
-                    .for_each(|(d, x)| *d = x.to_f32());
+                widen_into(&row(2, j)[c * nr..][..cols], &mut panel[j * nr..][..cols]);
             }
         }
         Head {
@@ -272,8 +272,12 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let Kernel { mr, nr, .. } = self.kern;
         let key_end = if self.s.causal { i0 + qn } else { t };
         let scale = 1.0 / (d as f32).sqrt();
-        sc.o.clear();
-        sc.o.resize(qn.div_ceil(mr) * mr * self.dp, 0.0);
+        // The first key block writes every element of `o` (P·V without
+        // accumulation), so it is not cleared.
+        let o_len = qn.div_ceil(mr) * mr * self.dp;
+        if sc.o.len() < o_len {
+            sc.o.resize(o_len, 0.0);
+        }
         sc.row_max.clear();
         sc.row_max.resize(qn, f32::NEG_INFINITY);
         sc.row_sum.clear();
@@ -295,7 +299,11 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             }
         };
         for j0 in (0..key_end).step_by(kb) {
-            let kbp = kb.min(key_end - j0).div_ceil(nr) * nr;
+            // Keys of this block: `live` real ones, padded to `kbp` for
+            // Q·Kᵀ's panels. P·V reduces over the live ones only.
+            let live = kb.min(key_end - j0);
+            let kbp = live.div_ceil(nr) * nr;
+            let first = j0 == 0;
             for ip in (0..qn).step_by(mr) {
                 let a = rows_of(
                     self.kern,
@@ -308,11 +316,14 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 );
                 for jp in 0..kbp / nr {
                     let b = &self.k_panels.as_slice()[(j0 / nr + jp) * d * nr..][..d * nr];
+                    // A last panel of few keys takes a half tile (the
+                    // scores past `live` are masked by the softmax).
+                    let kern = self.kern.for_cols(live - jp * nr);
                     // SAFETY: full mr×nr tiles inside `scores` (row stride
                     // kb); `a` reads rows of this head's queries.
                     unsafe {
                         let c = sc.scores.as_mut_ptr().add(ip * kb + jp * nr);
-                        self.kern.call(d, a, b.as_ptr(), c, kb, false);
+                        kern.call(d, a, b.as_ptr(), c, kb, false);
                     }
                 }
             }
@@ -321,7 +332,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 let row = &mut sc.scores[r * kb..][..kbp];
                 let (mx, sm) = (&mut sc.row_max[r], &mut sc.row_sum[r]);
                 let alpha = online_softmax(self.level, row, seen, scale, mx, sm);
-                if alpha != 1.0 {
+                if alpha != 1.0 && !first {
                     sc.o[r * self.dp..][..self.dp]
                         .iter_mut()
                         .for_each(|x| *x *= alpha);
@@ -334,15 +345,17 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                     ip * kb,
                     qn - ip,
                     kb,
-                    kbp,
+                    live,
                     &mut sc.tail,
                 );
+                let v = self.v_panels.as_slice();
                 for c in 0..self.dp / nr {
-                    let b = &self.v_panels[c * self.tp * nr + j0 * nr..][..kbp * nr];
-                    // SAFETY: full mr×nr tiles inside `o` (row stride dp).
+                    let b = &v[c * self.tp * nr + j0 * nr..][..live * nr];
+                    // SAFETY: full mr×nr tiles inside `o` (row stride dp);
+                    // the first key block writes it, later ones add.
                     unsafe {
                         let dst = sc.o.as_mut_ptr().add(ip * self.dp + c * nr);
-                        self.kern.call(kbp, a, b.as_ptr(), dst, self.dp, true);
+                        self.kern.call(live, a, b.as_ptr(), dst, self.dp, !first);
                     }
                 }
             }
@@ -356,6 +369,14 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 *x = T::from_f32(y * inv);
             }
         }
+    }
+}
+
+/// `dst = src` widened to f32 (a plain copy where `src` is f32).
+fn widen_into<T: FloatStorage>(src: &[T], dst: &mut [f32]) {
+    match T::as_f32(src) {
+        Some(f) => dst.copy_from_slice(f),
+        None => dst.iter_mut().zip(src).for_each(|(d, x)| *d = x.to_f32()),
     }
 }
 

@@ -68,6 +68,9 @@ pub struct Kernel<T = f32> {
     blocks: (usize, usize, usize),
     /// Packs B panels as [`pack`] does, faster (a vector transpose).
     pack_b: PackFn<T>,
+    /// The same product over the first `nr/2` columns of a panel only
+    /// (for a last panel of few live columns: the attention's keys).
+    half: Option<MicroKernel<T>>,
 }
 
 /// [`pack`]'s signature.
@@ -139,6 +142,16 @@ impl<T: Copy + Default> Kernel<T> {
             leave: None,
             blocks: (KC, MC, NC),
             pack_b: pack::<T>,
+            half: None,
+        }
+    }
+
+    /// The same kernel, with `half` for panels of at most `nr/2` live
+    /// columns ([`Kernel::for_cols`]).
+    pub fn with_half(self, half: MicroKernel<T>) -> Self {
+        Kernel {
+            half: Some(half),
+            ..self
         }
     }
 
@@ -183,6 +196,16 @@ impl<T: Copy + Default> Kernel<T> {
         unsafe { (self.run)(kc, a, b, c, ldc, acc) }
     }
 
+    /// This kernel where only the first `cols` columns of each tile are
+    /// wanted: its half-width form when `cols ≤ nr/2` and it has one
+    /// (which leaves the tile's other columns unwritten), else itself.
+    pub fn for_cols(&self, cols: usize) -> Self {
+        match self.half {
+            Some(half) if cols <= self.nr / 2 => Kernel { run: half, ..*self },
+            _ => *self,
+        }
+    }
+
     /// Packs rows `rows` (`ld` apart) of `src`, steps `ks`, into B panels
     /// of NR rows, as [`pack`] lays them out.
     pub fn pack_b(
@@ -213,9 +236,9 @@ const AVX512_MR: usize = 12;
 pub fn kernel(level: Simd) -> Kernel {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => {
-            Kernel::new(AVX512_MR, 32, x86::avx512::<AVX512_MR>).with_pack_b(pack_transposed)
-        }
+        Simd::Avx512 => Kernel::new(AVX512_MR, 32, x86::avx512::<AVX512_MR>)
+            .with_pack_b(pack_transposed)
+            .with_half(x86::avx512_half::<AVX512_MR>),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => Kernel::new(6, 16, x86::avx2),
         _ => Kernel::new(4, 8, portable),
@@ -692,45 +715,82 @@ pub(super) mod x86 {
         ldc: usize,
         acc: bool,
     ) {
-        // SAFETY: every pointer offset stays inside the documented sizes.
-        unsafe {
-            let mut r = [[_mm512_setzero_ps(); 2]; MR];
-            for p in 0..kc {
-                let b0 = _mm512_loadu_ps(b.add(p * 32));
-                let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-                for (i, ri) in r.iter_mut().enumerate() {
-                    let ai = _mm512_set1_ps(*a.ptr.add(i * a.rs + p * a.cs));
-                    ri[0] = _mm512_fmadd_ps(ai, b0, ri[0]);
-                    ri[1] = _mm512_fmadd_ps(ai, b1, ri[1]);
-                }
-            }
-            store_x32(&mut r, c, ldc, acc);
-        }
+        // SAFETY: forwarded.
+        unsafe { avx512_cols::<MR, 2>(kc, a, b, c, ldc, acc) }
     }
 
-    /// Writes (or, with `acc`, adds) an MR×32 register tile into `c`: the
-    /// end of both AVX-512 micro-kernels (f32 and bf16 pairs).
+    /// [`avx512`] over the first 16 columns of its 32-wide B panel only:
+    /// an MR×16 tile.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `c` is an MR×32 tile with row stride `ldc`.
+    /// As [`avx512`], with `c` an MR×16 tile.
     #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(in crate::simd) unsafe fn store_x32<const MR: usize>(
-        r: &mut [[__m512; 2]; MR],
+    pub unsafe fn avx512_half<const MR: usize>(
+        kc: usize,
+        a: ARef,
+        b: *const f32,
         c: *mut f32,
         ldc: usize,
         acc: bool,
     ) {
-        // SAFETY: the MR rows of 32 floats are inside the documented tile.
+        // SAFETY: forwarded.
+        unsafe { avx512_cols::<MR, 1>(kc, a, b, c, ldc, acc) }
+    }
+
+    /// The MR×16V tile of a 32-wide B panel (V = 1 or 2 vectors).
+    ///
+    /// # Safety
+    /// As [`avx512`], with `c` an MR×16V tile.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn avx512_cols<const MR: usize, const V: usize>(
+        kc: usize,
+        a: ARef,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: every pointer offset stays inside the documented sizes.
+        unsafe {
+            let mut r = [[_mm512_setzero_ps(); V]; MR];
+            for p in 0..kc {
+                let bv: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(b.add(p * 32 + 16 * v)));
+                for (i, ri) in r.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*a.ptr.add(i * a.rs + p * a.cs));
+                    for (rv, &bv) in ri.iter_mut().zip(&bv) {
+                        *rv = _mm512_fmadd_ps(ai, bv, *rv);
+                    }
+                }
+            }
+            store_x16v(&mut r, c, ldc, acc);
+        }
+    }
+
+    /// Writes (or, with `acc`, adds) an MR×16V register tile into `c`: the
+    /// end of the AVX-512 micro-kernels (f32 and bf16 pairs).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `c` is an MR×16V tile with row stride `ldc`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::simd) unsafe fn store_x16v<const MR: usize, const V: usize>(
+        r: &mut [[__m512; V]; MR],
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: the MR rows of 16V floats are inside the documented tile.
         unsafe {
             for (i, ri) in r.iter_mut().enumerate() {
-                let ci = c.add(i * ldc);
-                if acc {
-                    ri[0] = _mm512_add_ps(ri[0], _mm512_loadu_ps(ci));
-                    ri[1] = _mm512_add_ps(ri[1], _mm512_loadu_ps(ci.add(16)));
+                for (v, rv) in ri.iter_mut().enumerate() {
+                    let cv = c.add(i * ldc + 16 * v);
+                    if acc {
+                        *rv = _mm512_add_ps(*rv, _mm512_loadu_ps(cv));
+                    }
+                    _mm512_storeu_ps(cv, *rv);
                 }
-                _mm512_storeu_ps(ci, ri[0]);
-                _mm512_storeu_ps(ci.add(16), ri[1]);
             }
         }
     }

@@ -130,7 +130,7 @@ mod x86 {
                     ri[1] = _mm512_dpbf16_ps(ri[1], ai, b1);
                 }
             }
-            super::super::gemm::x86::store_x32(&mut r, c, ldc, acc);
+            super::super::gemm::x86::store_x16v(&mut r, c, ldc, acc);
         }
     }
 }

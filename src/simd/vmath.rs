@@ -197,6 +197,32 @@ mod x86 {
         _mm512_reduce_add_ps(acc)
     }
 
+    /// [`super::max`] on 16 lanes: `vmaxps` returns its second operand
+    /// when either is NaN, so `max(x, acc)` skips NaN entries without the
+    /// compare and blend that `f32::max` compiles to.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max(x: &[f32]) -> f32 {
+        let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+        let mut chunks = x.chunks_exact(64);
+        for c in &mut chunks {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: 16 floats from 16k inside a chunk of 64.
+                *a = _mm512_max_ps(unsafe { _mm512_loadu_ps(c.as_ptr().add(16 * k)) }, *a);
+            }
+        }
+        for c in chunks.remainder().chunks(16) {
+            let mask: __mmask16 = (1u32 << c.len()).wrapping_sub(1) as u16;
+            // SAFETY: the mask covers exactly the chunk's elements.
+            let v = unsafe { _mm512_maskz_loadu_ps(mask, c.as_ptr()) };
+            acc[0] = _mm512_mask_max_ps(acc[0], mask, v, acc[0]);
+        }
+        let m = _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]));
+        _mm512_reduce_max_ps(m)
+    }
+
     /// [`super::quick_gelu`] on 16 lanes.
     ///
     /// # Safety
@@ -223,6 +249,7 @@ per_level! {
         }
         acc.iter().fold(tail, |m, &v| m.max(v))
     }
+    avx512: x86::max
 }
 
 per_level! {

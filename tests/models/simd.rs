@@ -109,6 +109,26 @@ fn attention_past_one_key_block() {
     }
 }
 
+/// The CLIP towers' token counts (ViT-B/32 50, text 77, B/16 197, L/14
+/// 257): key counts whose last panel of 32 has few live keys (197, 257:
+/// the half-width tile) or many (50, 77), in query blocks with a short
+/// last block; 1e-5.
+#[test]
+fn attention_at_vit_token_counts() {
+    for tokens in [50, 77, 197, 257] {
+        for causal in [false, true] {
+            let s = AttentionShape {
+                batch: 2,
+                tokens,
+                heads: 2,
+                head_dim: 64,
+                causal,
+            };
+            check_attention(s, tokens as u64);
+        }
+    }
+}
+
 /// simd attention at every level against the f64 reference, 1e-5.
 fn check_attention(s: AttentionShape, seed: u64) {
     let AttentionShape {
@@ -208,6 +228,48 @@ fn gelu_error() {
             assert!(
                 (v as f64 - want).abs() <= bound,
                 "gelu({x}) at {}: {v} vs {want}",
+                level.name()
+            );
+        }
+    }
+}
+
+/// `max` at every level: exact against a plain fold for lengths around
+/// the vector chunks (0..200), the max at every position, NaN entries
+/// skipped, all −inf and empty giving −inf.
+#[test]
+fn max_every_level() {
+    for level in simd::available() {
+        for len in 0..200usize {
+            let x = data(len as u64, len, 10.0);
+            let want = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            assert_eq!(vmath::max(level, &x), want, "{} len {len}", level.name());
+            for at in [0, len / 2, len.saturating_sub(1)]
+                .into_iter()
+                .filter(|&i| i < len)
+            {
+                let mut y = x.clone();
+                y[at] = 1e30;
+                assert_eq!(
+                    vmath::max(level, &y),
+                    1e30,
+                    "{} len {len} at {at}",
+                    level.name()
+                );
+                y[at] = f32::NAN;
+                let want = y.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                assert_eq!(
+                    vmath::max(level, &y),
+                    want,
+                    "{} NaN at {at} of {len}",
+                    level.name()
+                );
+            }
+            let lows = vec![f32::NEG_INFINITY; len];
+            assert_eq!(
+                vmath::max(level, &lows),
+                f32::NEG_INFINITY,
+                "{}",
                 level.name()
             );
         }
