@@ -172,7 +172,7 @@ impl super::example::OpExample for Gemm {
 /// `seg += bias[j0..]` where there is a bias.
 pub(super) fn add_bias(seg: &mut [f32], bias: Option<&[f32]>, j0: usize) {
     if let Some(b) = bias {
-        seg.iter_mut().zip(&b[j0..]).for_each(|(x, b)| *x += b);
+        crate::simd::vmath::add_in_place(crate::simd::active(), seg, &b[j0..]);
     }
 }
 
