@@ -58,33 +58,37 @@ unsafe impl<T> Sync for OutPtr<T> {}
 /// are packed and Q is copied, rounded as the output is written; all
 /// arithmetic is f32).
 pub trait FloatStorage: Copy + Send + Sync + 'static {
-    fn to_f32(self) -> f32;
-    fn from_f32(v: f32) -> Self;
     /// The slice itself where it already is f32 (Q is then read in place).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// `dst = src` in f32 (exact).
+    fn widen(level: Simd, src: &[Self], dst: &mut [f32]);
+    /// `dst = src` rounded to this type (to nearest even).
+    fn narrow(level: Simd, src: &[f32], dst: &mut [Self]);
 }
 
 impl FloatStorage for f32 {
-    fn to_f32(self) -> f32 {
-        self
-    }
-    fn from_f32(v: f32) -> Self {
-        v
-    }
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
         Some(s)
     }
+    fn widen(_: Simd, src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src)
+    }
+    fn narrow(_: Simd, src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src)
+    }
 }
 
+/// Through vmath's loops, which vectorise: `half`'s scalar conversions
+/// were about a third of the bf16 attention at 50 tokens.
 impl FloatStorage for half::bf16 {
-    fn to_f32(self) -> f32 {
-        half::bf16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        half::bf16::from_f32(v)
-    }
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
+    }
+    fn widen(level: Simd, src: &[Self], dst: &mut [f32]) {
+        vmath::from_bf16(level, src, dst)
+    }
+    fn narrow(level: Simd, src: &[f32], dst: &mut [Self]) {
+        vmath::to_bf16(level, src, dst)
     }
 }
 
@@ -181,6 +185,8 @@ struct Scratch {
     tail: Panels<f32>,
     /// The query block widened to f32 (when `qkv` is not f32).
     q: Vec<f32>,
+    /// A head's keys widened to f32 (when `qkv` is not f32), to be packed.
+    keys: Vec<f32>,
     /// The last head's panels, kept for their memory.
     k_panels: Panels<f32>,
     v_panels: Panels<f32>,
@@ -207,7 +213,12 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             let first = b * t * 3 * w + w + h * d;
             kern.pack_b(&f[first..], 3 * w, 0..t, 0..d, &mut k_panels);
         } else {
-            Self::pack_keys(&mut k_panels, t, d, nr, |j| row(1, j));
+            // Widened row by row, then packed as f32 keys are.
+            sc.keys.resize(t * d, 0.0);
+            for (j, dst) in sc.keys.chunks_exact_mut(d).enumerate() {
+                T::widen(level, row(1, j), dst);
+            }
+            kern.pack_b(&sc.keys, d, 0..t, 0..d, &mut k_panels);
         }
         let mut v_panels = std::mem::take(&mut sc.v_panels);
         // Every live key's row is overwritten. Padding keys are never read
@@ -217,7 +228,11 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         for (c, panel) in panels.chunks_exact_mut(tp * nr).enumerate() {
             let cols = nr.min(d - c * nr);
             for j in 0..t {
-                widen_into(&row(2, j)[c * nr..][..cols], &mut panel[j * nr..][..cols]);
+                T::widen(
+                    level,
+                    &row(2, j)[c * nr..][..cols],
+                    &mut panel[j * nr..][..cols],
+                );
             }
         }
         Head {
@@ -232,27 +247,6 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             kb: if t <= WHOLE_ROW { tp } else { KB },
             k_panels,
             v_panels,
-        }
-    }
-
-    /// K's panels from rows `key(j)` widened to f32: NR keys per panel,
-    /// head_dim deep, zero past the last key.
-    fn pack_keys<'k>(
-        panels: &mut Panels<f32>,
-        t: usize,
-        d: usize,
-        nr: usize,
-        key: impl Fn(usize) -> &'k [T],
-    ) where
-        T: 'k,
-    {
-        let panels = panels.prepare(t.div_ceil(nr) * nr * d, true);
-        for (q, panel) in panels.chunks_exact_mut(d * nr).enumerate() {
-            for jj in 0..nr.min(t - q * nr) {
-                for (p, &x) in key(q * nr + jj).iter().enumerate() {
-                    panel[p * nr + jj] = x.to_f32();
-                }
-            }
         }
     }
 
@@ -289,13 +283,11 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let (q_src, q_first, q_stride) = match T::as_f32(self.qkv) {
             Some(q) => (q, q_row(0), 3 * w),
             None => {
-                let mut q = std::mem::take(&mut sc.q);
-                q.clear();
-                for i in 0..qn {
-                    q.extend(self.qkv[q_row(i)..][..d].iter().map(|x| x.to_f32()));
+                sc.q.resize(qn * d, 0.0);
+                for (i, dst) in sc.q.chunks_exact_mut(d).enumerate() {
+                    T::widen(self.level, &self.qkv[q_row(i)..][..d], dst);
                 }
-                sc.q = q;
-                (&sc.q[..], 0, d)
+                (&sc.q[..qn * d], 0, d)
             }
         };
         for j0 in (0..key_end).step_by(kb) {
@@ -365,18 +357,10 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             let at = (self.b * t + i0 + r) * w + self.h * d;
             // SAFETY: row (b, i0+r), head h: this task's part of `out`.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.add(at), d) };
-            for (x, y) in dst.iter_mut().zip(&sc.o[r * self.dp..]) {
-                *x = T::from_f32(y * inv);
-            }
+            let row = &mut sc.o[r * self.dp..][..d];
+            row.iter_mut().for_each(|y| *y *= inv);
+            T::narrow(self.level, row, dst);
         }
-    }
-}
-
-/// `dst = src` widened to f32 (a plain copy where `src` is f32).
-fn widen_into<T: FloatStorage>(src: &[T], dst: &mut [f32]) {
-    match T::as_f32(src) {
-        Some(f) => dst.copy_from_slice(f),
-        None => dst.iter_mut().zip(src).for_each(|(d, x)| *d = x.to_f32()),
     }
 }
 
