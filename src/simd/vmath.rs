@@ -351,7 +351,8 @@ per_level! {
 
 per_level! {
     /// `y = f32(x)`: exact (a bf16 is the top half of an f32), written as
-    /// a shift so the loop vectorises.
+    /// a shift so the loop vectorises. NaNs keep their payload; unlike
+    /// `half`, a signalling one is not quietened.
     pub fn from_bf16(x: &[half::bf16], y: &mut [f32]) {
         for (d, s) in y.iter_mut().zip(x) {
             *d = f32::from_bits((s.to_bits() as u32) << 16);

@@ -226,3 +226,28 @@ fn pack_transposed_is_pack() {
         );
     }
 }
+
+/// vmath's from_bf16 widens every one of the 65,536 bf16 bit patterns to
+/// the bits `half::bf16::to_f32` gives, at every level; NaNs stay NaN
+/// with their payload (`half` also sets the quiet bit of signalling ones).
+#[test]
+fn from_bf16_is_exact() {
+    let all: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+    for level in simd::available() {
+        let mut got = vec![0f32; all.len()];
+        vmath::from_bf16(level, &all, &mut got);
+        for (x, g) in all.iter().zip(&got) {
+            let (at, want) = (level.name(), x.to_f32());
+            if want.is_nan() {
+                assert_eq!(
+                    g.to_bits(),
+                    (x.to_bits() as u32) << 16,
+                    "{:#06x} at {at}",
+                    x.to_bits()
+                );
+            } else {
+                assert_eq!(g.to_bits(), want.to_bits(), "{:#06x} at {at}", x.to_bits());
+            }
+        }
+    }
+}
