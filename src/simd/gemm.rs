@@ -247,9 +247,9 @@ const AVX512_MR: usize = 12;
 pub fn kernel(level: Simd) -> Kernel {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => Kernel::new(AVX512_MR, 32, x86::avx512::<AVX512_MR>)
+        Simd::Avx512 => Kernel::new(AVX512_MR, 32, x86::avx512::<AVX512_MR, 2>)
             .with_pack_b(pack_transposed)
-            .with_half(x86::avx512_half::<AVX512_MR>),
+            .with_half(x86::avx512::<AVX512_MR, 1>),
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => Kernel::new(6, 16, x86::avx2),
         _ => Kernel::new(4, 8, portable),
@@ -742,50 +742,15 @@ pub(super) mod x86 {
         }
     }
 
-    /// The AVX-512 micro-kernel, `MR`×32 (`2·MR` zmm accumulators, two B
-    /// loads and `MR` broadcasts of A per step).
+    /// The AVX-512 micro-kernel, `MR`×16V (`V·MR` zmm accumulators, `V`
+    /// B loads and `MR` broadcasts of A per step) from a 32-wide B panel:
+    /// V = 2 the whole panel, V = 1 its first 16 columns (a half tile).
     ///
     /// # Safety
     /// The CPU has AVX-512F; `a` addresses MR×kc floats, `b` kc·32, `c` an
-    /// MR×32 tile with row stride `ldc`.
+    /// MR×16V tile with row stride `ldc`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512<const MR: usize>(
-        kc: usize,
-        a: ARef,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded.
-        unsafe { avx512_cols::<MR, 2>(kc, a, b, c, ldc, acc) }
-    }
-
-    /// [`avx512`] over the first 16 columns of its 32-wide B panel only:
-    /// an MR×16 tile.
-    ///
-    /// # Safety
-    /// As [`avx512`], with `c` an MR×16 tile.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512_half<const MR: usize>(
-        kc: usize,
-        a: ARef,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded.
-        unsafe { avx512_cols::<MR, 1>(kc, a, b, c, ldc, acc) }
-    }
-
-    /// The MR×16V tile of a 32-wide B panel (V = 1 or 2 vectors).
-    ///
-    /// # Safety
-    /// As [`avx512`], with `c` an MR×16V tile.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn avx512_cols<const MR: usize, const V: usize>(
+    pub unsafe fn avx512<const MR: usize, const V: usize>(
         kc: usize,
         a: ARef,
         b: *const f32,
