@@ -43,7 +43,7 @@ pub fn cpu_at(
 ) {
     let GemmShape { m, n, k } = s;
     assert!(c.len() >= m * n && bias.is_none_or(|b| b.len() >= n));
-    let finish = |_row: usize, j: usize, segs: &mut [&mut [f32]]| add_bias(segs[0], bias, j);
+    let finish = |_row: usize, j: usize, segs: &mut [&mut [f32]]| add_bias(level, segs[0], bias, j);
     // SAFETY: `c` holds m·n floats (asserted) and is borrowed mutably, so
     // it aliases neither `a` nor `b`.
     unsafe {
@@ -169,10 +169,10 @@ impl super::example::OpExample for Gemm {
     }
 }
 
-/// `seg += bias[j0..]` where there is a bias.
-pub(super) fn add_bias(seg: &mut [f32], bias: Option<&[f32]>, j0: usize) {
+/// `seg += bias[j0..]` where there is a bias, at SIMD level `level`.
+pub(super) fn add_bias(level: Simd, seg: &mut [f32], bias: Option<&[f32]>, j0: usize) {
     if let Some(b) = bias {
-        crate::simd::vmath::add_in_place(crate::simd::active(), seg, &b[j0..]);
+        crate::simd::vmath::add_in_place(level, seg, &b[j0..]);
     }
 }
 

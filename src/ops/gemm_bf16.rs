@@ -97,7 +97,7 @@ pub fn cpu_at(
     assert!(bias.is_none_or(|b| b.len() >= n));
     let out = OutRows::new(c, s, ep);
     let finish = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
-        add_bias(segs[0], bias, j0);
+        add_bias(crate::simd::active(), segs[0], bias, j0);
         out.finish(r, j0, segs[0]);
     };
     with_scratch(1, m * n, |scratch| {

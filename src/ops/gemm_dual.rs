@@ -65,8 +65,8 @@ pub fn cpu_at(
     let mix = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
         let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
         let (s0, s1) = segs.split_at_mut(1);
-        gemm::add_bias(s0[0], bias0, j0);
-        gemm::add_bias(s1[0], dual.bias1, j0);
+        gemm::add_bias(level, s0[0], bias0, j0);
+        gemm::add_bias(level, s1[0], dual.bias1, j0);
         crate::simd::vmath::lerp_in_place(level, s0[0], s1[0], l);
     };
     gemm::with_scratch(1, m * n, |c1| {

@@ -73,8 +73,8 @@ pub fn cpu_at(
     let mix = |r: usize, j0: usize, segs: &mut [&mut [f32]]| {
         let l = super::row_lambda(dual.lambda, dual.rows_per_lambda, r);
         let (s0, s1) = segs.split_at_mut(1);
-        add_bias(s0[0], bias0, j0);
-        add_bias(s1[0], dual.bias1, j0);
+        add_bias(simd::active(), s0[0], bias0, j0);
+        add_bias(simd::active(), s1[0], dual.bias1, j0);
         vmath::lerp_in_place(simd::active(), s0[0], s1[0], l);
         out.finish(r, j0, s0[0]);
     };

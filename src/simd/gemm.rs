@@ -630,7 +630,8 @@ pub(super) mod x86 {
     use std::ops::Range;
 
     /// [`super::copy_tiles`] compiled for AVX-512F (its generic form
-    /// moves 16 bytes at a time: a tenth of a bf16 forward on AMX).
+    /// moves 16 bytes at a time: about 4 % of a bf16 ViT-B/32 forward on
+    /// AMX, under 1 % compiled so).
     ///
     /// # Safety
     /// The CPU has AVX-512F.
