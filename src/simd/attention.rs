@@ -6,9 +6,17 @@
 //! with the online softmax in between: a running max and sum per row, the
 //! partial output rescaled when the max grows. Nothing of size [T,T] is
 //! stored: a block needs QB·KB floats (QB·T up to WHOLE_ROW).
+//!
+//! A bf16 `qkv` may take Q·Kᵀ on AMX tiles instead (K packed as bf16
+//! pairs, Q copied into tiles per query panel; exact products, f32 sums).
+//! The softmax and P·V stay f32 on every route: probabilities rounded to
+//! bf16 for the tiles would err by up to 2⁻⁹ of Σ p·|v| / Σ p, which for
+//! an output that cancels towards zero is beyond the bf16 attention's
+//! tolerance (2⁻⁸ of the value plus 1e-5 of the largest).
 
 use super::gemm::{ARef, Kernel, Panels, kernel};
-use super::{Simd, vmath};
+use super::{Bf16, Simd, gemm_bf16, vmath};
+use half::bf16;
 use rayon::prelude::*;
 
 /// The layout of an attention (op `attention` and its kernels): `batch`
@@ -60,6 +68,8 @@ unsafe impl<T> Sync for OutPtr<T> {}
 pub trait FloatStorage: Copy + Send + Sync + 'static {
     /// The slice itself where it already is f32 (Q is then read in place).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// The slice itself where it is bf16 (Q·Kᵀ can then run on AMX).
+    fn as_bf16(s: &[Self]) -> Option<&[bf16]>;
     /// `dst = src` in f32 (exact).
     fn widen(level: Simd, src: &[Self], dst: &mut [f32]);
     /// `dst = src` rounded to this type (to nearest even).
@@ -69,6 +79,9 @@ pub trait FloatStorage: Copy + Send + Sync + 'static {
 impl FloatStorage for f32 {
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
         Some(s)
+    }
+    fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
+        None
     }
     fn widen(_: Simd, src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src)
@@ -80,9 +93,12 @@ impl FloatStorage for f32 {
 
 /// Through vmath's loops, which vectorise: `half`'s scalar conversions
 /// were about a third of the bf16 attention at 50 tokens.
-impl FloatStorage for half::bf16 {
+impl FloatStorage for bf16 {
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
+    }
+    fn as_bf16(s: &[Self]) -> Option<&[bf16]> {
+        Some(s)
     }
     fn widen(level: Simd, src: &[Self], dst: &mut [f32]) {
         vmath::from_bf16(level, src, dst)
@@ -93,8 +109,25 @@ impl FloatStorage for half::bf16 {
 }
 
 /// `out = softmax(Q·Kᵀ/√d)·V` per (sample, head) of the fused `qkv`
-/// (layout as `crate::ops::attention`).
+/// (layout as `crate::ops::attention`). A bf16 `qkv` at the AVX-512 level
+/// takes Q·Kᵀ on AMX tiles where the bf16 gemm does ([`attention_on`]).
 pub fn attention<T: FloatStorage>(level: Simd, qkv: &[T], out: &mut [T], s: AttentionShape) {
+    let amx = level == Simd::Avx512 && super::active_bf16() == Bf16::Amx;
+    let qk = if amx { Bf16::Amx } else { Bf16::Widen };
+    attention_on(level, qk, qkv, out, s)
+}
+
+/// [`attention`] with Q·Kᵀ on the bf16 route `qk`: AMX tiles (bf16
+/// products, f32 sums; the softmax and P·V stay f32) when `qk` is AMX and
+/// the CPU has it, `qkv` is bf16 and the head dim a multiple of 32;
+/// otherwise the f32 kernels of `level` on the widened values.
+pub fn attention_on<T: FloatStorage>(
+    level: Simd,
+    qk: Bf16,
+    qkv: &[T],
+    out: &mut [T],
+    s: AttentionShape,
+) {
     let (t, w) = (s.tokens, s.width());
     assert!(qkv.len() >= s.batch * t * 3 * w && out.len() >= s.batch * t * w);
     if t == 0 || s.head_dim == 0 {
@@ -112,21 +145,36 @@ pub fn attention<T: FloatStorage>(level: Simd, qkv: &[T], out: &mut [T], s: Atte
     // each.
     let per_task = heads_per_task(s, rayon::current_num_threads());
     let groups = s.heads.div_ceil(per_task);
+    let tiles = amx_scores(qk, level, T::as_bf16(qkv).is_some(), s.head_dim);
     let work = (0..s.batch * groups).into_par_iter();
     work.for_each_init(Scratch::default, |scratch, task| {
         let op = &op;
         let (b, h0) = (task / groups, task % groups * per_task);
         let hs = h0..(h0 + per_task).min(s.heads);
         prefetch_heads(qkv, s, b, hs.clone());
+        // The tile configuration is thread state: set for this task.
+        tiles.inspect(Kernel::set_up);
         for h in hs {
-            let head = Head::pack(qkv, s, b * s.heads + h, level, scratch);
+            let head = Head::pack(qkv, s, b * s.heads + h, (level, tiles), scratch);
             for i0 in (0..t).step_by(qb) {
                 // SAFETY: rows i0.. of head (b, h) are this task's alone.
                 unsafe { head.query_block(i0, qb.min(t - i0), scratch, op.0) };
             }
             head.give_back(scratch);
         }
+        tiles.inspect(Kernel::clean_up);
     });
+}
+
+/// The AMX kernel for Q·Kᵀ, where `qk` asks for AMX, the CPU has it, Q and
+/// K are bf16 and the head dim fills whole tiles (32 steps); its tile is
+/// as wide as the f32 kernel's, so both share the score block's layout.
+fn amx_scores(qk: Bf16, level: Simd, bf16_qkv: bool, d: usize) -> Option<Kernel<u32>> {
+    let usable = qk == Bf16::Amx && super::available_bf16().contains(&Bf16::Amx);
+    if !usable || !bf16_qkv || !d.is_multiple_of(32) {
+        return None;
+    }
+    gemm_bf16::kernel(Bf16::Amx, d).filter(|k| k.nr == kernel(level).nr)
 }
 
 /// Heads per task: whole samples when the batch alone gives every thread
@@ -167,8 +215,13 @@ struct Head<'a, T> {
     tp: usize,
     /// Keys per block (the row stride of the score block).
     kb: usize,
-    /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep.
+    /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep (f32 route).
     k_panels: Panels<f32>,
+    /// Q·Kᵀ on AMX tiles, when it runs there.
+    tiles: Option<Kernel<u32>>,
+    /// Q·Kᵀ's B operand on AMX: NR keys per panel, head_dim/2 bf16 pairs
+    /// deep.
+    k_pairs: Panels<u32>,
     /// P·V's B operand: NR output dims per panel, `tp` keys deep (P·V
     /// reads the live keys only, so the padding keys are never read).
     v_panels: Panels<f32>,
@@ -180,7 +233,8 @@ struct Scratch {
     o: Vec<f32>,
     row_max: Vec<f32>,
     row_sum: Vec<f32>,
-    scores: Vec<f32>,
+    /// On 64 bytes, where AMX stores its C tiles.
+    scores: Panels<f32>,
     /// A packed copy of a partial panel of rows.
     tail: Panels<f32>,
     /// The query block widened to f32 (when `qkv` is not f32).
@@ -190,6 +244,12 @@ struct Scratch {
     /// The last head's panels, kept for their memory.
     k_panels: Panels<f32>,
     v_panels: Panels<f32>,
+    k_pairs: Panels<u32>,
+    /// A head's keys, or a query block, as contiguous bf16 rows (AMX).
+    keys_bf16: Vec<bf16>,
+    q_bf16: Vec<bf16>,
+    /// A query panel packed in AMX tiles.
+    q_tiles: Panels<u32>,
 }
 
 impl<'a, T: FloatStorage> Head<'a, T> {
@@ -197,7 +257,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         qkv: &'a [T],
         s: AttentionShape,
         bh: usize,
-        level: Simd,
+        (level, tiles): (Simd, Option<Kernel<u32>>),
         sc: &mut Scratch,
     ) -> Head<'a, T> {
         let kern = kernel(level);
@@ -207,7 +267,17 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let (dp, tp) = (d.div_ceil(nr) * nr, t.div_ceil(nr) * nr);
         let row = |which: usize, j: usize| &qkv[(b * t + j) * 3 * w + which * w + h * d..][..d];
         let mut k_panels = std::mem::take(&mut sc.k_panels);
-        if let Some(f) = T::as_f32(qkv) {
+        let mut k_pairs = std::mem::take(&mut sc.k_pairs);
+        if let (Some(amx), Some(x)) = (tiles, T::as_bf16(qkv)) {
+            // The keys as contiguous bf16 rows, read as rows of pairs.
+            sc.keys_bf16.clear();
+            for j in 0..t {
+                let at = (b * t + j) * 3 * w + w + h * d;
+                sc.keys_bf16.extend_from_slice(&x[at..][..d]);
+            }
+            let pairs = gemm_bf16::pairs(&sc.keys_bf16);
+            amx.pack_b(&pairs, d / 2, 0..t, 0..d / 2, &mut k_pairs);
+        } else if let Some(f) = T::as_f32(qkv) {
             // K's rows are 3W apart in `qkv`: the gemm's B packing reads
             // them in place.
             let first = b * t * 3 * w + w + h * d;
@@ -246,6 +316,8 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             tp,
             kb: if t <= WHOLE_ROW { tp } else { KB },
             k_panels,
+            tiles,
+            k_pairs,
             v_panels,
         }
     }
@@ -253,6 +325,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
     /// Returns the panels' memory to the scratch for the next head.
     fn give_back(self, sc: &mut Scratch) {
         sc.k_panels = self.k_panels;
+        sc.k_pairs = self.k_pairs;
         sc.v_panels = self.v_panels;
     }
 
@@ -277,17 +350,35 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         sc.row_sum.clear();
         sc.row_sum.resize(qn, 0.0);
         let kb = self.kb;
-        sc.scores.resize(qn.div_ceil(mr) * mr * kb, 0.0);
+        // Score rows for whole panels of the f32 kernel and of the tiles.
+        let tile_rows = self.tiles.map_or(mr, |k| k.mr);
+        let rows = (qn.div_ceil(mr) * mr).max(qn.div_ceil(tile_rows) * tile_rows);
+        sc.scores.prepare(rows * kb, false);
         let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
-        // Q in place where qkv is f32, else this block's rows widened.
-        let (q_src, q_first, q_stride) = match T::as_f32(self.qkv) {
-            Some(q) => (q, q_row(0), 3 * w),
-            None => {
+        let q = match (self.tiles, T::as_f32(self.qkv)) {
+            // This block's rows as contiguous bf16 for the tiles.
+            (Some(_), _) => {
+                let x = T::as_bf16(self.qkv).expect("tiles run on bf16 qkv");
+                sc.q_bf16.clear();
+                (0..qn).for_each(|i| sc.q_bf16.extend_from_slice(&x[q_row(i)..][..d]));
+                Queries::Bf16(&sc.q_bf16)
+            }
+            // In place where qkv is f32, else this block's rows widened.
+            (None, Some(q)) => Queries::F32 {
+                src: q,
+                first: q_row(0),
+                stride: 3 * w,
+            },
+            (None, None) => {
                 sc.q.resize(qn * d, 0.0);
                 for (i, dst) in sc.q.chunks_exact_mut(d).enumerate() {
                     T::widen(self.level, &self.qkv[q_row(i)..][..d], dst);
                 }
-                (&sc.q[..qn * d], 0, d)
+                Queries::F32 {
+                    src: &sc.q[..qn * d],
+                    first: 0,
+                    stride: d,
+                }
             }
         };
         for j0 in (0..key_end).step_by(kb) {
@@ -296,32 +387,12 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             let live = kb.min(key_end - j0);
             let kbp = live.div_ceil(nr) * nr;
             let first = j0 == 0;
-            for ip in (0..qn).step_by(mr) {
-                let a = rows_of(
-                    self.kern,
-                    q_src,
-                    q_first + ip * q_stride,
-                    qn - ip,
-                    q_stride,
-                    d,
-                    &mut sc.tail,
-                );
-                for jp in 0..kbp / nr {
-                    let b = &self.k_panels.as_slice()[(j0 / nr + jp) * d * nr..][..d * nr];
-                    // A last panel of few keys takes a half tile (the
-                    // scores past `live` are masked by the softmax).
-                    let kern = self.kern.for_cols(live - jp * nr);
-                    // SAFETY: full mr×nr tiles inside `scores` (row stride
-                    // kb); `a` reads rows of this head's queries.
-                    unsafe {
-                        let c = sc.scores.as_mut_ptr().add(ip * kb + jp * nr);
-                        kern.call(d, a, b.as_ptr(), c, kb, false);
-                    }
-                }
-            }
+            let work = (&mut sc.tail, &mut sc.q_tiles, &mut sc.scores);
+            // SAFETY: `scores` holds `rows` rows of kb.
+            unsafe { self.scores(&q, qn, j0..j0 + live, work) };
             for r in 0..qn {
                 let seen = self.s.keys_for(i0 + r).saturating_sub(j0).min(kbp);
-                let row = &mut sc.scores[r * kb..][..kbp];
+                let row = &mut sc.scores.as_mut_slice()[r * kb..][..kbp];
                 let (mx, sm) = (&mut sc.row_max[r], &mut sc.row_sum[r]);
                 let alpha = online_softmax(self.level, row, seen, scale, mx, sm);
                 if alpha != 1.0 && !first {
@@ -333,7 +404,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             for ip in (0..qn).step_by(mr) {
                 let a = rows_of(
                     self.kern,
-                    &sc.scores,
+                    sc.scores.as_slice(),
                     ip * kb,
                     qn - ip,
                     kb,
@@ -360,6 +431,72 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             let row = &mut sc.o[r * self.dp..][..d];
             row.iter_mut().for_each(|y| *y *= inv);
             T::narrow(self.level, row, dst);
+        }
+    }
+}
+
+/// Where a query block's rows are read from for Q·Kᵀ.
+enum Queries<'q> {
+    /// f32 rows from `first`, `stride` apart.
+    F32 {
+        src: &'q [f32],
+        first: usize,
+        stride: usize,
+    },
+    /// The block's rows, contiguous bf16 (for the AMX tiles).
+    Bf16(&'q [bf16]),
+}
+
+impl<T: FloatStorage> Head<'_, T> {
+    /// The raw scores of `qn` query rows against keys `keys` (a key
+    /// block) into `scores` (row stride kb), whole panels of NR keys: on
+    /// the f32 kernel (a last panel of few keys as a half tile) or on the
+    /// AMX tiles.
+    ///
+    /// # Safety
+    /// `scores` holds every row of the panels of `qn` rows, kb floats each.
+    unsafe fn scores(
+        &self,
+        q: &Queries,
+        qn: usize,
+        keys: std::ops::Range<usize>,
+        (tail, q_tiles, scores): (&mut Panels<f32>, &mut Panels<u32>, &mut Panels<f32>),
+    ) {
+        let (d, kb, nr) = (self.s.head_dim, self.kb, self.kern.nr);
+        let (j0, live) = (keys.start, keys.len());
+        let panels = live.div_ceil(nr);
+        let c = scores.as_mut_slice().as_mut_ptr();
+        match (q, self.tiles) {
+            (Queries::Bf16(x), Some(amx)) => {
+                let pairs = gemm_bf16::pairs(x);
+                let kc = d / 2;
+                for ip in (0..qn).step_by(amx.mr) {
+                    let rows = ip..(ip + amx.mr).min(qn);
+                    let a = amx.pack_a(&pairs, kc, rows, 0..kc, q_tiles);
+                    for jp in 0..panels {
+                        let b = &self.k_pairs.as_slice()[(j0 / nr + jp) * kc * nr..][..kc * nr];
+                        // SAFETY: whole mr×nr tiles inside `scores` (the
+                        // caller's rows, kb ≥ the key panels).
+                        unsafe { amx.call(kc, a, b.as_ptr(), c.add(ip * kb + jp * nr), kb, false) };
+                    }
+                }
+            }
+            (Queries::F32 { src, first, stride }, _) => {
+                for ip in (0..qn).step_by(self.kern.mr) {
+                    let left = qn - ip;
+                    let a = rows_of(self.kern, src, first + ip * stride, left, *stride, d, tail);
+                    for jp in 0..panels {
+                        let b = &self.k_panels.as_slice()[(j0 / nr + jp) * d * nr..][..d * nr];
+                        // A last panel of few keys takes a half tile (the
+                        // scores past `live` are masked by the softmax).
+                        let kern = self.kern.for_cols(live - jp * nr);
+                        // SAFETY: full mr×nr tiles inside `scores` (row
+                        // stride kb); `a` reads rows of this head's queries.
+                        unsafe { kern.call(d, a, b.as_ptr(), c.add(ip * kb + jp * nr), kb, false) };
+                    }
+                }
+            }
+            (Queries::Bf16(_), None) => unreachable!("bf16 queries only for the tiles"),
         }
     }
 }

@@ -117,6 +117,11 @@ impl<T: Copy + Default> Panels<T> {
     pub fn as_slice(&self) -> &[T] {
         &self.buf[self.at..self.at + self.len]
     }
+
+    /// The panels as last prepared, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.at..self.at + self.len]
+    }
 }
 
 impl<T> Clone for Kernel<T> {
@@ -217,6 +222,51 @@ impl<T: Copy + Default> Kernel<T> {
         out: &mut Panels<T>,
     ) {
         (self.pack_b)(src, ld, rows, ks, self.nr, out)
+    }
+
+    /// Runs the kernel's per-thread set-up (the AMX tile configuration),
+    /// if it has one: before the first [`Kernel::call`] on a thread.
+    pub fn set_up(&self) {
+        if let Some(enter) = self.enter {
+            enter();
+        }
+    }
+
+    /// Undoes [`Kernel::set_up`] after a thread's last call.
+    pub fn clean_up(&self) {
+        if let Some(leave) = self.leave {
+            leave();
+        }
+    }
+
+    /// Rows `rows` (a last partial panel zero-padded to a whole one),
+    /// steps `ks` of a row-major [.., k] `a`, packed in the layout this
+    /// kernel reads: tiles for the tile kernels, else step-major.
+    pub fn pack_a(
+        &self,
+        a: &[T],
+        k: usize,
+        rows: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+        pa: &mut Panels<T>,
+    ) -> ARef<T> {
+        let mr = self.mr;
+        let Some(w) = self.a_tiles else {
+            pack(a, k, rows, ks, mr, pa);
+            return self.packed(pa);
+        };
+        let kc = ks.len();
+        debug_assert!(kc.is_multiple_of(w));
+        // Rows past the live ones must read as zeros.
+        let pa = pa.prepare(mr * kc, rows.len() < mr);
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { x86::copy_tiles(a, k, rows, ks, (mr, w), pa) };
+            return self.tiled(pa, w);
+        }
+        copy_tiles(a, k, rows, ks, (mr, w), pa);
+        self.tiled(pa, w)
     }
 
     /// An A panel packed in tiles of `w` steps ([`Kernel::with_tiles`]):
@@ -362,13 +412,9 @@ struct Block<'a, T> {
 
 impl<T: Copy + Default> Block<'_, T> {
     fn run(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
-        if let Some(enter) = self.kern.enter {
-            enter();
-        }
+        self.kern.set_up();
         self.sweep(rows, cols);
-        if let Some(leave) = self.kern.leave {
-            leave();
-        }
+        self.kern.clean_up();
     }
 
     fn sweep(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
@@ -399,7 +445,8 @@ impl<T: Copy + Default> Block<'_, T> {
                                 cs: 1,
                             }
                         } else {
-                            self.pack_a(r0..r0 + live, p0..p0 + kc, &mut pa)
+                            self.kern
+                                .pack_a(self.a, self.k, r0..r0 + live, p0..p0 + kc, &mut pa)
                         };
                         for jp in 0..jn.div_ceil(nr) {
                             let tile = Tile {
@@ -427,33 +474,6 @@ impl<T: Copy + Default> Block<'_, T> {
                 }
             }
         }
-    }
-
-    /// A panel of A rows (a last partial one zero-padded to a whole panel)
-    /// in the layout the kernel reads.
-    fn pack_a(
-        &self,
-        rows: std::ops::Range<usize>,
-        ks: std::ops::Range<usize>,
-        pa: &mut Panels<T>,
-    ) -> ARef<T> {
-        let mr = self.kern.mr;
-        let Some(w) = self.kern.a_tiles else {
-            pack(self.a, self.k, rows, ks, mr, pa);
-            return self.kern.packed(pa);
-        };
-        let kc = ks.len();
-        debug_assert!(kc.is_multiple_of(w));
-        // Rows past the live ones must read as zeros.
-        let pa = pa.prepare(mr * kc, rows.len() < mr);
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            unsafe { x86::copy_tiles(self.a, self.k, rows, ks, (mr, w), pa) };
-            return self.kern.tiled(pa, w);
-        }
-        copy_tiles(self.a, self.k, rows, ks, (mr, w), pa);
-        self.kern.tiled(pa, w)
     }
 
     /// One register tile of every output for one KC slice.

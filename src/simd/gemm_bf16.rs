@@ -57,7 +57,7 @@ pub unsafe fn multi(
 /// The micro-kernel for `level` at reduction depth `k`, or None where the
 /// product runs widened (no bf16 instructions, or an odd `k`). AMX takes
 /// 32 steps per tile, so other depths use `vdpbf16ps`.
-fn kernel(level: Bf16, k: usize) -> Option<Kernel<u32>> {
+pub(super) fn kernel(level: Bf16, k: usize) -> Option<Kernel<u32>> {
     if !k.is_multiple_of(2) {
         return None;
     }
@@ -80,7 +80,7 @@ fn kernel(level: Bf16, k: usize) -> Option<Kernel<u32>> {
 
 /// A bf16 slice (even length) as u32 pairs: a view where it is 4-byte
 /// aligned, else a copy.
-fn pairs(v: &[bf16]) -> Cow<'_, [u32]> {
+pub(super) fn pairs(v: &[bf16]) -> Cow<'_, [u32]> {
     match bytemuck::try_cast_slice(v) {
         Ok(p) => Cow::Borrowed(p),
         Err(_) => Cow::Owned(

@@ -95,6 +95,66 @@ proptest! {
             }
         }
     }
+
+    /// The same attention with Q·Kᵀ on every bf16 route this CPU has
+    /// (AMX tiles at head dims that are multiples of 32, the widened f32
+    /// kernels elsewhere), at every level; the same tolerance.
+    #[test]
+    fn attention_bf16_every_route(batch in 1usize..3, tokens in 1usize..120, heads in 1usize..3, hd in prop::sample::select(vec![8usize, 13, 32, 64]), causal in any::<bool>(), seed in any::<u64>()) {
+        let w = heads * hd;
+        let qkv = to_bf16(&data(seed, batch * tokens * 3 * w, 2.0));
+        let want = r::attention_fused(&widen(&qkv), (batch, tokens, heads, hd), causal);
+        let s = AttentionShape { batch, tokens, heads, head_dim: hd, causal };
+        for level in simd::available() {
+            for route in simd::available_bf16() {
+                let mut out = vec![bf16::NAN; batch * tokens * w];
+                simd::attention::attention_on(level, route, &qkv, &mut out, s);
+                check_attention_bf16(&out, &want, &format!("{s:?} at {} on {}", level.name(), route.name()))?;
+            }
+        }
+    }
+}
+
+/// Within 2⁻⁸ of each value plus 1e-5 of the scale (as
+/// `attention_bf16_every_level`).
+fn check_attention_bf16(out: &[bf16], want: &[f64], what: &str) -> Result<(), TestCaseError> {
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in out.iter().zip(want).enumerate() {
+        let tol = 2f64.powi(-8) * w.abs() + 1e-5 * scale;
+        let g = g.to_f32() as f64;
+        prop_assert!(
+            (g - w).abs() <= tol,
+            "attention bf16 {what}: [{i}] got {g} want {w}"
+        );
+    }
+    Ok(())
+}
+
+/// Sequences longer than the attention's whole-row limit (512) run in key
+/// blocks with the online softmax's rescaling: every route and level, at
+/// ViT's head dim, causal and not.
+#[test]
+fn attention_bf16_key_blocks_every_route() {
+    let (batch, tokens, heads, hd) = (1, 530, 1, 64);
+    let qkv = to_bf16(&data(7, batch * tokens * 3 * heads * hd, 2.0));
+    for causal in [false, true] {
+        let want = r::attention_fused(&widen(&qkv), (batch, tokens, heads, hd), causal);
+        let s = AttentionShape {
+            batch,
+            tokens,
+            heads,
+            head_dim: hd,
+            causal,
+        };
+        for level in simd::available() {
+            for route in simd::available_bf16() {
+                let mut out = vec![bf16::NAN; batch * tokens * heads * hd];
+                simd::attention::attention_on(level, route, &qkv, &mut out, s);
+                let what = format!("{s:?} at {} on {}", level.name(), route.name());
+                check_attention_bf16(&out, &want, &what).unwrap();
+            }
+        }
+    }
 }
 
 /// vmath's to_bf16 rounds exactly as `bf16::from_f32` at every level:
