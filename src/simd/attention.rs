@@ -7,12 +7,15 @@
 //! partial output rescaled when the max grows. Nothing of size [T,T] is
 //! stored: a block needs QB·KB floats (QB·T up to WHOLE_ROW).
 //!
-//! A bf16 `qkv` may take Q·Kᵀ on AMX tiles instead (K packed as bf16
-//! pairs, Q copied into tiles per query panel; exact products, f32 sums).
-//! The softmax and P·V stay f32 on every route: probabilities rounded to
-//! bf16 for the tiles would err by up to 2⁻⁹ of Σ p·|v| / Σ p, which for
-//! an output that cancels towards zero is beyond the bf16 attention's
-//! tolerance (2⁻⁸ of the value plus 1e-5 of the largest).
+//! A bf16 `qkv` may run both products on AMX tiles instead (exact bf16
+//! products, f32 sums): Q·Kᵀ from K packed once per head as bf16 pairs
+//! and Q copied into tiles; P·V with each probability split into bf16
+//! hi + lo (within 2⁻¹⁷ of it), two tile products summed. One bf16
+//! rounding of the probabilities instead errs by up to 2⁻⁹ of Σ p·|v| /
+//! Σ p, which for an output that cancels towards zero fails the bf16
+//! attention's tolerance (2⁻⁸ of the value plus 1e-5 of the largest;
+//! measured: `attention_bf16_every_route` fails without the lo part).
+//! The softmax stays f32 on every route.
 
 use super::gemm::{ARef, Kernel, Panels, kernel};
 use super::{Bf16, Simd, gemm_bf16, vmath};
@@ -225,12 +228,16 @@ struct Head<'a, T> {
     /// P·V's B operand: NR output dims per panel, `tp` keys deep (P·V
     /// reads the live keys only, so the padding keys are never read).
     v_panels: Panels<f32>,
+    /// P·V's B operand on AMX: NR output dims per panel, `tp/2` pairs of
+    /// keys deep (padding keys and dims zero).
+    v_pairs: Panels<u32>,
 }
 
 /// A query block's working memory, reused across blocks.
 #[derive(Default)]
 struct Scratch {
-    o: Vec<f32>,
+    /// The block's output rows (64-byte aligned for the AMX tiles).
+    o: Panels<f32>,
     row_max: Vec<f32>,
     row_sum: Vec<f32>,
     /// On 64 bytes, where AMX stores its C tiles.
@@ -250,6 +257,11 @@ struct Scratch {
     q_bf16: Vec<bf16>,
     /// A query panel packed in AMX tiles.
     q_tiles: Panels<u32>,
+    v_pairs: Panels<u32>,
+    /// A panel of probabilities split into bf16 hi and lo parts, in AMX
+    /// tiles.
+    p_hi: Panels<u32>,
+    p_lo: Panels<u32>,
 }
 
 impl<'a, T: FloatStorage> Head<'a, T> {
@@ -291,6 +303,27 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             kern.pack_b(&sc.keys, d, 0..t, 0..d, &mut k_panels);
         }
         let mut v_panels = std::mem::take(&mut sc.v_panels);
+        let mut v_pairs = std::mem::take(&mut sc.v_pairs);
+        if let (Some(_), Some(x)) = (tiles, T::as_bf16(qkv)) {
+            let v = |j: usize| &x[(b * t + j) * 3 * w + 2 * w + h * d..][..d];
+            pack_value_pairs(v, (t, d, tp, nr), &mut v_pairs);
+            return Head {
+                s,
+                level,
+                kern,
+                qkv,
+                b,
+                h,
+                dp,
+                tp,
+                kb: if t <= WHOLE_ROW { tp } else { KB },
+                k_panels,
+                tiles,
+                k_pairs,
+                v_panels,
+                v_pairs,
+            };
+        }
         // Every live key's row is overwritten. Padding keys are never read
         // (P·V runs over the live keys only) and padding columns give
         // output dims past d, which are dropped: neither needs zeros.
@@ -319,6 +352,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             tiles,
             k_pairs,
             v_panels,
+            v_pairs,
         }
     }
 
@@ -327,6 +361,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         sc.k_panels = self.k_panels;
         sc.k_pairs = self.k_pairs;
         sc.v_panels = self.v_panels;
+        sc.v_pairs = self.v_pairs;
     }
 
     /// Query rows `i0..i0+qn` over every key block they see.
@@ -339,12 +374,6 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let Kernel { mr, nr, .. } = self.kern;
         let key_end = if self.s.causal { i0 + qn } else { t };
         let scale = 1.0 / (d as f32).sqrt();
-        // The first key block writes every element of `o` (P·V without
-        // accumulation), so it is not cleared.
-        let o_len = qn.div_ceil(mr) * mr * self.dp;
-        if sc.o.len() < o_len {
-            sc.o.resize(o_len, 0.0);
-        }
         sc.row_max.clear();
         sc.row_max.resize(qn, f32::NEG_INFINITY);
         sc.row_sum.clear();
@@ -354,6 +383,9 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let tile_rows = self.tiles.map_or(mr, |k| k.mr);
         let rows = (qn.div_ceil(mr) * mr).max(qn.div_ceil(tile_rows) * tile_rows);
         sc.scores.prepare(rows * kb, false);
+        // The first key block writes every element of `o` (P·V without
+        // accumulation), so it is not cleared.
+        sc.o.prepare(rows * self.dp, false);
         let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
         let q = match (self.tiles, T::as_f32(self.qkv)) {
             // This block's rows as contiguous bf16 for the tiles.
@@ -396,10 +428,16 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 let (mx, sm) = (&mut sc.row_max[r], &mut sc.row_sum[r]);
                 let alpha = online_softmax(self.level, row, seen, scale, mx, sm);
                 if alpha != 1.0 && !first {
-                    sc.o[r * self.dp..][..self.dp]
+                    sc.o.as_mut_slice()[r * self.dp..][..self.dp]
                         .iter_mut()
                         .for_each(|x| *x *= alpha);
                 }
+            }
+            if let Some(amx) = self.tiles {
+                let work = (&sc.scores, &mut sc.p_hi, &mut sc.p_lo, &mut sc.o);
+                // SAFETY: `o` and `scores` hold `rows` rows.
+                unsafe { self.values_on_tiles(amx, qn, (j0, kbp), first, work) };
+                continue;
             }
             for ip in (0..qn).step_by(mr) {
                 let a = rows_of(
@@ -417,7 +455,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                     // SAFETY: full mr×nr tiles inside `o` (row stride dp);
                     // the first key block writes it, later ones add.
                     unsafe {
-                        let dst = sc.o.as_mut_ptr().add(ip * self.dp + c * nr);
+                        let dst = sc.o.as_mut_slice().as_mut_ptr().add(ip * self.dp + c * nr);
                         self.kern.call(live, a, b.as_ptr(), dst, self.dp, !first);
                     }
                 }
@@ -428,9 +466,33 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             let at = (self.b * t + i0 + r) * w + self.h * d;
             // SAFETY: row (b, i0+r), head h: this task's part of `out`.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.add(at), d) };
-            let row = &mut sc.o[r * self.dp..][..d];
+            let row = &mut sc.o.as_mut_slice()[r * self.dp..][..d];
             row.iter_mut().for_each(|y| *y *= inv);
             T::narrow(self.level, row, dst);
+        }
+    }
+}
+
+/// A head's values `v(j)` (t rows of d) as P·V's B panels on the AMX
+/// tiles: `nr` dims per panel, `tp/2` pairs of keys deep, a pair (keys 2p,
+/// 2p+1) per u32 with the first in the low half; padding zero.
+fn pack_value_pairs<'v>(
+    v: impl Fn(usize) -> &'v [bf16],
+    (t, d, tp, nr): (usize, usize, usize, usize),
+    out: &mut Panels<u32>,
+) {
+    let depth = tp / 2;
+    let out = out.prepare(d.div_ceil(nr) * nr * depth, true);
+    for p in 0..t.div_ceil(2) {
+        let (even, odd) = (v(2 * p), (2 * p + 1 < t).then(|| v(2 * p + 1)));
+        for c in 0..d.div_ceil(nr) {
+            let cols = nr.min(d - c * nr);
+            let dst = &mut out[(c * depth + p) * nr..][..cols];
+            let first = &even[c * nr..][..cols];
+            for (x, (o, e)) in dst.iter_mut().zip(first).enumerate() {
+                let second = odd.map_or(0, |r| r[c * nr + x].to_bits());
+                *o = e.to_bits() as u32 | (second as u32) << 16;
+            }
         }
     }
 }
@@ -448,6 +510,62 @@ enum Queries<'q> {
 }
 
 impl<T: FloatStorage> Head<'_, T> {
+    /// `o` (+)= P·V for the `qn` rows of probabilities in `scores` and keys
+    /// `j0..j0 + kbp` on the AMX tiles: each probability split into bf16
+    /// hi + lo (within 2⁻¹⁷ of it), both products summed in f32, so the
+    /// result keeps f32's accuracy where one bf16 rounding would not.
+    ///
+    /// # Safety
+    /// `scores` and `o` hold every row of the tiles of `qn` rows; the
+    /// keys are whole pairs of tiles' depth (kbp a multiple of 32).
+    unsafe fn values_on_tiles(
+        &self,
+        amx: Kernel<u32>,
+        qn: usize,
+        (j0, kbp): (usize, usize),
+        first: bool,
+        (scores, p_hi, p_lo, o): (
+            &Panels<f32>,
+            &mut Panels<u32>,
+            &mut Panels<u32>,
+            &mut Panels<f32>,
+        ),
+    ) {
+        let (kb, dp, nr, mr) = (self.kb, self.dp, self.kern.nr, amx.mr);
+        let kc = kbp / 2;
+        // A tile row holds 16 pairs; tiles of mr rows follow each other.
+        const PAIRS: usize = 16;
+        for ip in (0..qn).step_by(mr) {
+            let rows = mr.min(qn - ip);
+            // Rows past the live ones must read as zeros.
+            let (hi, lo) = (
+                p_hi.prepare(mr * kc, rows < mr),
+                p_lo.prepare(mr * kc, rows < mr),
+            );
+            for i in 0..rows {
+                let p = &scores.as_slice()[(ip + i) * kb..][..kbp];
+                let (h, l) = (&mut hi[i * PAIRS..], &mut lo[i * PAIRS..]);
+                vmath::split_bf16_pairs(self.level, p, h, l, mr * PAIRS);
+            }
+            let tiles = |x: &[u32]| ARef {
+                ptr: x.as_ptr(),
+                rs: PAIRS,
+                cs: mr,
+            };
+            let (a_hi, a_lo) = (tiles(hi), tiles(lo));
+            for c in 0..dp / nr {
+                let b = &self.v_pairs.as_slice()[(c * self.tp / 2 + j0 / 2) * nr..][..kc * nr];
+                // SAFETY: whole mr×nr tiles inside `o` (row stride dp);
+                // the first key block writes them, later ones add.
+                unsafe {
+                    let dst = o.as_mut_slice().as_mut_ptr().add(ip * dp + c * nr);
+                    amx.call(kc, a_hi, b.as_ptr(), dst, dp, !first);
+                    amx.call(kc, a_lo, b.as_ptr(), dst, dp, true);
+                }
+            }
+        }
+    }
+
     /// The raw scores of `qn` query rows against keys `keys` (a key
     /// block) into `scores` (row stride kb), whole panels of NR keys: on
     /// the f32 kernel (a last panel of few keys as a half tile) or on the

@@ -341,10 +341,43 @@ per_level! {
     /// of `half::bf16::from_f32`, without its branch so the loop vectorises.
     pub fn to_bf16(x: &[f32], y: &mut [half::bf16]) {
         for (d, &s) in y.iter_mut().zip(x) {
-            let b = s.to_bits();
-            let rounded = (b.wrapping_add(0x7fff + (b >> 16 & 1)) >> 16) as u16;
-            let nan = (b >> 16) as u16 | 0x40;
-            *d = half::bf16::from_bits(if s.is_nan() { nan } else { rounded });
+            *d = half::bf16::from_bits(bf16_bits(s));
+        }
+    }
+}
+
+/// The bits of `s` rounded to bf16 (to nearest even, NaN kept quiet).
+#[inline(always)]
+fn bf16_bits(s: f32) -> u16 {
+    let b = s.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + (b >> 16 & 1)) >> 16) as u16;
+    let nan = (b >> 16) as u16 | 0x40;
+    if s.is_nan() { nan } else { rounded }
+}
+
+/// `s` split into bf16 `hi` = bf16(s) and `lo` = bf16(s − hi): hi + lo
+/// is within 2⁻¹⁷ of s (relative) where s is a normal f32.
+#[inline(always)]
+fn bf16_split(s: f32) -> (u32, u32) {
+    let hi = bf16_bits(s);
+    let rest = s - f32::from_bits((hi as u32) << 16);
+    (hi as u32, bf16_bits(rest) as u32)
+}
+
+per_level! {
+    /// `x` (an even length) split as [`bf16_split`] into bf16 pairs, two
+    /// values per u32 (the first in the low half, as AMX reads a pair of
+    /// reduction steps), 16 pairs at a time: pairs 16q.. at `q·stride`
+    /// of `hi` and `lo` (a row of an AMX tile every 16 pairs).
+    pub fn split_bf16_pairs(x: &[f32], hi: &mut [u32], lo: &mut [u32], stride: usize) {
+        for (q, chunk) in x.chunks(32).enumerate() {
+            let (hq, lq) = (&mut hi[q * stride..], &mut lo[q * stride..]);
+            for ((h, l), v) in hq.iter_mut().zip(lq.iter_mut()).zip(chunk.chunks_exact(2)) {
+                let (h0, l0) = bf16_split(v[0]);
+                let (h1, l1) = bf16_split(v[1]);
+                *h = h0 | h1 << 16;
+                *l = l0 | l1 << 16;
+            }
         }
     }
 }
