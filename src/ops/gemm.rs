@@ -188,8 +188,8 @@ pub(super) fn with_scratch<R>(count: usize, len: usize, f: impl FnOnce(&[OutPtr]
     let ptrs: Vec<OutPtr> = bufs[..count]
         .iter_mut()
         .map(|b| {
-            // The largest length so far: a buffer only grows, and is only
-            // zeroed (by `prepare`) when it does.
+            // The largest length so far: a buffer only grows, and only
+            // its new memory is zeroed (by the growth), never the rest.
             let keep = len.max(b.as_slice().len());
             OutPtr(b.prepare(keep, false).as_mut_ptr())
         })

@@ -10,7 +10,8 @@
 //! A bf16 `qkv` may run both products on AMX tiles instead (exact bf16
 //! products, f32 sums): Q·Kᵀ from K packed once per head as bf16 pairs
 //! and Q copied into tiles; P·V with each probability split into bf16
-//! hi + lo (within 2⁻¹⁷ of it), two tile products summed. One bf16
+//! hi + lo (within 2⁻¹⁷ of it), a pair the tiles multiply by its value
+//! paired with itself (hi·v + lo·v). One bf16
 //! rounding of the probabilities instead errs by up to 2⁻⁹ of Σ p·|v| /
 //! Σ p, which for an output that cancels towards zero fails the bf16
 //! attention's tolerance (2⁻⁸ of the value plus 1e-5 of the largest;
@@ -228,8 +229,8 @@ struct Head<'a, T> {
     /// P·V's B operand: NR output dims per panel, `tp` keys deep (P·V
     /// reads the live keys only, so the padding keys are never read).
     v_panels: Panels<f32>,
-    /// P·V's B operand on AMX: NR output dims per panel, `tp/2` pairs of
-    /// keys deep (padding keys and dims zero).
+    /// P·V's B operand on AMX: NR output dims per panel, `tp` keys deep,
+    /// each value paired with itself (padding keys and dims zero).
     v_pairs: Panels<u32>,
 }
 
@@ -258,10 +259,9 @@ struct Scratch {
     /// A query panel packed in AMX tiles.
     q_tiles: Panels<u32>,
     v_pairs: Panels<u32>,
-    /// A panel of probabilities split into bf16 hi and lo parts, in AMX
+    /// A panel of probabilities split into bf16 (hi, lo) pairs, in AMX
     /// tiles.
-    p_hi: Panels<u32>,
-    p_lo: Panels<u32>,
+    p_split: Panels<u32>,
 }
 
 impl<'a, T: FloatStorage> Head<'a, T> {
@@ -434,7 +434,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 }
             }
             if let Some(amx) = self.tiles {
-                let work = (&sc.scores, &mut sc.p_hi, &mut sc.p_lo, &mut sc.o);
+                let work = (&sc.scores, &mut sc.p_split, &mut sc.o);
                 // SAFETY: `o` and `scores` hold `rows` rows.
                 unsafe { self.values_on_tiles(amx, qn, (j0, kbp), first, work) };
                 continue;
@@ -474,24 +474,20 @@ impl<'a, T: FloatStorage> Head<'a, T> {
 }
 
 /// A head's values `v(j)` (t rows of d) as P·V's B panels on the AMX
-/// tiles: `nr` dims per panel, `tp/2` pairs of keys deep, a pair (keys 2p,
-/// 2p+1) per u32 with the first in the low half; padding zero.
+/// tiles: `nr` dims per panel, `tp` keys deep, each value paired with
+/// itself in a u32 (it multiplies a probability's hi and lo parts).
 fn pack_value_pairs<'v>(
     v: impl Fn(usize) -> &'v [bf16],
     (t, d, tp, nr): (usize, usize, usize, usize),
     out: &mut Panels<u32>,
 ) {
-    let depth = tp / 2;
-    let out = out.prepare(d.div_ceil(nr) * nr * depth, true);
-    for p in 0..t.div_ceil(2) {
-        let (even, odd) = (v(2 * p), (2 * p + 1 < t).then(|| v(2 * p + 1)));
-        for c in 0..d.div_ceil(nr) {
-            let cols = nr.min(d - c * nr);
-            let dst = &mut out[(c * depth + p) * nr..][..cols];
-            let first = &even[c * nr..][..cols];
-            for (x, (o, e)) in dst.iter_mut().zip(first).enumerate() {
-                let second = odd.map_or(0, |r| r[c * nr + x].to_bits());
-                *o = e.to_bits() as u32 | (second as u32) << 16;
+    // Padding keys and dims must be zeros.
+    let out = out.prepare(d.div_ceil(nr) * nr * tp, true);
+    for j in 0..t {
+        for (c, piece) in v(j).chunks(nr).enumerate() {
+            let dst = &mut out[(c * tp + j) * nr..][..piece.len()];
+            for (o, x) in dst.iter_mut().zip(piece) {
+                *o = x.to_bits() as u32 * 0x1_0001;
             }
         }
     }
@@ -512,55 +508,47 @@ enum Queries<'q> {
 impl<T: FloatStorage> Head<'_, T> {
     /// `o` (+)= P·V for the `qn` rows of probabilities in `scores` and keys
     /// `j0..j0 + kbp` on the AMX tiles: each probability split into bf16
-    /// hi + lo (within 2⁻¹⁷ of it), both products summed in f32, so the
-    /// result keeps f32's accuracy where one bf16 rounding would not.
+    /// hi + lo (within 2⁻¹⁷ of it) and paired with its value twice
+    /// (hi·v + lo·v, f32 sums), so the result keeps f32's accuracy where
+    /// one bf16 rounding would not.
     ///
     /// # Safety
-    /// `scores` and `o` hold every row of the tiles of `qn` rows; the
-    /// keys are whole pairs of tiles' depth (kbp a multiple of 32).
+    /// `scores` and `o` hold every row of the tiles of `qn` rows; `kbp` is
+    /// a multiple of the tiles' depth (16 pairs).
     unsafe fn values_on_tiles(
         &self,
         amx: Kernel<u32>,
         qn: usize,
         (j0, kbp): (usize, usize),
         first: bool,
-        (scores, p_hi, p_lo, o): (
-            &Panels<f32>,
-            &mut Panels<u32>,
-            &mut Panels<u32>,
-            &mut Panels<f32>,
-        ),
+        (scores, p_split, o): (&Panels<f32>, &mut Panels<u32>, &mut Panels<f32>),
     ) {
         let (kb, dp, nr, mr) = (self.kb, self.dp, self.kern.nr, amx.mr);
-        let kc = kbp / 2;
         // A tile row holds 16 pairs; tiles of mr rows follow each other.
         const PAIRS: usize = 16;
         for ip in (0..qn).step_by(mr) {
             let rows = mr.min(qn - ip);
+            let split = p_split.prepare(mr * kbp, false);
             // Rows past the live ones must read as zeros.
-            let (hi, lo) = (
-                p_hi.prepare(mr * kc, rows < mr),
-                p_lo.prepare(mr * kc, rows < mr),
-            );
+            for tile in (0..kbp / PAIRS).map(|q| q * mr * PAIRS) {
+                split[tile + rows * PAIRS..tile + mr * PAIRS].fill(0);
+            }
             for i in 0..rows {
                 let p = &scores.as_slice()[(ip + i) * kb..][..kbp];
-                let (h, l) = (&mut hi[i * PAIRS..], &mut lo[i * PAIRS..]);
-                vmath::split_bf16_pairs(self.level, p, h, l, mr * PAIRS);
+                vmath::split_bf16_hi_lo(self.level, p, &mut split[i * PAIRS..], mr * PAIRS);
             }
-            let tiles = |x: &[u32]| ARef {
-                ptr: x.as_ptr(),
+            let a = ARef {
+                ptr: split.as_ptr(),
                 rs: PAIRS,
                 cs: mr,
             };
-            let (a_hi, a_lo) = (tiles(hi), tiles(lo));
             for c in 0..dp / nr {
-                let b = &self.v_pairs.as_slice()[(c * self.tp / 2 + j0 / 2) * nr..][..kc * nr];
+                let b = &self.v_pairs.as_slice()[(c * self.tp + j0) * nr..][..kbp * nr];
                 // SAFETY: whole mr×nr tiles inside `o` (row stride dp);
                 // the first key block writes them, later ones add.
                 unsafe {
                     let dst = o.as_mut_slice().as_mut_ptr().add(ip * dp + c * nr);
-                    amx.call(kc, a_hi, b.as_ptr(), dst, dp, !first);
-                    amx.call(kc, a_lo, b.as_ptr(), dst, dp, true);
+                    amx.call(kbp, a, b.as_ptr(), dst, dp, !first);
                 }
             }
         }

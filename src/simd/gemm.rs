@@ -90,9 +90,11 @@ pub struct Panels<T> {
 }
 
 impl<T: Copy + Default> Panels<T> {
-    /// `len` elements on a 64-byte boundary. They are zero when `zero`,
-    /// when the length changed or the storage moved; else they hold what
-    /// the last user left (for packers that overwrite every element).
+    /// `len` elements on a 64-byte boundary. They are zero when `zero`;
+    /// else they hold whatever was there (for users that write every
+    /// element they read): zeroing on every change of length was a
+    /// twentieth of the bf16 attention, whose query blocks alternate
+    /// between two lengths.
     pub fn prepare(&mut self, len: usize, zero: bool) -> &mut [T] {
         let slack = 64 / size_of::<T>().max(1);
         if self.buf.len() < len + slack {
@@ -104,10 +106,9 @@ impl<T: Copy + Default> Panels<T> {
             "cannot align panels of {}",
             std::any::type_name::<T>()
         );
-        let stale = zero || len != self.len || at != self.at;
         (self.at, self.len) = (at, len);
         let out = &mut self.buf[at..at + len];
-        if stale {
+        if zero {
             out.fill(T::default());
         }
         out

@@ -365,18 +365,15 @@ fn bf16_split(s: f32) -> (u32, u32) {
 }
 
 per_level! {
-    /// `x` (an even length) split as [`bf16_split`] into bf16 pairs, two
-    /// values per u32 (the first in the low half, as AMX reads a pair of
-    /// reduction steps), 16 pairs at a time: pairs 16q.. at `q·stride`
-    /// of `hi` and `lo` (a row of an AMX tile every 16 pairs).
-    pub fn split_bf16_pairs(x: &[f32], hi: &mut [u32], lo: &mut [u32], stride: usize) {
-        for (q, chunk) in x.chunks(32).enumerate() {
-            let (hq, lq) = (&mut hi[q * stride..], &mut lo[q * stride..]);
-            for ((h, l), v) in hq.iter_mut().zip(lq.iter_mut()).zip(chunk.chunks_exact(2)) {
-                let (h0, l0) = bf16_split(v[0]);
-                let (h1, l1) = bf16_split(v[1]);
-                *h = h0 | h1 << 16;
-                *l = l0 | l1 << 16;
+    /// Each `x[j]` split as [`bf16_split`] into one u32, hi in the low
+    /// half and lo in the high one (a pair AMX multiplies by a value
+    /// paired with itself: hi·v + lo·v), 16 at a time: values 16q.. at
+    /// `q·stride` of `out` (a row of an AMX tile every 16 pairs).
+    pub fn split_bf16_hi_lo(x: &[f32], out: &mut [u32], stride: usize) {
+        for (q, chunk) in x.chunks(16).enumerate() {
+            for (o, &v) in out[q * stride..].iter_mut().zip(chunk) {
+                let (hi, lo) = bf16_split(v);
+                *o = hi | lo << 16;
             }
         }
     }

@@ -157,27 +157,31 @@ fn attention_bf16_key_blocks_every_route() {
     }
 }
 
-/// vmath's split_bf16_pairs at every level: hi = bf16(x), lo = bf16(x −
-/// hi) as `bf16::from_f32` rounds, pairs in u32 (first value low), 16
-/// pairs per `stride`; hi + lo within 2⁻¹⁶ of x.
+/// vmath's split_bf16_hi_lo at every level: hi = bf16(x), lo = bf16(x −
+/// hi) as `bf16::from_f32` rounds, hi in the low half of each u32, 16
+/// values per `stride`; hi + lo within 2⁻¹⁶ of x.
 #[test]
-fn split_bf16_pairs_every_level() {
-    let x: Vec<f32> = data(11, 96, 1.0)
+fn split_bf16_hi_lo_every_level() {
+    let x: Vec<f32> = data(11, 90, 1.0)
         .iter()
         .enumerate()
         .map(|(i, v)| v * 2f32.powi(i as i32 % 40 - 20))
         .collect();
-    let stride = 40;
+    let stride = 24;
     for level in simd::available() {
-        let (mut hi, mut lo) = (vec![0u32; 3 * stride], vec![0u32; 3 * stride]);
-        vmath::split_bf16_pairs(level, &x, &mut hi, &mut lo, stride);
+        let mut out = vec![0u32; 6 * stride];
+        vmath::split_bf16_hi_lo(level, &x, &mut out, stride);
         for (j, &v) in x.iter().enumerate() {
-            let at = j / 32 * stride + j % 32 / 2;
-            let part = |w: u32| (w >> (16 * (j % 2))) as u16;
+            let got = out[j / 16 * stride + j % 16];
             let h = bf16::from_f32(v);
             let l = bf16::from_f32(v - h.to_f32());
-            assert_eq!(part(hi[at]), h.to_bits(), "hi of {v} at {}", level.name());
-            assert_eq!(part(lo[at]), l.to_bits(), "lo of {v} at {}", level.name());
+            assert_eq!(got as u16, h.to_bits(), "hi of {v} at {}", level.name());
+            assert_eq!(
+                (got >> 16) as u16,
+                l.to_bits(),
+                "lo of {v} at {}",
+                level.name()
+            );
             let sum = h.to_f32() as f64 + l.to_f32() as f64;
             assert!((sum - v as f64).abs() <= 2f64.powi(-16) * (v as f64).abs());
         }
