@@ -8,15 +8,15 @@
 //! stored: a block needs QB·KB floats (QB·T up to WHOLE_ROW).
 //!
 //! A bf16 `qkv` may run both products on AMX tiles instead (exact bf16
-//! products, f32 sums): Q·Kᵀ from K packed once per head as bf16 pairs
-//! and Q copied into tiles; P·V with each probability split into bf16
-//! hi + lo (within 2⁻¹⁷ of it), a pair the tiles multiply by its value
-//! paired with itself (hi·v + lo·v). One bf16
-//! rounding of the probabilities instead errs by up to 2⁻⁹ of Σ p·|v| /
-//! Σ p, which for an output that cancels towards zero fails the bf16
-//! attention's tolerance (2⁻⁸ of the value plus 1e-5 of the largest;
-//! measured: `attention_bf16_every_route` fails without the lo part).
-//! The softmax stays f32 on every route.
+//! products, f32 sums; query blocks of two 32-row tiles): Q·Kᵀ from `qkv`
+//! read in place as bf16 pairs (K packed once per head, Q into tiles per
+//! panel); P·V with each probability split into bf16 hi + lo (within
+//! 2⁻¹⁷ of it), a pair the tiles multiply by its value paired with itself
+//! (hi·v + lo·v). One bf16 rounding of the probabilities instead errs by
+//! up to 2⁻⁹ of Σ p·|v| / Σ p, which for an output that cancels towards
+//! zero fails the bf16 attention's tolerance (2⁻⁸ of the value plus 1e-5
+//! of the largest; measured: `attention_bf16_every_route` fails without
+//! the lo part). The softmax stays f32 on every route.
 
 use super::gemm::{ARef, Kernel, Panels, kernel};
 use super::{Bf16, Simd, gemm_bf16, vmath};
@@ -138,9 +138,19 @@ pub fn attention_on<T: FloatStorage>(
         return;
     }
     let op = OutPtr(out.as_mut_ptr());
-    // Equal query blocks of at most QB rows (no short last block).
-    let mr = kernel(level).mr;
-    let qb = t.div_ceil(t.div_ceil(QB)).div_ceil(mr) * mr;
+    // A bf16 qkv read as pairs of reduction steps, in place (where it is
+    // 4-byte aligned, as every allocation is; else it runs widened).
+    let pairs: &[u32] = T::as_bf16(qkv)
+        .and_then(|x| bytemuck::try_cast_slice(x).ok())
+        .unwrap_or(&[]);
+    let tiles = amx_scores(qk, level, !pairs.is_empty(), s.head_dim);
+    // Equal query blocks of at most QB rows (no short last block), whole
+    // panels of the kernel's rows; on the tiles, whole pairs of tiles.
+    let (most, mr) = match tiles {
+        Some(amx) => (2 * amx.mr, amx.mr),
+        None => (QB, kernel(level).mr),
+    };
+    let qb = t.div_ceil(t.div_ceil(most)).div_ceil(mr) * mr;
     // Tasks are a sample's heads in groups (whole samples when there are
     // enough of them): a group's slices of every row are fetched first,
     // row by row, as contiguous runs the memory system streams well;
@@ -149,7 +159,6 @@ pub fn attention_on<T: FloatStorage>(
     // each.
     let per_task = heads_per_task(s, rayon::current_num_threads());
     let groups = s.heads.div_ceil(per_task);
-    let tiles = amx_scores(qk, level, T::as_bf16(qkv).is_some(), s.head_dim);
     let work = (0..s.batch * groups).into_par_iter();
     work.for_each_init(Scratch::default, |scratch, task| {
         let op = &op;
@@ -159,7 +168,7 @@ pub fn attention_on<T: FloatStorage>(
         // The tile configuration is thread state: set for this task.
         tiles.inspect(Kernel::set_up);
         for h in hs {
-            let head = Head::pack(qkv, s, b * s.heads + h, (level, tiles), scratch);
+            let head = Head::pack((qkv, pairs), s, b * s.heads + h, (level, tiles), scratch);
             for i0 in (0..t).step_by(qb) {
                 // SAFETY: rows i0.. of head (b, h) are this task's alone.
                 unsafe { head.query_block(i0, qb.min(t - i0), scratch, op.0) };
@@ -170,12 +179,13 @@ pub fn attention_on<T: FloatStorage>(
     });
 }
 
-/// The AMX kernel for Q·Kᵀ, where `qk` asks for AMX, the CPU has it, Q and
-/// K are bf16 and the head dim fills whole tiles (32 steps); its tile is
+/// The AMX kernel for Q·Kᵀ and P·V, where `qk` asks for AMX, the CPU has
+/// it, `qkv` reads as bf16 pairs and the head dim fills whole tiles (32
+/// steps); its tile is
 /// as wide as the f32 kernel's, so both share the score block's layout.
-fn amx_scores(qk: Bf16, level: Simd, bf16_qkv: bool, d: usize) -> Option<Kernel<u32>> {
+fn amx_scores(qk: Bf16, level: Simd, pairs: bool, d: usize) -> Option<Kernel<u32>> {
     let usable = qk == Bf16::Amx && super::available_bf16().contains(&Bf16::Amx);
-    if !usable || !bf16_qkv || !d.is_multiple_of(32) {
+    if !usable || !pairs || !d.is_multiple_of(32) {
         return None;
     }
     gemm_bf16::kernel(Bf16::Amx, d).filter(|k| k.nr == kernel(level).nr)
@@ -221,8 +231,10 @@ struct Head<'a, T> {
     kb: usize,
     /// Q·Kᵀ's B operand: NR keys per panel, head_dim deep (f32 route).
     k_panels: Panels<f32>,
-    /// Q·Kᵀ on AMX tiles, when it runs there.
+    /// Both products on AMX tiles, when they run there.
     tiles: Option<Kernel<u32>>,
+    /// `qkv` as bf16 pairs (for the tiles; else empty).
+    pairs: &'a [u32],
     /// Q·Kᵀ's B operand on AMX: NR keys per panel, head_dim/2 bf16 pairs
     /// deep.
     k_pairs: Panels<u32>,
@@ -253,9 +265,6 @@ struct Scratch {
     k_panels: Panels<f32>,
     v_panels: Panels<f32>,
     k_pairs: Panels<u32>,
-    /// A head's keys, or a query block, as contiguous bf16 rows (AMX).
-    keys_bf16: Vec<bf16>,
-    q_bf16: Vec<bf16>,
     /// A query panel packed in AMX tiles.
     q_tiles: Panels<u32>,
     v_pairs: Panels<u32>,
@@ -266,7 +275,7 @@ struct Scratch {
 
 impl<'a, T: FloatStorage> Head<'a, T> {
     fn pack(
-        qkv: &'a [T],
+        (qkv, pairs): (&'a [T], &'a [u32]),
         s: AttentionShape,
         bh: usize,
         (level, tiles): (Simd, Option<Kernel<u32>>),
@@ -280,15 +289,11 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let row = |which: usize, j: usize| &qkv[(b * t + j) * 3 * w + which * w + h * d..][..d];
         let mut k_panels = std::mem::take(&mut sc.k_panels);
         let mut k_pairs = std::mem::take(&mut sc.k_pairs);
-        if let (Some(amx), Some(x)) = (tiles, T::as_bf16(qkv)) {
-            // The keys as contiguous bf16 rows, read as rows of pairs.
-            sc.keys_bf16.clear();
-            for j in 0..t {
-                let at = (b * t + j) * 3 * w + w + h * d;
-                sc.keys_bf16.extend_from_slice(&x[at..][..d]);
-            }
-            let pairs = gemm_bf16::pairs(&sc.keys_bf16);
-            amx.pack_b(&pairs, d / 2, 0..t, 0..d / 2, &mut k_pairs);
+        if let Some(amx) = tiles {
+            // K's rows, 3W apart in `qkv`, read in place as rows of pairs
+            // (W and d are even on the tiles).
+            let first = (b * t * 3 * w + w + h * d) / 2;
+            amx.pack_b(&pairs[first..], 3 * w / 2, 0..t, 0..d / 2, &mut k_pairs);
         } else if let Some(f) = T::as_f32(qkv) {
             // K's rows are 3W apart in `qkv`: the gemm's B packing reads
             // them in place.
@@ -319,6 +324,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
                 kb: if t <= WHOLE_ROW { tp } else { KB },
                 k_panels,
                 tiles,
+                pairs,
                 k_pairs,
                 v_panels,
                 v_pairs,
@@ -350,6 +356,7 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             kb: if t <= WHOLE_ROW { tp } else { KB },
             k_panels,
             tiles,
+            pairs,
             k_pairs,
             v_panels,
             v_pairs,
@@ -388,13 +395,11 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         sc.o.prepare(rows * self.dp, false);
         let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
         let q = match (self.tiles, T::as_f32(self.qkv)) {
-            // This block's rows as contiguous bf16 for the tiles.
-            (Some(_), _) => {
-                let x = T::as_bf16(self.qkv).expect("tiles run on bf16 qkv");
-                sc.q_bf16.clear();
-                (0..qn).for_each(|i| sc.q_bf16.extend_from_slice(&x[q_row(i)..][..d]));
-                Queries::Bf16(&sc.q_bf16)
-            }
+            // Pairs in place for the tiles (q_row(0) is even there).
+            (Some(_), _) => Queries::Pairs {
+                first: q_row(0) / 2,
+                stride: 3 * w / 2,
+            },
             // In place where qkv is f32, else this block's rows widened.
             (None, Some(q)) => Queries::F32 {
                 src: q,
@@ -481,8 +486,13 @@ fn pack_value_pairs<'v>(
     (t, d, tp, nr): (usize, usize, usize, usize),
     out: &mut Panels<u32>,
 ) {
-    // Padding keys and dims must be zeros.
-    let out = out.prepare(d.div_ceil(nr) * nr * tp, true);
+    let panels = d.div_ceil(nr);
+    // Padding dims and keys must be zeros: every value when a panel has
+    // padding dims, else only the keys past t of each panel.
+    let out = out.prepare(panels * nr * tp, !d.is_multiple_of(nr));
+    for panel in out.chunks_exact_mut(tp * nr) {
+        panel[t * nr..].fill(0);
+    }
     for j in 0..t {
         for (c, piece) in v(j).chunks(nr).enumerate() {
             let dst = &mut out[(c * tp + j) * nr..][..piece.len()];
@@ -501,8 +511,9 @@ enum Queries<'q> {
         first: usize,
         stride: usize,
     },
-    /// The block's rows, contiguous bf16 (for the AMX tiles).
-    Bf16(&'q [bf16]),
+    /// Rows of bf16 pairs of `qkv` from pair `first`, `stride` apart (for
+    /// the AMX tiles).
+    Pairs { first: usize, stride: usize },
 }
 
 impl<T: FloatStorage> Head<'_, T> {
@@ -573,12 +584,11 @@ impl<T: FloatStorage> Head<'_, T> {
         let panels = live.div_ceil(nr);
         let c = scores.as_mut_slice().as_mut_ptr();
         match (q, self.tiles) {
-            (Queries::Bf16(x), Some(amx)) => {
-                let pairs = gemm_bf16::pairs(x);
+            (Queries::Pairs { first, stride }, Some(amx)) => {
                 let kc = d / 2;
                 for ip in (0..qn).step_by(amx.mr) {
                     let rows = ip..(ip + amx.mr).min(qn);
-                    let a = amx.pack_a(&pairs, kc, rows, 0..kc, q_tiles);
+                    let a = amx.pack_a(&self.pairs[*first..], *stride, rows, 0..kc, q_tiles);
                     for jp in 0..panels {
                         let b = &self.k_pairs.as_slice()[(j0 / nr + jp) * kc * nr..][..kc * nr];
                         // SAFETY: whole mr×nr tiles inside `scores` (the
@@ -602,7 +612,7 @@ impl<T: FloatStorage> Head<'_, T> {
                     }
                 }
             }
-            (Queries::Bf16(_), None) => unreachable!("bf16 queries only for the tiles"),
+            (Queries::Pairs { .. }, None) => unreachable!("pairs only for the tiles"),
         }
     }
 }
