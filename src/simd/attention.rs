@@ -309,40 +309,12 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         }
         let mut v_panels = std::mem::take(&mut sc.v_panels);
         let mut v_pairs = std::mem::take(&mut sc.v_pairs);
-        if let (Some(_), Some(x)) = (tiles, T::as_bf16(qkv)) {
-            let v = |j: usize| &x[(b * t + j) * 3 * w + 2 * w + h * d..][..d];
-            pack_value_pairs(v, (t, d, tp, nr), &mut v_pairs);
-            return Head {
-                s,
-                level,
-                kern,
-                qkv,
-                b,
-                h,
-                dp,
-                tp,
-                kb: if t <= WHOLE_ROW { tp } else { KB },
-                k_panels,
-                tiles,
-                pairs,
-                k_pairs,
-                v_panels,
-                v_pairs,
-            };
-        }
-        // Every live key's row is overwritten. Padding keys are never read
-        // (P·V runs over the live keys only) and padding columns give
-        // output dims past d, which are dropped: neither needs zeros.
-        let panels = v_panels.prepare(dp * tp, false);
-        for (c, panel) in panels.chunks_exact_mut(tp * nr).enumerate() {
-            let cols = nr.min(d - c * nr);
-            for j in 0..t {
-                T::widen(
-                    level,
-                    &row(2, j)[c * nr..][..cols],
-                    &mut panel[j * nr..][..cols],
-                );
+        match (tiles, T::as_bf16(qkv)) {
+            (Some(_), Some(x)) => {
+                let v = |j: usize| &x[(b * t + j) * 3 * w + 2 * w + h * d..][..d];
+                pack_value_pairs(v, (t, d, tp, nr), &mut v_pairs);
             }
+            _ => pack_values(level, |j| row(2, j), (t, d, tp, nr), &mut v_panels),
         }
         Head {
             s,
@@ -474,6 +446,26 @@ impl<'a, T: FloatStorage> Head<'a, T> {
             let row = &mut sc.o.as_mut_slice()[r * self.dp..][..d];
             row.iter_mut().for_each(|y| *y *= inv);
             T::narrow(self.level, row, dst);
+        }
+    }
+}
+
+/// A head's values `v(j)` (t rows of d) widened into P·V's B panels for
+/// the f32 kernel: `nr` dims per panel, `tp` keys deep. Every live key's
+/// row is overwritten. Padding keys are never read (P·V runs over the live
+/// keys only) and padding columns give output dims past d, which are
+/// dropped: neither needs zeros.
+fn pack_values<'v, T: FloatStorage>(
+    level: Simd,
+    v: impl Fn(usize) -> &'v [T],
+    (t, d, tp, nr): (usize, usize, usize, usize),
+    out: &mut Panels<f32>,
+) {
+    let panels = out.prepare(d.div_ceil(nr) * nr * tp, false);
+    for (c, panel) in panels.chunks_exact_mut(tp * nr).enumerate() {
+        let cols = nr.min(d - c * nr);
+        for j in 0..t {
+            T::widen(level, &v(j)[c * nr..][..cols], &mut panel[j * nr..][..cols]);
         }
     }
 }
