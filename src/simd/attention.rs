@@ -72,7 +72,8 @@ unsafe impl<T> Sync for OutPtr<T> {}
 pub trait FloatStorage: Copy + Send + Sync + 'static {
     /// The slice itself where it already is f32 (Q is then read in place).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
-    /// The slice itself where it is bf16 (Q·Kᵀ can then run on AMX).
+    /// The slice itself where it is bf16 (the products can then run on
+    /// AMX tiles).
     fn as_bf16(s: &[Self]) -> Option<&[bf16]>;
     /// `dst = src` in f32 (exact).
     fn widen(level: Simd, src: &[Self], dst: &mut [f32]);
@@ -114,20 +115,22 @@ impl FloatStorage for bf16 {
 
 /// `out = softmax(Q·Kᵀ/√d)·V` per (sample, head) of the fused `qkv`
 /// (layout as `crate::ops::attention`). A bf16 `qkv` at the AVX-512 level
-/// takes Q·Kᵀ on AMX tiles where the bf16 gemm does ([`attention_on`]).
+/// runs its products on AMX tiles where the bf16 gemm does
+/// ([`attention_on`]).
 pub fn attention<T: FloatStorage>(level: Simd, qkv: &[T], out: &mut [T], s: AttentionShape) {
     let amx = level == Simd::Avx512 && super::active_bf16() == Bf16::Amx;
-    let qk = if amx { Bf16::Amx } else { Bf16::Widen };
-    attention_on(level, qk, qkv, out, s)
+    let route = if amx { Bf16::Amx } else { Bf16::Widen };
+    attention_on(level, route, qkv, out, s)
 }
 
-/// [`attention`] with Q·Kᵀ on the bf16 route `qk`: AMX tiles (bf16
-/// products, f32 sums; the softmax and P·V stay f32) when `qk` is AMX and
-/// the CPU has it, `qkv` is bf16 and the head dim a multiple of 32;
-/// otherwise the f32 kernels of `level` on the widened values.
+/// [`attention`] with Q·Kᵀ and P·V on the bf16 route `route`: AMX tiles
+/// (bf16 products, f32 sums, P split into hi + lo; the softmax stays f32)
+/// when `route` is AMX and the CPU has it, `qkv` is bf16 on 4 bytes and
+/// the head dim a multiple of 32; otherwise the f32 kernels of `level` on
+/// the widened values.
 pub fn attention_on<T: FloatStorage>(
     level: Simd,
-    qk: Bf16,
+    route: Bf16,
     qkv: &[T],
     out: &mut [T],
     s: AttentionShape,
@@ -143,7 +146,7 @@ pub fn attention_on<T: FloatStorage>(
     let pairs: &[u32] = T::as_bf16(qkv)
         .and_then(|x| bytemuck::try_cast_slice(x).ok())
         .unwrap_or(&[]);
-    let tiles = amx_scores(qk, level, !pairs.is_empty(), s.head_dim);
+    let tiles = amx_tiles(route, level, !pairs.is_empty(), s.head_dim);
     // Equal query blocks of at most QB rows (no short last block), whole
     // panels of the kernel's rows; on the tiles, whole pairs of tiles.
     let (most, mr) = match tiles {
@@ -179,12 +182,12 @@ pub fn attention_on<T: FloatStorage>(
     });
 }
 
-/// The AMX kernel for Q·Kᵀ and P·V, where `qk` asks for AMX, the CPU has
+/// The AMX kernel for Q·Kᵀ and P·V, where `route` is AMX, the CPU has
 /// it, `qkv` reads as bf16 pairs and the head dim fills whole tiles (32
-/// steps); its tile is
-/// as wide as the f32 kernel's, so both share the score block's layout.
-fn amx_scores(qk: Bf16, level: Simd, pairs: bool, d: usize) -> Option<Kernel<u32>> {
-    let usable = qk == Bf16::Amx && super::available_bf16().contains(&Bf16::Amx);
+/// steps). Its tile is as wide as the f32 kernel's, so both share the
+/// score block's layout.
+fn amx_tiles(route: Bf16, level: Simd, pairs: bool, d: usize) -> Option<Kernel<u32>> {
+    let usable = route == Bf16::Amx && super::available_bf16().contains(&Bf16::Amx);
     if !usable || !pairs || !d.is_multiple_of(32) {
         return None;
     }
