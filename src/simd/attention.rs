@@ -371,9 +371,10 @@ impl<'a, T: FloatStorage> Head<'a, T> {
         let q_row = |i: usize| (self.b * t + i0 + i) * 3 * w + self.h * d;
         let q = match (self.tiles, T::as_f32(self.qkv)) {
             // Pairs in place for the tiles (q_row(0) is even there).
-            (Some(_), _) => Queries::Pairs {
+            (Some(amx), _) => Queries::Pairs {
                 first: q_row(0) / 2,
                 stride: 3 * w / 2,
+                amx,
             },
             // In place where qkv is f32, else this block's rows widened.
             (None, Some(q)) => Queries::F32 {
@@ -506,9 +507,13 @@ enum Queries<'q> {
         first: usize,
         stride: usize,
     },
-    /// Rows of bf16 pairs of `qkv` from pair `first`, `stride` apart (for
-    /// the AMX tiles).
-    Pairs { first: usize, stride: usize },
+    /// Rows of bf16 pairs of `qkv` from pair `first`, `stride` apart, for
+    /// the AMX tile kernel `amx`.
+    Pairs {
+        first: usize,
+        stride: usize,
+        amx: Kernel<u32>,
+    },
 }
 
 impl<T: FloatStorage> Head<'_, T> {
@@ -578,12 +583,12 @@ impl<T: FloatStorage> Head<'_, T> {
         let (j0, live) = (keys.start, keys.len());
         let panels = live.div_ceil(nr);
         let c = scores.as_mut_slice().as_mut_ptr();
-        match (q, self.tiles) {
-            (Queries::Pairs { first, stride }, Some(amx)) => {
+        match *q {
+            Queries::Pairs { first, stride, amx } => {
                 let kc = d / 2;
                 for ip in (0..qn).step_by(amx.mr) {
                     let rows = ip..(ip + amx.mr).min(qn);
-                    let a = amx.pack_a(&self.pairs[*first..], *stride, rows, 0..kc, q_tiles);
+                    let a = amx.pack_a(&self.pairs[first..], stride, rows, 0..kc, q_tiles);
                     for jp in 0..panels {
                         let b = &self.k_pairs.as_slice()[(j0 / nr + jp) * kc * nr..][..kc * nr];
                         // SAFETY: whole mr×nr tiles inside `scores` (the
@@ -592,10 +597,10 @@ impl<T: FloatStorage> Head<'_, T> {
                     }
                 }
             }
-            (Queries::F32 { src, first, stride }, _) => {
+            Queries::F32 { src, first, stride } => {
                 for ip in (0..qn).step_by(self.kern.mr) {
                     let left = qn - ip;
-                    let a = rows_of(self.kern, src, first + ip * stride, left, *stride, d, tail);
+                    let a = rows_of(self.kern, src, first + ip * stride, left, stride, d, tail);
                     for jp in 0..panels {
                         let b = &self.k_panels.as_slice()[(j0 / nr + jp) * d * nr..][..d * nr];
                         // A last panel of few keys takes a half tile (the
@@ -607,7 +612,6 @@ impl<T: FloatStorage> Head<'_, T> {
                     }
                 }
             }
-            (Queries::Pairs { .. }, None) => unreachable!("pairs only for the tiles"),
         }
     }
 }

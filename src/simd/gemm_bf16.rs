@@ -80,7 +80,7 @@ pub(super) fn kernel(level: Bf16, k: usize) -> Option<Kernel<u32>> {
 
 /// A bf16 slice (even length) as u32 pairs: a view where it is 4-byte
 /// aligned, else a copy.
-pub(super) fn pairs(v: &[bf16]) -> Cow<'_, [u32]> {
+fn pairs(v: &[bf16]) -> Cow<'_, [u32]> {
     match bytemuck::try_cast_slice(v) {
         Ok(p) => Cow::Borrowed(p),
         Err(_) => Cow::Owned(
