@@ -450,7 +450,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// A temporary name beside `path`, unique to this process.
-fn temp_beside(path: &Path) -> std::path::PathBuf {
+pub(crate) fn temp_beside(path: &Path) -> std::path::PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())

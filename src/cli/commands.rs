@@ -3,6 +3,7 @@
 use super::Cmd;
 use super::args::{ArchFlags, DataArgs, EvalArgs, ExpertiseArgs, RunFlags, TextFlags};
 use anyhow::{Result, bail};
+use dawin::data::pixel_file::PixelFile;
 use dawin::data::{dataset, synth};
 use dawin::exec::{self, ExecutorKind};
 use dawin::model::Model;
@@ -10,7 +11,7 @@ use dawin::model::placed::Precision;
 use dawin::pipelines::bench::BenchOptions;
 use dawin::pipelines::{demo, eval, mtl, multiset, shard};
 use dawin::report::summary;
-use dawin::tensorfile::{Tensor, write_atomic, write_pixels_with_labels};
+use dawin::tensorfile::{Tensor, write_atomic};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -466,24 +467,37 @@ fn run_preprocess(
     dtype: dataset::PixelDtype,
 ) -> Result<()> {
     dawin::tensorfile::check_output(out)?;
-    let p = dataset::preprocess_paths(paths, size, opt, true)?;
-    let n = p.labels.len();
-    let shape = [n, 3, size, size];
-    match dtype {
+    let set = dawin::data::image_set::ImageSet::open(paths, size, opt)?;
+    let (st_dtype, meta) = match dtype {
         dataset::PixelDtype::U8 => {
             let meta = [(dataset::U8_PIXELS_KEY, dataset::U8_PIXELS_MEANING)];
             let meta = meta.map(|(k, v)| (k.to_string(), v.to_string())).into();
-            let px = (safetensors::Dtype::U8, &p.pixels[..]);
-            write_pixels_with_labels(out, px, &shape, &p.labels, Some(meta))?;
+            (safetensors::Dtype::U8, Some(meta))
         }
+        dataset::PixelDtype::F32 => (safetensors::Dtype::F32, None),
+    };
+    let mut file = PixelFile::create(out, (st_dtype, size), set.len(), meta)?;
+    // Normalised image by image into one buffer (F32 only).
+    let mut values = Vec::<f32>::new();
+    let decoded = set.decode_each(true, |px, _| match dtype {
+        dataset::PixelDtype::U8 => file.push(px),
         dataset::PixelDtype::F32 => {
-            let mut data = vec![0f32; p.pixels.len()];
-            dawin::data::preprocess::normalize(&p.pixels, &mut data, size * size);
-            let px = (safetensors::Dtype::F32, bytemuck::cast_slice(&data));
-            write_pixels_with_labels(out, px, &shape, &p.labels, None)?;
+            values.resize(px.len(), 0.0);
+            dawin::data::preprocess::normalize(px, &mut values, size * size);
+            file.push(bytemuck::cast_slice(&values))
         }
+    })?;
+    let n = decoded.labels.len();
+    if n == 0 {
+        let why = dawin::invalid!("no image could be read from {} path(s)", paths.len());
+        return Err(why.into());
     }
-    crate::errln!("{n} images ({} skipped) -> {}", p.skipped, out.display());
+    file.finish(&decoded.labels)?;
+    crate::errln!(
+        "{n} images ({} skipped) -> {}",
+        decoded.skipped,
+        out.display()
+    );
     Ok(())
 }
 

@@ -564,19 +564,31 @@ impl Dataset {
         }
     }
 
+    /// Decode, resize and center crop of a folder's image `i`, as planar
+    /// u8 `[3, size, size]` (an error for a tensor file's samples, which
+    /// are pixels already).
+    pub fn load_pixels(&self, i: usize) -> Result<Vec<u8>> {
+        match &self.source {
+            Source::Folder { paths } => {
+                preprocess::load_pixels_cropped(&paths[i], self.size, self.crop_border)
+            }
+            _ => Err(crate::invalid!(
+                "{} holds pixels, not images to decode",
+                self.describe(i)
+            )),
+        }
+    }
+
     /// Decodes, trims, resizes and crops images of a folder in parallel, as
     /// u8 `[3,S,S]` each (`preprocess::clip_pixels`), in `indices` order;
     /// empty for a tensor file.
     fn decode(&self, indices: &[usize]) -> Vec<(usize, Result<Vec<u8>>)> {
-        let Source::Folder { paths } = &self.source else {
+        if !matches!(self.source, Source::Folder { .. }) {
             return vec![];
-        };
+        }
         indices
             .par_iter()
-            .map(|&i| {
-                let px = preprocess::load_pixels_cropped(&paths[i], self.size, self.crop_border);
-                (i, px)
-            })
+            .map(|&i| (i, self.load_pixels(i)))
             .collect()
     }
 
@@ -795,83 +807,4 @@ pub fn read_pixel_values(path: &Path) -> Result<(Vec<usize>, PixelBuf)> {
     // Bytes, normalised by the forward's first op.
     let px = PixelBuf::U8(t.data().to_vec(), preprocess::CLIP_NORMALIZATION);
     Ok((shape, px))
-}
-
-/// What `dawin preprocess` produced: pixels `[n,3,size,size]` as u8 after
-/// resize and crop (normalise with [`preprocess::normalize`]), labels (−1
-/// for single images) and how many images could not be read.
-pub struct Preprocessed {
-    pub pixels: Vec<u8>,
-    pub labels: Vec<i64>,
-    pub skipped: usize,
-}
-
-/// Decodes and CLIP-preprocesses every image of `paths`: class folders
-/// (labels by sorted folder name) or single images (label −1).
-/// Unreadable images are reported on stderr and skipped.
-pub fn preprocess_paths(
-    paths: &[std::path::PathBuf],
-    size: usize,
-    opt: &FolderOptions,
-    progress: bool,
-) -> Result<Preprocessed> {
-    if size == 0 {
-        return Err(crate::invalid!("--size must be positive"));
-    }
-    let mut out = Preprocessed {
-        pixels: Vec::new(),
-        labels: Vec::new(),
-        skipped: 0,
-    };
-    for p in paths {
-        if !p.is_dir() {
-            match preprocess::load_pixels_cropped(p, size, opt.crop_border) {
-                Ok(v) => {
-                    out.pixels.extend(v);
-                    out.labels.push(-1);
-                }
-                Err(e) => {
-                    crate::reporter::warn(&format!("skipped {e}"));
-                    out.skipped += 1;
-                }
-            }
-            continue;
-        }
-        let d = Dataset::open_with(p, size, opt)?;
-        for w in &d.warnings {
-            crate::reporter::warn(&format!("{}: {w}", p.display()));
-        }
-        for f in &d.skipped_files {
-            crate::reporter::warn(&format!("skipped {}: {}", f.path.display(), f.why));
-            out.skipped += 1;
-        }
-        crate::limits::check_alloc("the preprocessed images", d.len(), 12 * size * size)?;
-        out.pixels.reserve(d.len() * 3 * size * size);
-        let pb = crate::reporter::progress(d.len(), "preprocess", progress);
-        let all: Vec<usize> = (0..d.len()).collect();
-        for chunk in all.chunks(64) {
-            crate::interrupt::check()?;
-            for (i, px) in d.decode(chunk) {
-                match px {
-                    Ok(px) => {
-                        out.labels.push(d.labels[i]);
-                        out.pixels.extend_from_slice(&px);
-                    }
-                    Err(e) => {
-                        crate::reporter::warn(&format!("skipped {}: {e}", d.describe(i)));
-                        out.skipped += 1;
-                    }
-                }
-                pb.inc(1);
-            }
-        }
-        pb.finish();
-    }
-    if out.labels.is_empty() {
-        return Err(crate::invalid!(
-            "no image could be read from {} path(s)",
-            paths.len()
-        ));
-    }
-    Ok(out)
 }

@@ -3,8 +3,10 @@
 //! projection of logits onto them, and the demo's procedural images.
 
 pub mod dataset;
+pub mod image_set;
 pub mod label_spaces;
 pub mod pixel_cache;
+pub mod pixel_file;
 pub mod preprocess;
 pub mod projection;
 pub mod resample;

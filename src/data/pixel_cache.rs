@@ -394,7 +394,7 @@ fn remove_orphans(dir: &Path) {
 }
 
 /// Free bytes on the file system holding `dir`, where it can be asked.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };

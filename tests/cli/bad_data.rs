@@ -1146,6 +1146,73 @@ fn noise_image(path: &Path, w: u32, h: u32, seed: u32) {
     img.save(path).unwrap();
 }
 
+/// `preprocess` of a class folder and single files, some unreadable, more
+/// images than one decoded chunk: the file holds the readable ones in the
+/// order given, with their labels (−1 for single files), each image's
+/// pixels those of the library's own decode; nothing else is left beside it.
+#[test]
+fn preprocess_keeps_order_labels_and_pixels_across_chunks_and_skips() {
+    use dawin::data::preprocess::load_pixels_cropped;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("images");
+    let mut want = vec![];
+    for i in 0..70u32 {
+        let class = i % 3;
+        let f = root.join(format!("c{class}/i{i:03}.png"));
+        noise_image(&f, 20 + i % 7, 17 + i % 5, i);
+    }
+    std::fs::write(root.join("c1/broken.png"), b"not a png").unwrap();
+    for class in 0..3 {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(format!("c{class}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| !f.ends_with("broken.png"))
+            .collect();
+        files.sort();
+        want.extend(files.into_iter().map(|f| (f, class as i64)));
+    }
+    let single = d.path().join("single.png");
+    noise_image(&single, 31, 23, 99);
+    let bad = d.path().join("bad.png");
+    std::fs::write(&bad, b"not a png either").unwrap();
+    want.push((single.clone(), -1));
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let px = out.join("px.safetensors");
+    let t = ok(&[
+        "preprocess",
+        &p(&root),
+        &p(&single),
+        &p(&bad),
+        "--size",
+        "16",
+        "--dtype",
+        "u8",
+        "--out",
+        &p(&px),
+    ]);
+    assert!(t.contains("71 images (2 skipped)"), "{t}");
+    assert!(t.contains("broken.png") && t.contains("bad.png"), "{t}");
+    let f = TensorFile::open(&px).unwrap();
+    let labels = f.read_i64("labels").unwrap().1;
+    assert_eq!(labels, want.iter().map(|w| w.1).collect::<Vec<_>>());
+    let st = f.tensors();
+    let got = st.tensor("pixel_values").unwrap();
+    assert_eq!(got.shape(), [71, 3, 16, 16]);
+    for (i, (file, _)) in want.iter().enumerate() {
+        let one = load_pixels_cropped(file, 16, 0).unwrap();
+        assert!(
+            got.data()[i * 768..][..768] == one[..],
+            "image {i}: {file:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "only the output"
+    );
+}
+
 #[test]
 fn the_u8_pixel_cache_gives_the_f32_results() {
     let d = tempfile::tempdir().unwrap();
