@@ -10,9 +10,12 @@ use crate::error::Result;
 use rayon::prelude::*;
 use std::path::PathBuf;
 
-/// Images decoded at once: enough to keep every thread busy, few enough
-/// that a chunk's pixels (64 · 150 KB at 224) stay small.
+/// Most images decoded at once: enough to keep every thread busy, few
+/// enough that a chunk's pixels (64 · 150 KB at 224) stay small.
 const CHUNK: usize = 64;
+/// Pixel bytes a chunk may hold before it is cut below [`CHUNK`] (large
+/// `--size`: 8192 is 201 MB an image).
+const CHUNK_BYTES: usize = 256 << 20;
 
 /// The readable-looking images of some paths, in order.
 pub struct ImageSet {
@@ -102,7 +105,7 @@ impl ImageSet {
             skipped: self.skipped,
         };
         let pb = crate::reporter::progress(items.len(), "preprocess", progress);
-        let mut chunks = items.chunks(CHUNK);
+        let mut chunks = items.chunks(self.chunk_len());
         let mut ready = chunks.next().map(|c| self.decode(c)).unwrap_or_default();
         while !ready.is_empty() {
             crate::interrupt::check()?;
@@ -115,6 +118,16 @@ impl ImageSet {
         }
         pb.finish();
         Ok(out)
+    }
+
+    /// Images per chunk: [`CHUNK`], fewer for large images, never fewer
+    /// than the threads.
+    fn chunk_len(&self) -> usize {
+        let image = 3 * self.size * self.size;
+        // Not `clamp`: a machine may have more threads than CHUNK.
+        (CHUNK_BYTES / image)
+            .min(CHUNK)
+            .max(rayon::current_num_threads())
     }
 
     /// Decodes `items` on every thread, in order.

@@ -64,11 +64,12 @@ impl PixelFile {
         // Data starts on 64 bytes, where every dtype's values are aligned.
         w.reserved = (w.header(most).len() + 8).div_ceil(64) * 64 - 8;
         w.check_room()?;
-        let mut f = File::create(&w.tmp).map_err(|e| Error::io(path, e))?;
-        let start = 8 + w.reserved as u64;
-        f.seek(SeekFrom::Start(start))
+        let f = w
+            .file
+            .insert(File::create(&w.tmp).map_err(|e| Error::io(path, e))?);
+        // Dropped on an error here, `w` removes the temporary file.
+        f.seek(SeekFrom::Start(8 + w.reserved as u64))
             .map_err(|e| Error::io(path, e))?;
-        w.file = Some(f);
         Ok(w)
     }
 
