@@ -432,12 +432,18 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// The folder holding `path`: its parent, or `.` for a bare file name
+/// (whose parent is the empty path).
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Flushes the folder holding `path`, so a rename into it is durable.
 pub fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
-    }
+    sync_dir(folder_of(path))
 }
 
 /// Flushes a folder's entries to disk (a no-op where folders cannot be
@@ -467,10 +473,7 @@ pub fn check_output(path: &Path) -> Result<()> {
             "is a directory; give a file name to write",
         ));
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = folder_of(path);
     if !parent.is_dir() {
         return Err(Error::file(
             path,

@@ -443,10 +443,7 @@ fn run_merge(inputs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<()> 
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
         crate::out!("{}", summary::table(&order, &m));
-        let dir = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = dawin::tensorfile::folder_of(out);
         crate::outln!(
             "recomputed on the shards' samples.csv rows; samples.csv, lambdas.svg and lambda_oracle.svg (with classes.txt and skipped.txt when the shards had them) are in {}",
             dir.display()

@@ -145,10 +145,7 @@ impl PixelFile {
         let need = (self.most as u64)
             .saturating_mul(self.image_bytes + 8)
             .saturating_add(8 + self.reserved as u64);
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = crate::tensorfile::folder_of(&self.path);
         match crate::data::pixel_cache::free_bytes(dir) {
             Some(free) if free < need => Err(crate::invalid!(
                 "{} needs up to {} for {} images, and its file system has {} free",

@@ -47,10 +47,7 @@ pub fn merge_summaries(inputs: &[&Path], out: &Path, allow_partial: bool) -> Res
         .map(|s| read_rows(s))
         .collect::<Result<Vec<_>>>()?;
     let rows = SampleTable::concat(tables).map_err(|why| Error::file(inputs[0], why))?;
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = crate::tensorfile::folder_of(out);
     let name = out
         .file_name()
         .unwrap_or_default()
