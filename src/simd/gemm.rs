@@ -626,8 +626,9 @@ unsafe fn portable(kc: usize, a: ARef, b: *const f32, c: *mut f32, ldc: usize, a
 
 /// Rows `rows`, steps `ks` of `a` (row-major, `k` steps a row) into an A
 /// panel of `mr` rows in tiles of `w` steps: row i's steps qw..qw+w at
-/// (q·mr + i)·w. An element loop, not copy_from_slice: a memmove call
-/// per 64-byte piece cost a tenth of the AMX gemm.
+/// (q·mr + i)·w. The portable form: the compiler may still make a
+/// memmove call of each piece, so AVX-512 CPUs (all that have AMX) take
+/// [`x86::copy_tiles`], one move per 64-byte piece.
 #[inline(always)]
 fn copy_tiles<T: Copy>(
     a: &[T],
