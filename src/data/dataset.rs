@@ -1,5 +1,5 @@
-//! Evaluation data: a safetensors file (`pixel_values` [N,3,S,S] in any
-//! float dtype, `labels` i64 [N]) or an image folder read the way
+//! Evaluation data: a safetensors file (`pixel_values` `[N,3,S,S]` in any
+//! float dtype, `labels` i64 `[N]`) or an image folder read the way
 //! torchvision's `ImageFolder` reads one (one subfolder per class, classes
 //! indexed by sorted folder name, images found recursively inside each,
 //! extensions matched case-insensitively), streamed in batches with

@@ -162,7 +162,7 @@ pub fn generate(domain: Domain, per_class: usize, seed: u64) -> (Vec<f32>, Vec<i
     (pixels, labels)
 }
 
-/// `dawin synth`: writes OUT/<domain>.safetensors for every domain and
+/// `dawin synth`: writes `OUT/<domain>.safetensors` for every domain and
 /// OUT/preview.png (the first ten images of each domain, one row each);
 /// returns the data files written.
 pub fn write_domains(

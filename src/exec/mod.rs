@@ -127,7 +127,7 @@ impl Drop for Range<'_> {
 /// typed conveniences (`alloc`, `upload`, `download`, `run`) are inherent
 /// methods of `dyn Executor`, below.
 pub trait Executor {
-    /// Short name for reports: "cpu", "emu", "cuda:<device name>".
+    /// Short name for reports: `"cpu"`, `"emu"`, `"cuda:<device name>"`.
     fn name(&self) -> String;
 
     /// A zero-filled allocation of `len` elements of `dtype`; the caller

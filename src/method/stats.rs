@@ -26,7 +26,7 @@ pub struct Scores {
 
 impl Scores {
     /// Adds one sample: `p` its class probabilities, `log_py` ln p(y) when
-    /// known more exactly than ln p[y] (a log-softmax), `y` its label.
+    /// known more exactly than `ln p[y]` (a log-softmax), `y` its label.
     pub fn push(&mut self, p: &[f64], log_py: Option<f64>, y: usize) {
         self.nll.push(-log_py.unwrap_or_else(|| p[y].ln()));
         self.confidence

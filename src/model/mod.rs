@@ -1,6 +1,6 @@
 //! CLIP ViT image-tower weights: the model spec, the canonical parameter
 //! table and one flat f32 parameter buffer per model (so a whole model lerps
-//! in a single launch); [`load`] reads checkpoints, [`device`] places a
+//! in a single launch); [`load`] reads checkpoints, [`placed`] places a
 //! model on an executor, [`vit`] runs it.
 
 pub mod batch;

@@ -1,8 +1,8 @@
 //! CLIP's text tower: its spec, its parameters in one flat f32 buffer, and
 //! its loader for the OpenAI/open_clip layout (`token_embedding`,
 //! `positional_embedding`, `transformer.resblocks.*`, `ln_final`,
-//! `text_projection` [W,D]) and HF's (`text_model.*`,
-//! `text_projection.weight` [D,W]). [`super::text_tower`] runs it.
+//! `text_projection` `[W,D]`) and HF's (`text_model.*`,
+//! `text_projection.weight` `[D,W]`). [`super::text_tower`] runs it.
 
 use super::reader::{Flat, Reader, transpose};
 use super::{Act, Block, Overrides};

@@ -23,7 +23,7 @@ pub struct DualEmbed {
     pub mix: Mix,
 }
 
-/// `out[n,t,w]`: token 0 = class + pos[0], token t = patches[t−1] + pos[t].
+/// `out[n,t,w]`: token 0 = `class + pos[0]`, token t = `patches[t−1] + pos[t]`.
 #[derive(Clone, Copy, Debug)]
 pub struct EmbedAdd {
     pub patches: Buf,

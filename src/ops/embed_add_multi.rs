@@ -9,7 +9,7 @@ use crate::device::{Arg, Dims, Gpu, u32_arg};
 use crate::error::Result;
 use rayon::prelude::*;
 
-/// `out[n,t,w]`: token 0 = class + pos[0], token t = patches[t−1] + pos[t],
+/// `out[n,t,w]`: token 0 = `class + pos[0]`, token t = `patches[t−1] + pos[t]`,
 /// class and pos merged per sample.
 #[derive(Clone, Copy, Debug)]
 pub struct EmbedAddMulti {

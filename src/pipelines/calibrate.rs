@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// The range of β = 1/T searched: T from 0.01 to 100.
 const BETA_RANGE: (f64, f64) = (0.01, 100.0);
 
-/// Mean −ln softmax(z/t)[y] over the rows.
+/// Mean `−ln softmax(z/t)[y]` over the rows.
 pub fn mean_nll(logits: &[f32], labels: &[i64], c: usize, t: f32) -> f64 {
     let total: f64 = logits
         .chunks(c)

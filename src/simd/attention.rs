@@ -1,10 +1,10 @@
 //! Flash-style attention on the CPU: for each (sample, head), query blocks
-//! of [`QB`] rows sweep key blocks of [`KB`] (all keys at once up to
-//! [`WHOLE_ROW`]); `Q·Kᵀ` and `P·V` run on the
+//! of `QB` rows sweep key blocks of `KB` (all keys at once up to
+//! `WHOLE_ROW`); `Q·Kᵀ` and `P·V` run on the
 //! gemm micro-kernel (K and V packed once per head into B panels; Q read
 //! in place from `qkv` and P from the score block, as strided A operands),
 //! with the online softmax in between: a running max and sum per row, the
-//! partial output rescaled when the max grows. Nothing of size [T,T] is
+//! partial output rescaled when the max grows. Nothing of size `[T,T]` is
 //! stored: a block needs QB·KB floats (QB·T up to WHOLE_ROW).
 //!
 //! A bf16 `qkv` may run both products on AMX tiles instead (exact bf16

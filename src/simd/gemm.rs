@@ -318,7 +318,7 @@ unsafe impl Sync for OutPtr {}
 pub type Epilogue<'a> = dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a;
 
 /// `outs[t] = a · bs[t]ᵀ` for every t, then `epilogue` on each finished
-/// row segment. `a` is [m,k], each `bs[t]` [n,k], each `outs[t]` points to
+/// row segment. `a` is `[m,k]`, each `bs[t]` `[n,k]`, each `outs[t]` points to
 /// m·n writable floats that nothing else touches during the call.
 ///
 /// # Safety

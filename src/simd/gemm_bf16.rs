@@ -14,7 +14,7 @@ use std::borrow::Cow;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::pack_transposed;
 
-/// `outs[t] = a · bs[t]ᵀ` in f32 from bf16 `a` [m,k] and `bs[t]` [n,k],
+/// `outs[t] = a · bs[t]ᵀ` in f32 from bf16 `a` `[m,k]` and `bs[t]` `[n,k]`,
 /// then `epilogue` on each finished row segment, as
 /// [`super::gemm::multi`]. An odd `k` (no pairs) runs widened to f32.
 ///

@@ -126,7 +126,7 @@ fn sum(x: &[f32]) -> f32 {
 per_level! {
     /// `x ← e^(scale·x − shift)`, returning Σ of the new values (the
     /// softmax's exponentials). On AVX-512 through FMA and `vscalefps`
-    /// ([`x86::exp_scaled_sum`]): the compiled scalar form is about 45
+    /// (`x86::exp_scaled_sum`): the compiled scalar form is about 45
     /// vector instructions per 16 values, and a zmm instruction issues on
     /// two ports only, which made it a fifth of the CPU attention.
     pub fn exp_scaled_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
@@ -365,7 +365,7 @@ fn bf16_split(s: f32) -> (u32, u32) {
 }
 
 per_level! {
-    /// Each `x[j]` split as [`bf16_split`] into one u32, hi in the low
+    /// Each `x[j]` split as `bf16_split` into one u32, hi in the low
     /// half and lo in the high one (a pair AMX multiplies by a value
     /// paired with itself: hi·v + lo·v), 16 at a time: values 16q.. at
     /// `q·stride` of `out` (a row of an AMX tile every 16 pairs).
