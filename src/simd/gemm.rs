@@ -800,17 +800,52 @@ pub(super) mod x86 {
         // SAFETY: every pointer offset stays inside the documented sizes.
         unsafe {
             let mut r = [[_mm512_setzero_ps(); V]; MR];
-            for p in 0..kc {
-                let bv: [__m512; V] =
-                    std::array::from_fn(|v| _mm512_loadu_ps(b.add(p * 32 + 16 * v)));
-                for (i, ri) in r.iter_mut().enumerate() {
-                    let ai = _mm512_set1_ps(*a.ptr.add(i * a.rs + p * a.cs));
-                    for (rv, &bv) in ri.iter_mut().zip(&bv) {
-                        *rv = _mm512_fmadd_ps(ai, bv, *rv);
-                    }
+            // A read in place (cs = 1) goes four steps a pass: the MR row
+            // pointers (rs apart, known only at run time) are worked out
+            // once a pass and each step reads at a constant offset from
+            // them. Worked out every step they were about a dozen integer
+            // ops beside the 24 FMAs; four steps a pass measured 5–11 %
+            // faster on the whole gemm (warm, 2 threads; two or eight steps
+            // a pass were slower than one).
+            let passes = if a.cs == 1 { kc / 4 * 4 } else { 0 };
+            for p0 in (0..passes).step_by(4) {
+                let rows: [*const f32; MR] = std::array::from_fn(|i| a.ptr.add(i * a.rs + p0));
+                for u in 0..4 {
+                    fma_step(&mut r, b.add((p0 + u) * 32), &rows, u);
                 }
             }
+            for p in passes..kc {
+                let rows: [*const f32; MR] =
+                    std::array::from_fn(|i| a.ptr.add(i * a.rs + p * a.cs));
+                fma_step(&mut r, b.add(p * 32), &rows, 0);
+            }
             store_x16v(&mut r, c, ldc, acc);
+        }
+    }
+
+    /// One reduction step of [`avx512`]: `r[i] += a[i] · b` for the MR
+    /// rows, row i's value at `rows[i] + u`, b the step's 16V floats.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `b` holds 16V floats and each `rows[i] + u`
+    /// one.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn fma_step<const MR: usize, const V: usize>(
+        r: &mut [[__m512; V]; MR],
+        b: *const f32,
+        rows: &[*const f32; MR],
+        u: usize,
+    ) {
+        // SAFETY: as documented.
+        unsafe {
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
+            for (ri, row) in r.iter_mut().zip(rows) {
+                let ai = _mm512_set1_ps(*row.add(u));
+                for (rv, &bv) in ri.iter_mut().zip(&bv) {
+                    *rv = _mm512_fmadd_ps(ai, bv, *rv);
+                }
+            }
         }
     }
 
