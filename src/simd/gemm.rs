@@ -800,26 +800,44 @@ pub(super) mod x86 {
         // SAFETY: every pointer offset stays inside the documented sizes.
         unsafe {
             let mut r = [[_mm512_setzero_ps(); V]; MR];
-            // A read in place (cs = 1) goes four steps a pass: the MR row
-            // pointers (rs apart, known only at run time) are worked out
-            // once a pass and each step reads at a constant offset from
-            // them. Worked out every step they were about a dozen integer
-            // ops beside the 24 FMAs; four steps a pass measured 5–11 %
-            // faster on the whole gemm (warm, 2 threads; two or eight steps
-            // a pass were slower than one).
+            each_step(kc, a, |p, rows: &[*const f32; MR], u| {
+                fma_step(&mut r, b.add(p * 32), rows, u)
+            });
+            store_x16v(&mut r, c, ldc, acc);
+        }
+    }
+
+    /// Calls `step(p, rows, u)` for each reduction step `p` of an A
+    /// operand of MR rows: row i's value at step p is at `rows[i] + u`.
+    /// A read in place (cs = 1) goes four steps a pass: the row addresses
+    /// (rs apart, known only at run time) are worked out once a pass and
+    /// each step reads at a constant offset from them. Worked out every
+    /// step they were about a dozen integer ops beside the AVX-512
+    /// kernel's 24 FMAs; four steps a pass measured 5–11 % faster on the
+    /// whole gemm (warm, 2 threads; two or eight steps a pass were slower
+    /// than one).
+    ///
+    /// # Safety
+    /// `a` addresses MR rows of `kc` steps by its strides.
+    #[inline(always)]
+    unsafe fn each_step<const MR: usize>(
+        kc: usize,
+        a: ARef,
+        mut step: impl FnMut(usize, &[*const f32; MR], usize),
+    ) {
+        // SAFETY: every row and step lies inside `a` (caller).
+        unsafe {
             let passes = if a.cs == 1 { kc / 4 * 4 } else { 0 };
             for p0 in (0..passes).step_by(4) {
-                let rows: [*const f32; MR] = std::array::from_fn(|i| a.ptr.add(i * a.rs + p0));
+                let rows = std::array::from_fn(|i| a.ptr.add(i * a.rs + p0));
                 for u in 0..4 {
-                    fma_step(&mut r, b.add((p0 + u) * 32), &rows, u);
+                    step(p0 + u, &rows, u);
                 }
             }
             for p in passes..kc {
-                let rows: [*const f32; MR] =
-                    std::array::from_fn(|i| a.ptr.add(i * a.rs + p * a.cs));
-                fma_step(&mut r, b.add(p * 32), &rows, 0);
+                let rows = std::array::from_fn(|i| a.ptr.add(i * a.rs + p * a.cs));
+                step(p, &rows, 0);
             }
-            store_x16v(&mut r, c, ldc, acc);
         }
     }
 
@@ -887,7 +905,7 @@ pub(super) mod x86 {
         // SAFETY: every pointer offset stays inside the documented sizes.
         unsafe {
             let mut r = [[_mm256_setzero_ps(); 2]; MR];
-            let mut step = |p: usize, rows: &[*const f32; MR], u: usize| {
+            each_step(kc, a, |p, rows: &[*const f32; MR], u| {
                 let b0 = _mm256_loadu_ps(b.add(p * 16));
                 let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
                 for (ri, row) in r.iter_mut().zip(rows) {
@@ -895,20 +913,7 @@ pub(super) mod x86 {
                     ri[0] = _mm256_fmadd_ps(ai, b0, ri[0]);
                     ri[1] = _mm256_fmadd_ps(ai, b1, ri[1]);
                 }
-            };
-            // A in place goes four steps a pass, as in `avx512`.
-            let passes = if a.cs == 1 { kc / 4 * 4 } else { 0 };
-            for p0 in (0..passes).step_by(4) {
-                let rows: [*const f32; MR] = std::array::from_fn(|i| a.ptr.add(i * a.rs + p0));
-                for u in 0..4 {
-                    step(p0 + u, &rows, u);
-                }
-            }
-            for p in passes..kc {
-                let rows: [*const f32; MR] =
-                    std::array::from_fn(|i| a.ptr.add(i * a.rs + p * a.cs));
-                step(p, &rows, 0);
-            }
+            });
             for (i, ri) in r.iter_mut().enumerate() {
                 let ci = c.add(i * ldc);
                 if acc {
